@@ -1,0 +1,1 @@
+"""Pure analysis: attribution, rules, detectors. No I/O, no client libraries, no effects."""

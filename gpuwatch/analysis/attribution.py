@@ -1,0 +1,269 @@
+"""Which pods hold which GPU, and where each GPU sits (node, pool, capacity type).
+
+The exporter's pod labels are the ground truth for whole GPUs. Shared GPUs (cGPU) and
+MIG slices under older exporters carry no pod label: for those the node's allocations
+decide, using the gpushare scheduler's GPU-index annotation where it exists, and the
+result says the attribution is approximate where it had to guess.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import partial
+
+from gpuwatch.analysis.ownership import OwnerIndex, team_of
+from gpuwatch.analysis.pools import capacity_type_of, gpu_model_of, physical_gpu_count, pool_of
+from gpuwatch.config.settings import AttributionSettings
+from gpuwatch.model.cluster import (
+    CGPU_COUNT_RESOURCE,
+    CGPU_INDEX_ANNOTATION,
+    CGPU_MEMORY_RESOURCE,
+    MIG_RESOURCE_PREFIX,
+    WHOLE_GPU_RESOURCE,
+    ClusterState,
+    Node,
+    Pod,
+    gpu_request_kind,
+)
+from gpuwatch.model.findings import DataQualityNote, GpuHolder
+from gpuwatch.model.metrics import GpuDevice
+
+EXACT = "exact"
+APPROXIMATE = "approximate"
+NONE = "none"
+# Phases in which a pod holds its devices. A Pending pod bound to a node has them
+# allocated by the kubelet while its containers start.
+_HOLDING_PHASES = frozenset({"Running", "Pending", "Unknown"})
+
+
+@dataclass(frozen=True)
+class GpuContext:
+    """Everything analysis knows about one GPU besides its metrics."""
+
+    node_name: str
+    device: GpuDevice | None
+    """None for a GPU the node advertises but the metrics never showed."""
+    node: Node | None
+    pool: str | None
+    capacity_type: str
+    model: str | None
+    holders: tuple[GpuHolder, ...] = ()
+    attribution: str = NONE
+    recently_released: bool = False
+    """A GPU pod on this node ended inside the look-back: the GPU may have been held."""
+
+    @property
+    def allocated(self) -> bool:
+        return bool(self.holders)
+
+    @property
+    def in_gpu_pool(self) -> bool:
+        return self.node is not None and physical_gpu_count(self.node) > 0
+
+
+@dataclass(frozen=True)
+class Attribution:
+    contexts: tuple[GpuContext, ...]
+    """Aligned with the devices passed in, then one per GPU missing from the metrics."""
+    notes: tuple[DataQualityNote, ...] = ()
+    pending_gpu_pods: tuple[Pod, ...] = ()
+
+
+@dataclass
+class _Slot:
+    device: GpuDevice
+    holders: list[GpuHolder] = field(default_factory=list)
+    exact: bool = True
+    free_share: float = 1.0
+
+
+def attribute(
+    devices: Sequence[GpuDevice],
+    cluster: ClusterState,
+    settings: AttributionSettings,
+    at: datetime,
+    lookback_s: int,
+) -> Attribution:
+    """Attribute every device to its node, pool and holders."""
+    owners = OwnerIndex(cluster.controllers)
+    nodes = {n.name: n for n in cluster.nodes}
+    notes: list[DataQualityNote] = []
+    slots_by_node: dict[str, list[_Slot]] = defaultdict(list)
+    slots = [_Slot(d) for d in devices]
+    for slot in slots:
+        slots_by_node[slot.device.node].append(slot)
+
+    holding: dict[str, list[Pod]] = defaultdict(list)
+    released_nodes: set[str] = set()
+    pending: list[Pod] = []
+    cutoff = at - timedelta(seconds=lookback_s)
+    for pod in cluster.pods:
+        if gpu_request_kind(pod.requests) is None:
+            continue
+        if pod.node_name is None:
+            if pod.phase == "Pending":
+                pending.append(pod)
+            continue
+        if pod.phase in _HOLDING_PHASES:
+            holding[pod.node_name].append(pod)
+        elif pod.finished_at is not None and pod.finished_at > cutoff:
+            released_nodes.add(pod.node_name)
+
+    for node_name, pods in holding.items():
+        node = nodes.get(node_name)
+        node_slots = sorted(slots_by_node.get(node_name, []), key=lambda s: s.device.index)
+        for pod in sorted(pods, key=lambda p: p.key):
+            holder = partial(
+                GpuHolder, pod.namespace, pod.name, owners.workload_of(pod),
+                team_of(pod, settings.team_label),
+            )  # fmt: skip
+            unplaced = _place(pod, node, node_slots, holder)
+            if unplaced:
+                notes.append(
+                    DataQualityNote(
+                        kind="unplaced_pod",
+                        node=node_name,
+                        message=f"pod {pod.namespace}/{pod.name} holds {unplaced} GPU(s) on "
+                        f"{node_name} that no exported device matches",
+                    )
+                )
+
+    contexts = [_context(slot, nodes, settings, released_nodes) for slot in slots]
+    for slot in slots:
+        if slot.device.node not in nodes:
+            notes.append(
+                DataQualityNote(
+                    kind="unknown_node",
+                    node=slot.device.node,
+                    gpu_uuid=slot.device.uuid,
+                    message=f"GPU {slot.device.uuid} reports node {slot.device.node}, "
+                    "which the cluster state does not have",
+                )
+            )
+        elif slot.holders and not slot.exact:
+            notes.append(
+                DataQualityNote(
+                    kind="approximate_attribution",
+                    node=slot.device.node,
+                    gpu_uuid=slot.device.uuid,
+                    message=f"GPU {slot.device.index} on {slot.device.node}: no pod label "
+                    "from the exporter; holders inferred from the node's allocations",
+                )
+            )
+
+    for node in cluster.nodes:
+        seen = len({s.device.uuid for s in slots_by_node.get(node.name, [])})
+        expected = physical_gpu_count(node)
+        for _ in range(max(expected - seen, 0)):
+            contexts.append(
+                GpuContext(
+                    node_name=node.name,
+                    device=None,
+                    node=node,
+                    pool=pool_of(node, settings.pool_label, settings.pool_label_fallbacks),
+                    capacity_type=capacity_type_of(node),
+                    model=gpu_model_of(node),
+                )
+            )
+    return Attribution(tuple(contexts), tuple(notes), tuple(pending))
+
+
+def _place(
+    pod: Pod, node: Node | None, slots: list[_Slot], make: Callable[[float], GpuHolder]
+) -> int:
+    """Give ``pod`` its devices among ``slots``; return how many it could not get."""
+    kind = gpu_request_kind(pod.requests)
+    labelled = [s for s in slots if s.device.pod is not None and s.device.pod.name == pod.name
+                and s.device.pod.namespace == pod.namespace]  # fmt: skip
+
+    if kind == "whole":
+        wanted = int(pod.requests[WHOLE_GPU_RESOURCE])
+        for slot in labelled[:wanted]:
+            slot.holders.append(make(1.0))
+            slot.free_share = 0.0
+        missing = wanted - min(len(labelled), wanted)
+        free = [s for s in slots if s.free_share >= 1.0 and s.device.pod is None
+                and s.device.mig_profile is None]  # fmt: skip
+        for slot in free[:missing]:
+            slot.holders.append(make(1.0))
+            slot.free_share = 0.0
+            slot.exact = False
+        return missing - min(len(free), missing)
+
+    if kind == "cgpu":
+        share = _cgpu_share(pod, node)
+        index = pod.annotations.get(CGPU_INDEX_ANNOTATION)
+        target: _Slot | None = labelled[0] if labelled else None
+        exact = target is not None
+        if target is None and index is not None and index.strip().isdigit():
+            target = next((s for s in slots if s.device.index == int(index)), None)
+            exact = target is not None
+        if target is None:
+            target = next((s for s in slots if s.free_share >= share - 1e-9
+                           and s.device.mig_profile is None), None)  # fmt: skip
+        if target is None:
+            return 1
+        target.holders.append(make(share))
+        target.free_share = max(target.free_share - share, 0.0)
+        target.exact = target.exact and exact
+        return 0
+
+    # MIG: one slice per unit requested, of the requested profile.
+    unplaced = 0
+    for resource, qty in pod.requests.items():
+        if not resource.startswith(MIG_RESOURCE_PREFIX) or qty <= 0:
+            continue
+        profile = resource[len(MIG_RESOURCE_PREFIX) :]
+        wanted = int(qty)
+        mine = [s for s in labelled if s.device.mig_profile == profile][:wanted]
+        for slot in mine:
+            slot.holders.append(make(1.0))
+            slot.free_share = 0.0
+        free = [s for s in slots if s.device.mig_profile == profile and s.free_share >= 1.0
+                and s.device.pod is None]  # fmt: skip
+        rest = wanted - len(mine)
+        for slot in free[:rest]:
+            slot.holders.append(make(1.0))
+            slot.free_share = 0.0
+            slot.exact = False
+        unplaced += rest - min(len(free), rest)
+    return unplaced
+
+
+def _cgpu_share(pod: Pod, node: Node | None) -> float:
+    """Memory share of one physical GPU: requested GiB / that GPU's GiB."""
+    requested = pod.requests.get(CGPU_MEMORY_RESOURCE, 0.0)
+    if node is None:
+        return 1.0
+    total = node.capacity.get(CGPU_MEMORY_RESOURCE, 0.0)
+    gpus = node.capacity.get(CGPU_COUNT_RESOURCE, 0.0) or physical_gpu_count(node)
+    if total <= 0 or gpus <= 0:
+        return 1.0
+    return min(requested / (total / gpus), 1.0)
+
+
+def _context(
+    slot: _Slot,
+    nodes: dict[str, Node],
+    settings: AttributionSettings,
+    released_nodes: set[str],
+) -> GpuContext:
+    node = nodes.get(slot.device.node)
+    if slot.holders:
+        attribution = EXACT if slot.exact else APPROXIMATE
+    else:
+        attribution = NONE
+    return GpuContext(
+        node_name=slot.device.node,
+        device=slot.device,
+        node=node,
+        pool=pool_of(node, settings.pool_label, settings.pool_label_fallbacks) if node else None,
+        capacity_type=capacity_type_of(node) if node else "unknown",
+        model=gpu_model_of(node, slot.device.model_name),
+        holders=tuple(sorted(slot.holders, key=lambda h: -h.share)),
+        attribution=attribution,
+        recently_released=slot.device.node in released_nodes and not slot.holders,
+    )

@@ -1,0 +1,329 @@
+"""Evaluate rules against one cycle's window aggregates and GPU contexts.
+
+Rules of thought that hold for every kind:
+- No data is not zero. Aggregates skip missing samples; a GPU whose window is covered
+  less than the rule's ``min_coverage`` is not judged at all (``data-gap`` reports it).
+- An allocated GPU and an unallocated one are different problems: ``scope`` keeps
+  ``gpu-idle`` (allocated) and ``gpu-unallocated`` apart, never both for one GPU.
+- ``since`` is when a finding first fired in consecutive cycles (from the state), or the
+  start of the window that proves it when it is new.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+
+from gpuwatch.analysis.attribution import GpuContext
+from gpuwatch.analysis.rules.schema import (
+    DataGapRule,
+    Rule,
+    ThresholdRule,
+    UnallocatedRule,
+    XidRule,
+)
+from gpuwatch.model.durations import format_duration
+from gpuwatch.model.findings import DataQualityNote, Finding, Severity, format_value
+from gpuwatch.model.metrics import SIGNAL_UNITS, Aggregate, AggregateSpec, Signal, WindowStats
+
+_OPS: Mapping[str, Callable[[float, float], bool]] = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+_DEFAULT_MESSAGES = {
+    "threshold": "GPU {gpu} on {node} ({holder}): {value} {op} {threshold} over {window}",
+    "unallocated": "GPU {gpu} on {node} in pool {pool}: no pod held it for {window}",
+    "xid": "GPU {gpu} on {node} ({holder}) reported XID {value} within {window}",
+    "data_gap": "GPU {gpu} on {node}: metrics cover {coverage} of the last {window}",
+}
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    findings: tuple[Finding, ...]
+    notes: tuple[DataQualityNote, ...]
+
+
+def required_specs(rules: Sequence[Rule]) -> frozenset[AggregateSpec]:
+    """The aggregates that ``rules`` need from a metrics source."""
+    specs: set[AggregateSpec] = set()
+    for rule in rules:
+        if not rule.enabled:
+            continue
+        w = rule.window_s
+        if isinstance(rule, ThresholdRule):
+            specs.add(AggregateSpec(rule.signal, Aggregate(rule.aggregate), w))
+            specs.add(AggregateSpec(rule.signal, Aggregate.COUNT, w))
+        elif isinstance(rule, UnallocatedRule):
+            specs.add(AggregateSpec(Signal.POD_ATTACHED, Aggregate.MAX, w))
+            specs.add(AggregateSpec(Signal.UTIL_RATIO, Aggregate.AVG, w))
+            specs.add(AggregateSpec(Signal.UTIL_RATIO, Aggregate.COUNT, w))
+        elif isinstance(rule, XidRule):
+            for agg in (Aggregate.CHANGES, Aggregate.MAX, Aggregate.LAST, Aggregate.COUNT):
+                specs.add(AggregateSpec(Signal.XID, agg, w))
+        elif isinstance(rule, DataGapRule):
+            specs.add(AggregateSpec(Signal.UTIL_RATIO, Aggregate.COUNT, w))
+            specs.add(AggregateSpec(Signal.UTIL_RATIO, Aggregate.LAST_TS, w))
+    return frozenset(specs)
+
+
+def lookback_s(rules: Sequence[Rule]) -> int:
+    """The longest window among enabled rules (0 when there are none)."""
+    return max((r.window_s for r in rules if r.enabled), default=0)
+
+
+def evaluate(
+    rules: Sequence[Rule],
+    stats: WindowStats,
+    contexts: Sequence[GpuContext],
+    since_by_key: Mapping[str, datetime] | None = None,
+) -> Evaluation:
+    """Every finding of every enabled rule; ``contexts[i]`` describes ``stats.devices[i]``
+    for i < len(devices), the rest are GPUs the cluster has but the metrics lack."""
+    since_by_key = since_by_key or {}
+    findings: list[Finding] = []
+    notes: list[DataQualityNote] = []
+    n = len(stats.devices)
+    for rule in rules:
+        if not rule.enabled:
+            continue
+        if isinstance(rule, ThresholdRule):
+            found = _threshold(rule, stats, contexts[:n], notes)
+        elif isinstance(rule, UnallocatedRule):
+            found = _unallocated(rule, stats, contexts[:n], notes)
+        elif isinstance(rule, XidRule):
+            found = _xid(rule, stats, contexts[:n])
+        else:
+            found = _data_gap(rule, stats, contexts)
+        for candidate in found:
+            finding = candidate.build(rule, stats.at)
+            prior = since_by_key.get(finding.key)
+            if prior is not None and prior < finding.since:
+                finding = replace(finding, since=prior)
+            findings.append(finding)
+    findings.sort(key=lambda f: (_SEVERITY_ORDER[f.severity], f.rule, f.node, f.gpu_index or 0))
+    return Evaluation(tuple(findings), tuple(notes))
+
+
+_SEVERITY_ORDER = {Severity.CRITICAL: 0, Severity.WARNING: 1, Severity.INFO: 2}
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    ctx: GpuContext
+    value: float | None
+    threshold: float | None
+    coverage: float | None
+    unit: str
+    since: datetime | None = None
+    severity: Severity | None = None
+    extra: Mapping[str, Any] | None = None
+
+    def build(self, rule: Rule, at: datetime) -> Finding:
+        ctx = self.ctx
+        device = ctx.device
+        primary = ctx.holders[0] if ctx.holders else None
+        since = self.since or at - timedelta(seconds=rule.window_s)
+        fields = {
+            "rule": rule.id,
+            "gpu": str(device.index) if device else "?",
+            "gpu_uuid": device.uuid if device else "",
+            "node": ctx.node_name,
+            "pool": ctx.pool or "(no pool)",
+            "model": ctx.model or "unknown model",
+            "namespace": primary.namespace if primary else "",
+            "pod": primary.pod if primary else "",
+            "workload": (primary.workload or "") if primary else "",
+            "team": primary.team if primary else "",
+            "holder": _holder_text(ctx),
+            "value": _Shown(self.value, self.unit),
+            "threshold": _Shown(self.threshold, self.unit),
+            "op": getattr(rule, "op", ""),
+            "window": format_duration(rule.window_s),
+            "coverage": _Shown(self.coverage, "ratio"),
+            "unit": self.unit,
+            **(self.extra or {}),
+        }
+        template = rule.message or _DEFAULT_MESSAGES[rule.kind]
+        return Finding(
+            rule=rule.id,
+            severity=self.severity or rule.severity,
+            gpu_uuid=device.uuid if device else None,
+            gpu_index=device.index if device else None,
+            node=ctx.node_name,
+            pool=ctx.pool,
+            model=ctx.model,
+            capacity_type=ctx.capacity_type,
+            namespace=primary.namespace if primary else None,
+            pod=primary.pod if primary else None,
+            workload=primary.workload if primary else None,
+            team=primary.team if primary else None,
+            value=self.value,
+            threshold=self.threshold,
+            unit=self.unit,
+            window_s=rule.window_s,
+            coverage_ratio=self.coverage,
+            since=since,
+            message=template.format_map(fields),
+            attribution=ctx.attribution,
+            holders=ctx.holders,
+        )
+
+
+class _Shown(float):
+    """A number that formats itself with its unit when the template gives no format."""
+
+    unit: str
+
+    def __new__(cls, value: float | None, unit: str) -> _Shown:
+        shown = super().__new__(cls, math.nan if value is None else value)
+        shown.unit = unit
+        return shown
+
+    def __format__(self, spec: str) -> str:
+        if spec:
+            return float.__format__(self, spec)
+        return format_value(float(self), self.unit)
+
+
+def _holder_text(ctx: GpuContext) -> str:
+    if not ctx.holders:
+        return "unallocated"
+    first = ctx.holders[0]
+    text = first.workload or f"Pod/{first.namespace}/{first.pod}"
+    if len(ctx.holders) > 1:
+        text += f" and {len(ctx.holders) - 1} more sharing it"
+    return text
+
+
+def _in_pools(rule: Rule, ctx: GpuContext) -> bool:
+    return rule.pools is None or ctx.pool in rule.pools
+
+
+def _not_judged(rule: Rule, ctx: GpuContext, coverage: float, minimum: float) -> DataQualityNote:
+    device = ctx.device
+    return DataQualityNote(
+        kind="not_judged",
+        node=ctx.node_name,
+        gpu_uuid=device.uuid if device else None,
+        window_s=rule.window_s,
+        coverage_ratio=coverage,
+        message=f"{rule.id}: GPU {device.index if device else '?'} on {ctx.node_name} not "
+        f"judged: metrics cover {format_value(coverage, 'ratio')} of {format_duration(rule.window_s)}, "
+        f"below the rule's minimum {format_value(minimum, 'ratio')}",
+        details={"rule": rule.id},
+    )
+
+
+def _threshold(
+    rule: ThresholdRule,
+    stats: WindowStats,
+    contexts: Sequence[GpuContext],
+    notes: list[DataQualityNote],
+) -> list[_Candidate]:
+    values = stats.get(AggregateSpec(rule.signal, Aggregate(rule.aggregate), rule.window_s))
+    coverage = stats.coverage_ratio(rule.signal, rule.window_s)
+    compare = _OPS[rule.op]
+    unit = SIGNAL_UNITS[rule.signal]
+    found = []
+    for i, ctx in enumerate(contexts):
+        if not _in_pools(rule, ctx):
+            continue
+        if rule.scope == "allocated" and not ctx.allocated:
+            continue
+        if rule.scope == "unallocated" and ctx.allocated:
+            continue
+        value = float(values[i])
+        if coverage[i] < rule.min_coverage:
+            notes.append(_not_judged(rule, ctx, float(coverage[i]), rule.min_coverage))
+            continue
+        if np.isnan(value):
+            continue
+        if compare(value, rule.threshold):
+            found.append(_Candidate(ctx, value, rule.threshold, float(coverage[i]), unit))
+    return found
+
+
+def _unallocated(
+    rule: UnallocatedRule,
+    stats: WindowStats,
+    contexts: Sequence[GpuContext],
+    notes: list[DataQualityNote],
+) -> list[_Candidate]:
+    w = rule.window_s
+    attached = stats.get(AggregateSpec(Signal.POD_ATTACHED, Aggregate.MAX, w))
+    util = stats.get(AggregateSpec(Signal.UTIL_RATIO, Aggregate.AVG, w))
+    coverage = stats.coverage_ratio(Signal.UTIL_RATIO, w)
+    found = []
+    for i, ctx in enumerate(contexts):
+        if ctx.allocated or ctx.recently_released or not ctx.in_gpu_pool:
+            continue
+        if not _in_pools(rule, ctx):
+            continue
+        if coverage[i] < rule.min_coverage:
+            notes.append(_not_judged(rule, ctx, float(coverage[i]), rule.min_coverage))
+            continue
+        # Any sample in the window carrying a pod label means a pod held the GPU then.
+        if np.nan_to_num(attached[i], nan=0.0) > 0:
+            continue
+        value = None if np.isnan(util[i]) else float(util[i])
+        found.append(_Candidate(ctx, value, None, float(coverage[i]), "ratio"))
+    return found
+
+
+def _xid(rule: XidRule, stats: WindowStats, contexts: Sequence[GpuContext]) -> list[_Candidate]:
+    w = rule.window_s
+    changes = stats.get(AggregateSpec(Signal.XID, Aggregate.CHANGES, w))
+    highest = stats.get(AggregateSpec(Signal.XID, Aggregate.MAX, w))
+    last = stats.get(AggregateSpec(Signal.XID, Aggregate.LAST, w))
+    coverage = stats.coverage_ratio(Signal.XID, w)
+    found = []
+    for i, ctx in enumerate(contexts):
+        if not _in_pools(rule, ctx) or np.isnan(changes[i]) or changes[i] < 1:
+            continue
+        code = float(last[i]) if last[i] > 0 else float(highest[i])
+        if not code > 0 or int(code) in rule.ignore_codes:
+            continue
+        severity = Severity.CRITICAL if int(code) in rule.critical_codes else None
+        found.append(_Candidate(ctx, code, None, float(coverage[i]), "code", severity=severity))
+    return found
+
+
+def _data_gap(
+    rule: DataGapRule, stats: WindowStats, contexts: Sequence[GpuContext]
+) -> list[_Candidate]:
+    w = rule.window_s
+    coverage = stats.coverage_ratio(Signal.UTIL_RATIO, w)
+    last_ts = stats.get(AggregateSpec(Signal.UTIL_RATIO, Aggregate.LAST_TS, w))
+    at_s = stats.at.timestamp()
+    found = []
+    n = len(stats.devices)
+    for i, ctx in enumerate(contexts):
+        if not _in_pools(rule, ctx):
+            continue
+        if i >= n:  # advertised by the node, absent from the metrics for the whole window
+            found.append(_Candidate(ctx, 0.0, rule.min_coverage, 0.0, "ratio"))
+            continue
+        age_s = at_s - last_ts[i] if not np.isnan(last_ts[i]) else math.inf
+        stale = age_s > rule.stale_after_s
+        if coverage[i] < rule.min_coverage or stale:
+            since = None
+            if stale and math.isfinite(age_s):
+                since = datetime.fromtimestamp(float(last_ts[i]), tz=stats.at.tzinfo)
+            found.append(
+                _Candidate(
+                    ctx, float(coverage[i]), rule.min_coverage, float(coverage[i]), "ratio",
+                    since=since,
+                )  # fmt: skip
+            )
+    return found
+
+

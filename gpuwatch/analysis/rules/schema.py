@@ -1,0 +1,137 @@
+"""The rule schema: each rule kind is a typed model, validated strictly, never eval'd.
+
+A rule file is ``{version: 1, rules: [...]}``; each rule has an ``id``, a ``kind`` that
+selects its detector and parameters, a ``severity`` and a ``window``. Thresholds and
+windows are data, so users tune them in YAML without touching code.
+"""
+
+from __future__ import annotations
+
+import string
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+from gpuwatch.model.durations import parse_duration_s
+from gpuwatch.model.findings import Severity
+from gpuwatch.model.metrics import Signal
+
+DurationS = Annotated[int, BeforeValidator(parse_duration_s)]
+
+# Names a rule's ``message`` template may use, e.g. "{value:.0%} over {window}".
+MESSAGE_FIELDS = frozenset(
+    {
+        "rule", "gpu", "gpu_uuid", "node", "pool", "model", "namespace", "pod",
+        "workload", "team", "holder", "value", "threshold", "op", "window",
+        "coverage", "unit",
+    }
+)  # fmt: skip
+
+
+class _RuleBase(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$", description="Unique rule id.")
+    severity: Severity = Severity.WARNING
+    enabled: bool = True
+    description: str = ""
+    title: str | None = Field(
+        None,
+        max_length=40,
+        description="Short phrase for grouped messages (\"5 idle A100s in gpu-training\"); "
+        "unset: the rule id.",
+    )
+    window_s: DurationS = Field(alias="window", gt=0, description="Window ending at the cycle.")
+    pools: list[str] | None = Field(
+        None, description="Only GPUs in these pools; unset: every pool."
+    )
+    message: str | None = Field(None, description="Message template; unset: the kind's own.")
+
+    @field_validator("message")
+    @classmethod
+    def _known_placeholders(cls, template: str | None) -> str | None:
+        if template is None:
+            return None
+        try:
+            parsed = list(string.Formatter().parse(template))
+        except ValueError as exc:
+            raise ValueError(f"malformed message template: {exc}") from exc
+        for _, name, _, _ in parsed:
+            if name is None:
+                continue
+            if name not in MESSAGE_FIELDS:
+                raise ValueError(
+                    f"unknown placeholder {{{name}}}; expected one of: "
+                    + ", ".join(sorted(MESSAGE_FIELDS))
+                )
+        return template
+
+
+class ThresholdRule(_RuleBase):
+    """Compare a window aggregate of a signal with a threshold."""
+
+    kind: Literal["threshold"]
+    signal: Signal
+    aggregate: Literal["avg", "max", "min", "last"]
+    op: Literal["<", "<=", ">", ">="]
+    threshold: float
+    scope: Literal["allocated", "unallocated", "any"] = Field(
+        "any", description="Which GPUs: held by a pod, held by none, or all."
+    )
+    min_coverage: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Least fraction of the window with data before the GPU is judged; "
+        "below it the GPU is not judged at all (no data is not zero).",
+    )
+
+
+class UnallocatedRule(_RuleBase):
+    """A GPU in a GPU pool that no pod held for the whole window."""
+
+    kind: Literal["unallocated"]
+    min_coverage: float = Field(0.5, ge=0.0, le=1.0)
+
+
+class XidRule(_RuleBase):
+    """A new non-zero XID error reported within the window."""
+
+    kind: Literal["xid"]
+    ignore_codes: list[int] = Field(
+        default_factory=list, description="XID codes that never fire (e.g. 43, app faults)."
+    )
+    critical_codes: list[int] = Field(
+        # Double-bit ECC, row-remap failure, NVLink, fallen off the bus, ECC contained /
+        # uncontained: hardware that needs a drain, not an application bug.
+        default_factory=lambda: [48, 63, 64, 74, 79, 92, 94, 95],
+        description="XID codes raised to critical severity.",
+    )
+
+
+class DataGapRule(_RuleBase):
+    """A GPU whose metrics are missing or stale for part of the window."""
+
+    kind: Literal["data_gap"]
+    min_coverage: float = Field(
+        0.9, ge=0.0, le=1.0, description="Fire when less of the window than this has data."
+    )
+    stale_after_s: DurationS = Field(
+        120,
+        alias="stale_after",
+        gt=0,
+        description="Fire when the newest sample is older than this.",
+    )
+
+
+Rule = Annotated[
+    ThresholdRule | UnallocatedRule | XidRule | DataGapRule, Field(discriminator="kind")
+]
+RULE_KINDS = ("threshold", "unallocated", "xid", "data_gap")
+
+
+class RuleFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: Literal[1]
+    rules: list[Rule]

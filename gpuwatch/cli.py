@@ -1,0 +1,246 @@
+"""The ``gpuwatch`` command line.
+
+Exit codes: 0 the cycle ran (findings or not); 1 the cycle ran but a source failed, so
+nothing was judged; 2 bad usage, settings or rules.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from gpuwatch import __version__
+from gpuwatch.analysis.rules.loader import load_rules, rule_files
+from gpuwatch.config.docs import settings_markdown
+from gpuwatch.config.load import load_settings
+from gpuwatch.config.settings import Settings
+from gpuwatch.model.durations import parse_instant, rfc3339
+from gpuwatch.model.errors import ConfigError
+from gpuwatch.model.findings import format_value
+from gpuwatch.model.result import CycleResult
+from gpuwatch.pipeline import run_cycle
+from gpuwatch.report.cycle_json import write_cycle_json
+from gpuwatch.sources.simulator.layout import SHOWCASE_AT
+from gpuwatch.wiring import build_components
+
+EXIT_SOURCE_FAILED = 1
+EXIT_USAGE = 2
+
+
+class _Instant(click.ParamType):
+    name = "instant"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, datetime):
+            return value
+        try:
+            return parse_instant(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+INSTANT = _Instant()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="gpuwatch")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="GPUWATCH_CONFIG",
+    help="YAML settings file (see docs/settings.md). Env: GPUWATCH_CONFIG.",
+)
+@click.option("--log-level", default="WARNING", show_default=True, help="Python log level.")
+@click.pass_context
+def cli(ctx: click.Context, config_file: Path | None, log_level: str) -> None:
+    """GPU cost and utilization watch for Kubernetes clusters that run AI work."""
+    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    ctx.obj = {"config_file": config_file}
+
+
+def _cycle_options(func: Any) -> Any:
+    options = [
+        click.option("--at", type=INSTANT, help="Evaluate as of this instant (RFC 3339)."),
+        click.option(
+            "--output", type=click.Choice(["table", "json"]), help="What goes to stdout."
+        ),
+        click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+                     help="Folder for the cycle JSON and state."),  # fmt: skip
+        click.option("--rules", "rule_paths", multiple=True,
+                     type=click.Path(exists=True, path_type=Path),
+                     help="Rule file or folder (repeatable). Default: the shipped rules."),  # fmt: skip
+        click.option("--gpus", type=int, help="Simulator: GPUs in the cluster."),
+        click.option("--days", type=float, help="Simulator: days of history."),
+        click.option("--seed", type=int, help="Simulator: random seed."),
+        click.option("--dry-run/--no-dry-run", default=None,
+                     help="Plan actions without writing to the cluster (default: dry run)."),  # fmt: skip
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _settings(ctx: click.Context, flags: dict[str, Any]) -> Settings:
+    try:
+        return load_settings(ctx.obj["config_file"], os.environ, flags)
+    except ConfigError as exc:
+        _fail_config(exc)
+
+
+def _fail_config(exc: ConfigError) -> Any:
+    click.echo("gpuwatch: invalid configuration:", err=True)
+    for problem in exc.problems:
+        click.echo(f"  {problem}", err=True)
+    sys.exit(EXIT_USAGE)
+
+
+def _flags(**kwargs: Any) -> dict[str, Any]:
+    mapping = {
+        "at": "at",
+        "output": "output.format",
+        "out_dir": "output.dir",
+        "gpus": "simulator.gpus",
+        "days": "simulator.days",
+        "seed": "simulator.seed",
+        "dry_run": "dry_run",
+    }
+    flags = {mapping[k]: v for k, v in kwargs.items() if k in mapping and v is not None}
+    if kwargs.get("rule_paths"):
+        flags["rules.paths"] = [str(p) for p in kwargs["rule_paths"]]
+    return flags
+
+
+@cli.command()
+@_cycle_options
+@click.pass_context
+def once(ctx: click.Context, **kwargs: Any) -> None:
+    """Run one cycle: collect, analyse, notify, write the result."""
+    _run(ctx, _settings(ctx, _flags(**kwargs)))
+
+
+@cli.command()
+@_cycle_options
+@click.pass_context
+def demo(ctx: click.Context, **kwargs: Any) -> None:
+    """Run one cycle on the embedded simulated cluster, at 02:00 of its week.
+
+    At that instant every rule fires once: the README says which simulated workload
+    triggers which rule. Writes the cycle JSON into ./gpuwatch-demo unless --out says.
+    """
+    flags = _flags(**kwargs)
+    flags.setdefault("at", SHOWCASE_AT)
+    flags.setdefault("output.dir", "gpuwatch-demo")
+    _run(ctx, _settings(ctx, flags))
+
+
+def _run(ctx: click.Context, settings: Settings) -> None:
+    at = settings.at or datetime.now(UTC).replace(microsecond=0)
+    as_json = settings.output.format == "json"
+    console_stream = sys.stderr if as_json else sys.stdout
+    try:
+        components = build_components(settings, at, console_stream)
+    except ConfigError as exc:
+        _fail_config(exc)
+    # Wide enough for the findings table when piped to a file or a CI log.
+    out = Console(file=console_stream, width=None if console_stream.isatty() else 150)
+    if not as_json:
+        out.print(
+            f"[bold]gpuwatch[/] cycle at {rfc3339(at)} on cluster "
+            f"[bold]{settings.cluster.name}[/] (metrics: {components.metrics.name}, "
+            f"cluster: {components.cluster.name}, {len(components.rules)} rules)\n"
+        )
+    result = run_cycle(components, settings, at)
+    path = write_cycle_json(result, settings.output.dir)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        _print_table(out, result)
+        out.print(f"Cycle result written to [bold]{path}[/]")
+    if not result.ok:
+        for error in result.errors:
+            click.echo(f"gpuwatch: {error}", err=True)
+        sys.exit(EXIT_SOURCE_FAILED)
+
+
+def _print_table(out: Console, result: CycleResult) -> None:
+    table = Table(title=f"{len(result.findings)} findings", title_justify="left")
+    for column in ("rule", "severity", "node", "gpu", "pool", "team", "workload", "value",
+                   "threshold"):  # fmt: skip
+        table.add_column(column, overflow="fold", no_wrap=column in ("rule", "severity"))
+    for f in result.findings:
+        table.add_row(
+            f.rule,
+            str(f.severity),
+            f.node,
+            "-" if f.gpu_index is None else str(f.gpu_index),
+            f.pool or "-",
+            f.team or "-",
+            f.workload or (f"{f.namespace}/{f.pod}" if f.pod else "-"),
+            format_value(f.value, f.unit),
+            "-" if f.threshold is None else format_value(f.threshold, f.unit),
+        )
+    out.print(table)
+    gaps = [n for n in result.data_quality if n.kind != "approximate_attribution"]
+    approx = len(result.data_quality) - len(gaps)
+    out.print(
+        f"\nGPUs: {result.source.gpus_in_metrics} in metrics, {result.source.gpus_in_cluster} "
+        f"in the cluster; data-quality notes: {len(result.data_quality)}"
+        + (f" ({approx} approximate attributions)" if approx else "")
+    )
+    for note in gaps[:10]:
+        out.print(f"  - {note.kind}: {note.message}")
+    if len(gaps) > 10:
+        out.print(f"  … and {len(gaps) - 10} more in the JSON")
+
+
+@cli.group()
+def rules() -> None:
+    """Detection rules."""
+
+
+@rules.command("validate")
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+def rules_validate(paths: tuple[Path, ...]) -> None:
+    """Check rule files (default: the shipped rules); exit 2 listing every problem."""
+    try:
+        files = rule_files(paths)
+        loaded = load_rules(paths)
+    except ConfigError as exc:
+        click.echo("gpuwatch: invalid rules:", err=True)
+        for problem in exc.problems:
+            click.echo(f"  {problem}", err=True)
+        sys.exit(EXIT_USAGE)
+    click.echo(f"{len(loaded)} rules OK in {', '.join(str(f) for f in files)}")
+
+
+@cli.group()
+def config() -> None:
+    """Settings."""
+
+
+@config.command("show")
+@click.pass_context
+def config_show(ctx: click.Context) -> None:
+    """Print the effective settings (file, environment and defaults merged) as JSON."""
+    settings = _settings(ctx, {})
+    click.echo(settings.model_dump_json(indent=2))
+
+
+@config.command("docs")
+def config_docs() -> None:
+    """Print the settings reference in Markdown (docs/settings.md)."""
+    click.echo(settings_markdown(), nl=False)
+
+
+def main() -> None:
+    cli(prog_name="gpuwatch")

@@ -1,0 +1,45 @@
+"""gpuwatch's own error hierarchy, so callers never catch a client library's exceptions.
+
+Every error says where the problem is (a file and key, a URL, a resource and verb) and
+what was expected, because the person reading it is usually fixing a config at 3 a.m.
+"""
+
+from __future__ import annotations
+
+
+class GpuwatchError(Exception):
+    """Base of every error gpuwatch raises on purpose."""
+
+
+class ConfigError(GpuwatchError):
+    """A setting or rule file is unreadable, malformed or refers to something unknown.
+
+    ``problems`` holds one line per problem, each naming the origin (file and line, or
+    environment variable, or command-line flag), the key, and what was expected.
+    """
+
+    def __init__(self, problems: list[str] | str) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class SourceError(GpuwatchError):
+    """A metrics or cluster source could not deliver what a cycle needs."""
+
+    kind = "source"
+
+
+class SourceUnreachable(SourceError):
+    kind = "unreachable"
+
+
+class SourceAuthRefused(SourceError):
+    kind = "auth_refused"
+
+
+class SourceBadQuery(SourceError):
+    kind = "bad_query"
+
+
+class StateError(GpuwatchError):
+    """The persisted state could not be read or written."""

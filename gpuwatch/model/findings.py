@@ -1,0 +1,138 @@
+"""Findings (a rule fired for a GPU) and data-quality notes (why a GPU was not judged).
+
+The JSON names of these fields are a published interface: other tools, the Slack
+notifier and the reports read them. Add fields; do not rename them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from gpuwatch.model.durations import rfc3339
+
+
+class Severity(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+@dataclass(frozen=True)
+class GpuHolder:
+    """A pod holding (part of) a GPU. ``share`` is the fraction of the GPU it holds: 1
+    for a whole GPU, the memory share for cGPU, the slice for MIG."""
+
+    namespace: str
+    pod: str
+    workload: str | None
+    team: str
+    share: float = 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "namespace": self.namespace,
+            "pod": self.pod,
+            "workload": self.workload,
+            "team": self.team,
+            "share": round(self.share, 4),
+        }
+
+
+@dataclass(frozen=True)
+class Finding:
+    rule: str
+    severity: Severity
+    gpu_uuid: str | None
+    node: str
+    pool: str | None
+    value: float | None
+    threshold: float | None
+    window_s: int
+    since: datetime
+    message: str
+    gpu_index: int | None = None
+    model: str | None = None
+    capacity_type: str | None = None
+    namespace: str | None = None
+    pod: str | None = None
+    workload: str | None = None
+    team: str | None = None
+    unit: str = ""
+    coverage_ratio: float | None = None
+    attribution: str = "none"
+    """``exact`` (the exporter's pod labels or the scheduler's record), ``approximate``
+    (inferred from the node's allocations) or ``none`` (nobody holds the GPU)."""
+    holders: tuple[GpuHolder, ...] = ()
+
+    @property
+    def key(self) -> str:
+        """Identity across cycles: the same rule on the same GPU is the same finding."""
+        return f"{self.rule}|{self.node}|{self.gpu_uuid or '-'}|{self.gpu_index}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "severity": str(self.severity),
+            "gpu_uuid": self.gpu_uuid,
+            "gpu_index": self.gpu_index,
+            "node": self.node,
+            "pool": self.pool,
+            "model": self.model,
+            "capacity_type": self.capacity_type,
+            "namespace": self.namespace,
+            "pod": self.pod,
+            "workload": self.workload,
+            "team": self.team,
+            "value": _round(self.value),
+            "threshold": self.threshold,
+            "unit": self.unit,
+            "window_s": self.window_s,
+            "coverage_ratio": _round(self.coverage_ratio),
+            "since": rfc3339(self.since),
+            "attribution": self.attribution,
+            "holders": [h.to_dict() for h in self.holders],
+            "message": self.message,
+        }
+
+
+@dataclass(frozen=True)
+class DataQualityNote:
+    """Something that limits what a cycle could judge: a gap, a stale exporter, a GPU the
+    cluster reports but the metrics do not, an approximate attribution, a source error."""
+
+    kind: str
+    message: str
+    node: str | None = None
+    gpu_uuid: str | None = None
+    window_s: int | None = None
+    coverage_ratio: float | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "node": self.node,
+            "gpu_uuid": self.gpu_uuid,
+            "window_s": self.window_s,
+            "coverage_ratio": _round(self.coverage_ratio),
+            "message": self.message,
+            **({"details": self.details} if self.details else {}),
+        }
+
+
+def format_value(value: float | None, unit: str) -> str:
+    """A value as people read it: ratios as percentages, codes as integers, else with unit."""
+    if value is None or value != value:  # None or NaN
+        return "n/a"
+    if unit == "ratio":
+        return f"{value:.0%}" if abs(value) >= 0.01 or value == 0 else f"{value:.1%}"
+    if unit in ("code", "flag"):
+        return str(int(value))
+    return f"{value:.0f} {unit}" if abs(value) >= 10 else f"{value:.1f} {unit}"
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 6)

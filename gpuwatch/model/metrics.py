@@ -1,0 +1,168 @@
+"""GPU metric signals, the window aggregates a cycle asks for, and the frames that hold them.
+
+A *signal* is a per-sample quantity derived from DCGM exporter metrics (for instance
+``fb_used_ratio = FB_USED / (FB_USED + FB_FREE + FB_RESERVED)``); an *aggregate* reduces a
+signal over a window that ends at the evaluation instant, as PromQL's ``*_over_time``
+functions do over ``(at - window, at]``. Sources compute aggregates where the data lives
+(Prometheus on the server, the simulator in numpy), so a cycle never pulls raw samples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+
+
+class Signal(StrEnum):
+    """Per-sample GPU quantities. The suffix is the unit."""
+
+    UTIL_RATIO = "util_ratio"
+    """0..1. ``DCGM_FI_PROF_GR_ENGINE_ACTIVE`` where the GPU has it, else
+    ``DCGM_FI_DEV_GPU_UTIL / 100`` (GPU_UTIL counts any kernel running, so it overstates
+    use; GR_ENGINE_ACTIVE is the fraction of time the graphics engine was busy)."""
+    FB_USED_RATIO = "fb_used_ratio"
+    """0..1. ``FB_USED / (FB_USED + FB_FREE + FB_RESERVED)``, RESERVED where exported."""
+    FB_USED_MIB = "fb_used_mib"
+    """``DCGM_FI_DEV_FB_USED`` in MiB."""
+    FB_TOTAL_MIB = "fb_total_mib"
+    """``FB_USED + FB_FREE + FB_RESERVED`` in MiB: the card's framebuffer."""
+    TEMP_C = "temp_c"
+    """``DCGM_FI_DEV_GPU_TEMP`` in degrees Celsius."""
+    POWER_W = "power_w"
+    """``DCGM_FI_DEV_POWER_USAGE`` in watts."""
+    XID = "xid"
+    """``DCGM_FI_DEV_XID_ERRORS``: the code of the last XID error, 0 when none."""
+    TENSOR_ACTIVE_RATIO = "tensor_active_ratio"
+    """0..1, ``DCGM_FI_PROF_PIPE_TENSOR_ACTIVE``."""
+    POD_ATTACHED = "pod_attached"
+    """1 when the sample carries a pod label (the exporter mapped a pod to the GPU), else 0."""
+
+
+SIGNAL_UNITS: Mapping[Signal, str] = {
+    Signal.UTIL_RATIO: "ratio",
+    Signal.FB_USED_RATIO: "ratio",
+    Signal.FB_USED_MIB: "MiB",
+    Signal.FB_TOTAL_MIB: "MiB",
+    Signal.TEMP_C: "C",
+    Signal.POWER_W: "W",
+    Signal.XID: "code",
+    Signal.TENSOR_ACTIVE_RATIO: "ratio",
+    Signal.POD_ATTACHED: "flag",
+}
+
+
+class Aggregate(StrEnum):
+    """Reductions over ``(at - window_s, at]``, each the twin of a PromQL function."""
+
+    AVG = "avg"  # avg_over_time
+    MAX = "max"  # max_over_time
+    MIN = "min"  # min_over_time
+    LAST = "last"  # last_over_time
+    COUNT = "count"  # count_over_time: samples present, the basis of coverage
+    CHANGES = "changes"  # changes(): value changes between consecutive samples
+    LAST_TS = "last_ts"  # timestamp(last_over_time()): unix seconds of the newest sample
+
+
+@dataclass(frozen=True, order=True)
+class AggregateSpec:
+    """One aggregate a cycle needs: a signal reduced over a window ending at ``at``."""
+
+    signal: Signal
+    aggregate: Aggregate
+    window_s: int
+
+    def __str__(self) -> str:
+        return f"{self.aggregate}({self.signal}[{self.window_s}s])"
+
+
+@dataclass(frozen=True)
+class PodRef:
+    """A pod named by namespace and name (what DCGM's pod labels carry)."""
+
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class GpuDevice:
+    """One physical GPU, or one MIG instance of it, as the DCGM exporter labels it.
+
+    ``pod`` is the pod the exporter mapped to the device at its newest sample (the
+    ``exported_pod``/``exported_namespace`` labels win over ``pod``/``namespace``: behind a
+    ServiceMonitor without honorLabels the plain ones name the exporter's own pod).
+    """
+
+    uuid: str
+    index: int
+    node: str
+    model_name: str
+    pci_bus_id: str = ""
+    mig_profile: str | None = None
+    mig_instance_id: int | None = None
+    pod: PodRef | None = None
+    container: str | None = None
+
+    @property
+    def device_id(self) -> str:
+        """Stable key of the device: the UUID, plus the MIG instance where there is one."""
+        if self.mig_instance_id is None:
+            return self.uuid
+        return f"{self.uuid}/mig-{self.mig_instance_id}"
+
+
+@dataclass(frozen=True)
+class WindowRequest:
+    """What one cycle asks a metrics source for: aggregates, all ending at ``at``."""
+
+    at: datetime
+    specs: frozenset[AggregateSpec]
+
+
+@dataclass(frozen=True)
+class WindowStats:
+    """Aggregates per device, aligned with ``devices``; NaN where a device had no data.
+
+    A device appears when it has at least one sample in the longest window asked for.
+    ``sample_interval_s`` is the source's scrape or generation interval, needed to turn a
+    sample count into a coverage ratio.
+    """
+
+    at: datetime
+    sample_interval_s: float
+    devices: tuple[GpuDevice, ...]
+    values: Mapping[AggregateSpec, FloatArray] = field(default_factory=dict)
+
+    def get(self, spec: AggregateSpec) -> FloatArray:
+        """The array for ``spec``; all NaN when the source could not compute it."""
+        found = self.values.get(spec)
+        if found is None:
+            return np.full(len(self.devices), np.nan)
+        return found
+
+    def coverage_ratio(self, signal: Signal, window_s: int) -> FloatArray:
+        """Fraction of the window that has samples of ``signal``, in 0..1."""
+        count = self.get(AggregateSpec(signal, Aggregate.COUNT, window_s))
+        expected = max(window_s / self.sample_interval_s, 1.0)
+        return np.clip(np.nan_to_num(count, nan=0.0) / expected, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class SeriesBlock:
+    """Raw samples on a regular time grid: ``values[signal]`` has shape (devices, times).
+
+    NaN marks a missing sample (exporter down, GPU gone). ``times_s`` are unix seconds.
+    """
+
+    devices: tuple[GpuDevice, ...]
+    times_s: npt.NDArray[np.int64]
+    values: Mapping[Signal, FloatArray]

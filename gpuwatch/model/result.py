@@ -1,0 +1,103 @@
+"""The result of one cycle: what was found, what it would save, what was done and said.
+
+Serialised as one JSON document per cycle (``schema: gpuwatch.cycle/v1``). Every effect
+of a cycle (an action, a message) is recorded here, delivered or not.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from gpuwatch.model.durations import rfc3339
+from gpuwatch.model.findings import DataQualityNote, Finding
+
+SCHEMA = "gpuwatch.cycle/v1"
+
+
+@dataclass(frozen=True)
+class Notification:
+    """One message for people, as composed and as delivered (or not)."""
+
+    group_key: str
+    channel: str
+    title: str
+    text: str
+    blocks: tuple[dict[str, Any], ...] = ()
+    finding_keys: tuple[str, ...] = ()
+    status: str = "composed"
+    """``composed``, ``printed`` (console), ``sent``, or ``failed``."""
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "group_key": self.group_key,
+            "channel": self.channel,
+            "title": self.title,
+            "text": self.text,
+            "blocks": list(self.blocks),
+            "findings": len(self.finding_keys),
+            "status": self.status,
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    metrics: str
+    cluster: str
+    gpus_in_metrics: int
+    gpus_in_cluster: int
+    nodes: int
+    pods: int
+
+
+@dataclass(frozen=True)
+class CycleResult:
+    at: datetime
+    cluster_name: str
+    source: SourceInfo
+    findings: tuple[Finding, ...] = ()
+    data_quality: tuple[DataQualityNote, ...] = ()
+    notifications: tuple[Notification, ...] = ()
+    savings: tuple[dict[str, Any], ...] = ()
+    """Filled by the savings engine; each item follows the documented saving schema."""
+    actions: tuple[dict[str, Any], ...] = ()
+    """Filled by the action planner; empty while actions are not configured."""
+    errors: tuple[str, ...] = ()
+    dry_run: bool = True
+    duration_s: float = 0.0
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def to_dict(self) -> dict[str, Any]:
+        by_rule = Counter(f.rule for f in self.findings)
+        return {
+            "schema": SCHEMA,
+            "at": rfc3339(self.at),
+            "cluster": self.cluster_name,
+            "ok": self.ok,
+            "dry_run": self.dry_run,
+            "duration_s": round(self.duration_s, 3),
+            "source": {
+                "metrics": self.source.metrics,
+                "cluster": self.source.cluster,
+                "gpus_in_metrics": self.source.gpus_in_metrics,
+                "gpus_in_cluster": self.source.gpus_in_cluster,
+                "nodes": self.source.nodes,
+                "pods": self.source.pods,
+            },
+            "summary": {"findings": len(self.findings), "by_rule": dict(sorted(by_rule.items()))},
+            "findings": [f.to_dict() for f in self.findings],
+            "savings": list(self.savings),
+            "actions": list(self.actions),
+            "data_quality": [n.to_dict() for n in self.data_quality],
+            "notifications": [n.to_dict() for n in self.notifications],
+            "errors": list(self.errors),
+            **self.extras,
+        }

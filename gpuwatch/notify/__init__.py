@@ -1,0 +1,1 @@
+"""Messages to people: composing them from findings, and delivering them."""

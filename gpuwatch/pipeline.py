@@ -1,0 +1,121 @@
+"""One cycle: read sources, analyse, compose messages, deliver, remember.
+
+Everything up to delivery is a pure function of (window stats, cluster state, rules,
+state, at); the effects (messages, state) are recorded in the result whether they
+succeed or not. A source failure never raises out of here: it is recorded, the cycle
+takes no action, and ``result.ok`` is False so that the command exits non-zero.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+from gpuwatch.analysis.attribution import attribute
+from gpuwatch.analysis.rules.evaluate import evaluate, lookback_s, required_specs
+from gpuwatch.analysis.rules.schema import Rule
+from gpuwatch.config.settings import Settings
+from gpuwatch.model.cluster import ClusterState
+from gpuwatch.model.errors import SourceError, StateError
+from gpuwatch.model.findings import DataQualityNote
+from gpuwatch.model.metrics import WindowRequest, WindowStats
+from gpuwatch.model.result import CycleResult, SourceInfo
+from gpuwatch.model.state import CycleState
+from gpuwatch.notify.base import Notifier
+from gpuwatch.notify.compose import compose
+from gpuwatch.sources.base import ClusterSource, MetricsSource
+from gpuwatch.state.base import StateStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Components:
+    """The concrete adapters of one run, built in one place (``gpuwatch.wiring``)."""
+
+    metrics: MetricsSource
+    cluster: ClusterSource
+    rules: tuple[Rule, ...]
+    state: StateStore
+    notifier: Notifier
+
+
+def run_cycle(components: Components, settings: Settings, at: datetime) -> CycleResult:
+    started = time.monotonic()
+    notes: list[DataQualityNote] = []
+    errors: list[str] = []
+    rules = components.rules
+
+    try:
+        state = components.state.load()
+    except StateError as exc:
+        log.warning("%s", exc)
+        notes.append(DataQualityNote(kind="state", message=str(exc)))
+        state = CycleState()
+
+    stats: WindowStats | None = None
+    cluster: ClusterState | None = None
+    try:
+        stats = components.metrics.window_stats(WindowRequest(at, required_specs(rules)))
+    except SourceError as exc:
+        errors.append(f"metrics ({components.metrics.name}, {exc.kind}): {exc}")
+    try:
+        cluster = components.cluster.snapshot(at)
+    except SourceError as exc:
+        errors.append(f"cluster ({components.cluster.name}, {exc.kind}): {exc}")
+
+    source = SourceInfo(
+        metrics=components.metrics.name,
+        cluster=components.cluster.name,
+        gpus_in_metrics=len(stats.devices) if stats else 0,
+        gpus_in_cluster=0,
+        nodes=len(cluster.nodes) if cluster else 0,
+        pods=len(cluster.pods) if cluster else 0,
+    )
+    if stats is None or cluster is None:
+        # Without both halves nothing can be judged fairly: record, keep the state as it
+        # was (a finding does not "resolve" because Prometheus was down), act on nothing.
+        for error in errors:
+            log.error("%s", error)
+        return CycleResult(
+            at=at,
+            cluster_name=settings.cluster.name,
+            source=source,
+            data_quality=tuple(notes),
+            errors=tuple(errors),
+            dry_run=settings.dry_run,
+            duration_s=time.monotonic() - started,
+        )
+
+    attribution = attribute(stats.devices, cluster, settings.attribution, at, lookback_s(rules))
+    evaluation = evaluate(rules, stats, attribution.contexts, state.findings_since)
+    notes.extend(attribution.notes)
+    notes.extend(evaluation.notes)
+
+    titles = {rule.id: rule.title or rule.id for rule in rules}
+    messages = compose(
+        evaluation.findings, titles, settings.notify.channel, settings.notify.max_rows
+    )
+    delivered = tuple(components.notifier.deliver(message) for message in messages)
+
+    new_state = CycleState(
+        findings_since={f.key: f.since for f in evaluation.findings}, last_cycle_at=at
+    )
+    try:
+        components.state.save(new_state)
+    except (OSError, StateError) as exc:
+        notes.append(DataQualityNote(kind="state", message=f"state not saved: {exc}"))
+
+    gpus_in_cluster = sum(1 for c in attribution.contexts if c.node is not None)
+    return CycleResult(
+        at=at,
+        cluster_name=settings.cluster.name,
+        source=SourceInfo(**{**source.__dict__, "gpus_in_cluster": gpus_in_cluster}),
+        findings=evaluation.findings,
+        data_quality=tuple(notes),
+        notifications=delivered,
+        dry_run=settings.dry_run,
+        duration_s=time.monotonic() - started,
+    )

@@ -1,0 +1,22 @@
+"""Write a cycle's result as one JSON document, named by its evaluation instant."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from gpuwatch.model.result import CycleResult
+from gpuwatch.util.atomic import write_atomic
+
+
+def cycle_json_path(result: CycleResult, out_dir: Path) -> Path:
+    return out_dir / f"cycle-{result.at.strftime('%Y%m%dT%H%M%SZ')}.json"
+
+
+def write_cycle_json(result: CycleResult, out_dir: Path) -> Path:
+    """Write ``cycle-<at>.json`` and ``cycle-latest.json`` into ``out_dir``; return the first."""
+    text = json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n"
+    path = cycle_json_path(result, out_dir)
+    write_atomic(path, text)
+    write_atomic(out_dir / "cycle-latest.json", text)
+    return path

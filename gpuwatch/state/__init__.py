@@ -1,0 +1,1 @@
+"""Persistence of cycle state: a JSON file locally, in memory for tests."""

@@ -1,0 +1,1 @@
+"""Small helpers with I/O that several adapters share (kept out of the pure model)."""
