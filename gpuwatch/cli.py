@@ -71,19 +71,28 @@ def cli(ctx: click.Context, config_file: Path | None, log_level: str) -> None:
 def _cycle_options(func: Any) -> Any:
     options = [
         click.option("--at", type=INSTANT, help="Evaluate as of this instant (RFC 3339)."),
+        click.option("--output", type=click.Choice(["table", "json"]), help="What goes to stdout."),
         click.option(
-            "--output", type=click.Choice(["table", "json"]), help="What goes to stdout."
+            "--out",
+            "out_dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            help="Folder for the cycle JSON and state.",
         ),
-        click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
-                     help="Folder for the cycle JSON and state."),  # fmt: skip
-        click.option("--rules", "rule_paths", multiple=True,
-                     type=click.Path(exists=True, path_type=Path),
-                     help="Rule file or folder (repeatable). Default: the shipped rules."),  # fmt: skip
+        click.option(
+            "--rules",
+            "rule_paths",
+            multiple=True,
+            type=click.Path(exists=True, path_type=Path),
+            help="Rule file or folder (repeatable). Default: the shipped rules.",
+        ),
         click.option("--gpus", type=int, help="Simulator: GPUs in the cluster."),
         click.option("--days", type=float, help="Simulator: days of history."),
         click.option("--seed", type=int, help="Simulator: random seed."),
-        click.option("--dry-run/--no-dry-run", default=None,
-                     help="Plan actions without writing to the cluster (default: dry run)."),  # fmt: skip
+        click.option(
+            "--dry-run/--no-dry-run",
+            default=None,
+            help="Plan actions without writing to the cluster (default: dry run).",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -174,8 +183,17 @@ def _run(ctx: click.Context, settings: Settings) -> None:
 
 def _print_table(out: Console, result: CycleResult) -> None:
     table = Table(title=f"{len(result.findings)} findings", title_justify="left")
-    for column in ("rule", "severity", "node", "gpu", "pool", "team", "workload", "value",
-                   "threshold"):  # fmt: skip
+    for column in (
+        "rule",
+        "severity",
+        "node",
+        "gpu",
+        "pool",
+        "team",
+        "workload",
+        "value",
+        "threshold",
+    ):
         table.add_column(column, overflow="fold", no_wrap=column in ("rule", "severity"))
     for f in result.findings:
         table.add_row(

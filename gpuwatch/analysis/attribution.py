@@ -117,9 +117,12 @@ def attribute(
         node_slots = sorted(slots_by_node.get(node_name, []), key=lambda s: s.device.index)
         for pod in sorted(pods, key=lambda p: p.key):
             holder = partial(
-                GpuHolder, pod.namespace, pod.name, owners.workload_of(pod),
+                GpuHolder,
+                pod.namespace,
+                pod.name,
+                owners.workload_of(pod),
                 team_of(pod, settings.team_label),
-            )  # fmt: skip
+            )
             unplaced = _place(pod, node, node_slots, holder)
             if unplaced:
                 notes.append(
@@ -176,8 +179,13 @@ def _place(
 ) -> int:
     """Give ``pod`` its devices among ``slots``; return how many it could not get."""
     kind = gpu_request_kind(pod.requests)
-    labelled = [s for s in slots if s.device.pod is not None and s.device.pod.name == pod.name
-                and s.device.pod.namespace == pod.namespace]  # fmt: skip
+    labelled = [
+        s
+        for s in slots
+        if s.device.pod is not None
+        and s.device.pod.name == pod.name
+        and s.device.pod.namespace == pod.namespace
+    ]
 
     if kind == "whole":
         wanted = int(pod.requests[WHOLE_GPU_RESOURCE])
@@ -185,8 +193,11 @@ def _place(
             slot.holders.append(make(1.0))
             slot.free_share = 0.0
         missing = wanted - min(len(labelled), wanted)
-        free = [s for s in slots if s.free_share >= 1.0 and s.device.pod is None
-                and s.device.mig_profile is None]  # fmt: skip
+        free = [
+            s
+            for s in slots
+            if s.free_share >= 1.0 and s.device.pod is None and s.device.mig_profile is None
+        ]
         for slot in free[:missing]:
             slot.holders.append(make(1.0))
             slot.free_share = 0.0
@@ -202,8 +213,10 @@ def _place(
             target = next((s for s in slots if s.device.index == int(index)), None)
             exact = target is not None
         if target is None:
-            target = next((s for s in slots if s.free_share >= share - 1e-9
-                           and s.device.mig_profile is None), None)  # fmt: skip
+            target = next(
+                (s for s in slots if s.free_share >= share - 1e-9 and s.device.mig_profile is None),
+                None,
+            )
         if target is None:
             return 1
         target.holders.append(make(share))
@@ -222,8 +235,11 @@ def _place(
         for slot in mine:
             slot.holders.append(make(1.0))
             slot.free_share = 0.0
-        free = [s for s in slots if s.device.mig_profile == profile and s.free_share >= 1.0
-                and s.device.pod is None]  # fmt: skip
+        free = [
+            s
+            for s in slots
+            if s.device.mig_profile == profile and s.free_share >= 1.0 and s.device.pod is None
+        ]
         rest = wanted - len(mine)
         for slot in free[:rest]:
             slot.holders.append(make(1.0))
@@ -252,10 +268,7 @@ def _context(
     released_nodes: set[str],
 ) -> GpuContext:
     node = nodes.get(slot.device.node)
-    if slot.holders:
-        attribution = EXACT if slot.exact else APPROXIMATE
-    else:
-        attribution = NONE
+    attribution = (EXACT if slot.exact else APPROXIMATE) if slot.holders else NONE
     return GpuContext(
         node_name=slot.device.node,
         device=slot.device,

@@ -90,6 +90,10 @@ def _origin(
     loc: tuple[str | int, ...], doc: YamlDocument | None, origins: Mapping[tuple[str, ...], str]
 ) -> str:
     key = tuple(str(p) for p in loc)
+    # An unknown section set from the environment has origins only for its children.
+    below = [origin for path, origin in origins.items() if path[: len(key)] == key]
+    if below:
+        return below[0]
     while key:
         if key in origins:
             return origins[key]

@@ -36,7 +36,7 @@ def parse_duration_s(text: str | int) -> int:
 
 def format_duration(seconds: float) -> str:
     """Format seconds the way ``parse_duration_s`` reads them (1800 -> ``30m``)."""
-    remaining = int(round(seconds))
+    remaining = round(seconds)
     if remaining == 0:
         return "0s"
     parts = []

@@ -6,6 +6,7 @@ notifier and the reports read them. Add fields; do not rename them.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -125,7 +126,7 @@ class DataQualityNote:
 
 def format_value(value: float | None, unit: str) -> str:
     """A value as people read it: ratios as percentages, codes as integers, else with unit."""
-    if value is None or value != value:  # None or NaN
+    if value is None or math.isnan(value):
         return "n/a"
     if unit == "ratio":
         return f"{value:.0%}" if abs(value) >= 0.01 or value == 0 else f"{value:.1%}"

@@ -76,8 +76,10 @@ def _message(
 
 
 def _row(finding: Finding) -> str:
-    where = f"{finding.node}/gpu{finding.gpu_index}" if finding.gpu_index is not None else (
-        finding.node
+    where = (
+        f"{finding.node}/gpu{finding.gpu_index}"
+        if finding.gpu_index is not None
+        else (finding.node)
     )
     who = finding.workload or (f"{finding.namespace}/{finding.pod}" if finding.pod else "-")
     value = format_value(finding.value, finding.unit)

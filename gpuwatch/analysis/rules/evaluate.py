@@ -217,8 +217,9 @@ def _not_judged(rule: Rule, ctx: GpuContext, coverage: float, minimum: float) ->
         window_s=rule.window_s,
         coverage_ratio=coverage,
         message=f"{rule.id}: GPU {device.index if device else '?'} on {ctx.node_name} not "
-        f"judged: metrics cover {format_value(coverage, 'ratio')} of {format_duration(rule.window_s)}, "
-        f"below the rule's minimum {format_value(minimum, 'ratio')}",
+        f"judged: metrics cover {format_value(coverage, 'ratio')} of "
+        f"{format_duration(rule.window_s)}, below the rule's minimum "
+        f"{format_value(minimum, 'ratio')}",
         details={"rule": rule.id},
     )
 
@@ -320,10 +321,12 @@ def _data_gap(
                 since = datetime.fromtimestamp(float(last_ts[i]), tz=stats.at.tzinfo)
             found.append(
                 _Candidate(
-                    ctx, float(coverage[i]), rule.min_coverage, float(coverage[i]), "ratio",
+                    ctx,
+                    float(coverage[i]),
+                    rule.min_coverage,
+                    float(coverage[i]),
+                    "ratio",
                     since=since,
-                )  # fmt: skip
+                )
             )
     return found
-
-

@@ -21,11 +21,25 @@ DurationS = Annotated[int, BeforeValidator(parse_duration_s)]
 # Names a rule's ``message`` template may use, e.g. "{value:.0%} over {window}".
 MESSAGE_FIELDS = frozenset(
     {
-        "rule", "gpu", "gpu_uuid", "node", "pool", "model", "namespace", "pod",
-        "workload", "team", "holder", "value", "threshold", "op", "window",
-        "coverage", "unit",
+        "rule",
+        "gpu",
+        "gpu_uuid",
+        "node",
+        "pool",
+        "model",
+        "namespace",
+        "pod",
+        "workload",
+        "team",
+        "holder",
+        "value",
+        "threshold",
+        "op",
+        "window",
+        "coverage",
+        "unit",
     }
-)  # fmt: skip
+)
 
 
 class _RuleBase(BaseModel):
@@ -38,7 +52,7 @@ class _RuleBase(BaseModel):
     title: str | None = Field(
         None,
         max_length=40,
-        description="Short phrase for grouped messages (\"5 idle A100s in gpu-training\"); "
+        description='Short phrase for grouped messages ("5 idle A100s in gpu-training"); '
         "unset: the rule id.",
     )
     window_s: DurationS = Field(alias="window", gt=0, description="Window ending at the cycle.")

@@ -126,8 +126,17 @@ class _Block:
         self.nodes: dict[str, Node] = {}
 
     # -- nodes ---------------------------------------------------------------------------
-    def _node(self, base: str, i: int, pool: str, model: GpuModel | None, count: int,
-              instance: str, spot: bool = False, cgpu: bool = False) -> str | None:  # fmt: skip
+    def _node(
+        self,
+        base: str,
+        i: int,
+        pool: str,
+        model: GpuModel | None,
+        count: int,
+        instance: str,
+        spot: bool = False,
+        cgpu: bool = False,
+    ) -> str | None:
         if count and self.budget <= 0:
             return None
         name = f"{base}-{self.b * 2 + i if base != 'train-a100' else self.b * 4 + i}"
@@ -158,8 +167,15 @@ class _Block:
         self.budget -= count
         return name
 
-    def _gpu(self, node: str | None, index: int, model: GpuModel, behaviour: Behaviour,
-             pod: Pod | None = None, **extra: object) -> None:  # fmt: skip
+    def _gpu(
+        self,
+        node: str | None,
+        index: int,
+        model: GpuModel,
+        behaviour: Behaviour,
+        pod: Pod | None = None,
+        **extra: object,
+    ) -> None:
         if node is None:
             return
         labelled = pod is not None and WHOLE_GPU_RESOURCE in pod.requests
@@ -175,17 +191,30 @@ class _Block:
         self.layout.gpus.append(SimGpu(device, model, behaviour, **extra))  # type: ignore[arg-type]
 
     # -- owners and pods -----------------------------------------------------------------
-    def _controller(self, kind: str, ns: str, name: str, owner: OwnerRef | None = None,
-                    annotations: dict[str, str] | None = None) -> OwnerRef:  # fmt: skip
+    def _controller(
+        self,
+        kind: str,
+        ns: str,
+        name: str,
+        owner: OwnerRef | None = None,
+        annotations: dict[str, str] | None = None,
+    ) -> OwnerRef:
         self.layout.controllers.append(
             Controller(kind, ns, name, owner, {"app": name}, annotations or {})
         )
         return OwnerRef(kind, name)
 
-    def _pod(self, ns: str, name: str, node: str | None, requests: dict[str, float],
-             owner: OwnerRef | None, phase: str = "Running",
-             annotations: dict[str, str] | None = None,
-             labels: dict[str, str] | None = None) -> Pod | None:  # fmt: skip
+    def _pod(
+        self,
+        ns: str,
+        name: str,
+        node: str | None,
+        requests: dict[str, float],
+        owner: OwnerRef | None,
+        phase: str = "Running",
+        annotations: dict[str, str] | None = None,
+        labels: dict[str, str] | None = None,
+    ) -> Pod | None:
         if node is None and phase == "Running":
             return None
         pod = Pod(
@@ -219,26 +248,40 @@ class _Block:
         job_labels = lambda job: {"training.kubeflow.org/job-name": job}  # noqa: E731
 
         # gpu-training: four 8x A100-80GB on-demand nodes.
-        train = [self._node("train-a100", i, "gpu-training", A100_80, 8,
-                            "ecs.gn7e-c16g1.32xlarge") for i in range(4)]  # fmt: skip
+        train = [
+            self._node("train-a100", i, "gpu-training", A100_80, 8, "ecs.gn7e-c16g1.32xlarge")
+            for i in range(4)
+        ]
         job = self._pytorchjob("llm", f"llm-pretrain{s}", checkpoint=True)
         for worker in range(2):
-            pod = self._pod("llm", f"llm-pretrain{s}-worker-{worker}", train[worker], eight, job,
-                            annotations={CHECKPOINT_ANNOTATION: "true"},
-                            labels=job_labels(f"llm-pretrain{s}"))  # fmt: skip
+            pod = self._pod(
+                "llm",
+                f"llm-pretrain{s}-worker-{worker}",
+                train[worker],
+                eight,
+                job,
+                annotations={CHECKPOINT_ANNOTATION: "true"},
+                labels=job_labels(f"llm-pretrain{s}"),
+            )
             for i in range(8):
                 self._gpu(train[worker], i, A100_80, Behaviour.TRAIN, pod)
 
         job = self._pytorchjob("vision", f"detector-train{s}", checkpoint=False)
-        pod = self._pod("vision", f"detector-train{s}-worker-0", train[2],
-                        {WHOLE_GPU_RESOURCE: 4.0}, job,
-                        labels=job_labels(f"detector-train{s}"))  # fmt: skip
+        pod = self._pod(
+            "vision",
+            f"detector-train{s}-worker-0",
+            train[2],
+            {WHOLE_GPU_RESOURCE: 4.0},
+            job,
+            labels=job_labels(f"detector-train{s}"),
+        )
         for i in range(4):
             self._gpu(train[2], i, A100_80, Behaviour.CREEP, pod)
         cron = self._controller("CronJob", "vision", f"nightly-eval{s}")
         batch = self._controller("Job", "vision", f"nightly-eval{s}-29400000", cron)
-        pod = self._pod("vision", f"nightly-eval{s}-29400000-x7k2p", train[2],
-                        {WHOLE_GPU_RESOURCE: 2.0}, batch)  # fmt: skip
+        pod = self._pod(
+            "vision", f"nightly-eval{s}-29400000-x7k2p", train[2], {WHOLE_GPU_RESOURCE: 2.0}, batch
+        )
         for i in (4, 5):
             self._gpu(train[2], i, A100_80, Behaviour.STUCK, pod)
         for i in (6, 7):
@@ -248,15 +291,23 @@ class _Block:
         for i, user in enumerate(("alice", "bob")):
             nb = self._controller("Notebook", "research", f"{user}{s}")
             sts = self._controller("StatefulSet", "research", f"{user}{s}", nb)
-            pod = self._pod("research", f"{user}{s}-0", train[3], gpu, sts,
-                            labels={"notebook-name": f"{user}{s}"})  # fmt: skip
+            pod = self._pod(
+                "research",
+                f"{user}{s}-0",
+                train[3],
+                gpu,
+                sts,
+                labels={"notebook-name": f"{user}{s}"},
+            )
             self._gpu(train[3], i, A100_80, Behaviour.NOTEBOOK, pod, gaps=notebook_gap)
         for i in range(2, 8):
             self._gpu(train[3], i, A100_80, Behaviour.UNALLOCATED, gaps=notebook_gap)
 
         # gpu-inference: A10 nodes with whole GPUs, T4 nodes shared through cGPU.
-        a10 = [self._node("infer-a10", i, "gpu-inference", A10, 4,
-                          "ecs.gn7i-c32g1.32xlarge") for i in range(2)]  # fmt: skip
+        a10 = [
+            self._node("infer-a10", i, "gpu-inference", A10, 4, "ecs.gn7i-c32g1.32xlarge")
+            for i in range(2)
+        ]
         rs = self._deployment("serving", f"llm-chat{s}", "vllm/vllm-openai:v0.6.3")
         for i in range(4):
             pod = self._pod("serving", f"llm-chat{s}-{_suffix('chat', s, i)}", a10[0], gpu, rs)
@@ -270,16 +321,23 @@ class _Block:
         self._gpu(a10[1], 2, A10, Behaviour.INFERENCE, pod)
         self._gpu(a10[1], 3, A10, Behaviour.UNALLOCATED)
 
-        t4 = [self._node("infer-t4", i, "gpu-inference", T4, 4, "ecs.gn6i-c24g1.24xlarge",
-                         cgpu=True) for i in range(2)]  # fmt: skip
+        t4 = [
+            self._node("infer-t4", i, "gpu-inference", T4, 4, "ecs.gn6i-c24g1.24xlarge", cgpu=True)
+            for i in range(2)
+        ]
         per_gpu: dict[tuple[str | None, int], float] = {}
 
         def shared(deploy: str, gib: float, node: str | None, index: int, n: int) -> None:
             rs = self._deployment("serving", f"{deploy}{s}", f"registry/{deploy}:1.4")
             for replica in range(n):
-                self._pod("serving", f"{deploy}{s}-{_suffix(deploy, s, replica)}", node,
-                          {CGPU_MEMORY_RESOURCE: gib}, rs,
-                          annotations={CGPU_INDEX_ANNOTATION: str(index + replica // 2)})  # fmt: skip
+                self._pod(
+                    "serving",
+                    f"{deploy}{s}-{_suffix(deploy, s, replica)}",
+                    node,
+                    {CGPU_MEMORY_RESOURCE: gib},
+                    rs,
+                    annotations={CGPU_INDEX_ANNOTATION: str(index + replica // 2)},
+                )
                 key = (node, index + replica // 2)
                 per_gpu[key] = per_gpu.get(key, 0.0) + gib / int(T4.fb_total_mib / 1024)
 
@@ -287,9 +345,14 @@ class _Block:
         shared("ocr", 4.0, t4[0], 2, 4)  # GPUs 2 and 3, two replicas each
         rs = self._deployment("serving", f"asr{s}", "registry/asr:2.0")
         for replica in range(2):
-            self._pod("serving", f"asr{s}-{_suffix('asr', s, replica)}", t4[1],
-                      {CGPU_MEMORY_RESOURCE: 8.0}, rs,
-                      annotations={CGPU_INDEX_ANNOTATION: str(replica)})  # fmt: skip
+            self._pod(
+                "serving",
+                f"asr{s}-{_suffix('asr', s, replica)}",
+                t4[1],
+                {CGPU_MEMORY_RESOURCE: 8.0},
+                rs,
+                annotations={CGPU_INDEX_ANNOTATION: str(replica)},
+            )
             per_gpu[(t4[1], replica)] = 8.0 / int(T4.fb_total_mib / 1024)
         for node in t4:
             for i in range(4):
@@ -299,23 +362,44 @@ class _Block:
                 self._gpu(node, i, T4, behaviour, mem_share=share, hot=hot)
 
         # gpu-spot: A100-40GB spot nodes carrying the ACK spot taint.
-        spot = [self._node("spot-a100", i, "gpu-spot", A100_40, 8, "ecs.gn7-c13g1.26xlarge",
-                           spot=True) for i in range(2)]  # fmt: skip
+        spot = [
+            self._node("spot-a100", i, "gpu-spot", A100_40, 8, "ecs.gn7-c13g1.26xlarge", spot=True)
+            for i in range(2)
+        ]
         job = self._pytorchjob("llm", f"sft-spot{s}", checkpoint=True)
-        pod = self._pod("llm", f"sft-spot{s}-worker-0", spot[0], eight, job,
-                        annotations={CHECKPOINT_ANNOTATION: "true"},
-                        labels=job_labels(f"sft-spot{s}"))  # fmt: skip
+        pod = self._pod(
+            "llm",
+            f"sft-spot{s}-worker-0",
+            spot[0],
+            eight,
+            job,
+            annotations={CHECKPOINT_ANNOTATION: "true"},
+            labels=job_labels(f"sft-spot{s}"),
+        )
         for i in range(8):
             self._gpu(spot[0], i, A100_40, Behaviour.TRAIN, pod)
         job = self._pytorchjob("research", f"hparam-sweep{s}", checkpoint=False)
-        pod = self._pod("research", f"hparam-sweep{s}-worker-0", spot[1], eight, job,
-                        labels=job_labels(f"hparam-sweep{s}"))  # fmt: skip
+        pod = self._pod(
+            "research",
+            f"hparam-sweep{s}-worker-0",
+            spot[1],
+            eight,
+            job,
+            labels=job_labels(f"hparam-sweep{s}"),
+        )
         sweep_gap = ((1 * 3600 + 38 * 60, 25 * 60),)
         for i in range(8):
             self._gpu(spot[1], i, A100_40, Behaviour.SWEEP, pod, gaps=sweep_gap)
         job = self._pytorchjob("research", f"big-sweep{s}", checkpoint=True)
-        self._pod("research", f"big-sweep{s}-worker-0", None, eight, job, phase="Pending",
-                  labels=job_labels(f"big-sweep{s}"))  # fmt: skip
+        self._pod(
+            "research",
+            f"big-sweep{s}-worker-0",
+            None,
+            eight,
+            job,
+            phase="Pending",
+            labels=job_labels(f"big-sweep{s}"),
+        )
 
         # cpu: data preparation, no GPUs.
         cpu = [self._node("cpu", i, "cpu", None, 0, "ecs.g7.8xlarge") for i in range(2)]

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from gpuwatch.model.metrics import FloatArray, Signal
+from gpuwatch.model.metrics import FloatArray, Signal, fb_used_ratio
 from gpuwatch.sources.simulator.layout import Behaviour, SimGpu
 
 CHUNK_SAMPLES = 60
@@ -33,7 +33,9 @@ class SignalGenerator:
         n = len(self.gpus)
         self.behaviour = np.array([g.behaviour for g in self.gpus], dtype=np.int64)
         self.fb_total = np.array([g.gpu_model.fb_total_mib for g in self.gpus], dtype=np.float64)
-        self.fb_reserved = np.array([g.gpu_model.fb_reserved_mib for g in self.gpus], dtype=np.float64)
+        self.fb_reserved = np.array(
+            [g.gpu_model.fb_reserved_mib for g in self.gpus], dtype=np.float64
+        )
         self.idle_w = np.array([g.gpu_model.idle_w for g in self.gpus], dtype=np.float64)
         self.max_w = np.array([g.gpu_model.max_w for g in self.gpus], dtype=np.float64)
         self.profiling = np.array([g.gpu_model.profiling for g in self.gpus], dtype=bool)
@@ -120,7 +122,7 @@ class SignalGenerator:
             Signal.UTIL_RATIO: util_ratio,
             Signal.FB_USED_MIB: fb_used,
             Signal.FB_TOTAL_MIB: np.broadcast_to(self.fb_total[:, None], util.shape).copy(),
-            Signal.FB_USED_RATIO: fb_used / self.fb_total[:, None],
+            Signal.FB_USED_RATIO: fb_used_ratio(fb_used, fb_free, self.fb_reserved[:, None]),
             Signal.TEMP_C: np.round(temp),
             Signal.POWER_W: power,
             Signal.XID: xid,

@@ -1,0 +1,39 @@
+# The two commands of the README's quick start, and the few a contributor needs.
+# Each sets itself up: a virtualenv in .venv with gpuwatch installed editable.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-dev
+
+.PHONY: demo test lint format docs clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## Run one cycle on the embedded simulated cluster; writes ./gpuwatch-demo/
+demo: $(STAMP)
+	$(BIN)/gpuwatch demo
+
+## The whole test suite, servers included
+test: $(STAMP)
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check gpuwatch tests bench
+	$(BIN)/ruff format --check gpuwatch tests bench
+	$(BIN)/lint-imports
+
+format: $(STAMP)
+	$(BIN)/ruff format gpuwatch tests bench
+	$(BIN)/ruff check --fix gpuwatch tests bench
+
+## Regenerate docs/settings.md from the settings models
+docs: $(STAMP)
+	$(BIN)/gpuwatch config docs > docs/settings.md
+
+clean:
+	rm -rf $(VENV) gpuwatch-demo gpuwatch-out .pytest_cache .ruff_cache

@@ -1,0 +1,85 @@
+"""Small builders for domain objects, so that unit tests state only what matters."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+
+import numpy as np
+
+from gpuwatch.analysis.attribution import APPROXIMATE, EXACT, NONE, GpuContext
+from gpuwatch.model.cluster import WHOLE_GPU_RESOURCE, Node
+from gpuwatch.model.findings import GpuHolder
+from gpuwatch.model.metrics import (
+    Aggregate,
+    AggregateSpec,
+    GpuDevice,
+    PodRef,
+    Signal,
+    WindowStats,
+)
+
+AT = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
+STEP_S = 60.0
+
+
+def gpu_node(name: str = "node-a", gpus: int = 8, pool: str = "gpu-training") -> Node:
+    return Node(
+        name=name,
+        labels={"pool": pool, "nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"},
+        capacity={WHOLE_GPU_RESOURCE: float(gpus)},
+    )
+
+
+def device(index: int = 0, node: str = "node-a", pod: str | None = None) -> GpuDevice:
+    return GpuDevice(
+        uuid=f"GPU-{node}-{index}",
+        index=index,
+        node=node,
+        model_name="NVIDIA A100-SXM4-80GB",
+        pod=PodRef("team-a", pod) if pod else None,
+    )
+
+
+def context(
+    dev: GpuDevice | None,
+    *,
+    allocated: bool = True,
+    node: Node | None = None,
+    workload: str | None = "PyTorchJob/team-a/train",
+    recently_released: bool = False,
+    approximate: bool = False,
+) -> GpuContext:
+    node = node or gpu_node(dev.node if dev else "node-a")
+    holders = (GpuHolder("team-a", "train-worker-0", workload, "team-a", 1.0),) if allocated else ()
+    attribution = (APPROXIMATE if approximate else EXACT) if allocated else NONE
+    return GpuContext(
+        node_name=node.name,
+        device=dev,
+        node=node,
+        pool=node.labels.get("pool"),
+        capacity_type="on-demand",
+        model="NVIDIA-A100-SXM4-80GB",
+        holders=holders,
+        attribution=attribution,
+        recently_released=recently_released,
+    )
+
+
+def stats(
+    devices: Sequence[GpuDevice],
+    values: Mapping[tuple[Signal, Aggregate, int], Sequence[float]],
+    at: datetime = AT,
+    step_s: float = STEP_S,
+) -> WindowStats:
+    """WindowStats from {(signal, aggregate, window_s): [per-device values]}."""
+    arrays = {
+        AggregateSpec(sig, agg, w): np.asarray(v, dtype=np.float64)
+        for (sig, agg, w), v in values.items()
+    }
+    return WindowStats(at, step_s, tuple(devices), arrays)
+
+
+def full_count(window_s: int, step_s: float = STEP_S) -> float:
+    """Samples a fully covered window holds."""
+    return window_s / step_s

@@ -1,0 +1,123 @@
+"""Settings: file < environment < flags, and errors that name where to look."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from gpuwatch.config.docs import settings_markdown
+from gpuwatch.config.load import load_settings
+from gpuwatch.model.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _problems(**kwargs) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_settings(**kwargs)
+    return info.value.problems
+
+
+def test_defaults():
+    settings = load_settings()
+    assert settings.simulator.gpus == 64
+    assert settings.dry_run is True
+    assert settings.output.format == "table"
+    assert settings.state_path == Path("gpuwatch-out/state.json")
+
+
+def test_precedence_file_env_flags(tmp_path):
+    path = tmp_path / "gpuwatch.yaml"
+    path.write_text("simulator:\n  gpus: 128\n  seed: 1\n  days: 2\n")
+    env = {"GPUWATCH_SIMULATOR__SEED": "2", "GPUWATCH_SIMULATOR__DAYS": "3", "HOME": "/x"}
+    settings = load_settings(path, env, {"simulator.days": 4})
+    assert (settings.simulator.gpus, settings.simulator.seed, settings.simulator.days) == (
+        128,
+        2,
+        4.0,
+    )
+
+
+def test_env_values_are_yaml_scalars():
+    env = {
+        "GPUWATCH_DRY_RUN": "false",
+        "GPUWATCH_ATTRIBUTION__POOL_LABEL_FALLBACKS": "[a, b]",
+        "GPUWATCH_AT": "2026-11-24T02:00:00Z",
+    }
+    settings = load_settings(env=env)
+    assert settings.dry_run is False
+    assert settings.attribution.pool_label_fallbacks == ["a", "b"]
+    assert settings.at == datetime(2026, 11, 24, 2, tzinfo=UTC)
+
+
+def test_unknown_key_in_file_names_file_line_and_choices(tmp_path):
+    path = tmp_path / "gpuwatch.yaml"
+    path.write_text("simulator:\n  gpus: 8\n  gpu_count: 8\n")
+    (problem,) = _problems(config_file=path)
+    assert problem.startswith(f"{path}:3: simulator.gpu_count: unknown setting")
+    assert "gpus" in problem and "seed" in problem
+
+
+def test_bad_value_in_file(tmp_path):
+    path = tmp_path / "gpuwatch.yaml"
+    path.write_text("output:\n  format: xml\n")
+    (problem,) = _problems(config_file=path)
+    assert f"{path}:2: output.format" in problem and "'table'" in problem and "'xml'" in problem
+
+
+def test_bad_value_in_env_names_variable():
+    (problem,) = _problems(env={"GPUWATCH_SIMULATOR__GPUS": "many"})
+    assert problem.startswith("environment GPUWATCH_SIMULATOR__GPUS: simulator.gpus:")
+    assert "'many'" in problem
+
+
+def test_unknown_env_setting():
+    (problem,) = _problems(env={"GPUWATCH_SIMULATR__GPUS": "8"})
+    assert "GPUWATCH_SIMULATR__GPUS" in problem and "unknown setting" in problem
+
+
+def test_out_of_range_value():
+    (problem,) = _problems(flags={"simulator.gpus": 0})
+    assert "simulator.gpus" in problem and "greater than or equal to 1" in problem
+
+
+def test_naive_instant_rejected():
+    (problem,) = _problems(flags={"at": "2026-11-24T02:00:00"})
+    assert "time zone" in problem
+
+
+def test_malformed_yaml(tmp_path):
+    path = tmp_path / "gpuwatch.yaml"
+    path.write_text("simulator:\n  gpus: [8\n")
+    (problem,) = _problems(config_file=path)
+    assert str(path) in problem and "not valid YAML" in problem
+
+
+def test_top_level_must_be_mapping(tmp_path):
+    path = tmp_path / "gpuwatch.yaml"
+    path.write_text("- a\n")
+    (problem,) = _problems(config_file=path)
+    assert "expected a mapping" in problem
+
+
+def test_empty_file_is_defaults(tmp_path):
+    path = tmp_path / "gpuwatch.yaml"
+    path.write_text("# nothing yet\n")
+    assert load_settings(path).simulator.gpus == 64
+
+
+def test_config_variable_itself_is_not_a_setting():
+    load_settings(env={"GPUWATCH_CONFIG": "/etc/gpuwatch.yaml"})
+
+
+def test_settings_reference_is_up_to_date():
+    committed = (REPO / "docs" / "settings.md").read_text()
+    assert committed == settings_markdown(), "run `make docs` and commit docs/settings.md"
+
+
+def test_every_setting_is_documented():
+    for line in settings_markdown().splitlines():
+        if line.startswith("| `"):
+            assert not line.rstrip().endswith("|  |"), f"undocumented setting: {line}"

@@ -1,0 +1,166 @@
+"""One cycle end to end on in-process components: the scenario, state, failures."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+
+import pytest
+
+from gpuwatch.analysis.rules.loader import load_rules
+from gpuwatch.config.settings import Settings, SimulatorSettings
+from gpuwatch.model.errors import SourceUnreachable
+from gpuwatch.model.metrics import WindowRequest, WindowStats
+from gpuwatch.model.state import CycleState
+from gpuwatch.notify.console import RecordingNotifier
+from gpuwatch.pipeline import Components, run_cycle
+from gpuwatch.sources.simulator import (
+    SimulatedCluster,
+    SimulatorClusterSource,
+    SimulatorMetricsSource,
+)
+from gpuwatch.sources.simulator.layout import SHOWCASE_AT
+from gpuwatch.state.base import MemoryState
+from gpuwatch.state.json_file import JsonFileState
+
+SETTINGS = Settings()
+
+
+def _components(at: datetime = SHOWCASE_AT, state=None, metrics=None, **sim) -> Components:
+    cluster = SimulatedCluster(SimulatorSettings(**sim), end=at)
+    return Components(
+        metrics=metrics or SimulatorMetricsSource(cluster),
+        cluster=SimulatorClusterSource(cluster),
+        rules=load_rules(),
+        state=state or MemoryState(),
+        notifier=RecordingNotifier(),
+    )
+
+
+@pytest.fixture(scope="module")
+def showcase():
+    return run_cycle(_components(), SETTINGS, SHOWCASE_AT)
+
+
+def _by_rule(result) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for f in result.findings:
+        found.setdefault(f.rule, set()).add(f.workload or f"{f.node} (unallocated)")
+    return found
+
+
+def test_showcase_fires_every_rule_from_the_workload_the_readme_names(showcase):
+    found = _by_rule(showcase)
+    assert found["gpu-near-oom"] == {"PyTorchJob/vision/detector-train"}
+    assert found["gpu-idle"] == {
+        "CronJob/vision/nightly-eval",
+        "Notebook/research/alice",
+        "Notebook/research/bob",
+    }
+    assert found["gpu-xid"] == {"Deployment/serving/rerank"}
+    assert found["gpu-overheat"] == {"Deployment/serving/asr"}
+    assert {w.split(" ")[0] for w in found["gpu-unallocated"]} == {
+        "train-a100-2",
+        "train-a100-3",
+        "infer-a10-1",
+        "infer-t4-1",
+    }
+    assert "PyTorchJob/research/hparam-sweep" in found["data-gap"]
+    assert "Notebook/research/alice" in found["data-gap"]
+    assert showcase.ok
+
+
+def test_no_gpu_is_both_idle_and_unallocated(showcase):
+    idle = {f.gpu_uuid for f in showcase.findings if f.rule == "gpu-idle"}
+    unallocated = {f.gpu_uuid for f in showcase.findings if f.rule == "gpu-unallocated"}
+    assert idle and unallocated and not idle & unallocated
+
+
+def test_gpus_with_too_little_data_are_not_judged_idle(showcase):
+    sweep = [f for f in showcase.findings if f.workload == "PyTorchJob/research/hparam-sweep"]
+    assert {f.rule for f in sweep} == {"data-gap"}
+    not_judged = [n for n in showcase.data_quality if n.kind == "not_judged"]
+    assert any(n.node == "spot-a100-1" and "gpu-idle" in n.message for n in not_judged)
+
+
+def test_training_and_inference_that_work_are_quiet(showcase):
+    quiet = {
+        "PyTorchJob/llm/llm-pretrain",
+        "PyTorchJob/llm/sft-spot",
+        "Deployment/serving/llm-chat",
+    }
+    assert not quiet & {f.workload for f in showcase.findings}
+
+
+def test_result_json_has_the_published_fields(showcase):
+    data = json.loads(json.dumps(showcase.to_dict()))
+    assert data["at"] == "2026-11-24T02:00:00Z"
+    for key in ("findings", "savings", "actions", "data_quality"):
+        assert isinstance(data[key], list)
+    required = {
+        "rule", "severity", "gpu_uuid", "node", "pool", "namespace", "pod", "workload",
+        "value", "threshold", "window_s", "since", "message",
+    }  # fmt: skip
+    for finding in data["findings"]:
+        assert required <= finding.keys()
+    unallocated = next(f for f in data["findings"] if f["rule"] == "gpu-unallocated")
+    assert unallocated["workload"] is None and unallocated["pod"] is None
+
+
+def test_one_message_per_rule_and_pool(showcase):
+    keys = [n.group_key for n in showcase.notifications]
+    assert len(keys) == len(set(keys))
+    assert "gpu-idle|gpu-training" in keys
+    idle = next(n for n in showcase.notifications if n.group_key == "gpu-idle|gpu-training")
+    assert idle.title == "4 idle A100-SXM4-80GBs in gpu-training across 2 teams"
+
+
+def test_since_persists_across_cycles_and_resets_when_resolved():
+    state = MemoryState()
+    first = run_cycle(_components(state=state), SETTINGS, SHOWCASE_AT)
+    later_at = SHOWCASE_AT + timedelta(minutes=5)
+    second = run_cycle(_components(later_at, state=state), SETTINGS, later_at)
+    first_since = {f.key: f.since for f in first.findings}
+    carried = [f for f in second.findings if f.key in first_since]
+    assert carried
+    # A finding that keeps firing keeps its earliest start; windowed evidence that
+    # reaches further back (a longer gap) may move it earlier, never later.
+    assert all(f.since <= first_since[f.key] for f in carried)
+    idle = [f for f in carried if f.rule == "gpu-idle"]
+    assert idle and all(f.since == first_since[f.key] for f in idle)
+    # Findings that resolved are forgotten: the state holds only what fires now.
+    assert set(state.load().findings_since) == {f.key for f in second.findings}
+
+
+class _DownMetrics:
+    name = "down"
+
+    def window_stats(self, request: WindowRequest) -> WindowStats:
+        raise SourceUnreachable("http://127.0.0.1:9/api/v1/query: connection refused")
+
+
+def test_source_failure_is_recorded_and_state_untouched():
+    kept = CycleState(findings_since={"gpu-idle|n|GPU-1|0": SHOWCASE_AT - timedelta(hours=1)})
+    state = MemoryState(kept)
+    result = run_cycle(_components(state=state, metrics=_DownMetrics()), SETTINGS, SHOWCASE_AT)
+    assert not result.ok
+    assert "unreachable" in result.errors[0] and "connection refused" in result.errors[0]
+    assert result.findings == () and result.notifications == ()
+    assert state.load().findings_since == kept.findings_since
+
+
+def test_corrupt_state_file_is_moved_aside_not_lost(tmp_path):
+    path = tmp_path / "state.json"
+    path.write_text('{"version": 1, "findings_since": {"k": "yesterday"')
+    result = run_cycle(_components(state=JsonFileState(path)), SETTINGS, SHOWCASE_AT)
+    assert result.ok
+    assert any(n.kind == "state" and "moved to" in n.message for n in result.data_quality)
+    aside = list(tmp_path.glob("state.json.corrupt-*"))
+    assert len(aside) == 1 and "yesterday" in aside[0].read_text()
+    assert json.loads(path.read_text())["version"] == 1
+
+
+def test_empty_cluster_runs_clean():
+    # One node of CPU only: nothing to judge, nothing to say.
+    result = run_cycle(_components(gpus=1, days=0.01), SETTINGS, SHOWCASE_AT)
+    assert result.ok
