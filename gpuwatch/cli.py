@@ -25,7 +25,7 @@ from gpuwatch.config.load import load_settings
 from gpuwatch.config.settings import Settings
 from gpuwatch.model.durations import parse_instant, rfc3339
 from gpuwatch.model.errors import ConfigError
-from gpuwatch.model.findings import format_value
+from gpuwatch.model.findings import DataQualityNote, format_value
 from gpuwatch.model.result import CycleResult
 from gpuwatch.pipeline import run_cycle
 from gpuwatch.report.cycle_json import write_cycle_json
@@ -208,17 +208,17 @@ def _print_table(out: Console, result: CycleResult) -> None:
             "-" if f.threshold is None else format_value(f.threshold, f.unit),
         )
     out.print(table)
-    gaps = [n for n in result.data_quality if n.kind != "approximate_attribution"]
-    approx = len(result.data_quality) - len(gaps)
+    by_kind: dict[str, list[DataQualityNote]] = {}
+    for note in result.data_quality:
+        by_kind.setdefault(note.kind, []).append(note)
     out.print(
         f"\nGPUs: {result.source.gpus_in_metrics} in metrics, {result.source.gpus_in_cluster} "
         f"in the cluster; data-quality notes: {len(result.data_quality)}"
-        + (f" ({approx} approximate attributions)" if approx else "")
     )
-    for note in gaps[:10]:
-        out.print(f"  - {note.kind}: {note.message}")
-    if len(gaps) > 10:
-        out.print(f"  … and {len(gaps) - 10} more in the JSON")
+    for kind, notes in sorted(by_kind.items()):
+        example = notes[0].message
+        more = f" (and {len(notes) - 1} more like it in the JSON)" if len(notes) > 1 else ""
+        out.print(f"  - {kind}: {example}{more}")
 
 
 @cli.group()
