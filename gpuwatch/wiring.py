@@ -6,6 +6,8 @@ Nothing else constructs a source, a notifier or a state store; tests build
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from datetime import datetime
 from typing import TextIO
 
@@ -14,6 +16,9 @@ from gpuwatch.config.settings import Settings
 from gpuwatch.notify.base import Notifier
 from gpuwatch.notify.console import ConsoleNotifier, RecordingNotifier
 from gpuwatch.pipeline import Components
+from gpuwatch.sources.base import MetricsSource
+from gpuwatch.sources.prometheus import PrometheusClient, PrometheusMetricsSource
+from gpuwatch.sources.prometheus.client import Connection
 from gpuwatch.sources.simulator import (
     SimulatedCluster,
     SimulatorClusterSource,
@@ -22,15 +27,27 @@ from gpuwatch.sources.simulator import (
 from gpuwatch.state.json_file import JsonFileState
 
 
-def build_components(settings: Settings, at: datetime, console: TextIO) -> Components:
-    """Adapters for one cycle evaluated at ``at``; ``console`` receives printed messages."""
+def build_components(
+    settings: Settings, at: datetime, console: TextIO, env: Mapping[str, str] | None = None
+) -> Components:
+    """Adapters for one cycle evaluated at ``at``; ``console`` receives printed messages.
+
+    Secrets (tokens, passwords) are read here, on every cycle, so rotation needs no restart.
+    """
+    env = os.environ if env is None else env
     rules = load_rules(settings.rules.paths)
     simulated = SimulatedCluster(settings.simulator, end=at)
     notifier: Notifier = (
         ConsoleNotifier(console) if settings.notify.console else RecordingNotifier()
     )
+    metrics: MetricsSource
+    if settings.metrics.source == "prometheus":
+        client = PrometheusClient(Connection.from_settings(settings.prometheus, env))
+        metrics = PrometheusMetricsSource(client, settings.prometheus)
+    else:
+        metrics = SimulatorMetricsSource(simulated)
     return Components(
-        metrics=SimulatorMetricsSource(simulated),
+        metrics=metrics,
         cluster=SimulatorClusterSource(simulated),
         rules=rules,
         state=JsonFileState(settings.state_path),

@@ -90,6 +90,8 @@ def _origin(
     loc: tuple[str | int, ...], doc: YamlDocument | None, origins: Mapping[tuple[str, ...], str]
 ) -> str:
     key = tuple(str(p) for p in loc)
+    if not key:  # a rule across several settings
+        return doc.path if doc is not None else "settings"
     # An unknown section set from the environment has origins only for its children.
     below = [origin for path, origin in origins.items() if path[: len(key)] == key]
     if below:

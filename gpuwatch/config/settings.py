@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # Node labels that name a node pool on the clouds our users run, tried in this order
 # after ``pool_label``.
@@ -59,9 +59,130 @@ class SimulatorSettings(_Section):
 class MetricsSettings(_Section):
     """Where DCGM exporter metrics come from."""
 
-    source: Literal["simulator"] = Field(
-        "simulator", description="`simulator`: the embedded simulated cluster."
+    source: Literal["simulator", "prometheus"] = Field(
+        "simulator",
+        description="`simulator`: the embedded simulated cluster; `prometheus`: any PromQL "
+        "API (Prometheus, Thanos Query, Mimir, VictoriaMetrics) at `prometheus.url`.",
     )
+
+
+class DcgmMetricNames(_Section):
+    """DCGM exporter metric names; change them where recording rules rename the series."""
+
+    gpu_util: str = Field("DCGM_FI_DEV_GPU_UTIL", description="Utilization, percent.")
+    gr_engine_active: str = Field(
+        "DCGM_FI_PROF_GR_ENGINE_ACTIVE",
+        description="Graphics engine active ratio 0..1; preferred over `gpu_util` where a "
+        "GPU exports it.",
+    )
+    fb_used: str = Field("DCGM_FI_DEV_FB_USED", description="Framebuffer used, MiB.")
+    fb_free: str = Field("DCGM_FI_DEV_FB_FREE", description="Framebuffer free, MiB.")
+    fb_reserved: str = Field(
+        "DCGM_FI_DEV_FB_RESERVED", description="Framebuffer reserved, MiB (newer exporters)."
+    )
+    temp: str = Field("DCGM_FI_DEV_GPU_TEMP", description="GPU temperature, C.")
+    power: str = Field("DCGM_FI_DEV_POWER_USAGE", description="Power draw, W.")
+    xid: str = Field("DCGM_FI_DEV_XID_ERRORS", description="Last XID error code.")
+    tensor_active: str = Field(
+        "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE", description="Tensor pipe active ratio 0..1."
+    )
+
+
+class DcgmLabels(_Section):
+    """Label names on DCGM exporter series."""
+
+    uuid: str = Field("UUID", description="GPU UUID: the identity of a physical GPU.")
+    gpu: str = Field("gpu", description="GPU index on its node.")
+    node: str = Field(
+        "Hostname",
+        description="Node name. The exporter sets `Hostname` to the node it runs on.",
+    )
+    model: str = Field("modelName", description="GPU model name.")
+    pci_bus_id: str = Field("pci_bus_id", description="PCI bus id.")
+    mig_profile: str = Field("GPU_I_PROFILE", description="MIG profile (MIG devices only).")
+    mig_instance: str = Field("GPU_I_ID", description="MIG instance id (MIG devices only).")
+    pod_labels: Literal["auto", "exported", "plain"] = Field(
+        "auto",
+        description="Which pod labels name the workload. Behind a ServiceMonitor without "
+        "honorLabels they arrive as `exported_pod`/`exported_namespace`/"
+        "`exported_container` and the plain ones name the exporter's own pod. `auto`: "
+        "exported ones when any series has them.",
+    )
+
+
+class PrometheusSettings(_Section):
+    """The PromQL API gpuwatch reads DCGM metrics from."""
+
+    url: str | None = Field(
+        None,
+        description="Base URL, e.g. `http://prometheus.monitoring:9090` or a Thanos Query, "
+        "Mimir (`.../prometheus`) or VictoriaMetrics URL.",
+    )
+    timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=600,
+        description="Per-request timeout. A request that runs out is split and retried, "
+        "not failed.",
+    )
+    bearer_token_file: Path | None = Field(
+        None,
+        description="File holding a bearer token (re-read every cycle, so rotated "
+        "service-account tokens work). The token itself is never logged.",
+    )
+    bearer_token_env: str | None = Field(
+        None, description="Environment variable holding a bearer token."
+    )
+    username: str | None = Field(None, description="Basic-auth user name.")
+    password_file: Path | None = Field(None, description="File holding the basic-auth password.")
+    password_env: str | None = Field(
+        None, description="Environment variable holding the basic-auth password."
+    )
+    tenant: str | None = Field(
+        None,
+        description="Sent as `X-Scope-OrgID`, the tenant header of Mimir, Cortex and Loki.",
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="Extra HTTP headers sent with every request."
+    )
+    ca_file: Path | None = Field(None, description="CA bundle that signs the server's TLS cert.")
+    cert_file: Path | None = Field(None, description="Client TLS certificate (PEM).")
+    key_file: Path | None = Field(None, description="Client TLS key (PEM).")
+    insecure_skip_verify: bool = Field(
+        False, description="Accept any TLS certificate. For tests only."
+    )
+    scrape_interval_s: float = Field(
+        30.0,
+        gt=0,
+        description="DCGM exporter collection interval (its default: 30 s). Turns sample "
+        "counts into coverage, and is the subquery step: a finer step adds nothing.",
+    )
+    max_concurrency: int = Field(
+        4, ge=1, le=64, description="Requests in flight at once, to stay gentle."
+    )
+    sample_budget: int = Field(
+        5_000_000,
+        ge=10_000,
+        description="Most samples one request may make the server load: 10 % of "
+        "Prometheus' default `--query.max-samples` (50,000,000). Larger requests are "
+        "split by time and by GPU shards.",
+    )
+    max_points_per_series: int = Field(
+        11_000,
+        ge=100,
+        le=11_000,
+        description="Most points per series in one range request; Prometheus refuses "
+        "more than 11,000.",
+    )
+    max_split_depth: int = Field(
+        6,
+        ge=0,
+        le=12,
+        description="How many times a request refused as too big (422, 503, timeout) is "
+        "halved before the cycle gives up.",
+    )
+    metrics: DcgmMetricNames = Field(default_factory=DcgmMetricNames)
+    labels: DcgmLabels = Field(default_factory=DcgmLabels)
 
 
 class ClusterSettings(_Section):
@@ -163,6 +284,7 @@ class Settings(_Section):
         True, description="Plan and report actions without writing to the cluster."
     )
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     simulator: SimulatorSettings = Field(default_factory=SimulatorSettings)
     attribution: AttributionSettings = Field(default_factory=AttributionSettings)
@@ -177,6 +299,15 @@ class Settings(_Section):
         if value is not None and value.tzinfo is None:
             raise ValueError("expected an instant with a time zone, e.g. 2026-11-24T02:00:00Z")
         return value
+
+    @model_validator(mode="after")
+    def _sources_have_what_they_need(self) -> Settings:
+        if self.metrics.source == "prometheus" and not self.prometheus.url:
+            raise ValueError(
+                "metrics.source is prometheus but prometheus.url is unset "
+                "(set it, or pass --prometheus-url)"
+            )
+        return self
 
     @property
     def state_path(self) -> Path:

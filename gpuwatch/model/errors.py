@@ -43,3 +43,21 @@ class SourceBadQuery(SourceError):
 
 class StateError(GpuwatchError):
     """The persisted state could not be read or written."""
+
+
+class SourceBadResponse(SourceError):
+    """The server answered, but not with what its API promises (garbage, wrong shape)."""
+
+    kind = "bad_response"
+
+
+class SourceTooLarge(SourceError):
+    """A request the server refused as too expensive (422, 503, timeout): split it."""
+
+    kind = "too_large"
+
+
+class SourcePartialData(SourceError):
+    """Part of the data could not be read even after splitting; nothing is judged on it."""
+
+    kind = "partial_data"

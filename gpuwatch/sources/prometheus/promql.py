@@ -1,0 +1,172 @@
+"""PromQL for every (signal, aggregate, window) a cycle needs, per GPU shard.
+
+A GPU is identified by ``UUID`` (plus ``GPU_I_ID`` for a MIG instance). Its series
+change labels when the pod holding it changes, so every query first merges a GPU's
+series (``sum/max by (UUID, GPU_I_ID)``) and reduces over time on the server. Raw
+signals use exact range functions (``sum_over_time / count_over_time`` for a mean that
+skips gaps); signals computed across metrics (the framebuffer ratio) use a subquery
+at the scrape interval, the finest step that adds information.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gpuwatch.config.settings import DcgmLabels, DcgmMetricNames
+from gpuwatch.model.metrics import Aggregate, AggregateSpec, Signal
+
+_HEX = "0123456789abcdef"
+
+
+@dataclass(frozen=True)
+class Shard:
+    """The GPUs whose UUID (after ``GPU-``) starts with one of ``prefixes``; ``("",)`` is all.
+
+    UUIDs are random hex, so prefixes split a fleet evenly without knowing its nodes.
+    """
+
+    prefixes: tuple[str, ...] = ("",)
+
+    @property
+    def whole(self) -> bool:
+        return self.prefixes == ("",)
+
+    def matcher(self, uuid_label: str) -> str:
+        if self.whole:
+            return ""
+        alternatives = "|".join(self.prefixes)
+        return f'{uuid_label}=~"(?i)GPU-({alternatives}).*"'
+
+    def split(self) -> tuple[Shard, Shard]:
+        """Two shards that together select exactly this one's GPUs."""
+        prefixes = list(self.prefixes)
+        if len(prefixes) == 1:
+            prefixes = [prefixes[0] + h for h in _HEX]
+        half = len(prefixes) // 2
+        return Shard(tuple(prefixes[:half])), Shard(tuple(prefixes[half:]))
+
+    def __str__(self) -> str:
+        return "all GPUs" if self.whole else f"GPUs GPU-{'|'.join(self.prefixes)}*"
+
+
+def shards(count: int) -> list[Shard]:
+    """``count`` (rounded up to a power of two, at most 4096) shards covering every GPU."""
+    result = [Shard()]
+    while len(result) < count and len(result) < 4096:
+        result = [part for shard in result for part in shard.split()]
+    return result
+
+
+@dataclass(frozen=True)
+class QueryPart:
+    """One query whose per-GPU result contributes to an aggregate, scaled by ``scale``."""
+
+    template: str
+    """PromQL with ``$SEL`` where each selector's shard matcher goes."""
+    scale: float = 1.0
+
+    def render(self, shard: Shard, uuid_label: str) -> str:
+        matcher = shard.matcher(uuid_label)
+        text = self.template.replace(",$SEL", ("," + matcher) if matcher else "")
+        return text.replace("{$SEL}", "{" + matcher + "}" if matcher else "")
+
+
+class QueryBuilder:
+    """Builds the queries; pure, so the exact PromQL is unit-tested."""
+
+    def __init__(
+        self, names: DcgmMetricNames, labels: DcgmLabels, step_s: float, pod_label: str
+    ) -> None:
+        self.names = names
+        self.labels = labels
+        self.step = f"{max(int(step_s), 1)}s"
+        self.by = f"{labels.uuid}, {labels.mig_instance}"
+        self.pod_label = pod_label
+
+    def _m(self, metric: str, extra: str = "") -> str:
+        # ``$SEL`` becomes the shard's matcher, or nothing for the whole fleet.
+        return f"{metric}{{{extra},$SEL}}" if extra else f"{metric}{{$SEL}}"
+
+    @staticmethod
+    def _range(window_s: int) -> str:
+        # Windows are (at - window, at], left-open as in Prometheus 3. Prometheus 2 also
+        # takes a sample exactly at at - window; one millisecond less makes both agree.
+        return f"{window_s * 1000 - 1}ms"
+
+    def inventory(self, window_s: int) -> QueryPart:
+        """Every series of the utilization metric seen in the window, with all its labels;
+        the value is the unix time of its newest sample."""
+        m = self._m(self.names.gpu_util)
+        return QueryPart(f"max_over_time(timestamp({m})[{self._range(window_s)}:{self.step}])")
+
+    def parts(self, spec: AggregateSpec) -> tuple[QueryPart, ...]:
+        """The queries for ``spec``; several parts mean 'first that has the GPU wins'."""
+        n, w = self.names, spec.window_s
+        signal, agg = spec.signal, spec.aggregate
+        if signal is Signal.UTIL_RATIO:
+            percent_scale = 1.0 if agg in _UNSCALED else 0.01
+            return (
+                QueryPart(self._raw(n.gr_engine_active, agg, w)),
+                QueryPart(self._raw(n.gpu_util, agg, w), percent_scale),
+            )
+        raw_metric = {
+            Signal.FB_USED_MIB: n.fb_used,
+            Signal.TEMP_C: n.temp,
+            Signal.POWER_W: n.power,
+            Signal.XID: n.xid,
+            Signal.TENSOR_ACTIVE_RATIO: n.tensor_active,
+        }.get(signal)
+        if raw_metric is not None:
+            return (QueryPart(self._raw(raw_metric, agg, w)),)
+        if signal is Signal.POD_ATTACHED:
+            return (QueryPart(self._pod_attached(agg, w)),)
+        inner = self._fb_total() if signal is Signal.FB_TOTAL_MIB else self._fb_ratio()
+        return (QueryPart(self._derived(inner, n.fb_used, agg, w)),)
+
+    def _raw(self, metric: str, agg: Aggregate, w: int) -> str:
+        m, by, step = self._m(metric), self.by, self.step
+        if agg is Aggregate.AVG:
+            return (
+                f"sum by ({by}) (sum_over_time({m}[{self._range(w)}])) / "
+                f"sum by ({by}) (count_over_time({m}[{self._range(w)}]))"
+            )
+        if agg is Aggregate.MAX:
+            return f"max by ({by}) (max_over_time({m}[{self._range(w)}]))"
+        if agg is Aggregate.MIN:
+            return f"min by ({by}) (min_over_time({m}[{self._range(w)}]))"
+        if agg is Aggregate.COUNT:
+            return f"sum by ({by}) (count_over_time({m}[{self._range(w)}]))"
+        if agg is Aggregate.CHANGES:
+            return f"sum by ({by}) (changes({m}[{self._range(w)}]))"
+        if agg is Aggregate.LAST:
+            return f"last_over_time((max by ({by}) ({m}))[{self._range(w)}:{step}])"
+        return f"max by ({by}) (max_over_time(timestamp({m})[{self._range(w)}:{step}]))"
+
+    def _derived(self, inner: str, count_metric: str, agg: Aggregate, w: int) -> str:
+        if agg in (Aggregate.COUNT, Aggregate.LAST_TS):
+            return self._raw(count_metric, agg, w)
+        function = "changes" if agg is Aggregate.CHANGES else f"{agg}_over_time"
+        return f"{function}(({inner})[{self._range(w)}:{self.step}])"
+
+    def _fb_total(self) -> str:
+        n, by = self.names, self.by
+        used = f"max by ({by}) ({self._m(n.fb_used)})"
+        free = f"max by ({by}) ({self._m(n.fb_free)})"
+        reserved = f"max by ({by}) ({self._m(n.fb_reserved)})"
+        # RESERVED only on newer exporters: where absent, count it as zero.
+        return f"{used} + {free} + ({reserved} or {used} * 0)"
+
+    def _fb_ratio(self) -> str:
+        used = f"max by ({self.by}) ({self._m(self.names.fb_used)})"
+        return f"{used} / ({self._fb_total()})"
+
+    def _pod_attached(self, agg: Aggregate, w: int) -> str:
+        by, util = self.by, self.names.gpu_util
+        held = self._m(util, f'{self.pod_label}!=""')
+        if agg is Aggregate.MAX:
+            return f"max by ({by}) (count_over_time({held}[{self._range(w)}]) > bool 0)"
+        inner = f"(count by ({by}) ({held}) > bool 0) or (count by ({by}) ({self._m(util)}) * 0)"
+        return self._derived(inner, util, agg, w)
+
+
+_UNSCALED = frozenset({Aggregate.COUNT, Aggregate.CHANGES, Aggregate.LAST_TS})

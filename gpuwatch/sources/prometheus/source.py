@@ -1,0 +1,172 @@
+"""The metrics seam over a PromQL API: one cycle's window aggregates, per GPU.
+
+A cycle first asks which GPUs reported in its longest window (the inventory: every
+series of the utilization metric, with the time of its newest sample), then asks each
+aggregate, sharded by GPU so that no request loads more than the sample budget, with
+at most ``max_concurrency`` requests in flight. A request refused as too big is halved
+and asked again; what still fails after ``max_split_depth`` halvings fails the cycle
+as partial data, so that nothing is judged on half the fleet.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+
+import numpy as np
+
+from gpuwatch.config.settings import PrometheusSettings
+from gpuwatch.model.errors import SourcePartialData, SourceTooLarge
+from gpuwatch.model.metrics import (
+    Aggregate,
+    AggregateSpec,
+    FloatArray,
+    GpuDevice,
+    PodRef,
+    Signal,
+    WindowRequest,
+    WindowStats,
+)
+from gpuwatch.sources.prometheus.client import InstantSeries, PrometheusClient
+from gpuwatch.sources.prometheus.planner import instant_shard_count
+from gpuwatch.sources.prometheus.promql import QueryBuilder, QueryPart, Shard, shards
+
+log = logging.getLogger(__name__)
+_NODE_LABEL_FALLBACKS = ("node", "kubernetes_node")
+
+
+class PrometheusMetricsSource:
+    name = "prometheus"
+
+    def __init__(self, client: PrometheusClient, settings: PrometheusSettings) -> None:
+        self.client = client
+        self.settings = settings
+        self.labels = settings.labels
+
+    def window_stats(self, request: WindowRequest) -> WindowStats:
+        at = request.at
+        longest = max((s.window_s for s in request.specs), default=300)
+        probe = QueryBuilder(self.settings.metrics, self.labels, self._step(), "pod")
+        inventory = self._sharded(probe.inventory(longest), [Shard()], at)
+        present = [s for s in inventory if s.value > at.timestamp() - longest]
+        pod_label, mode_prefix = self._pod_label_mode(present)
+        devices = self._devices(present, mode_prefix)
+        keys = {self._key(d.uuid, d.mig_instance_id): i for i, d in enumerate(devices)}
+
+        builder = QueryBuilder(self.settings.metrics, self.labels, self._step(), pod_label)
+        count = instant_shard_count(
+            len(present), longest, self.settings.scrape_interval_s, self.settings.sample_budget
+        )
+        plan = [(spec, builder.parts(spec)) for spec in sorted(request.specs)]
+        tasks = [(spec, i, part) for spec, parts in plan for i, part in enumerate(parts)]
+        with ThreadPoolExecutor(max_workers=self.settings.max_concurrency) as pool:
+            answers = list(pool.map(lambda task: self._sharded(task[2], shards(count), at), tasks))
+
+        by_part: dict[tuple[AggregateSpec, int], list[InstantSeries]] = {
+            (spec, i): answer for (spec, i, _), answer in zip(tasks, answers, strict=True)
+        }
+        values: dict[AggregateSpec, FloatArray] = {}
+        for spec, parts in plan:
+            merged = np.full(len(devices), np.nan)
+            for i, part in enumerate(parts):  # the first part that has a GPU wins
+                column = self._column(by_part[(spec, i)], keys, part.scale)
+                merged = np.where(np.isnan(merged), column, merged)
+            if spec.signal is Signal.POD_ATTACHED and spec.aggregate is Aggregate.MAX:
+                # No pod-labelled series in the window means no pod held the GPU.
+                merged = np.nan_to_num(merged, nan=0.0)
+            values[spec] = merged
+        return WindowStats(at, self.settings.scrape_interval_s, tuple(devices), values)
+
+    def _step(self) -> float:
+        return self.settings.scrape_interval_s
+
+    def _sharded(
+        self, part: QueryPart, parts: Sequence[Shard], at: datetime
+    ) -> list[InstantSeries]:
+        found: list[InstantSeries] = []
+        for shard in parts:
+            found.extend(self._split_on_refusal(part, shard, at, 0))
+        return found
+
+    def _split_on_refusal(
+        self, part: QueryPart, shard: Shard, at: datetime, depth: int
+    ) -> list[InstantSeries]:
+        promql = part.render(shard, self.labels.uuid)
+        try:
+            return self.client.instant(promql, at)
+        except SourceTooLarge as exc:
+            if depth >= self.settings.max_split_depth:
+                raise SourcePartialData(
+                    f"{exc}; still refused for {shard} after {depth} splits "
+                    "(raise prometheus.max_split_depth or the server's limits)"
+                ) from exc
+            log.info("splitting refused query for %s: %s", shard, exc)
+            left, right = shard.split()
+            return self._split_on_refusal(part, left, at, depth + 1) + self._split_on_refusal(
+                part, right, at, depth + 1
+            )
+
+    def _pod_label_mode(self, series: Sequence[InstantSeries]) -> tuple[str, str]:
+        mode = self.labels.pod_labels
+        if mode == "auto":
+            exported = any("exported_pod" in s.labels for s in series)
+            mode = "exported" if exported else "plain"
+        return ("exported_pod", "exported_") if mode == "exported" else ("pod", "")
+
+    def _key(self, uuid: str, mig: int | str | None) -> tuple[str, str]:
+        return (uuid, "" if mig is None else str(mig))
+
+    def _devices(self, series: Sequence[InstantSeries], prefix: str) -> list[GpuDevice]:
+        labels = self.labels
+        newest: dict[tuple[str, str], InstantSeries] = {}
+        for item in series:
+            uuid = item.labels.get(labels.uuid)
+            if not uuid:
+                continue
+            key = self._key(uuid, item.labels.get(labels.mig_instance))
+            if key not in newest or item.value > newest[key].value:
+                newest[key] = item
+        devices = []
+        for (uuid, mig), item in sorted(newest.items()):
+            lab = item.labels
+            pod_name = lab.get(f"{prefix}pod")
+            namespace = lab.get(f"{prefix}namespace")
+            node = lab.get(labels.node) or next(
+                (lab[n] for n in _NODE_LABEL_FALLBACKS if lab.get(n)), ""
+            )
+            devices.append(
+                GpuDevice(
+                    uuid=uuid,
+                    index=_int(lab.get(labels.gpu), -1),
+                    node=node,
+                    model_name=lab.get(labels.model, ""),
+                    pci_bus_id=lab.get(labels.pci_bus_id, ""),
+                    mig_profile=lab.get(labels.mig_profile) or None,
+                    mig_instance_id=_int(mig, None) if mig else None,
+                    pod=PodRef(namespace, pod_name) if pod_name and namespace else None,
+                    container=lab.get(f"{prefix}container") or None,
+                )
+            )
+        return devices
+
+    def _column(
+        self, series: Sequence[InstantSeries], keys: Mapping[tuple[str, str], int], scale: float
+    ) -> FloatArray:
+        column = np.full(len(keys), np.nan)
+        for item in series:
+            key = self._key(
+                item.labels.get(self.labels.uuid, ""), item.labels.get(self.labels.mig_instance)
+            )
+            index = keys.get(key)
+            if index is not None:
+                column[index] = item.value * scale
+        return column
+
+
+def _int(text: str | None, default: int | None) -> int | None:  # type: ignore[return]
+    try:
+        return int(text) if text is not None else default
+    except ValueError:
+        return default
