@@ -162,7 +162,7 @@ class PrometheusSettings(_Section):
     )
     sample_budget: int = Field(
         5_000_000,
-        ge=10_000,
+        ge=100,
         description="Most samples one request may make the server load: 10 % of "
         "Prometheus' default `--query.max-samples` (50,000,000). Larger requests are "
         "split by time and by GPU shards.",

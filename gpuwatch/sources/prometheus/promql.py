@@ -79,13 +79,19 @@ class QueryBuilder:
     ) -> None:
         self.names = names
         self.labels = labels
-        self.step = f"{max(int(step_s), 1)}s"
+        self.step_s = max(int(step_s), 1)
+        self.step = f"{self.step_s}s"
         self.by = f"{labels.uuid}, {labels.mig_instance}"
         self.pod_label = pod_label
 
     def _m(self, metric: str, extra: str = "") -> str:
         # ``$SEL`` becomes the shard's matcher, or nothing for the whole fleet.
         return f"{metric}{{{extra},$SEL}}" if extra else f"{metric}{{$SEL}}"
+
+    def _fresh(self, metric: str, extra: str = "") -> str:
+        """The sample of the last scrape interval only. Inside a subquery a bare selector
+        would repeat a value for up to 5 minutes (the lookback delta) into a gap."""
+        return f"last_over_time({self._m(metric, extra)}[{self._range(self.step_s)}])"
 
     @staticmethod
     def _range(window_s: int) -> str:
@@ -139,7 +145,8 @@ class QueryBuilder:
         if agg is Aggregate.CHANGES:
             return f"sum by ({by}) (changes({m}[{self._range(w)}]))"
         if agg is Aggregate.LAST:
-            return f"last_over_time((max by ({by}) ({m}))[{self._range(w)}:{step}])"
+            fresh = self._fresh(metric)
+            return f"last_over_time((max by ({by}) ({fresh}))[{self._range(w)}:{step}])"
         return f"max by ({by}) (max_over_time(timestamp({m})[{self._range(w)}:{step}]))"
 
     def _derived(self, inner: str, count_metric: str, agg: Aggregate, w: int) -> str:
@@ -150,22 +157,31 @@ class QueryBuilder:
 
     def _fb_total(self) -> str:
         n, by = self.names, self.by
-        used = f"max by ({by}) ({self._m(n.fb_used)})"
-        free = f"max by ({by}) ({self._m(n.fb_free)})"
-        reserved = f"max by ({by}) ({self._m(n.fb_reserved)})"
+        used = f"max by ({by}) ({self._fresh(n.fb_used)})"
+        free = f"max by ({by}) ({self._fresh(n.fb_free)})"
+        reserved = f"max by ({by}) ({self._fresh(n.fb_reserved)})"
         # RESERVED only on newer exporters: where absent, count it as zero.
         return f"{used} + {free} + ({reserved} or {used} * 0)"
 
     def _fb_ratio(self) -> str:
-        used = f"max by ({self.by}) ({self._m(self.names.fb_used)})"
+        used = f"max by ({self.by}) ({self._fresh(self.names.fb_used)})"
         return f"{used} / ({self._fb_total()})"
 
     def _pod_attached(self, agg: Aggregate, w: int) -> str:
         by, util = self.by, self.names.gpu_util
         held = self._m(util, f'{self.pod_label}!=""')
         if agg is Aggregate.MAX:
-            return f"max by ({by}) (count_over_time({held}[{self._range(w)}]) > bool 0)"
-        inner = f"(count by ({by}) ({held}) > bool 0) or (count by ({by}) ({self._m(util)}) * 0)"
+            # 1 where a pod-labelled sample exists, 0 where only unlabelled ones do.
+            window = self._range(w)
+            return (
+                f"max by ({by}) (count_over_time({held}[{window}]) > bool 0) or "
+                f"max by ({by}) (count_over_time({self._m(util)}[{window}]) * 0)"
+            )
+        held_now = self._fresh(util, f'{self.pod_label}!=""')
+        inner = (
+            f"(count by ({by}) ({held_now}) > bool 0) or "
+            f"(count by ({by}) ({self._fresh(util)}) * 0)"
+        )
         return self._derived(inner, util, agg, w)
 
 

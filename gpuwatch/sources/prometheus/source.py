@@ -73,8 +73,12 @@ class PrometheusMetricsSource:
             for i, part in enumerate(parts):  # the first part that has a GPU wins
                 column = self._column(by_part[(spec, i)], keys, part.scale)
                 merged = np.where(np.isnan(merged), column, merged)
-            if spec.signal is Signal.POD_ATTACHED and spec.aggregate is Aggregate.MAX:
-                # No pod-labelled series in the window means no pod held the GPU.
+            if spec.aggregate is Aggregate.LAST_TS:
+                # The lookback delta can reach a sample from before the window: not in it.
+                merged[merged <= at.timestamp() - spec.window_s] = np.nan
+            if spec.aggregate is Aggregate.COUNT:
+                # PromQL returns no series where a GPU has no sample in this window (it
+                # had some in the longest one): that is a count of zero.
                 merged = np.nan_to_num(merged, nan=0.0)
             values[spec] = merged
         return WindowStats(at, self.settings.scrape_interval_s, tuple(devices), values)

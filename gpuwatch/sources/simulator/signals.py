@@ -106,6 +106,8 @@ class SignalGenerator:
         temp = np.where(self.hot[:, None], 88.0 + 4.0 * util + 0.5 * n_temp, temp)
         power = self.idle_w[:, None] + (self.max_w - self.idle_w)[:, None] * util
         tensor = np.where(b == Behaviour.TRAIN, 0.6 * util, 0.3 * util)
+        # Without profiling metrics a GPU exports no tensor-pipe activity at all.
+        tensor = np.where(self.profiling[:, None], tensor, np.nan)
 
         xid = np.zeros_like(util)
         if self.xid_code.any():
@@ -137,7 +139,7 @@ class SignalGenerator:
 
     def _missing(self, times_s: np.ndarray, history_start_s: int) -> np.ndarray:
         missing = np.zeros((len(self.gpus), times_s.size), dtype=bool)
-        missing[:, times_s < history_start_s] = True
+        missing[:, times_s <= history_start_s] = True  # history is (start, end]
         sod = times_s % _DAY_S
         for row, gaps in self._gap_rows:
             for start, duration in gaps:

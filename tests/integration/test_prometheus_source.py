@@ -1,0 +1,135 @@
+"""The Prometheus metrics source against a real Prometheus holding the simulator's history.
+
+The simulator and Prometheus hold the same samples, so both sources of the metrics
+seam must give the same window aggregates: one contract, two implementations.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+import pytest
+
+from gpuwatch.analysis.rules.evaluate import required_specs
+from gpuwatch.analysis.rules.loader import load_rules
+from gpuwatch.config.settings import PrometheusSettings
+from gpuwatch.model.metrics import Aggregate, AggregateSpec, Signal, WindowRequest
+from gpuwatch.sources.prometheus import PrometheusClient, PrometheusMetricsSource
+from gpuwatch.sources.prometheus.client import Connection
+from gpuwatch.sources.simulator import SimulatorMetricsSource
+from gpuwatch.sources.simulator.layout import SHOWCASE_AT
+
+pytestmark = pytest.mark.integration
+
+# Signals the server computes from several metrics use subqueries, whose 5-minute
+# lookback repeats the last value into a gap: their means differ inside gaps only.
+_DERIVED = {Signal.FB_USED_RATIO, Signal.FB_TOTAL_MIB, Signal.POD_ATTACHED}
+
+
+def prometheus_source(url: str, **overrides) -> PrometheusMetricsSource:
+    settings = PrometheusSettings(url=url, scrape_interval_s=60, **overrides)
+    return PrometheusMetricsSource(
+        PrometheusClient(Connection.from_settings(settings, {})), settings
+    )
+
+
+def every_spec(windows=(300, 1800)) -> frozenset[AggregateSpec]:
+    return frozenset(
+        AggregateSpec(signal, aggregate, w)
+        for signal in Signal
+        for aggregate in Aggregate
+        for w in windows
+    )
+
+
+def assert_same_stats(expected, actual, specs):
+    """Same devices (in any order), same labels, same aggregates."""
+    position = {d.device_id: i for i, d in enumerate(actual.devices)}
+    assert sorted(position) == sorted(d.device_id for d in expected.devices)
+    order = np.array([position[d.device_id] for d in expected.devices], dtype=np.int64)
+    for mine, theirs in zip([actual.devices[i] for i in order], expected.devices, strict=True):
+        assert (mine.node, mine.index, mine.model_name, mine.pod, mine.container) == (
+            theirs.node,
+            theirs.index,
+            theirs.model_name,
+            theirs.pod,
+            theirs.container,
+        )
+    for spec in sorted(specs):
+        want, got = expected.get(spec), actual.get(spec)[order]
+        rows = np.ones(len(want), dtype=bool)
+        if spec.signal in _DERIVED and spec.aggregate is Aggregate.AVG:
+            full = expected.coverage_ratio(Signal.UTIL_RATIO, spec.window_s) >= 1.0
+            rows = full
+        np.testing.assert_allclose(
+            got[rows], want[rows], rtol=1e-9, atol=1e-9, equal_nan=True, err_msg=str(spec)
+        )
+
+
+@pytest.mark.parametrize(
+    "offset",
+    [timedelta(0), timedelta(hours=-3, minutes=-17), timedelta(minutes=-8), timedelta(hours=2)],
+    ids=["showcase", "3h17m-before", "inside-gap", "end-of-history"],
+)
+def test_same_aggregates_as_the_simulator(history_prometheus, offset):
+    server, cluster = history_prometheus
+    at = SHOWCASE_AT + offset
+    request = WindowRequest(at, every_spec())
+    expected = SimulatorMetricsSource(cluster).window_stats(request)
+    actual = prometheus_source(server.url).window_stats(request)
+    assert len(actual.devices) >= 56  # the exporter gap hides a node in some windows
+    assert_same_stats(expected, actual, request.specs)
+
+
+def test_gpu_whose_series_stops_mid_window(history_prometheus):
+    server, _ = history_prometheus
+    spec_count = AggregateSpec(Signal.UTIL_RATIO, Aggregate.COUNT, 1800)
+    spec_last = AggregateSpec(Signal.UTIL_RATIO, Aggregate.LAST_TS, 1800)
+    stats = prometheus_source(server.url).window_stats(
+        WindowRequest(SHOWCASE_AT, frozenset({spec_count, spec_last}))
+    )
+    rows = [i for i, d in enumerate(stats.devices) if d.node == "spot-a100-1"]
+    assert len(rows) == 8
+    # Exporter down from 01:38: samples 01:31..01:37 only, the newest at 01:37.
+    assert set(stats.get(spec_count)[rows]) == {7.0}
+    last = (SHOWCASE_AT - timedelta(minutes=23)).timestamp()
+    assert set(stats.get(spec_last)[rows]) == {last}
+
+
+def test_rules_see_the_same_cycle(history_prometheus):
+    server, cluster = history_prometheus
+    request = WindowRequest(SHOWCASE_AT, required_specs(load_rules()))
+    expected = SimulatorMetricsSource(cluster).window_stats(request)
+    assert_same_stats(expected, prometheus_source(server.url).window_stats(request), request.specs)
+
+
+def test_exported_pod_labels_win(exported_prometheus):
+    server, cluster = exported_prometheus
+    request = WindowRequest(SHOWCASE_AT, every_spec(windows=(1800,)))
+    expected = SimulatorMetricsSource(cluster).window_stats(request)
+    actual = prometheus_source(server.url).window_stats(request)
+    # Behind a ServiceMonitor every series has pod=<the exporter>: the workload's pod is
+    # in exported_pod, and GPUs nobody holds must not look held by the exporter.
+    assert_same_stats(expected, actual, request.specs)
+    assert not any(d.pod and d.pod.name.startswith("nvidia-dcgm-exporter") for d in actual.devices)
+
+
+def test_plain_mode_forced_on_exported_labels_attributes_to_the_exporter(exported_prometheus):
+    server, _ = exported_prometheus
+    source = prometheus_source(server.url, labels={"pod_labels": "plain"})
+    spec = AggregateSpec(Signal.POD_ATTACHED, Aggregate.MAX, 1800)
+    stats = source.window_stats(WindowRequest(SHOWCASE_AT, frozenset({spec})))
+    assert all(d.pod.namespace == "gpu-operator" for d in stats.devices)
+    assert set(stats.get(spec)) == {1.0}
+
+
+def test_sharded_answer_equals_unsharded(history_prometheus):
+    server, _ = history_prometheus
+    request = WindowRequest(SHOWCASE_AT, required_specs(load_rules()))
+    whole = prometheus_source(server.url).window_stats(request)
+    # A tiny budget forces the source to ask GPU shard by GPU shard.
+    sharded_source = prometheus_source(server.url, sample_budget=500)
+    sharded = sharded_source.window_stats(request)
+    assert sharded_source.client.requests_made > 2 * len(request.specs)
+    assert_same_stats(whole, sharded, request.specs)
