@@ -119,6 +119,7 @@ class PrometheusClient:
         # big (422, 503) comes back to the caller, which splits it instead.
         retry = Retry(
             total=2,
+            read=False,  # a timed-out query is too big: re-raise at once, to be split
             backoff_factor=0.5,
             status_forcelist=(429, 502, 504),
             allowed_methods=None,
