@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint format docs clean
+.PHONY: demo test test-servers lint format docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,21 @@ demo: $(STAMP)
 	$(BIN)/gpuwatch demo
 
 ## The whole test suite, servers included
-test: $(STAMP)
+test: $(STAMP) test-servers
 	$(BIN)/pytest
+
+## Servers the integration tests start on loopback: Debian's prometheus (and promtool)
+test-servers:
+	@if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian's prometheus for the integration tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	  else \
+	    echo "make test needs Debian's prometheus: sudo apt-get install -y prometheus" >&2; \
+	    exit 1; \
+	  fi; \
+	fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check gpuwatch tests bench

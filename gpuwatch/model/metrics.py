@@ -156,6 +156,33 @@ class WindowStats:
         return np.clip(np.nan_to_num(count, nan=0.0) / expected, 0.0, 1.0)
 
 
+@dataclass(frozen=True)
+class HistoryRequest:
+    """Aggregates evaluated at every ``step_s`` from ``start`` (exclusive) to ``end``.
+
+    The point at time t reduces ``(t - window_s, t]``; with ``window_s == step_s`` the
+    points tile the range (an hourly mean for every hour, say).
+    """
+
+    start: datetime
+    end: datetime
+    step_s: int
+    specs: frozenset[AggregateSpec]
+
+    def times_s(self) -> npt.NDArray[np.int64]:
+        first = int(self.start.timestamp()) + self.step_s
+        return np.arange(first, int(self.end.timestamp()) + 1, self.step_s, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class HistoryFrame:
+    """``values[spec]`` has shape (devices, times); NaN where a GPU had no data."""
+
+    devices: tuple[GpuDevice, ...]
+    times_s: npt.NDArray[np.int64]
+    values: Mapping[AggregateSpec, FloatArray]
+
+
 def fb_used_ratio(
     used_mib: FloatArray | float,
     free_mib: FloatArray | float,

@@ -6,11 +6,15 @@ same assertions against all of them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from gpuwatch.model.cluster import ClusterState
-from gpuwatch.model.metrics import WindowRequest, WindowStats
+from gpuwatch.model.metrics import HistoryFrame, HistoryRequest, WindowRequest, WindowStats
+
+Progress = Callable[[int, int], None]
+"""Called with (requests done, requests planned) as a long collection proceeds."""
 
 
 @runtime_checkable
@@ -24,6 +28,10 @@ class MetricsSource(Protocol):
 
         Raises a ``SourceError`` subclass when the source cannot answer.
         """
+        ...
+
+    def history(self, request: HistoryRequest, progress: Progress | None = None) -> HistoryFrame:
+        """Per-GPU aggregates at every step of a range, downsampled where the data lives."""
         ...
 
 

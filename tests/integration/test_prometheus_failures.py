@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -57,9 +58,11 @@ def test_too_big_query_is_split_not_failed(history_prometheus):
 
 def test_overloaded_server_splits_then_gives_up_as_partial_data(history_prometheus):
     server, _ = history_prometheus
-    with FaultProxy(server.url, lambda seen: overloaded()) as proxy:
-        with pytest.raises(SourcePartialData, match="after 2 splits"):
-            source(proxy.url, max_split_depth=2).window_stats(REQUEST)
+    with (
+        FaultProxy(server.url, lambda seen: overloaded()) as proxy,
+        pytest.raises(SourcePartialData, match="after 2 splits"),
+    ):
+        source(proxy.url, max_split_depth=2).window_stats(REQUEST)
     # Fail fast: the first query is halved twice, and its first half still refused ends
     # the cycle; no more load on a server that is already overloaded.
     assert len(proxy.seen) == 3
@@ -82,23 +85,26 @@ def test_answer_slower_than_the_timeout(history_prometheus):
 def test_garbage_answer(history_prometheus, body):
     server, _ = history_prometheus
     with FaultProxy(server.url, lambda seen: Answer(200, body)) as proxy:
-        with pytest.raises(SourceBadResponse, match=proxy.url):
-            source(proxy.url).window_stats(REQUEST)
+        url = proxy.url
+        with pytest.raises(SourceBadResponse, match=re.escape(url)):
+            source(url).window_stats(REQUEST)
 
 
 @pytest.mark.parametrize("status", [401, 403])
 def test_auth_refused(history_prometheus, status):
     server, _ = history_prometheus
     body = b'{"status":"error","error":"authentication required"}'
-    with FaultProxy(server.url, lambda seen: Answer(status, body)) as proxy:
-        with pytest.raises(SourceAuthRefused, match=f"HTTP {status}.*authentication required"):
-            source(proxy.url).window_stats(REQUEST)
+    with (
+        FaultProxy(server.url, lambda seen: Answer(status, body)) as proxy,
+        pytest.raises(SourceAuthRefused, match=f"HTTP {status}.*authentication required"),
+    ):
+        source(proxy.url).window_stats(REQUEST)
 
 
 def test_bad_query_names_the_query(history_prometheus):
     server, _ = history_prometheus
     broken = source(server.url, metrics={"gpu_util": "DCGM_FI_DEV_GPU_UTIL{"})
-    with pytest.raises(SourceBadQuery, match="HTTP 400.*query: max_over_time"):
+    with pytest.raises(SourceBadQuery, match=r"HTTP 400.*query: max_over_time"):
         broken.window_stats(REQUEST)
 
 

@@ -14,11 +14,18 @@ import pytest
 from gpuwatch.analysis.rules.evaluate import required_specs
 from gpuwatch.analysis.rules.loader import load_rules
 from gpuwatch.config.settings import PrometheusSettings
-from gpuwatch.model.metrics import Aggregate, AggregateSpec, Signal, WindowRequest
+from gpuwatch.model.metrics import (
+    Aggregate,
+    AggregateSpec,
+    HistoryRequest,
+    Signal,
+    WindowRequest,
+)
 from gpuwatch.sources.prometheus import PrometheusClient, PrometheusMetricsSource
 from gpuwatch.sources.prometheus.client import Connection
 from gpuwatch.sources.simulator import SimulatorMetricsSource
 from gpuwatch.sources.simulator.layout import SHOWCASE_AT
+from tests.integration.conftest import HISTORY_END
 
 pytestmark = pytest.mark.integration
 
@@ -133,3 +140,35 @@ def test_sharded_answer_equals_unsharded(history_prometheus):
     sharded = sharded_source.window_stats(request)
     assert sharded_source.client.requests_made > 2 * len(request.specs)
     assert_same_stats(whole, sharded, request.specs)
+
+
+def test_history_is_downsampled_on_the_server_and_matches(history_prometheus):
+    server, cluster = history_prometheus
+    specs = frozenset(
+        {
+            AggregateSpec(Signal.UTIL_RATIO, Aggregate.AVG, 3600),
+            AggregateSpec(Signal.FB_USED_RATIO, Aggregate.MAX, 3600),
+            AggregateSpec(Signal.TEMP_C, Aggregate.MAX, 3600),
+            AggregateSpec(Signal.UTIL_RATIO, Aggregate.COUNT, 3600),
+        }
+    )
+    request = HistoryRequest(HISTORY_END - timedelta(hours=10), HISTORY_END, 3600, specs)
+    expected = SimulatorMetricsSource(cluster).history(request)
+    calls: list[tuple[int, int]] = []
+    source = prometheus_source(server.url)
+    actual = source.history(request, progress=lambda done, total: calls.append((done, total)))
+    assert actual.times_s.tolist() == expected.times_s.tolist()
+    assert len(actual.times_s) == 10
+    position = {d.device_id: i for i, d in enumerate(actual.devices)}
+    order = [position[d.device_id] for d in expected.devices]
+    assert [(d.node, d.index) for d in (actual.devices[i] for i in order)] == [
+        (d.node, d.index) for d in expected.devices
+    ]
+    for spec in specs:
+        np.testing.assert_allclose(
+            actual.values[spec][order], expected.values[spec], rtol=1e-9, equal_nan=True,
+            err_msg=str(spec),
+        )  # fmt: skip
+    # One request per part: 10 hourly points per GPU, never raw samples.
+    assert calls[-1][0] == calls[-1][1] == 6  # utilization needs 2 parts per aggregate
+    assert source.client.requests_made == 1 + 6

@@ -26,7 +26,10 @@ from gpuwatch.sources.prometheus.promql import QueryBuilder, Shard, shards
 BUILDER = QueryBuilder(DcgmMetricNames(), DcgmLabels(), 30, "exported_pod")
 
 
-def _render(spec: AggregateSpec, shard: Shard = Shard()) -> list[str]:
+ALL = Shard()
+
+
+def _render(spec: AggregateSpec, shard: Shard = ALL) -> list[str]:
     return [p.render(shard, "UUID") for p in BUILDER.parts(spec)]
 
 
@@ -47,10 +50,12 @@ def test_idle_mean_prefers_gr_engine_and_skips_gaps():
 
 def test_memory_ratio_is_used_over_total_with_optional_reserved():
     (query,) = _render(AggregateSpec(Signal.FB_USED_RATIO, Aggregate.MAX, 300))
-    assert query.startswith("max_over_time((")
-    assert query.endswith(")[299999ms:30s])")
-    assert "DCGM_FI_DEV_FB_USED" in query and "DCGM_FI_DEV_FB_FREE" in query
+    # max(used / total) is max(used) / total: a card's framebuffer does not change size.
+    assert query.startswith(
+        "(max by (UUID, GPU_I_ID) (max_over_time(DCGM_FI_DEV_FB_USED[299999ms]))) / ("
+    )
     assert "DCGM_FI_DEV_FB_RESERVED" in query and " or " in query
+    assert ":30s]" not in query  # no subquery
     # The denominator is the whole framebuffer, never FB_FREE alone (that ratio passes
     # 0.95 at 49 % use).
     denominator = query.split(" / ", 1)[1]

@@ -135,13 +135,24 @@ class PrometheusClient:
             timeout=connection.timeout_s,  # type: ignore[arg-type]
         )
         self.requests_made = 0
+        self.bytes_received = 0
+        self.samples_received = 0
+        self.recorded: list[tuple[str, dict[str, str]]] | None = None
+        """When a list, every request's (API path, parameters) is appended (benchmarks)."""
+        session.hooks["response"].append(self._count_bytes)
+
+    def _count_bytes(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        self.bytes_received += len(response.content)
 
     def close(self) -> None:
         self._prom.close()
 
     def instant(self, promql: str, at: datetime) -> list[InstantSeries]:
         params = {"time": f"{at.timestamp():.3f}", "timeout": self._server_timeout()}
+        if self.recorded is not None:
+            self.recorded.append(("/api/v1/query", {"query": promql, **params}))
         result = self._call(lambda: self._prom.custom_query(promql, params=params), promql)
+        self.samples_received += len(result)
         try:
             return [
                 InstantSeries(item["metric"], float(item["value"][1]))
@@ -152,6 +163,14 @@ class PrometheusClient:
 
     def range(self, promql: str, start_s: int, end_s: int, step_s: int) -> list[RangeSeries]:
         params = {"timeout": self._server_timeout()}
+        if self.recorded is not None:
+            self.recorded.append(
+                (
+                    "/api/v1/query_range",
+                    {"query": promql, "start": str(start_s), "end": str(end_s),
+                     "step": f"{step_s}s", **params},
+                )
+            )  # fmt: skip
         start = datetime.fromtimestamp(start_s, tz=UTC)
         end = datetime.fromtimestamp(end_s, tz=UTC)
         result = self._call(
@@ -165,6 +184,7 @@ class PrometheusClient:
             for item in result:  # type: ignore[union-attr]
                 pairs = np.asarray(item["values"], dtype=np.float64).reshape(-1, 2)
                 series.append(RangeSeries(item["metric"], pairs[:, 0], pairs[:, 1]))
+                self.samples_received += len(pairs)
         except (KeyError, TypeError, ValueError) as exc:
             raise SourceBadResponse(self._where(f"unexpected answer shape: {exc!r}")) from exc
         return series

@@ -11,6 +11,7 @@ as partial data, so that nothing is judged on half the fleet.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -24,13 +25,15 @@ from gpuwatch.model.metrics import (
     AggregateSpec,
     FloatArray,
     GpuDevice,
+    HistoryFrame,
+    HistoryRequest,
     PodRef,
-    Signal,
     WindowRequest,
     WindowStats,
 )
-from gpuwatch.sources.prometheus.client import InstantSeries, PrometheusClient
-from gpuwatch.sources.prometheus.planner import instant_shard_count
+from gpuwatch.sources.base import Progress
+from gpuwatch.sources.prometheus.client import InstantSeries, PrometheusClient, RangeSeries
+from gpuwatch.sources.prometheus.planner import RangeChunk, instant_shard_count, plan_range
 from gpuwatch.sources.prometheus.promql import QueryBuilder, QueryPart, Shard, shards
 
 log = logging.getLogger(__name__)
@@ -82,6 +85,110 @@ class PrometheusMetricsSource:
                 merged = np.nan_to_num(merged, nan=0.0)
             values[spec] = merged
         return WindowStats(at, self.settings.scrape_interval_s, tuple(devices), values)
+
+    def history(self, request: HistoryRequest, progress: Progress | None = None) -> HistoryFrame:
+        """Per-GPU aggregates at every step, computed on the server by range queries
+        planned to the point and sample limits; answers go straight into arrays."""
+        times = request.times_s()
+        specs = sorted(request.specs)
+        if times.size == 0 or not specs:
+            return HistoryFrame((), times, {spec: np.empty((0, times.size)) for spec in specs})
+        step = request.step_s
+        probe = QueryBuilder(self.settings.metrics, self.labels, self._step(), "pod")
+        recent = self._sharded(probe.inventory(max(step, 300)), [Shard()], request.end)
+        pod_label, _ = self._pod_label_mode(recent)
+        labels = self.labels
+        identity = (labels.node, labels.gpu, labels.model)
+        builder = QueryBuilder(
+            self.settings.metrics, labels, self._step(), pod_label, identity=identity
+        )
+        first, last = int(times[0]), int(times[-1])
+        tasks: list[tuple[AggregateSpec, int, QueryPart, RangeChunk, Shard]] = []
+        for spec in specs:
+            plan = plan_range(
+                first, last, step,
+                series=max(len(recent), 1),
+                scrape_interval_s=self.settings.scrape_interval_s,
+                window_s=spec.window_s,
+                max_points=self.settings.max_points_per_series,
+                sample_budget=self.settings.sample_budget,
+            )  # fmt: skip
+            for i, part in enumerate(builder.parts(spec)):
+                for chunk in plan.chunks:
+                    for shard in shards(plan.shard_count):
+                        tasks.append((spec, i, part, chunk, shard))
+
+        done = 0
+        lock = threading.Lock()
+
+        def run(task: tuple[AggregateSpec, int, QueryPart, RangeChunk, Shard]) -> list[RangeSeries]:
+            nonlocal done
+            _, _, part, chunk, shard = task
+            answer = self._range_split(part, shard, chunk, step, 0)
+            with lock:
+                done += 1
+                if progress is not None:
+                    progress(done, len(tasks))
+            return answer
+
+        with ThreadPoolExecutor(max_workers=self.settings.max_concurrency) as pool:
+            answers = list(pool.map(run, tasks))
+
+        keys: dict[tuple[str, str], GpuDevice] = {}
+        for answer in answers:
+            for series in answer:
+                key = self._key(series.labels.get(labels.uuid, ""), series.labels.get(
+                    labels.mig_instance
+                ))  # fmt: skip
+                if key[0] and key not in keys:
+                    keys[key] = self._device(key, series.labels)
+        order = sorted(keys)
+        row = {key: i for i, key in enumerate(order)}
+        values = {spec: np.full((len(order), times.size), np.nan) for spec in specs}
+        filled = {spec: np.zeros((len(order), times.size), dtype=bool) for spec in specs}
+        # Parts are applied in order; the first part that has a GPU at a time wins.
+        for (spec, _, part, _, _), answer in zip(tasks, answers, strict=True):
+            target, seen = values[spec], filled[spec]
+            for series in answer:
+                key = self._key(series.labels.get(labels.uuid, ""), series.labels.get(
+                    labels.mig_instance
+                ))  # fmt: skip
+                r = row.get(key)
+                if r is None:
+                    continue
+                cols = ((series.times_s - first) // step).astype(np.int64)
+                free = ~seen[r, cols]
+                target[r, cols[free]] = series.values[free] * part.scale
+                seen[r, cols[free]] = True
+        devices = tuple(keys[key] for key in order)
+        return HistoryFrame(devices, times, values)
+
+    def _range_split(
+        self, part: QueryPart, shard: Shard, chunk: RangeChunk, step: int, depth: int
+    ) -> list[RangeSeries]:
+        promql = part.render(shard, self.labels.uuid)
+        try:
+            return self.client.range(promql, chunk.start_s, chunk.end_s, step)
+        except SourceTooLarge as exc:
+            if depth >= self.settings.max_split_depth:
+                raise SourcePartialData(
+                    f"{exc}; still refused for {shard} from {chunk.start_s} to {chunk.end_s} "
+                    f"after {depth} splits"
+                ) from exc
+            left, right = shard.split()
+            return self._range_split(part, left, chunk, step, depth + 1) + self._range_split(
+                part, right, chunk, step, depth + 1
+            )
+
+    def _device(self, key: tuple[str, str], lab: Mapping[str, str]) -> GpuDevice:
+        labels = self.labels
+        return GpuDevice(
+            uuid=key[0],
+            index=_int(lab.get(labels.gpu), -1),
+            node=lab.get(labels.node, ""),
+            model_name=lab.get(labels.model, ""),
+            mig_instance_id=_int(key[1], None) if key[1] else None,
+        )
 
     def _step(self) -> float:
         return self.settings.scrape_interval_s

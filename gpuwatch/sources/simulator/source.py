@@ -6,11 +6,19 @@ no sample in the longest window is absent; aggregates skip missing samples.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
 
 from gpuwatch.model.cluster import ClusterState
-from gpuwatch.model.metrics import WindowRequest, WindowStats
+from gpuwatch.model.metrics import (
+    HistoryFrame,
+    HistoryRequest,
+    WindowRequest,
+    WindowStats,
+)
 from gpuwatch.model.series import reduce_window
+from gpuwatch.sources.base import Progress
 from gpuwatch.sources.simulator.cluster import SimulatedCluster
 
 
@@ -27,6 +35,34 @@ class SimulatorMetricsSource:
         values = {spec: reduce_window(block, spec, request.at)[rows] for spec in request.specs}
         devices = tuple(d for d, keep in zip(block.devices, rows, strict=True) if keep)
         return WindowStats(request.at, float(self.cluster.step_s), devices, values)
+
+    def history(self, request: HistoryRequest, progress: Progress | None = None) -> HistoryFrame:
+        """Aggregates at every step, one day of samples at a time to bound memory."""
+        times = request.times_s()
+        specs = sorted(request.specs)
+        longest = max((s.window_s for s in specs), default=0)
+        n = len(self.cluster.devices)
+        values = {spec: np.full((n, times.size), np.nan) for spec in specs}
+        day_of = (times - times[0]) // 86400 if times.size else times
+        days = np.unique(day_of)
+        for done, day in enumerate(days, start=1):
+            cols = np.flatnonzero(day_of == day)
+            block = self.cluster.samples(_utc(times[cols[0]] - longest), _utc(times[cols[-1]]))
+            for col in cols:
+                at = _utc(times[col])
+                for spec in specs:
+                    values[spec][:, col] = reduce_window(block, spec, at)
+            if progress is not None:
+                progress(done, len(days))
+        has_data = np.zeros(n, dtype=bool)
+        for array in values.values():
+            has_data |= ~np.isnan(array).all(axis=1)
+        devices = tuple(d for d, keep in zip(self.cluster.devices, has_data, strict=True) if keep)
+        return HistoryFrame(devices, times, {spec: v[has_data] for spec, v in values.items()})
+
+
+def _utc(unix_s: int | np.integer) -> datetime:
+    return datetime.fromtimestamp(int(unix_s), tz=UTC)
 
 
 class SimulatorClusterSource:
