@@ -31,6 +31,7 @@ from gpuwatch.model.metrics import SeriesBlock
 from gpuwatch.model.result import CycleResult
 from gpuwatch.pipeline import run_cycle
 from gpuwatch.report.cycle_json import write_cycle_json
+from gpuwatch.sources.kube_objects import kube_list, state_to_kube
 from gpuwatch.sources.simulator import SimulatedCluster
 from gpuwatch.sources.simulator.exposition import FAMILY_NAMES, write_openmetrics
 from gpuwatch.sources.simulator.layout import SHOWCASE_AT
@@ -95,6 +96,11 @@ def _cycle_options(func: Any) -> Any:
             help="Read DCGM metrics from this PromQL API (Prometheus, Thanos, Mimir, "
             "VictoriaMetrics) instead of the simulator.",
         ),
+        click.option(
+            "--cluster-snapshot",
+            help="Read nodes and pods from this `kubectl get ... -A -o json` file "
+            "(`-`: standard input) instead of the Kubernetes API.",
+        ),
         click.option("--gpus", type=int, help="Simulator: GPUs in the cluster."),
         click.option("--days", type=float, help="Simulator: days of history."),
         click.option("--seed", type=int, help="Simulator: random seed."),
@@ -137,6 +143,9 @@ def _flags(**kwargs: Any) -> dict[str, Any]:
     if kwargs.get("prometheus_url"):
         flags["prometheus.url"] = kwargs["prometheus_url"]
         flags["metrics.source"] = "prometheus"
+    if kwargs.get("cluster_snapshot"):
+        flags["cluster.snapshot_path"] = kwargs["cluster_snapshot"]
+        flags["cluster.source"] = "snapshot"
     if kwargs.get("rule_paths"):
         flags["rules.paths"] = [str(p) for p in kwargs["rule_paths"]]
     return flags
@@ -384,6 +393,33 @@ def _day_blocks(cluster: SimulatedCluster) -> list[SeriesBlock]:
         blocks.append(cluster.samples(start, stop))
         start = stop
     return blocks
+
+
+@simulate.command("snapshot")
+@_sim_options
+@click.option("--at", type=INSTANT, default=SHOWCASE_AT.isoformat(), show_default=True)
+@click.option(
+    "--out",
+    "out_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File to write; default: standard output.",
+)
+def simulate_snapshot(
+    gpus: int,
+    days: float,
+    seed: int,
+    step_s: int,
+    exported_labels: bool,
+    at: datetime,
+    out_file: Path | None,
+) -> None:
+    """Write the simulated cluster's objects as `kubectl get -A -o json` would."""
+    cluster = SimulatedCluster(_sim_settings(gpus, days, seed, step_s), end=at)
+    text = json.dumps(kube_list(state_to_kube(cluster.state())), indent=1) + "\n"
+    if out_file is None:
+        click.echo(text, nl=False)
+    else:
+        out_file.write_text(text, encoding="utf-8")
 
 
 @config.command("show")

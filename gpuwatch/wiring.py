@@ -16,7 +16,8 @@ from gpuwatch.config.settings import Settings
 from gpuwatch.notify.base import Notifier
 from gpuwatch.notify.console import ConsoleNotifier, RecordingNotifier
 from gpuwatch.pipeline import Components
-from gpuwatch.sources.base import MetricsSource
+from gpuwatch.sources.base import ClusterSource, MetricsSource
+from gpuwatch.sources.kubernetes import KubernetesClusterSource, KubernetesOptions
 from gpuwatch.sources.prometheus import PrometheusClient, PrometheusMetricsSource
 from gpuwatch.sources.prometheus.client import Connection
 from gpuwatch.sources.simulator import (
@@ -24,6 +25,7 @@ from gpuwatch.sources.simulator import (
     SimulatorClusterSource,
     SimulatorMetricsSource,
 )
+from gpuwatch.sources.snapshot_file import SnapshotFileClusterSource
 from gpuwatch.state.json_file import JsonFileState
 
 
@@ -40,6 +42,27 @@ def build_components(
     notifier: Notifier = (
         ConsoleNotifier(console) if settings.notify.console else RecordingNotifier()
     )
+    cluster: ClusterSource
+    source = settings.cluster_source
+    if source == "kubernetes":
+        k = settings.kubernetes
+        options = KubernetesOptions(
+            in_cluster=k.in_cluster,
+            kubeconfig=str(k.kubeconfig) if k.kubeconfig else None,
+            context=k.context,
+            page_size=k.page_size,
+            request_timeout_s=k.request_timeout_s,
+            retries=k.retries,
+            gpu_aliases=dict(settings.cluster.gpu_resource_aliases),
+        )
+        cluster = KubernetesClusterSource.from_options(options)
+    elif source == "snapshot":
+        cluster = SnapshotFileClusterSource(
+            settings.cluster.snapshot_path or "-",
+            gpu_aliases=dict(settings.cluster.gpu_resource_aliases),
+        )
+    else:
+        cluster = SimulatorClusterSource(simulated)
     metrics: MetricsSource
     if settings.metrics.source == "prometheus":
         client = PrometheusClient(Connection.from_settings(settings.prometheus, env))
@@ -48,7 +71,7 @@ def build_components(
         metrics = SimulatorMetricsSource(simulated)
     return Components(
         metrics=metrics,
-        cluster=SimulatorClusterSource(simulated),
+        cluster=cluster,
         rules=rules,
         state=JsonFileState(settings.state_path),
         notifier=notifier,

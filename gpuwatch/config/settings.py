@@ -188,14 +188,54 @@ class PrometheusSettings(_Section):
 class ClusterSettings(_Section):
     """Where node, pod and owner state comes from."""
 
-    source: Literal["simulator"] = Field(
-        "simulator", description="`simulator`: the embedded simulated cluster."
+    source: Literal["auto", "simulator", "kubernetes", "snapshot"] = Field(
+        "auto",
+        description="`kubernetes`: the API server (in-cluster or kubeconfig); `snapshot`: "
+        "a `kubectl get -o json` file at `cluster.snapshot_path`; `simulator`: the "
+        "embedded cluster. `auto`: the simulator when metrics come from it, else the "
+        "Kubernetes API, so that real metrics are never joined with simulated pods.",
+    )
+    snapshot_path: str | None = Field(
+        None,
+        description="Output of `kubectl get nodes,pods,replicasets,deployments,jobs,"
+        "cronjobs,statefulsets,pytorchjobs -A -o json` (`-`: standard input). Analyses a "
+        "cluster without installing anything in it.",
+    )
+    gpu_resource_aliases: dict[str, str] = Field(
+        default_factory=lambda: {"nvidia.com/gpu.shared": "nvidia.com/gpu"},
+        description="Renamed GPU resources (time-slicing `renameByDefault`) and the "
+        "resource each stands for.",
     )
     name: str = Field(
         "simulated",
         min_length=1,
         description="Cluster name written into every result and report row, so that a "
         "fleet of clusters can share one bucket.",
+    )
+
+
+class KubernetesSettings(_Section):
+    """How to reach the Kubernetes API server."""
+
+    in_cluster: bool = Field(
+        False,
+        description="Use the pod's service account, as the deployed CronJob does; "
+        "otherwise a kubeconfig is read.",
+    )
+    kubeconfig: Path | None = Field(
+        None, description="Kubeconfig file. Unset: `$KUBECONFIG` or `~/.kube/config`."
+    )
+    context: str | None = Field(None, description="Kubeconfig context. Unset: the current one.")
+    page_size: int = Field(
+        500,
+        ge=1,
+        le=10_000,
+        description="Objects per list request (kubectl's chunk size): memory stays bounded "
+        "at one page while 10,000 pods take 20 requests.",
+    )
+    request_timeout_s: float = Field(30.0, gt=0, description="Per request.")
+    retries: int = Field(
+        5, ge=0, le=20, description="Retries after 429, 5xx or a connection failure."
     )
 
 
@@ -286,6 +326,7 @@ class Settings(_Section):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
+    kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
     simulator: SimulatorSettings = Field(default_factory=SimulatorSettings)
     attribution: AttributionSettings = Field(default_factory=AttributionSettings)
     rules: RulesSettings = Field(default_factory=RulesSettings)
@@ -307,7 +348,19 @@ class Settings(_Section):
                 "metrics.source is prometheus but prometheus.url is unset "
                 "(set it, or pass --prometheus-url)"
             )
+        if self.cluster.source == "snapshot" and not self.cluster.snapshot_path:
+            raise ValueError(
+                "cluster.source is snapshot but cluster.snapshot_path is unset "
+                "(set it, or pass --cluster-snapshot FILE)"
+            )
         return self
+
+    @property
+    def cluster_source(self) -> str:
+        """The cluster source in effect, ``auto`` resolved."""
+        if self.cluster.source != "auto":
+            return self.cluster.source
+        return "simulator" if self.metrics.source == "simulator" else "kubernetes"
 
     @property
     def state_path(self) -> Path:

@@ -155,7 +155,12 @@ def _gpuwatch(*args, env=None, cwd):
 
 def test_once_against_prometheus_matches_the_demo(history_prometheus, tmp_path):
     server, _ = history_prometheus
-    env = {"GPUWATCH_PROMETHEUS__SCRAPE_INTERVAL_S": "60", "GPUWATCH_SIMULATOR__DAYS": "0.5"}
+    # The Prometheus holds the simulator's metrics: pair them with its cluster objects.
+    env = {
+        "GPUWATCH_PROMETHEUS__SCRAPE_INTERVAL_S": "60",
+        "GPUWATCH_SIMULATOR__DAYS": "0.5",
+        "GPUWATCH_CLUSTER__SOURCE": "simulator",
+    }
     args = ["--at", "2026-11-24T02:00:00Z", "--output", "json"]
     real = _gpuwatch(
         "once", "--prometheus-url", server.url, *args, "--out", "a", env=env, cwd=tmp_path
@@ -174,7 +179,7 @@ def test_once_against_prometheus_matches_the_demo(history_prometheus, tmp_path):
 def test_once_with_prometheus_down_exits_1_and_takes_no_action(tmp_path):
     run = _gpuwatch(
         "once", "--prometheus-url", f"http://127.0.0.1:{free_port()}", "--out", "o",
-        cwd=tmp_path,
+        cwd=tmp_path, env={"GPUWATCH_CLUSTER__SOURCE": "simulator"},
     )  # fmt: skip
     assert run.returncode == 1
     assert "metrics (prometheus, unreachable)" in run.stderr
