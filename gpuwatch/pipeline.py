@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from gpuwatch.analysis.attribution import attribute
+from gpuwatch.analysis.ownership import OwnerIndex, team_of
 from gpuwatch.analysis.rules.evaluate import evaluate, lookback_s, required_specs
 from gpuwatch.analysis.rules.schema import Rule
 from gpuwatch.config.settings import Settings
-from gpuwatch.model.cluster import ClusterState
+from gpuwatch.model.cluster import ClusterState, gpu_share
 from gpuwatch.model.errors import SourceError, StateError
-from gpuwatch.model.findings import DataQualityNote
+from gpuwatch.model.findings import DataQualityNote, PendingGpuPod
 from gpuwatch.model.metrics import WindowRequest, WindowStats
 from gpuwatch.model.result import CycleResult, SourceInfo
 from gpuwatch.model.state import CycleState
@@ -109,6 +110,18 @@ def run_cycle(components: Components, settings: Settings, at: datetime) -> Cycle
         notes.append(DataQualityNote(kind="state", message=f"state not saved: {exc}"))
 
     gpus_in_cluster = sum(1 for c in attribution.contexts if c.node is not None)
+    owners = OwnerIndex(cluster.controllers)
+    namespace_labels = {ns.name: ns.labels for ns in cluster.namespaces}
+    pending = tuple(
+        PendingGpuPod(
+            pod.namespace,
+            pod.name,
+            owners.workload_of(pod),
+            team_of(pod, settings.attribution.team_label, namespace_labels),
+            gpu_share(pod.requests),
+        )
+        for pod in attribution.pending_gpu_pods
+    )
     return CycleResult(
         at=at,
         cluster_name=settings.cluster.name,
@@ -116,6 +129,7 @@ def run_cycle(components: Components, settings: Settings, at: datetime) -> Cycle
         findings=evaluation.findings,
         data_quality=tuple(notes),
         notifications=delivered,
+        pending_gpu_pods=pending,
         dry_run=settings.dry_run,
         duration_s=time.monotonic() - started,
     )

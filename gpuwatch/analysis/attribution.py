@@ -89,6 +89,7 @@ def attribute(
 ) -> Attribution:
     """Attribute every device to its node, pool and holders."""
     owners = OwnerIndex(cluster.controllers)
+    namespace_labels = {ns.name: ns.labels for ns in cluster.namespaces}
     nodes = {n.name: n for n in cluster.nodes}
     notes: list[DataQualityNote] = []
     slots_by_node: dict[str, list[_Slot]] = defaultdict(list)
@@ -121,7 +122,7 @@ def attribute(
                 pod.namespace,
                 pod.name,
                 owners.workload_of(pod),
-                team_of(pod, settings.team_label),
+                team_of(pod, settings.team_label, namespace_labels),
             )
             unplaced = _place(pod, node, node_slots, holder)
             if unplaced:

@@ -8,7 +8,7 @@ without ReplicaSets) the chain stops at the last known owner.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from gpuwatch.model.cluster import Controller, Pod
 
@@ -33,8 +33,17 @@ class OwnerIndex:
         return f"{kind}/{pod.namespace}/{name}"
 
 
-def team_of(pod: Pod, team_label: str | None) -> str:
-    """The team label of the pod when configured and present, else its namespace."""
-    if team_label and pod.labels.get(team_label):
-        return pod.labels[team_label]
+def team_of(
+    pod: Pod,
+    team_label: str | None,
+    namespace_labels: Mapping[str, Mapping[str, str]] | None = None,
+) -> str:
+    """The pod's team label when configured and present, else its namespace's team
+    label, else the namespace itself."""
+    if team_label:
+        if pod.labels.get(team_label):
+            return pod.labels[team_label]
+        from_namespace = (namespace_labels or {}).get(pod.namespace, {}).get(team_label)
+        if from_namespace:
+            return from_namespace
     return pod.namespace

@@ -255,8 +255,8 @@ class AttributionSettings(_Section):
     )
     team_label: str | None = Field(
         None,
-        description="Pod label (then namespace label) naming the team that pays. Unset: "
-        "the namespace is the team, the most common convention.",
+        description="Pod label, then namespace label, naming the team that pays. Unset, "
+        "or absent from both: the namespace is the team, the most common convention.",
     )
 
 

@@ -82,6 +82,12 @@ class Controller:
 
 
 @dataclass(frozen=True)
+class Namespace:
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class ClusterState:
     """One consistent read of the cluster."""
 
@@ -89,6 +95,17 @@ class ClusterState:
     nodes: tuple[Node, ...] = ()
     pods: tuple[Pod, ...] = ()
     controllers: tuple[Controller, ...] = ()
+    namespaces: tuple[Namespace, ...] = ()
+    """Only their labels matter (a team label set on the namespace); may be empty."""
+
+
+def gpu_share(requests: Mapping[str, float]) -> float:
+    """GPUs a pod asks for, as a number: whole GPUs, or MIG slices counted one each.
+    A cGPU request (GiB of a shared GPU) counts as 0 here: its share depends on the
+    GPU it lands on."""
+    whole = requests.get(WHOLE_GPU_RESOURCE, 0.0)
+    mig = sum(q for name, q in requests.items() if name.startswith(MIG_RESOURCE_PREFIX))
+    return float(whole + mig)
 
 
 def gpu_request_kind(requests: Mapping[str, float]) -> str | None:

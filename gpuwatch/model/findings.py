@@ -43,6 +43,27 @@ class GpuHolder:
 
 
 @dataclass(frozen=True)
+class PendingGpuPod:
+    """A pod waiting for GPUs (Pending, not scheduled): why a pool must not shrink."""
+
+    namespace: str
+    pod: str
+    workload: str | None
+    team: str
+    gpus_requested: float
+    """Whole GPUs plus MIG slices; 0 for a cGPU memory request."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "namespace": self.namespace,
+            "pod": self.pod,
+            "workload": self.workload,
+            "team": self.team,
+            "gpus_requested": self.gpus_requested,
+        }
+
+
+@dataclass(frozen=True)
 class Finding:
     rule: str
     severity: Severity

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from gpuwatch.model.durations import rfc3339
-from gpuwatch.model.findings import DataQualityNote, Finding
+from gpuwatch.model.findings import DataQualityNote, Finding, PendingGpuPod
 
 SCHEMA = "gpuwatch.cycle/v1"
 
@@ -66,6 +66,7 @@ class CycleResult:
     """Filled by the savings engine; each item follows the documented saving schema."""
     actions: tuple[dict[str, Any], ...] = ()
     """Filled by the action planner; empty while actions are not configured."""
+    pending_gpu_pods: tuple[PendingGpuPod, ...] = ()
     errors: tuple[str, ...] = ()
     dry_run: bool = True
     duration_s: float = 0.0
@@ -97,6 +98,7 @@ class CycleResult:
             "savings": list(self.savings),
             "actions": list(self.actions),
             "data_quality": [n.to_dict() for n in self.data_quality],
+            "pending_gpu_pods": [p.to_dict() for p in self.pending_gpu_pods],
             "notifications": [n.to_dict() for n in self.notifications],
             "errors": list(self.errors),
             **self.extras,

@@ -41,6 +41,7 @@ from gpuwatch.model.cluster import (
     WHOLE_GPU_RESOURCE,
     ClusterState,
     Controller,
+    Namespace,
     Node,
     OwnerRef,
     Pod,
@@ -735,9 +736,30 @@ def controller_to_kube(controller: Controller) -> KubeObject:
     }
 
 
+def namespace_from_kube(obj: Mapping[str, Any]) -> Namespace:
+    meta = _mapping(obj.get("metadata"), "Namespace.metadata")
+    name = _string(meta.get("name"), "Namespace.metadata.name")
+    return Namespace(name, _string_map(meta.get("labels"), f"Namespace {name}: metadata.labels"))
+
+
+def namespace_to_kube(namespace: Namespace) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": namespace.name,
+            "uid": object_uid("Namespace", "", namespace.name),
+            "labels": dict(namespace.labels),
+        },
+        "spec": {"finalizers": ["kubernetes"]},
+        "status": {"phase": "Active"},
+    }
+
+
 def state_to_kube(state: ClusterState) -> list[dict[str, Any]]:
-    """Every object of ``state`` as kubectl prints it: nodes, owners, then pods."""
-    items: list[dict[str, Any]] = [dict(node_to_kube(n)) for n in state.nodes]
+    """Every object of ``state`` as kubectl prints it: namespaces, nodes, owners, pods."""
+    items: list[dict[str, Any]] = [namespace_to_kube(ns) for ns in state.namespaces]
+    items.extend(dict(node_to_kube(n)) for n in state.nodes)
     items.extend(dict(controller_to_kube(c)) for c in state.controllers)
     items.extend(dict(pod_to_kube(p)) for p in state.pods)
     return items

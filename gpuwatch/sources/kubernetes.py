@@ -56,6 +56,7 @@ from gpuwatch.model.errors import (
 from gpuwatch.sources.kube_objects import (
     GPU_RESOURCE_ALIASES,
     controller_from_kube,
+    namespace_from_kube,
     node_from_kube,
     pod_from_kube,
 )
@@ -205,6 +206,7 @@ class KubernetesClusterSource:
         custom = k8s.CustomObjectsApi(api_client)
         self._nodes = _Resource("nodes", "", core.list_node, "Node", optional=False)
         self._pods = _Resource("pods", "", core.list_pod_for_all_namespaces, "Pod", False)
+        self._namespaces = _Resource("namespaces", "", core.list_namespace, "Namespace", False)
         builtin = (
             ("replicasets", "apps", apps.list_replica_set_for_all_namespaces, "ReplicaSet"),
             ("deployments", "apps", apps.list_deployment_for_all_namespaces, "Deployment"),
@@ -258,6 +260,7 @@ class KubernetesClusterSource:
         aliases = self.options.gpu_aliases
         nodes: list[Node] = self._list(self._nodes, lambda o: node_from_kube(o, aliases))
         pods: list[Pod] = self._list(self._pods, lambda o: pod_from_kube(o, aliases))
+        namespaces = self._list(self._namespaces, namespace_from_kube)
         controllers: list[Controller] = []
         for resource in self._owners:
             translate = partial(controller_from_kube, kind=resource.kind)
@@ -276,6 +279,7 @@ class KubernetesClusterSource:
             nodes=tuple(nodes),
             pods=tuple(pods),
             controllers=tuple(controllers),
+            namespaces=tuple(namespaces),
         )
 
     # -- reading -----------------------------------------------------------------------------

@@ -30,12 +30,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from gpuwatch.model.cluster import ClusterState, Controller, Node, Pod
+from gpuwatch.model.cluster import ClusterState, Controller, Namespace, Node, Pod
 from gpuwatch.model.errors import SourceBadResponse, SourceUnreachable
 from gpuwatch.sources.kube_objects import (
     GPU_RESOURCE_ALIASES,
     OWNER_KINDS,
     controller_from_kube,
+    namespace_from_kube,
     node_from_kube,
     owner_kinds_referenced,
     pod_from_kube,
@@ -106,6 +107,7 @@ class SnapshotFileClusterSource:
         nodes: list[Node] = []
         pods: list[Pod] = []
         controllers: list[Controller] = []
+        namespaces: list[Namespace] = []
         item_kind = _item_kind(document)
         for index, item in enumerate(items):
             where = f"{origin}: items[{index}]"
@@ -121,6 +123,8 @@ class SnapshotFileClusterSource:
                     nodes.append(node_from_kube(item, self.gpu_aliases))
                 elif kind == "Pod":
                     pods.append(pod_from_kube(item, self.gpu_aliases))
+                elif kind == "Namespace":
+                    namespaces.append(namespace_from_kube(item))
                 elif kind in owner_kinds:
                     controllers.append(controller_from_kube(item, kind))
             except SourceBadResponse as exc:
@@ -130,6 +134,7 @@ class SnapshotFileClusterSource:
             nodes=tuple(nodes),
             pods=tuple(pods),
             controllers=tuple(controllers),
+            namespaces=tuple(namespaces),
         )
 
 

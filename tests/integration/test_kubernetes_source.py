@@ -120,7 +120,7 @@ def test_reads_what_kubectl_would_show(cluster):
     pending = next(p for p in state.pods if p.name == "big-sweep-worker-0")
     assert (pending.node_name, pending.requests[WHOLE_GPU_RESOURCE]) == (None, 8.0)
     # One request per resource kind: nodes, pods, five built-in owner kinds, two CRDs.
-    assert len(cluster.requests) == 9
+    assert len(cluster.requests) == 10
     assert {r.query.get("limit") for r in cluster.requests} == {"500"}
 
 

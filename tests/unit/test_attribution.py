@@ -13,6 +13,7 @@ from gpuwatch.model.cluster import (
     WHOLE_GPU_RESOURCE,
     ClusterState,
     Controller,
+    Namespace,
     Node,
     OwnerRef,
     Pod,
@@ -208,3 +209,18 @@ def test_pools_and_capacity_types():
     assert capacity_type_of(node({"gpuwatch.io/capacity-type": "reserved"})) == "reserved"
     assert capacity_type_of(node({"karpenter.sh/capacity-type": "on-demand"})) == "on-demand"
     assert capacity_type_of(node()) == "on-demand"
+
+
+def test_team_from_namespace_label():
+    state = ClusterState(
+        AT,
+        (gpu_node(gpus=2),),
+        (
+            _pod("a", {WHOLE_GPU_RESOURCE: 1}, labels={"team": "search"}),
+            _pod("b", {WHOLE_GPU_RESOURCE: 1}),
+        ),
+        namespaces=(Namespace("team-a", {"team": "ads"}),),
+    )
+    settings = AttributionSettings(team_label="team")
+    result = attribute([device(0, pod="a"), device(1, pod="b")], state, settings, AT, 1800)
+    assert [c.holders[0].team for c in result.contexts] == ["search", "ads"]

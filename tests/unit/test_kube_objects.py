@@ -27,6 +27,7 @@ from gpuwatch.sources.kube_objects import (
     controller_to_kube,
     effective_requests,
     format_quantity,
+    namespace_from_kube,
     node_from_kube,
     node_to_kube,
     parse_quantity,
@@ -503,7 +504,8 @@ def test_the_simulated_cluster_survives_the_round_trip():
         nodes=tuple(node_from_kube(i) for i in items if i["kind"] == "Node"),
         pods=tuple(pod_from_kube(i) for i in items if i["kind"] == "Pod"),
         controllers=tuple(
-            controller_from_kube(i) for i in items if i["kind"] not in ("Node", "Pod")
+            controller_from_kube(i) for i in items if i["kind"] not in ("Node", "Pod", "Namespace")
         ),
+        namespaces=tuple(namespace_from_kube(i) for i in items if i["kind"] == "Namespace"),
     )
     assert back == state

@@ -107,6 +107,12 @@ def test_result_json_has_the_published_fields(showcase):
     assert unallocated["workload"] is None and unallocated["pod"] is None
 
 
+def test_pending_gpu_pods_are_reported(showcase):
+    (pending,) = showcase.pending_gpu_pods
+    assert (pending.workload, pending.gpus_requested) == ("PyTorchJob/research/big-sweep", 8.0)
+    assert showcase.to_dict()["pending_gpu_pods"][0]["pod"] == "big-sweep-worker-0"
+
+
 def test_one_message_per_rule_and_pool(showcase):
     keys = [n.group_key for n in showcase.notifications]
     assert len(keys) == len(set(keys))

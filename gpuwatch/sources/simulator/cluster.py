@@ -48,6 +48,7 @@ class SimulatedCluster:
             nodes=tuple(self.layout.nodes),
             pods=tuple(self.layout.pods),
             controllers=tuple(self.layout.controllers),
+            namespaces=tuple(self.layout.namespaces),
         )
 
     def present_rows(self, block: SeriesBlock) -> np.ndarray:

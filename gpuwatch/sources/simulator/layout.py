@@ -38,6 +38,7 @@ from gpuwatch.model.cluster import (
     CGPU_MEMORY_RESOURCE,
     WHOLE_GPU_RESOURCE,
     Controller,
+    Namespace,
     Node,
     OwnerRef,
     Pod,
@@ -100,6 +101,17 @@ class Layout:
     pods: list[Pod] = field(default_factory=list)
     controllers: list[Controller] = field(default_factory=list)
     gpus: list[SimGpu] = field(default_factory=list)
+    namespaces: list[Namespace] = field(default_factory=list)
+
+
+# Namespaces carry a `team` label, for clusters that set `attribution.team_label: team`.
+TEAMS = {
+    "llm": "foundation-models",
+    "vision": "perception",
+    "research": "research",
+    "serving": "inference-platform",
+    "platform": "ml-platform",
+}
 
 
 def build_layout(gpus: int, history_start: datetime) -> Layout:
@@ -109,6 +121,10 @@ def build_layout(gpus: int, history_start: datetime) -> Layout:
     for block in range(blocks):
         remaining = gpus - block * BLOCK_GPUS
         _Block(layout, block, remaining, history_start).build()
+    layout.namespaces = [
+        Namespace(ns, {"kubernetes.io/metadata.name": ns, "team": team})
+        for ns, team in TEAMS.items()
+    ]
     return layout
 
 
