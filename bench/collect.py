@@ -9,7 +9,8 @@ Three ways, side by side against one Prometheus holding the same data:
     aggregation to the same result;
 (b) gpuwatch: ``PrometheusMetricsSource.history`` (aggregation on the server, answers
     parsed straight into numpy arrays);
-(c) floor: downloading and ``json.loads``-ing exactly the answers gpuwatch asks for.
+(c) floor: downloading and ``json.loads``-ing exactly the answers gpuwatch asks for,
+    with the same concurrency (4 requests in flight).
 
 Each runs in its own process so that peak RSS is its own. The TSDB is built once with
 ``--gpus/--days`` and cached under ``.bench-cache/``. Run:
@@ -163,23 +164,32 @@ def run_gpuwatch(url: str, start: datetime, end: datetime, scrape_s: int, record
     }
 
 
-def run_floor(url: str, record: str) -> dict:
+def run_floor(url: str, record: str, concurrency: int = 4) -> dict:
+    """The same requests, with the same concurrency as gpuwatch, and nothing else."""
+    from concurrent.futures import ThreadPoolExecutor
+
     import requests
 
     requests_made = json.loads(Path(record).read_text())
     session = requests.Session()
-    began = time.perf_counter()
-    received = samples = 0
-    for path, params in requests_made:
+
+    def fetch(request: list) -> tuple[int, int]:
+        path, params = request
         answer = session.get(url + path, params=params, timeout=300)
-        received += len(answer.content)
-        for series in json.loads(answer.content)["data"]["result"]:
-            samples += len(series.get("values", [series.get("value")]))
+        samples = sum(
+            len(series.get("values", [series.get("value")]))
+            for series in json.loads(answer.content)["data"]["result"]
+        )
+        return len(answer.content), samples
+
+    began = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        results = list(pool.map(fetch, requests_made))
     return {
         "wall_s": time.perf_counter() - began,
         "peak_rss_mb": peak_rss_mb(),
-        "bytes": received,
-        "samples": samples,
+        "bytes": sum(r[0] for r in results),
+        "samples": sum(r[1] for r in results),
     }
 
 
