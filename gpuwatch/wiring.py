@@ -29,6 +29,16 @@ from gpuwatch.sources.snapshot_file import SnapshotFileClusterSource
 from gpuwatch.state.json_file import JsonFileState
 
 
+def build_metrics_source(
+    settings: Settings, env: Mapping[str, str], simulated: SimulatedCluster
+) -> MetricsSource:
+    """The configured metrics source (the simulator's is ``simulated``)."""
+    if settings.metrics.source == "prometheus":
+        client = PrometheusClient(Connection.from_settings(settings.prometheus, env))
+        return PrometheusMetricsSource(client, settings.prometheus)
+    return SimulatorMetricsSource(simulated)
+
+
 def build_components(
     settings: Settings, at: datetime, console: TextIO, env: Mapping[str, str] | None = None
 ) -> Components:
@@ -63,12 +73,7 @@ def build_components(
         )
     else:
         cluster = SimulatorClusterSource(simulated)
-    metrics: MetricsSource
-    if settings.metrics.source == "prometheus":
-        client = PrometheusClient(Connection.from_settings(settings.prometheus, env))
-        metrics = PrometheusMetricsSource(client, settings.prometheus)
-    else:
-        metrics = SimulatorMetricsSource(simulated)
+    metrics = build_metrics_source(settings, env, simulated)
     return Components(
         metrics=metrics,
         cluster=cluster,

@@ -8,6 +8,7 @@ everything and stops serving.
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 import urllib.error
@@ -60,17 +61,22 @@ class FaultProxy:
     max_requests: int = 5000
     deadline_s: float = 120.0
     seen: list[Seen] = field(default_factory=list)
+    tls: ssl.SSLContext | None = None
+    """Serve HTTPS with this server context."""
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._started = time.monotonic()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        if self.tls is not None:
+            self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self._server.server_address[1]}"
 
     def __enter__(self) -> FaultProxy:
         self._thread.start()

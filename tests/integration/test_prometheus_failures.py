@@ -8,6 +8,8 @@ import re
 import subprocess
 import sys
 
+import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from gpuwatch.analysis.rules.evaluate import required_specs
@@ -185,3 +187,21 @@ def test_once_with_prometheus_down_exits_1_and_takes_no_action(tmp_path):
     assert "metrics (prometheus, unreachable)" in run.stderr
     result = json.loads((tmp_path / "o" / "cycle-latest.json").read_text())
     assert result["ok"] is False and result["findings"] == [] and result["actions"] == []
+
+
+def test_history_command_from_prometheus_equals_the_simulator(history_prometheus, tmp_path):
+    server, _ = history_prometheus
+    args = ["history", "--from", "2026-11-23T18:00:00Z", "--to", "2026-11-24T04:00:00Z"]
+    env = {"GPUWATCH_PROMETHEUS__SCRAPE_INTERVAL_S": "60", "GPUWATCH_SIMULATOR__DAYS": "0.5"}
+    real = _gpuwatch(*args, "--prometheus-url", server.url, "--out", "p.parquet", env=env,
+                     cwd=tmp_path)  # fmt: skip
+    simulated = _gpuwatch(*args, "--out", "s.parquet", env=env, cwd=tmp_path)
+    assert real.returncode == 0, real.stderr
+    assert simulated.returncode == 0, simulated.stderr
+    assert "wrote 640 GPU-steps of 64 GPUs" in real.stderr
+    keys = ["gpu_uuid", "time"]
+    mine = pq.read_table(tmp_path / "p.parquet").to_pandas().sort_values(keys)
+    theirs = pq.read_table(tmp_path / "s.parquet").to_pandas().sort_values(keys)
+    assert list(mine.columns) == list(theirs.columns)
+    for column in ("util_avg_ratio", "fb_used_max_ratio", "temp_max_c", "samples"):
+        assert np.allclose(mine[column], theirs[column], equal_nan=True), column

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import requests
+import urllib3
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
 from urllib3.util.retry import Retry
 
@@ -114,6 +115,10 @@ class PrometheusClient:
         self.connection = connection
         session = requests.Session()
         session.verify = connection.verify
+        if connection.verify is False:
+            # Asked for explicitly: say so once here rather than once per request.
+            log.warning("TLS certificate verification is off for %s", connection.url)
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         session.cert = connection.cert
         # Retry only what is transient and cheap to repeat; a request refused as too
         # big (422, 503) comes back to the caller, which splits it instead.
