@@ -1,0 +1,68 @@
+"""What every command shares: the root group, exit codes, settings loading."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from gpuwatch import __version__
+from gpuwatch.config.load import load_settings
+from gpuwatch.config.settings import Settings
+from gpuwatch.model.durations import parse_instant
+from gpuwatch.model.errors import ConfigError
+
+EXIT_SOURCE_FAILED = 1
+EXIT_USAGE = 2
+
+
+class _Instant(click.ParamType):
+    name = "instant"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, datetime):
+            return value
+        try:
+            return parse_instant(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+INSTANT = _Instant()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="gpuwatch")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="GPUWATCH_CONFIG",
+    help="YAML settings file (see docs/settings.md). Env: GPUWATCH_CONFIG.",
+)
+@click.option("--log-level", default="WARNING", show_default=True, help="Python log level.")
+@click.pass_context
+def cli(ctx: click.Context, config_file: Path | None, log_level: str) -> None:
+    """GPU cost and utilization watch for Kubernetes clusters that run AI work."""
+    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    ctx.obj = {"config_file": config_file}
+
+
+def load_settings_or_exit(ctx: click.Context, flags: dict[str, Any]) -> Settings:
+    try:
+        return load_settings(ctx.obj["config_file"], os.environ, flags)
+    except ConfigError as exc:
+        fail_config(exc)
+
+
+def fail_config(exc: ConfigError, what: str = "configuration") -> Any:
+    """Print every problem of ``exc`` and exit with EXIT_USAGE."""
+    click.echo(f"gpuwatch: invalid {what}:", err=True)
+    for problem in exc.problems:
+        click.echo(f"  {problem}", err=True)
+    sys.exit(EXIT_USAGE)

@@ -1,0 +1,185 @@
+"""``gpuwatch once`` and ``gpuwatch demo``: one analysis cycle, printed and written."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from gpuwatch.cli.common import (
+    EXIT_SOURCE_FAILED,
+    INSTANT,
+    cli,
+    fail_config,
+    load_settings_or_exit,
+)
+from gpuwatch.config.settings import Settings
+from gpuwatch.model.durations import rfc3339
+from gpuwatch.model.errors import ConfigError
+from gpuwatch.model.findings import DataQualityNote, format_value
+from gpuwatch.model.result import CycleResult
+from gpuwatch.pipeline import run_cycle
+from gpuwatch.report.cycle_json import write_cycle_json
+from gpuwatch.sources.simulator.layout import SHOWCASE_AT
+from gpuwatch.wiring import build_components
+
+
+def _cycle_options(func: Any) -> Any:
+    options = [
+        click.option("--at", type=INSTANT, help="Evaluate as of this instant (RFC 3339)."),
+        click.option("--output", type=click.Choice(["table", "json"]), help="What goes to stdout."),
+        click.option(
+            "--out",
+            "out_dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            help="Folder for the cycle JSON and state.",
+        ),
+        click.option(
+            "--rules",
+            "rule_paths",
+            multiple=True,
+            type=click.Path(exists=True, path_type=Path),
+            help="Rule file or folder (repeatable). Default: the shipped rules.",
+        ),
+        click.option(
+            "--prometheus-url",
+            help="Read DCGM metrics from this PromQL API (Prometheus, Thanos, Mimir, "
+            "VictoriaMetrics) instead of the simulator.",
+        ),
+        click.option(
+            "--cluster-snapshot",
+            help="Read nodes and pods from this `kubectl get ... -A -o json` file "
+            "(`-`: standard input) instead of the Kubernetes API.",
+        ),
+        click.option("--gpus", type=int, help="Simulator: GPUs in the cluster."),
+        click.option("--days", type=float, help="Simulator: days of history."),
+        click.option("--seed", type=int, help="Simulator: random seed."),
+        click.option(
+            "--dry-run/--no-dry-run",
+            default=None,
+            help="Plan actions without writing to the cluster (default: dry run).",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _flags(**kwargs: Any) -> dict[str, Any]:
+    mapping = {
+        "at": "at",
+        "output": "output.format",
+        "out_dir": "output.dir",
+        "gpus": "simulator.gpus",
+        "days": "simulator.days",
+        "seed": "simulator.seed",
+        "dry_run": "dry_run",
+    }
+    flags = {mapping[k]: v for k, v in kwargs.items() if k in mapping and v is not None}
+    if kwargs.get("prometheus_url"):
+        flags["prometheus.url"] = kwargs["prometheus_url"]
+        flags["metrics.source"] = "prometheus"
+    if kwargs.get("cluster_snapshot"):
+        flags["cluster.snapshot_path"] = kwargs["cluster_snapshot"]
+        flags["cluster.source"] = "snapshot"
+    if kwargs.get("rule_paths"):
+        flags["rules.paths"] = [str(p) for p in kwargs["rule_paths"]]
+    return flags
+
+
+@cli.command()
+@_cycle_options
+@click.pass_context
+def once(ctx: click.Context, **kwargs: Any) -> None:
+    """Run one cycle: collect, analyse, notify, write the result."""
+    _run(ctx, load_settings_or_exit(ctx, _flags(**kwargs)))
+
+
+@cli.command()
+@_cycle_options
+@click.pass_context
+def demo(ctx: click.Context, **kwargs: Any) -> None:
+    """Run one cycle on the embedded simulated cluster, at 02:00 of its week.
+
+    At that instant every rule fires once: the README says which simulated workload
+    triggers which rule. Writes the cycle JSON into ./gpuwatch-demo unless --out says.
+    """
+    flags = _flags(**kwargs)
+    flags.setdefault("at", SHOWCASE_AT)
+    flags.setdefault("output.dir", "gpuwatch-demo")
+    _run(ctx, load_settings_or_exit(ctx, flags))
+
+
+def _run(ctx: click.Context, settings: Settings) -> None:
+    at = settings.at or datetime.now(UTC).replace(microsecond=0)
+    as_json = settings.output.format == "json"
+    console_stream = sys.stderr if as_json else sys.stdout
+    try:
+        components = build_components(settings, at, console_stream)
+    except ConfigError as exc:
+        fail_config(exc)
+    # Wide enough for the findings table when piped to a file or a CI log.
+    out = Console(file=console_stream, width=None if console_stream.isatty() else 150)
+    if not as_json:
+        out.print(
+            f"[bold]gpuwatch[/] cycle at {rfc3339(at)} on cluster "
+            f"[bold]{settings.cluster.name}[/] (metrics: {components.metrics.name}, "
+            f"cluster: {components.cluster.name}, {len(components.rules)} rules)\n"
+        )
+    result = run_cycle(components, settings, at)
+    path = write_cycle_json(result, settings.output.dir)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        _print_table(out, result)
+        out.print(f"Cycle result written to [bold]{path}[/]")
+    if not result.ok:
+        for error in result.errors:
+            click.echo(f"gpuwatch: {error}", err=True)
+        sys.exit(EXIT_SOURCE_FAILED)
+
+
+def _print_table(out: Console, result: CycleResult) -> None:
+    table = Table(title=f"{len(result.findings)} findings", title_justify="left")
+    for column in (
+        "rule",
+        "severity",
+        "node",
+        "gpu",
+        "pool",
+        "team",
+        "workload",
+        "value",
+        "threshold",
+    ):
+        table.add_column(column, overflow="fold", no_wrap=column in ("rule", "severity"))
+    for f in result.findings:
+        table.add_row(
+            f.rule,
+            str(f.severity),
+            f.node,
+            "-" if f.gpu_index is None else str(f.gpu_index),
+            f.pool or "-",
+            f.team or "-",
+            f.workload or (f"{f.namespace}/{f.pod}" if f.pod else "-"),
+            format_value(f.value, f.unit),
+            "-" if f.threshold is None else format_value(f.threshold, f.unit),
+        )
+    out.print(table)
+    by_kind: dict[str, list[DataQualityNote]] = {}
+    for note in result.data_quality:
+        by_kind.setdefault(note.kind, []).append(note)
+    out.print(
+        f"\nGPUs: {result.source.gpus_in_metrics} in metrics, {result.source.gpus_in_cluster} "
+        f"in the cluster; data-quality notes: {len(result.data_quality)}"
+    )
+    for kind, notes in sorted(by_kind.items()):
+        example = notes[0].message
+        more = f" (and {len(notes) - 1} more like it in the JSON)" if len(notes) > 1 else ""
+        out.print(f"  - {kind}: {example}{more}")
