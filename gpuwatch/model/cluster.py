@@ -62,6 +62,8 @@ class Pod:
     uid: str = ""
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    images: tuple[str, ...] = ()
+    """Container images (app containers), e.g. to recognise an inference server."""
 
     @property
     def key(self) -> tuple[str, str]:

@@ -580,6 +580,11 @@ def pod_from_kube(
         uid=_string(meta.get("uid"), f"{what}: metadata.uid"),
         started_at=parse_time(status.get("startTime"), f"{what}: status.startTime"),
         finished_at=finished_at,
+        images=tuple(
+            image
+            for c in _sequence(spec.get("containers"), f"{what}: spec.containers")
+            if (image := _string(_mapping(c, f"{what}: containers").get("image"), what))
+        ),
     )
 
 
@@ -686,12 +691,17 @@ def pod_to_kube(pod: Pod) -> KubePod:
         meta["ownerReferences"] = _owner_references(pod.owner, pod.namespace)
     requests = {name: format_quantity(qty) for name, qty in pod.requests.items()}
     limits = {name: qty for name, qty in requests.items() if "/" in name}
-    container: Container = {"name": "main", "image": "registry.local/workload:1"}
+    container: Container = {"name": "main"}
+    if pod.images:  # the first container carries the requests; sidecars follow
+        container["image"] = pod.images[0]
     if requests:
         container["resources"] = {"requests": requests}
         if limits:
             container["resources"]["limits"] = limits
-    spec: PodSpec = {"containers": [container]}
+    sidecars: list[Container] = [
+        {"name": f"sidecar-{i}", "image": image} for i, image in enumerate(pod.images[1:], 1)
+    ]
+    spec: PodSpec = {"containers": [container, *sidecars]}
     if pod.node_name:
         spec["nodeName"] = pod.node_name
     status: PodStatus = {"phase": pod.phase}

@@ -49,6 +49,9 @@ from gpuwatch.model.metrics import GpuDevice, PodRef
 SHOWCASE_AT = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
 BLOCK_GPUS = 64
 CHECKPOINT_ANNOTATION = "gpuwatch.io/checkpoint"
+MODEL_PARAMS_ANNOTATION = "gpuwatch.io/model-params"
+TRAINING_IMAGE = "registry/llm-train:2.4"
+NOTEBOOK_IMAGE = "kubeflownotebookswg/jupyter-pytorch-cuda:v1.9.0"
 _UUID_NAMESPACE = uuid.UUID("6f1c2a52-7d0e-4c39-9a43-1f2b1b0d6c11")
 
 
@@ -140,6 +143,7 @@ class _Block:
         self.budget = budget  # GPUs this block may still add (whole nodes)
         self.started = history_start - timedelta(days=1)
         self.nodes: dict[str, Node] = {}
+        self.images: dict[str, str] = {}  # owner name -> its pods' image
 
     # -- nodes ---------------------------------------------------------------------------
     def _node(
@@ -233,6 +237,7 @@ class _Block:
     ) -> Pod | None:
         if node is None and phase == "Running":
             return None
+        image = self.images.get(owner.name if owner else "", TRAINING_IMAGE)
         pod = Pod(
             namespace=ns,
             name=name,
@@ -244,14 +249,19 @@ class _Block:
             owner=owner,
             uid=str(uuid.uuid5(_UUID_NAMESPACE, f"pod/{ns}/{name}")),
             started_at=self.started if phase == "Running" else None,
+            images=(image,),
         )
         self.layout.pods.append(pod)
         return pod
 
-    def _deployment(self, ns: str, name: str, image: str) -> OwnerRef:
-        deploy = self._controller("Deployment", ns, name, annotations={"image": image})
+    def _deployment(
+        self, ns: str, name: str, image: str, annotations: dict[str, str] | None = None
+    ) -> OwnerRef:
+        deploy = self._controller("Deployment", ns, name, annotations=annotations)
         rs_hash = uuid.uuid5(_UUID_NAMESPACE, f"rs/{ns}/{name}").hex[:9]
-        return self._controller("ReplicaSet", ns, f"{name}-{rs_hash}", deploy)
+        replica_set = self._controller("ReplicaSet", ns, f"{name}-{rs_hash}", deploy)
+        self.images[replica_set.name] = image
+        return replica_set
 
     def _pytorchjob(self, ns: str, name: str, checkpoint: bool) -> OwnerRef:
         ann = {CHECKPOINT_ANNOTATION: "true"} if checkpoint else {}
@@ -307,6 +317,7 @@ class _Block:
         for i, user in enumerate(("alice", "bob")):
             nb = self._controller("Notebook", "research", f"{user}{s}")
             sts = self._controller("StatefulSet", "research", f"{user}{s}", nb)
+            self.images[sts.name] = NOTEBOOK_IMAGE
             pod = self._pod(
                 "research",
                 f"{user}{s}-0",
@@ -324,7 +335,9 @@ class _Block:
             self._node("infer-a10", i, "gpu-inference", A10, 4, "ecs.gn7i-c32g1.32xlarge")
             for i in range(2)
         ]
-        rs = self._deployment("serving", f"llm-chat{s}", "vllm/vllm-openai:v0.6.3")
+        rs = self._deployment(
+            "serving", f"llm-chat{s}", "vllm/vllm-openai:v0.6.3", {MODEL_PARAMS_ANNOTATION: "7B"}
+        )
         for i in range(4):
             pod = self._pod("serving", f"llm-chat{s}-{_suffix('chat', s, i)}", a10[0], gpu, rs)
             self._gpu(a10[0], i, A10, Behaviour.INFERENCE, pod)
@@ -332,7 +345,9 @@ class _Block:
         for i in range(2):
             pod = self._pod("serving", f"rerank{s}-{_suffix('rerank', s, i)}", a10[1], gpu, rs)
             self._gpu(a10[1], i, A10, Behaviour.INFERENCE, pod, xid_code=94 if i == 1 else 0)
-        rs = self._deployment("serving", f"code-assist{s}", "vllm/vllm-openai:v0.6.3")
+        rs = self._deployment(
+            "serving", f"code-assist{s}", "vllm/vllm-openai:v0.6.3", {MODEL_PARAMS_ANNOTATION: "7B"}
+        )
         pod = self._pod("serving", f"code-assist{s}-{_suffix('code', s, 0)}", a10[1], gpu, rs)
         self._gpu(a10[1], 2, A10, Behaviour.INFERENCE, pod)
         self._gpu(a10[1], 3, A10, Behaviour.UNALLOCATED)
