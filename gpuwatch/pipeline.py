@@ -10,18 +10,31 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from gpuwatch.analysis.attribution import attribute
+from gpuwatch.analysis.attribution import Attribution, attribute
+from gpuwatch.analysis.cost import allocate_cost
 from gpuwatch.analysis.ownership import OwnerIndex, team_of
+from gpuwatch.analysis.pricing import PriceBook
 from gpuwatch.analysis.rules.evaluate import evaluate, lookback_s, required_specs
 from gpuwatch.analysis.rules.schema import Rule
+from gpuwatch.analysis.savings import SavingsInputs, SavingsResult, compute_savings
+from gpuwatch.analysis.savings.overlap import totals
 from gpuwatch.config.settings import Settings
 from gpuwatch.model.cluster import ClusterState, gpu_share
+from gpuwatch.model.cost import CostReport
 from gpuwatch.model.errors import SourceError, StateError
-from gpuwatch.model.findings import DataQualityNote, PendingGpuPod
-from gpuwatch.model.metrics import WindowRequest, WindowStats
+from gpuwatch.model.findings import DataQualityNote, Finding, PendingGpuPod
+from gpuwatch.model.metrics import (
+    Aggregate,
+    AggregateSpec,
+    HistoryRequest,
+    Signal,
+    WindowRequest,
+    WindowStats,
+)
 from gpuwatch.model.result import CycleResult, SourceInfo
 from gpuwatch.model.state import CycleState
 from gpuwatch.notify.base import Notifier
@@ -41,6 +54,64 @@ class Components:
     rules: tuple[Rule, ...]
     state: StateStore
     notifier: Notifier
+    price_book: PriceBook
+
+
+def cost_specs(settings: Settings) -> frozenset[AggregateSpec]:
+    """Aggregates that pricing and the savings calculations need besides the rules'."""
+    sharing = settings.savings.sharing.window_s
+    return frozenset(
+        {
+            _util_avg(settings),
+            AggregateSpec(Signal.UTIL_RATIO, Aggregate.P95, sharing),
+            AggregateSpec(Signal.FB_USED_RATIO, Aggregate.MAX, sharing),
+            AggregateSpec(Signal.FB_TOTAL_MIB, Aggregate.MAX, sharing),
+        }
+    )
+
+
+def _util_avg(settings: Settings) -> AggregateSpec:
+    return AggregateSpec(Signal.UTIL_RATIO, Aggregate.AVG, settings.cost.window_s)
+
+
+def _savings(
+    components: Components,
+    settings: Settings,
+    at: datetime,
+    stats: WindowStats,
+    cluster: ClusterState,
+    attribution: Attribution,
+    cost: CostReport,
+    findings: Sequence[Finding],
+    notes: list[DataQualityNote],
+) -> SavingsResult:
+    window = settings.savings.reserved.window_s
+    attached = AggregateSpec(Signal.POD_ATTACHED, Aggregate.MAX, 3600)
+    history = None
+    try:
+        history = components.metrics.history(
+            HistoryRequest(at - timedelta(seconds=window), at, 3600, frozenset({attached}))
+        )
+    except SourceError as exc:
+        notes.append(DataQualityNote(kind="history", message=f"no reserved-capacity saving: {exc}"))
+    sharing = settings.savings.sharing.window_s
+    return compute_savings(
+        SavingsInputs(
+            at=at,
+            contexts=attribution.contexts,
+            cluster=cluster,
+            book=components.price_book,
+            cost=cost,
+            findings=findings,
+            settings=settings.savings,
+            util_p95=stats.get(AggregateSpec(Signal.UTIL_RATIO, Aggregate.P95, sharing)),
+            fb_used_max_ratio=stats.get(
+                AggregateSpec(Signal.FB_USED_RATIO, Aggregate.MAX, sharing)
+            ),
+            fb_total_mib=stats.get(AggregateSpec(Signal.FB_TOTAL_MIB, Aggregate.MAX, sharing)),
+            attached_hourly=history,
+        )
+    )
 
 
 def run_cycle(components: Components, settings: Settings, at: datetime) -> CycleResult:
@@ -59,7 +130,8 @@ def run_cycle(components: Components, settings: Settings, at: datetime) -> Cycle
     stats: WindowStats | None = None
     cluster: ClusterState | None = None
     try:
-        stats = components.metrics.window_stats(WindowRequest(at, required_specs(rules)))
+        specs = required_specs(rules) | cost_specs(settings)
+        stats = components.metrics.window_stats(WindowRequest(at, specs))
     except SourceError as exc:
         errors.append(f"metrics ({components.metrics.name}, {exc.kind}): {exc}")
     try:
@@ -94,6 +166,17 @@ def run_cycle(components: Components, settings: Settings, at: datetime) -> Cycle
     evaluation = evaluate(rules, stats, attribution.contexts, state.findings_since)
     notes.extend(attribution.notes)
     notes.extend(evaluation.notes)
+
+    cost = allocate_cost(
+        attribution.contexts,
+        stats.get(_util_avg(settings)),
+        cluster.pods,
+        components.price_book,
+        at,
+        settings.cost.window_s,
+    )
+    savings = _savings(components, settings, at, stats, cluster, attribution, cost,
+                       evaluation.findings, notes)  # fmt: skip
 
     titles = {rule.id: rule.title or rule.id for rule in rules}
     messages = compose(
@@ -130,6 +213,10 @@ def run_cycle(components: Components, settings: Settings, at: datetime) -> Cycle
         data_quality=tuple(notes),
         notifications=delivered,
         pending_gpu_pods=pending,
+        cost=cost,
+        savings=savings.savings,
+        savings_excluded=savings.excluded,
+        savings_totals=totals(savings.savings),
         dry_run=settings.dry_run,
         duration_s=time.monotonic() - started,
     )

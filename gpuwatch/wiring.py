@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import TextIO
 
+from gpuwatch.analysis.pricing import load_price_book
 from gpuwatch.analysis.rules import load_rules
 from gpuwatch.config.settings import Settings
 from gpuwatch.notify.base import Notifier
@@ -80,4 +81,5 @@ def build_components(
         rules=rules,
         state=JsonFileState(settings.state_path),
         notifier=notifier,
+        price_book=load_price_book(settings.cost.price_book),
     )

@@ -116,7 +116,20 @@ def demo(ctx: click.Context, **kwargs: Any) -> None:
     _run(ctx, load_settings_or_exit(ctx, flags))
 
 
-def _run(ctx: click.Context, settings: Settings) -> None:
+@cli.command()
+@_cycle_options
+@click.pass_context
+def savings(ctx: click.Context, **kwargs: Any) -> None:
+    """Run one cycle and print what each change would save, largest first.
+
+    Every figure comes with the inputs its formula used; see the README's "Savings".
+    """
+    flags = _flags(**kwargs)
+    flags["notify.console"] = False
+    _run(ctx, load_settings_or_exit(ctx, flags), only_savings=True)
+
+
+def _run(ctx: click.Context, settings: Settings, only_savings: bool = False) -> None:
     at = settings.at or datetime.now(UTC).replace(microsecond=0)
     as_json = settings.output.format == "json"
     console_stream = sys.stderr if as_json else sys.stdout
@@ -135,9 +148,16 @@ def _run(ctx: click.Context, settings: Settings) -> None:
     result = run_cycle(components, settings, at)
     path = write_cycle_json(result, settings.output.dir)
     if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+        document = result.to_dict()
+        if only_savings:
+            keys = ("at", "cluster", "savings", "savings_total", "savings_excluded")
+            document = {key: document[key] for key in keys}
+        click.echo(json.dumps(document, indent=2, ensure_ascii=False))
     else:
-        _print_table(out, result)
+        if not only_savings:
+            _print_table(out, result)
+            print_cost(out, result)
+        print_savings(out, result, details=only_savings)
         out.print(f"Cycle result written to [bold]{path}[/]")
     if not result.ok:
         for error in result.errors:
@@ -183,3 +203,48 @@ def _print_table(out: Console, result: CycleResult) -> None:
         example = notes[0].message
         more = f" (and {len(notes) - 1} more like it in the JSON)" if len(notes) > 1 else ""
         out.print(f"  - {kind}: {example}{more}")
+
+
+def print_cost(out: Console, result: CycleResult) -> None:
+    if result.cost is None:
+        return
+    hours = result.cost.window_s / 3600
+    for total in result.cost.totals:
+        out.print(
+            f"\nCost of the last {hours:g} h: {total.capacity_cost:,.2f} {total.currency} "
+            f"({total.gpu_hours:.0f} GPU-hours): allocated {total.allocated_cost:,.2f}, "
+            f"unallocated {total.unallocated_cost:,.2f}, idle {total.idle_cost:,.2f}"
+        )
+    for row in result.cost.unpriced[:5]:
+        out.print(f"  unpriced: {row['node']} {row['model']}: {row['reason']}")
+
+
+def print_savings(out: Console, result: CycleResult, details: bool = False) -> None:
+    table = Table(title="Savings per 30 days, largest first", title_justify="left")
+    for column in ("kind", "monthly", "scope", "confidence", "action"):
+        table.add_column(column, overflow="fold", no_wrap=column in ("kind", "monthly"))
+    for saving in result.savings:
+        scope = saving.scope.get("workload") or saving.scope.get("pool") or "-"
+        table.add_row(
+            saving.kind,
+            f"{saving.monthly:,.2f} {saving.currency}",
+            str(scope),
+            saving.confidence,
+            saving.action,
+        )
+    out.print(table)
+    for total in result.savings_totals:
+        out.print(
+            f"Total {total.net_monthly:,.2f} {total.currency} per 30 days "
+            f"({total.gross_monthly:,.2f} less {total.overlap_monthly:,.2f} claimed twice)"
+        )
+    if details:
+        for saving in result.savings:
+            out.print(f"\n[bold]{saving.kind}[/] {dict(saving.scope)}: {saving.formula}")
+            for key, value in saving.inputs.items():
+                out.print(f"    {key} = {value}")
+            for assumption in saving.assumptions:
+                out.print(f"    assumes: {assumption}")
+        for skipped in result.savings_excluded:
+            where = skipped.scope.get("workload") or skipped.scope.get("pool")
+            out.print(f"  no {skipped.kind} saving for {where}: {skipped.reason}")

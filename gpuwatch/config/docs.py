@@ -34,7 +34,7 @@ def settings_markdown() -> str:
 
 def _walk(model: type[BaseModel], prefix: tuple[str, ...], rows: list[str]) -> None:
     for name, field in model.model_fields.items():
-        path = (*prefix, name)
+        path = (*prefix, field.alias or name)
         annotation = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             _walk(annotation, path, rows)

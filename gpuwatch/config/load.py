@@ -113,7 +113,7 @@ def _known_keys(loc: tuple[str | int, ...]) -> list[str]:
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return []
         model = annotation
-    return list(model.model_fields)
+    return [field.alias or name for name, field in model.model_fields.items()]
 
 
 def _parse_env_value(raw: str) -> Any:

@@ -64,6 +64,8 @@ class Pod:
     finished_at: datetime | None = None
     images: tuple[str, ...] = ()
     """Container images (app containers), e.g. to recognise an inference server."""
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    """``spec.nodeSelector``: which pool a pending pod waits for."""
 
     @property
     def key(self) -> tuple[str, str]:

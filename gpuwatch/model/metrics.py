@@ -68,6 +68,7 @@ class Aggregate(StrEnum):
     COUNT = "count"  # count_over_time: samples present, the basis of coverage
     CHANGES = "changes"  # changes(): value changes between consecutive samples
     LAST_TS = "last_ts"  # timestamp(last_over_time()): unix seconds of the newest sample
+    P95 = "p95"  # quantile_over_time(0.95): linear interpolation, as numpy's default
 
 
 @dataclass(frozen=True, order=True)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from gpuwatch.model.cost import CostReport, Saving, SavingExcluded, SavingsTotal
 from gpuwatch.model.durations import rfc3339
 from gpuwatch.model.findings import DataQualityNote, Finding, PendingGpuPod
 
@@ -62,8 +63,10 @@ class CycleResult:
     findings: tuple[Finding, ...] = ()
     data_quality: tuple[DataQualityNote, ...] = ()
     notifications: tuple[Notification, ...] = ()
-    savings: tuple[dict[str, Any], ...] = ()
-    """Filled by the savings engine; each item follows the documented saving schema."""
+    cost: CostReport | None = None
+    savings: tuple[Saving, ...] = ()
+    savings_excluded: tuple[SavingExcluded, ...] = ()
+    savings_totals: tuple[SavingsTotal, ...] = ()
     actions: tuple[dict[str, Any], ...] = ()
     """Filled by the action planner; empty while actions are not configured."""
     pending_gpu_pods: tuple[PendingGpuPod, ...] = ()
@@ -95,7 +98,10 @@ class CycleResult:
             },
             "summary": {"findings": len(self.findings), "by_rule": dict(sorted(by_rule.items()))},
             "findings": [f.to_dict() for f in self.findings],
-            "savings": list(self.savings),
+            "cost": self.cost.to_dict() if self.cost is not None else None,
+            "savings": [s.to_dict() for s in self.savings],
+            "savings_total": [t.to_dict() for t in self.savings_totals],
+            "savings_excluded": [e.to_dict() for e in self.savings_excluded],
             "actions": list(self.actions),
             "data_quality": [n.to_dict() for n in self.data_quality],
             "pending_gpu_pods": [p.to_dict() for p in self.pending_gpu_pods],

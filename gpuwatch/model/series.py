@@ -50,6 +50,8 @@ def reduce_window(block: SeriesBlock, spec: AggregateSpec, at: datetime) -> Floa
                 result = values[np.arange(values.shape[0]), last_idx]
             else:
                 result = times[last_idx]
+        elif spec.aggregate is Aggregate.P95:
+            result = np.nanpercentile(values, 95, axis=1) if values.shape[1] else count * np.nan
         elif spec.aggregate is Aggregate.CHANGES:
             result = np.array([_changes(row) for row in values], dtype=np.float64)
         else:  # pragma: no cover - exhaustive over Aggregate

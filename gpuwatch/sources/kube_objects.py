@@ -90,6 +90,7 @@ class Container(TypedDict, total=False):
 
 class PodSpec(TypedDict, total=False):
     nodeName: str
+    nodeSelector: dict[str, str]
     containers: list[Container]
     initContainers: list[Container]
     overhead: dict[str, str]
@@ -580,6 +581,7 @@ def pod_from_kube(
         uid=_string(meta.get("uid"), f"{what}: metadata.uid"),
         started_at=parse_time(status.get("startTime"), f"{what}: status.startTime"),
         finished_at=finished_at,
+        node_selector=_string_map(spec.get("nodeSelector"), f"{what}: spec.nodeSelector"),
         images=tuple(
             image
             for c in _sequence(spec.get("containers"), f"{what}: spec.containers")
@@ -704,6 +706,8 @@ def pod_to_kube(pod: Pod) -> KubePod:
     spec: PodSpec = {"containers": [container, *sidecars]}
     if pod.node_name:
         spec["nodeName"] = pod.node_name
+    if pod.node_selector:
+        spec["nodeSelector"] = dict(pod.node_selector)
     status: PodStatus = {"phase": pod.phase}
     if pod.started_at is not None:
         status["startTime"] = format_time(pod.started_at)

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from gpuwatch.analysis.pricing import load_price_book
 from gpuwatch.analysis.rules.loader import load_rules
 from gpuwatch.config.settings import Settings, SimulatorSettings
 from gpuwatch.model.errors import SourceUnreachable
@@ -34,6 +35,7 @@ def _components(at: datetime = SHOWCASE_AT, state=None, metrics=None, **sim) -> 
         rules=load_rules(),
         state=state or MemoryState(),
         notifier=RecordingNotifier(),
+        price_book=load_price_book(),
     )
 
 
@@ -56,6 +58,7 @@ def test_showcase_fires_every_rule_from_the_workload_the_readme_names(showcase):
         "CronJob/vision/nightly-eval",
         "Notebook/research/alice",
         "Notebook/research/bob",
+        "Deployment/serving/rerank",
     }
     assert found["gpu-xid"] == {"Deployment/serving/rerank"}
     assert found["gpu-overheat"] == {"Deployment/serving/asr"}

@@ -150,6 +150,9 @@ class QueryBuilder:
             return f"sum by ({by}) (count_over_time({m}[{self._range(w)}]))"
         if agg is Aggregate.CHANGES:
             return f"sum by ({by}) (changes({m}[{self._range(w)}]))"
+        if agg is Aggregate.P95:
+            # Per series, then the highest: exact unless the pod changed inside the window.
+            return f"max by ({by}) (quantile_over_time(0.95, {m}[{self._range(w)}]))"
         if agg is Aggregate.LAST:
             fresh = self._fresh(metric)
             return f"last_over_time((max by ({by}) ({fresh}))[{self._range(w)}:{step}])"
@@ -158,8 +161,11 @@ class QueryBuilder:
     def _derived(self, inner: str, count_metric: str, agg: Aggregate, w: int) -> str:
         if agg in (Aggregate.COUNT, Aggregate.LAST_TS):
             return self._raw(count_metric, agg, w)
+        window = f"({inner})[{self._range(w)}:{self.step}]"
+        if agg is Aggregate.P95:
+            return f"quantile_over_time(0.95, {window})"
         function = "changes" if agg is Aggregate.CHANGES else f"{agg}_over_time"
-        return f"{function}(({inner})[{self._range(w)}:{self.step}])"
+        return f"{function}({window})"
 
     def _framebuffer(self, signal: Signal, agg: Aggregate, w: int) -> str:
         """Framebuffer ratio and size. A GPU's framebuffer does not change size, so

@@ -12,7 +12,7 @@ until N GPUs are reached. Per block:
 | | train-a100-2, -3 | nobody (2 + 6 GPUs) | unallocated | gpu-unallocated |
 | | train-a100-3 | Notebooks research/alice and research/bob, 1 GPU each | busy 09-19 UTC, idle overnight; exporter gap 01:44-01:54 | gpu-idle (at night), data-gap |
 | gpu-inference (A10) | infer-a10-0 | Deployment serving/llm-chat (vLLM), 4 replicas | daily traffic cycle, 90 % memory preallocated | none |
-| | infer-a10-1 | Deployment serving/rerank (Triton), 2 replicas | daily cycle; GPU 1 reports XID 94 at 01:52, 07:52, 13:52, 19:52 | gpu-xid |
+| | infer-a10-1 | Deployment serving/rerank (Triton), 2 replicas | light traffic (p95 15 %, 30 % memory): each replica holds a whole A10 it could share; GPU 1 reports XID 94 at 01:52, 07:52, 13:52, 19:52 | gpu-xid, gpu-idle (at night) |
 | | infer-a10-1 | Deployment serving/code-assist (vLLM), 1 replica; 1 GPU free | daily cycle | gpu-unallocated |
 | gpu-inference (T4, cGPU shared) | infer-t4-0 | Deployments serving/embedding (4 x 6 GiB) and serving/ocr (4 x 4 GiB), two pods a GPU | shared GPUs, low use | none |
 | | infer-t4-1 | Deployment serving/asr (2 x 8 GiB); 2 GPUs free | GPU 0 runs hot (88 C+) | gpu-overheat, gpu-unallocated |
@@ -49,6 +49,7 @@ from gpuwatch.model.metrics import GpuDevice, PodRef
 SHOWCASE_AT = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
 BLOCK_GPUS = 64
 CHECKPOINT_ANNOTATION = "gpuwatch.io/checkpoint"
+CHECKPOINT_INTERVAL_ANNOTATION = "gpuwatch.io/checkpoint-interval"
 MODEL_PARAMS_ANNOTATION = "gpuwatch.io/model-params"
 TRAINING_IMAGE = "registry/llm-train:2.4"
 NOTEBOOK_IMAGE = "kubeflownotebookswg/jupyter-pytorch-cuda:v1.9.0"
@@ -66,6 +67,7 @@ class Behaviour(IntEnum):
     SHARED = 5
     UNALLOCATED = 6
     SWEEP = 7
+    LIGHT = 8
 
 
 @dataclass(frozen=True)
@@ -234,6 +236,7 @@ class _Block:
         phase: str = "Running",
         annotations: dict[str, str] | None = None,
         labels: dict[str, str] | None = None,
+        node_selector: dict[str, str] | None = None,
     ) -> Pod | None:
         if node is None and phase == "Running":
             return None
@@ -250,6 +253,7 @@ class _Block:
             uid=str(uuid.uuid5(_UUID_NAMESPACE, f"pod/{ns}/{name}")),
             started_at=self.started if phase == "Running" else None,
             images=(image,),
+            node_selector=node_selector or {},
         )
         self.layout.pods.append(pod)
         return pod
@@ -286,7 +290,7 @@ class _Block:
                 train[worker],
                 eight,
                 job,
-                annotations={CHECKPOINT_ANNOTATION: "true"},
+                annotations={CHECKPOINT_ANNOTATION: "true", CHECKPOINT_INTERVAL_ANNOTATION: "300"},
                 labels=job_labels(f"llm-pretrain{s}"),
             )
             for i in range(8):
@@ -344,7 +348,7 @@ class _Block:
         rs = self._deployment("serving", f"rerank{s}", "nvcr.io/nvidia/tritonserver:24.08-py3")
         for i in range(2):
             pod = self._pod("serving", f"rerank{s}-{_suffix('rerank', s, i)}", a10[1], gpu, rs)
-            self._gpu(a10[1], i, A10, Behaviour.INFERENCE, pod, xid_code=94 if i == 1 else 0)
+            self._gpu(a10[1], i, A10, Behaviour.LIGHT, pod, xid_code=94 if i == 1 else 0)
         rs = self._deployment(
             "serving", f"code-assist{s}", "vllm/vllm-openai:v0.6.3", {MODEL_PARAMS_ANNOTATION: "7B"}
         )
@@ -430,6 +434,7 @@ class _Block:
             job,
             phase="Pending",
             labels=job_labels(f"big-sweep{s}"),
+            node_selector={"pool": "gpu-spot"},
         )
 
         # cpu: data preparation, no GPUs.

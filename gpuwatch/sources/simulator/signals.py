@@ -87,6 +87,7 @@ class SignalGenerator:
         util = np.where(b == Behaviour.INFERENCE, 0.15 + 0.6 * traffic + 0.04 * n_util, util)
         util = np.where(b == Behaviour.SHARED, 0.14 + 0.3 * traffic + 0.03 * n_util, util)
         util = np.where(b == Behaviour.SWEEP, 0.03 + 0.01 * n_util, util)
+        util = np.where(b == Behaviour.LIGHT, 0.03 + 0.12 * traffic + 0.01 * n_util, util)
         util = np.clip(util, 0.0, 1.0)
 
         creep_phase = ((t - _CREEP_RESET_S) % _CREEP_PERIOD_S) / _CREEP_PERIOD_S
@@ -98,6 +99,7 @@ class SignalGenerator:
         mem = np.where(b == Behaviour.INFERENCE, 0.90, mem)  # vLLM preallocates 90 %
         mem = np.where(b == Behaviour.SHARED, 0.8 * self.mem_share[:, None], mem)
         mem = np.where(b == Behaviour.SWEEP, 0.40, mem)
+        mem = np.where(b == Behaviour.LIGHT, 0.30 + 0.002 * n_mem, mem)
         usable = (self.fb_total - self.fb_reserved)[:, None]
         fb_used = np.round(np.clip(mem * self.fb_total[:, None], 0.0, usable))
         fb_free = usable - fb_used

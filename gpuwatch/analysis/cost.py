@@ -1,0 +1,193 @@
+"""Price every GPU-hour of a window and allocate it to the pods that held it.
+
+For each GPU: capacity hours (the window, or since the node joined), its price (the
+book, by model, capacity type, pool and node labels), its measured utilization (DCGM,
+not requests). Each holding pod gets ``share x hours it ran in the window`` of it;
+what nobody requested is the GPU's unallocated remainder. Line items are rounded to
+the cent and every total is a sum of line items, so allocated + unallocated = capacity
+exactly. Idle cost is cost x (1 - measured utilization).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+import numpy as np
+
+from gpuwatch.analysis.attribution import GpuContext
+from gpuwatch.analysis.pricing import PriceBook
+from gpuwatch.model.cluster import Pod
+from gpuwatch.model.cost import CostGroup, CostLine, CostReport, CostTotal, Price, money
+from gpuwatch.model.metrics import FloatArray
+
+UNALLOCATED = "(unallocated)"
+DIMENSIONS = ("team", "pool", "workload", "model", "capacity_type")
+
+
+def allocate_cost(
+    contexts: Sequence[GpuContext],
+    util_avg: FloatArray,
+    pods: Sequence[Pod],
+    book: PriceBook,
+    at: datetime,
+    window_s: int,
+) -> CostReport:
+    """The cost report of the window ``(at - window_s, at]``.
+
+    ``util_avg[i]`` is the measured utilization of ``contexts[i].device`` over the
+    window (NaN without data); contexts past ``len(util_avg)`` have no metrics.
+    """
+    start = at - timedelta(seconds=window_s)
+    started = {(p.namespace, p.name): p.started_at for p in pods}
+    lines: list[CostLine] = []
+    unpriced: list[dict[str, str | None]] = []
+    for i, ctx in enumerate(contexts):
+        created = ctx.node.created_at if ctx.node is not None else None
+        capacity_from = max(start, created) if created is not None else start
+        capacity_h = max((at - capacity_from).total_seconds(), 0.0) / 3600.0
+        usage = float(util_avg[i]) if i < len(util_avg) and not np.isnan(util_avg[i]) else None
+        labels = ctx.node.labels if ctx.node is not None else {}
+        price, reason = book.price(ctx.model, ctx.capacity_type, ctx.pool, labels)
+        if price is None:
+            unpriced.append(
+                {
+                    "gpu_uuid": ctx.device.uuid if ctx.device else None,
+                    "node": ctx.node_name,
+                    "model": ctx.model,
+                    "capacity_type": ctx.capacity_type,
+                    "reason": reason,
+                }
+            )
+        held_h = 0.0
+        for holder in ctx.holders:
+            pod_start = started.get((holder.namespace, holder.pod))
+            ran_from = max(capacity_from, pod_start) if pod_start is not None else capacity_from
+            hours = max((at - ran_from).total_seconds(), 0.0) / 3600.0 * holder.share
+            hours = min(hours, capacity_h - held_h)
+            held_h += hours
+            lines.append(
+                _line(
+                    ctx,
+                    hours,
+                    holder.share,
+                    usage,
+                    price,
+                    holder.namespace,
+                    holder.pod,
+                    holder.workload,
+                    holder.team,
+                )
+            )
+        rest_h = max(capacity_h - held_h, 0.0)
+        if rest_h > 1e-12 or not ctx.holders:
+            lines.append(_line(ctx, rest_h, 0.0, usage, price, None, None, None, None))
+    return CostReport(
+        window_s=window_s,
+        lines=tuple(lines),
+        totals=_totals(lines),
+        groups={dim: _groups(lines, dim, window_s) for dim in DIMENSIONS},
+        unpriced=tuple(unpriced),
+    )
+
+
+def _line(
+    ctx: GpuContext,
+    hours: float,
+    share: float,
+    usage: float | None,
+    price: Price | None,
+    namespace: str | None,
+    pod: str | None,
+    workload: str | None,
+    team: str | None,
+) -> CostLine:
+    cost = money(Decimal(str(hours)) * price.per_gpu_hour) if price is not None else None
+    idle = None
+    if cost is not None and usage is not None:
+        idle = money(cost * (Decimal(1) - Decimal(str(min(max(usage, 0.0), 1.0)))))
+    return CostLine(
+        gpu_uuid=ctx.device.uuid if ctx.device else None,
+        node=ctx.node_name,
+        pool=ctx.pool,
+        model=ctx.model,
+        capacity_type=ctx.capacity_type,
+        namespace=namespace,
+        pod=pod,
+        workload=workload,
+        team=team,
+        gpu_hours=hours,
+        request_avg=share,
+        usage_avg=usage,
+        price=price,
+        cost=cost,
+        idle_cost=idle,
+    )
+
+
+def _key(line: CostLine, dimension: str) -> str:
+    if dimension == "team":
+        return line.team or UNALLOCATED
+    if dimension == "workload":
+        if not line.allocated:
+            return UNALLOCATED
+        return line.workload or f"Pod/{line.namespace}/{line.pod}"
+    if dimension == "pool":
+        return line.pool or "(no pool)"
+    if dimension == "model":
+        return line.model or "(unknown model)"
+    return line.capacity_type
+
+
+def _groups(lines: Sequence[CostLine], dimension: str, window_s: int) -> tuple[CostGroup, ...]:
+    buckets: dict[tuple[str, str], list[CostLine]] = defaultdict(list)
+    for line in lines:
+        if line.price is not None:
+            buckets[(_key(line, dimension), line.price.currency)].append(line)
+    groups = []
+    for (key, currency), members in buckets.items():
+        hours = sum(m.gpu_hours for m in members)
+        measured = [m for m in members if m.usage_avg is not None and m.gpu_hours > 0]
+        weight = sum(m.gpu_hours for m in measured)
+        usage = (
+            sum(m.gpu_hours * (m.usage_avg or 0.0) for m in measured) / weight if weight else None
+        )
+        requested_h = sum(m.gpu_hours for m in members if m.allocated)
+        groups.append(
+            CostGroup(
+                dimension=dimension,
+                key=key,
+                currency=currency,
+                gpu_hours=hours,
+                cost=sum((m.cost or Decimal(0) for m in members), Decimal(0)),
+                idle_cost=sum((m.idle_cost or Decimal(0) for m in members), Decimal(0)),
+                request_avg=requested_h / (window_s / 3600.0) if window_s else 0.0,
+                usage_avg=usage,
+            )
+        )
+    groups.sort(key=lambda g: (g.currency, -g.cost, g.key))
+    return tuple(groups)
+
+
+def _totals(lines: Sequence[CostLine]) -> tuple[CostTotal, ...]:
+    by_currency: dict[str, list[CostLine]] = defaultdict(list)
+    for line in lines:
+        if line.price is not None:
+            by_currency[line.price.currency].append(line)
+    totals = []
+    for currency, members in sorted(by_currency.items()):
+        allocated = sum((m.cost or Decimal(0) for m in members if m.allocated), Decimal(0))
+        unallocated = sum((m.cost or Decimal(0) for m in members if not m.allocated), Decimal(0))
+        totals.append(
+            CostTotal(
+                currency=currency,
+                capacity_cost=allocated + unallocated,
+                allocated_cost=allocated,
+                unallocated_cost=unallocated,
+                idle_cost=sum((m.idle_cost or Decimal(0) for m in members), Decimal(0)),
+                gpu_hours=sum(m.gpu_hours for m in members),
+            )
+        )
+    return tuple(totals)

@@ -1,0 +1,145 @@
+"""The price book: what a GPU-hour costs, per GPU model, capacity type, pool and label.
+
+Loaded from ``rules/pricing.yaml`` (users edit it) and validated strictly, with the
+file, line and field of every problem. Prices are numbers with a currency; a GPU the
+book cannot price is unpriced (with the reason), never free.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from decimal import Decimal
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gpuwatch.config.resources import shipped_dir
+from gpuwatch.config.yamlfile import format_loc, load_yaml_file
+from gpuwatch.model.cost import Price
+from gpuwatch.model.errors import ConfigError
+
+CapacityType = Literal["on-demand", "spot", "reserved"]
+_CURRENCY = r"^[A-Z]{3}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GpuModelEntry(_Strict):
+    name: str = Field(min_length=1)
+    aliases: list[str] = Field(default_factory=list)
+    memory_gib: float = Field(gt=0)
+    relative_throughput: float = Field(1.0, gt=0)
+    mig_slices: dict[str, int] = Field(default_factory=dict)
+    prices: dict[CapacityType, Decimal] = Field(default_factory=dict)
+    currency: str | None = Field(None, pattern=_CURRENCY)
+
+
+class PriceOverride(_Strict):
+    description: str = ""
+    pool: str | None = None
+    node_labels: dict[str, str] = Field(default_factory=dict)
+    model: str | None = None
+    prices: dict[CapacityType, Decimal]
+    currency: str | None = Field(None, pattern=_CURRENCY)
+
+
+class PriceBookFile(_Strict):
+    version: Literal[1]
+    example: bool = False
+    currency: str = Field(pattern=_CURRENCY)
+    models: list[GpuModelEntry]
+    overrides: list[PriceOverride] = Field(default_factory=list)
+
+
+def normalize_model(name: str) -> str:
+    """``NVIDIA-A100-SXM4-80GB``, ``NVIDIA A100-SXM4-80GB`` -> ``a100 sxm4 80gb``."""
+    words = re.split(r"[\s_\-]+", name.lower())
+    return " ".join(w for w in words if w and w not in ("nvidia", "tesla"))
+
+
+class PriceBook:
+    """Lookups over a validated price book file."""
+
+    def __init__(self, book: PriceBookFile, path: str = "(price book)") -> None:
+        self.book = book
+        self.path = path
+        self._models: dict[str, GpuModelEntry] = {}
+        for entry in book.models:
+            for name in (entry.name, *entry.aliases):
+                self._models[normalize_model(name)] = entry
+
+    @property
+    def is_example(self) -> bool:
+        return self.book.example
+
+    def model(self, name: str | None) -> GpuModelEntry | None:
+        return self._models.get(normalize_model(name)) if name else None
+
+    def models(self) -> list[GpuModelEntry]:
+        return list(self.book.models)
+
+    def price(
+        self,
+        model: str | None,
+        capacity_type: str,
+        pool: str | None = None,
+        node_labels: Mapping[str, str] | None = None,
+    ) -> tuple[Price | None, str]:
+        """The price of one GPU-hour, or None and the reason there is none."""
+        labels = node_labels or {}
+        entry = self.model(model)
+        for i, override in enumerate(self.book.overrides):
+            if override.pool is not None and override.pool != pool:
+                continue
+            if any(labels.get(k) != v for k, v in override.node_labels.items()):
+                continue
+            if override.model is not None and (
+                entry is None or self.model(override.model) is not entry
+            ):
+                continue
+            amount = override.prices.get(capacity_type)  # type: ignore[call-overload]
+            if amount is not None:
+                what = override.description or f"overrides[{i}]"
+                currency = override.currency or self.book.currency
+                return Price(amount, currency, f"override:{what}"), ""
+        if entry is None:
+            return None, f"GPU model {model or '(unknown)'} is not in the price book"
+        amount = entry.prices.get(capacity_type)  # type: ignore[call-overload]
+        if amount is None:
+            return None, f"no {capacity_type} price for {entry.name} in the price book"
+        currency = entry.currency or self.book.currency
+        return Price(amount, currency, f"book:{entry.name}:{capacity_type}"), ""
+
+
+def load_price_book(path: Path | None = None) -> PriceBook:
+    """Load and validate; raise ConfigError listing every problem with file and line."""
+    path = path or shipped_dir("rules") / "pricing.yaml"
+    doc = load_yaml_file(path)
+    try:
+        book = PriceBookFile.model_validate(doc.data)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            loc = tuple(error["loc"])
+            detail = "unknown field" if error["type"] == "extra_forbidden" else error["msg"]
+            if "input" in error and not isinstance(error["input"], dict | list):
+                detail += f" (got {error['input']!r})"
+            problems.append(f"{doc.where(loc)}: {format_loc(loc)}: {detail}")
+        raise ConfigError(problems) from exc
+    names: dict[str, str] = {}
+    problems = []
+    for i, entry in enumerate(book.models):
+        for name in (entry.name, *entry.aliases):
+            key = normalize_model(name)
+            if key in names and names[key] != entry.name:
+                problems.append(
+                    f"{doc.where(('models', i))}: models[{i}]: {name!r} also names {names[key]!r}"
+                )
+            names[key] = entry.name
+    if problems:
+        raise ConfigError(problems)
+    return PriceBook(book, str(path))

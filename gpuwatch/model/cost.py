@@ -1,0 +1,224 @@
+"""Money: prices, the allocation of GPU cost, and savings with the inputs that prove them.
+
+Amounts are ``Decimal`` in the price book's currency, rounded to the cent per line item,
+so that totals are sums of what is printed and reconcile to the cent. Amounts in
+different currencies are never added together: totals are kept per currency.
+OpenCost's habit is kept: ``gpu_hours``, ``cost``, ``idle_cost``, ``request_avg`` and
+``usage_avg`` are separate numeric fields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
+
+CENT = Decimal("0.01")
+HOURS_PER_MONTH = Decimal(720)  # 30 days: what "monthly" means everywhere
+
+
+def money(value: Decimal | float | int) -> Decimal:
+    """Round to the cent, half to even (banker's rounding, what ledgers use)."""
+    return Decimal(str(value)).quantize(CENT, rounding=ROUND_HALF_EVEN)
+
+
+@dataclass(frozen=True)
+class Price:
+    """A price per GPU-hour, with where it came from."""
+
+    per_gpu_hour: Decimal
+    currency: str
+    source: str
+    """``book:<model>:<capacity type>`` or ``override:<what matched>``."""
+
+
+@dataclass(frozen=True)
+class CostLine:
+    """One pod's share of one GPU over the window, or a GPU's unallocated remainder."""
+
+    gpu_uuid: str | None
+    node: str
+    pool: str | None
+    model: str | None
+    capacity_type: str
+    namespace: str | None
+    pod: str | None
+    workload: str | None
+    team: str | None
+    gpu_hours: float
+    request_avg: float
+    """The share of the GPU requested: 1 whole, the cGPU memory share, a MIG slice."""
+    usage_avg: float | None
+    """Measured utilization of the GPU over the window (DCGM), 0..1; None without data."""
+    price: Price | None
+    cost: Decimal | None
+    idle_cost: Decimal | None
+    """cost x (1 - usage_avg); None when unpriced or unmeasured."""
+
+    @property
+    def allocated(self) -> bool:
+        return self.pod is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "gpu_uuid": self.gpu_uuid,
+            "node": self.node,
+            "pool": self.pool,
+            "model": self.model,
+            "capacity_type": self.capacity_type,
+            "namespace": self.namespace,
+            "pod": self.pod,
+            "workload": self.workload,
+            "team": self.team,
+            "gpu_hours": round(self.gpu_hours, 6),
+            "request_avg": round(self.request_avg, 6),
+            "usage_avg": None if self.usage_avg is None else round(self.usage_avg, 6),
+            "price_per_gpu_hour": _num(self.price.per_gpu_hour) if self.price else None,
+            "price_source": self.price.source if self.price else None,
+            "currency": self.price.currency if self.price else None,
+            "cost": _num(self.cost),
+            "idle_cost": _num(self.idle_cost),
+        }
+
+
+@dataclass(frozen=True)
+class CostGroup:
+    """Cost summed over lines sharing one value of one dimension, in one currency."""
+
+    dimension: str
+    key: str
+    currency: str
+    gpu_hours: float
+    cost: Decimal
+    idle_cost: Decimal
+    request_avg: float
+    """GPUs requested on average over the window (GPU-hours requested / window hours)."""
+    usage_avg: float | None
+    """GPU-hour-weighted utilization of the GPUs in the group."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            self.dimension: self.key,
+            "currency": self.currency,
+            "gpu_hours": round(self.gpu_hours, 6),
+            "cost": _num(self.cost),
+            "idle_cost": _num(self.idle_cost),
+            "request_avg": round(self.request_avg, 6),
+            "usage_avg": None if self.usage_avg is None else round(self.usage_avg, 6),
+        }
+
+
+@dataclass(frozen=True)
+class CostTotal:
+    """Per currency: capacity = allocated + unallocated, to the cent."""
+
+    currency: str
+    capacity_cost: Decimal
+    allocated_cost: Decimal
+    unallocated_cost: Decimal
+    idle_cost: Decimal
+    gpu_hours: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "currency": self.currency,
+            "capacity_cost": _num(self.capacity_cost),
+            "allocated_cost": _num(self.allocated_cost),
+            "unallocated_cost": _num(self.unallocated_cost),
+            "idle_cost": _num(self.idle_cost),
+            "gpu_hours": round(self.gpu_hours, 6),
+        }
+
+
+@dataclass(frozen=True)
+class CostReport:
+    window_s: int
+    lines: tuple[CostLine, ...]
+    totals: tuple[CostTotal, ...]
+    groups: Mapping[str, tuple[CostGroup, ...]]
+    """Dimension (team, pool, workload, model, capacity_type) -> its groups, costliest first."""
+    unpriced: tuple[Mapping[str, Any], ...] = ()
+    """GPUs with no price: never priced at zero, listed here with the reason."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "window_s": self.window_s,
+            "totals": [t.to_dict() for t in self.totals],
+            **{f"by_{dim}": [g.to_dict() for g in groups] for dim, groups in self.groups.items()},
+            "unpriced": list(self.unpriced),
+            "lines": [line.to_dict() for line in self.lines],
+        }
+
+
+@dataclass(frozen=True)
+class Saving:
+    """One documented calculation: what a change would save per 30 days, and why."""
+
+    kind: str
+    scope: Mapping[str, str | None]
+    monthly: Decimal
+    currency: str
+    inputs: Mapping[str, Any]
+    """Every number the formula used, so that a person can redo it by hand."""
+    formula: str
+    assumptions: tuple[str, ...]
+    confidence: str
+    """``high`` (measured inputs), ``medium`` (some defaults), ``low`` (mostly defaults)."""
+    action: str
+    gpu_uuids: tuple[str, ...] = ()
+    """GPUs whose hours this saving touches (for overlap between savings)."""
+    plan: Sequence[Mapping[str, Any]] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "kind": self.kind,
+            "scope": dict(self.scope),
+            "monthly": _num(self.monthly),
+            "currency": self.currency,
+            "formula": self.formula,
+            "inputs": dict(self.inputs),
+            "assumptions": list(self.assumptions),
+            "confidence": self.confidence,
+            "action": self.action,
+            "gpus": list(self.gpu_uuids),
+        }
+        if self.plan:
+            out["plan"] = [dict(step) for step in self.plan]
+        return out
+
+
+@dataclass(frozen=True)
+class SavingExcluded:
+    """A candidate that gets no saving, and why (a job without checkpoints, say)."""
+
+    kind: str
+    scope: Mapping[str, str | None]
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "scope": dict(self.scope), "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class SavingsTotal:
+    """Per currency: the sum of savings, less what two savings claim twice."""
+
+    currency: str
+    gross_monthly: Decimal
+    overlap_monthly: Decimal
+    net_monthly: Decimal
+    how: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "currency": self.currency,
+            "gross_monthly": _num(self.gross_monthly),
+            "overlap_monthly": _num(self.overlap_monthly),
+            "net_monthly": _num(self.net_monthly),
+            "how": self.how,
+        }
+
+
+def _num(value: Decimal | None) -> float | None:
+    return None if value is None else float(value)
