@@ -186,3 +186,32 @@ def test_installed_wheel_finds_shipped_rules_from_another_directory(tmp_path):
     run = gpuwatch("demo", cwd=elsewhere, env=env)
     assert run.returncode == 0, run.stderr
     assert (elsewhere / "gpuwatch-demo" / "cycle-latest.json").is_file()
+
+
+def test_savings_command_lists_every_kind_with_inputs(tmp_path):
+    run = gpuwatch("savings", "--at", "2026-11-24T02:00:00Z", "--output", "json", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    data = json.loads(run.stdout)
+    kinds = [s["kind"] for s in data["savings"]]
+    assert set(kinds) == {
+        "spot",
+        "sharing",
+        "quantization",
+        "idle_release",
+        "scale_down",
+        "reserved",
+    }
+    monthly = [s["monthly"] for s in data["savings"]]
+    assert monthly == sorted(monthly, reverse=True)
+    for item in data["savings"]:
+        assert item["currency"] == "CNY" and item["inputs"] and item["formula"] and item["action"]
+    assert any("no checkpoints" in e["reason"] for e in data["savings_excluded"])
+    table = gpuwatch("savings", "--at", "2026-11-24T02:00:00Z", cwd=tmp_path)
+    assert "Savings per 30 days, largest first" in table.stdout
+    assert "would send to Slack" not in table.stdout
+
+
+def test_demo_prints_cost_and_savings(tmp_path):
+    run = gpuwatch("demo", cwd=tmp_path)
+    assert "Cost of the last 1 h: 1,271.20 CNY (64 GPU-hours)" in run.stdout
+    assert "Total " in run.stdout and "per 30 days" in run.stdout
