@@ -121,6 +121,17 @@ class GpuDevice:
         return f"{self.uuid}/mig-{self.mig_instance_id}"
 
 
+INVENTORY_MAX_S = 3600
+"""A GPU takes part in a cycle when it reported within the longest window asked for, or
+within the last hour when that window is longer: a week-long window (for savings) must
+not make every source scan a week to learn which GPUs exist."""
+
+
+def inventory_window_s(request: WindowRequest) -> int:
+    longest = max((s.window_s for s in request.specs), default=300)
+    return min(longest, INVENTORY_MAX_S)
+
+
 @dataclass(frozen=True)
 class WindowRequest:
     """What one cycle asks a metrics source for: aggregates, all ending at ``at``."""
@@ -133,7 +144,7 @@ class WindowRequest:
 class WindowStats:
     """Aggregates per device, aligned with ``devices``; NaN where a device had no data.
 
-    A device appears when it has at least one sample in the longest window asked for.
+    A device appears when it has a sample in the inventory window (``inventory_window_s``).
     ``sample_interval_s`` is the source's scrape or generation interval, needed to turn a
     sample count into a coverage ratio.
     """

@@ -1,6 +1,7 @@
 """The metrics seam over a PromQL API: one cycle's window aggregates, per GPU.
 
-A cycle first asks which GPUs reported in its longest window (the inventory: every
+A cycle first asks which GPUs reported recently (the inventory, over the longest window
+or the last hour, whichever is shorter: every
 series of the utilization metric, with the time of its newest sample), then asks each
 aggregate, sharded by GPU so that no request loads more than the sample budget, with
 at most ``max_concurrency`` requests in flight. A request refused as too big is halved
@@ -30,6 +31,7 @@ from gpuwatch.model.metrics import (
     PodRef,
     WindowRequest,
     WindowStats,
+    inventory_window_s,
 )
 from gpuwatch.sources.base import Progress
 from gpuwatch.sources.prometheus.client import InstantSeries, PrometheusClient, RangeSeries
@@ -51,9 +53,10 @@ class PrometheusMetricsSource:
     def window_stats(self, request: WindowRequest) -> WindowStats:
         at = request.at
         longest = max((s.window_s for s in request.specs), default=300)
+        seen_within = inventory_window_s(request)
         probe = QueryBuilder(self.settings.metrics, self.labels, self._step(), "pod")
-        inventory = self._sharded(probe.inventory(longest), [Shard()], at)
-        present = [s for s in inventory if s.value > at.timestamp() - longest]
+        inventory = self._sharded(probe.inventory(seen_within), [Shard()], at)
+        present = [s for s in inventory if s.value > at.timestamp() - seen_within]
         pod_label, mode_prefix = self._pod_label_mode(present)
         devices = self._devices(present, mode_prefix)
         keys = {self._key(d.uuid, d.mig_instance_id): i for i, d in enumerate(devices)}

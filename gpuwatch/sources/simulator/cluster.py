@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-import numpy as np
-
 from gpuwatch.config.settings import SimulatorSettings
 from gpuwatch.model.cluster import ClusterState
 from gpuwatch.model.metrics import GpuDevice, SeriesBlock
@@ -50,8 +48,3 @@ class SimulatedCluster:
             controllers=tuple(self.layout.controllers),
             namespaces=tuple(self.layout.namespaces),
         )
-
-    def present_rows(self, block: SeriesBlock) -> np.ndarray:
-        """Rows of ``block`` with at least one sample (devices the exporter showed)."""
-        any_signal = next(iter(block.values.values()))
-        return ~np.all(np.isnan(any_signal), axis=1)

@@ -1,7 +1,8 @@
 """The simulator behind the metrics and cluster seams.
 
 It answers a window request the way Prometheus answers the equivalent PromQL: a GPU with
-no sample in the longest window is absent; aggregates skip missing samples.
+no sample in the inventory window (``inventory_window_s``) is absent; aggregates skip
+missing samples.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from gpuwatch.model.cluster import ClusterState
 from gpuwatch.model.metrics import (
     HistoryFrame,
     HistoryRequest,
+    Signal,
     WindowRequest,
     WindowStats,
+    inventory_window_s,
 )
-from gpuwatch.model.series import reduce_window
+from gpuwatch.model.series import reduce_window, window_mask
 from gpuwatch.sources.base import Progress
 from gpuwatch.sources.simulator.cluster import SimulatedCluster
 
@@ -31,7 +34,8 @@ class SimulatorMetricsSource:
     def window_stats(self, request: WindowRequest) -> WindowStats:
         longest = max((s.window_s for s in request.specs), default=0)
         block = self.cluster.samples(request.at - timedelta(seconds=longest), request.at)
-        rows = self.cluster.present_rows(block)
+        seen = window_mask(block.times_s, request.at, inventory_window_s(request))
+        rows = ~np.all(np.isnan(block.values[Signal.UTIL_RATIO][:, seen]), axis=1)
         values = {spec: reduce_window(block, spec, request.at)[rows] for spec in request.specs}
         devices = tuple(d for d, keep in zip(block.devices, rows, strict=True) if keep)
         return WindowStats(request.at, float(self.cluster.step_s), devices, values)
