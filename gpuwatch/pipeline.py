@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from gpuwatch.analysis.attribution import Attribution, attribute
 from gpuwatch.analysis.cost import allocate_cost
@@ -24,7 +25,7 @@ from gpuwatch.analysis.savings import SavingsInputs, SavingsResult, compute_savi
 from gpuwatch.analysis.savings.overlap import totals
 from gpuwatch.config.settings import Settings
 from gpuwatch.model.cluster import ClusterState, gpu_share
-from gpuwatch.model.cost import CostReport
+from gpuwatch.model.cost import CostReport, Price
 from gpuwatch.model.errors import SourceError, StateError
 from gpuwatch.model.findings import DataQualityNote, Finding, PendingGpuPod
 from gpuwatch.model.metrics import (
@@ -45,6 +46,12 @@ from gpuwatch.state.base import StateStore
 log = logging.getLogger(__name__)
 
 
+class NodePrices(Protocol):
+    name: str
+
+    def node_prices(self, at: datetime) -> Mapping[str, Price]: ...
+
+
 @dataclass(frozen=True)
 class Components:
     """The concrete adapters of one run, built in one place (``gpuwatch.wiring``)."""
@@ -55,6 +62,8 @@ class Components:
     state: StateStore
     notifier: Notifier
     price_book: PriceBook
+    node_prices: NodePrices | None = None
+    """Measured per-node prices (OpenCost), replacing the book where present."""
 
 
 def cost_specs(settings: Settings) -> frozenset[AggregateSpec]:
@@ -167,6 +176,13 @@ def run_cycle(components: Components, settings: Settings, at: datetime) -> Cycle
     notes.extend(attribution.notes)
     notes.extend(evaluation.notes)
 
+    book = components.price_book
+    if components.node_prices is not None:
+        try:
+            book = book.with_node_prices(components.node_prices.node_prices(at))
+        except SourceError as exc:
+            notes.append(DataQualityNote(kind="prices", message=f"OpenCost prices: {exc}"))
+    components = replace(components, price_book=book)
     cost = allocate_cost(
         attribution.contexts,
         stats.get(_util_avg(settings)),

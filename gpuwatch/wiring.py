@@ -19,6 +19,7 @@ from gpuwatch.notify.console import ConsoleNotifier, RecordingNotifier
 from gpuwatch.pipeline import Components
 from gpuwatch.sources.base import ClusterSource, MetricsSource
 from gpuwatch.sources.kubernetes import KubernetesClusterSource, KubernetesOptions
+from gpuwatch.sources.opencost import OpenCostPrices
 from gpuwatch.sources.prometheus import PrometheusClient, PrometheusMetricsSource
 from gpuwatch.sources.prometheus.client import Connection
 from gpuwatch.sources.simulator import (
@@ -75,6 +76,9 @@ def build_components(
     else:
         cluster = SimulatorClusterSource(simulated)
     metrics = build_metrics_source(settings, env, simulated)
+    node_prices = None
+    if settings.cost.opencost and isinstance(metrics, PrometheusMetricsSource):
+        node_prices = OpenCostPrices(metrics.client, settings.cost.opencost_currency)
     return Components(
         metrics=metrics,
         cluster=cluster,
@@ -82,4 +86,5 @@ def build_components(
         state=JsonFileState(settings.state_path),
         notifier=notifier,
         price_book=load_price_book(settings.cost.price_book),
+        node_prices=node_prices,
     )

@@ -50,7 +50,7 @@ def allocate_cost(
         capacity_h = max((at - capacity_from).total_seconds(), 0.0) / 3600.0
         usage = float(util_avg[i]) if i < len(util_avg) and not np.isnan(util_avg[i]) else None
         labels = ctx.node.labels if ctx.node is not None else {}
-        price, reason = book.price(ctx.model, ctx.capacity_type, ctx.pool, labels)
+        price, reason = book.price(ctx.model, ctx.capacity_type, ctx.pool, labels, ctx.node_name)
         if price is None:
             unpriced.append(
                 {

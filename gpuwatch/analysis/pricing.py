@@ -64,13 +64,24 @@ def normalize_model(name: str) -> str:
 class PriceBook:
     """Lookups over a validated price book file."""
 
-    def __init__(self, book: PriceBookFile, path: str = "(price book)") -> None:
+    def __init__(
+        self,
+        book: PriceBookFile,
+        path: str = "(price book)",
+        node_prices: Mapping[str, Price] | None = None,
+    ) -> None:
         self.book = book
         self.path = path
+        self.node_prices = dict(node_prices or {})
+        """Measured per-node prices (OpenCost) that replace the book for a node's own
+        capacity; what-if prices (spot, reserved) still come from the book."""
         self._models: dict[str, GpuModelEntry] = {}
         for entry in book.models:
             for name in (entry.name, *entry.aliases):
                 self._models[normalize_model(name)] = entry
+
+    def with_node_prices(self, prices: Mapping[str, Price]) -> PriceBook:
+        return PriceBook(self.book, self.path, prices)
 
     @property
     def is_example(self) -> bool:
@@ -88,8 +99,15 @@ class PriceBook:
         capacity_type: str,
         pool: str | None = None,
         node_labels: Mapping[str, str] | None = None,
+        node: str | None = None,
     ) -> tuple[Price | None, str]:
-        """The price of one GPU-hour, or None and the reason there is none."""
+        """The price of one GPU-hour, or None and the reason there is none.
+
+        ``node``: the GPU's node, when the price asked is for its own capacity; a
+        measured node price then wins over the book.
+        """
+        if node is not None and node in self.node_prices:
+            return self.node_prices[node], ""
         labels = node_labels or {}
         entry = self.model(model)
         for i, override in enumerate(self.book.overrides):

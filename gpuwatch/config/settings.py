@@ -320,6 +320,14 @@ class CostSettings(_Section):
     price_book: Path | None = Field(
         None, description="Price book YAML. Unset: the shipped `rules/pricing.yaml` (examples)."
     )
+    opencost: bool = Field(
+        False,
+        description="Where OpenCost runs, its `node_gpu_hourly_cost` metric (read from "
+        "`prometheus.url`) prices each node's GPUs instead of the book.",
+    )
+    opencost_currency: str = Field(
+        "USD", pattern=r"^[A-Z]{3}$", description="The currency OpenCost is configured with."
+    )
 
 
 class SpotSavingsSettings(_Section):

@@ -1,15 +1,19 @@
-"""MIG instances and TLS against a real Prometheus (and a TLS proxy in front of it)."""
+"""MIG instances, OpenCost prices and TLS against a real Prometheus (and a TLS proxy)."""
 
 from __future__ import annotations
 
 import ssl
+from decimal import Decimal
 
 import pytest
 import trustme
 
+from gpuwatch.analysis.pricing import load_price_book
 from gpuwatch.config.settings import PrometheusSettings
+from gpuwatch.model.cost import Price
 from gpuwatch.model.errors import SourceUnreachable
 from gpuwatch.model.metrics import Aggregate, AggregateSpec, Signal, WindowRequest
+from gpuwatch.sources.opencost import OpenCostPrices
 from gpuwatch.sources.prometheus import PrometheusClient, PrometheusMetricsSource
 from gpuwatch.sources.prometheus.client import Connection
 from gpuwatch.sources.simulator.layout import SHOWCASE_AT
@@ -44,6 +48,9 @@ def _mig_history() -> str:
         for labels, util in instances.values():
             for t in range(AT_S - 1800 + 60, AT_S + 1, 60):
                 lines.append(f"{family}{{{labels}}} {value_of(util)} {t}")
+    lines.append("# TYPE node_gpu_hourly_cost gauge")
+    for t in range(AT_S - 1800 + 60, AT_S + 1, 60):
+        lines.append(f'node_gpu_hourly_cost{{node="mig-node",instance_type="gn7e"}} 2.93 {t}')
     return "\n".join(lines) + "\n# EOF\n"
 
 
@@ -100,3 +107,15 @@ def test_tls_with_the_servers_ca(mig_prometheus, certificates, tmp_path):
             _source(proxy.url).window_stats(request)
         insecure = _source(proxy.url, insecure_skip_verify=True).window_stats(request)
         assert len(insecure.devices) == 2
+
+
+def test_opencost_prices_replace_the_book_for_a_nodes_own_capacity(mig_prometheus):
+    settings = PrometheusSettings(url=mig_prometheus.url, scrape_interval_s=60)
+    prices = OpenCostPrices(PrometheusClient(Connection.from_settings(settings, {})), "USD")
+    measured = prices.node_prices(SHOWCASE_AT)
+    assert measured == {"mig-node": Price(Decimal("2.93"), "USD", "opencost:node_gpu_hourly_cost")}
+    book = load_price_book().with_node_prices(measured)
+    own, _ = book.price("NVIDIA A100-SXM4-80GB", "on-demand", node="mig-node")
+    what_if, _ = book.price("NVIDIA A100-SXM4-80GB", "spot")
+    assert own is not None and own.per_gpu_hour == Decimal("2.93") and own.currency == "USD"
+    assert what_if is not None and what_if.source.startswith("book:")

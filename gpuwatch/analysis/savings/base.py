@@ -57,8 +57,12 @@ class SavingsInputs:
         )
 
     def price(self, ctx: GpuContext, capacity_type: str | None = None) -> Price | None:
+        """What the GPU costs now, or (``capacity_type``) would cost on other capacity."""
         labels = ctx.node.labels if ctx.node is not None else {}
-        found, _ = self.book.price(ctx.model, capacity_type or ctx.capacity_type, ctx.pool, labels)
+        own = ctx.node_name if capacity_type is None else None
+        found, _ = self.book.price(
+            ctx.model, capacity_type or ctx.capacity_type, ctx.pool, labels, own
+        )
         return found
 
     def annotation(self, pod: Pod, key: str) -> str | None:
