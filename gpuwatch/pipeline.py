@@ -25,7 +25,7 @@ from gpuwatch.analysis.savings import SavingsInputs, SavingsResult, compute_savi
 from gpuwatch.analysis.savings.overlap import totals
 from gpuwatch.config.settings import Settings
 from gpuwatch.model.cluster import ClusterState, gpu_share
-from gpuwatch.model.cost import CostReport, Price
+from gpuwatch.model.cost import Price
 from gpuwatch.model.errors import SourceError, StateError
 from gpuwatch.model.findings import DataQualityNote, Finding, PendingGpuPod
 from gpuwatch.model.metrics import (
@@ -90,7 +90,6 @@ def _savings(
     stats: WindowStats,
     cluster: ClusterState,
     attribution: Attribution,
-    cost: CostReport,
     findings: Sequence[Finding],
     notes: list[DataQualityNote],
 ) -> SavingsResult:
@@ -110,7 +109,6 @@ def _savings(
             contexts=attribution.contexts,
             cluster=cluster,
             book=components.price_book,
-            cost=cost,
             findings=findings,
             settings=settings.savings,
             util_p95=stats.get(AggregateSpec(Signal.UTIL_RATIO, Aggregate.P95, sharing)),
@@ -191,8 +189,9 @@ def run_cycle(components: Components, settings: Settings, at: datetime) -> Cycle
         at,
         settings.cost.window_s,
     )
-    savings = _savings(components, settings, at, stats, cluster, attribution, cost,
-                       evaluation.findings, notes)  # fmt: skip
+    savings = _savings(
+        components, settings, at, stats, cluster, attribution, evaluation.findings, notes
+    )
 
     titles = {rule.id: rule.title or rule.id for rule in rules}
     messages = compose(

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 
@@ -83,3 +87,20 @@ def stats(
 def full_count(window_s: int, step_s: float = STEP_S) -> float:
     """Samples a fully covered window holds."""
     return window_s / step_s
+
+
+def run_gpuwatch(
+    *args: str, cwd: Path, env: Mapping[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``python -m gpuwatch ARGS`` as a user runs it, without the caller's GPUWATCH_*."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("GPUWATCH_")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "gpuwatch", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

@@ -92,8 +92,10 @@ def history(
         source = build_metrics_source(settings, os.environ, simulated)
     except ConfigError as exc:
         fail_config(exc)
-    columns = [(name, AggregateSpec(signal, aggregate, step_s))
-               for name, signal, aggregate in HISTORY_COLUMNS]  # fmt: skip
+    columns = [
+        (name, AggregateSpec(signal, aggregate, step_s))
+        for name, signal, aggregate in HISTORY_COLUMNS
+    ]
     request = HistoryRequest(start, end, step_s, frozenset(spec for _, spec in columns))
     err = Console(stderr=True)
     try:
@@ -111,8 +113,9 @@ def history(
         pq.write_table(table, out_file)
     else:
         pa_csv.write_csv(table, out_file)
-    click.echo(f"wrote {table.num_rows} GPU-steps of {len(frame.devices)} GPUs to {out_file}",
-               err=True)  # fmt: skip
+    click.echo(
+        f"wrote {table.num_rows} GPU-steps of {len(frame.devices)} GPUs to {out_file}", err=True
+    )
 
 
 def history_table(

@@ -10,22 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.builders import run_gpuwatch
+
 REPO = Path(__file__).resolve().parents[2]
 ALL_RULES = {"gpu-idle", "gpu-near-oom", "gpu-unallocated", "gpu-overheat", "gpu-xid", "data-gap"}
 
 
-def gpuwatch(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120):
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("GPUWATCH_")}
-    full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "gpuwatch", *args],
-        cwd=cwd,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+gpuwatch = run_gpuwatch
 
 
 def test_demo_prints_findings_messages_and_writes_json(tmp_path):

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -26,6 +23,7 @@ from gpuwatch.model.metrics import WindowRequest
 from gpuwatch.sources.prometheus import PrometheusClient, PrometheusMetricsSource
 from gpuwatch.sources.prometheus.client import Connection
 from gpuwatch.sources.simulator.layout import SHOWCASE_AT
+from tests.builders import run_gpuwatch
 from tests.integration.fault_proxy import Answer, FaultProxy, overloaded, too_many_samples
 from tests.integration.prometheus_server import free_port
 from tests.integration.test_prometheus_source import assert_same_stats
@@ -141,20 +139,6 @@ def test_basic_auth_from_environment(history_prometheus):
     assert proxy.seen[0].headers["Authorization"].startswith("Basic ")
 
 
-def _gpuwatch(*args, env=None, cwd):
-    full = {k: v for k, v in os.environ.items() if not k.startswith("GPUWATCH_")}
-    full.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "gpuwatch", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=full,
-        cwd=cwd,
-        check=False,
-    )
-
-
 def test_once_against_prometheus_matches_the_demo(history_prometheus, tmp_path):
     server, _ = history_prometheus
     # The Prometheus holds the simulator's metrics: pair them with its cluster objects.
@@ -164,10 +148,10 @@ def test_once_against_prometheus_matches_the_demo(history_prometheus, tmp_path):
         "GPUWATCH_CLUSTER__SOURCE": "simulator",
     }
     args = ["--at", "2026-11-24T02:00:00Z", "--output", "json"]
-    real = _gpuwatch(
+    real = run_gpuwatch(
         "once", "--prometheus-url", server.url, *args, "--out", "a", env=env, cwd=tmp_path
     )
-    demo = _gpuwatch("demo", *args, "--out", "b", env=env, cwd=tmp_path)
+    demo = run_gpuwatch("demo", *args, "--out", "b", env=env, cwd=tmp_path)
     assert real.returncode == 0, real.stderr
     mine, theirs = json.loads(real.stdout), json.loads(demo.stdout)
     assert mine["source"]["metrics"] == "prometheus"
@@ -179,7 +163,7 @@ def test_once_against_prometheus_matches_the_demo(history_prometheus, tmp_path):
 
 
 def test_once_with_prometheus_down_exits_1_and_takes_no_action(tmp_path):
-    run = _gpuwatch(
+    run = run_gpuwatch(
         "once", "--prometheus-url", f"http://127.0.0.1:{free_port()}", "--out", "o",
         cwd=tmp_path, env={"GPUWATCH_CLUSTER__SOURCE": "simulator"},
     )  # fmt: skip
@@ -193,9 +177,9 @@ def test_history_command_from_prometheus_equals_the_simulator(history_prometheus
     server, _ = history_prometheus
     args = ["history", "--from", "2026-11-23T18:00:00Z", "--to", "2026-11-24T04:00:00Z"]
     env = {"GPUWATCH_PROMETHEUS__SCRAPE_INTERVAL_S": "60", "GPUWATCH_SIMULATOR__DAYS": "0.5"}
-    real = _gpuwatch(*args, "--prometheus-url", server.url, "--out", "p.parquet", env=env,
+    real = run_gpuwatch(*args, "--prometheus-url", server.url, "--out", "p.parquet", env=env,
                      cwd=tmp_path)  # fmt: skip
-    simulated = _gpuwatch(*args, "--out", "s.parquet", env=env, cwd=tmp_path)
+    simulated = run_gpuwatch(*args, "--out", "s.parquet", env=env, cwd=tmp_path)
     assert real.returncode == 0, real.stderr
     assert simulated.returncode == 0, simulated.stderr
     assert "wrote 640 GPU-steps of 64 GPUs" in real.stderr

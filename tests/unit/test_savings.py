@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from gpuwatch.analysis.attribution import GpuContext
-from gpuwatch.analysis.cost import allocate_cost
 from gpuwatch.analysis.savings import (
     SavingsInputs,
     compute_savings,
@@ -71,13 +70,11 @@ def inputs(
     cluster = ClusterState(
         AT, tuple({c.node.name: c.node for c in contexts}.values()), tuple(pods), tuple(controllers)
     )
-    cost = allocate_cost(contexts, np.zeros(n), list(pods), book, AT, 3600)
     return SavingsInputs(
         at=AT,
         contexts=contexts,
         cluster=cluster,
         book=book,
-        cost=cost,
         findings=findings,
         settings=SavingsSettings.model_validate(settings),
         util_p95=np.array(p95 if p95 is not None else [np.nan] * n, dtype=float),

@@ -14,7 +14,7 @@ from gpuwatch.analysis.ownership import OwnerIndex
 from gpuwatch.analysis.pricing import PriceBook
 from gpuwatch.config.settings import SavingsSettings
 from gpuwatch.model.cluster import ClusterState, Controller, Pod
-from gpuwatch.model.cost import HOURS_PER_MONTH, CostReport, Price, Saving, SavingExcluded
+from gpuwatch.model.cost import HOURS_PER_MONTH, Price, Saving, SavingExcluded
 from gpuwatch.model.findings import Finding
 from gpuwatch.model.metrics import FloatArray, HistoryFrame
 
@@ -33,7 +33,6 @@ class SavingsInputs:
     """GPUs with metrics first (aligned with the stats arrays), then those without."""
     cluster: ClusterState
     book: PriceBook
-    cost: CostReport
     findings: Sequence[Finding]
     settings: SavingsSettings
     util_p95: FloatArray

@@ -172,10 +172,15 @@ class PrometheusClient:
             self.recorded.append(
                 (
                     "/api/v1/query_range",
-                    {"query": promql, "start": str(start_s), "end": str(end_s),
-                     "step": f"{step_s}s", **params},
+                    {
+                        "query": promql,
+                        "start": str(start_s),
+                        "end": str(end_s),
+                        "step": f"{step_s}s",
+                        **params,
+                    },
                 )
-            )  # fmt: skip
+            )
         start = datetime.fromtimestamp(start_s, tz=UTC)
         end = datetime.fromtimestamp(end_s, tz=UTC)
         result = self._call(

@@ -109,13 +109,15 @@ class PrometheusMetricsSource:
         tasks: list[tuple[AggregateSpec, int, QueryPart, RangeChunk, Shard]] = []
         for spec in specs:
             plan = plan_range(
-                first, last, step,
+                first,
+                last,
+                step,
                 series=max(len(recent), 1),
                 scrape_interval_s=self.settings.scrape_interval_s,
                 window_s=spec.window_s,
                 max_points=self.settings.max_points_per_series,
                 sample_budget=self.settings.sample_budget,
-            )  # fmt: skip
+            )
             for i, part in enumerate(builder.parts(spec)):
                 for chunk in plan.chunks:
                     for shard in shards(plan.shard_count):
@@ -140,9 +142,7 @@ class PrometheusMetricsSource:
         keys: dict[tuple[str, str], GpuDevice] = {}
         for answer in answers:
             for series in answer:
-                key = self._key(series.labels.get(labels.uuid, ""), series.labels.get(
-                    labels.mig_instance
-                ))  # fmt: skip
+                key = self._series_key(series.labels)
                 if key[0] and key not in keys:
                     keys[key] = self._device(key, series.labels)
         order = sorted(keys)
@@ -153,9 +153,7 @@ class PrometheusMetricsSource:
         for (spec, _, part, _, _), answer in zip(tasks, answers, strict=True):
             target, seen = values[spec], filled[spec]
             for series in answer:
-                key = self._key(series.labels.get(labels.uuid, ""), series.labels.get(
-                    labels.mig_instance
-                ))  # fmt: skip
+                key = self._series_key(series.labels)
                 r = row.get(key)
                 if r is None:
                     continue
@@ -229,6 +227,9 @@ class PrometheusMetricsSource:
             mode = "exported" if exported else "plain"
         return ("exported_pod", "exported_") if mode == "exported" else ("pod", "")
 
+    def _series_key(self, labels: Mapping[str, str]) -> tuple[str, str]:
+        return self._key(labels.get(self.labels.uuid, ""), labels.get(self.labels.mig_instance))
+
     def _key(self, uuid: str, mig: int | str | None) -> tuple[str, str]:
         return (uuid, "" if mig is None else str(mig))
 
@@ -270,9 +271,7 @@ class PrometheusMetricsSource:
     ) -> FloatArray:
         column = np.full(len(keys), np.nan)
         for item in series:
-            key = self._key(
-                item.labels.get(self.labels.uuid, ""), item.labels.get(self.labels.mig_instance)
-            )
+            key = self._series_key(item.labels)
             index = keys.get(key)
             if index is not None:
                 column[index] = item.value * scale
