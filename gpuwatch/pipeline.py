@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from gpuwatch.actions.scale_down import ScaleDownInputs, plan_scale_down
 from gpuwatch.analysis.attribution import Attribution, attribute
 from gpuwatch.analysis.cost import allocate_cost
 from gpuwatch.analysis.ownership import OwnerIndex, team_of
@@ -193,6 +194,28 @@ def run_cycle(components: Components, settings: Settings, at: datetime) -> Cycle
         components, settings, at, stats, cluster, attribution, evaluation.findings, notes
     )
 
+    # Writing actions needs the actuators; until they are wired, every cycle plans in
+    # dry-run and says so when asked for more.
+    actions = plan_scale_down(
+        ScaleDownInputs(
+            at,
+            attribution.contexts,
+            cluster,
+            evaluation.findings,
+            settings.actions,
+            dry_run=True,
+            kill_switch_on=False,
+        )
+    )
+    if not settings.dry_run and actions:
+        notes.append(
+            DataQualityNote(
+                kind="actions",
+                message="dry_run is off, but this version has no actuators: actions were "
+                "planned and nothing was written to the cluster",
+            )
+        )
+
     titles = {rule.id: rule.title or rule.id for rule in rules}
     messages = compose(
         evaluation.findings, titles, settings.notify.channel, settings.notify.max_rows
@@ -232,6 +255,7 @@ def run_cycle(components: Components, settings: Settings, at: datetime) -> Cycle
         savings=savings.savings,
         savings_excluded=savings.excluded,
         savings_totals=totals(savings.savings),
+        actions=tuple(actions),
         dry_run=settings.dry_run,
         duration_s=time.monotonic() - started,
     )

@@ -112,6 +112,8 @@ def demo(ctx: click.Context, **kwargs: Any) -> None:
     """
     flags = _flags(**kwargs)
     flags.setdefault("at", SHOWCASE_AT)
+    # The simulated pools are open to (dry-run) scale-down, so the demo shows the planner.
+    flags.setdefault("actions.pools", {p: {} for p in ("gpu-training", "gpu-inference")})
     flags.setdefault("output.dir", "gpuwatch-demo")
     _run(ctx, load_settings_or_exit(ctx, flags))
 
@@ -157,6 +159,7 @@ def _run(ctx: click.Context, settings: Settings, only_savings: bool = False) -> 
         if not only_savings:
             _print_table(out, result)
             print_cost(out, result)
+            print_actions(out, result)
         print_savings(out, result, details=only_savings)
         out.print(f"Cycle result written to [bold]{path}[/]")
     if not result.ok:
@@ -217,6 +220,16 @@ def print_cost(out: Console, result: CycleResult) -> None:
         )
     for row in result.cost.unpriced[:5]:
         out.print(f"  unpriced: {row['node']} {row['model']}: {row['reason']}")
+
+
+def print_actions(out: Console, result: CycleResult) -> None:
+    if not result.actions:
+        return
+    out.print("\nActions" + (" (dry run: nothing written)" if result.dry_run else "") + ":")
+    for action in result.actions:
+        out.print(
+            f"  {action.status:<8} {action.kind} {action.target} ({action.pool}): {action.reason}"
+        )
 
 
 def print_savings(out: Console, result: CycleResult, details: bool = False) -> None:

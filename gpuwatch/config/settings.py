@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
@@ -414,6 +415,81 @@ class SavingsSettings(_Section):
     )
 
 
+class PoolActionPolicy(_Section):
+    """What gpuwatch may do to one GPU pool. Only pools listed in ``actions.pools`` are
+    ever acted on."""
+
+    mechanism: Literal["cordon-drain", "cluster-api", "karpenter"] = Field(
+        "cordon-drain",
+        description="`cordon-drain`: cordon and evict, leaving node removal to the cluster "
+        "autoscaler; `cluster-api`: mark the Machine and lower its MachineDeployment; "
+        "`karpenter`: delete the node's NodeClaim.",
+    )
+    floor: int = Field(1, ge=0, description="Nodes the pool never goes below.")
+    budget_percent: float = Field(
+        10,
+        gt=0,
+        le=100,
+        description="Most nodes removed per cycle, as a percentage of the pool (at least "
+        "one): Karpenter's default disruption budget.",
+    )
+    cooldown_s: DurationS = Field(
+        1800,
+        alias="cooldown",
+        ge=0,
+        description="No scale-down this long after the pool last grew (a node joined).",
+    )
+    machine_deployment: str | None = Field(
+        None, description="`namespace/name` of the pool's MachineDeployment (cluster-api)."
+    )
+
+
+class MaintenanceWindow(_Section):
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(
+        default_factory=lambda: ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+        description="Days the window opens on.",
+    )
+    start: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="HH:MM, local time.")
+    end: str = Field(
+        pattern=r"^([01]\d|2[0-3]):[0-5]\d$",
+        description="HH:MM; before `start` means the window runs past midnight.",
+    )
+    timezone: str = Field("UTC", description="IANA time zone, e.g. Asia/Shanghai.")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}; expected e.g. Asia/Shanghai") from exc
+        return value
+
+
+class ActionsSettings(_Section):
+    """Actions on the cluster. Planned and reported every cycle; written only when
+    ``dry_run`` is false."""
+
+    pools: dict[str, PoolActionPolicy] = Field(
+        default_factory=dict,
+        description="The pools gpuwatch may scale down, with their policy. Empty: none.",
+    )
+    maintenance_windows: list[MaintenanceWindow] = Field(
+        default_factory=list,
+        description="When actions may run. Empty: any time.",
+    )
+    reclaimable_annotation: str = Field(
+        "gpuwatch.io/reclaimable",
+        description='Pods annotated `"true"` (idle notebooks, say) may be evicted to '
+        "free a node when they are idle; any other pod keeps its node.",
+    )
+    kill_switch: str = Field(
+        "gpuwatch/gpuwatch-actions/enabled",
+        description="`namespace/configmap/key` read every cycle: anything but `true` "
+        "stops all writes.",
+    )
+
+
 class NotifySettings(_Section):
     """Messages to people."""
 
@@ -457,6 +533,7 @@ class Settings(_Section):
     notify: NotifySettings = Field(default_factory=NotifySettings)
     cost: CostSettings = Field(default_factory=CostSettings)
     savings: SavingsSettings = Field(default_factory=SavingsSettings)
+    actions: ActionsSettings = Field(default_factory=ActionsSettings)
 
     @field_validator("at")
     @classmethod

@@ -44,6 +44,7 @@ class Node:
     """Resource name -> quantity (GPUs as counts, ``aliyun.com/gpu-mem`` in GiB)."""
     unschedulable: bool = False
     created_at: datetime | None = None
+    annotations: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,9 @@ class Pod:
     """Container images (app containers), e.g. to recognise an inference server."""
     node_selector: Mapping[str, str] = field(default_factory=dict)
     """``spec.nodeSelector``: which pool a pending pod waits for."""
+    local_storage: bool = False
+    """Mounts an emptyDir or hostPath volume: its data dies with the node, so Cluster
+    Autoscaler will not drain it unless the pod says it is safe to evict."""
 
     @property
     def key(self) -> tuple[str, str]:

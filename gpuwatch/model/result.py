@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from gpuwatch.model.actions import Action
 from gpuwatch.model.cost import CostReport, Saving, SavingExcluded, SavingsTotal
 from gpuwatch.model.durations import rfc3339
 from gpuwatch.model.findings import DataQualityNote, Finding, PendingGpuPod
@@ -67,8 +68,8 @@ class CycleResult:
     savings: tuple[Saving, ...] = ()
     savings_excluded: tuple[SavingExcluded, ...] = ()
     savings_totals: tuple[SavingsTotal, ...] = ()
-    actions: tuple[dict[str, Any], ...] = ()
-    """Filled by the action planner; empty while actions are not configured."""
+    actions: tuple[Action, ...] = ()
+    """Planned, refused (with the guard that said no), done or failed."""
     pending_gpu_pods: tuple[PendingGpuPod, ...] = ()
     errors: tuple[str, ...] = ()
     dry_run: bool = True
@@ -102,7 +103,7 @@ class CycleResult:
             "savings": [s.to_dict() for s in self.savings],
             "savings_total": [t.to_dict() for t in self.savings_totals],
             "savings_excluded": [e.to_dict() for e in self.savings_excluded],
-            "actions": list(self.actions),
+            "actions": [a.to_dict() for a in self.actions],
             "data_quality": [n.to_dict() for n in self.data_quality],
             "pending_gpu_pods": [p.to_dict() for p in self.pending_gpu_pods],
             "notifications": [n.to_dict() for n in self.notifications],

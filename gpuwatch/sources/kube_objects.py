@@ -90,6 +90,7 @@ class Container(TypedDict, total=False):
 
 class PodSpec(TypedDict, total=False):
     nodeName: str
+    volumes: list[dict[str, Any]]
     nodeSelector: dict[str, str]
     containers: list[Container]
     initContainers: list[Container]
@@ -534,6 +535,7 @@ def node_from_kube(
         capacity=capacity,
         unschedulable=spec.get("unschedulable") is True,
         created_at=parse_time(meta.get("creationTimestamp"), f"{what}: creationTimestamp"),
+        annotations=_string_map(meta.get("annotations"), f"{what}: metadata.annotations"),
     )
 
 
@@ -582,6 +584,10 @@ def pod_from_kube(
         started_at=parse_time(status.get("startTime"), f"{what}: status.startTime"),
         finished_at=finished_at,
         node_selector=_string_map(spec.get("nodeSelector"), f"{what}: spec.nodeSelector"),
+        local_storage=any(
+            isinstance(volume, Mapping) and ("hostPath" in volume or "emptyDir" in volume)
+            for volume in _sequence(spec.get("volumes"), f"{what}: spec.volumes")
+        ),
         images=tuple(
             image
             for c in _sequence(spec.get("containers"), f"{what}: spec.containers")
@@ -659,6 +665,8 @@ def node_to_kube(node: Node) -> KubeNode:
     }
     if node.created_at is not None:
         meta["creationTimestamp"] = format_time(node.created_at)
+    if node.annotations:
+        meta["annotations"] = dict(node.annotations)
     quantities = {name: format_quantity(qty) for name, qty in node.capacity.items()}
     spec: NodeSpec = {}
     if node.taints:
@@ -708,6 +716,8 @@ def pod_to_kube(pod: Pod) -> KubePod:
         spec["nodeName"] = pod.node_name
     if pod.node_selector:
         spec["nodeSelector"] = dict(pod.node_selector)
+    if pod.local_storage:
+        spec["volumes"] = [{"name": "scratch", "emptyDir": {}}]
     status: PodStatus = {"phase": pod.phase}
     if pod.started_at is not None:
         status["startTime"] = format_time(pod.started_at)

@@ -69,7 +69,7 @@ def test_showcase_fires_every_rule_from_the_workload_the_readme_names(showcase):
         "infer-t4-1",
     }
     assert "PyTorchJob/research/hparam-sweep" in found["data-gap"]
-    assert "Notebook/research/alice" in found["data-gap"]
+    assert "Deployment/serving/rerank" in found["data-gap"]
     assert showcase.ok
 
 

@@ -10,10 +10,10 @@ until N GPUs are reached. Per block:
 | | train-a100-2 | PyTorchJob vision/detector-train, 4 GPUs, no checkpoints | memory creeps towards OOM, resets every 8 h | gpu-near-oom |
 | | train-a100-2 | Job vision/nightly-eval (from a CronJob), 2 GPUs | hung in a collective: 0 % | gpu-idle |
 | | train-a100-2, -3 | nobody (2 + 6 GPUs) | unallocated | gpu-unallocated |
-| | train-a100-3 | Notebooks research/alice and research/bob, 1 GPU each | busy 09-19 UTC, idle overnight; exporter gap 01:44-01:54 | gpu-idle (at night), data-gap |
+| | train-a100-3 | Notebooks research/alice and research/bob, 1 GPU each, opted in to reclamation | busy 09-19 UTC, idle overnight | gpu-idle (at night); a planned scale-down of the node |
 | gpu-inference (A10) | infer-a10-0 | Deployment serving/llm-chat (vLLM), 4 replicas | daily traffic cycle, 90 % memory preallocated | none |
 | | infer-a10-1 | Deployment serving/rerank (Triton), 2 replicas | light traffic (p95 15 %, 30 % memory): each replica holds a whole A10 it could share; GPU 1 reports XID 94 at 01:52, 07:52, 13:52, 19:52 | gpu-xid, gpu-idle (at night) |
-| | infer-a10-1 | Deployment serving/code-assist (vLLM), 1 replica; 1 GPU free | daily cycle | gpu-unallocated |
+| | infer-a10-1 | Deployment serving/code-assist (vLLM), 1 replica; 1 GPU free; the node's exporter is down 01:40-01:50 | daily cycle | gpu-unallocated, data-gap (rerank still judged idle on the 67 % with data) |
 | gpu-inference (T4, cGPU shared) | infer-t4-0 | Deployments serving/embedding (4 x 6 GiB) and serving/ocr (4 x 4 GiB), two pods a GPU | shared GPUs, low use | none |
 | | infer-t4-1 | Deployment serving/asr (2 x 8 GiB); 2 GPUs free | GPU 0 runs hot (88 C+) | gpu-overheat, gpu-unallocated |
 | gpu-spot (A100-40GB, spot taint) | spot-a100-0 | PyTorchJob llm/sft-spot, 8 GPUs, checkpointing | busy | none |
@@ -51,6 +51,7 @@ BLOCK_GPUS = 64
 CHECKPOINT_ANNOTATION = "gpuwatch.io/checkpoint"
 CHECKPOINT_INTERVAL_ANNOTATION = "gpuwatch.io/checkpoint-interval"
 MODEL_PARAMS_ANNOTATION = "gpuwatch.io/model-params"
+RECLAIMABLE_ANNOTATION = "gpuwatch.io/reclaimable"
 TRAINING_IMAGE = "registry/llm-train:2.4"
 NOTEBOOK_IMAGE = "kubeflownotebookswg/jupyter-pytorch-cuda:v1.9.0"
 _UUID_NAMESPACE = uuid.UUID("6f1c2a52-7d0e-4c39-9a43-1f2b1b0d6c11")
@@ -317,7 +318,6 @@ class _Block:
         for i in (6, 7):
             self._gpu(train[2], i, A100_80, Behaviour.UNALLOCATED)
 
-        notebook_gap = ((1 * 3600 + 44 * 60, 10 * 60),)
         for i, user in enumerate(("alice", "bob")):
             nb = self._controller("Notebook", "research", f"{user}{s}")
             sts = self._controller("StatefulSet", "research", f"{user}{s}", nb)
@@ -329,10 +329,12 @@ class _Block:
                 gpu,
                 sts,
                 labels={"notebook-name": f"{user}{s}"},
+                # Opted in: idle at night, gpuwatch may evict it to free the node.
+                annotations={RECLAIMABLE_ANNOTATION: "true"},
             )
-            self._gpu(train[3], i, A100_80, Behaviour.NOTEBOOK, pod, gaps=notebook_gap)
+            self._gpu(train[3], i, A100_80, Behaviour.NOTEBOOK, pod)
         for i in range(2, 8):
-            self._gpu(train[3], i, A100_80, Behaviour.UNALLOCATED, gaps=notebook_gap)
+            self._gpu(train[3], i, A100_80, Behaviour.UNALLOCATED)
 
         # gpu-inference: A10 nodes with whole GPUs, T4 nodes shared through cGPU.
         a10 = [
@@ -346,15 +348,18 @@ class _Block:
             pod = self._pod("serving", f"llm-chat{s}-{_suffix('chat', s, i)}", a10[0], gpu, rs)
             self._gpu(a10[0], i, A10, Behaviour.INFERENCE, pod)
         rs = self._deployment("serving", f"rerank{s}", "nvcr.io/nvidia/tritonserver:24.08-py3")
+        a10_gap = ((1 * 3600 + 40 * 60, 10 * 60),)  # exporter down 01:40-01:50
         for i in range(2):
             pod = self._pod("serving", f"rerank{s}-{_suffix('rerank', s, i)}", a10[1], gpu, rs)
-            self._gpu(a10[1], i, A10, Behaviour.LIGHT, pod, xid_code=94 if i == 1 else 0)
+            self._gpu(
+                a10[1], i, A10, Behaviour.LIGHT, pod, xid_code=94 if i == 1 else 0, gaps=a10_gap
+            )
         rs = self._deployment(
             "serving", f"code-assist{s}", "vllm/vllm-openai:v0.6.3", {MODEL_PARAMS_ANNOTATION: "7B"}
         )
         pod = self._pod("serving", f"code-assist{s}-{_suffix('code', s, 0)}", a10[1], gpu, rs)
-        self._gpu(a10[1], 2, A10, Behaviour.INFERENCE, pod)
-        self._gpu(a10[1], 3, A10, Behaviour.UNALLOCATED)
+        self._gpu(a10[1], 2, A10, Behaviour.INFERENCE, pod, gaps=a10_gap)
+        self._gpu(a10[1], 3, A10, Behaviour.UNALLOCATED, gaps=a10_gap)
 
         t4 = [
             self._node("infer-t4", i, "gpu-inference", T4, 4, "ecs.gn6i-c24g1.24xlarge", cgpu=True)
