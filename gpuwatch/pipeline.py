@@ -25,6 +25,7 @@ from gpuwatch.analysis.rules.schema import Rule
 from gpuwatch.analysis.savings import SavingsInputs, SavingsResult, compute_savings
 from gpuwatch.analysis.savings.overlap import totals
 from gpuwatch.config.settings import Settings
+from gpuwatch.model.actions import Action
 from gpuwatch.model.cluster import ClusterState, gpu_share
 from gpuwatch.model.cost import Price
 from gpuwatch.model.errors import SourceError, StateError
@@ -47,6 +48,14 @@ from gpuwatch.state.base import StateStore
 log = logging.getLogger(__name__)
 
 
+class Actuator(Protocol):
+    name: str
+
+    def kill_switch_on(self, reference: str) -> bool: ...
+
+    def apply(self, action: Action) -> Action: ...
+
+
 class NodePrices(Protocol):
     name: str
 
@@ -65,6 +74,8 @@ class Components:
     price_book: PriceBook
     node_prices: NodePrices | None = None
     """Measured per-node prices (OpenCost), replacing the book where present."""
+    actuator: Actuator | None = None
+    """Writes actions to the cluster; None where there is no cluster to act on."""
 
 
 def cost_specs(settings: Settings) -> frozenset[AggregateSpec]:
@@ -120,6 +131,43 @@ def _savings(
             attached_hourly=history,
         )
     )
+
+
+def _act(
+    components: Components,
+    settings: Settings,
+    at: datetime,
+    attribution: Attribution,
+    cluster: ClusterState,
+    findings: Sequence[Finding],
+    notes: list[DataQualityNote],
+) -> list[Action]:
+    """Plan, and where writes are allowed, carry out. Dry run unless configured otherwise;
+    the kill switch is read every cycle before anything is written."""
+    actuator = components.actuator if not settings.dry_run else None
+    kill_switch_on = actuator is not None and actuator.kill_switch_on(settings.actions.kill_switch)
+    planned = plan_scale_down(
+        ScaleDownInputs(
+            at,
+            attribution.contexts,
+            cluster,
+            findings,
+            settings.actions,
+            dry_run=actuator is None,
+            kill_switch_on=kill_switch_on,
+        )
+    )
+    if not settings.dry_run and actuator is None and planned:
+        notes.append(
+            DataQualityNote(
+                kind="actions",
+                message=f"dry_run is off, but the {components.cluster.name} cluster source "
+                "cannot be acted on: nothing was written",
+            )
+        )
+    if actuator is None:
+        return planned
+    return [actuator.apply(action) for action in planned]
 
 
 def run_cycle(components: Components, settings: Settings, at: datetime) -> CycleResult:
@@ -194,27 +242,7 @@ def run_cycle(components: Components, settings: Settings, at: datetime) -> Cycle
         components, settings, at, stats, cluster, attribution, evaluation.findings, notes
     )
 
-    # Writing actions needs the actuators; until they are wired, every cycle plans in
-    # dry-run and says so when asked for more.
-    actions = plan_scale_down(
-        ScaleDownInputs(
-            at,
-            attribution.contexts,
-            cluster,
-            evaluation.findings,
-            settings.actions,
-            dry_run=True,
-            kill_switch_on=False,
-        )
-    )
-    if not settings.dry_run and actions:
-        notes.append(
-            DataQualityNote(
-                kind="actions",
-                message="dry_run is off, but this version has no actuators: actions were "
-                "planned and nothing was written to the cluster",
-            )
-        )
+    actions = _act(components, settings, at, attribution, cluster, evaluation.findings, notes)
 
     titles = {rule.id: rule.title or rule.id for rule in rules}
     messages = compose(

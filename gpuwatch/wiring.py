@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import TextIO
 
+from gpuwatch.actions.kubernetes import KubernetesActuator
 from gpuwatch.analysis.pricing import load_price_book
 from gpuwatch.analysis.rules import load_rules
 from gpuwatch.config.settings import Settings
@@ -55,6 +56,7 @@ def build_components(
         ConsoleNotifier(console) if settings.notify.console else RecordingNotifier()
     )
     cluster: ClusterSource
+    actuator = None
     source = settings.cluster_source
     if source == "kubernetes":
         k = settings.kubernetes
@@ -67,7 +69,10 @@ def build_components(
             retries=k.retries,
             gpu_aliases=dict(settings.cluster.gpu_resource_aliases),
         )
-        cluster = KubernetesClusterSource.from_options(options)
+        kubernetes_source = KubernetesClusterSource.from_options(options)
+        cluster = kubernetes_source
+        if not settings.dry_run:
+            actuator = KubernetesActuator(kubernetes_source.api_client)
     elif source == "snapshot":
         cluster = SnapshotFileClusterSource(
             settings.cluster.snapshot_path or "-",
@@ -87,4 +92,5 @@ def build_components(
         notifier=notifier,
         price_book=load_price_book(settings.cost.price_book),
         node_prices=node_prices,
+        actuator=actuator,
     )

@@ -1,0 +1,215 @@
+"""Carry out planned actions on a cluster through the Kubernetes API.
+
+Cordon-and-drain, the way Cluster Autoscaler drains a node: cordon (``spec.unschedulable``)
+and mark the node with the action's key, then evict every listed pod through the
+Eviction API, which honours PodDisruptionBudgets (a 429 means "not now": retried with
+capped backoff up to a deadline). Pods are never deleted. If the budget never allows an
+eviction in time, the node is uncordoned and the action fails, leaving the cluster as it
+was. A rerun after a crash finds the key on the node and carries on where it stopped.
+Node removal is left to the cluster autoscaler.
+
+Every outcome, refusals included, becomes a Kubernetes Event on the node.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+
+from gpuwatch.model.actions import Action, ActionStatus
+
+log = logging.getLogger(__name__)
+
+ACTION_KEY_ANNOTATION = "gpuwatch.io/action-key"
+EVENT_NAMESPACE = "default"  # where events about cluster-scoped objects (nodes) live
+
+# The verbs this module needs, and nothing more (deploy/ grants exactly these).
+RBAC_RULES: tuple[dict[str, Any], ...] = (
+    {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "patch"]},
+    {"apiGroups": [""], "resources": ["pods/eviction"], "verbs": ["create"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]},
+)
+
+
+@dataclass(frozen=True)
+class DrainOptions:
+    eviction_deadline_s: float = 300.0
+    """How long a PodDisruptionBudget may keep refusing before the drain is abandoned and
+    the node uncordoned (Cluster Autoscaler waits up to 10 minutes per node)."""
+    backoff_initial_s: float = 1.0
+    backoff_max_s: float = 30.0
+
+
+class KubernetesActuator:
+    name = "kubernetes"
+
+    def __init__(
+        self,
+        api_client: k8s.ApiClient,
+        options: DrainOptions | None = None,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.core = k8s.CoreV1Api(api_client)
+        self.options = options or DrainOptions()
+        self._sleep = sleep
+        self._monotonic = monotonic
+        self._now = now
+
+    def kill_switch_on(self, reference: str) -> bool:
+        """``namespace/configmap/key`` reads ``true``; anything else (absent too) is off."""
+        namespace, name, key = reference.split("/", 2)
+        try:
+            config_map = self.core.read_namespaced_config_map(name, namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                log.warning("kill switch %s unreadable: HTTP %s", reference, exc.status)
+            return False
+        return str((config_map.data or {}).get(key, "")).strip().lower() == "true"
+
+    def apply(self, action: Action) -> Action:
+        """Carry out a planned action; record refusals. Never raises for the cluster's
+        answers: a failure is a FAILED action with the reason."""
+        if action.status is ActionStatus.REFUSED:
+            self._event(action, "ScaleDownRefused", action.reason, "Normal")
+            return action
+        if action.status is not ActionStatus.PLANNED or action.dry_run:
+            return action
+        if action.mechanism != "cordon-drain":
+            return self._finish(
+                action, ActionStatus.FAILED, f"mechanism {action.mechanism} is not available yet"
+            )
+        try:
+            return self._drain(action)
+        except ApiException as exc:
+            reason = _explain(exc)
+            log.error("%s on %s: %s", action.kind, action.target, reason)
+            return self._finish(action, ActionStatus.FAILED, reason)
+
+    def _drain(self, action: Action) -> Action:
+        node_name = action.target.split("/", 1)[1]
+        node = self.core.read_node(node_name)
+        annotations = node.metadata.annotations or {}
+        if node.spec.unschedulable and annotations.get(ACTION_KEY_ANNOTATION) != action.key:
+            return self._finish(
+                action, ActionStatus.REFUSED, "the node is cordoned by someone else; leaving it"
+            )
+        started = self._monotonic()
+        self.core.patch_node(
+            node_name,
+            {
+                "spec": {"unschedulable": True},
+                "metadata": {"annotations": {ACTION_KEY_ANNOTATION: action.key}},
+            },
+        )
+        evicted, stuck = [], []
+        for reference in action.details.get("evict", []):
+            namespace, pod = reference.split("/", 1)
+            if self._evict(namespace, pod, started):
+                evicted.append(reference)
+            else:
+                stuck.append(reference)
+                break
+        timings = {"drain_s": round(self._monotonic() - started, 3), "evicted": evicted}
+        if stuck:
+            self.core.patch_node(
+                node_name,
+                {
+                    "spec": {"unschedulable": False},
+                    "metadata": {"annotations": {ACTION_KEY_ANNOTATION: None}},
+                },
+            )
+            return self._finish(
+                action,
+                ActionStatus.FAILED,
+                f"a disruption budget kept refusing to evict {stuck[0]} for "
+                f"{self.options.eviction_deadline_s:g} s; node uncordoned",
+                timings,
+            )
+        return self._finish(
+            action,
+            ActionStatus.DONE,
+            f"cordoned, {len(evicted)} pods evicted; the cluster autoscaler removes the node",
+            timings,
+        )
+
+    def _evict(self, namespace: str, pod: str, started: float) -> bool:
+        """Evict one pod; True when it is gone. 429 (PDB) retried until the deadline."""
+        delay = self.options.backoff_initial_s
+        body = k8s.V1Eviction(metadata=k8s.V1ObjectMeta(name=pod, namespace=namespace))
+        while True:
+            try:
+                self.core.create_namespaced_pod_eviction(pod, namespace, body)
+                return True
+            except ApiException as exc:
+                if exc.status == 404:
+                    return True  # already gone: a rerun after a crash
+                if exc.status != 429:
+                    raise
+            elapsed = self._monotonic() - started
+            if elapsed + delay > self.options.eviction_deadline_s:
+                return False
+            log.info(
+                "eviction of %s/%s refused by a disruption budget; retrying in %.1f s",
+                namespace,
+                pod,
+                delay,
+            )
+            self._sleep(delay)
+            delay = min(delay * 2, self.options.backoff_max_s)
+
+    def _finish(
+        self,
+        action: Action,
+        status: ActionStatus,
+        reason: str,
+        details: dict[str, Any] | None = None,
+    ) -> Action:
+        done = replace(
+            action, status=status, reason=reason, details={**action.details, **(details or {})}
+        )
+        kind = {ActionStatus.DONE: "ScaleDown", ActionStatus.REFUSED: "ScaleDownRefused"}
+        self._event(
+            done,
+            kind.get(status, "ScaleDownFailed"),
+            reason,
+            "Normal" if status is not ActionStatus.FAILED else "Warning",
+        )
+        return done
+
+    def _event(self, action: Action, reason: str, message: str, kind: str) -> None:
+        kind_name, _, name = action.target.partition("/")
+        now = self._now()
+        event = k8s.CoreV1Event(
+            metadata=k8s.V1ObjectMeta(generate_name=f"gpuwatch-{name}-", namespace=EVENT_NAMESPACE),
+            involved_object=k8s.V1ObjectReference(kind=kind_name, name=name),
+            reason=reason,
+            message=message[:1024],
+            type=kind,
+            source=k8s.V1EventSource(component="gpuwatch"),
+            first_timestamp=now,
+            last_timestamp=now,
+            count=1,
+        )
+        try:
+            self.core.create_namespaced_event(EVENT_NAMESPACE, event)
+        except ApiException as exc:  # an event is a courtesy: never fail an action for it
+            log.warning("event for %s not recorded: HTTP %s", action.target, exc.status)
+
+
+def _explain(exc: ApiException) -> str:
+    if exc.status in (401, 403):
+        return f"HTTP {exc.status}: not allowed; the actions need: " + "; ".join(
+            f"{'/'.join(r['resources'])} {','.join(r['verbs'])}" for r in RBAC_RULES
+        )
+    return f"HTTP {exc.status}: {exc.reason}"
