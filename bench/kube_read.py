@@ -1,6 +1,6 @@
 """Benchmark: reading a large cluster through the Kubernetes API, paged vs typed.
 
-An emulated API server (``tests/integration/kube_emulator.py``) holds ``--nodes`` nodes
+An emulated API server (``tests/integration/kube_emulator/``) holds ``--nodes`` nodes
 and ``--pods`` pods shaped like real ``kubectl get -o json`` objects (status,
 managedFields and all, copied from the test fixture). Two readers run side by side in
 one run, each in its own child process so that each one's peak RSS is its own:

@@ -149,7 +149,10 @@ class KubernetesActuator:
         body = k8s.V1Eviction(metadata=k8s.V1ObjectMeta(name=pod, namespace=namespace))
         while True:
             try:
-                self.core.create_namespaced_pod_eviction(pod, namespace, body)
+                # The success answer is a Status the client would misread as an Eviction.
+                self.core.create_namespaced_pod_eviction(
+                    pod, namespace, body, _preload_content=False
+                )
                 return True
             except ApiException as exc:
                 if exc.status == 404:
