@@ -6,7 +6,14 @@ Eviction API, which honours PodDisruptionBudgets (a 429 means "not now": retried
 capped backoff up to a deadline). Pods are never deleted. If the budget never allows an
 eviction in time, the node is uncordoned and the action fails, leaving the cluster as it
 was. A rerun after a crash finds the key on the node and carries on where it stopped.
-Node removal is left to the cluster autoscaler.
+That is the whole of the ``cordon-drain`` mechanism: node removal is left to the
+cluster autoscaler. After the same drain:
+
+- ``cluster-api`` marks the node's Machine ``cluster.x-k8s.io/delete-machine`` and then
+  lowers its MachineDeployment's replicas through the scale subresource (so that the
+  controller removes that Machine and no other); if the scale call fails the mark is
+  taken off again and the node uncordoned;
+- ``karpenter`` deletes the node's NodeClaim; Karpenter terminates the instance.
 
 Every outcome, refusals included, becomes a Kubernetes Event on the node.
 """
@@ -28,6 +35,9 @@ from gpuwatch.model.actions import Action, ActionStatus
 log = logging.getLogger(__name__)
 
 ACTION_KEY_ANNOTATION = "gpuwatch.io/action-key"
+DELETE_MACHINE_ANNOTATION = "cluster.x-k8s.io/delete-machine"
+CAPI = ("cluster.x-k8s.io", "v1beta1")
+KARPENTER = ("karpenter.sh", "v1")
 EVENT_NAMESPACE = "default"  # where events about cluster-scoped objects (nodes) live
 
 # The verbs this module needs, and nothing more (deploy/ grants exactly these).
@@ -36,6 +46,15 @@ RBAC_RULES: tuple[dict[str, Any], ...] = (
     {"apiGroups": [""], "resources": ["pods/eviction"], "verbs": ["create"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
     {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]},
+    # cluster-api mechanism
+    {"apiGroups": ["cluster.x-k8s.io"], "resources": ["machines"], "verbs": ["list", "patch"]},
+    {
+        "apiGroups": ["cluster.x-k8s.io"],
+        "resources": ["machinedeployments/scale"],
+        "verbs": ["get", "patch"],
+    },
+    # karpenter mechanism
+    {"apiGroups": ["karpenter.sh"], "resources": ["nodeclaims"], "verbs": ["list", "delete"]},
 )
 
 
@@ -61,6 +80,7 @@ class KubernetesActuator:
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.core = k8s.CoreV1Api(api_client)
+        self.custom = k8s.CustomObjectsApi(api_client)
         self.options = options or DrainOptions()
         self._sleep = sleep
         self._monotonic = monotonic
@@ -85,9 +105,9 @@ class KubernetesActuator:
             return action
         if action.status is not ActionStatus.PLANNED or action.dry_run:
             return action
-        if action.mechanism != "cordon-drain":
+        if action.mechanism not in ("cordon-drain", "cluster-api", "karpenter"):
             return self._finish(
-                action, ActionStatus.FAILED, f"mechanism {action.mechanism} is not available yet"
+                action, ActionStatus.FAILED, f"unknown mechanism {action.mechanism}"
             )
         try:
             return self._drain(action)
@@ -122,13 +142,7 @@ class KubernetesActuator:
                 break
         timings = {"drain_s": round(self._monotonic() - started, 3), "evicted": evicted}
         if stuck:
-            self.core.patch_node(
-                node_name,
-                {
-                    "spec": {"unschedulable": False},
-                    "metadata": {"annotations": {ACTION_KEY_ANNOTATION: None}},
-                },
-            )
+            self._uncordon(node_name)
             return self._finish(
                 action,
                 ActionStatus.FAILED,
@@ -136,11 +150,106 @@ class KubernetesActuator:
                 f"{self.options.eviction_deadline_s:g} s; node uncordoned",
                 timings,
             )
+        if action.mechanism == "cluster-api":
+            return self._remove_machine(action, node_name, timings)
+        if action.mechanism == "karpenter":
+            return self._delete_node_claim(action, node_name, timings)
         return self._finish(
             action,
             ActionStatus.DONE,
             f"cordoned, {len(evicted)} pods evicted; the cluster autoscaler removes the node",
             timings,
+        )
+
+    def _remove_machine(self, action: Action, node_name: str, timings: dict[str, Any]) -> Action:
+        reference = action.details.get("machine_deployment") or ""
+        namespace, _, deployment = reference.partition("/")
+        if not deployment:
+            self._uncordon(node_name)
+            return self._finish(
+                action, ActionStatus.FAILED, "cluster-api: the pool's machine_deployment is not set"
+            )
+        machines = self.custom.list_namespaced_custom_object(
+            *CAPI,
+            namespace,
+            "machines",
+            label_selector=f"cluster.x-k8s.io/deployment-name={deployment}",
+        )["items"]
+        machine = next(
+            (
+                m
+                for m in machines
+                if ((m.get("status") or {}).get("nodeRef") or {}).get("name") == node_name
+            ),
+            None,
+        )
+        if machine is None:
+            self._uncordon(node_name)
+            return self._finish(
+                action,
+                ActionStatus.FAILED,
+                f"cluster-api: no Machine of {reference} runs {node_name}",
+            )
+        name = machine["metadata"]["name"]
+        mark = {"metadata": {"annotations": {DELETE_MACHINE_ANNOTATION: "yes"}}}
+        self.custom.patch_namespaced_custom_object(*CAPI, namespace, "machines", name, mark)
+        try:
+            scale = self.custom.get_namespaced_custom_object_scale(
+                *CAPI, namespace, "machinedeployments", deployment
+            )
+            replicas = int(scale["spec"]["replicas"])
+            self.custom.patch_namespaced_custom_object_scale(
+                *CAPI,
+                namespace,
+                "machinedeployments",
+                deployment,
+                {"spec": {"replicas": replicas - 1}},
+            )
+        except ApiException as exc:
+            # Undo in reverse order, the mark then the cordon: nothing is left half done.
+            unmark = {"metadata": {"annotations": {DELETE_MACHINE_ANNOTATION: None}}}
+            self.custom.patch_namespaced_custom_object(*CAPI, namespace, "machines", name, unmark)
+            self._uncordon(node_name)
+            return self._finish(
+                action,
+                ActionStatus.FAILED,
+                f"cluster-api: scaling {reference} failed ({_explain(exc)}); Machine {name} "
+                "unmarked and the node uncordoned",
+                timings,
+            )
+        return self._finish(
+            action,
+            ActionStatus.DONE,
+            f"cluster-api: Machine {name} marked, {reference} scaled to {replicas - 1}",
+            {**timings, "machine": name, "replicas": replicas - 1},
+        )
+
+    def _delete_node_claim(self, action: Action, node_name: str, timings: dict[str, Any]) -> Action:
+        claims = self.custom.list_cluster_custom_object(*KARPENTER, "nodeclaims")["items"]
+        claim = next(
+            (c for c in claims if (c.get("status") or {}).get("nodeName") == node_name), None
+        )
+        if claim is None:
+            self._uncordon(node_name)
+            return self._finish(
+                action, ActionStatus.FAILED, f"karpenter: no NodeClaim for {node_name}"
+            )
+        name = claim["metadata"]["name"]
+        self.custom.delete_cluster_custom_object(*KARPENTER, "nodeclaims", name)
+        return self._finish(
+            action,
+            ActionStatus.DONE,
+            f"karpenter: NodeClaim {name} deleted",
+            {**timings, "node_claim": name},
+        )
+
+    def _uncordon(self, node_name: str) -> None:
+        self.core.patch_node(
+            node_name,
+            {
+                "spec": {"unschedulable": False},
+                "metadata": {"annotations": {ACTION_KEY_ANNOTATION: None}},
+            },
         )
 
     def _evict(self, namespace: str, pod: str, started: float) -> bool:

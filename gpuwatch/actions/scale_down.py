@@ -132,6 +132,11 @@ def _action(candidate: _Candidate, policy: PoolActionPolicy, dry_run: bool, refu
             "gpus": len(candidate.gpus),
             "unallocated_gpus": unallocated,
             "evict": [f"{p.namespace}/{p.name}" for p in candidate.evict],
+            **(
+                {"machine_deployment": policy.machine_deployment}
+                if policy.mechanism == "cluster-api"
+                else {}
+            ),
         },
     )
 

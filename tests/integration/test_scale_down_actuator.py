@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from gpuwatch.actions.kubernetes import ACTION_KEY_ANNOTATION, DrainOptions, KubernetesActuator
+from gpuwatch.actions.kubernetes import (
+    ACTION_KEY_ANNOTATION,
+    DELETE_MACHINE_ANNOTATION,
+    DrainOptions,
+    KubernetesActuator,
+)
 from gpuwatch.model.actions import Action, ActionStatus
+from tests.integration.kube_emulator.resources import CLUSTER_API_RESOURCES, KARPENTER_RESOURCES
 
 pytestmark = pytest.mark.integration
 
@@ -187,3 +193,82 @@ def test_kill_switch(kube_emulator):
         }
     )
     assert actuator.kill_switch_on("gpuwatch/gpuwatch-actions/enabled") is True
+
+
+def capi_objects() -> list[dict]:
+    machine = {
+        "apiVersion": "cluster.x-k8s.io/v1beta1",
+        "kind": "Machine",
+        "metadata": {
+            "name": "gpu-md-abc12",
+            "namespace": "capi",
+            "labels": {"cluster.x-k8s.io/deployment-name": "gpu-md"},
+        },
+        "spec": {"clusterName": "prod"},
+        "status": {"nodeRef": {"kind": "Node", "name": "gpu-1"}},
+    }
+    deployment = {
+        "apiVersion": "cluster.x-k8s.io/v1beta1",
+        "kind": "MachineDeployment",
+        "metadata": {"name": "gpu-md", "namespace": "capi"},
+        "spec": {"clusterName": "prod", "replicas": 3},
+    }
+    return [machine, deployment]
+
+
+def capi_action() -> Action:
+    base = planned("alice-0")
+    return Action(
+        **{
+            **base.__dict__,
+            "mechanism": "cluster-api",
+            "details": {**base.details, "machine_deployment": "capi/gpu-md"},
+        }
+    )
+
+
+def test_cluster_api_marks_the_machine_before_scaling(cluster):
+    emulator, actuator, _ = cluster
+    emulator.install(*CLUSTER_API_RESOURCES)
+    emulator.add_all(capi_objects())
+    done = actuator.apply(capi_action())
+    assert done.status is ActionStatus.DONE, done.reason
+    machine = emulator.get("cluster.x-k8s.io/v1beta1", "Machine", "gpu-md-abc12", "capi")
+    assert machine["metadata"]["annotations"][DELETE_MACHINE_ANNOTATION] == "yes"
+    md = emulator.get("cluster.x-k8s.io/v1beta1", "MachineDeployment", "gpu-md", "capi")
+    assert md["spec"]["replicas"] == 2
+    writes = [(r.plural, r.subresource) for r in emulator.writes() if r.group == "cluster.x-k8s.io"]
+    assert writes == [("machines", None), ("machinedeployments", "scale")]
+
+
+def test_cluster_api_undoes_the_mark_when_scaling_fails(cluster):
+    emulator, actuator, _ = cluster
+    emulator.install(*CLUSTER_API_RESOURCES)
+    emulator.add_all(capi_objects())
+    emulator.fail_scale("cluster.x-k8s.io/v1beta1", "MachineDeployment", "gpu-md", "capi")
+    failed = actuator.apply(capi_action())
+    assert failed.status is ActionStatus.FAILED and "unmarked" in failed.reason
+    machine = emulator.get("cluster.x-k8s.io/v1beta1", "Machine", "gpu-md-abc12", "capi")
+    assert DELETE_MACHINE_ANNOTATION not in (machine["metadata"].get("annotations") or {})
+    md = emulator.get("cluster.x-k8s.io/v1beta1", "MachineDeployment", "gpu-md", "capi")
+    assert md["spec"]["replicas"] == 3
+    assert _node(emulator)["spec"]["unschedulable"] is False
+
+
+def test_karpenter_deletes_the_node_claim(cluster):
+    emulator, actuator, _ = cluster
+    emulator.install(*KARPENTER_RESOURCES)
+    emulator.add(
+        {
+            "apiVersion": "karpenter.sh/v1",
+            "kind": "NodeClaim",
+            "metadata": {"name": "gpu-claim-x"},
+            "spec": {},
+            "status": {"nodeName": "gpu-1"},
+        }
+    )
+    base = planned("alice-0")
+    done = actuator.apply(Action(**{**base.__dict__, "mechanism": "karpenter"}))
+    assert done.status is ActionStatus.DONE, done.reason
+    assert emulator.objects("karpenter.sh/v1", "NodeClaim") == []
+    assert not emulator.deletes("pods")
