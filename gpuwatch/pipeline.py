@@ -25,7 +25,7 @@ from gpuwatch.analysis.rules.schema import Rule
 from gpuwatch.analysis.savings import SavingsInputs, SavingsResult, compute_savings
 from gpuwatch.analysis.savings.overlap import totals
 from gpuwatch.config.settings import Settings
-from gpuwatch.model.actions import Action
+from gpuwatch.model.actions import Action, ActionStatus
 from gpuwatch.model.cluster import ClusterState, gpu_share
 from gpuwatch.model.cost import Price
 from gpuwatch.model.errors import SourceError, StateError
@@ -50,6 +50,8 @@ log = logging.getLogger(__name__)
 
 class Actuator(Protocol):
     name: str
+
+    def exclusive(self) -> bool: ...
 
     def kill_switch_on(self, reference: str) -> bool: ...
 
@@ -167,6 +169,14 @@ def _act(
         )
     if actuator is None:
         return planned
+    if not actuator.exclusive():
+        reason = "another gpuwatch instance holds the actions lease"
+        return [
+            replace(a, status=ActionStatus.REFUSED, reason=reason)
+            if a.status is ActionStatus.PLANNED
+            else a
+            for a in planned
+        ]
     return [actuator.apply(action) for action in planned]
 
 

@@ -7,11 +7,13 @@ Nothing else constructs a source, a notifier or a state store; tests build
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Mapping
 from datetime import datetime
 from typing import TextIO
 
 from gpuwatch.actions.kubernetes import KubernetesActuator
+from gpuwatch.actions.lease import LeaseLock
 from gpuwatch.analysis.pricing import load_price_book
 from gpuwatch.analysis.rules import load_rules
 from gpuwatch.config.settings import Settings
@@ -72,7 +74,14 @@ def build_components(
         kubernetes_source = KubernetesClusterSource.from_options(options)
         cluster = kubernetes_source
         if not settings.dry_run:
-            actuator = KubernetesActuator(kubernetes_source.api_client)
+            namespace, _, name = settings.actions.lease.partition("/")
+            lease = LeaseLock(
+                kubernetes_source.api_client,
+                namespace,
+                name,
+                holder=f"{socket.gethostname()}-{os.getpid()}",
+            )
+            actuator = KubernetesActuator(kubernetes_source.api_client, lease=lease)
     elif source == "snapshot":
         cluster = SnapshotFileClusterSource(
             settings.cluster.snapshot_path or "-",

@@ -30,6 +30,7 @@ from typing import Any
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
+from gpuwatch.actions.lease import LeaseLock
 from gpuwatch.model.actions import Action, ActionStatus
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ class KubernetesActuator:
         api_client: k8s.ApiClient,
         options: DrainOptions | None = None,
         *,
+        lease: LeaseLock | None = None,
         sleep: Callable[[float], None] = time.sleep,
         monotonic: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -82,9 +84,14 @@ class KubernetesActuator:
         self.core = k8s.CoreV1Api(api_client)
         self.custom = k8s.CustomObjectsApi(api_client)
         self.options = options or DrainOptions()
+        self.lease = lease
         self._sleep = sleep
         self._monotonic = monotonic
         self._now = now
+
+    def exclusive(self) -> bool:
+        """Take (or renew) the Lease that makes this instance the only writer."""
+        return self.lease.acquire() if self.lease is not None else True
 
     def kill_switch_on(self, reference: str) -> bool:
         """``namespace/configmap/key`` reads ``true``; anything else (absent too) is off."""

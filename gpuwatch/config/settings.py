@@ -483,6 +483,11 @@ class ActionsSettings(_Section):
         description='Pods annotated `"true"` (idle notebooks, say) may be evicted to '
         "free a node when they are idle; any other pod keeps its node.",
     )
+    lease: str = Field(
+        "gpuwatch/gpuwatch-actions",
+        description="`namespace/name` of the coordination.k8s.io Lease taken before any "
+        "write, so that two instances never act at once.",
+    )
     kill_switch: str = Field(
         "gpuwatch/gpuwatch-actions/enabled",
         description="`namespace/configmap/key` read every cycle: anything but `true` "

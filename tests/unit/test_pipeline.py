@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import pytest
 
+from gpuwatch.actions.recorder import RecordingActuator
 from gpuwatch.analysis.pricing import load_price_book
 from gpuwatch.analysis.rules.loader import load_rules
 from gpuwatch.config.settings import Settings, SimulatorSettings
+from gpuwatch.model.actions import ActionStatus
 from gpuwatch.model.errors import SourceUnreachable
 from gpuwatch.model.metrics import WindowRequest, WindowStats
 from gpuwatch.model.state import CycleState
@@ -101,9 +104,20 @@ def test_result_json_has_the_published_fields(showcase):
     for key in ("findings", "savings", "actions", "data_quality"):
         assert isinstance(data[key], list)
     required = {
-        "rule", "severity", "gpu_uuid", "node", "pool", "namespace", "pod", "workload",
-        "value", "threshold", "window_s", "since", "message",
-    }  # fmt: skip
+        "rule",
+        "severity",
+        "gpu_uuid",
+        "node",
+        "pool",
+        "namespace",
+        "pod",
+        "workload",
+        "value",
+        "threshold",
+        "window_s",
+        "since",
+        "message",
+    }
     for finding in data["findings"]:
         assert required <= finding.keys()
     unallocated = next(f for f in data["findings"] if f["rule"] == "gpu-unallocated")
@@ -173,3 +187,46 @@ def test_empty_cluster_runs_clean():
     # One node of CPU only: nothing to judge, nothing to say.
     result = run_cycle(_components(gpus=1, days=0.01), SETTINGS, SHOWCASE_AT)
     assert result.ok
+
+
+ACTIONS = Settings.model_validate(
+    {"dry_run": False, "actions": {"pools": {"gpu-training": {}, "gpu-inference": {}}}}
+)
+
+
+def test_dry_run_plans_and_writes_nothing():
+    actuator = RecordingActuator()
+    dry = Settings.model_validate({"actions": {"pools": {"gpu-training": {}}}})
+    result = run_cycle(replace(_components(), actuator=actuator), dry, SHOWCASE_AT)
+    (action,) = [a for a in result.actions if a.status is ActionStatus.PLANNED]
+    assert action.target == "Node/train-a100-3" and action.dry_run
+    assert actuator.applied == []
+
+
+def test_writes_go_through_the_actuator_when_allowed():
+    actuator = RecordingActuator()
+    result = run_cycle(replace(_components(), actuator=actuator), ACTIONS, SHOWCASE_AT)
+    done = [a for a in result.actions if a.status is ActionStatus.DONE]
+    assert [a.target for a in done] == ["Node/train-a100-3"]
+    assert done[0].details["evict"] == ["research/alice-0", "research/bob-0"]
+
+
+@pytest.mark.parametrize(
+    ("actuator", "reason"),
+    [
+        (RecordingActuator(kill_switch=False), "kill switch"),
+        (RecordingActuator(holds_lease=False), "holds the actions lease"),
+    ],
+)
+def test_kill_switch_and_lease_stop_writes(actuator, reason):
+    result = run_cycle(replace(_components(), actuator=actuator), ACTIONS, SHOWCASE_AT)
+    assert result.actions and not [a for a in result.actions if a.status is ActionStatus.DONE]
+    assert any(reason in a.reason for a in result.actions)
+
+
+def test_no_dry_run_without_a_cluster_to_act_on_says_so():
+    result = run_cycle(_components(), ACTIONS, SHOWCASE_AT)
+    assert all(a.dry_run for a in result.actions)
+    assert any(
+        n.kind == "actions" and "nothing was written" in n.message for n in result.data_quality
+    )

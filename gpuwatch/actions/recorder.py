@@ -1,0 +1,32 @@
+"""The in-process actuator: records what it was asked to do and changes nothing.
+
+For tests of the cycle's action path, and for a dry run that wants the same code path
+as a real one. ``kill_switch`` and ``holds_lease`` say what the cluster would answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from gpuwatch.model.actions import Action, ActionStatus
+
+
+class RecordingActuator:
+    name = "recorder"
+
+    def __init__(self, kill_switch: bool = True, holds_lease: bool = True) -> None:
+        self.kill_switch = kill_switch
+        self.holds_lease = holds_lease
+        self.applied: list[Action] = []
+
+    def exclusive(self) -> bool:
+        return self.holds_lease
+
+    def kill_switch_on(self, reference: str) -> bool:
+        return self.kill_switch
+
+    def apply(self, action: Action) -> Action:
+        self.applied.append(action)
+        if action.status is ActionStatus.PLANNED and not action.dry_run:
+            return replace(action, status=ActionStatus.DONE, reason="recorded")
+        return action
