@@ -1,0 +1,32 @@
+"""The ClusterRole in deploy/ grants exactly the verbs the action code declares."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from gpuwatch.actions import kubernetes, lease
+
+ROLE = Path(__file__).resolve().parents[2] / "deploy" / "actions" / "rbac.yaml"
+
+
+def _grants(rules):
+    return {
+        (group, resource, verb)
+        for rule in rules
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def test_deploy_role_matches_the_code():
+    role = next(d for d in yaml.safe_load_all(ROLE.read_text()) if d["kind"] == "ClusterRole")
+    assert _grants(role["rules"]) == _grants([*kubernetes.RBAC_RULES, *lease.RBAC_RULES])
+
+
+def test_no_wildcards_and_no_pod_delete():
+    grants = _grants([*kubernetes.RBAC_RULES, *lease.RBAC_RULES])
+    assert not any("*" in grant for grant in grants)
+    assert not any(resource == "pods" and verb == "delete" for _, resource, verb in grants)
