@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from gpuwatch.actions.migration import MigrationInputs, plan_migrations
 from gpuwatch.actions.scale_down import ScaleDownInputs, plan_scale_down
 from gpuwatch.analysis.attribution import Attribution, attribute
 from gpuwatch.analysis.cost import allocate_cost
@@ -142,6 +143,7 @@ def _act(
     attribution: Attribution,
     cluster: ClusterState,
     findings: Sequence[Finding],
+    savings: SavingsResult,
     notes: list[DataQualityNote],
 ) -> list[Action]:
     """Plan, and where writes are allowed, carry out. Dry run unless configured otherwise;
@@ -155,6 +157,18 @@ def _act(
             cluster,
             findings,
             settings.actions,
+            dry_run=actuator is None,
+            kill_switch_on=kill_switch_on,
+        )
+    )
+    planned += plan_migrations(
+        MigrationInputs(
+            at,
+            savings.savings,
+            attribution.contexts,
+            cluster,
+            settings.actions,
+            settings.attribution.pool_label,
             dry_run=actuator is None,
             kill_switch_on=kill_switch_on,
         )
@@ -252,7 +266,9 @@ def run_cycle(components: Components, settings: Settings, at: datetime) -> Cycle
         components, settings, at, stats, cluster, attribution, evaluation.findings, notes
     )
 
-    actions = _act(components, settings, at, attribution, cluster, evaluation.findings, notes)
+    actions = _act(
+        components, settings, at, attribution, cluster, evaluation.findings, savings, notes
+    )
 
     titles = {rule.id: rule.title or rule.id for rule in rules}
     messages = compose(

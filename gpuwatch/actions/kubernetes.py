@@ -112,6 +112,12 @@ class KubernetesActuator:
             return action
         if action.status is not ActionStatus.PLANNED or action.dry_run:
             return action
+        if action.kind != "scale_down_node":
+            return self._finish(
+                action,
+                ActionStatus.FAILED,
+                f"{action.kind} is planned only: this version does not carry it out",
+            )
         if action.mechanism not in ("cordon-drain", "cluster-api", "karpenter"):
             return self._finish(
                 action, ActionStatus.FAILED, f"unknown mechanism {action.mechanism}"

@@ -466,9 +466,35 @@ class MaintenanceWindow(_Section):
         return value
 
 
+class MigrationSettings(_Section):
+    """Checkpoint-and-migrate of training jobs to spot capacity."""
+
+    opt_in_annotation: str = Field(
+        "gpuwatch.io/migrate-to-spot",
+        description='Only jobs annotated `"true"` with this (on the job or its pods) '
+        "are ever moved.",
+    )
+    checkpoint_max_age_s: DurationS = Field(
+        900,
+        alias="checkpoint_max_age",
+        gt=0,
+        description="A job moves only with a checkpoint younger than this (from "
+        "`gpuwatch.io/last-checkpoint` or the training job's metric): the work a move "
+        "can lose.",
+    )
+    min_saving_monthly: float = Field(
+        1000,
+        ge=0,
+        description="A job moves only when its spot saving per 30 days is at least this, "
+        "in the price book's currency.",
+    )
+
+
 class ActionsSettings(_Section):
     """Actions on the cluster. Planned and reported every cycle; written only when
     ``dry_run`` is false."""
+
+    migration: MigrationSettings = Field(default_factory=MigrationSettings)
 
     pools: dict[str, PoolActionPolicy] = Field(
         default_factory=dict,

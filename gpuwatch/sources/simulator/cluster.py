@@ -22,7 +22,7 @@ class SimulatedCluster:
         self.settings = settings
         self.end = end
         self.history_start = end - timedelta(days=settings.days)
-        self.layout: Layout = build_layout(settings.gpus, self.history_start)
+        self.layout: Layout = build_layout(settings.gpus, self.history_start, end)
         self.generator = SignalGenerator(self.layout.gpus, settings.seed, settings.step_s)
 
     @property

@@ -52,6 +52,8 @@ CHECKPOINT_ANNOTATION = "gpuwatch.io/checkpoint"
 CHECKPOINT_INTERVAL_ANNOTATION = "gpuwatch.io/checkpoint-interval"
 MODEL_PARAMS_ANNOTATION = "gpuwatch.io/model-params"
 RECLAIMABLE_ANNOTATION = "gpuwatch.io/reclaimable"
+MIGRATE_ANNOTATION = "gpuwatch.io/migrate-to-spot"
+LAST_CHECKPOINT_ANNOTATION = "gpuwatch.io/last-checkpoint"
 TRAINING_IMAGE = "registry/llm-train:2.4"
 NOTEBOOK_IMAGE = "kubeflownotebookswg/jupyter-pytorch-cuda:v1.9.0"
 _UUID_NAMESPACE = uuid.UUID("6f1c2a52-7d0e-4c39-9a43-1f2b1b0d6c11")
@@ -120,13 +122,13 @@ TEAMS = {
 }
 
 
-def build_layout(gpus: int, history_start: datetime) -> Layout:
+def build_layout(gpus: int, history_start: datetime, history_end: datetime | None = None) -> Layout:
     """The layout for at least ``gpus`` GPUs (whole nodes), deterministic in its inputs."""
     layout = Layout()
     blocks = math.ceil(gpus / BLOCK_GPUS)
     for block in range(blocks):
         remaining = gpus - block * BLOCK_GPUS
-        _Block(layout, block, remaining, history_start).build()
+        _Block(layout, block, remaining, history_start, history_end or history_start).build()
     layout.namespaces = [
         Namespace(ns, {"kubernetes.io/metadata.name": ns, "team": team})
         for ns, team in TEAMS.items()
@@ -139,7 +141,15 @@ def gpu_uuid(node: str, index: int) -> str:
 
 
 class _Block:
-    def __init__(self, layout: Layout, block: int, budget: int, history_start: datetime) -> None:
+    def __init__(
+        self,
+        layout: Layout,
+        block: int,
+        budget: int,
+        history_start: datetime,
+        history_end: datetime,
+    ) -> None:
+        self.history_end = history_end
         self.layout = layout
         self.b = block
         self.s = "" if block == 0 else f"-{block}"
@@ -291,7 +301,15 @@ class _Block:
                 train[worker],
                 eight,
                 job,
-                annotations={CHECKPOINT_ANNOTATION: "true", CHECKPOINT_INTERVAL_ANNOTATION: "300"},
+                annotations={
+                    CHECKPOINT_ANNOTATION: "true",
+                    CHECKPOINT_INTERVAL_ANNOTATION: "300",
+                    MIGRATE_ANNOTATION: "true",
+                    # The reference job's checkpoint every 5 minutes, last one 3 min ago.
+                    LAST_CHECKPOINT_ANNOTATION: str(
+                        int((self.history_end - timedelta(minutes=3)).timestamp())
+                    ),
+                },
                 labels=job_labels(f"llm-pretrain{s}"),
             )
             for i in range(8):
