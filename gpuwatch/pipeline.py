@@ -58,6 +58,8 @@ class Actuator(Protocol):
 
     def apply(self, action: Action) -> Action: ...
 
+    def follow_up(self, deadline_s: float) -> list[Action]: ...
+
 
 class NodePrices(Protocol):
     name: str
@@ -191,7 +193,9 @@ def _act(
             else a
             for a in planned
         ]
-    return [actuator.apply(action) for action in planned]
+    # Migrations started in earlier cycles are confirmed, or moved back, first.
+    followed = actuator.follow_up(settings.actions.migration.spot_deadline_s)
+    return followed + [actuator.apply(action) for action in planned]
 
 
 def run_cycle(components: Components, settings: Settings, at: datetime) -> CycleResult:

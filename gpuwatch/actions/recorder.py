@@ -25,6 +25,9 @@ class RecordingActuator:
     def kill_switch_on(self, reference: str) -> bool:
         return self.kill_switch
 
+    def follow_up(self, deadline_s: float) -> list[Action]:
+        return []
+
     def apply(self, action: Action) -> Action:
         self.applied.append(action)
         if action.status is ActionStatus.PLANNED and not action.dry_run:

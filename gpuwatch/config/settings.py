@@ -482,6 +482,13 @@ class MigrationSettings(_Section):
         "`gpuwatch.io/last-checkpoint` or the training job's metric): the work a move "
         "can lose.",
     )
+    spot_deadline_s: DurationS = Field(
+        600,
+        alias="spot_deadline",
+        gt=0,
+        description="How long a moved job's pods may wait for spot capacity before the job "
+        "is moved back to on-demand.",
+    )
     min_saving_monthly: float = Field(
         1000,
         ge=0,

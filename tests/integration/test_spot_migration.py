@@ -1,0 +1,188 @@
+"""Checkpoint-and-migrate against the emulated API server; the test plays the operator."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from gpuwatch.actions.kubernetes import (
+    MIGRATION_FROM_ANNOTATION,
+    MIGRATION_KEY_ANNOTATION,
+    DrainOptions,
+    KubernetesActuator,
+)
+from gpuwatch.model.actions import Action, ActionStatus
+from tests.integration.kube_emulator.resources import KUBEFLOW_RESOURCES
+
+pytestmark = pytest.mark.integration
+T0 = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
+SPOT_TOLERATION = {
+    "key": "china.alibabacloud.com/spot",
+    "operator": "Exists",
+    "effect": "NoSchedule",
+}
+GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+        self.t = 0.0
+
+    def sleep(self, seconds: float) -> None:
+        self.t += seconds
+
+    def monotonic(self) -> float:
+        return self.t
+
+    def wall(self) -> datetime:
+        return self.now
+
+
+def node(name: str, pool: str) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "labels": {"pool": pool}},
+        "spec": {},
+        "status": {"capacity": {"nvidia.com/gpu": "8"}},
+    }
+
+
+def job() -> dict:
+    template = {
+        "metadata": {"annotations": {"gpuwatch.io/checkpoint": "true"}},
+        "spec": {
+            "nodeSelector": {"pool": "gpu-training"},
+            "tolerations": [GPU_TOLERATION],
+            "containers": [{"name": "pytorch", "image": "gpuwatch-train:0.1.0"}],
+        },
+    }
+    return {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "PyTorchJob",
+        "metadata": {
+            "name": "pretrain",
+            "namespace": "llm",
+            "annotations": {"gpuwatch.io/migrate-to-spot": "true"},
+        },
+        "spec": {
+            "pytorchReplicaSpecs": {
+                "Master": {"replicas": 1, "restartPolicy": "ExitCode", "template": template},
+                "Worker": {"replicas": 1, "restartPolicy": "ExitCode", "template": template},
+            }
+        },
+    }
+
+
+def pod(name: str, node_name: str | None, phase: str = "Running") -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": "llm",
+            "labels": {"training.kubeflow.org/job-name": "pretrain"},
+            "ownerReferences": [
+                {
+                    "apiVersion": "kubeflow.org/v1",
+                    "kind": "PyTorchJob",
+                    "name": "pretrain",
+                    "uid": "u",
+                    "controller": True,
+                }
+            ],
+        },
+        "spec": {
+            **({"nodeName": node_name} if node_name else {}),
+            "containers": [{"name": "pytorch", "image": "gpuwatch-train:0.1.0"}],
+        },
+        "status": {"phase": phase},
+    }
+
+
+ACTION = Action(
+    kind="migrate_to_spot",
+    target="PyTorchJob/llm/pretrain",
+    status=ActionStatus.PLANNED,
+    reason="",
+    key="migrate_to_spot:PyTorchJob/llm/pretrain",
+    dry_run=False,
+    pool="gpu-spot",
+    mechanism="PyTorchJob",
+    details={"node_selector": {"pool": "gpu-spot"}, "tolerations": [SPOT_TOLERATION]},
+)
+
+
+@pytest.fixture
+def cluster(kube_emulator):
+    kube_emulator.install(*KUBEFLOW_RESOURCES)
+    kube_emulator.add_all(
+        [
+            node("od-1", "gpu-training"),
+            node("spot-1", "gpu-spot"),
+            job(),
+            pod("pretrain-master-0", "od-1"),
+            pod("pretrain-worker-0", "od-1"),
+        ]
+    )
+    clock = Clock()
+    actuator = KubernetesActuator(
+        kube_emulator.api_client(),
+        DrainOptions(eviction_deadline_s=60),
+        sleep=clock.sleep,
+        monotonic=clock.monotonic,
+        now=clock.wall,
+    )
+    return kube_emulator, actuator, clock
+
+
+def _job(emulator) -> dict:
+    return emulator.get("kubeflow.org/v1", "PyTorchJob", "pretrain", "llm")
+
+
+def test_migration_patches_evicts_and_is_confirmed_on_spot(cluster):
+    emulator, actuator, clock = cluster
+    done = actuator.apply(ACTION)
+    assert done.status is ActionStatus.DONE, done.reason
+    assert sorted(done.details["evicted"]) == ["llm/pretrain-master-0", "llm/pretrain-worker-0"]
+    assert emulator.objects("v1", "Pod") == [] and not emulator.deletes("pods")
+    for role in ("Master", "Worker"):
+        spec = _job(emulator)["spec"]["pytorchReplicaSpecs"][role]["template"]["spec"]
+        assert spec["nodeSelector"] == {"pool": "gpu-spot"}
+        assert spec["tolerations"] == [GPU_TOLERATION, SPOT_TOLERATION]
+    # Rerunning the same action does not patch again (idempotent) and evicts nothing more.
+    again = actuator.apply(ACTION)
+    assert again.status is ActionStatus.DONE and again.details["evicted"] == []
+    assert len(emulator.requests_where(verb="patch", plural="pytorchjobs")) == 1
+    # The operator recreates the pods from the patched template, on spot; they resume.
+    emulator.add_all([pod("pretrain-master-0", "spot-1"), pod("pretrain-worker-0", "spot-1")])
+    clock.now += timedelta(seconds=95)
+    (confirmed,) = actuator.follow_up(deadline_s=600)
+    assert confirmed.kind == "migrate_to_spot_confirmed"
+    assert confirmed.details["running_after_s"] == 95
+    assert MIGRATION_KEY_ANNOTATION not in (_job(emulator)["metadata"].get("annotations") or {})
+    assert actuator.follow_up(deadline_s=600) == []
+
+
+def test_spot_never_arrives_and_the_job_moves_back(cluster):
+    emulator, actuator, clock = cluster
+    actuator.apply(ACTION)
+    emulator.add_all(
+        [pod("pretrain-master-0", None, "Pending"), pod("pretrain-worker-0", None, "Pending")]
+    )
+    clock.now += timedelta(minutes=5)
+    assert actuator.follow_up(deadline_s=600) == []  # still waiting
+    clock.now += timedelta(minutes=6)
+    (fallback,) = actuator.follow_up(deadline_s=600)
+    assert fallback.kind == "migrate_to_spot_fallback"
+    annotations = _job(emulator)["metadata"].get("annotations") or {}
+    assert MIGRATION_FROM_ANNOTATION not in annotations
+    for role in ("Master", "Worker"):
+        spec = _job(emulator)["spec"]["pytorchReplicaSpecs"][role]["template"]["spec"]
+        assert spec["nodeSelector"] == {"pool": "gpu-training"}
+        assert spec["tolerations"] == [GPU_TOLERATION]
+    assert emulator.objects("v1", "Pod") == []  # pending spot pods evicted, to be recreated
+    events = emulator.events_for("pretrain", kind="PyTorchJob", namespace="llm")
+    assert [e["reason"] for e in events] == ["MigrateToSpot", "MigrateToSpotFallback"]
