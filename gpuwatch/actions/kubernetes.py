@@ -20,7 +20,6 @@ Every outcome, refusals included, becomes a Kubernetes Event on the node.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -32,17 +31,15 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from gpuwatch.actions.lease import LeaseLock
+from gpuwatch.actions.migrate import (
+    SpotMigration,
+)
 from gpuwatch.model.actions import Action, ActionStatus
 
 log = logging.getLogger(__name__)
 
 ACTION_KEY_ANNOTATION = "gpuwatch.io/action-key"
 DELETE_MACHINE_ANNOTATION = "cluster.x-k8s.io/delete-machine"
-MIGRATION_KEY_ANNOTATION = "gpuwatch.io/migration-key"
-MIGRATION_FROM_ANNOTATION = "gpuwatch.io/migration-from"
-MIGRATION_STARTED_ANNOTATION = "gpuwatch.io/migration-started"
-JOB_NAME_LABEL = "training.kubeflow.org/job-name"
-KUBEFLOW = ("kubeflow.org", "v1")
 CAPI = ("cluster.x-k8s.io", "v1beta1")
 KARPENTER = ("karpenter.sh", "v1")
 EVENT_NAMESPACE = "default"  # where events about cluster-scoped objects (nodes) live
@@ -69,6 +66,7 @@ RBAC_RULES: tuple[dict[str, Any], ...] = (
         "resources": ["pytorchjobs"],
         "verbs": ["get", "list", "patch"],
     },
+    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list", "patch"]},
 )
 
 
@@ -81,7 +79,7 @@ class DrainOptions:
     backoff_max_s: float = 30.0
 
 
-class KubernetesActuator:
+class KubernetesActuator(SpotMigration):
     name = "kubernetes"
 
     def __init__(
@@ -96,6 +94,8 @@ class KubernetesActuator:
     ) -> None:
         self.core = k8s.CoreV1Api(api_client)
         self.custom = k8s.CustomObjectsApi(api_client)
+        self.batch = k8s.BatchV1Api(api_client)
+        self.api_client = api_client
         self.options = options or DrainOptions()
         self.lease = lease
         self._sleep = sleep
@@ -272,165 +272,6 @@ class KubernetesActuator:
             {**timings, "node_claim": name},
         )
 
-    def _migrate(self, action: Action) -> Action:
-        """Point a PyTorchJob's pod templates at the spot pool, then evict its pods: each
-        gets SIGTERM, checkpoints and exits 143, and the operator recreates it on spot,
-        where it resumes from the checkpoint. The job's former scheduling is kept in an
-        annotation so that ``follow_up`` can move it back if spot never comes."""
-        kind, namespace, name = action.target.split("/")
-        if kind != "PyTorchJob":
-            return self._finish(
-                action, ActionStatus.FAILED, f"migrating a {kind} is not supported yet"
-            )
-        job = self.custom.get_namespaced_custom_object(*KUBEFLOW, namespace, "pytorchjobs", name)
-        annotations = job["metadata"].get("annotations") or {}
-        started = self._monotonic()
-        if annotations.get(MIGRATION_KEY_ANNOTATION) != action.key:
-            replicas = job["spec"]["pytorchReplicaSpecs"]
-            original = {
-                role: {
-                    "nodeSelector": spec["template"].get("spec", {}).get("nodeSelector"),
-                    "tolerations": spec["template"].get("spec", {}).get("tolerations"),
-                }
-                for role, spec in replicas.items()
-            }
-            wanted = action.details.get("tolerations", [])
-            patch_specs = {}
-            for role, spec in replicas.items():
-                current = spec["template"].get("spec", {}).get("tolerations") or []
-                tolerations = current + [t for t in wanted if t not in current]
-                patch_specs[role] = {
-                    "template": {
-                        "spec": {
-                            "nodeSelector": action.details.get("node_selector", {}),
-                            "tolerations": tolerations,
-                        }
-                    }
-                }
-            patch = {
-                "metadata": {
-                    "annotations": {
-                        MIGRATION_KEY_ANNOTATION: action.key,
-                        MIGRATION_FROM_ANNOTATION: json.dumps(original, sort_keys=True),
-                        MIGRATION_STARTED_ANNOTATION: self._now().isoformat(),
-                    }
-                },
-                "spec": {"pytorchReplicaSpecs": patch_specs},
-            }
-            self.custom.patch_namespaced_custom_object(
-                *KUBEFLOW, namespace, "pytorchjobs", name, patch
-            )
-        pods = self.core.list_namespaced_pod(
-            namespace, label_selector=f"{JOB_NAME_LABEL}={name}"
-        ).items
-        selector = action.details.get("node_selector", {})
-        evicted = []
-        for pod in pods:
-            if self._on_target(pod, selector):
-                continue
-            if not self._evict(namespace, pod.metadata.name, started):
-                return self._finish(
-                    action,
-                    ActionStatus.FAILED,
-                    f"a disruption budget kept refusing to evict {pod.metadata.name}; the "
-                    "job stays patched and the next cycle carries on",
-                    {"evicted": evicted},
-                )
-            evicted.append(f"{namespace}/{pod.metadata.name}")
-        return self._finish(
-            action,
-            ActionStatus.DONE,
-            f"templates point at {action.pool}; {len(evicted)} pods evicted to checkpoint and "
-            "move; confirmed or moved back in the next cycles",
-            {"evicted": evicted, "signal_s": round(self._monotonic() - started, 3)},
-        )
-
-    def _on_target(self, pod: Any, selector: dict[str, str]) -> bool:
-        node_name = pod.spec.node_name if pod.spec else None
-        if not node_name or not selector:
-            return False
-        labels = self.core.read_node(node_name).metadata.labels or {}
-        return all(labels.get(k) == v for k, v in selector.items())
-
-    def follow_up(self, deadline_s: float) -> list[Action]:
-        """Confirm migrations whose pods run on the target pool; move back those whose
-        pods are still not running there after ``deadline_s``."""
-        results: list[Action] = []
-        jobs = self.custom.list_cluster_custom_object(*KUBEFLOW, "pytorchjobs")["items"]
-        for job in jobs:
-            meta = job["metadata"]
-            annotations = meta.get("annotations") or {}
-            key = annotations.get(MIGRATION_KEY_ANNOTATION)
-            if not key:
-                continue
-            namespace, name = meta["namespace"], meta["name"]
-            started = datetime.fromisoformat(annotations[MIGRATION_STARTED_ANNOTATION])
-            elapsed = (self._now() - started).total_seconds()
-            pods = self.core.list_namespaced_pod(
-                namespace, label_selector=f"{JOB_NAME_LABEL}={name}"
-            ).items
-            selector = _job_selector(job)
-            running = [
-                p
-                for p in pods
-                if p.status and p.status.phase == "Running" and self._on_target(p, selector)
-            ]
-            target = f"PyTorchJob/{namespace}/{name}"
-            if pods and len(running) == len(pods):
-                self._clear_migration(namespace, name, restore=None)
-                results.append(
-                    self._finish(
-                        Action(
-                            "migrate_to_spot_confirmed", target, ActionStatus.DONE, "", key, False
-                        ),
-                        ActionStatus.DONE,
-                        f"all {len(pods)} pods run on the spot pool, {elapsed:.0f} s after "
-                        "the move",
-                        {"running_after_s": round(elapsed, 3)},
-                    )
-                )
-            elif elapsed > deadline_s:
-                original = json.loads(annotations.get(MIGRATION_FROM_ANNOTATION) or "{}")
-                self._clear_migration(namespace, name, restore=original)
-                moved_back = []
-                for pod in pods:
-                    if pod not in running and self._evict(
-                        namespace, pod.metadata.name, self._monotonic()
-                    ):
-                        moved_back.append(pod.metadata.name)
-                results.append(
-                    self._finish(
-                        Action(
-                            "migrate_to_spot_fallback", target, ActionStatus.DONE, "", key, False
-                        ),
-                        ActionStatus.DONE,
-                        f"spot capacity did not come within {deadline_s:g} s: templates restored, "
-                        f"{len(moved_back)} pods moved back to on-demand",
-                        {"waited_s": round(elapsed, 3)},
-                    )
-                )
-        return results
-
-    def _clear_migration(
-        self, namespace: str, name: str, restore: dict[str, dict[str, Any]] | None
-    ) -> None:
-        patch: dict[str, Any] = {
-            "metadata": {
-                "annotations": {
-                    MIGRATION_KEY_ANNOTATION: None,
-                    MIGRATION_FROM_ANNOTATION: None,
-                    MIGRATION_STARTED_ANNOTATION: None,
-                }
-            }
-        }
-        if restore is not None:
-            patch["spec"] = {
-                "pytorchReplicaSpecs": {
-                    role: {"template": {"spec": scheduling}} for role, scheduling in restore.items()
-                }
-            }
-        self.custom.patch_namespaced_custom_object(*KUBEFLOW, namespace, "pytorchjobs", name, patch)
-
     def _uncordon(self, node_name: str) -> None:
         self.core.patch_node(
             node_name,
@@ -529,10 +370,3 @@ def _explain(exc: ApiException) -> str:
             f"{'/'.join(r['resources'])} {','.join(r['verbs'])}" for r in RBAC_RULES
         )
     return f"HTTP {exc.status}: {exc.reason}"
-
-
-def _job_selector(job: dict[str, Any]) -> dict[str, str]:
-    """The node selector gpuwatch set on the job's templates (the same for every role)."""
-    for spec in job["spec"]["pytorchReplicaSpecs"].values():
-        return dict(spec["template"].get("spec", {}).get("nodeSelector") or {})
-    return {}

@@ -6,12 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gpuwatch.actions.kubernetes import (
-    MIGRATION_FROM_ANNOTATION,
-    MIGRATION_KEY_ANNOTATION,
-    DrainOptions,
-    KubernetesActuator,
-)
+from gpuwatch.actions.kubernetes import DrainOptions, KubernetesActuator
+from gpuwatch.actions.migrate import MIGRATION_FROM_ANNOTATION, MIGRATION_KEY_ANNOTATION
 from gpuwatch.model.actions import Action, ActionStatus
 from tests.integration.kube_emulator.resources import KUBEFLOW_RESOURCES
 
@@ -186,3 +182,91 @@ def test_spot_never_arrives_and_the_job_moves_back(cluster):
     assert emulator.objects("v1", "Pod") == []  # pending spot pods evicted, to be recreated
     events = emulator.events_for("pretrain", kind="PyTorchJob", namespace="llm")
     assert [e["reason"] for e in events] == ["MigrateToSpot", "MigrateToSpotFallback"]
+
+
+def batch_job() -> dict:
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": "finetune",
+            "namespace": "llm",
+            "annotations": {"gpuwatch.io/migrate-to-spot": "true"},
+        },
+        "spec": {
+            "suspend": False,
+            "backoffLimit": 6,
+            "template": {
+                "metadata": {"labels": {"batch.kubernetes.io/job-name": "finetune"}},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "nodeSelector": {"pool": "gpu-training"},
+                    "containers": [{"name": "train", "image": "gpuwatch-train:0.1.0"}],
+                },
+            },
+        },
+        "status": {"startTime": "2026-11-24T01:00:00Z", "active": 1},
+    }
+
+
+def batch_pod(name: str, node_name: str | None, job_uid: str, phase: str = "Running") -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": "llm",
+            "labels": {"batch.kubernetes.io/job-name": "finetune"},
+            "ownerReferences": [
+                {
+                    "apiVersion": "batch/v1",
+                    "kind": "Job",
+                    "name": "finetune",
+                    "uid": "j",
+                    "controller": True,
+                }
+            ],
+        },
+        "spec": {
+            **({"nodeName": node_name} if node_name else {}),
+            "containers": [{"name": "train", "image": "gpuwatch-train:0.1.0"}],
+        },
+        "status": {"phase": phase},
+    }
+
+
+def test_batch_job_is_suspended_patched_and_resumed(kube_emulator):
+    kube_emulator.add_all([node("od-1", "gpu-training"), node("spot-1", "gpu-spot")])
+    uid = kube_emulator.add(batch_job())["metadata"]["uid"]
+    kube_emulator.add(batch_pod("finetune-abcde", "od-1", uid))
+    clock = Clock()
+    actuator = KubernetesActuator(kube_emulator.api_client(), now=clock.wall)
+    action = Action(
+        **{
+            **ACTION.__dict__,
+            "target": "Job/llm/finetune",
+            "mechanism": "Job",
+            "key": "migrate_to_spot:Job/llm/finetune",
+        }
+    )
+    done = actuator.apply(action)
+    assert done.status is ActionStatus.DONE, done.reason
+    job = kube_emulator.get("batch/v1", "Job", "finetune", "llm")
+    assert job["spec"]["suspend"] is False
+    assert job["spec"]["template"]["spec"]["nodeSelector"] == {"pool": "gpu-spot"}
+    assert job["spec"]["template"]["spec"]["tolerations"] == [SPOT_TOLERATION]
+    suspends = [
+        r.body["spec"].get("suspend")
+        for r in kube_emulator.requests_where(verb="patch", plural="jobs")
+        if "spec" in r.body
+    ]
+    assert [s for s in suspends if s is not None] == [True, False]
+    # gpuwatch neither deletes nor evicts a batch Job's pods: suspension stops them (the
+    # Job controller's work; the test plays it), resumption recreates them on spot.
+    assert not kube_emulator.deletes("pods")
+    assert not kube_emulator.requests_where(subresource="eviction")
+    kube_emulator.remove("v1", "Pod", "finetune-abcde", "llm")
+    kube_emulator.add(batch_pod("finetune-fghij", "spot-1", uid))
+    clock.now += timedelta(seconds=40)
+    (confirmed,) = actuator.follow_up(deadline_s=600)
+    assert (confirmed.kind, confirmed.target) == ("migrate_to_spot_confirmed", "Job/llm/finetune")
