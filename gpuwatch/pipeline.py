@@ -42,7 +42,7 @@ from gpuwatch.model.metrics import (
 from gpuwatch.model.result import CycleResult, SourceInfo
 from gpuwatch.model.state import CycleState
 from gpuwatch.notify.base import Notifier
-from gpuwatch.notify.compose import compose
+from gpuwatch.notify.compose import compose, compose_actions
 from gpuwatch.sources.base import ClusterSource, MetricsSource
 from gpuwatch.state.base import StateStore
 
@@ -59,6 +59,12 @@ class Actuator(Protocol):
     def apply(self, action: Action) -> Action: ...
 
     def follow_up(self, deadline_s: float) -> list[Action]: ...
+
+
+class Checkpoints(Protocol):
+    name: str
+
+    def last_checkpoints(self, at: datetime) -> Mapping[tuple[str, str], datetime]: ...
 
 
 class NodePrices(Protocol):
@@ -81,6 +87,8 @@ class Components:
     """Measured per-node prices (OpenCost), replacing the book where present."""
     actuator: Actuator | None = None
     """Writes actions to the cluster; None where there is no cluster to act on."""
+    checkpoints: Checkpoints | None = None
+    """When training jobs last checkpointed (their metric), where it is scraped."""
 
 
 def cost_specs(settings: Settings) -> frozenset[AggregateSpec]:
@@ -173,6 +181,7 @@ def _act(
             settings.attribution.pool_label,
             dry_run=actuator is None,
             kill_switch_on=kill_switch_on,
+            checkpoint_times=_checkpoint_times(components, cluster, at, notes),
         )
     )
     if not settings.dry_run and actuator is None and planned:
@@ -196,6 +205,28 @@ def _act(
     # Migrations started in earlier cycles are confirmed, or moved back, first.
     followed = actuator.follow_up(settings.actions.migration.spot_deadline_s)
     return followed + [actuator.apply(action) for action in planned]
+
+
+def _checkpoint_times(
+    components: Components, cluster: ClusterState, at: datetime, notes: list[DataQualityNote]
+) -> dict[str, datetime]:
+    """Workload -> its newest checkpoint, from the training jobs' metric (the oldest of its
+    pods': a job is only as fresh as its least fresh worker's checkpoint)."""
+    if components.checkpoints is None:
+        return {}
+    try:
+        by_pod = components.checkpoints.last_checkpoints(at)
+    except SourceError as exc:
+        notes.append(DataQualityNote(kind="checkpoints", message=f"training metrics: {exc}"))
+        return {}
+    owners = OwnerIndex(cluster.controllers)
+    times: dict[str, datetime] = {}
+    for pod in cluster.pods:
+        seen = by_pod.get(pod.key)
+        workload = owners.workload_of(pod)
+        if seen is not None and workload is not None:
+            times[workload] = min(times.get(workload, seen), seen)
+    return times
 
 
 def run_cycle(components: Components, settings: Settings, at: datetime) -> CycleResult:
@@ -278,6 +309,9 @@ def run_cycle(components: Components, settings: Settings, at: datetime) -> Cycle
     messages = compose(
         evaluation.findings, titles, settings.notify.channel, settings.notify.max_rows
     )
+    actions_message = compose_actions(actions, settings.notify.channel, settings.dry_run)
+    if actions_message is not None:
+        messages.append(actions_message)
     delivered = tuple(components.notifier.deliver(message) for message in messages)
 
     new_state = CycleState(

@@ -31,6 +31,7 @@ from gpuwatch.sources.simulator import (
     SimulatorMetricsSource,
 )
 from gpuwatch.sources.snapshot_file import SnapshotFileClusterSource
+from gpuwatch.sources.training import TrainingCheckpoints
 from gpuwatch.state.json_file import JsonFileState
 
 
@@ -91,8 +92,11 @@ def build_components(
         cluster = SimulatorClusterSource(simulated)
     metrics = build_metrics_source(settings, env, simulated)
     node_prices = None
-    if settings.cost.opencost and isinstance(metrics, PrometheusMetricsSource):
-        node_prices = OpenCostPrices(metrics.client, settings.cost.opencost_currency)
+    checkpoints = None
+    if isinstance(metrics, PrometheusMetricsSource):
+        checkpoints = TrainingCheckpoints(metrics.client)
+        if settings.cost.opencost:
+            node_prices = OpenCostPrices(metrics.client, settings.cost.opencost_currency)
     return Components(
         metrics=metrics,
         cluster=cluster,
@@ -102,4 +106,5 @@ def build_components(
         price_book=load_price_book(settings.cost.price_book),
         node_prices=node_prices,
         actuator=actuator,
+        checkpoints=checkpoints,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
+from gpuwatch.model.actions import Action
 from gpuwatch.model.findings import Finding, Severity, format_value
 from gpuwatch.model.result import Notification
 
@@ -95,3 +96,26 @@ def _short_model(model: str | None) -> str:
         if model.startswith(prefix):
             return model[len(prefix) :]
     return model
+
+
+def compose_actions(actions: Sequence[Action], channel: str, dry_run: bool) -> Notification | None:
+    """One message for the cycle's actions, taken and refused alike; None without any."""
+    if not actions:
+        return None
+    counts: dict[str, int] = defaultdict(int)
+    for action in actions:
+        counts[str(action.status)] += 1
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    title = f"gpuwatch actions{' (dry run)' if dry_run else ''}: {summary}"
+    rows = "\n".join(f"{a.status!s:<8} {a.kind:<26} {a.target:<36} {a.reason}" for a in actions)
+    return Notification(
+        group_key="actions",
+        channel=channel,
+        title=title,
+        text=f"{title}\n{rows}",
+        blocks=(
+            {"type": "header", "text": {"type": "plain_text", "text": title[:150]}},
+            {"type": "section", "text": {"type": "mrkdwn", "text": f"```{rows}```"[:3000]}},
+        ),
+        finding_keys=tuple(a.key for a in actions),
+    )

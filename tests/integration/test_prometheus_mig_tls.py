@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -17,6 +18,7 @@ from gpuwatch.sources.opencost import OpenCostPrices
 from gpuwatch.sources.prometheus import PrometheusClient, PrometheusMetricsSource
 from gpuwatch.sources.prometheus.client import Connection
 from gpuwatch.sources.simulator.layout import SHOWCASE_AT
+from gpuwatch.sources.training import TrainingCheckpoints
 from tests.integration.fault_proxy import FaultProxy
 from tests.integration.prometheus_server import PrometheusServer, backfill
 
@@ -48,6 +50,12 @@ def _mig_history() -> str:
         for labels, util in instances.values():
             for t in range(AT_S - 1800 + 60, AT_S + 1, 60):
                 lines.append(f"{family}{{{labels}}} {value_of(util)} {t}")
+    lines.append("# TYPE gpuwatch_train_last_checkpoint_timestamp_seconds gauge")
+    for t in range(AT_S - 1800 + 60, AT_S + 1, 60):
+        lines.append(
+            "gpuwatch_train_last_checkpoint_timestamp_seconds"
+            f'{{namespace="llm",pod="pretrain-worker-0"}} {AT_S - 120} {t}'
+        )
     lines.append("# TYPE node_gpu_hourly_cost gauge")
     for t in range(AT_S - 1800 + 60, AT_S + 1, 60):
         lines.append(f'node_gpu_hourly_cost{{node="mig-node",instance_type="gn7e"}} 2.93 {t}')
@@ -119,3 +127,11 @@ def test_opencost_prices_replace_the_book_for_a_nodes_own_capacity(mig_prometheu
     what_if, _ = book.price("NVIDIA A100-SXM4-80GB", "spot")
     assert own is not None and own.per_gpu_hour == Decimal("2.93") and own.currency == "USD"
     assert what_if is not None and what_if.source.startswith("book:")
+
+
+def test_training_jobs_last_checkpoint_from_their_metric(mig_prometheus):
+    settings = PrometheusSettings(url=mig_prometheus.url, scrape_interval_s=60)
+    checkpoints = TrainingCheckpoints(PrometheusClient(Connection.from_settings(settings, {})))
+    assert checkpoints.last_checkpoints(SHOWCASE_AT) == {
+        ("llm", "pretrain-worker-0"): SHOWCASE_AT - timedelta(minutes=2)
+    }

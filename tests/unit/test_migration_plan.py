@@ -58,10 +58,11 @@ def scenario(spot_free=8, spot_model=A100, checkpoint_age_min=3.0, opted=True, m
     return contexts, cluster, saving
 
 
-def plan(contexts, cluster, saving, dry_run=True, kill=False, **migration):
+def plan(contexts, cluster, saving, dry_run=True, kill=False, metric=None, **migration):
     settings = ActionsSettings.model_validate({"migration": migration})
+    times = {"PyTorchJob/llm/pretrain": metric} if metric else {}
     return plan_migrations(
-        MigrationInputs(AT, [saving], contexts, cluster, settings, "pool", dry_run, kill)
+        MigrationInputs(AT, [saving], contexts, cluster, settings, "pool", dry_run, kill, times)
     )
 
 
@@ -98,3 +99,9 @@ def test_writes_need_the_kill_switch():
     assert "kill switch" in action.reason
     (action,) = plan(*scenario(), dry_run=False, kill=True)
     assert action.status is ActionStatus.PLANNED and not action.dry_run
+
+
+def test_the_jobs_metric_wins_over_its_annotation():
+    # The annotation says 3 minutes, the job's own metric says 20: the metric is the truth.
+    (action,) = plan(*scenario(), metric=AT - timedelta(minutes=20))
+    assert action.status is ActionStatus.REFUSED and "20m old" in action.reason

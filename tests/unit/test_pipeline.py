@@ -230,3 +230,11 @@ def test_no_dry_run_without_a_cluster_to_act_on_says_so():
     assert any(
         n.kind == "actions" and "nothing was written" in n.message for n in result.data_quality
     )
+
+
+def test_actions_are_reported_as_one_message():
+    dry = Settings.model_validate({"actions": {"pools": {"gpu-training": {}}}})
+    result = run_cycle(_components(), dry, SHOWCASE_AT)
+    (message,) = [n for n in result.notifications if n.group_key == "actions"]
+    assert message.title.startswith("gpuwatch actions (dry run): 1 planned")
+    assert "Node/train-a100-3" in message.text and "PyTorchJob/llm/llm-pretrain" in message.text
