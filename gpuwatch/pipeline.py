@@ -58,13 +58,17 @@ class Actuator(Protocol):
 
     def apply(self, action: Action) -> Action: ...
 
-    def follow_up(self, deadline_s: float) -> list[Action]: ...
+    def follow_up(
+        self, deadline_s: float, progress: Mapping[str, tuple[int, int]]
+    ) -> list[Action]: ...
 
 
 class Checkpoints(Protocol):
     name: str
 
     def last_checkpoints(self, at: datetime) -> Mapping[tuple[str, str], datetime]: ...
+
+    def progress(self, at: datetime) -> Mapping[tuple[str, str], tuple[int, int]]: ...
 
 
 class NodePrices(Protocol):
@@ -159,6 +163,7 @@ def _act(
     """Plan, and where writes are allowed, carry out. Dry run unless configured otherwise;
     the kill switch is read every cycle before anything is written."""
     actuator = components.actuator if not settings.dry_run else None
+    progress = _progress(components, cluster, at, notes)
     kill_switch_on = actuator is not None and actuator.kill_switch_on(settings.actions.kill_switch)
     planned = plan_scale_down(
         ScaleDownInputs(
@@ -182,6 +187,7 @@ def _act(
             dry_run=actuator is None,
             kill_switch_on=kill_switch_on,
             checkpoint_times=_checkpoint_times(components, cluster, at, notes),
+            progress=progress,
         )
     )
     if not settings.dry_run and actuator is None and planned:
@@ -203,7 +209,7 @@ def _act(
             for a in planned
         ]
     # Migrations started in earlier cycles are confirmed, or moved back, first.
-    followed = actuator.follow_up(settings.actions.migration.spot_deadline_s)
+    followed = actuator.follow_up(settings.actions.migration.spot_deadline_s, progress)
     return followed + [actuator.apply(action) for action in planned]
 
 
@@ -227,6 +233,27 @@ def _checkpoint_times(
         if seen is not None and workload is not None:
             times[workload] = min(times.get(workload, seen), seen)
     return times
+
+
+def _progress(
+    components: Components, cluster: ClusterState, at: datetime, notes: list[DataQualityNote]
+) -> dict[str, tuple[int, int]]:
+    """Workload -> (step, newest checkpoint's step), the least advanced of its pods."""
+    if components.checkpoints is None:
+        return {}
+    try:
+        by_pod = components.checkpoints.progress(at)
+    except SourceError as exc:
+        notes.append(DataQualityNote(kind="checkpoints", message=f"training metrics: {exc}"))
+        return {}
+    owners = OwnerIndex(cluster.controllers)
+    progress: dict[str, tuple[int, int]] = {}
+    for pod in cluster.pods:
+        seen = by_pod.get(pod.key)
+        workload = owners.workload_of(pod)
+        if seen is not None and workload is not None:
+            progress[workload] = min(progress.get(workload, seen), seen)
+    return progress
 
 
 def run_cycle(components: Components, settings: Settings, at: datetime) -> CycleResult:

@@ -16,6 +16,7 @@ A mixin of ``KubernetesActuator``: it uses the actuator's clients, evictions and
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +27,7 @@ from gpuwatch.model.actions import Action, ActionStatus
 MIGRATION_KEY_ANNOTATION = "gpuwatch.io/migration-key"
 MIGRATION_FROM_ANNOTATION = "gpuwatch.io/migration-from"
 MIGRATION_STARTED_ANNOTATION = "gpuwatch.io/migration-started"
+MIGRATION_STEPS_ANNOTATION = "gpuwatch.io/migration-steps"
 JOB_NAME_LABEL = "training.kubeflow.org/job-name"
 BATCH_JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 KUBEFLOW = ("kubeflow.org", "v1")
@@ -60,6 +62,9 @@ class SpotMigration:
                 MIGRATION_KEY_ANNOTATION: action.key,
                 MIGRATION_FROM_ANNOTATION: json.dumps(original, sort_keys=True),
                 MIGRATION_STARTED_ANNOTATION: self._now().isoformat(),
+                MIGRATION_STEPS_ANNOTATION: json.dumps(
+                    {k: action.details.get(k) for k in ("step_at_signal", "checkpoint_step")}
+                ),
             }
             self._reschedule(kind, namespace, name, moved, annotations)
         evicted: list[str] = []
@@ -85,12 +90,14 @@ class SpotMigration:
             {"evicted": evicted, "signal_s": round(self._monotonic() - started, 3)},
         )
 
-    def follow_up(self, deadline_s: float) -> list[Action]:
+    def follow_up(
+        self, deadline_s: float, progress: Mapping[str, tuple[int, int]] | None = None
+    ) -> list[Action]:
         """Confirm migrations whose pods all run on the target pool; move back those whose
         pods are still not running there after ``deadline_s``. Never raises for the
         cluster's answers: a failure is one FAILED action, and the next cycle retries."""
         try:
-            return self._follow_up(deadline_s)
+            return self._follow_up(deadline_s, progress or {})
         except ApiException as exc:
             return [
                 Action(
@@ -103,7 +110,9 @@ class SpotMigration:
                 )
             ]
 
-    def _follow_up(self, deadline_s: float) -> list[Action]:
+    def _follow_up(
+        self, deadline_s: float, progress: Mapping[str, tuple[int, int]]
+    ) -> list[Action]:
         results: list[Action] = []
         for kind, job in self._migrating():
             meta = job["metadata"]
@@ -120,7 +129,13 @@ class SpotMigration:
                 if p.status and p.status.phase == "Running" and self._on_target(p, selector)
             ]
             target = f"{kind}/{namespace}/{name}"
-            if pods and len(running) == len(pods):
+            steps = json.loads(annotations.get(MIGRATION_STEPS_ANNOTATION) or "{}")
+            saved, at_signal = steps.get("checkpoint_step"), steps.get("step_at_signal")
+            now_step = progress.get(target, (None, None))[0]
+            # With the job's metrics, the move is confirmed only once training has passed
+            # the checkpoint it resumed from; without them, pods running on spot suffice.
+            past_checkpoint = saved is None or now_step is None or now_step > saved
+            if pods and len(running) == len(pods) and past_checkpoint:
                 self._reschedule(kind, namespace, name, None, _CLEARED)
                 done = Action(
                     "migrate_to_spot_confirmed", target, ActionStatus.DONE, "", key, False
@@ -131,7 +146,14 @@ class SpotMigration:
                         ActionStatus.DONE,
                         f"all {len(pods)} pods run on the spot pool, {elapsed:.0f} s after "
                         "the move",
-                        {"running_after_s": round(elapsed, 3)},
+                        {
+                            "running_after_s": round(elapsed, 3),
+                            "checkpoint_step": saved,
+                            "steps_lost": None
+                            if saved is None or at_signal is None
+                            else at_signal - saved,
+                            "step_now": now_step,
+                        },
                     )
                 )
             elif elapsed > deadline_s:
@@ -229,6 +251,7 @@ class SpotMigration:
 
 
 _CLEARED: dict[str, str | None] = {
+    MIGRATION_STEPS_ANNOTATION: None,
     MIGRATION_KEY_ANNOTATION: None,
     MIGRATION_FROM_ANNOTATION: None,
     MIGRATION_STARTED_ANNOTATION: None,

@@ -46,6 +46,8 @@ class MigrationInputs:
     kill_switch_on: bool
     checkpoint_times: Mapping[str, datetime] = field(default_factory=dict)
     """Workload -> newest checkpoint, from the training job's metric where scraped."""
+    progress: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    """Workload -> (current step, newest checkpoint's step), from the same metrics."""
 
 
 def plan_migrations(inputs: MigrationInputs) -> list[Action]:
@@ -108,6 +110,14 @@ def plan_migrations(inputs: MigrationInputs) -> list[Action]:
                     "tolerations": tolerations,
                     "monthly_saving": float(saving.monthly),
                     "checkpoint_at": checkpoint.isoformat() if checkpoint else None,
+                    **(
+                        {
+                            "step_at_signal": inputs.progress[workload][0],
+                            "checkpoint_step": inputs.progress[workload][1],
+                        }
+                        if workload in inputs.progress
+                        else {}
+                    ),
                 },
             )
         )

@@ -6,6 +6,7 @@ as a real one. ``kill_switch`` and ``holds_lease`` say what the cluster would an
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 
 from gpuwatch.model.actions import Action, ActionStatus
@@ -25,7 +26,9 @@ class RecordingActuator:
     def kill_switch_on(self, reference: str) -> bool:
         return self.kill_switch
 
-    def follow_up(self, deadline_s: float) -> list[Action]:
+    def follow_up(
+        self, deadline_s: float, progress: Mapping[str, tuple[int, int]] | None = None
+    ) -> list[Action]:
         return []
 
     def apply(self, action: Action) -> Action:

@@ -14,6 +14,8 @@ from gpuwatch.sources.prometheus.client import PrometheusClient
 
 METRIC = "gpuwatch_train_last_checkpoint_timestamp_seconds"
 QUERY = f"max by (namespace, pod) ({METRIC})"
+STEP_QUERY = "max by (namespace, pod) (gpuwatch_train_step)"
+CHECKPOINT_STEP_QUERY = "max by (namespace, pod) (gpuwatch_train_last_checkpoint_step)"
 
 
 class TrainingCheckpoints:
@@ -30,3 +32,15 @@ class TrainingCheckpoints:
             if namespace and pod and series.value == series.value and series.value > 0:
                 found[(namespace, pod)] = datetime.fromtimestamp(series.value, tz=UTC)
         return found
+
+    def progress(self, at: datetime) -> dict[tuple[str, str], tuple[int, int]]:
+        """(namespace, pod) -> (current step, step of the newest checkpoint)."""
+        steps = {_key(s.labels): int(s.value) for s in self.client.instant(STEP_QUERY, at)}
+        saved = {
+            _key(s.labels): int(s.value) for s in self.client.instant(CHECKPOINT_STEP_QUERY, at)
+        }
+        return {key: (step, saved[key]) for key, step in steps.items() if key in saved}
+
+
+def _key(labels: dict[str, str]) -> tuple[str, str]:
+    return (labels.get("namespace", ""), labels.get("pod", ""))

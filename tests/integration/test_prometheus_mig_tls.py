@@ -56,6 +56,13 @@ def _mig_history() -> str:
             "gpuwatch_train_last_checkpoint_timestamp_seconds"
             f'{{namespace="llm",pod="pretrain-worker-0"}} {AT_S - 120} {t}'
         )
+    for family, value in (
+        ("gpuwatch_train_step", 140),
+        ("gpuwatch_train_last_checkpoint_step", 125),
+    ):
+        lines.append(f"# TYPE {family} gauge")
+        for t in range(AT_S - 1800 + 60, AT_S + 1, 60):
+            lines.append(f'{family}{{namespace="llm",pod="pretrain-worker-0"}} {value} {t}')
     lines.append("# TYPE node_gpu_hourly_cost gauge")
     for t in range(AT_S - 1800 + 60, AT_S + 1, 60):
         lines.append(f'node_gpu_hourly_cost{{node="mig-node",instance_type="gn7e"}} 2.93 {t}')
@@ -135,3 +142,4 @@ def test_training_jobs_last_checkpoint_from_their_metric(mig_prometheus):
     assert checkpoints.last_checkpoints(SHOWCASE_AT) == {
         ("llm", "pretrain-worker-0"): SHOWCASE_AT - timedelta(minutes=2)
     }
+    assert checkpoints.progress(SHOWCASE_AT) == {("llm", "pretrain-worker-0"): (140, 125)}

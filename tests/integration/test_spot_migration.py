@@ -270,3 +270,23 @@ def test_batch_job_is_suspended_patched_and_resumed(kube_emulator):
     clock.now += timedelta(seconds=40)
     (confirmed,) = actuator.follow_up(deadline_s=600)
     assert (confirmed.kind, confirmed.target) == ("migrate_to_spot_confirmed", "Job/llm/finetune")
+
+
+def test_confirmation_waits_until_training_passes_its_checkpoint(cluster):
+    emulator, actuator, clock = cluster
+    action = Action(
+        **{
+            **ACTION.__dict__,
+            "details": {**ACTION.details, "step_at_signal": 130, "checkpoint_step": 125},
+        }
+    )
+    assert actuator.apply(action).status is ActionStatus.DONE
+    emulator.add_all([pod("pretrain-master-0", "spot-1"), pod("pretrain-worker-0", "spot-1")])
+    clock.now += timedelta(seconds=60)
+    target = "PyTorchJob/llm/pretrain"
+    # Running on spot, but still loading the checkpoint: not confirmed yet.
+    assert actuator.follow_up(600, {target: (125, 125)}) == []
+    clock.now += timedelta(seconds=30)
+    (confirmed,) = actuator.follow_up(600, {target: (140, 135)})
+    assert confirmed.details["steps_lost"] == 5  # signalled at 130, resumed from 125
+    assert confirmed.details["step_now"] == 140
