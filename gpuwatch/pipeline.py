@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from gpuwatch.actions.migration import MigrationInputs, plan_migrations
 from gpuwatch.actions.scale_down import ScaleDownInputs, plan_scale_down
@@ -47,6 +47,7 @@ from gpuwatch.sources.base import ClusterSource, MetricsSource
 from gpuwatch.state.base import StateStore
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Actuator(Protocol):
@@ -114,6 +115,7 @@ def _util_avg(settings: Settings) -> AggregateSpec:
 
 def _savings(
     components: Components,
+    book: PriceBook,
     settings: Settings,
     at: datetime,
     stats: WindowStats,
@@ -137,7 +139,7 @@ def _savings(
             at=at,
             contexts=attribution.contexts,
             cluster=cluster,
-            book=components.price_book,
+            book=book,
             findings=findings,
             settings=settings.savings,
             util_p95=stats.get(AggregateSpec(Signal.UTIL_RATIO, Aggregate.P95, sharing)),
@@ -163,7 +165,7 @@ def _act(
     """Plan, and where writes are allowed, carry out. Dry run unless configured otherwise;
     the kill switch is read every cycle before anything is written."""
     actuator = components.actuator if not settings.dry_run else None
-    progress = _progress(components, cluster, at, notes)
+    checkpoint_times, progress = _training(components, cluster, at, notes)
     kill_switch_on = actuator is not None and actuator.kill_switch_on(settings.actions.kill_switch)
     planned = plan_scale_down(
         ScaleDownInputs(
@@ -186,7 +188,7 @@ def _act(
             settings.attribution.pool_label,
             dry_run=actuator is None,
             kill_switch_on=kill_switch_on,
-            checkpoint_times=_checkpoint_times(components, cluster, at, notes),
+            checkpoint_times=checkpoint_times,
             progress=progress,
         )
     )
@@ -213,47 +215,35 @@ def _act(
     return followed + [actuator.apply(action) for action in planned]
 
 
-def _checkpoint_times(
+def _training(
     components: Components, cluster: ClusterState, at: datetime, notes: list[DataQualityNote]
-) -> dict[str, datetime]:
-    """Workload -> its newest checkpoint, from the training jobs' metric (the oldest of its
-    pods': a job is only as fresh as its least fresh worker's checkpoint)."""
+) -> tuple[dict[str, datetime], dict[str, tuple[int, int]]]:
+    """Per workload, from the training jobs' own metrics: the newest checkpoint's time, and
+    (step, newest checkpoint's step). Each is the least advanced of the job's pods: a job
+    is only as fresh as its least fresh worker."""
     if components.checkpoints is None:
-        return {}
+        return {}, {}
     try:
-        by_pod = components.checkpoints.last_checkpoints(at)
+        times = components.checkpoints.last_checkpoints(at)
+        progress = components.checkpoints.progress(at)
     except SourceError as exc:
         notes.append(DataQualityNote(kind="checkpoints", message=f"training metrics: {exc}"))
-        return {}
+        return {}, {}
     owners = OwnerIndex(cluster.controllers)
-    times: dict[str, datetime] = {}
+    return _per_workload(times, cluster, owners), _per_workload(progress, cluster, owners)
+
+
+def _per_workload(
+    by_pod: Mapping[tuple[str, str], T], cluster: ClusterState, owners: OwnerIndex
+) -> dict[str, T]:
+    """Pod figures rolled up to their workloads, keeping the smallest."""
+    rolled: dict[str, T] = {}
     for pod in cluster.pods:
         seen = by_pod.get(pod.key)
         workload = owners.workload_of(pod)
         if seen is not None and workload is not None:
-            times[workload] = min(times.get(workload, seen), seen)
-    return times
-
-
-def _progress(
-    components: Components, cluster: ClusterState, at: datetime, notes: list[DataQualityNote]
-) -> dict[str, tuple[int, int]]:
-    """Workload -> (step, newest checkpoint's step), the least advanced of its pods."""
-    if components.checkpoints is None:
-        return {}
-    try:
-        by_pod = components.checkpoints.progress(at)
-    except SourceError as exc:
-        notes.append(DataQualityNote(kind="checkpoints", message=f"training metrics: {exc}"))
-        return {}
-    owners = OwnerIndex(cluster.controllers)
-    progress: dict[str, tuple[int, int]] = {}
-    for pod in cluster.pods:
-        seen = by_pod.get(pod.key)
-        workload = owners.workload_of(pod)
-        if seen is not None and workload is not None:
-            progress[workload] = min(progress.get(workload, seen), seen)
-    return progress
+            rolled[workload] = min(rolled.get(workload, seen), seen)  # type: ignore[type-var]
+    return rolled
 
 
 def run_cycle(components: Components, settings: Settings, at: datetime) -> CycleResult:
@@ -315,17 +305,16 @@ def run_cycle(components: Components, settings: Settings, at: datetime) -> Cycle
             book = book.with_node_prices(components.node_prices.node_prices(at))
         except SourceError as exc:
             notes.append(DataQualityNote(kind="prices", message=f"OpenCost prices: {exc}"))
-    components = replace(components, price_book=book)
     cost = allocate_cost(
         attribution.contexts,
         stats.get(_util_avg(settings)),
         cluster.pods,
-        components.price_book,
+        book,
         at,
         settings.cost.window_s,
     )
     savings = _savings(
-        components, settings, at, stats, cluster, attribution, evaluation.findings, notes
+        components, book, settings, at, stats, cluster, attribution, evaluation.findings, notes
     )
 
     actions = _act(

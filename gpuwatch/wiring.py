@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
+from functools import cache
 from typing import TextIO
 
 from gpuwatch.actions.kubernetes import KubernetesActuator
@@ -36,13 +37,13 @@ from gpuwatch.state.json_file import JsonFileState
 
 
 def build_metrics_source(
-    settings: Settings, env: Mapping[str, str], simulated: SimulatedCluster
+    settings: Settings, env: Mapping[str, str], simulated: Callable[[], SimulatedCluster]
 ) -> MetricsSource:
-    """The configured metrics source (the simulator's is ``simulated``)."""
+    """The configured metrics source; ``simulated`` builds the simulator when it is the one."""
     if settings.metrics.source == "prometheus":
         client = PrometheusClient(Connection.from_settings(settings.prometheus, env))
         return PrometheusMetricsSource(client, settings.prometheus)
-    return SimulatorMetricsSource(simulated)
+    return SimulatorMetricsSource(simulated())
 
 
 def build_components(
@@ -54,7 +55,8 @@ def build_components(
     """
     env = os.environ if env is None else env
     rules = load_rules(settings.rules.paths)
-    simulated = SimulatedCluster(settings.simulator, end=at)
+    # Built once, and only when a simulator source is configured.
+    simulated = cache(lambda: SimulatedCluster(settings.simulator, end=at))
     notifier: Notifier = (
         ConsoleNotifier(console) if settings.notify.console else RecordingNotifier()
     )
@@ -89,7 +91,7 @@ def build_components(
             gpu_aliases=dict(settings.cluster.gpu_resource_aliases),
         )
     else:
-        cluster = SimulatorClusterSource(simulated)
+        cluster = SimulatorClusterSource(simulated())
     metrics = build_metrics_source(settings, env, simulated)
     node_prices = None
     checkpoints = None

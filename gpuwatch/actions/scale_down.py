@@ -29,6 +29,7 @@ from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from gpuwatch.analysis.attribution import GpuContext
+from gpuwatch.analysis.pools import pending_gpu_pods_for
 from gpuwatch.config.settings import ActionsSettings, MaintenanceWindow, PoolActionPolicy
 from gpuwatch.model.actions import Action, ActionStatus
 from gpuwatch.model.cluster import ClusterState, Node, Pod, gpu_request_kind
@@ -216,7 +217,7 @@ def _candidate(
 def _pool_gate(
     pool: str,
     policy: PoolActionPolicy,
-    nodes: Mapping[Node, list[GpuContext]],
+    nodes: Mapping[str, list[GpuContext]],
     inputs: ScaleDownInputs,
 ) -> str:
     windows = inputs.settings.maintenance_windows
@@ -227,12 +228,9 @@ def _pool_gate(
     if newest is not None and inputs.at - newest < timedelta(seconds=policy.cooldown_s):
         minutes = int((inputs.at - newest).total_seconds() // 60)
         return f"cooldown: {pool} grew {minutes} min ago (cooldown {policy.cooldown_s // 60} min)"
-    sample = members[0] if members else None
-    for pod in inputs.cluster.pods:
-        if pod.node_name is None and pod.phase == "Pending" and gpu_request_kind(pod.requests):
-            selector = pod.node_selector
-            if sample is None or all(sample.labels.get(k) == v for k, v in selector.items()):
-                return f"GPU pod {pod.namespace}/{pod.name} is pending and may need {pool}"
+    pending = pending_gpu_pods_for(inputs.cluster.pods, members[0] if members else None)
+    if pending:
+        return f"GPU pod {pending[0].namespace}/{pending[0].name} is pending and may need {pool}"
     return ""
 
 

@@ -7,13 +7,15 @@ each cloud: a label (Karpenter, EKS, GKE) or the ACK spot taint.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from gpuwatch.model.cluster import (
     CGPU_COUNT_RESOURCE,
     MIG_RESOURCE_PREFIX,
     WHOLE_GPU_RESOURCE,
     Node,
+    Pod,
+    gpu_request_kind,
 )
 
 SPOT = "spot"
@@ -78,3 +80,17 @@ def physical_gpu_count(node: Node) -> int:
     if any(name.startswith(MIG_RESOURCE_PREFIX) for name in node.capacity):
         return int(node.labels.get(GPU_COUNT_LABEL, "0") or 0)
     return 0
+
+
+def pending_gpu_pods_for(pods: Iterable[Pod], node: Node | None) -> list[Pod]:
+    """Unscheduled GPU pods that could land on ``node``'s pool: their node selector matches
+    its labels (every pending GPU pod when the pool's nodes are unknown). They are why a
+    pool must not shrink."""
+    return [
+        pod
+        for pod in pods
+        if pod.node_name is None
+        and pod.phase == "Pending"
+        and gpu_request_kind(pod.requests)
+        and (node is None or all(node.labels.get(k) == v for k, v in pod.node_selector.items()))
+    ]

@@ -87,9 +87,11 @@ def history(
     settings = load_settings_or_exit(ctx, flags)
     # The simulator's history must reach back to --from.
     days = max(settings.simulator.days, (end - start).total_seconds() / 86400 + 1)
-    simulated = SimulatedCluster(settings.simulator.model_copy(update={"days": days}), end)
+    simulator = settings.simulator.model_copy(update={"days": days})
     try:
-        source = build_metrics_source(settings, os.environ, simulated)
+        source = build_metrics_source(
+            settings, os.environ, lambda: SimulatedCluster(simulator, end)
+        )
     except ConfigError as exc:
         fail_config(exc)
     columns = [

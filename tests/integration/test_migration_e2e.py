@@ -27,6 +27,7 @@ from tests.integration.test_spot_migration import (
     ACTION,
     GPU_TOLERATION,
     SPOT_TOLERATION,
+    job,
     node,
     pod,
 )
@@ -55,32 +56,6 @@ def _argv(output: Path) -> list[str]:
         f"--checkpoint-every-steps={EVERY}",
         "--resume=auto",
     ]
-
-
-def _job() -> dict:
-    """``llm/pretrain``: one Worker replica, on the on-demand pool, allowed to move."""
-    template = {
-        "metadata": {"annotations": {"gpuwatch.io/checkpoint": "true"}},
-        "spec": {
-            "nodeSelector": {"pool": "gpu-training"},
-            "tolerations": [GPU_TOLERATION],
-            "containers": [{"name": "pytorch", "image": "gpuwatch-train:0.1.0"}],
-        },
-    }
-    return {
-        "apiVersion": "kubeflow.org/v1",
-        "kind": "PyTorchJob",
-        "metadata": {
-            "name": "pretrain",
-            "namespace": "llm",
-            "annotations": {"gpuwatch.io/migrate-to-spot": "true"},
-        },
-        "spec": {
-            "pytorchReplicaSpecs": {
-                "Worker": {"replicas": 1, "restartPolicy": "ExitCode", "template": template},
-            }
-        },
-    }
 
 
 def _latest_step(output: Path) -> int:
@@ -114,7 +89,12 @@ def test_pytorchjob_migrates_to_spot_and_resumes_bit_identical(
     emulator = kube_emulator
     emulator.install(*KUBEFLOW_RESOURCES)
     emulator.add_all(
-        [node("od-1", "gpu-training"), node("spot-1", "gpu-spot"), _job(), pod(WORKER, "od-1")]
+        [
+            node("od-1", "gpu-training"),
+            node("spot-1", "gpu-spot"),
+            job(roles=("Worker",)),
+            pod(WORKER, "od-1"),
+        ]
     )
     out = tmp_path / "ckpt"  # the job's shared volume: both pods see it
     # Made first: building the client takes most of a second, steps take milliseconds.
@@ -172,8 +152,8 @@ def test_pytorchjob_migrates_to_spot_and_resumes_bit_identical(
     (confirmed,) = actuator.follow_up(deadline_s=600)
     assert confirmed.kind == "migrate_to_spot_confirmed", confirmed
     assert confirmed.status is ActionStatus.DONE
-    job = emulator.get("kubeflow.org/v1", "PyTorchJob", "pretrain", "llm")
-    assert MIGRATION_KEY_ANNOTATION not in (job["metadata"].get("annotations") or {})
+    moved = emulator.get("kubeflow.org/v1", "PyTorchJob", "pretrain", "llm")
+    assert MIGRATION_KEY_ANNOTATION not in (moved["metadata"].get("annotations") or {})
     events = emulator.events_for("pretrain", kind="PyTorchJob", namespace="llm")
     assert [e["reason"] for e in events] == ["MigrateToSpot", "MigrateToSpotConfirmed"]
 

@@ -46,7 +46,8 @@ def node(name: str, pool: str) -> dict:
     }
 
 
-def job() -> dict:
+def job(roles: tuple[str, ...] = ("Master", "Worker")) -> dict:
+    """``llm/pretrain`` on the on-demand pool, allowed to move, one replica per role."""
     template = {
         "metadata": {"annotations": {"gpuwatch.io/checkpoint": "true"}},
         "spec": {
@@ -65,8 +66,8 @@ def job() -> dict:
         },
         "spec": {
             "pytorchReplicaSpecs": {
-                "Master": {"replicas": 1, "restartPolicy": "ExitCode", "template": template},
-                "Worker": {"replicas": 1, "restartPolicy": "ExitCode", "template": template},
+                role: {"replicas": 1, "restartPolicy": "ExitCode", "template": template}
+                for role in roles
             }
         },
     }

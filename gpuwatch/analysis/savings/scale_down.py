@@ -11,13 +11,11 @@ Pending GPU pods lower the confidence: they may be waiting for exactly this capa
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
 from decimal import Decimal
 
 from gpuwatch.analysis.attribution import GpuContext
-from gpuwatch.analysis.pools import physical_gpu_count
+from gpuwatch.analysis.pools import pending_gpu_pods_for, physical_gpu_count
 from gpuwatch.analysis.savings.base import SavingsInputs, monthly
-from gpuwatch.model.cluster import gpu_request_kind
 from gpuwatch.model.cost import Saving, SavingExcluded, money
 
 KIND = "scale_down"
@@ -28,11 +26,6 @@ def compute(inputs: SavingsInputs) -> tuple[list[Saving], list[SavingExcluded]]:
     for ctx in inputs.contexts:
         if ctx.in_gpu_pool and ctx.pool:
             pools[ctx.pool].append(ctx)
-    waiting = [
-        p
-        for p in inputs.cluster.pods
-        if p.node_name is None and p.phase == "Pending" and gpu_request_kind(p.requests)
-    ]
     savings, excluded = [], []
     for pool, members in sorted(pools.items()):
         by_node: dict[str, list[GpuContext]] = defaultdict(list)
@@ -45,9 +38,8 @@ def compute(inputs: SavingsInputs) -> tuple[list[Saving], list[SavingExcluded]]:
         unallocated = [c for c in members if not c.holders]
         empty_nodes = sum(1 for gpus in by_node.values() if all(not c.holders for c in gpus))
         floor = inputs.settings.floors.get(pool, 0)
-        # A pending GPU pod may be waiting for this pool unless its node selector says
-        # otherwise.
-        pending = [p for p in waiting if _may_land(p.node_selector, members)]
+        sample = next((c.node for c in members if c.node is not None), None)
+        pending = pending_gpu_pods_for(inputs.cluster.pods, sample)
         removable = min(len(unallocated) // per_node if per_node else 0, max(nodes - floor, 0))
         scope = {"team": None, "pool": pool, "workload": None}
         if removable <= 0:
@@ -102,10 +94,3 @@ def compute(inputs: SavingsInputs) -> tuple[list[Saving], list[SavingExcluded]]:
             )
         )
     return savings, excluded
-
-
-def _may_land(selector: Mapping[str, str], members: list[GpuContext]) -> bool:
-    node = next((c.node for c in members if c.node is not None), None)
-    if node is None:
-        return True
-    return all(node.labels.get(k) == v for k, v in selector.items())
