@@ -1,18 +1,57 @@
-"""The notify seam: deliver a composed message, say whether it went out."""
+"""The notify seam: one call to a chat service (post, update in place, reply in a
+thread), and what came of it.
+
+The alert lifecycle (``gpuwatch.notify.alerts``) decides *what* to say and remembers what
+was said; a notifier only carries one delivery at a time and reports the outcome. A
+notifier never raises for a delivery failure: the failure is an outcome, recorded in
+the state and retried on a later cycle, so that nothing is lost.
+"""
 
 from __future__ import annotations
 
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
 
-from gpuwatch.model.result import Notification
+DeliveryKind = Literal["post", "update", "reply"]
+
+
+@dataclass(frozen=True)
+class Delivery:
+    kind: DeliveryKind
+    channel: str
+    """Where to: a channel name (``#gpu-alerts``) or id for a post; for an update or a
+    reply, the channel id the service returned when the message was posted."""
+    text: str
+    """Plain-text fallback: notifications, screen readers, the console."""
+    blocks: tuple[dict[str, Any], ...] = ()
+    ts: str | None = None
+    """update: the message to change; reply: the message whose thread to reply in."""
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    ok: bool
+    ts: str | None = None
+    """The posted (or updated) message's id, as the service names it."""
+    channel: str | None = None
+    """The channel id the service delivered to (needed to update the message later)."""
+    error: str | None = None
+    """What went wrong, in words that name the cause (``invalid_auth``, HTTP 500, ...);
+    never a token or a webhook URL."""
+    permanent: bool = False
+    """True when trying again without a change of configuration cannot help
+    (``invalid_auth``, ``channel_not_found``): the cycle stops trying, later cycles try
+    once each."""
 
 
 class Notifier(Protocol):
     name: str
+    """Identifies where messages went: a message id from one notifier means nothing to
+    another, so the alert state starts afresh when this changes."""
+    updates_in_place: bool
+    """False for services that can only post (incoming webhooks): updates and thread
+    replies are then posted as new messages."""
 
-    def deliver(self, message: Notification) -> Notification:
-        """Deliver ``message``; return it with ``status`` (and ``error``) filled in.
-
-        Never raises for a delivery failure: a failed message is recorded, not lost.
-        """
+    def send(self, delivery: Delivery) -> DeliveryResult:
+        """Deliver one message; never raises for a delivery failure."""
         ...

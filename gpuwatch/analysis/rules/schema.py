@@ -60,6 +60,18 @@ class _RuleBase(BaseModel):
         None, description="Only GPUs in these pools; unset: every pool."
     )
     message: str | None = Field(None, description="Message template; unset: the kind's own.")
+    for_s: DurationS = Field(
+        0,
+        alias="for",
+        ge=0,
+        description="How long a finding must keep firing before it is notified "
+        "(Prometheus' `for`); it is in the cycle result from the first cycle.",
+    )
+    waste: bool = Field(
+        False,
+        description="The flagged GPUs' cost is money wasted (idle, unallocated): messages "
+        'say "412 CNY/hour wasted" rather than the cost of the GPUs concerned.',
+    )
 
     @field_validator("message")
     @classmethod

@@ -1,0 +1,1 @@
+"""gpuwatch's own metrics: what each cycle found, cost and did, for Prometheus."""
