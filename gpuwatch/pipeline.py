@@ -25,10 +25,10 @@ from gpuwatch.analysis.rules.evaluate import evaluate, lookback_s, required_spec
 from gpuwatch.analysis.rules.schema import Rule
 from gpuwatch.analysis.savings import SavingsInputs, SavingsResult, compute_savings
 from gpuwatch.analysis.savings.overlap import totals
-from gpuwatch.config.settings import Settings
+from gpuwatch.config.settings import Settings, Silence
 from gpuwatch.model.actions import Action, ActionStatus
 from gpuwatch.model.cluster import ClusterState, gpu_share
-from gpuwatch.model.cost import Price
+from gpuwatch.model.cost import CostReport, Price
 from gpuwatch.model.errors import SourceError, StateError
 from gpuwatch.model.findings import DataQualityNote, Finding, PendingGpuPod
 from gpuwatch.model.metrics import (
@@ -39,10 +39,10 @@ from gpuwatch.model.metrics import (
     WindowRequest,
     WindowStats,
 )
-from gpuwatch.model.result import CycleResult, SourceInfo
+from gpuwatch.model.result import AlertSummary, CycleResult, Notification, SourceInfo
 from gpuwatch.model.state import CycleState
+from gpuwatch.notify import alerts
 from gpuwatch.notify.base import Notifier
-from gpuwatch.notify.compose import compose, compose_actions
 from gpuwatch.sources.base import ClusterSource, MetricsSource
 from gpuwatch.state.base import StateStore
 
@@ -72,6 +72,14 @@ class Checkpoints(Protocol):
     def progress(self, at: datetime) -> Mapping[tuple[str, str], tuple[int, int]]: ...
 
 
+class Silences(Protocol):
+    name: str
+
+    def silences(self, at: datetime) -> list[Silence]:
+        """Silences active at ``at``; raises SourceError when they cannot be read."""
+        ...
+
+
 class NodePrices(Protocol):
     name: str
 
@@ -94,6 +102,8 @@ class Components:
     """Writes actions to the cluster; None where there is no cluster to act on."""
     checkpoints: Checkpoints | None = None
     """When training jobs last checkpointed (their metric), where it is scraped."""
+    silences: Silences | None = None
+    """Silences kept in the cluster (a ConfigMap), besides those in the settings."""
 
 
 def cost_specs(settings: Settings) -> frozenset[AggregateSpec]:
@@ -282,13 +292,20 @@ def run_cycle(components: Components, settings: Settings, at: datetime) -> Cycle
     if stats is None or cluster is None:
         # Without both halves nothing can be judged fairly: record, keep the state as it
         # was (a finding does not "resolve" because Prometheus was down), act on nothing.
+        # Messages already owed (the outbox) are still delivered.
         for error in errors:
             log.error("%s", error)
+        outcome = alerts.flush_outbox(state, components.notifier, at, settings.notify)
+        notes.extend(outcome.notes)
+        if outcome.notifications:
+            _save(components, state, notes)
         return CycleResult(
             at=at,
             cluster_name=settings.cluster.name,
             source=source,
             data_quality=tuple(notes),
+            notifications=tuple(outcome.notifications),
+            alerts=AlertSummary(outbox=len(state.outbox)),
             errors=tuple(errors),
             dry_run=settings.dry_run,
             duration_s=time.monotonic() - started,
@@ -321,22 +338,16 @@ def run_cycle(components: Components, settings: Settings, at: datetime) -> Cycle
         components, settings, at, attribution, cluster, evaluation.findings, savings, notes
     )
 
-    titles = {rule.id: rule.title or rule.id for rule in rules}
-    messages = compose(
-        evaluation.findings, titles, settings.notify.channel, settings.notify.max_rows
-    )
-    actions_message = compose_actions(actions, settings.notify.channel, settings.dry_run)
-    if actions_message is not None:
-        messages.append(actions_message)
-    delivered = tuple(components.notifier.deliver(message) for message in messages)
-
     new_state = CycleState(
-        findings_since={f.key: f.since for f in evaluation.findings}, last_cycle_at=at
+        findings_since={f.key: f.since for f in evaluation.findings},
+        last_cycle_at=at,
+        outbox=state.outbox,
+        reported_actions=state.reported_actions,
     )
-    try:
-        components.state.save(new_state)
-    except (OSError, StateError) as exc:
-        notes.append(DataQualityNote(kind="state", message=f"state not saved: {exc}"))
+    delivered, summary = _notify(
+        components, settings, at, evaluation.findings, actions, cost, state, new_state, notes
+    )
+    _save(components, new_state, notes)
 
     gpus_in_cluster = sum(1 for c in attribution.contexts if c.node is not None)
     owners = OwnerIndex(cluster.controllers)
@@ -358,6 +369,7 @@ def run_cycle(components: Components, settings: Settings, at: datetime) -> Cycle
         findings=evaluation.findings,
         data_quality=tuple(notes),
         notifications=delivered,
+        alerts=summary,
         pending_gpu_pods=pending,
         cost=cost,
         savings=savings.savings,
@@ -367,3 +379,63 @@ def run_cycle(components: Components, settings: Settings, at: datetime) -> Cycle
         dry_run=settings.dry_run,
         duration_s=time.monotonic() - started,
     )
+
+
+def _notify(
+    components: Components,
+    settings: Settings,
+    at: datetime,
+    findings: Sequence[Finding],
+    actions: Sequence[Action],
+    cost: CostReport,
+    state: CycleState,
+    new_state: CycleState,
+    notes: list[DataQualityNote],
+) -> tuple[tuple[Notification, ...], AlertSummary]:
+    """Tell people what changed; record in ``new_state`` what they were told. Runs after
+    the actions, so that a chat service that is down never holds them up."""
+    rules = components.rules
+    policy = alerts.RulePolicy(
+        titles={rule.id: rule.title or rule.id for rule in rules},
+        hold_s={rule.id: rule.for_s for rule in rules if rule.for_s},
+        waste=frozenset(rule.id for rule in rules if rule.waste),
+    )
+    silences = list(settings.notify.silences)
+    if components.silences is not None:
+        try:
+            silences += components.silences.silences(at)
+        except SourceError as exc:
+            notes.append(DataQualityNote(kind="silences", message=f"{exc}"))
+    grouping = alerts.group_findings(
+        findings, settings.notify, policy, silences, gpu_prices(cost), at
+    )
+    notifier = components.notifier
+    steps, groups, deferred = alerts.plan(
+        grouping, state, settings.notify, at, notifier.name, notifier.updates_in_place
+    )
+    current = {g.key: g for g in grouping.groups}
+    outcome = alerts.deliver(steps, groups, current, notifier, at, settings.notify)
+    new_state.alerts = groups
+    pending = alerts.actions_message(actions, new_state, settings.notify, at, settings.dry_run)
+    if pending is not None:
+        new_state.outbox.append(pending)
+    owed = alerts.flush_outbox(new_state, notifier, at, settings.notify)
+    notes.extend(outcome.notes + owed.notes)
+    summary = alerts.summarize(grouping, groups, deferred, len(new_state.outbox))
+    return tuple(outcome.notifications + owed.notifications), summary
+
+
+def gpu_prices(cost: CostReport) -> dict[tuple[str, str], Price]:
+    """(node, GPU UUID) -> the price of one of its GPU-hours, from the cost lines."""
+    prices: dict[tuple[str, str], Price] = {}
+    for line in cost.lines:
+        if line.price is not None:
+            prices.setdefault((line.node, line.gpu_uuid or ""), line.price)
+    return prices
+
+
+def _save(components: Components, state: CycleState, notes: list[DataQualityNote]) -> None:
+    try:
+        components.state.save(state)
+    except (OSError, StateError) as exc:
+        notes.append(DataQualityNote(kind="state", message=f"state not saved: {exc}"))

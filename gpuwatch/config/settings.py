@@ -653,13 +653,13 @@ class NotifySettings(_Section):
         description="GPU rows listed in one message; the rest are counted. Slack truncates "
         "long messages and people stop reading after ten rows.",
     )
-    group_by: list[
-        Literal["rule", "pool", "severity", "namespace", "team", "node", "model"]
-    ] = Field(
-        default_factory=lambda: ["rule", "pool"],
-        min_length=1,
-        description="Findings with equal values of these fields (within a channel) share "
-        "one message: `rule, pool` gives \"5 idle A100s in gpu-training\".",
+    group_by: list[Literal["rule", "pool", "severity", "namespace", "team", "node", "model"]] = (
+        Field(
+            default_factory=lambda: ["rule", "pool"],
+            min_length=1,
+            description="Findings with equal values of these fields (within a channel) share "
+            'one message: `rule, pool` gives "5 idle A100s in gpu-training".',
+        )
     )
     group_wait_s: DurationS = Field(
         0,

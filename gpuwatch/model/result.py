@@ -32,6 +32,11 @@ class Notification:
     status: str = "composed"
     """``composed``, ``printed`` (console), ``sent``, or ``failed``."""
     error: str | None = None
+    kind: str = "new"
+    """Why it was sent: ``new``, ``update``, ``reminder``, ``resolved``, ``digest``,
+    ``resolved-digest`` or ``actions``."""
+    ts: str | None = None
+    """The message id the chat service gave it, once delivered."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -41,8 +46,39 @@ class Notification:
             "text": self.text,
             "blocks": list(self.blocks),
             "findings": len(self.finding_keys),
+            "kind": self.kind,
             "status": self.status,
             "error": self.error,
+            "ts": self.ts,
+        }
+
+
+@dataclass(frozen=True)
+class AlertSummary:
+    """Where the cycle's alerts stand beyond the messages it sent."""
+
+    firing_groups: int = 0
+    held_findings: int = 0
+    """Findings not notified yet: their rule's ``for`` has not passed."""
+    silenced_findings: int = 0
+    waiting_groups: tuple[str, ...] = ()
+    """Groups within their ``group_wait``."""
+    undelivered_groups: tuple[str, ...] = ()
+    """Groups whose latest message could not be delivered: retried next cycle."""
+    deferred_groups: tuple[str, ...] = ()
+    """Groups whose update waits for the next cycle (per-channel budget)."""
+    outbox: int = 0
+    """One-off messages (actions) still waiting for delivery."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "firing_groups": self.firing_groups,
+            "held_findings": self.held_findings,
+            "silenced_findings": self.silenced_findings,
+            "waiting_groups": list(self.waiting_groups),
+            "undelivered_groups": list(self.undelivered_groups),
+            "deferred_groups": list(self.deferred_groups),
+            "outbox": self.outbox,
         }
 
 
@@ -64,6 +100,7 @@ class CycleResult:
     findings: tuple[Finding, ...] = ()
     data_quality: tuple[DataQualityNote, ...] = ()
     notifications: tuple[Notification, ...] = ()
+    alerts: AlertSummary = field(default_factory=AlertSummary)
     cost: CostReport | None = None
     savings: tuple[Saving, ...] = ()
     savings_excluded: tuple[SavingExcluded, ...] = ()
@@ -107,6 +144,7 @@ class CycleResult:
             "data_quality": [n.to_dict() for n in self.data_quality],
             "pending_gpu_pods": [p.to_dict() for p in self.pending_gpu_pods],
             "notifications": [n.to_dict() for n in self.notifications],
+            "alerts": self.alerts.to_dict(),
             "errors": list(self.errors),
             **self.extras,
         }

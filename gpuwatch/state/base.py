@@ -26,7 +26,7 @@ class MemoryState:
         self._state = state or CycleState()
 
     def load(self) -> CycleState:
-        return CycleState(dict(self._state.findings_since), self._state.last_cycle_at)
+        return self._state.copy()
 
     def save(self, state: CycleState) -> None:
-        self._state = CycleState(dict(state.findings_since), state.last_cycle_at)
+        self._state = state.copy()

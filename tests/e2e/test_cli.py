@@ -22,7 +22,7 @@ gpuwatch = run_gpuwatch
 def test_demo_prints_findings_messages_and_writes_json(tmp_path):
     run = gpuwatch("demo", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
-    assert "would send to Slack #gpu-alerts" in run.stdout
+    assert "would post to Slack #gpu-alerts" in run.stdout
     assert "findings" in run.stdout
     assert "Cycle result written to gpuwatch-demo/cycle-20261124T020000Z.json" in run.stdout
     data = json.loads((tmp_path / "gpuwatch-demo" / "cycle-20261124T020000Z.json").read_text())
@@ -36,7 +36,7 @@ def test_json_output_is_pure_json_on_stdout(tmp_path):
     assert run.returncode == 0, run.stderr
     data = json.loads(run.stdout)
     assert data["schema"] == "gpuwatch.cycle/v1"
-    assert "would send to Slack" in run.stderr
+    assert "would post to Slack" in run.stderr
 
 
 def test_once_scales_and_honours_at(tmp_path):
@@ -199,7 +199,7 @@ def test_savings_command_lists_every_kind_with_inputs(tmp_path):
     assert any("no checkpoints" in e["reason"] for e in data["savings_excluded"])
     table = gpuwatch("savings", "--at", "2026-11-24T02:00:00Z", cwd=tmp_path)
     assert "Savings per 30 days, largest first" in table.stdout
-    assert "would send to Slack" not in table.stdout
+    assert "would post to Slack" not in table.stdout
 
 
 def test_demo_prints_cost_and_savings(tmp_path):

@@ -133,9 +133,14 @@ def test_pending_gpu_pods_are_reported(showcase):
 def test_one_message_per_rule_and_pool(showcase):
     keys = [n.group_key for n in showcase.notifications]
     assert len(keys) == len(set(keys))
-    assert "gpu-idle|gpu-training" in keys
-    idle = next(n for n in showcase.notifications if n.group_key == "gpu-idle|gpu-training")
-    assert idle.title == "4 idle A100-SXM4-80GBs in gpu-training across 2 teams"
+    idle_key = "#gpu-alerts|rule=gpu-idle,pool=gpu-training"
+    assert idle_key in keys
+    idle = next(n for n in showcase.notifications if n.group_key == idle_key)
+    # 4 A100s at the example price book's 32.00 CNY per GPU-hour.
+    assert idle.title == (
+        "4 idle A100-SXM4-80GBs in gpu-training across 2 teams, 128.00 CNY/hour wasted"
+    )
+    assert idle.kind == "new" and idle.status == "composed"
 
 
 def test_since_persists_across_cycles_and_resets_when_resolved():
@@ -180,7 +185,7 @@ def test_corrupt_state_file_is_moved_aside_not_lost(tmp_path):
     assert any(n.kind == "state" and "moved to" in n.message for n in result.data_quality)
     aside = list(tmp_path.glob("state.json.corrupt-*"))
     assert len(aside) == 1 and "yesterday" in aside[0].read_text()
-    assert json.loads(path.read_text())["version"] == 1
+    assert json.loads(path.read_text())["version"] == 2
 
 
 def test_empty_cluster_runs_clean():
@@ -235,6 +240,6 @@ def test_no_dry_run_without_a_cluster_to_act_on_says_so():
 def test_actions_are_reported_as_one_message():
     dry = Settings.model_validate({"actions": {"pools": {"gpu-training": {}}}})
     result = run_cycle(_components(), dry, SHOWCASE_AT)
-    (message,) = [n for n in result.notifications if n.group_key == "actions"]
+    (message,) = [n for n in result.notifications if n.kind == "actions"]
     assert message.title.startswith("gpuwatch actions (dry run): 1 planned")
     assert "Node/train-a100-3" in message.text and "PyTorchJob/llm/llm-pretrain" in message.text

@@ -1,0 +1,470 @@
+"""Slack delivery: the one module that talks to Slack, through slack_sdk.
+
+Two notifiers carry deliveries to Slack, one message at a time:
+
+- ``SlackNotifier`` uses the Web API with a bot token: it posts, updates a message in
+  place (``chat.update``) and replies in its thread (``chat.postMessage`` with
+  ``thread_ts``).
+- ``WebhookNotifier`` uses an incoming webhook: it can only post, so every delivery
+  becomes a new message in the webhook's own channel.
+
+Both keep a cycle moving whatever Slack does. Neither raises for a failed delivery: the
+failure comes back as a ``DeliveryResult`` whose error names the cause (the Slack error
+code, the HTTP status, the connection problem) and says whether trying again can help.
+A 429 is waited out for its ``Retry-After`` only up to ``max_retry_after_s``; a longer
+one leaves the message for the next cycle. Messages to one channel are paced at
+``min_interval_s``, so that Slack has no reason to answer 429 in the first place. Once
+Slack refuses the token (or the webhook), every later delivery of the same notifier
+fails at once without asking Slack again; once it refuses a channel, the same holds for
+that channel. A notifier is built per cycle, so the next cycle asks once more.
+
+The token and the webhook URL are secrets: they appear in no result, error, repr or log
+record (slack_sdk's own log records included: a filter on its loggers masks them).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from http.client import HTTPException
+from typing import Any, Final
+from urllib.error import URLError
+
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.http_retry.builtin_handlers import (
+    ConnectionErrorRetryHandler,
+    RateLimitErrorRetryHandler,
+    ServerErrorRetryHandler,
+)
+from slack_sdk.http_retry.handler import RetryHandler
+from slack_sdk.http_retry.request import HttpRequest
+from slack_sdk.http_retry.response import HttpResponse
+from slack_sdk.http_retry.state import RetryState
+from slack_sdk.web import SlackResponse, WebClient
+from slack_sdk.webhook import WebhookClient, WebhookResponse
+
+from gpuwatch.config.settings import SlackSettings
+from gpuwatch.notify.base import Delivery, DeliveryResult
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], None]
+
+AUTH_ERRORS: Final = frozenset(
+    {"invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired"}
+)
+"""Slack refuses the token: nothing sent with it can succeed until it is replaced."""
+CHANNEL_ERRORS: Final = frozenset({"channel_not_found", "not_in_channel", "is_archived"})
+"""Slack refuses the channel: nothing sent to it can succeed until someone acts."""
+PERMANENT_ERRORS: Final = AUTH_ERRORS | CHANNEL_ERRORS | {
+    "missing_scope",
+    "restricted_action",
+    # The message itself is refused: sending it again cannot help.
+    "invalid_blocks",
+    "invalid_blocks_format",
+    "msg_too_long",
+    "no_text",
+    "message_not_found",
+    "cant_update_message",
+    "edit_window_closed",
+}
+"""Error codes for which trying again without a change of configuration cannot help."""
+
+WEBHOOK_REFUSALS: Final = frozenset(
+    {
+        "invalid_token",
+        "no_service",
+        "no_service_id",
+        "no_team",
+        "team_disabled",
+        "channel_not_found",
+        "channel_is_archived",
+        "action_prohibited",
+        "posting_to_general_channel_denied",
+    }
+)
+"""Incoming-webhook answers that refuse the webhook itself (its only channel included)."""
+WEBHOOK_PERMANENT_ERRORS: Final = WEBHOOK_REFUSALS | {
+    "invalid_payload",
+    "no_text",
+    "too_many_attachments",
+}
+
+_SLACK_ERROR_CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+_DEFAULT_RETRY_AFTER_S = 1.0
+"""What slack_sdk waits when a 429 carries no Retry-After (Slack always sends one)."""
+_WEBHOOK_CHANNEL = "webhook"
+"""The pacing key of a webhook's one channel."""
+
+
+class SlackNotifier:
+    """Delivers through the Slack Web API with a bot token (``chat:write`` scope).
+
+    ``clock`` and ``sleep`` pace the messages to one channel and wait out a 429's
+    ``Retry-After``. One notifier serves one thread at a time.
+    """
+
+    name = "slack"
+    updates_in_place = True
+
+    def __init__(
+        self,
+        token: str,
+        settings: SlackSettings,
+        *,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = time.sleep,
+    ) -> None:
+        self._token = token
+        self._base_url = settings.base_url
+        self._timeout_s = settings.timeout_s
+        self._pacer = _Pacer(settings.min_interval_s, clock, sleep)
+        sdk_logger = logging.getLogger("slack_sdk.web.base_client")
+        _MASK.watch(sdk_logger)
+        _MASK.add(token, "<token>")
+        self._client = WebClient(
+            token=token,
+            base_url=settings.base_url,
+            timeout=settings.timeout_s,  # type: ignore[arg-type]  # urllib takes float seconds
+            logger=sdk_logger,
+            retry_handlers=retry_handlers(settings, sleep),
+        )
+        self._refused: DeliveryResult | None = None
+        """Slack refused the token: every later delivery fails with this at once."""
+        self._refused_channels: dict[str, DeliveryResult] = {}
+        self._channel_ids: dict[str, str] = {}
+        """Channel as a delivery names it (``#gpu-alerts``) -> id Slack answered with:
+        pacing and refusals then apply to a channel however it is named."""
+
+    def __repr__(self) -> str:
+        return f"SlackNotifier(base_url={self._base_url!r})"
+
+    def send(self, delivery: Delivery) -> DeliveryResult:
+        channel = self._channel_ids.get(delivery.channel, delivery.channel)
+        refused = self._refused or self._refused_channels.get(channel)
+        if refused is not None:
+            return refused
+        if delivery.kind != "post" and not delivery.ts:
+            return DeliveryResult(
+                ok=False, error=f"a Slack {delivery.kind} needs the message's ts", permanent=True
+            )
+        self._pacer.wait(channel)
+        try:
+            result = self._call(delivery)
+        finally:
+            if delivery.channel not in self._channel_ids:
+                channel = channel if self._pacer.last(channel) else delivery.channel
+            self._pacer.mark(self._channel_ids.get(delivery.channel, channel))
+        if result.ok and result.channel:
+            self._channel_ids[delivery.channel] = result.channel
+        elif not result.ok:
+            log.warning("Slack %s to %s failed: %s", delivery.kind, delivery.channel, result.error)
+            self._remember_refusal(delivery.channel, result)
+        return result
+
+    def _call(self, delivery: Delivery) -> DeliveryResult:
+        method = "chat.update" if delivery.kind == "update" else "chat.postMessage"
+        blocks = list(delivery.blocks)
+        try:
+            if delivery.kind == "update":
+                # An update without blocks would keep the old ones: [] clears them.
+                response = self._client.chat_update(
+                    channel=delivery.channel, ts=delivery.ts or "", text=delivery.text, blocks=blocks
+                )
+            else:
+                response = self._client.chat_postMessage(
+                    channel=delivery.channel,
+                    text=delivery.text,
+                    blocks=blocks or None,
+                    thread_ts=delivery.ts if delivery.kind == "reply" else None,
+                )
+        except SlackApiError as exc:
+            return self._api_failure(method, exc.response)
+        except (SlackClientError, URLError, OSError, HTTPException, ValueError) as exc:
+            where = f"Slack at {self._base_url}"
+            return DeliveryResult(
+                ok=False, error=_masked(transport_error(exc, where, self._timeout_s))
+            )
+        ts, channel = response.get("ts"), response.get("channel")
+        if not isinstance(ts, str) or not isinstance(channel, str):
+            return DeliveryResult(ok=False, error=f"Slack {method} answered without ts or channel")
+        return DeliveryResult(ok=True, ts=ts, channel=channel)
+
+    def _api_failure(self, method: str, response: SlackResponse) -> DeliveryResult:
+        status = response.status_code
+        data = response.data if isinstance(response.data, dict) else {}
+        if status == 429:
+            return rate_limited(response.headers)
+        code = data.get("error")
+        code = code if isinstance(code, str) and _SLACK_ERROR_CODE.fullmatch(code) else None
+        detail = code or "no error code"
+        if code == "missing_scope" and data.get("needed"):
+            detail += f" (needs {data['needed']})"
+        return DeliveryResult(
+            ok=False,
+            error=_masked(f"Slack {method}: {detail} (HTTP {status})"),
+            permanent=code in PERMANENT_ERRORS,
+        )
+
+    def _remember_refusal(self, channel: str, result: DeliveryResult) -> None:
+        code = _code_of(result)
+        if code in AUTH_ERRORS:
+            self._refused = result
+        elif code in CHANNEL_ERRORS:
+            self._refused_channels[self._channel_ids.get(channel, channel)] = result
+
+
+class WebhookNotifier:
+    """Delivers through an incoming webhook: posts only, to the webhook's own channel.
+
+    The URL is a secret; errors and logs call it "the webhook".
+    """
+
+    name = "slack-webhook"
+    updates_in_place = False
+
+    def __init__(
+        self,
+        url: str,
+        settings: SlackSettings,
+        *,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = time.sleep,
+    ) -> None:
+        self._timeout_s = settings.timeout_s
+        self._pacer = _Pacer(settings.min_interval_s, clock, sleep)
+        sdk_logger = logging.getLogger("slack_sdk.webhook.client")
+        _MASK.watch(sdk_logger)
+        _MASK.add(url, "<the webhook>")
+        self._client = WebhookClient(
+            url,
+            timeout=settings.timeout_s,  # type: ignore[arg-type]  # urllib takes float seconds
+            logger=sdk_logger,
+            retry_handlers=retry_handlers(settings, sleep),
+        )
+        self._refused: DeliveryResult | None = None
+
+    def __repr__(self) -> str:
+        return "WebhookNotifier(<the webhook>)"
+
+    def send(self, delivery: Delivery) -> DeliveryResult:
+        if self._refused is not None:
+            return self._refused
+        self._pacer.wait(_WEBHOOK_CHANNEL)
+        try:
+            result = self._call(delivery)
+        finally:
+            self._pacer.mark(_WEBHOOK_CHANNEL)
+        if not result.ok:
+            log.warning("Slack webhook %s failed: %s", delivery.kind, result.error)
+            if _code_of(result) in WEBHOOK_REFUSALS:
+                self._refused = result
+        return result
+
+    def _call(self, delivery: Delivery) -> DeliveryResult:
+        try:
+            response = self._client.send(text=delivery.text, blocks=list(delivery.blocks) or None)
+        except (SlackClientError, URLError, OSError, HTTPException, ValueError) as exc:
+            return DeliveryResult(
+                ok=False, error=_masked(transport_error(exc, "the webhook", self._timeout_s))
+            )
+        if response.status_code == 200:
+            return DeliveryResult(ok=True)
+        return self._failure(response)
+
+    @staticmethod
+    def _failure(response: WebhookResponse) -> DeliveryResult:
+        if response.status_code == 429:
+            return rate_limited(response.headers)
+        body = (response.body or "").strip()
+        code = body if _SLACK_ERROR_CODE.fullmatch(body) else None
+        detail = code or (repr(body[:200]) if body else "an empty body")
+        return DeliveryResult(
+            ok=False,
+            error=_masked(f"the webhook answered HTTP {response.status_code}: {detail}"),
+            permanent=code in WEBHOOK_PERMANENT_ERRORS,
+        )
+
+
+# --- retries ------------------------------------------------------------------------------
+
+
+def retry_handlers(settings: SlackSettings, sleep: Sleep = time.sleep) -> list[RetryHandler]:
+    """slack_sdk's retry handlers as the settings ask: 429s waited out up to
+    ``max_retry_after_s``, connection errors and 500/503 retried with backoff."""
+    return [
+        CappedRateLimitRetryHandler(
+            max_retry_count=settings.rate_limit_retries,
+            max_retry_after_s=settings.max_retry_after_s,
+            sleep=sleep,
+        ),
+        ConnectionErrorRetryHandler(max_retry_count=settings.connection_retries),
+        ServerErrorRetryHandler(max_retry_count=settings.connection_retries),
+    ]
+
+
+class CappedRateLimitRetryHandler(RateLimitErrorRetryHandler):
+    """Waits out a 429 for exactly its ``Retry-After``, unless that is longer than
+    ``max_retry_after_s``: then it gives up at once and the 429 is the answer.
+
+    slack_sdk's own handler waits whatever Slack asks (plus up to a second of jitter),
+    which can stall a cycle for minutes, and fails on a fractional ``Retry-After``.
+    """
+
+    def __init__(
+        self, *, max_retry_count: int, max_retry_after_s: float, sleep: Sleep = time.sleep
+    ) -> None:
+        super().__init__(max_retry_count=max_retry_count)
+        self.max_retry_after_s = max_retry_after_s
+        self._sleep = sleep
+
+    def _can_retry(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        if response is None or response.status_code != 429:
+            return False
+        wait_s = retry_after_s(response.headers)
+        return wait_s is None or wait_s <= self.max_retry_after_s
+
+    def prepare_for_next_attempt(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> None:
+        wait_s = retry_after_s(response.headers) if response is not None else None
+        state.next_attempt_requested = True
+        self._sleep(_DEFAULT_RETRY_AFTER_S if wait_s is None else wait_s)
+        state.increment_current_attempt()
+
+
+def retry_after_s(headers: Mapping[str, Any]) -> float | None:
+    """The ``Retry-After`` of a response in seconds (headers as slack_sdk passes them:
+    values plain or in lists, any case), or None when absent or not a number."""
+    for name, value in headers.items():
+        if name.lower() != "retry-after":
+            continue
+        first = value[0] if isinstance(value, list | tuple) and value else value
+        try:
+            seconds = float(first)
+        except (TypeError, ValueError):
+            return None
+        return max(seconds, 0.0) if math.isfinite(seconds) else None
+    return None
+
+
+def rate_limited(headers: Mapping[str, Any]) -> DeliveryResult:
+    """The result of a 429 that was not (or no longer) waited out: not permanent."""
+    wait_s = retry_after_s(headers)
+    after = "no Retry-After" if wait_s is None else f"Retry-After {wait_s:g} s"
+    return DeliveryResult(ok=False, error=f"rate limited by Slack ({after})")
+
+
+def transport_error(exc: BaseException, where: str, timeout_s: float) -> str:
+    """Words for an answer that never came: a timeout, a refused connection, a bad URL."""
+    reason: object = exc.reason if isinstance(exc, URLError) else exc
+    if isinstance(reason, TimeoutError):
+        return f"{where} did not answer within {timeout_s:g} s"
+    if isinstance(exc, SlackClientError):
+        return f"cannot send to {where}: {exc}"
+    if isinstance(reason, OSError) and reason.strerror:
+        return f"cannot reach {where}: {reason.strerror}"
+    return f"cannot reach {where}: {reason or type(reason).__name__}"
+
+
+def _code_of(result: DeliveryResult) -> str | None:
+    """The Slack error code a failure names (the words before `` (HTTP``, or the
+    webhook's body), for deciding what a refusal covers."""
+    if result.error is None or not result.permanent:
+        return None
+    match = re.search(r": ([a-z][a-z0-9_]*)(?: \(|$)", result.error)
+    return match.group(1) if match else None
+
+
+# --- pacing ------------------------------------------------------------------------------
+
+
+class _Pacer:
+    """At most one message per ``interval_s`` to each channel: before sending, sleeps
+    out what is left since the last message to that channel ended."""
+
+    def __init__(self, interval_s: float, clock: Clock, sleep: Sleep) -> None:
+        self.interval_s = interval_s
+        self._clock = clock
+        self._sleep = sleep
+        self._last: dict[str, float] = {}
+
+    def last(self, channel: str) -> float | None:
+        return self._last.get(channel)
+
+    def wait(self, channel: str) -> None:
+        last = self._last.get(channel)
+        if last is None or self.interval_s <= 0:
+            return
+        remaining = last + self.interval_s - self._clock()
+        if remaining > 0:
+            self._sleep(remaining)
+
+    def mark(self, channel: str) -> None:
+        self._last[channel] = self._clock()
+
+
+# --- secrets -----------------------------------------------------------------------------
+
+
+class _SecretMask(logging.Filter):
+    """Replaces known secrets in the records logged to the loggers it watches.
+
+    slack_sdk redacts the Authorization header in its debug log, but its webhook client
+    logs the URL (debug: every request; info: every retry), and an error's text can
+    quote what it was sent. Secrets are added as notifiers are built and kept for the
+    life of the process: the same token is added once, however many cycles build it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._secrets: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def add(self, secret: str, label: str) -> None:
+        if secret:
+            with self._lock:
+                self._secrets[secret] = label
+
+    def watch(self, logger: logging.Logger) -> None:
+        with self._lock:
+            if self not in logger.filters:
+                logger.addFilter(self)
+
+    def mask(self, text: str) -> str:
+        with self._lock:
+            secrets = list(self._secrets.items())
+        for secret, label in secrets:
+            text = text.replace(secret, label)
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = self.mask(message)
+        if masked != message:
+            record.msg, record.args = masked, ()
+        return True
+
+
+_MASK = _SecretMask()
+
+
+def _masked(text: str) -> str:
+    return _MASK.mask(text)

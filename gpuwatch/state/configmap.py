@@ -1,0 +1,523 @@
+"""State in a ConfigMap, so that a CronJob, which has no disk between runs, has a memory.
+
+A gpuwatch CronJob starts every 5 minutes in a fresh pod: which findings fire since
+when, the Slack message of each alert group and the messages not yet delivered must
+outlive it, and the cluster is the one place every run can reach. A ConfigMap in
+gpuwatch's own namespace is the smallest thing that holds them (no volume, no database).
+
+How it is written, and why:
+
+- **one writer wins, never silently**: ``load()`` remembers the ``resourceVersion`` it
+  read and ``save()`` replaces the ConfigMap with it. When another instance (a manual
+  ``gpuwatch once`` beside the CronJob, a run that overlapped the next) wrote in between,
+  the API server answers 409 Conflict and ``save()`` raises ``StateError`` instead of
+  overwriting that instance's state. Likewise a ConfigMap this instance never read
+  (``load()`` failed or was not called) is never overwritten: it is only ever created;
+- **compact when small, compressed when large**: the state is JSON under
+  ``data["state.json"]``, readable with ``kubectl get configmap -o yaml``; from 256 KiB
+  of JSON on it is gzipped into ``binaryData["state.json.gz"]`` (and the other key
+  dropped). A ConfigMap holds at most 1 MiB (data and binaryData together); a state
+  that would exceed 90 % of that even compressed is refused with the sizes, rather than
+  answered 422 by the API server, or worse, grown until etcd refuses it;
+- **unreadable state is kept**: content that cannot be parsed is copied aside to a
+  ConfigMap ``<name>-corrupt-<UTC stamp>`` and ``load()`` raises ``StateError`` (the
+  cycle then starts afresh and records a note). If the copy cannot be made, ``save()``
+  refuses to overwrite the original, so that nothing is lost without a person deciding;
+- 429 (API priority and fairness) and 5xx are retried with capped exponential backoff,
+  honouring ``Retry-After`` up to the cap; connection failures likewise. A write whose
+  answer was lost and whose retry then meets a 409 is read back: when the ConfigMap
+  holds exactly what was written, the write landed and all is well;
+- 401/403 become a ``StateError`` naming the verb, the resource, the namespace and the
+  RBAC rule to grant (``RBAC_RULES``), because that is what the reader must fix.
+
+The ConfigMap is gpuwatch's own: ``save()`` writes its data whole (keys other than the
+two above are not kept), keeping only the labels and annotations found on it.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import gzip
+import json
+import logging
+import random
+import time
+import zlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import urllib3
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+
+from gpuwatch.model.errors import StateError
+from gpuwatch.model.state import CycleState
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+STATE_KEY = "state.json"
+"""``data`` key of the state as plain JSON."""
+STATE_GZ_KEY = "state.json.gz"
+"""``binaryData`` key of the state as gzipped JSON."""
+INLINE_MAX_BYTES = 256 * 1024
+"""JSON below this size is stored as text; from it on, gzipped."""
+CONFIGMAP_MAX_BYTES = 1024 * 1024
+"""What the API server accepts in one ConfigMap, data and binaryData together (422)."""
+STORED_MAX_BYTES = int(CONFIGMAP_MAX_BYTES * 0.9)
+"""What gpuwatch writes at most: 10 % short of the limit, so that a state growing
+between two cycles is refused by gpuwatch with its sizes, not by the API server."""
+JSON_MAX_BYTES = 64 * 1024 * 1024
+"""Uncompressed JSON beyond this is refused on save and treated as unreadable on load:
+a small ``binaryData`` that inflates without end (corrupt, or planted) must not exhaust
+the pod's memory."""
+
+LABELS = {"app.kubernetes.io/name": "gpuwatch", "app.kubernetes.io/component": "state"}
+COPIED_FROM_ANNOTATION = "gpuwatch.io/copied-from"
+UNREADABLE_ANNOTATION = "gpuwatch.io/unreadable-because"
+_MAX_NAME = 253  # a ConfigMap name is a DNS subdomain
+
+# The verbs this module needs, in the state's namespace (a Role, not a ClusterRole).
+# get and update may be narrowed with resourceNames to the state ConfigMap; create
+# cannot be (the name is not known to RBAC at create time). create is needed for the
+# first save when the ConfigMap is not deployed beforehand, and for corrupt copies.
+RBAC_RULES: tuple[dict[str, Any], ...] = (
+    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "update", "create"]},
+)
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """What ``load()`` found: the version to replace (None: absent), and the metadata
+    people or tools put on it, which ``save()`` keeps."""
+
+    resource_version: str | None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+
+class _Failed(Exception):
+    """An API error answer after retries; ``retried`` says whether an earlier attempt
+    may have had an effect whose answer was lost."""
+
+    def __init__(self, error: ApiException, retried: bool) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.status = int(error.status or 0)
+        self.retried = retried
+
+
+class ConfigMapState:
+    """``StateStore`` in the ConfigMap ``namespace/name`` (see the module docstring)."""
+
+    name = "configmap"
+
+    def __init__(
+        self,
+        api_client: k8s.ApiClient,
+        namespace: str,
+        name: str,
+        *,
+        retries: int = 4,
+        backoff_initial_s: float = 0.5,
+        backoff_max_s: float = 10.0,
+        request_timeout_s: float = 30.0,
+        sleep: Callable[[float], None] = time.sleep,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        """No I/O here. ``api_client`` is best built with
+        ``gpuwatch.sources.kubernetes.new_api_client`` (whose transport leaves retries by
+        status to this class); ``sleep`` and ``now`` are for tests."""
+        self.namespace = namespace
+        self.config_map = name
+        self._core = k8s.CoreV1Api(api_client)
+        self._host = str(api_client.configuration.host)
+        self._retries = retries
+        self._backoff_initial_s = backoff_initial_s
+        self._backoff_max_s = backoff_max_s
+        self._timeout_s = request_timeout_s
+        self._sleep = sleep
+        self._now = now
+        self._seen: _Seen | None = None
+        """None: not read (or the read failed): the ConfigMap may only be created."""
+        self._keep: str | None = None
+        """Set when unreadable content could not be copied aside: why save() refuses."""
+
+    @property
+    def where(self) -> str:
+        return f"configmap {self.namespace}/{self.config_map}"
+
+    # -- StateStore ----------------------------------------------------------------------
+    def load(self) -> CycleState:
+        """The saved state; an empty one when the ConfigMap or its state key is absent.
+
+        Raises StateError when the ConfigMap cannot be read, or holds unreadable state
+        (then copied aside; see the module docstring)."""
+        self._seen, self._keep = None, None
+        try:
+            found = self._call(
+                "get",
+                lambda: self._core.read_namespaced_config_map(
+                    self.config_map, self.namespace, _request_timeout=self._timeout_s
+                ),
+            )
+        except _Failed as failed:
+            if failed.status == 404:
+                self._seen = _Seen(None)
+                return CycleState()
+            raise self._failure("get", failed) from failed.error
+        meta = found.metadata
+        self._seen = _Seen(
+            meta.resource_version, dict(meta.labels or {}), dict(meta.annotations or {})
+        )
+        try:
+            return _decode(found.data or {}, found.binary_data or {})
+        except (ValueError, TypeError) as exc:
+            raise self._unreadable(found, str(exc)) from exc
+
+    def save(self, state: CycleState) -> None:
+        """Write ``state`` over what ``load()`` read, or create the ConfigMap.
+
+        Raises StateError, leaving the ConfigMap as it was, when another writer changed
+        it since it was read, when the state is too large for a ConfigMap, or when the
+        API server refuses or keeps failing."""
+        if self._keep is not None:
+            raise StateError(self._keep)
+        content = self._encode(state)
+        seen = self._seen
+        if seen is not None and seen.resource_version is not None:
+            stored = self._replace(content, seen)
+        else:
+            why = (
+                "was created by another writer since it was read (it did not exist then)"
+                if seen is not None
+                else "exists, but this instance has not read it (load() failed or was not called)"
+            )
+            stored = self._create(content, seen, why)
+        meta = stored.metadata
+        self._seen = _Seen(
+            meta.resource_version, dict(meta.labels or {}), dict(meta.annotations or {})
+        )
+
+    # -- writing -------------------------------------------------------------------------
+    def _encode(self, state: CycleState) -> dict[str, Any]:
+        """``{"data": ...}`` or ``{"binaryData": ...}`` for ``state``; StateError when it
+        cannot fit in a ConfigMap."""
+        document = state.to_dict()
+        raw = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        if len(raw) < INLINE_MAX_BYTES:
+            return {"data": {STATE_KEY: raw.decode("utf-8")}}
+        packed = gzip.compress(raw, compresslevel=6, mtime=0)
+        if len(packed) > STORED_MAX_BYTES or len(raw) > JSON_MAX_BYTES:
+            raise StateError(
+                f"{self.where}: state not saved: it is {_size(len(raw))} of JSON, "
+                f"{_size(len(packed))} gzipped, and a ConfigMap holds at most "
+                f"{_size(CONFIGMAP_MAX_BYTES)} (gpuwatch writes at most "
+                f"{_size(STORED_MAX_BYTES)}, at most {_size(JSON_MAX_BYTES)} uncompressed); "
+                f"largest parts: {_largest_parts(document)}. The ConfigMap is left as it "
+                "was; use a file state store, or fewer findings and alert groups"
+            )
+        log.debug("%s: %s of JSON gzipped to %s", self.where, _size(len(raw)), _size(len(packed)))
+        return {"binaryData": {STATE_GZ_KEY: base64.b64encode(packed).decode("ascii")}}
+
+    def _body(
+        self, content: Mapping[str, Any], seen: _Seen | None, *, version: bool
+    ) -> dict[str, Any]:
+        meta: dict[str, Any] = {
+            "name": self.config_map,
+            "namespace": self.namespace,
+            "labels": {**(seen.labels if seen else {}), **LABELS},
+        }
+        if seen is not None and seen.annotations:
+            meta["annotations"] = dict(seen.annotations)
+        if version and seen is not None and seen.resource_version is not None:
+            meta["resourceVersion"] = seen.resource_version
+        return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, **content}
+
+    def _replace(self, content: Mapping[str, Any], seen: _Seen) -> k8s.V1ConfigMap:
+        body = self._body(content, seen, version=True)
+        try:
+            return self._call(
+                "update",
+                lambda: self._core.replace_namespaced_config_map(
+                    self.config_map, self.namespace, body, _request_timeout=self._timeout_s
+                ),
+            )
+        except _Failed as failed:
+            if failed.status == 404:
+                why = "was deleted and created again by another writer since it was read"
+                return self._create(content, seen, why)
+            if failed.status == 409:
+                landed = self._landed(content) if failed.retried else None
+                if landed is not None:
+                    return landed
+                raise StateError(
+                    f"{self.where} was changed by another writer since it was read "
+                    f"(resourceVersion {seen.resource_version} is stale); not overwriting "
+                    "it. Is another gpuwatch instance running (a manual `gpuwatch once` "
+                    "beside the CronJob, an overlapping run)? This cycle's state is not saved"
+                ) from failed.error
+            raise self._failure("update", failed) from failed.error
+
+    def _create(self, content: Mapping[str, Any], seen: _Seen | None, why: str) -> k8s.V1ConfigMap:
+        body = self._body(content, seen, version=False)
+        try:
+            return self._call(
+                "create",
+                lambda: self._core.create_namespaced_config_map(
+                    self.namespace, body, _request_timeout=self._timeout_s
+                ),
+            )
+        except _Failed as failed:
+            if failed.status == 409:
+                landed = self._landed(content) if failed.retried else None
+                if landed is not None:
+                    return landed
+                raise StateError(
+                    f"{self.where} {why}; not overwriting state this instance has not "
+                    "read. This cycle's state is not saved; the next cycle reads it first"
+                ) from failed.error
+            raise self._failure("create", failed) from failed.error
+
+    def _landed(self, content: Mapping[str, Any]) -> k8s.V1ConfigMap | None:
+        """After a retried write met 409: the ConfigMap if it holds exactly ``content``
+        (the first attempt landed, its answer was lost), else None."""
+        try:
+            found = self._call(
+                "get",
+                lambda: self._core.read_namespaced_config_map(
+                    self.config_map, self.namespace, _request_timeout=self._timeout_s
+                ),
+            )
+        except (_Failed, StateError):
+            return None
+        data, binary = content.get("data") or {}, content.get("binaryData") or {}
+        if (found.data or {}) == data and (found.binary_data or {}) == binary:
+            log.info("%s: a retried write had landed; its answer was lost", self.where)
+            return found
+        return None
+
+    # -- unreadable state ----------------------------------------------------------------
+    def _unreadable(self, found: k8s.V1ConfigMap, reason: str) -> StateError:
+        """Copy ``found`` aside and word the error; when the copy fails, make ``save()``
+        refuse to overwrite it."""
+        aside, trouble = self._copy_aside(found, reason)
+        if aside is not None:
+            log.warning("%s: unreadable state copied to configmap %s", self.where, aside)
+            return StateError(
+                f"{self.where}: unreadable state ({reason}); copied to configmap "
+                f"{self.namespace}/{aside}, starting afresh"
+            )
+        self._keep = (
+            f"{self.where}: not overwriting unreadable state that could not be copied "
+            f"aside ({trouble}); fix it, or delete it to start afresh: kubectl -n "
+            f"{self.namespace} delete configmap {self.config_map}"
+        )
+        return StateError(
+            f"{self.where}: unreadable state ({reason}); it could not be copied aside "
+            f"({trouble}), so it is left in place and will not be overwritten: fix it, or "
+            f"delete it to start afresh (kubectl -n {self.namespace} delete configmap "
+            f"{self.config_map})"
+        )
+
+    def _copy_aside(self, found: k8s.V1ConfigMap, reason: str) -> tuple[str | None, str]:
+        """(name of the copy, "") or (None, why it could not be made)."""
+        stamp = self._now().astimezone(UTC).strftime("%Y%m%d-%H%M%S")
+        suffix = f"-corrupt-{stamp}"  # lowercase: a ConfigMap name is an RFC 1123 subdomain
+        aside = self.config_map[: _MAX_NAME - len(suffix)].rstrip("-.") + suffix
+        body: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": aside,
+                "namespace": self.namespace,
+                "labels": dict(LABELS),
+                "annotations": {
+                    COPIED_FROM_ANNOTATION: f"{self.namespace}/{self.config_map}",
+                    UNREADABLE_ANNOTATION: reason[:1000],
+                },
+            },
+        }
+        if found.data:
+            body["data"] = dict(found.data)
+        if found.binary_data:
+            body["binaryData"] = dict(found.binary_data)
+        try:
+            self._call(
+                "create",
+                lambda: self._core.create_namespaced_config_map(
+                    self.namespace, body, _request_timeout=self._timeout_s
+                ),
+            )
+        except _Failed as failed:
+            return None, f"create configmap {self.namespace}/{aside}: {_answer(failed.error)}"
+        except StateError as exc:
+            return None, str(exc)
+        return aside, ""
+
+    # -- talking to the API server -------------------------------------------------------
+    def _call(self, verb: str, call: Callable[[], T]) -> T:
+        """``call()``, retried after 429, 5xx and connection failures.
+
+        Raises ``_Failed`` for an error answer (after retries), StateError when the API
+        server cannot be reached."""
+        attempt = 0
+        while True:
+            try:
+                return call()
+            except ApiException as exc:
+                status = int(exc.status or 0)
+                if not _retryable(status) or attempt >= self._retries:
+                    raise _Failed(exc, retried=attempt > 0) from exc
+                delay = self._delay(attempt, exc)
+                log.warning(
+                    "%s %s: %s %s; retrying in %.1f s", verb, self.where, status, exc.reason, delay
+                )
+            except urllib3.exceptions.HTTPError as exc:
+                cause = getattr(exc, "reason", None) or exc
+                if attempt >= self._retries:
+                    raise StateError(
+                        f"{verb} {self.where}: cannot reach the Kubernetes API at "
+                        f"{self._host}: {cause}"
+                    ) from exc
+                delay = self._delay(attempt, None)
+                log.warning("%s %s: %s; retrying in %.1f s", verb, self.where, cause, delay)
+            self._sleep(delay)
+            attempt += 1
+
+    def _delay(self, attempt: int, exc: ApiException | None) -> float:
+        """``Retry-After`` when the server gave one, else exponential with jitter; capped."""
+        cap = self._backoff_max_s
+        if exc is not None and exc.headers is not None:
+            after = _retry_after_s(exc.headers.get("Retry-After"), self._now())
+            if after is not None:
+                return min(after, cap)
+        base = min(self._backoff_initial_s * 2.0**attempt, cap)
+        # Half fixed, half random: instances retrying together do not stay in step.
+        return base / 2 + random.uniform(0, base / 2)
+
+    def _failure(self, verb: str, failed: _Failed) -> StateError:
+        status = failed.status
+        answer = _answer(failed.error)
+        if status == 401:
+            return StateError(
+                f"{verb} {self.where}: {answer}; the API server refused the credentials "
+                "(an expired token or client certificate? check the service account token "
+                "or the kubeconfig user)"
+            )
+        if status == 403:
+            return StateError(
+                f"{verb} {self.where}: {answer}; RBAC does not allow verb {verb} on "
+                f'configmaps (API group "") in namespace {self.namespace}: grant the '
+                f"service account a Role in namespace {self.namespace} with the rule "
+                f'apiGroups [""], resources [configmaps], verbs [{verb}] (the state store '
+                "needs get, update and create)"
+            )
+        if _retryable(status):
+            return StateError(
+                f"{verb} {self.where}: the Kubernetes API at {self._host} kept failing "
+                f"({self._retries + 1} attempts): {answer}"
+            )
+        return StateError(f"{verb} {self.where}: {answer}")
+
+
+# -- the stored form -----------------------------------------------------------------------
+def _decode(data: Mapping[str, str], binary: Mapping[str, str]) -> CycleState:
+    """The state in a ConfigMap's data/binaryData; ValueError (or TypeError) naming the
+    key and what is wrong when it cannot be read."""
+    if STATE_KEY in data and STATE_GZ_KEY in binary:
+        raise ValueError(
+            f"both data[{STATE_KEY}] and binaryData[{STATE_GZ_KEY}] are set; expected one"
+        )
+    if STATE_GZ_KEY in binary:
+        where = f"binaryData[{STATE_GZ_KEY}]"
+        try:
+            packed = base64.b64decode(binary[STATE_GZ_KEY], validate=True)
+            text = _gunzip(packed, JSON_MAX_BYTES).decode("utf-8")
+        except ValueError as exc:  # bad base64 (binascii.Error), gzip or UTF-8
+            raise ValueError(f"{where}: {exc}") from exc
+    elif STATE_KEY in data:
+        where, text = f"data[{STATE_KEY}]", data[STATE_KEY]
+    else:
+        return CycleState()  # an empty ConfigMap, deployed beforehand: nothing saved yet
+    try:
+        document = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"{where}: not JSON: {exc}") from exc
+    if not isinstance(document, dict):
+        raise ValueError(f"{where}: expected a JSON object, got {type(document).__name__}")
+    try:
+        return CycleState.from_dict(document)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{where}: {exc}") from exc
+
+
+def _gunzip(packed: bytes, limit: int) -> bytes:
+    """Inflate one gzip member, refusing more than ``limit`` bytes of output."""
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        raw = inflater.decompress(packed, limit + 1)
+    except zlib.error as exc:
+        raise ValueError(f"not gzip data: {exc}") from exc
+    if len(raw) > limit:
+        raise ValueError(f"inflates to more than {_size(limit)}")
+    if not inflater.eof:
+        raise ValueError("truncated gzip data")
+    return raw
+
+
+def _largest_parts(document: Mapping[str, Any]) -> str:
+    """``findings_since 2.9 MiB, alert_groups 310 KiB``: the top-level keys that weigh."""
+    sizes = sorted(
+        ((len(json.dumps(value, separators=(",", ":"))), key) for key, value in document.items()),
+        reverse=True,
+    )
+    return ", ".join(f"{key} {_size(size)}" for size, key in sizes[:3])
+
+
+def _size(count: int) -> str:
+    if count < 1024:
+        return f"{count} B"
+    if count < 1024 * 1024:
+        return f"{count / 1024:.0f} KiB"
+    return f"{count / (1024 * 1024):.1f} MiB"
+
+
+# -- answers -------------------------------------------------------------------------------
+def _retryable(status: int) -> bool:
+    # 429: API priority and fairness shed the request. 5xx: etcd timeouts, an API server
+    # restarting behind the load balancer. 501/505 will not get better by asking again.
+    return status == 429 or (500 <= status <= 599 and status not in (501, 505))
+
+
+def _retry_after_s(value: object, now: datetime) -> float | None:
+    """Seconds from a ``Retry-After`` header: delta-seconds or an HTTP date."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        return max(float(text), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max((when - now).total_seconds(), 0.0)
+
+
+def _answer(exc: ApiException) -> str:
+    """``403 Forbidden (server: configmaps "x" is forbidden: ...)``."""
+    detail = f"{exc.status} {exc.reason}"
+    try:
+        body = json.loads(exc.body) if exc.body else None
+    except ValueError:
+        return f"{detail} ({str(exc.body)[:200]})"
+    message = body.get("message") if isinstance(body, Mapping) else None
+    return f"{detail} (server: {message})" if isinstance(message, str) and message else detail
