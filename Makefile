@@ -27,14 +27,22 @@ test: $(STAMP) test-servers
 	$(BIN)/pytest
 
 ## Servers the integration tests start on loopback: Debian's prometheus (and promtool)
+## and prometheus-pushgateway; whichever is missing is installed
 test-servers:
-	@if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then \
+	@missing=""; \
+	if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then \
+	  missing="prometheus"; \
+	fi; \
+	if ! command -v prometheus-pushgateway >/dev/null; then \
+	  missing="$${missing:+$$missing }prometheus-pushgateway"; \
+	fi; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "installing Debian's prometheus for the integration tests"; \
+	    echo "installing Debian's $$missing for the integration tests"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-	      apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	      apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	  else \
-	    echo "make test needs Debian's prometheus: sudo apt-get install -y prometheus" >&2; \
+	    echo "make test needs Debian's $$missing: sudo apt-get install -y $$missing" >&2; \
 	    exit 1; \
 	  fi; \
 	fi

@@ -339,10 +339,7 @@ def run_cycle(components: Components, settings: Settings, at: datetime) -> Cycle
     )
 
     new_state = CycleState(
-        findings_since={f.key: f.since for f in evaluation.findings},
-        last_cycle_at=at,
-        outbox=state.outbox,
-        reported_actions=state.reported_actions,
+        findings_since={f.key: f.since for f in evaluation.findings}, last_cycle_at=at
     )
     delivered, summary = _notify(
         components, settings, at, evaluation.findings, actions, cost, state, new_state, notes
@@ -406,23 +403,23 @@ def _notify(
             silences += components.silences.silences(at)
         except SourceError as exc:
             notes.append(DataQualityNote(kind="silences", message=f"{exc}"))
-    grouping = alerts.group_findings(
-        findings, settings.notify, policy, silences, gpu_prices(cost), at
+    told = alerts.notify_cycle(
+        findings,
+        actions,
+        state,
+        components.notifier,
+        at,
+        settings.notify,
+        policy,
+        silences,
+        gpu_prices(cost),
+        settings.dry_run,
     )
-    notifier = components.notifier
-    steps, groups, deferred = alerts.plan(
-        grouping, state, settings.notify, at, notifier.name, notifier.updates_in_place
-    )
-    current = {g.key: g for g in grouping.groups}
-    outcome = alerts.deliver(steps, groups, current, notifier, at, settings.notify)
-    new_state.alerts = groups
-    pending = alerts.actions_message(actions, new_state, settings.notify, at, settings.dry_run)
-    if pending is not None:
-        new_state.outbox.append(pending)
-    owed = alerts.flush_outbox(new_state, notifier, at, settings.notify)
-    notes.extend(outcome.notes + owed.notes)
-    summary = alerts.summarize(grouping, groups, deferred, len(new_state.outbox))
-    return tuple(outcome.notifications + owed.notifications), summary
+    new_state.alerts = told.state.alerts
+    new_state.outbox = told.state.outbox
+    new_state.reported_actions = told.state.reported_actions
+    notes.extend(told.notes)
+    return tuple(told.notifications), told.summary
 
 
 def gpu_prices(cost: CostReport) -> dict[tuple[str, str], Price]:

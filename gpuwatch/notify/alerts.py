@@ -558,6 +558,51 @@ def flush_outbox(
     return outcome
 
 
+@dataclass
+class NotifyResult:
+    """What a cycle told people, and the memory of it for the next cycle."""
+
+    state: CycleState
+    """``alerts``, ``outbox`` and ``reported_actions`` after this cycle's deliveries."""
+    notifications: list[Notification]
+    notes: list[DataQualityNote]
+    summary: AlertSummary
+
+
+def notify_cycle(
+    findings: Sequence[Finding],
+    actions: Sequence[Action],
+    state: CycleState,
+    notifier: Notifier,
+    at: datetime,
+    settings: NotifySettings,
+    rules: RulePolicy,
+    silences: Sequence[Silence] = (),
+    prices: Mapping[tuple[str, str], Price] | None = None,
+    dry_run: bool = True,
+) -> NotifyResult:
+    """One cycle of the lifecycle: group, plan, deliver; then the actions message and
+    whatever one-off messages are still owed. ``state`` is not changed."""
+    grouping = group_findings(findings, settings, rules, silences, prices or {}, at)
+    steps, groups, deferred = plan(
+        grouping, state, settings, at, notifier.name, notifier.updates_in_place
+    )
+    current = {g.key: g for g in grouping.groups}
+    outcome = deliver(steps, groups, current, notifier, at, settings)
+    after = state.copy()
+    after.alerts = groups
+    pending = actions_message(actions, after, settings, at, dry_run)
+    if pending is not None:
+        after.outbox.append(pending)
+    owed = flush_outbox(after, notifier, at, settings)
+    return NotifyResult(
+        state=after,
+        notifications=outcome.notifications + owed.notifications,
+        notes=outcome.notes + owed.notes,
+        summary=summarize(grouping, groups, deferred, len(after.outbox)),
+    )
+
+
 def summarize(
     grouping: Grouping, alerts: Mapping[str, AlertGroupState], deferred: Sequence[str], outbox: int
 ) -> AlertSummary:

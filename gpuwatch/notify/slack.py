@@ -45,7 +45,7 @@ from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web import SlackResponse, WebClient
-from slack_sdk.webhook import WebhookClient, WebhookResponse
+from slack_sdk.webhook import WebhookClient
 
 from gpuwatch.config.settings import SlackSettings
 from gpuwatch.notify.base import Delivery, DeliveryResult
@@ -61,18 +61,22 @@ AUTH_ERRORS: Final = frozenset(
 """Slack refuses the token: nothing sent with it can succeed until it is replaced."""
 CHANNEL_ERRORS: Final = frozenset({"channel_not_found", "not_in_channel", "is_archived"})
 """Slack refuses the channel: nothing sent to it can succeed until someone acts."""
-PERMANENT_ERRORS: Final = AUTH_ERRORS | CHANNEL_ERRORS | {
-    "missing_scope",
-    "restricted_action",
-    # The message itself is refused: sending it again cannot help.
-    "invalid_blocks",
-    "invalid_blocks_format",
-    "msg_too_long",
-    "no_text",
-    "message_not_found",
-    "cant_update_message",
-    "edit_window_closed",
-}
+PERMANENT_ERRORS: Final = (
+    AUTH_ERRORS
+    | CHANNEL_ERRORS
+    | {
+        "missing_scope",
+        "restricted_action",
+        # The message itself is refused: sending it again cannot help.
+        "invalid_blocks",
+        "invalid_blocks_format",
+        "msg_too_long",
+        "no_text",
+        "message_not_found",
+        "cant_update_message",
+        "edit_window_closed",
+    }
+)
 """Error codes for which trying again without a change of configuration cannot help."""
 
 WEBHOOK_REFUSALS: Final = frozenset(
@@ -120,9 +124,9 @@ class SlackNotifier:
         clock: Clock = time.monotonic,
         sleep: Sleep = time.sleep,
     ) -> None:
-        self._token = token
         self._base_url = settings.base_url
         self._timeout_s = settings.timeout_s
+        self._max_retry_after_s = settings.max_retry_after_s
         self._pacer = _Pacer(settings.min_interval_s, clock, sleep)
         sdk_logger = logging.getLogger("slack_sdk.web.base_client")
         _MASK.watch(sdk_logger)
@@ -138,91 +142,84 @@ class SlackNotifier:
         """Slack refused the token: every later delivery fails with this at once."""
         self._refused_channels: dict[str, DeliveryResult] = {}
         self._channel_ids: dict[str, str] = {}
-        """Channel as a delivery names it (``#gpu-alerts``) -> id Slack answered with:
-        pacing and refusals then apply to a channel however it is named."""
+        """Channel as a delivery names it (``#gpu-alerts``) -> the id Slack answered
+        with: pacing and refusals then hold for a channel however it is named."""
 
     def __repr__(self) -> str:
         return f"SlackNotifier(base_url={self._base_url!r})"
 
     def send(self, delivery: Delivery) -> DeliveryResult:
-        channel = self._channel_ids.get(delivery.channel, delivery.channel)
-        refused = self._refused or self._refused_channels.get(channel)
+        refused = self._refused or self._refused_channels.get(self._channel(delivery.channel))
         if refused is not None:
             return refused
         if delivery.kind != "post" and not delivery.ts:
             return DeliveryResult(
                 ok=False, error=f"a Slack {delivery.kind} needs the message's ts", permanent=True
             )
-        self._pacer.wait(channel)
-        try:
-            result = self._call(delivery)
-        finally:
-            if delivery.channel not in self._channel_ids:
-                channel = channel if self._pacer.last(channel) else delivery.channel
-            self._pacer.mark(self._channel_ids.get(delivery.channel, channel))
+        self._pacer.wait(self._channel(delivery.channel))
+        result, code = self._call(delivery)
         if result.ok and result.channel:
             self._channel_ids[delivery.channel] = result.channel
-        elif not result.ok:
+        self._pacer.mark(self._channel(delivery.channel))
+        if not result.ok:
             log.warning("Slack %s to %s failed: %s", delivery.kind, delivery.channel, result.error)
-            self._remember_refusal(delivery.channel, result)
+            if code in AUTH_ERRORS:
+                self._refused = result
+            elif code in CHANNEL_ERRORS:
+                self._refused_channels[self._channel(delivery.channel)] = result
         return result
 
-    def _call(self, delivery: Delivery) -> DeliveryResult:
+    def _channel(self, named: str) -> str:
+        return self._channel_ids.get(named, named)
+
+    def _call(self, delivery: Delivery) -> tuple[DeliveryResult, str | None]:
+        """The outcome, and the Slack error code when Slack refused."""
         method = "chat.update" if delivery.kind == "update" else "chat.postMessage"
-        blocks = list(delivery.blocks)
         try:
             if delivery.kind == "update":
-                # An update without blocks would keep the old ones: [] clears them.
                 response = self._client.chat_update(
-                    channel=delivery.channel, ts=delivery.ts or "", text=delivery.text, blocks=blocks
+                    channel=delivery.channel,
+                    ts=str(delivery.ts),
+                    text=delivery.text,
+                    # Without blocks, an update keeps the message's old ones: [] clears them.
+                    blocks=list(delivery.blocks),
                 )
             else:
                 response = self._client.chat_postMessage(
                     channel=delivery.channel,
                     text=delivery.text,
-                    blocks=blocks or None,
+                    blocks=list(delivery.blocks) or None,
                     thread_ts=delivery.ts if delivery.kind == "reply" else None,
                 )
         except SlackApiError as exc:
-            return self._api_failure(method, exc.response)
-        except (SlackClientError, URLError, OSError, HTTPException, ValueError) as exc:
-            where = f"Slack at {self._base_url}"
-            return DeliveryResult(
-                ok=False, error=_masked(transport_error(exc, where, self._timeout_s))
-            )
+            return self._refusal(method, exc.response)
+        except (SlackClientError, OSError, HTTPException, ValueError) as exc:
+            error = transport_error(exc, f"Slack at {self._base_url}", self._timeout_s)
+            return DeliveryResult(ok=False, error=_MASK.mask(error)), None
         ts, channel = response.get("ts"), response.get("channel")
         if not isinstance(ts, str) or not isinstance(channel, str):
-            return DeliveryResult(ok=False, error=f"Slack {method} answered without ts or channel")
-        return DeliveryResult(ok=True, ts=ts, channel=channel)
+            error = f"Slack {method} answered ok without a ts and channel"
+            return DeliveryResult(ok=False, error=error), None
+        return DeliveryResult(ok=True, ts=ts, channel=channel), None
 
-    def _api_failure(self, method: str, response: SlackResponse) -> DeliveryResult:
-        status = response.status_code
+    def _refusal(self, method: str, response: SlackResponse) -> tuple[DeliveryResult, str | None]:
+        if response.status_code == 429:
+            return rate_limited(response.headers, self._max_retry_after_s), None
         data = response.data if isinstance(response.data, dict) else {}
-        if status == 429:
-            return rate_limited(response.headers)
         code = data.get("error")
+        # A body that is not JSON reaches here as slack_sdk's own sentence, not a code.
         code = code if isinstance(code, str) and _SLACK_ERROR_CODE.fullmatch(code) else None
         detail = code or "no error code"
-        if code == "missing_scope" and data.get("needed"):
+        if code == "missing_scope" and isinstance(data.get("needed"), str):
             detail += f" (needs {data['needed']})"
-        return DeliveryResult(
-            ok=False,
-            error=_masked(f"Slack {method}: {detail} (HTTP {status})"),
-            permanent=code in PERMANENT_ERRORS,
-        )
-
-    def _remember_refusal(self, channel: str, result: DeliveryResult) -> None:
-        code = _code_of(result)
-        if code in AUTH_ERRORS:
-            self._refused = result
-        elif code in CHANNEL_ERRORS:
-            self._refused_channels[self._channel_ids.get(channel, channel)] = result
+        error = _MASK.mask(f"Slack {method}: {detail} (HTTP {response.status_code})")
+        return DeliveryResult(ok=False, error=error, permanent=code in PERMANENT_ERRORS), code
 
 
 class WebhookNotifier:
     """Delivers through an incoming webhook: posts only, to the webhook's own channel.
 
-    The URL is a secret; errors and logs call it "the webhook".
+    The URL is a secret: errors and logs call it "the webhook".
     """
 
     name = "slack-webhook"
@@ -237,6 +234,7 @@ class WebhookNotifier:
         sleep: Sleep = time.sleep,
     ) -> None:
         self._timeout_s = settings.timeout_s
+        self._max_retry_after_s = settings.max_retry_after_s
         self._pacer = _Pacer(settings.min_interval_s, clock, sleep)
         sdk_logger = logging.getLogger("slack_sdk.webhook.client")
         _MASK.watch(sdk_logger)
@@ -248,6 +246,7 @@ class WebhookNotifier:
             retry_handlers=retry_handlers(settings, sleep),
         )
         self._refused: DeliveryResult | None = None
+        """Slack refused the webhook: every later delivery fails with this at once."""
 
     def __repr__(self) -> str:
         return "WebhookNotifier(<the webhook>)"
@@ -256,39 +255,32 @@ class WebhookNotifier:
         if self._refused is not None:
             return self._refused
         self._pacer.wait(_WEBHOOK_CHANNEL)
-        try:
-            result = self._call(delivery)
-        finally:
-            self._pacer.mark(_WEBHOOK_CHANNEL)
+        result, code = self._call(delivery)
+        self._pacer.mark(_WEBHOOK_CHANNEL)
         if not result.ok:
             log.warning("Slack webhook %s failed: %s", delivery.kind, result.error)
-            if _code_of(result) in WEBHOOK_REFUSALS:
+            if code in WEBHOOK_REFUSALS:
                 self._refused = result
         return result
 
-    def _call(self, delivery: Delivery) -> DeliveryResult:
+    def _call(self, delivery: Delivery) -> tuple[DeliveryResult, str | None]:
+        """The outcome, and the Slack error code when Slack refused."""
         try:
             response = self._client.send(text=delivery.text, blocks=list(delivery.blocks) or None)
-        except (SlackClientError, URLError, OSError, HTTPException, ValueError) as exc:
-            return DeliveryResult(
-                ok=False, error=_masked(transport_error(exc, "the webhook", self._timeout_s))
-            )
+        except (SlackClientError, OSError, HTTPException, ValueError) as exc:
+            error = transport_error(exc, "the webhook", self._timeout_s)
+            return DeliveryResult(ok=False, error=_MASK.mask(error)), None
         if response.status_code == 200:
-            return DeliveryResult(ok=True)
-        return self._failure(response)
-
-    @staticmethod
-    def _failure(response: WebhookResponse) -> DeliveryResult:
+            return DeliveryResult(ok=True), None
         if response.status_code == 429:
-            return rate_limited(response.headers)
+            return rate_limited(response.headers, self._max_retry_after_s), None
         body = (response.body or "").strip()
         code = body if _SLACK_ERROR_CODE.fullmatch(body) else None
         detail = code or (repr(body[:200]) if body else "an empty body")
+        error = _MASK.mask(f"the webhook answered HTTP {response.status_code}: {detail}")
         return DeliveryResult(
-            ok=False,
-            error=_masked(f"the webhook answered HTTP {response.status_code}: {detail}"),
-            permanent=code in WEBHOOK_PERMANENT_ERRORS,
-        )
+            ok=False, error=error, permanent=code in WEBHOOK_PERMANENT_ERRORS
+        ), code
 
 
 # --- retries ------------------------------------------------------------------------------
@@ -365,11 +357,17 @@ def retry_after_s(headers: Mapping[str, Any]) -> float | None:
     return None
 
 
-def rate_limited(headers: Mapping[str, Any]) -> DeliveryResult:
-    """The result of a 429 that was not (or no longer) waited out: not permanent."""
+def rate_limited(headers: Mapping[str, Any], max_retry_after_s: float) -> DeliveryResult:
+    """The result of a 429 that was not (or no longer) waited out: not permanent, the
+    next cycle tries again."""
     wait_s = retry_after_s(headers)
-    after = "no Retry-After" if wait_s is None else f"Retry-After {wait_s:g} s"
-    return DeliveryResult(ok=False, error=f"rate limited by Slack ({after})")
+    if wait_s is None:
+        return DeliveryResult(ok=False, error="rate limited by Slack (no Retry-After)")
+    if wait_s > max_retry_after_s:
+        why = f", more than the {max_retry_after_s:g} s waited out within a cycle)"
+    else:
+        why = "), retries used up"
+    return DeliveryResult(ok=False, error=f"rate limited by Slack (Retry-After {wait_s:g} s{why}")
 
 
 def transport_error(exc: BaseException, where: str, timeout_s: float) -> str:
@@ -381,16 +379,7 @@ def transport_error(exc: BaseException, where: str, timeout_s: float) -> str:
         return f"cannot send to {where}: {exc}"
     if isinstance(reason, OSError) and reason.strerror:
         return f"cannot reach {where}: {reason.strerror}"
-    return f"cannot reach {where}: {reason or type(reason).__name__}"
-
-
-def _code_of(result: DeliveryResult) -> str | None:
-    """The Slack error code a failure names (the words before `` (HTTP``, or the
-    webhook's body), for deciding what a refusal covers."""
-    if result.error is None or not result.permanent:
-        return None
-    match = re.search(r": ([a-z][a-z0-9_]*)(?: \(|$)", result.error)
-    return match.group(1) if match else None
+    return f"cannot reach {where}: {str(reason) or type(reason).__name__}"
 
 
 # --- pacing ------------------------------------------------------------------------------
@@ -405,9 +394,6 @@ class _Pacer:
         self._clock = clock
         self._sleep = sleep
         self._last: dict[str, float] = {}
-
-    def last(self, channel: str) -> float | None:
-        return self._last.get(channel)
 
     def wait(self, channel: str) -> None:
         last = self._last.get(channel)
@@ -464,7 +450,3 @@ class _SecretMask(logging.Filter):
 
 
 _MASK = _SecretMask()
-
-
-def _masked(text: str) -> str:
-    return _MASK.mask(text)

@@ -211,18 +211,23 @@ class ConfigMapState:
         raw = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
         if len(raw) < INLINE_MAX_BYTES:
             return {"data": {STATE_KEY: raw.decode("utf-8")}}
+        if len(raw) > JSON_MAX_BYTES:
+            raise self._too_big(document, f"{_size(len(raw))} of JSON", JSON_MAX_BYTES)
         packed = gzip.compress(raw, compresslevel=6, mtime=0)
-        if len(packed) > STORED_MAX_BYTES or len(raw) > JSON_MAX_BYTES:
-            raise StateError(
-                f"{self.where}: state not saved: it is {_size(len(raw))} of JSON, "
-                f"{_size(len(packed))} gzipped, and a ConfigMap holds at most "
-                f"{_size(CONFIGMAP_MAX_BYTES)} (gpuwatch writes at most "
-                f"{_size(STORED_MAX_BYTES)}, at most {_size(JSON_MAX_BYTES)} uncompressed); "
-                f"largest parts: {_largest_parts(document)}. The ConfigMap is left as it "
-                "was; use a file state store, or fewer findings and alert groups"
-            )
+        if len(packed) > STORED_MAX_BYTES:
+            sizes = f"{_size(len(raw))} of JSON, {_size(len(packed))} gzipped"
+            raise self._too_big(document, sizes, STORED_MAX_BYTES)
         log.debug("%s: %s of JSON gzipped to %s", self.where, _size(len(raw)), _size(len(packed)))
         return {"binaryData": {STATE_GZ_KEY: base64.b64encode(packed).decode("ascii")}}
+
+    def _too_big(self, document: Mapping[str, Any], sizes: str, limit: int) -> StateError:
+        return StateError(
+            f"{self.where}: state not saved: it is {sizes}; a ConfigMap holds at most "
+            f"{_size(CONFIGMAP_MAX_BYTES)} and gpuwatch writes at most {_size(limit)} "
+            f"(largest parts: {_largest_parts(document)}). The ConfigMap is left as it "
+            "was; keep state in a file on a volume instead, or reduce what it remembers "
+            "(fewer findings or alert groups)"
+        )
 
     def _body(
         self, content: Mapping[str, Any], seen: _Seen | None, *, version: bool
@@ -471,12 +476,14 @@ def _gunzip(packed: bytes, limit: int) -> bytes:
 
 
 def _largest_parts(document: Mapping[str, Any]) -> str:
-    """``findings_since 2.9 MiB, alert_groups 310 KiB``: the top-level keys that weigh."""
+    """``findings_since 2.9 MiB, alert_groups 310 KiB``: the top-level keys that weigh
+    (a tenth of the whole or more, three at most)."""
     sizes = sorted(
         ((len(json.dumps(value, separators=(",", ":"))), key) for key, value in document.items()),
         reverse=True,
     )
-    return ", ".join(f"{key} {_size(size)}" for size, key in sizes[:3])
+    total = sum(size for size, _ in sizes)
+    return ", ".join(f"{key} {_size(size)}" for size, key in sizes[:3] if size * 10 >= total)
 
 
 def _size(count: int) -> str:

@@ -29,6 +29,9 @@ from prometheus_client.exposition import choose_encoder
 
 log = logging.getLogger(__name__)
 
+POLL_INTERVAL_S = 0.1
+"""How often the serving loop checks for ``close()``: the most ``close()`` waits."""
+
 Health = Callable[[], tuple[bool, str]]
 """Returns (healthy, reason); the reason is the body of ``/healthz``."""
 
@@ -85,7 +88,10 @@ def serve(
     httpd.registry = registry
     httpd.health = health
     thread = threading.Thread(
-        target=httpd.serve_forever, name=f"gpuwatch-telemetry-{httpd.server_port}", daemon=True
+        target=httpd.serve_forever,
+        args=(POLL_INTERVAL_S,),
+        name=f"gpuwatch-telemetry-{httpd.server_port}",
+        daemon=True,
     )
     thread.start()
     log.info("serving /metrics and /healthz on %s:%d", address, httpd.server_port)

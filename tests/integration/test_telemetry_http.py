@@ -277,29 +277,37 @@ def pushed(registry_result: CycleResult) -> CollectorRegistry:
     return registry
 
 
+def gateway_values(text: str, name: str, **labels: str) -> list[float]:
+    """Values of the samples called ``name`` carrying ``labels`` (the gateway adds its
+    own, ``instance=""`` among them)."""
+    return [value for key, value in samples(text, name).items() if set(labels.items()) <= set(key)]
+
+
 def test_push_lands_in_the_gateway_under_job_and_cluster(pushgateway):
     push(pushed(result(2)), pushgateway.url, "gpuwatch", cluster_grouping_key("prod-eu"))
     push(pushed(result(5)), pushgateway.url, "gpuwatch", cluster_grouping_key("prod-us"))
 
     text = pushgateway.scrape()
 
-    findings = samples(text, "gpuwatch_findings")
-    labels = {("job", "gpuwatch"), ("rule", "gpu_idle"), ("severity", "warning")}
+    idle = {"job": "gpuwatch", "rule": "gpu_idle", "severity": "warning"}
     # Two clusters on one gateway: neither overwrites the other.
-    assert findings[frozenset({*labels, ("cluster", "prod-eu")})] == 2
-    assert findings[frozenset({*labels, ("cluster", "prod-us")})] == 5
-    cycles = samples(text, "gpuwatch_cycles_total")
-    assert cycles[frozenset({("job", "gpuwatch"), ("cluster", "prod-eu"), ("outcome", "ok")})] == 1
-    assert any(
-        dict(key).get("cluster") == "prod-eu"
-        for key in samples(text, "gpuwatch_last_success_timestamp_seconds")
+    assert gateway_values(text, "gpuwatch_findings", **idle, cluster="prod-eu") == [2]
+    assert gateway_values(text, "gpuwatch_findings", **idle, cluster="prod-us") == [5]
+    assert gateway_values(
+        text, "gpuwatch_cycles_total", job="gpuwatch", cluster="prod-eu", outcome="ok"
+    ) == [1]
+    assert gateway_values(
+        text, "gpuwatch_idle_cost_per_hour", cluster="prod-eu", team="ml-research"
+    ) == [12.0]
+    assert (
+        len(gateway_values(text, "gpuwatch_last_success_timestamp_seconds", cluster="prod-eu")) == 1
     )
 
-    # A second push of the same cluster replaces its group.
+    # A second push of the same cluster replaces its group, and only its group.
     push(pushed(result(1)), pushgateway.url, "gpuwatch", cluster_grouping_key("prod-eu"))
-    findings = samples(pushgateway.scrape(), "gpuwatch_findings")
-    assert findings[frozenset({*labels, ("cluster", "prod-eu")})] == 1
-    assert findings[frozenset({*labels, ("cluster", "prod-us")})] == 5
+    text = pushgateway.scrape()
+    assert gateway_values(text, "gpuwatch_findings", **idle, cluster="prod-eu") == [1]
+    assert gateway_values(text, "gpuwatch_findings", **idle, cluster="prod-us") == [5]
 
 
 def test_push_sends_credentials_in_the_url_as_basic_auth(pushgateway):
@@ -307,8 +315,7 @@ def test_push_sends_credentials_in_the_url_as_basic_auth(pushgateway):
 
     push(pushed(result(3)), url, "gpuwatch-auth", cluster_grouping_key("prod-eu"))
 
-    findings = samples(pushgateway.scrape(), "gpuwatch_findings")
-    assert any(dict(key).get("job") == "gpuwatch-auth" for key in findings)
+    assert gateway_values(pushgateway.scrape(), "gpuwatch_findings", job="gpuwatch-auth") == [3]
 
 
 def test_push_to_a_dead_port_raises_a_clear_error_without_credentials():
@@ -348,7 +355,7 @@ class _Refusing(BaseHTTPRequestHandler):
 
 def test_push_refused_by_the_gateway_carries_the_status_and_its_reason():
     refusing = ThreadingHTTPServer(("127.0.0.1", 0), _Refusing)
-    thread = threading.Thread(target=refusing.serve_forever, daemon=True)
+    thread = threading.Thread(target=refusing.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         with pytest.raises(PushError) as caught:
