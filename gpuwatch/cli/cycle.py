@@ -115,6 +115,9 @@ def demo(ctx: click.Context, **kwargs: Any) -> None:
     # The simulated pools are open to (dry-run) scale-down, so the demo shows the planner.
     flags.setdefault("actions.pools", {p: {} for p in ("gpu-training", "gpu-inference")})
     flags.setdefault("output.dir", "gpuwatch-demo")
+    # Every demo run shows the messages a first cycle sends; a kept state would make
+    # the second run (at the same instant) rightly say nothing new.
+    flags.setdefault("state.backend", "memory")
     _run(ctx, load_settings_or_exit(ctx, flags))
 
 
@@ -160,6 +163,7 @@ def _run(ctx: click.Context, settings: Settings, only_savings: bool = False) -> 
             _print_table(out, result)
             print_cost(out, result)
             print_actions(out, result)
+            print_messages(out, result)
         print_savings(out, result, details=only_savings)
         out.print(f"Cycle result written to [bold]{path}[/]")
     if not result.ok:
@@ -230,6 +234,32 @@ def print_actions(out: Console, result: CycleResult) -> None:
         out.print(
             f"  {action.status:<8} {action.kind} {action.target} ({action.pool}): {action.reason}"
         )
+
+
+def print_messages(out: Console, result: CycleResult) -> None:
+    """One line on what people were told, and what they were not (yet)."""
+    counts: dict[str, int] = {}
+    for message in result.notifications:
+        counts[message.status] = counts.get(message.status, 0) + 1
+    told = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "none"
+    summary = result.alerts
+    out.print(f"\nMessages: {told}; {summary.firing_groups} alert groups firing")
+    held = [
+        (summary.held_findings, "findings held back by their rule's `for`"),
+        (summary.silenced_findings, "findings silenced"),
+        (len(summary.waiting_groups), "groups within group_wait"),
+        (len(summary.deferred_groups), "updates deferred to the next cycle"),
+        (len(summary.undelivered_groups), "groups undelivered (retried next cycle)"),
+        (summary.outbox, "messages waiting in the outbox"),
+    ]
+    for count, what in held:
+        if count:
+            out.print(f"  {count} {what}")
+    for message in result.notifications:
+        if message.status == "failed":
+            out.print(
+                f"  [red]not delivered[/] to {message.channel}: {message.title}: {message.error}"
+            )
 
 
 def print_savings(out: Console, result: CycleResult, details: bool = False) -> None:

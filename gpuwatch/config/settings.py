@@ -296,12 +296,23 @@ class OutputSettings(_Section):
 
 
 class StateSettings(_Section):
-    """What persists between cycles (when each finding started firing)."""
+    """What persists between cycles: when each finding started firing, and what each
+    channel was told (so that a CronJob every 5 minutes does not repeat itself)."""
 
+    backend: Literal["file", "configmap", "memory"] = Field(
+        "file",
+        description="`file`: a JSON file (`state.path`); `configmap`: a ConfigMap "
+        "(`state.configmap`), for a CronJob without a volume; `memory`: none kept, every "
+        "run starts afresh (the demo).",
+    )
     path: Path | None = Field(
-        None,
-        description="JSON state file. Unset: `state.json` in `output.dir`. A CronJob "
-        "without a volume keeps its state in a ConfigMap instead.",
+        None, description="JSON state file. Unset: `state.json` in `output.dir`."
+    )
+    configmap: str = Field(
+        "gpuwatch/gpuwatch-state",
+        pattern=r"^[a-z0-9-]+/[a-z0-9.-]+$",
+        description="`namespace/name` of the state ConfigMap (created when missing). "
+        "Written with optimistic concurrency: a second writer is refused, not overwritten.",
     )
 
 

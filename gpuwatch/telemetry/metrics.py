@@ -157,7 +157,8 @@ class SelfMetrics:
         return self._values[LAST_SUCCESS.name].get(())
 
     def observe(self, result: CycleResult) -> None:
-        """Record one finished cycle. Call once per cycle, right after it ends."""
+        """Record one finished cycle: once per cycle, right after it ends, from one thread
+        (scrapes may run concurrently on others)."""
         self.cycles.labels("ok" if result.ok else "error").inc()
         self.duration.observe(result.duration_s)
         for action in result.actions:

@@ -1,0 +1,587 @@
+"""gpuwatch's rules as a Prometheus Operator ``PrometheusRule``, for Alertmanager users.
+
+Teams that already route alerts through Alertmanager want gpuwatch's detections there,
+next to their other alerts, without running a second notification path. This module
+translates each enabled rule into one alerting rule (two for an XID rule with critical
+codes) whose PromQL computes what gpuwatch's own evaluation computes
+(``gpuwatch.analysis.rules.evaluate``), from the same building blocks the Prometheus
+source queries with (``promql.QueryBuilder``): utilization preferring
+``GR_ENGINE_ACTIVE`` over ``GPU_UTIL / 100``, the framebuffer ratio over
+``USED + FREE + RESERVED``, windows left-open as ``(now - window, now]``, GPUs keyed by
+``UUID`` and MIG instance, metric and label names from ``prometheus.metrics`` and
+``prometheus.labels``.
+
+Exact, kind by kind:
+
+- ``threshold``: ``<aggregate>(signal over window) <op> threshold`` per GPU, judged only
+  where the window's coverage (samples / (window / scrape interval)) reaches
+  ``min_coverage``, computed as gpuwatch computes it so that the limits agree to the bit.
+- ``unallocated``: no sample of the GPU in the window carries a pod label, coverage as
+  above; the alert's value is the window's mean utilization.
+- ``xid``: the XID metric changed within the window and its code (the last one, else the
+  window's highest) is non-zero and not ignored. Critical codes become a second alert,
+  ``<Name>Critical``, with ``severity: critical``: Alertmanager routes and inhibits on
+  labels, and a label that changed with the code would restart the alert's ``for``.
+- ``data_gap``: coverage below ``min_coverage``, or the newest sample older than
+  ``stale_after``.
+- ``pools``: a pool is a node label, so pool-restricted rules join kube-state-metrics'
+  ``kube_node_labels`` on the node name: the pool is the first non-empty of
+  ``attribution.pool_label`` and its fallbacks, as in gpuwatch. kube-state-metrics
+  exports node labels only when allowed (``--metric-labels-allowlist=nodes=[...]``);
+  without them a pool-restricted alert never fires.
+- ``prometheus.labels.pod_labels: auto`` picks ``exported_pod`` when any GPU series
+  carries it, fleet-wide, as the Prometheus source does.
+- ``for`` becomes the alerting rule's ``for``.
+
+Approximate, because PromQL sees the metrics and not the Kubernetes API (each such alert
+says so in its ``gpuwatch_note`` annotation):
+
+- Allocation (``scope``, ``unallocated``) is the exporter's pod label on the GPU's newest
+  sample. gpuwatch also infers the holders of GPUs the exporter does not label (shared
+  GPUs, MIG slices under older exporters) from the pods on the node, drops a label whose
+  pod no longer runs, and does not call a GPU unallocated while a GPU pod on its node
+  ended within the window.
+- ``data_gap`` cannot see a GPU silent for the whole window: gpuwatch finds it through
+  the node's advertised GPU count.
+- Alerts name the GPU (node, index, model, UUID), not the pod holding it.
+
+A rule with ``pools: []`` selects no GPU in gpuwatch and, like a disabled rule, is not
+exported.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Protocol, cast
+
+import yaml
+
+from gpuwatch.config.settings import AttributionSettings, PrometheusSettings
+from gpuwatch.model.durations import format_duration
+from gpuwatch.model.findings import Severity, format_value
+from gpuwatch.model.metrics import (
+    INVENTORY_MAX_S,
+    SIGNAL_UNITS,
+    Aggregate,
+    AggregateSpec,
+    Signal,
+)
+from gpuwatch.sources.prometheus.promql import QueryBuilder, QueryPart, Shard
+
+API_VERSION = "monitoring.coreos.com/v1"
+GROUP_NAME = "gpuwatch"
+DEFAULT_NAME = "gpuwatch-rules"
+DEFAULT_NAMESPACE = "monitoring"
+DEFAULT_LABELS: Mapping[str, str] = {"app.kubernetes.io/part-of": "gpuwatch"}
+
+# kube-state-metrics: one series per node, node labels as ``label_<sanitized name>``.
+KUBE_NODE_LABELS = "kube_node_labels"
+KUBE_NODE_NAME_LABEL = "node"
+# The label naming a GPU's pod, per ``prometheus.labels.pod_labels`` (as the Prometheus
+# source reads it): behind a ServiceMonitor without honorLabels the exporter's own pod
+# takes ``pod`` and the workload's arrives as ``exported_pod``.
+_POD_LABEL = {"exported": "exported_pod", "plain": "pod"}
+_WHOLE_FLEET = Shard()
+
+
+class ExportedRule(Protocol):
+    """What the export reads of every rule. ``gpuwatch.analysis.rules.schema``'s models
+    satisfy it; the layering keeps adapters from importing analysis, hence a protocol."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def enabled(self) -> bool: ...
+    @property
+    def severity(self) -> Severity: ...
+    @property
+    def description(self) -> str: ...
+    @property
+    def title(self) -> str | None: ...
+    @property
+    def window_s(self) -> int: ...
+    @property
+    def for_s(self) -> int: ...
+    @property
+    def pools(self) -> list[str] | None: ...
+    @property
+    def waste(self) -> bool: ...
+
+
+class _Threshold(ExportedRule, Protocol):
+    @property
+    def signal(self) -> Signal: ...
+    @property
+    def aggregate(self) -> str: ...
+    @property
+    def op(self) -> str: ...
+    @property
+    def threshold(self) -> float: ...
+    @property
+    def scope(self) -> str: ...
+    @property
+    def min_coverage(self) -> float: ...
+
+
+class _Unallocated(ExportedRule, Protocol):
+    @property
+    def min_coverage(self) -> float: ...
+
+
+class _Xid(ExportedRule, Protocol):
+    @property
+    def ignore_codes(self) -> list[int]: ...
+    @property
+    def critical_codes(self) -> list[int]: ...
+
+
+class _DataGap(ExportedRule, Protocol):
+    @property
+    def min_coverage(self) -> float: ...
+    @property
+    def stale_after_s(self) -> int: ...
+
+
+def alert_name(rule_id: str) -> str:
+    """``gpu-idle`` -> ``GpuwatchGpuIdle``."""
+    return "Gpuwatch" + "".join(part.capitalize() for part in rule_id.split("-"))
+
+
+def prometheus_rule(
+    rules: Sequence[ExportedRule],
+    prometheus: PrometheusSettings,
+    *,
+    name: str = DEFAULT_NAME,
+    namespace: str = DEFAULT_NAMESPACE,
+    labels: Mapping[str, str] | None = None,
+    attribution: AttributionSettings | None = None,
+) -> dict[str, Any]:
+    """The ``PrometheusRule`` manifest for ``rules``: one group, ``gpuwatch``, with one
+    alerting rule per enabled rule (two for an XID rule with critical codes).
+
+    ``labels`` are the manifest's own labels, added to ``app.kubernetes.io/part-of``;
+    the Prometheus Operator's ``ruleSelector`` usually wants one (``release: ...``).
+    Raises ValueError for a name, namespace or label Kubernetes would refuse.
+    """
+    check_object_name(name, "name", subdomain=True)
+    check_object_name(namespace, "namespace", subdomain=False)
+    merged = {**DEFAULT_LABELS, **(labels or {})}
+    for key, value in merged.items():
+        check_label(key, value)
+    exported = [r for r in rules if r.enabled and r.pools != []]
+    translator = _Translator(prometheus, attribution or AttributionSettings(), exported)
+    alerts = [alert for rule in exported for alert in translator.alerts(rule)]
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "PrometheusRule",
+        "metadata": {"name": name, "namespace": namespace, "labels": merged},
+        "spec": {"groups": [{"name": GROUP_NAME, "rules": alerts}]},
+    }
+
+
+def manifest_yaml(manifest: Mapping[str, Any], sources: Iterable[str] = ()) -> str:
+    """``manifest`` as YAML, expressions as literal blocks, under a comment that says
+    where it came from and what the alerts need from Prometheus."""
+    header = [
+        "# Generated by `gpuwatch rules export --format prometheus-rule`"
+        + (f" from {', '.join(sources)}." if sources else "."),
+        "# Regenerate it after changing the rules or gpuwatch's settings rather than",
+        "# editing it: the expressions follow prometheus.metrics, prometheus.labels and",
+        "# prometheus.scrape_interval_s (coverage counts samples at that interval).",
+    ]
+    alerts = [a for g in manifest["spec"]["groups"] for a in g["rules"]]
+    if any(KUBE_NODE_LABELS in a["expr"] for a in alerts):
+        header += [
+            "# Pool-restricted alerts join kube-state-metrics' kube_node_labels, which",
+            "# carries node labels only when allowed: see their gpuwatch_note annotation.",
+        ]
+    body = yaml.dump(manifest, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=1_000_000)
+    return "\n".join(header) + "\n" + body
+
+
+def parse_label(text: str) -> tuple[str, str]:
+    """``key=value`` as given on the command line; ValueError when Kubernetes would
+    refuse it."""
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise ValueError(f"expected KEY=VALUE, got {text!r}")
+    check_label(key, value)
+    return key, value
+
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+
+
+def check_object_name(value: str, what: str, *, subdomain: bool) -> None:
+    """Raise ValueError unless ``value`` is a valid object name (DNS-1123 subdomain) or
+    namespace (DNS-1123 label)."""
+    pattern, limit = (_DNS_SUBDOMAIN, 253) if subdomain else (_DNS_LABEL, 63)
+    if len(value) > limit or not pattern.match(value):
+        raise ValueError(
+            f"{what} {value!r}: expected lower-case letters, digits and '-'"
+            + (" or '.'" if subdomain else "")
+            + f", starting and ending with a letter or digit, at most {limit} characters"
+        )
+
+
+def check_label(key: str, value: str) -> None:
+    """Raise ValueError unless ``key: value`` is a valid Kubernetes label."""
+    prefix, _, label = key.rpartition("/")
+    if prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
+        raise ValueError(f"label {key!r}: the prefix before '/' must be a DNS subdomain")
+    if len(label) > 63 or not _LABEL_NAME.match(label):
+        raise ValueError(
+            f"label {key!r}: expected at most 63 letters, digits, '-', '_' or '.', "
+            "starting and ending with a letter or digit"
+        )
+    if value and (len(value) > 63 or not _LABEL_NAME.match(value)):
+        raise ValueError(
+            f"label {key}={value!r}: the value must be empty or at most 63 letters, "
+            "digits, '-', '_' or '.', starting and ending with a letter or digit"
+        )
+
+
+def kube_node_label(node_label: str) -> str:
+    """The label kube-state-metrics gives node label ``node_label`` on kube_node_labels
+    (``karpenter.sh/nodepool`` -> ``label_karpenter_sh_nodepool``)."""
+    sanitized = re.sub(r"[^a-zA-Z0-9_]", "_", node_label)
+    return "label_" + re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", sanitized).lower()
+
+
+class _Translator:
+    """Rules to alerting rules for one set of settings."""
+
+    def __init__(
+        self,
+        prometheus: PrometheusSettings,
+        attribution: AttributionSettings,
+        rules: Sequence[ExportedRule],
+    ) -> None:
+        self.labels = prometheus.labels
+        self.names = prometheus.metrics
+        self.scrape_s = prometheus.scrape_interval_s
+        self.pool_labels = [attribution.pool_label, *attribution.pool_label_fallbacks]
+        self.key = f"{self.labels.uuid}, {self.labels.mig_instance}"
+        identity = (self.labels.node, self.labels.gpu, self.labels.model)
+        self.builders = {
+            mode: QueryBuilder(self.names, self.labels, self.scrape_s, label, identity=identity)
+            for mode, label in _POD_LABEL.items()
+        }
+        self.pod_mode = self.labels.pod_labels
+        # The Prometheus source decides ``auto`` from the series seen in its inventory
+        # window: the longest rule window, at most INVENTORY_MAX_S.
+        longest = max((r.window_s for r in rules), default=INVENTORY_MAX_S)
+        self.inventory_s = min(longest, INVENTORY_MAX_S)
+
+    def alerts(self, rule: ExportedRule) -> list[dict[str, Any]]:
+        if rule.kind == "threshold":
+            return [self._threshold(cast(_Threshold, rule))]
+        if rule.kind == "unallocated":
+            return [self._unallocated(cast(_Unallocated, rule))]
+        if rule.kind == "xid":
+            return self._xid(cast(_Xid, rule))
+        if rule.kind == "data_gap":
+            return [self._data_gap(cast(_DataGap, rule))]
+        raise ValueError(f"rule {rule.id}: kind {rule.kind!r} has no PromQL translation")
+
+    # -- kinds -----------------------------------------------------------------------
+
+    def _threshold(self, rule: _Threshold) -> dict[str, Any]:
+        w = rule.window_s
+        value = self._aggregate(AggregateSpec(rule.signal, Aggregate(rule.aggregate), w))
+        clauses = [
+            f"{_group(value)} {rule.op} {_num(rule.threshold)}",
+            self._on_key(self._covered(rule.signal, w, rule.min_coverage)),
+        ]
+        notes = []
+        if rule.scope != "any":
+            held = "1" if rule.scope == "allocated" else "0"
+            attached = self._aggregate(AggregateSpec(Signal.POD_ATTACHED, Aggregate.LAST, w))
+            clauses.append(self._on_key(f"{_group(attached)} == {held}"))
+            notes.append(_ALLOCATION_NOTE)
+        notes += self._pools(rule, clauses)
+        unit = SIGNAL_UNITS[rule.signal]
+        shown = _shown_value(unit)
+        window = format_duration(w)
+        facts = (
+            f"{rule.aggregate} {rule.signal.value} {shown} over {window} "
+            f"(threshold {rule.op} {format_value(rule.threshold, unit)})."
+        )
+        return self._alert(rule, alert_name(rule.id), clauses, facts, shown, notes)
+
+    def _unallocated(self, rule: _Unallocated) -> dict[str, Any]:
+        w = rule.window_s
+        util = self._aggregate(AggregateSpec(Signal.UTIL_RATIO, Aggregate.AVG, w))
+        ever_held = self._aggregate(AggregateSpec(Signal.POD_ATTACHED, Aggregate.MAX, w))
+        clauses = [
+            _group(util),
+            self._on_key(f"{_group(ever_held)} == 0"),
+            self._on_key(self._covered(Signal.UTIL_RATIO, w, rule.min_coverage)),
+        ]
+        notes = [_ALLOCATION_NOTE, _RELEASED_NOTE, *self._pools(rule, clauses)]
+        shown = _shown_value("ratio")
+        facts = f"no pod held it for {format_duration(w)}; utilization averaged {shown}."
+        return self._alert(rule, alert_name(rule.id), clauses, facts, shown, notes)
+
+    def _xid(self, rule: _Xid) -> list[dict[str, Any]]:
+        w = rule.window_s
+        xid = Signal.XID
+        last = self._aggregate(AggregateSpec(xid, Aggregate.LAST, w))
+        highest = self._aggregate(AggregateSpec(xid, Aggregate.MAX, w))
+        changes = self._aggregate(AggregateSpec(xid, Aggregate.CHANGES, w))
+        # The last code where it is non-zero, else the window's highest: an XID followed
+        # by a reset to 0 within the window still counts.
+        code = "\n".join(
+            [
+                _group(f"{_group(last)} > 0\nor\n{_group(highest)} > 0"),
+                self._on_key(f"{_group(changes)} >= 1"),
+            ]
+        )
+        ignored = sorted(set(rule.ignore_codes))
+        critical = (
+            []
+            if rule.severity is Severity.CRITICAL
+            else sorted(set(rule.critical_codes) - set(ignored))
+        )
+        notes = self._pools(rule, [])
+        shown = "{{ $value }}"
+        facts = f"reported XID {shown} within {format_duration(w)}."
+        alerts = [
+            self._alert(
+                rule,
+                alert_name(rule.id),
+                self._with_pools(rule, [_excluding(code, [*ignored, *critical])]),
+                facts,
+                shown,
+                notes,
+            )
+        ]
+        if critical:
+            alerts.append(
+                self._alert(
+                    rule,
+                    alert_name(rule.id) + "Critical",
+                    self._with_pools(
+                        rule, [f"{_group(code)}\nunless\n{_group(_excluding(code, critical))}"]
+                    ),
+                    facts,
+                    shown,
+                    notes,
+                    severity=Severity.CRITICAL,
+                )
+            )
+        return alerts
+
+    def _data_gap(self, rule: _DataGap) -> dict[str, Any]:
+        w = rule.window_s
+        coverage = self._coverage(Signal.UTIL_RATIO, w)
+        newest = self._aggregate(AggregateSpec(Signal.UTIL_RATIO, Aggregate.LAST_TS, w))
+        # With min_coverage 0 only a GPU with no sample in the window is short of data,
+        # and gpuwatch calls it stale: its newest sample is not in the window.
+        short = (
+            f"{_group(coverage)} < {_num(rule.min_coverage)}"
+            if rule.min_coverage > 0
+            else f"{_group(coverage)} == 0"
+        )
+        stale = f"time() - {_group(newest)} > {rule.stale_after_s}"
+        clauses = [_group(f"{short}\nor\n{_group(coverage)}\n{self._on_key(stale)}")]
+        notes = [_SILENT_NOTE, *self._pools(rule, clauses)]
+        shown = _shown_value("ratio")
+        facts = (
+            f"metrics cover {shown} of the last {format_duration(w)} (minimum "
+            f"{format_value(rule.min_coverage, 'ratio')}), or its newest sample is older "
+            f"than {format_duration(rule.stale_after_s)}."
+        )
+        return self._alert(rule, alert_name(rule.id), clauses, facts, shown, notes)
+
+    # -- building blocks -------------------------------------------------------------
+
+    def _aggregate(self, spec: AggregateSpec) -> str:
+        """PromQL for one per-GPU aggregate, as the Prometheus source asks for it."""
+        if spec.signal is not Signal.POD_ATTACHED or self.pod_mode != "auto":
+            mode = "plain" if self.pod_mode == "auto" else self.pod_mode
+            return _first_of(self.builders[mode].parts(spec), self.labels.uuid)
+        exported = _first_of(self.builders["exported"].parts(spec), self.labels.uuid)
+        plain = _first_of(self.builders["plain"].parts(spec), self.labels.uuid)
+        held = f'{self.names.gpu_util}{{{_POD_LABEL["exported"]}!=""}}'
+        fleet = f"count(last_over_time({held}[{_range(self.inventory_s)}]))"
+        return f"{_group(exported)}\nand on ()\n{fleet}\nor\n{_group(plain)}\nunless on ()\n{fleet}"
+
+    def _coverage(self, signal: Signal, window_s: int) -> str:
+        """Fraction of the window with samples, as ``WindowStats.coverage_ratio``."""
+        count = self._aggregate(AggregateSpec(signal, Aggregate.COUNT, window_s))
+        expected = max(window_s / self.scrape_s, 1.0)
+        coverage = f"clamp_max({_group(count)} / {_num(expected)}, 1)"
+        if window_s >= self.inventory_s:
+            return coverage
+        # The source also judges GPUs seen in its longer inventory window but not in
+        # this one: their count is zero.
+        seen = self._aggregate(AggregateSpec(signal, Aggregate.COUNT, self.inventory_s))
+        return f"{coverage}\nor\n{_group(seen)} * 0"
+
+    def _covered(self, signal: Signal, window_s: int, minimum: float) -> str:
+        return f"{_group(self._coverage(signal, window_s))} >= {_num(minimum)}"
+
+    def _on_key(self, expr: str) -> str:
+        return f"and on ({self.key})\n{_group(expr)}"
+
+    def _pools(self, rule: ExportedRule, clauses: list[str]) -> list[str]:
+        """Append the pool restriction of ``rule`` to ``clauses``; return its notes."""
+        if rule.pools is None:
+            return []
+        clauses.append(self._pool_clause(rule.pools))
+        return [
+            "Pools come from kube-state-metrics' kube_node_labels (run it with "
+            f"--metric-labels-allowlist=nodes=[{','.join(self.pool_labels)}]); the pool "
+            "is the first of those labels that is set, as in gpuwatch."
+        ]
+
+    def _with_pools(self, rule: ExportedRule, clauses: list[str]) -> list[str]:
+        self._pools(rule, clauses)
+        return clauses
+
+    def _pool_clause(self, pools: Sequence[str]) -> str:
+        wanted = _quote("|".join(_regex_literal(p) for p in sorted(set(pools))))
+        alternatives = []
+        for i, label in enumerate(self.pool_labels):
+            unset = [f'{kube_node_label(earlier)}=""' for earlier in self.pool_labels[:i]]
+            matchers = ", ".join([*unset, f"{kube_node_label(label)}=~{wanted}"])
+            alternatives.append(f"{KUBE_NODE_LABELS}{{{matchers}}}")
+        nodes = "\nor\n".join(alternatives)
+        node = self.labels.node
+        return (
+            f"and on ({node})\nlabel_replace(\n{_indent(nodes)},\n"
+            f'  "{node}", "$1", "{KUBE_NODE_NAME_LABEL}", "(.+)"\n)'
+        )
+
+    def _alert(
+        self,
+        rule: ExportedRule,
+        name: str,
+        clauses: Sequence[str],
+        facts: str,
+        shown: str,
+        notes: Sequence[str],
+        severity: Severity | None = None,
+    ) -> dict[str, Any]:
+        alert: dict[str, Any] = {"alert": name, "expr": "\n".join(clauses)}
+        if rule.for_s:
+            alert["for"] = format_duration(rule.for_s)
+        labels = {"severity": (severity or rule.severity).value, "gpuwatch_rule": rule.id}
+        if rule.waste:
+            labels["gpuwatch_waste"] = "true"
+        alert["labels"] = labels
+        gpu = self._gpu_reference()
+        title = _literal(rule.title or rule.id)
+        description = f"{gpu}: {facts}"
+        if rule.description:
+            description = f"{_literal(rule.description.strip())}\n\n{description}"
+        annotations = {
+            "summary": f"{title}: {gpu}",
+            "description": description,
+            "value": shown,
+        }
+        if notes:
+            annotations["gpuwatch_note"] = " ".join(notes)
+        alert["annotations"] = annotations
+        return alert
+
+    def _gpu_reference(self) -> str:
+        lab = self.labels
+        return (
+            f"GPU {{{{ $labels.{lab.gpu} }}}}"
+            f"{{{{ with $labels.{lab.mig_instance} }}}} MIG instance {{{{ . }}}}{{{{ end }}}}"
+            f" ({{{{ $labels.{lab.model} }}}}, {{{{ $labels.{lab.uuid} }}}})"
+            f" on node {{{{ $labels.{lab.node} }}}}"
+        )
+
+
+_ALLOCATION_NOTE = (
+    "Allocation is the exporter's pod label on the GPU's newest sample; gpuwatch also "
+    "infers the holders of GPUs the exporter does not label (shared GPUs, MIG slices "
+    "under older exporters) from the Kubernetes API."
+)
+_RELEASED_NOTE = (
+    "gpuwatch also waits while a GPU pod on the node ended within the window; "
+    "PromQL cannot see pods that ended."
+)
+_SILENT_NOTE = (
+    "A GPU silent for the whole window is not in this alert (gpuwatch finds it through "
+    "the node's advertised GPU count); alert on the exporter's `up` for that."
+)
+
+
+def _first_of(parts: Sequence[QueryPart], uuid_label: str) -> str:
+    """Parts where the first that has a GPU wins (GR_ENGINE_ACTIVE, else GPU_UTIL)."""
+    rendered = []
+    for part in parts:
+        text = part.render(_WHOLE_FLEET, uuid_label)
+        rendered.append(text if part.scale == 1.0 else f"({text}) * {_num(part.scale)}")
+    if len(rendered) == 1:
+        return rendered[0]
+    return "\nor\n".join(_group(text) for text in rendered)
+
+
+def _excluding(code: str, codes: Sequence[int]) -> str:
+    """``code`` where it is none of ``codes`` (comparison filters chain)."""
+    if not codes:
+        return code
+    return _group(code) + "".join(f" != {c}" for c in codes)
+
+
+def _range(window_s: int) -> str:
+    # As QueryBuilder: (now - window, now], the same in Prometheus 2 and 3.
+    return f"{window_s * 1000 - 1}ms"
+
+
+def _group(expr: str) -> str:
+    if "\n" not in expr:
+        return f"({expr})"
+    return f"(\n{_indent(expr)}\n)"
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  " + line if line else line for line in text.split("\n"))
+
+
+def _num(value: float) -> str:
+    number = float(value)
+    return str(int(number)) if number.is_integer() and abs(number) < 1e15 else repr(number)
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _regex_literal(text: str) -> str:
+    return re.sub(r"([\\.+*?()|\[\]{}^$])", r"\\\1", text)
+
+
+def _literal(text: str) -> str:
+    """User text inside an annotation: ``{{`` would start a template action."""
+    return text.replace("{{", '{{ "{{" }}')
+
+
+def _shown_value(unit: str) -> str:
+    if unit == "ratio":
+        return "{{ $value | humanizePercentage }}"
+    if unit in ("code", "flag"):
+        return '{{ $value | printf "%.0f" }}'
+    return f'{{{{ $value | printf "%.0f" }}}} {unit}'
+
+
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings (expressions, descriptions) as literal blocks."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, text: str) -> yaml.Node:
+    style = "|" if "\n" in text else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=style)
+
+
+_Dumper.add_representer(str, _represent_str)
