@@ -9,23 +9,36 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import datetime
 from functools import cache
-from typing import TextIO
+from pathlib import Path
+from typing import Any, TextIO
+
+from prometheus_client import CollectorRegistry
 
 from gpuwatch.actions.kubernetes import KubernetesActuator
 from gpuwatch.actions.lease import LeaseLock
 from gpuwatch.analysis.pricing import load_price_book
 from gpuwatch.analysis.rules import load_rules
 from gpuwatch.config.settings import Settings
+from gpuwatch.model.errors import ConfigError, StateError
+from gpuwatch.model.findings import DataQualityNote
+from gpuwatch.model.result import CycleResult
 from gpuwatch.notify.base import Notifier
 from gpuwatch.notify.console import ConsoleNotifier, RecordingNotifier
+from gpuwatch.notify.slack import SlackNotifier, WebhookNotifier
 from gpuwatch.pipeline import Components
 from gpuwatch.sources.base import ClusterSource, MetricsSource
-from gpuwatch.sources.kubernetes import KubernetesClusterSource, KubernetesOptions
+from gpuwatch.sources.kubernetes import (
+    KubernetesClusterSource,
+    KubernetesOptions,
+    api_client_from_options,
+)
 from gpuwatch.sources.opencost import OpenCostPrices
 from gpuwatch.sources.prometheus import PrometheusClient, PrometheusMetricsSource
 from gpuwatch.sources.prometheus.client import Connection
+from gpuwatch.sources.silences import ConfigMapSilences
 from gpuwatch.sources.simulator import (
     SimulatedCluster,
     SimulatorClusterSource,
@@ -33,7 +46,11 @@ from gpuwatch.sources.simulator import (
 )
 from gpuwatch.sources.snapshot_file import SnapshotFileClusterSource
 from gpuwatch.sources.training import TrainingCheckpoints
+from gpuwatch.state.base import MemoryState, StateStore
+from gpuwatch.state.configmap import ConfigMapState
 from gpuwatch.state.json_file import JsonFileState
+from gpuwatch.telemetry.metrics import SelfMetrics
+from gpuwatch.telemetry.push import PushError, cluster_grouping_key, push
 
 
 def build_metrics_source(
@@ -57,25 +74,20 @@ def build_components(
     rules = load_rules(settings.rules.paths)
     # Built once, and only when a simulator source is configured.
     simulated = cache(lambda: SimulatedCluster(settings.simulator, end=at))
-    notifier: Notifier = (
-        ConsoleNotifier(console) if settings.notify.console else RecordingNotifier()
-    )
+    notifier = build_notifier(settings, env, console)
     cluster: ClusterSource
     actuator = None
+    silences = None
     source = settings.cluster_source
+    options = _kubernetes_options(settings)
+    api_client = cache(lambda: api_client_from_options(options))
     if source == "kubernetes":
-        k = settings.kubernetes
-        options = KubernetesOptions(
-            in_cluster=k.in_cluster,
-            kubeconfig=str(k.kubeconfig) if k.kubeconfig else None,
-            context=k.context,
-            page_size=k.page_size,
-            request_timeout_s=k.request_timeout_s,
-            retries=k.retries,
-            gpu_aliases=dict(settings.cluster.gpu_resource_aliases),
-        )
-        kubernetes_source = KubernetesClusterSource.from_options(options)
+        kubernetes_source = KubernetesClusterSource(api_client(), options)
         cluster = kubernetes_source
+        if settings.notify.silences_configmap:
+            silences = ConfigMapSilences(
+                kubernetes_source.api_client, settings.notify.silences_configmap, options
+            )
         if not settings.dry_run:
             namespace, _, name = settings.actions.lease.partition("/")
             lease = LeaseLock(
@@ -103,10 +115,99 @@ def build_components(
         metrics=metrics,
         cluster=cluster,
         rules=rules,
-        state=JsonFileState(settings.state_path),
+        state=build_state(settings, api_client),
         notifier=notifier,
         price_book=load_price_book(settings.cost.price_book),
         node_prices=node_prices,
         actuator=actuator,
         checkpoints=checkpoints,
+        silences=silences,
     )
+
+
+def _kubernetes_options(settings: Settings) -> KubernetesOptions:
+    k = settings.kubernetes
+    return KubernetesOptions(
+        in_cluster=k.in_cluster,
+        kubeconfig=str(k.kubeconfig) if k.kubeconfig else None,
+        context=k.context,
+        page_size=k.page_size,
+        request_timeout_s=k.request_timeout_s,
+        retries=k.retries,
+        gpu_aliases=dict(settings.cluster.gpu_resource_aliases),
+    )
+
+
+def build_state(settings: Settings, api_client: Callable[[], Any]) -> StateStore:
+    backend = settings.state.backend
+    if backend == "memory":
+        return MemoryState()
+    if backend == "configmap":
+        namespace, _, name = settings.state.configmap.partition("/")
+        return ConfigMapState(api_client(), namespace, name)
+    return JsonFileState(settings.state_path)
+
+
+def build_notifier(settings: Settings, env: Mapping[str, str], console: TextIO) -> Notifier:
+    """Slack with a bot token when one is found, else an incoming webhook when one is
+    configured, else the console (or nothing). Secrets are read here, every cycle."""
+    slack = settings.notify.slack
+    token = _secret(slack.token_file, slack.token_env, env, "notify.slack.token")
+    if token:
+        return SlackNotifier(token, slack)
+    webhook = _secret(
+        slack.webhook_url_file, slack.webhook_url_env, env, "notify.slack.webhook_url"
+    )
+    if webhook:
+        return WebhookNotifier(webhook, slack)
+    return ConsoleNotifier(console) if settings.notify.console else RecordingNotifier()
+
+
+def _secret(
+    path: Path | None, variable: str | None, env: Mapping[str, str], setting: str
+) -> str | None:
+    """A secret from a file (a mounted Secret; wins) or an environment variable. A
+    configured file that cannot be read is a configuration error, never a silent
+    fallback to the console."""
+    if path is not None:
+        try:
+            value = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"{setting}_file: cannot read {path}: {exc.strerror or exc}") from exc
+        if not value:
+            raise ConfigError(f"{setting}_file: {path} is empty")
+        return value
+    if variable:
+        return env.get(variable, "").strip() or None
+    return None
+
+
+def push_self_metrics(
+    settings: Settings, components: Components, result: CycleResult
+) -> CycleResult:
+    """CronJob mode: push the cycle's self-metrics to the Pushgateway, when one is
+    configured. A failed push is a note on the result, never a failed cycle."""
+    url = settings.self_metrics.pushgateway_url
+    if not url:
+        return result
+    last_success = None
+    if not result.ok:
+        # Each run is a new process: the last success comes from the state.
+        try:
+            last = components.state.load().last_cycle_at
+        except StateError:
+            last = None
+        last_success = last.timestamp() if last is not None else None
+    metrics = SelfMetrics(CollectorRegistry(), last_success_s=last_success)
+    metrics.observe(result)
+    try:
+        push(
+            metrics.registry,
+            url,
+            settings.self_metrics.job,
+            cluster_grouping_key(settings.cluster.name),
+        )
+    except PushError as exc:
+        note = DataQualityNote(kind="self_metrics", message=str(exc))
+        return replace(result, data_quality=(*result.data_quality, note))
+    return result

@@ -27,7 +27,7 @@ from gpuwatch.model.result import CycleResult
 from gpuwatch.pipeline import run_cycle
 from gpuwatch.report.cycle_json import write_cycle_json
 from gpuwatch.sources.simulator.layout import SHOWCASE_AT
-from gpuwatch.wiring import build_components
+from gpuwatch.wiring import build_components, push_self_metrics
 
 
 def _cycle_options(func: Any) -> Any:
@@ -151,6 +151,7 @@ def _run(ctx: click.Context, settings: Settings, only_savings: bool = False) -> 
             f"cluster: {components.cluster.name}, {len(components.rules)} rules)\n"
         )
     result = run_cycle(components, settings, at)
+    result = push_self_metrics(settings, components, result)
     path = write_cycle_json(result, settings.output.dir)
     if as_json:
         document = result.to_dict()

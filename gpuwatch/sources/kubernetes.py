@@ -1,6 +1,7 @@
 """Cluster state from the Kubernetes API, through the official ``kubernetes`` client.
 
-The only module that imports ``kubernetes``. It lists nodes, pods (all namespaces,
+The cluster source over the ``kubernetes`` client (the actions, the state ConfigMap and
+the silences ConfigMap use their own modules). It lists nodes, pods (all namespaces,
 Pending ones included) and the kinds that own pods: apps/v1 ReplicaSets, Deployments,
 StatefulSets; batch/v1 Jobs, CronJobs; kubeflow.org/v1 PyTorchJobs and Notebooks (custom
 resources: a 404 because the CRD is not installed means "none of that kind").
@@ -149,6 +150,35 @@ def new_api_client(configuration: k8s.Configuration) -> k8s.ApiClient:
     return k8s.ApiClient(configuration)
 
 
+def api_client_from_options(options: KubernetesOptions) -> k8s.ApiClient:
+    """Load credentials (in-cluster, or kubeconfig and context) into a new API client.
+
+    Raises ``ConfigError`` when the credentials cannot be loaded, naming the file and
+    context, since that is a setting to fix rather than a cluster that is down.
+    """
+    configuration = k8s.Configuration()
+    try:
+        if options.in_cluster:
+            k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        else:
+            k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=options.kubeconfig,
+                context=options.context,
+                client_configuration=configuration,
+                persist_config=False,  # never write refreshed tokens into a user's file
+            )
+    except (ConfigException, OSError) as exc:
+        kubeconfig = options.kubeconfig or "$KUBECONFIG or ~/.kube/config"
+        context = f", context {options.context}" if options.context else ""
+        where = (
+            "in-cluster service account"
+            if options.in_cluster
+            else f"kubeconfig {kubeconfig}{context}"
+        )
+        raise ConfigError(f"{where}: cannot load Kubernetes credentials: {exc}") from exc
+    return new_api_client(configuration)
+
+
 @dataclass(frozen=True)
 class _Resource:
     """One list call: what it reads, how to call it, what a 404 means."""
@@ -221,32 +251,8 @@ class KubernetesClusterSource:
 
     @classmethod
     def from_options(cls, options: KubernetesOptions) -> KubernetesClusterSource:
-        """Load credentials (in-cluster, or kubeconfig and context) and build the source.
-
-        Raises ``ConfigError`` when the credentials cannot be loaded, naming the file and
-        context, since that is a setting to fix rather than a cluster that is down.
-        """
-        configuration = k8s.Configuration()
-        try:
-            if options.in_cluster:
-                k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-            else:
-                k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
-                    config_file=options.kubeconfig,
-                    context=options.context,
-                    client_configuration=configuration,
-                    persist_config=False,  # never write refreshed tokens into a user's file
-                )
-        except (ConfigException, OSError) as exc:
-            kubeconfig = options.kubeconfig or "$KUBECONFIG or ~/.kube/config"
-            context = f", context {options.context}" if options.context else ""
-            where = (
-                "in-cluster service account"
-                if options.in_cluster
-                else f"kubeconfig {kubeconfig}{context}"
-            )
-            raise ConfigError(f"{where}: cannot load Kubernetes credentials: {exc}") from exc
-        return cls(new_api_client(configuration), options)
+        """Load credentials (in-cluster, or kubeconfig and context) and build the source."""
+        return cls(api_client_from_options(options), options)
 
     def close(self) -> None:
         self.api_client.close()  # type: ignore[no-untyped-call]

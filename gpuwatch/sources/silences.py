@@ -44,6 +44,7 @@ from gpuwatch.model.errors import (
     SourceAuthRefused,
     SourceBadQuery,
     SourceBadResponse,
+    SourceError,
     SourceUnreachable,
 )
 from gpuwatch.sources.kubernetes import (
@@ -158,7 +159,7 @@ class ConfigMapSilences:
                 return min(after, cap)
         return min(self.options.backoff_initial_s * 2.0**attempt, cap)
 
-    def _failure(self, what: str, exc: ApiException) -> Exception:
+    def _failure(self, what: str, exc: ApiException) -> SourceError:
         status = int(exc.status or 0)
         message = _server_message(exc)
         server = f" (server: {message})" if message else ""

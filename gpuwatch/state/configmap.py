@@ -212,18 +212,22 @@ class ConfigMapState:
         if len(raw) < INLINE_MAX_BYTES:
             return {"data": {STATE_KEY: raw.decode("utf-8")}}
         if len(raw) > JSON_MAX_BYTES:
-            raise self._too_big(document, f"{_size(len(raw))} of JSON", JSON_MAX_BYTES)
+            limit = f"gpuwatch reads back at most {_size(JSON_MAX_BYTES)} of JSON"
+            raise self._too_big(document, f"{_size(len(raw))} of JSON", limit)
         packed = gzip.compress(raw, compresslevel=6, mtime=0)
         if len(packed) > STORED_MAX_BYTES:
             sizes = f"{_size(len(raw))} of JSON, {_size(len(packed))} gzipped"
-            raise self._too_big(document, sizes, STORED_MAX_BYTES)
+            limit = (
+                f"a ConfigMap holds at most {_size(CONFIGMAP_MAX_BYTES)} and gpuwatch "
+                f"writes at most {_size(STORED_MAX_BYTES)}"
+            )
+            raise self._too_big(document, sizes, limit)
         log.debug("%s: %s of JSON gzipped to %s", self.where, _size(len(raw)), _size(len(packed)))
         return {"binaryData": {STATE_GZ_KEY: base64.b64encode(packed).decode("ascii")}}
 
-    def _too_big(self, document: Mapping[str, Any], sizes: str, limit: int) -> StateError:
+    def _too_big(self, document: Mapping[str, Any], sizes: str, limit: str) -> StateError:
         return StateError(
-            f"{self.where}: state not saved: it is {sizes}; a ConfigMap holds at most "
-            f"{_size(CONFIGMAP_MAX_BYTES)} and gpuwatch writes at most {_size(limit)} "
+            f"{self.where}: state not saved: it is {sizes}; {limit} "
             f"(largest parts: {_largest_parts(document)}). The ConfigMap is left as it "
             "was; keep state in a file on a volume instead, or reduce what it remembers "
             "(fewer findings or alert groups)"

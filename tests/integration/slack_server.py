@@ -207,7 +207,9 @@ class SlackServer:
     def refuse_channel(self, name: str, error: str = "not_in_channel") -> None:
         """Every post and update to this channel answers ``error`` from now on
         (``not_in_channel``, ``is_archived``...)."""
-        self._channel_refusals[self.channel_id(name)] = error
+        channel = self.channel_id(name)
+        with self._lock:
+            self._channel_refusals[channel] = error
 
     def fail_next(
         self,
@@ -226,7 +228,9 @@ class SlackServer:
         error="missing_scope")``."""
         if error is None:
             error = "ratelimited" if status == 429 else "internal_error"
-        methods = None if method is None else frozenset([method] if isinstance(method, str) else method)
+        methods = (
+            None if method is None else frozenset([method] if isinstance(method, str) else method)
+        )
         with self._lock:
             self._faults.append(_Fault(status, error, times, methods, retry_after_s, delay_s))
 
@@ -260,9 +264,7 @@ class SlackServer:
         """Requests (to ``method``) (answered with ``status``)."""
         with self._lock:
             return [
-                c
-                for c in self.calls
-                if method in (None, c.method) and status in (None, c.status)
+                c for c in self.calls if method in (None, c.method) and status in (None, c.status)
             ]
 
     @property
@@ -327,7 +329,7 @@ class SlackServer:
         with self._lock:
             self.calls.append(call)
             over = len(self.calls) > self.max_requests
-            fault = next((f for f in self._faults if f.matches(method)), None)
+            fault = None if over else next((f for f in self._faults if f.matches(method)), None)
             if fault is not None:
                 fault.remaining -= 1
         if over:

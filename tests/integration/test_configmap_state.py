@@ -15,6 +15,7 @@ from kubernetes import client as k8s
 from gpuwatch.model.errors import StateError
 from gpuwatch.model.state import CycleState
 from gpuwatch.sources.kubernetes import new_api_client
+from gpuwatch.state import configmap
 from gpuwatch.state.configmap import (
     INLINE_MAX_BYTES,
     LABELS,
@@ -318,3 +319,27 @@ def test_an_unreachable_api_server_is_a_state_error():
     with pytest.raises(StateError, match=r"cannot reach the Kubernetes API at http://127\.0\.0\.1"):
         state.load()
     assert len(sleeps) == 1
+
+
+def test_a_gzip_bomb_is_unreadable_not_inflated(kube_emulator, monkeypatch):
+    monkeypatch.setattr(configmap, "JSON_MAX_BYTES", 1024 * 1024)
+    bomb = gzip.compress(b" " * (2 * 1024 * 1024))  # 2 KiB inflating to 2 MiB
+    kube_emulator.add(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": NAME, "namespace": NS},
+            "binaryData": {STATE_GZ_KEY: base64.b64encode(bomb).decode()},
+        }
+    )
+    with pytest.raises(StateError, match=r"binaryData\[state.json.gz\]: inflates to more than"):
+        store(kube_emulator).load()
+
+
+def test_json_too_large_to_read_back_is_not_written(kube_emulator, monkeypatch):
+    monkeypatch.setattr(configmap, "JSON_MAX_BYTES", INLINE_MAX_BYTES + 1)
+    writer = store(kube_emulator)
+    writer.load()
+    with pytest.raises(StateError, match="gpuwatch reads back at most 256 KiB of JSON"):
+        writer.save(state_of(12_000))
+    assert not kube_emulator.writes()

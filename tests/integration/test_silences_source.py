@@ -27,7 +27,7 @@ WHERE = f"configmap {NS}/{NAME} key silences.yaml"
 VALID = """\
 - match: {rule: [gpu-idle], pool: [a100-spot]}
   until: 2026-12-01T09:00:00Z
-  comment: node drained for repair; ask #gpu-infra
+  comment: "node drained for repair; ask #gpu-infra"
 - match:
     namespace: [team-a-*]
   until: "2026-11-24T03:00:00+01:00"
@@ -133,7 +133,8 @@ def test_every_invalid_entry_is_reported_and_none_applied(kube_emulator):
         "2026-12-01T09:00:00Z (got 2026-12-01T09:00:00)",
         f"{WHERE}:3: [1].match: a silence must match something: set at least one match field",
         f"{WHERE}:5: [2].match.pool: Input should be a valid list (got 'a100')",
-        f"{WHERE}:6: [2].until: Input should be a valid datetime (got 2026-12-01)",
+        f"{WHERE}:6: [2].until: expected an instant with a time zone, e.g. "
+        "2026-12-01T09:00:00Z (got 2026-12-01)",
         f"{WHERE}:7: [3]: expected a mapping with match, until and an optional comment, "
         "got str 'just a string'",
         f"{WHERE}:8: [4].until: required, and missing",
@@ -176,5 +177,5 @@ def test_throttling_is_retried_then_given_up(kube_emulator):
 
 @pytest.mark.parametrize("reference", ["gpuwatch", "/name", "ns/", "a/b/c"])
 def test_a_bad_reference_is_a_config_error(kube_emulator, reference):
-    with pytest.raises(ConfigError, match="notify.silences_configmap: .*expected namespace/name"):
+    with pytest.raises(ConfigError, match=r"notify\.silences_configmap: .*expected namespace/name"):
         ConfigMapSilences(kube_emulator.api_client(), reference)

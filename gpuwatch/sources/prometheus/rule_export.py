@@ -31,7 +31,9 @@ Exact, kind by kind:
   without them a pool-restricted alert never fires.
 - ``prometheus.labels.pod_labels: auto`` picks ``exported_pod`` when any GPU series
   carries it, fleet-wide, as the Prometheus source does.
-- ``for`` becomes the alerting rule's ``for``.
+- ``for`` becomes the alerting rule's ``for``. Prometheus counts it in rule evaluations
+  (every ``evaluation_interval``), gpuwatch in cycles; either way it is how long the
+  condition has held.
 
 Approximate, because PromQL sees the metrics and not the Kubernetes API (each such alert
 says so in its ``gpuwatch_note`` annotation):
@@ -171,8 +173,9 @@ def prometheus_rule(
     merged = {**DEFAULT_LABELS, **(labels or {})}
     for key, value in merged.items():
         check_label(key, value)
-    exported = [r for r in rules if r.enabled and r.pools != []]
-    translator = _Translator(prometheus, attribution or AttributionSettings(), exported)
+    enabled = [r for r in rules if r.enabled]
+    translator = _Translator(prometheus, attribution or AttributionSettings(), enabled)
+    exported = [r for r in enabled if r.pools != []]
     alerts = [alert for rule in exported for alert in translator.alerts(rule)]
     return {
         "apiVersion": API_VERSION,
@@ -304,13 +307,11 @@ class _Translator:
             attached = self._aggregate(AggregateSpec(Signal.POD_ATTACHED, Aggregate.LAST, w))
             clauses.append(self._on_key(f"{_group(attached)} == {held}"))
             notes.append(_ALLOCATION_NOTE)
-        notes += self._pools(rule, clauses)
-        unit = SIGNAL_UNITS[rule.signal]
+        unit = SIGNAL_UNITS[Signal(rule.signal)]
         shown = _shown_value(unit)
-        window = format_duration(w)
         facts = (
-            f"{rule.aggregate} {rule.signal.value} {shown} over {window} "
-            f"(threshold {rule.op} {format_value(rule.threshold, unit)})."
+            f"{rule.aggregate} {Signal(rule.signal).value} {shown} over "
+            f"{format_duration(w)} (threshold {rule.op} {format_value(rule.threshold, unit)})."
         )
         return self._alert(rule, alert_name(rule.id), clauses, facts, shown, notes)
 
@@ -323,127 +324,102 @@ class _Translator:
             self._on_key(f"{_group(ever_held)} == 0"),
             self._on_key(self._covered(Signal.UTIL_RATIO, w, rule.min_coverage)),
         ]
-        notes = [_ALLOCATION_NOTE, _RELEASED_NOTE, *self._pools(rule, clauses)]
         shown = _shown_value("ratio")
         facts = f"no pod held it for {format_duration(w)}; utilization averaged {shown}."
+        notes = [_ALLOCATION_NOTE, _RELEASED_NOTE]
         return self._alert(rule, alert_name(rule.id), clauses, facts, shown, notes)
 
     def _xid(self, rule: _Xid) -> list[dict[str, Any]]:
         w = rule.window_s
-        xid = Signal.XID
-        last = self._aggregate(AggregateSpec(xid, Aggregate.LAST, w))
-        highest = self._aggregate(AggregateSpec(xid, Aggregate.MAX, w))
-        changes = self._aggregate(AggregateSpec(xid, Aggregate.CHANGES, w))
-        # The last code where it is non-zero, else the window's highest: an XID followed
-        # by a reset to 0 within the window still counts.
-        code = "\n".join(
-            [
-                _group(f"{_group(last)} > 0\nor\n{_group(highest)} > 0"),
-                self._on_key(f"{_group(changes)} >= 1"),
-            ]
-        )
+        last = self._aggregate(AggregateSpec(Signal.XID, Aggregate.LAST, w))
+        highest = self._aggregate(AggregateSpec(Signal.XID, Aggregate.MAX, w))
+        changes = self._aggregate(AggregateSpec(Signal.XID, Aggregate.CHANGES, w))
+        # The last code where it is non-zero, else the window's highest (an XID followed
+        # by a reset to 0 still counts); only where the metric changed in the window.
+        code = _group(f"{_group(last)} > 0\nor\n{_group(highest)} > 0")
+        code += "\n" + self._on_key(f"{_group(changes)} >= 1")
         ignored = sorted(set(rule.ignore_codes))
-        critical = (
-            []
-            if rule.severity is Severity.CRITICAL
-            else sorted(set(rule.critical_codes) - set(ignored))
-        )
-        notes = self._pools(rule, [])
-        shown = "{{ $value }}"
+        critical = sorted(set(rule.critical_codes) - set(ignored))
+        if rule.severity is Severity.CRITICAL:
+            critical = []  # nothing to raise
+        shown = _shown_value("code")
         facts = f"reported XID {shown} within {format_duration(w)}."
-        alerts = [
-            self._alert(
-                rule,
-                alert_name(rule.id),
-                self._with_pools(rule, [_excluding(code, [*ignored, *critical])]),
-                facts,
-                shown,
-                notes,
-            )
-        ]
+        name = alert_name(rule.id)
+        alerts = [self._alert(rule, name, [_excluding(code, [*ignored, *critical])], facts, shown)]
         if critical:
+            # Codes in ``critical``: the code, less where it is none of them.
+            only = f"{_group(code)}\nunless\n{_group(_excluding(code, critical))}"
             alerts.append(
                 self._alert(
-                    rule,
-                    alert_name(rule.id) + "Critical",
-                    self._with_pools(
-                        rule, [f"{_group(code)}\nunless\n{_group(_excluding(code, critical))}"]
-                    ),
-                    facts,
-                    shown,
-                    notes,
-                    severity=Severity.CRITICAL,
+                    rule, name + "Critical", [only], facts, shown, severity=Severity.CRITICAL
                 )
             )
         return alerts
 
     def _data_gap(self, rule: _DataGap) -> dict[str, Any]:
         w = rule.window_s
-        coverage = self._coverage(Signal.UTIL_RATIO, w)
+        coverage = _group(self._coverage(Signal.UTIL_RATIO, w))
         newest = self._aggregate(AggregateSpec(Signal.UTIL_RATIO, Aggregate.LAST_TS, w))
-        # With min_coverage 0 only a GPU with no sample in the window is short of data,
+        # With min_coverage 0 only a GPU without a sample in the window is short of data,
         # and gpuwatch calls it stale: its newest sample is not in the window.
-        short = (
-            f"{_group(coverage)} < {_num(rule.min_coverage)}"
-            if rule.min_coverage > 0
-            else f"{_group(coverage)} == 0"
-        )
-        stale = f"time() - {_group(newest)} > {rule.stale_after_s}"
-        clauses = [_group(f"{short}\nor\n{_group(coverage)}\n{self._on_key(stale)}")]
-        notes = [_SILENT_NOTE, *self._pools(rule, clauses)]
+        minimum = rule.min_coverage
+        short = f"{coverage} < {_num(minimum)}" if minimum > 0 else f"{coverage} == 0"
+        stale = self._on_key(f"time() - {_group(newest)} > {rule.stale_after_s}")
+        clauses = [_group(f"{short}\nor\n{coverage}\n{stale}")]
         shown = _shown_value("ratio")
         facts = (
             f"metrics cover {shown} of the last {format_duration(w)} (minimum "
-            f"{format_value(rule.min_coverage, 'ratio')}), or its newest sample is older "
-            f"than {format_duration(rule.stale_after_s)}."
+            f"{format_value(minimum, 'ratio')}), or its newest sample is older than "
+            f"{format_duration(rule.stale_after_s)}."
         )
-        return self._alert(rule, alert_name(rule.id), clauses, facts, shown, notes)
+        return self._alert(rule, alert_name(rule.id), clauses, facts, shown, [_SILENT_NOTE])
 
     # -- building blocks -------------------------------------------------------------
 
     def _aggregate(self, spec: AggregateSpec) -> str:
         """PromQL for one per-GPU aggregate, as the Prometheus source asks for it."""
-        if spec.signal is not Signal.POD_ATTACHED or self.pod_mode != "auto":
-            mode = "plain" if self.pod_mode == "auto" else self.pod_mode
-            return _first_of(self.builders[mode].parts(spec), self.labels.uuid)
-        exported = _first_of(self.builders["exported"].parts(spec), self.labels.uuid)
-        plain = _first_of(self.builders["plain"].parts(spec), self.labels.uuid)
+        uuid = self.labels.uuid
+        by_pod_label = spec.signal is Signal.POD_ATTACHED and spec.aggregate not in (
+            Aggregate.COUNT,
+            Aggregate.LAST_TS,
+        )
+        if not by_pod_label or self.pod_mode != "auto":
+            builder = self.builders["exported" if self.pod_mode == "exported" else "plain"]
+            return _first_of(builder.parts(spec), uuid)
+        # ``auto``: the exported labels when any GPU series has them, fleet-wide.
+        exported = _first_of(self.builders["exported"].parts(spec), uuid)
+        plain = _first_of(self.builders["plain"].parts(spec), uuid)
         held = f'{self.names.gpu_util}{{{_POD_LABEL["exported"]}!=""}}'
         fleet = f"count(last_over_time({held}[{_range(self.inventory_s)}]))"
-        return f"{_group(exported)}\nand on ()\n{fleet}\nor\n{_group(plain)}\nunless on ()\n{fleet}"
+        return "\n".join(
+            [_group(exported), "and on ()", fleet, "or", _group(plain), "unless on ()", fleet]
+        )
 
-    def _coverage(self, signal: Signal, window_s: int) -> str:
-        """Fraction of the window with samples, as ``WindowStats.coverage_ratio``."""
+    def _samples(self, signal: Signal, window_s: int) -> tuple[str, str]:
+        """Samples of ``signal`` per GPU in the window, and how many a full window has."""
         count = self._aggregate(AggregateSpec(signal, Aggregate.COUNT, window_s))
-        expected = max(window_s / self.scrape_s, 1.0)
-        coverage = f"clamp_max({_group(count)} / {_num(expected)}, 1)"
-        if window_s >= self.inventory_s:
-            return coverage
-        # The source also judges GPUs seen in its longer inventory window but not in
-        # this one: their count is zero.
-        seen = self._aggregate(AggregateSpec(signal, Aggregate.COUNT, self.inventory_s))
-        return f"{coverage}\nor\n{_group(seen)} * 0"
+        return _group(count), _num(max(window_s / self.scrape_s, 1.0))
 
     def _covered(self, signal: Signal, window_s: int, minimum: float) -> str:
-        return f"{_group(self._coverage(signal, window_s))} >= {_num(minimum)}"
+        """GPUs whose window is covered at least ``minimum``. The ratio is computed as
+        ``WindowStats.coverage_ratio`` does (no clamp needed: ``minimum`` <= 1), so that
+        a GPU exactly at the limit is judged by both."""
+        count, expected = self._samples(signal, window_s)
+        return f"{count} / {expected} >= {_num(minimum)}"
+
+    def _coverage(self, signal: Signal, window_s: int) -> str:
+        """Fraction of the window with samples, ``WindowStats.coverage_ratio``, for
+        every GPU the Prometheus source would see: one without a sample in this window
+        but seen in its (longer) inventory window has coverage 0."""
+        count, expected = self._samples(signal, window_s)
+        coverage = f"clamp_max({count} / {expected}, 1)"
+        if window_s >= self.inventory_s:
+            return coverage
+        seen, _ = self._samples(signal, self.inventory_s)
+        return f"{coverage}\nor\n{seen} * 0"
 
     def _on_key(self, expr: str) -> str:
         return f"and on ({self.key})\n{_group(expr)}"
-
-    def _pools(self, rule: ExportedRule, clauses: list[str]) -> list[str]:
-        """Append the pool restriction of ``rule`` to ``clauses``; return its notes."""
-        if rule.pools is None:
-            return []
-        clauses.append(self._pool_clause(rule.pools))
-        return [
-            "Pools come from kube-state-metrics' kube_node_labels (run it with "
-            f"--metric-labels-allowlist=nodes=[{','.join(self.pool_labels)}]); the pool "
-            "is the first of those labels that is set, as in gpuwatch."
-        ]
-
-    def _with_pools(self, rule: ExportedRule, clauses: list[str]) -> list[str]:
-        self._pools(rule, clauses)
-        return clauses
 
     def _pool_clause(self, pools: Sequence[str]) -> str:
         wanted = _quote("|".join(_regex_literal(p) for p in sorted(set(pools))))
@@ -466,9 +442,19 @@ class _Translator:
         clauses: Sequence[str],
         facts: str,
         shown: str,
-        notes: Sequence[str],
+        notes: Sequence[str] = (),
         severity: Severity | None = None,
     ) -> dict[str, Any]:
+        """One alerting rule: ``clauses`` joined (each after the first starts with its
+        set operator), the rule's pools added, labels and annotations."""
+        notes = list(notes)
+        if rule.pools is not None:
+            clauses = [*clauses, self._pool_clause(rule.pools)]
+            notes.append(
+                "Pools come from kube-state-metrics' kube_node_labels (run it with "
+                f"--metric-labels-allowlist=nodes=[{','.join(self.pool_labels)}]); the "
+                "pool is the first of those node labels that is set, as in gpuwatch."
+            )
         alert: dict[str, Any] = {"alert": name, "expr": "\n".join(clauses)}
         if rule.for_s:
             alert["for"] = format_duration(rule.for_s)
@@ -476,13 +462,12 @@ class _Translator:
         if rule.waste:
             labels["gpuwatch_waste"] = "true"
         alert["labels"] = labels
-        gpu = self._gpu_reference()
-        title = _literal(rule.title or rule.id)
-        description = f"{gpu}: {facts}"
+        gpu, gpu_in_full = self._gpu_reference()
+        description = f"{gpu_in_full}: {facts}"
         if rule.description:
             description = f"{_literal(rule.description.strip())}\n\n{description}"
         annotations = {
-            "summary": f"{title}: {gpu}",
+            "summary": f"{_literal(rule.title or rule.id)}: {gpu}",
             "description": description,
             "value": shown,
         }
@@ -491,14 +476,12 @@ class _Translator:
         alert["annotations"] = annotations
         return alert
 
-    def _gpu_reference(self) -> str:
+    def _gpu_reference(self) -> tuple[str, str]:
+        """``GPU 3 on node n1``, and the same with the model and UUID, as templates."""
         lab = self.labels
-        return (
-            f"GPU {{{{ $labels.{lab.gpu} }}}}"
-            f"{{{{ with $labels.{lab.mig_instance} }}}} MIG instance {{{{ . }}}}{{{{ end }}}}"
-            f" ({{{{ $labels.{lab.model} }}}}, {{{{ $labels.{lab.uuid} }}}})"
-            f" on node {{{{ $labels.{lab.node} }}}}"
-        )
+        mig = f"{{{{ with $labels.{lab.mig_instance} }}}} MIG instance {{{{ . }}}}{{{{ end }}}}"
+        short = f"GPU {_label(lab.gpu)}{mig} on node {_label(lab.node)}"
+        return short, f"{short} ({_label(lab.model)}, {_label(lab.uuid)})"
 
 
 _ALLOCATION_NOTE = (
@@ -560,6 +543,10 @@ def _quote(text: str) -> str:
 
 def _regex_literal(text: str) -> str:
     return re.sub(r"([\\.+*?()|\[\]{}^$])", r"\\\1", text)
+
+
+def _label(name: str) -> str:
+    return f"{{{{ $labels.{name} }}}}"
 
 
 def _literal(text: str) -> str:
