@@ -13,7 +13,7 @@ import numpy as np
 
 from gpuwatch.analysis.attribution import APPROXIMATE, EXACT, NONE, GpuContext
 from gpuwatch.model.cluster import WHOLE_GPU_RESOURCE, Node
-from gpuwatch.model.findings import GpuHolder
+from gpuwatch.model.findings import Finding, GpuHolder, Severity
 from gpuwatch.model.metrics import (
     Aggregate,
     AggregateSpec,
@@ -103,4 +103,35 @@ def run_gpuwatch(
         text=True,
         timeout=timeout,
         check=False,
+    )
+
+
+def finding(
+    gpu: int,
+    node: str = "node-a",
+    pool: str = "gpu-training",
+    team: str = "team-a",
+    since=AT,
+    rule="gpu-idle",
+    severity=Severity.WARNING,
+    **kw,
+) -> Finding:
+    """An idle-GPU finding (or another rule's, by ``rule``/``severity``) on ``node``."""
+    return Finding(
+        rule=rule,
+        severity=severity,
+        gpu_uuid=f"GPU-{node}-{gpu}",
+        node=node,
+        pool=pool,
+        value=0.02,
+        threshold=0.1,
+        window_s=1800,
+        since=since,
+        message="idle",
+        gpu_index=gpu,
+        model="NVIDIA A100-SXM4-80GB",
+        team=team,
+        workload=f"PyTorchJob/{team}/job",
+        unit="ratio",
+        **kw,
     )

@@ -240,6 +240,11 @@ class SlackServer:
         """The next ``times`` requests answer 429 with ``Retry-After: retry_after_s``."""
         self.fail_next(429, times, method=method, retry_after_s=retry_after_s)
 
+    def clear_faults(self) -> None:
+        """Forget every scripted fault: the outage is over."""
+        with self._lock:
+            self._faults.clear()
+
     def delay_next(self, delay_s: float, times: int = 1, *, method: str | None = None) -> None:
         """The next ``times`` requests are answered (normally) only after ``delay_s``."""
         with self._lock:

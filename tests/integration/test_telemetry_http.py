@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import http.client
+import json
 import shutil
 import subprocess
 import threading
@@ -25,7 +26,7 @@ from gpuwatch.model.result import CycleResult, SourceInfo
 from gpuwatch.telemetry.metrics import SelfMetrics
 from gpuwatch.telemetry.push import PushError, cluster_grouping_key, push
 from gpuwatch.telemetry.serve import TelemetryServer, freshness, serve
-from tests.builders import AT
+from tests.builders import AT, run_gpuwatch
 from tests.integration.prometheus_server import free_port
 
 pytestmark = pytest.mark.integration
@@ -390,3 +391,19 @@ def test_http_client_sees_one_answer_per_keepalive_request(server):
             assert answer.status == 200
     finally:
         connection.close()
+
+
+def test_a_cronjob_run_pushes_its_metrics_and_a_failed_push_is_only_a_note(pushgateway, tmp_path):
+    env = {"GPUWATCH_SELF_METRICS__PUSHGATEWAY_URL": pushgateway.url}
+    run = run_gpuwatch("demo", "--output", "json", cwd=tmp_path, env=env)
+    assert run.returncode == 0, run.stderr
+    by_rule = json.loads(run.stdout)["summary"]["by_rule"]
+    text = pushgateway.scrape()
+    for rule, count in by_rule.items():
+        assert gateway_values(text, "gpuwatch_findings", cluster="simulated", rule=rule) == [count]
+
+    dead = {"GPUWATCH_SELF_METRICS__PUSHGATEWAY_URL": f"http://127.0.0.1:{free_port()}"}
+    run = run_gpuwatch("demo", "--output", "json", cwd=tmp_path, env=dead)
+    assert run.returncode == 0, run.stderr
+    notes = [n for n in json.loads(run.stdout)["data_quality"] if n["kind"] == "self_metrics"]
+    assert len(notes) == 1 and "Pushgateway" in notes[0]["message"]

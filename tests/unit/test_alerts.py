@@ -12,11 +12,12 @@ import pytest
 from gpuwatch.config.settings import NotifySettings, Silence
 from gpuwatch.model.actions import Action, ActionStatus
 from gpuwatch.model.cost import Price
-from gpuwatch.model.findings import Finding, Severity
+from gpuwatch.model.findings import Severity
 from gpuwatch.model.state import CycleState
 from gpuwatch.notify.alerts import RulePolicy, due, notify_cycle
 from gpuwatch.notify.base import Delivery, DeliveryResult
 from tests.builders import AT
+from tests.builders import finding as idle
 
 RULES = RulePolicy(
     titles={"gpu-idle": "idle", "gpu-near-oom": "near-OOM"}, waste=frozenset({"gpu-idle"})
@@ -59,36 +60,6 @@ class ChatService:
 class PostOnly(ChatService):
     name = "webhook"
     updates_in_place = False
-
-
-def idle(
-    gpu: int,
-    node: str = "node-a",
-    pool: str = "gpu-training",
-    team: str = "team-a",
-    since=AT,
-    rule="gpu-idle",
-    severity=Severity.WARNING,
-    **kw,
-) -> Finding:
-    return Finding(
-        rule=rule,
-        severity=severity,
-        gpu_uuid=f"GPU-{node}-{gpu}",
-        node=node,
-        pool=pool,
-        value=0.02,
-        threshold=0.1,
-        window_s=1800,
-        since=since,
-        message="idle",
-        gpu_index=gpu,
-        model="NVIDIA A100-SXM4-80GB",
-        team=team,
-        workload=f"PyTorchJob/{team}/job",
-        unit="ratio",
-        **kw,
-    )
 
 
 class Cycles:
