@@ -28,7 +28,6 @@ as tests do with ``Configuration(host=<emulator>)``.
 
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
 import random
@@ -61,6 +60,7 @@ from gpuwatch.sources.kube_objects import (
     node_from_kube,
     pod_from_kube,
 )
+from gpuwatch.util.http_retry import retry_after_s, retryable_status
 
 log = logging.getLogger(__name__)
 
@@ -358,7 +358,7 @@ class KubernetesClusterSource:
                     return None
                 if status == 410 and token is not None:
                     raise _Expired from exc
-                if _retryable(status) and attempt < self.options.retries:
+                if retryable_status(status) and attempt < self.options.retries:
                     delay = self._delay(attempt, exc)
                     log.warning("%s: %s %s; retrying in %.1f s", what, status, exc.reason, delay)
                     self._backoff(delay)
@@ -395,36 +395,12 @@ class KubernetesClusterSource:
         """``Retry-After`` when the server gave one, else exponential with jitter; capped."""
         cap = self.options.backoff_max_s
         if exc is not None and exc.headers is not None:
-            after = _retry_after_s(exc.headers.get("Retry-After"), self._now())
+            after = retry_after_s(exc.headers.get("Retry-After"), self._now())
             if after is not None:
                 return min(after, cap)
         base = min(self.options.backoff_initial_s * 2.0**attempt, cap)
         # Half fixed, half random: clients retrying together do not stay in step.
         return base / 2 + random.uniform(0, base / 2)
-
-
-def _retryable(status: int) -> bool:
-    # 429: API priority and fairness shed the request. 5xx: etcd timeouts, an API server
-    # restarting behind the load balancer. 501/505 will not get better by asking again.
-    return status == 429 or (500 <= status <= 599 and status not in (501, 505))
-
-
-def _retry_after_s(value: object, now: datetime) -> float | None:
-    """Seconds from a ``Retry-After`` header: delta-seconds or an HTTP date."""
-    if not isinstance(value, str) or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        return max(float(text), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max((when - now).total_seconds(), 0.0)
 
 
 def _server_message(exc: ApiException) -> str:

@@ -49,10 +49,9 @@ from gpuwatch.model.errors import (
 )
 from gpuwatch.sources.kubernetes import (
     KubernetesOptions,
-    _retry_after_s,
-    _retryable,
     _server_message,
 )
+from gpuwatch.util.http_retry import retry_after_s, retryable_status
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +132,7 @@ class ConfigMapSilences:
                 if status == 404:
                     log.debug("%s: not found; no silences from it", what)
                     return None
-                if _retryable(status) and attempt < self.options.retries:
+                if retryable_status(status) and attempt < self.options.retries:
                     delay = self._delay(attempt, exc)
                     log.warning("%s: %s %s; retrying in %.1f s", what, status, exc.reason, delay)
                 else:
@@ -154,7 +153,7 @@ class ConfigMapSilences:
     def _delay(self, attempt: int, exc: ApiException | None) -> float:
         cap = self.options.backoff_max_s
         if exc is not None and exc.headers is not None:
-            after = _retry_after_s(exc.headers.get("Retry-After"), self._now())
+            after = retry_after_s(exc.headers.get("Retry-After"), self._now())
             if after is not None:
                 return min(after, cap)
         return min(self.options.backoff_initial_s * 2.0**attempt, cap)
@@ -175,7 +174,7 @@ class ConfigMapSilences:
                 f"verbs [get] (resourceNames [{self.config_map}] may narrow it){server}"
             )
         detail = f"{status} {exc.reason}{server}"
-        if _retryable(status) or status == 0:
+        if retryable_status(status) or status == 0:
             return SourceUnreachable(
                 f"{what}: the Kubernetes API at {self._host} kept failing "
                 f"({self.options.retries + 1} attempts): {detail}"

@@ -37,7 +37,6 @@ two above are not kept), keeping only the labels and annotations found on it.
 from __future__ import annotations
 
 import base64
-import email.utils
 import gzip
 import json
 import logging
@@ -55,6 +54,7 @@ from kubernetes.client.exceptions import ApiException
 
 from gpuwatch.model.errors import StateError
 from gpuwatch.model.state import CycleState
+from gpuwatch.util.http_retry import retry_after_s, retryable_status
 
 log = logging.getLogger(__name__)
 
@@ -380,7 +380,7 @@ class ConfigMapState:
                 return call()
             except ApiException as exc:
                 status = int(exc.status or 0)
-                if not _retryable(status) or attempt >= self._retries:
+                if not retryable_status(status) or attempt >= self._retries:
                     raise _Failed(exc, retried=attempt > 0) from exc
                 delay = self._delay(attempt, exc)
                 log.warning(
@@ -402,7 +402,7 @@ class ConfigMapState:
         """``Retry-After`` when the server gave one, else exponential with jitter; capped."""
         cap = self._backoff_max_s
         if exc is not None and exc.headers is not None:
-            after = _retry_after_s(exc.headers.get("Retry-After"), self._now())
+            after = retry_after_s(exc.headers.get("Retry-After"), self._now())
             if after is not None:
                 return min(after, cap)
         base = min(self._backoff_initial_s * 2.0**attempt, cap)
@@ -426,7 +426,7 @@ class ConfigMapState:
                 f'apiGroups [""], resources [configmaps], verbs [{verb}] (the state store '
                 "needs get, update and create)"
             )
-        if _retryable(status):
+        if retryable_status(status):
             return StateError(
                 f"{verb} {self.where}: the Kubernetes API at {self._host} kept failing "
                 f"({self._retries + 1} attempts): {answer}"
@@ -499,30 +499,6 @@ def _size(count: int) -> str:
 
 
 # -- answers -------------------------------------------------------------------------------
-def _retryable(status: int) -> bool:
-    # 429: API priority and fairness shed the request. 5xx: etcd timeouts, an API server
-    # restarting behind the load balancer. 501/505 will not get better by asking again.
-    return status == 429 or (500 <= status <= 599 and status not in (501, 505))
-
-
-def _retry_after_s(value: object, now: datetime) -> float | None:
-    """Seconds from a ``Retry-After`` header: delta-seconds or an HTTP date."""
-    if not isinstance(value, str) or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        return max(float(text), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max((when - now).total_seconds(), 0.0)
-
-
 def _answer(exc: ApiException) -> str:
     """``403 Forbidden (server: configmaps "x" is forbidden: ...)``."""
     detail = f"{exc.status} {exc.reason}"

@@ -25,19 +25,19 @@ stops serving.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import socket
 import threading
 import time
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
+
+from tests.integration.loopback import LoopbackHTTPServer
 
 TOKEN = "xoxb-1234567890-0987654321-gpuwatchTestToken0001"
 """The bot token the server expects unless told otherwise."""
@@ -610,34 +610,10 @@ def _error_of(answer: _Answer) -> str | None:
 # --- HTTP plumbing ------------------------------------------------------------------------
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(
-        self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], slack: SlackServer
-    ) -> None:
+class _Server(LoopbackHTTPServer):
+    def __init__(self, address: tuple[str, int], handler: Any, slack: SlackServer) -> None:
         super().__init__(address, handler)
         self.slack = slack
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._connections_lock:
-            self._connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._connections_lock:
-            self._connections.discard(request)
-        super().shutdown_request(request)
-
-    def close_connections(self) -> None:
-        """Close open connections so that their handler threads end now."""
-        with self._connections_lock:
-            connections = list(self._connections)
-        for conn in connections:
-            with contextlib.suppress(OSError):  # already closed by the client
-                conn.shutdown(socket.SHUT_RDWR)
 
 
 class _Handler(BaseHTTPRequestHandler):

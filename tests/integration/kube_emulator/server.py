@@ -6,12 +6,10 @@ See the package docstring for what it emulates and what it leaves out.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import socket
 import threading
 from collections.abc import Callable, Collection, Iterable, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -24,6 +22,7 @@ from tests.integration.kube_emulator.records import EvictionRefusal, Fault, Requ
 from tests.integration.kube_emulator.resources import BUILTIN_RESOURCES, EVENTS, ResourceType
 from tests.integration.kube_emulator.routing import Route, parse_route
 from tests.integration.kube_emulator.store import Store, copy_json
+from tests.integration.loopback import LoopbackHTTPServer
 
 # --- the emulator ---------------------------------------------------------------------------
 
@@ -384,37 +383,10 @@ def _ns(rtype: ResourceType, namespace: str | None) -> str | None:
 # --- HTTP plumbing --------------------------------------------------------------------------
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(
-        self,
-        address: tuple[str, int],
-        handler: Callable[..., BaseHTTPRequestHandler],
-        emulator: KubeEmulator,
-    ) -> None:
+class _Server(LoopbackHTTPServer):
+    def __init__(self, address: tuple[str, int], handler: Any, emulator: KubeEmulator) -> None:
         super().__init__(address, handler)
         self.emulator = emulator
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._connections_lock:
-            self._connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._connections_lock:
-            self._connections.discard(request)
-        super().shutdown_request(request)
-
-    def close_connections(self) -> None:
-        """Close kept-alive connections so that their handler threads end now."""
-        with self._connections_lock:
-            connections = list(self._connections)
-        for conn in connections:
-            with contextlib.suppress(OSError):  # already closed by the client
-                conn.shutdown(socket.SHUT_RDWR)
 
 
 class _Handler(BaseHTTPRequestHandler):
