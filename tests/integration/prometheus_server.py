@@ -108,24 +108,39 @@ class PrometheusServer:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"prometheus exited with {self.process.returncode}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as answer:
-                    if answer.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"prometheus not ready within {timeout_s} s")
+        wait_ready(self.process, f"{self.url}/-/ready", timeout_s, "prometheus")
+        return self
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        if self.process is not None:
+            stop_process(self.process)
+
+
+def wait_ready(
+    process: subprocess.Popen[bytes], ready_url: str, timeout_s: float, name: str
+) -> None:
+    """Wait until ``ready_url`` answers 200; stop the process and raise when it exits or
+    the time runs out, so that a server that cannot start fails its tests at once."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(ready_url, timeout=1) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    stop_process(process)
+    raise RuntimeError(f"{name} not ready within {timeout_s} s")
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 20) -> None:
+    """Terminate, then kill when it does not exit within ``timeout_s``."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)

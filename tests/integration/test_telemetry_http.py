@@ -9,7 +9,6 @@ import json
 import shutil
 import subprocess
 import threading
-import time
 import urllib.request
 from collections.abc import Iterator
 from decimal import Decimal
@@ -27,7 +26,7 @@ from gpuwatch.telemetry.metrics import SelfMetrics
 from gpuwatch.telemetry.push import PushError, cluster_grouping_key, push
 from gpuwatch.telemetry.serve import TelemetryServer, freshness, serve
 from tests.builders import AT, run_gpuwatch
-from tests.integration.prometheus_server import free_port
+from tests.integration.prometheus_server import free_port, stop_process, wait_ready
 
 pytestmark = pytest.mark.integration
 
@@ -233,30 +232,13 @@ class Pushgateway:
             )
 
     def wait_ready(self, timeout_s: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"pushgateway exited with {self.process.returncode}: "
-                    f"{self.log.read_text()[-2000:]}"
-                )
-            try:
-                if get(f"{self.url}/-/ready")[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"pushgateway not ready within {timeout_s} s")
+        try:
+            wait_ready(self.process, f"{self.url}/-/ready", timeout_s, "pushgateway")
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}: {self.log.read_text()[-2000:]}") from exc
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_process(self.process, timeout_s=10)
 
     def scrape(self) -> str:
         status, _, body = get(f"{self.url}/metrics")
