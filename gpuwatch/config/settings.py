@@ -756,6 +756,40 @@ class SelfMetricsSettings(_Section):
     port: int = Field(9400, ge=1, le=65535, description="Daemon mode: port for `/metrics`.")
 
 
+class ReportSettings(_Section):
+    """The weekly report: Parquet tables and one self-contained HTML file."""
+
+    location: str = Field(
+        "gpuwatch-reports",
+        description="Where the dataset and the HTML go: a local folder, or a URI that "
+        "pyarrow opens (`s3://bucket/prefix`, `gs://bucket/prefix`; Alibaba OSS and MinIO "
+        "through `s3://` with `s3_endpoint_url`). Credentials come from the usual "
+        "environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, instance roles).",
+    )
+    s3_endpoint_url: str | None = Field(
+        None,
+        description="S3-compatible endpoint, e.g. `https://oss-cn-hangzhou.aliyuncs.com`.",
+    )
+    s3_region: str | None = Field(None, description="S3 region; unset: the SDK's default.")
+    templates: Path | None = Field(
+        None,
+        description="Folder holding `weekly.html.j2` (and what it includes), to change the "
+        "report's look. Unset: the shipped `reports/` templates.",
+    )
+    heatmap_max_rows: int = Field(
+        240,
+        ge=8,
+        le=2000,
+        description="Rows of the utilization heatmap. A larger fleet is drawn a row per "
+        "group of GPUs (same pool and node, in order), each the mean of its GPUs.",
+    )
+    slack_channel: str | None = Field(
+        None,
+        description="Where the weekly summary and the HTML go when Slack is configured. "
+        "Unset: `notify.channel`.",
+    )
+
+
 class Settings(_Section):
     """All of gpuwatch's settings."""
 
@@ -778,6 +812,7 @@ class Settings(_Section):
     state: StateSettings = Field(default_factory=StateSettings)
     notify: NotifySettings = Field(default_factory=NotifySettings)
     self_metrics: SelfMetricsSettings = Field(default_factory=SelfMetricsSettings)
+    report: ReportSettings = Field(default_factory=ReportSettings)
     cost: CostSettings = Field(default_factory=CostSettings)
     savings: SavingsSettings = Field(default_factory=SavingsSettings)
     actions: ActionsSettings = Field(default_factory=ActionsSettings)

@@ -1,0 +1,137 @@
+"""The weekly dataset's tables: their columns, units and version.
+
+These schemas are a published interface: finance notebooks, DuckDB, Spark and Trino read
+them as they are, and a fleet of clusters writing to one bucket makes one dataset. Add
+columns (and bump ``SCHEMA_VERSION``'s minor part); never rename or retype one.
+
+Layout (hive partitioning; ``cluster`` and ``week`` live in the path, not the files):
+
+    <location>/table=gpu_hourly/cluster=<cluster>/week=<YYYY-Www>/part-0.parquet
+    <location>/table=findings/...   table=savings/...   table=actions/...
+
+Money is ``decimal128(18, 6)`` in the price book's currency (``currency`` column), never
+summed across currencies. Ratios are 0..1. Times are UTC.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_VERSION = "1.0"
+TABLES = ("gpu_hourly", "findings", "savings", "actions")
+PARTITIONS = ("cluster", "week")
+MONEY = pa.decimal128(18, 6)
+UTC_S = pa.timestamp("s", tz="UTC")
+
+GPU_HOURLY = pa.schema(
+    [
+        pa.field("hour", UTC_S, nullable=False).with_metadata(
+            {"doc": "Start of the hour; the row covers [hour, hour + 1h)."}
+        ),
+        pa.field("gpu_uuid", pa.string(), nullable=False),
+        pa.field("device_id", pa.string(), nullable=False).with_metadata(
+            {"doc": "The UUID, plus /mig-<instance> for a MIG instance."}
+        ),
+        pa.field("gpu_index", pa.int32()),
+        pa.field("mig_profile", pa.string()),
+        pa.field("node", pa.string(), nullable=False),
+        pa.field("pool", pa.string()),
+        pa.field("model", pa.string()),
+        pa.field("capacity_type", pa.string()),
+        pa.field("namespace", pa.string()),
+        pa.field("pod", pa.string()).with_metadata(
+            {"doc": "The pod that held the GPU for most of the hour (exporter labels)."}
+        ),
+        pa.field("workload", pa.string()),
+        pa.field("team", pa.string()),
+        pa.field("util_mean_ratio", pa.float64()).with_metadata(
+            {"doc": "Mean utilization over the samples the hour has; null without any."}
+        ),
+        pa.field("util_p95_ratio", pa.float64()),
+        pa.field("fb_used_max_mib", pa.float64()),
+        pa.field("fb_used_max_ratio", pa.float64()).with_metadata(
+            {"doc": "FB_USED / (FB_USED + FB_FREE + FB_RESERVED), highest sample."}
+        ),
+        pa.field("power_mean_w", pa.float64()),
+        pa.field("energy_kwh", pa.float64()).with_metadata(
+            {"doc": "power_mean_w x hours with samples / 1000."}
+        ),
+        pa.field("coverage_ratio", pa.float64(), nullable=False).with_metadata(
+            {"doc": "Fraction of the hour with samples; 0 in an exporter or Prometheus gap."}
+        ),
+        pa.field("cost", MONEY).with_metadata(
+            {"doc": "Price of one GPU-hour (the MIG slice's share); null when unpriced."}
+        ),
+        pa.field("idle_cost", MONEY).with_metadata(
+            {
+                "doc": "cost x (1 - util_mean_ratio); null when utilization is unknown (a gap "
+                "is not idle time)."
+            }
+        ),
+        pa.field("currency", pa.string()),
+    ],
+    metadata={"gpuwatch.table": "gpu_hourly", "gpuwatch.schema_version": SCHEMA_VERSION},
+)
+
+FINDINGS = pa.schema(
+    [
+        pa.field("rule", pa.string(), nullable=False),
+        pa.field("severity", pa.string(), nullable=False),
+        pa.field("gpu_uuid", pa.string()),
+        pa.field("device_id", pa.string()),
+        pa.field("node", pa.string(), nullable=False),
+        pa.field("pool", pa.string()),
+        pa.field("namespace", pa.string()),
+        pa.field("pod", pa.string()),
+        pa.field("workload", pa.string()),
+        pa.field("team", pa.string()),
+        pa.field("start", UTC_S, nullable=False).with_metadata(
+            {"doc": "First hour end at which the rule fired, in an unbroken run of hours."}
+        ),
+        pa.field("end", UTC_S, nullable=False),
+        pa.field("hours", pa.int32(), nullable=False),
+        pa.field("worst_value", pa.float64()),
+        pa.field("threshold", pa.float64()),
+        pa.field("unit", pa.string()),
+        pa.field("message", pa.string()),
+    ],
+    metadata={"gpuwatch.table": "findings", "gpuwatch.schema_version": SCHEMA_VERSION},
+)
+
+SAVINGS = pa.schema(
+    [
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("scope", pa.string(), nullable=False).with_metadata({"doc": "JSON object."}),
+        pa.field("monthly", MONEY, nullable=False),
+        pa.field("currency", pa.string(), nullable=False),
+        pa.field("confidence", pa.string()),
+        pa.field("formula", pa.string()),
+        pa.field("inputs", pa.string()).with_metadata({"doc": "JSON object."}),
+        pa.field("assumptions", pa.string()).with_metadata({"doc": "JSON list."}),
+        pa.field("action", pa.string()),
+        pa.field("at", UTC_S, nullable=False),
+    ],
+    metadata={"gpuwatch.table": "savings", "gpuwatch.schema_version": SCHEMA_VERSION},
+)
+
+ACTIONS = pa.schema(
+    [
+        pa.field("at", UTC_S, nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("target", pa.string(), nullable=False),
+        pa.field("pool", pa.string()),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("reason", pa.string()),
+        pa.field("dry_run", pa.bool_(), nullable=False),
+        pa.field("key", pa.string()),
+        pa.field("details", pa.string()).with_metadata({"doc": "JSON object."}),
+    ],
+    metadata={"gpuwatch.table": "actions", "gpuwatch.schema_version": SCHEMA_VERSION},
+)
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "gpu_hourly": GPU_HOURLY,
+    "findings": FINDINGS,
+    "savings": SAVINGS,
+    "actions": ACTIONS,
+}
