@@ -9,7 +9,7 @@ functions do over ``(at - window, at]``. Sources compute aggregates where the da
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -193,6 +193,28 @@ class HistoryFrame:
     devices: tuple[GpuDevice, ...]
     times_s: npt.NDArray[np.int64]
     values: Mapping[AggregateSpec, FloatArray]
+
+
+@dataclass(frozen=True)
+class HolderHistory:
+    """Which pod held each GPU at each step: the pod the exporter labelled it with for
+    most of the step. ``codes[i, j]`` indexes ``pods`` for ``device_ids[i]`` at
+    ``times_s[j]``; -1 where no pod held it (or the step has no data)."""
+
+    device_ids: tuple[str, ...]
+    times_s: npt.NDArray[np.int64]
+    pods: tuple[PodRef, ...]
+    codes: npt.NDArray[np.int32]
+
+    def aligned(self, device_ids: Sequence[str]) -> npt.NDArray[np.int32]:
+        """``codes`` with one row per ``device_ids`` (all -1 for a device not here)."""
+        row = {d: i for i, d in enumerate(self.device_ids)}
+        out = np.full((len(device_ids), self.times_s.size), -1, dtype=np.int32)
+        for i, device_id in enumerate(device_ids):
+            j = row.get(device_id)
+            if j is not None:
+                out[i] = self.codes[j]
+        return out
 
 
 def fb_used_ratio(

@@ -11,7 +11,13 @@ from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from gpuwatch.model.cluster import ClusterState
-from gpuwatch.model.metrics import HistoryFrame, HistoryRequest, WindowRequest, WindowStats
+from gpuwatch.model.metrics import (
+    HistoryFrame,
+    HistoryRequest,
+    HolderHistory,
+    WindowRequest,
+    WindowStats,
+)
 
 Progress = Callable[[int, int], None]
 """Called with (requests done, requests planned) as a long collection proceeds."""
@@ -32,6 +38,11 @@ class MetricsSource(Protocol):
 
     def history(self, request: HistoryRequest, progress: Progress | None = None) -> HistoryFrame:
         """Per-GPU aggregates at every step of a range, downsampled where the data lives."""
+        ...
+
+    def holders(self, request: HistoryRequest, progress: Progress | None = None) -> HolderHistory:
+        """Which pod held each GPU at every step of a range (``request.specs`` unused):
+        the pod the exporter labelled the GPU with for most of the step."""
         ...
 
 

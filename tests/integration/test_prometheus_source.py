@@ -172,3 +172,19 @@ def test_history_is_downsampled_on_the_server_and_matches(history_prometheus):
     # One request per part: 10 hourly points per GPU, never raw samples.
     assert calls[-1][0] == calls[-1][1] == 6  # utilization needs 2 parts per aggregate
     assert source.client.requests_made == 1 + 6
+
+
+@pytest.mark.parametrize("fixture", ["history_prometheus", "exported_prometheus"])
+def test_holders_per_hour_are_the_simulators(fixture, request):
+    server, cluster = request.getfixturevalue(fixture)
+    hours = HistoryRequest(HISTORY_END - timedelta(hours=2), HISTORY_END, 3600, frozenset())
+    expected = SimulatorMetricsSource(cluster).holders(hours)
+    actual = prometheus_source(server.url).holders(hours)
+    assert actual.times_s.tolist() == expected.times_s.tolist()
+    want = expected.aligned(expected.device_ids)
+    got = actual.aligned(expected.device_ids)
+    names = lambda h, codes: [[str(h.pods[c]) if c >= 0 else None for c in r] for r in codes]  # noqa: E731
+    assert names(actual, got) == names(expected, want)
+    # Some GPUs are held, some are not, and the gap of infer-a10-1 (01:40-01:50) leaves
+    # its pods holding for the rest of that hour.
+    assert (want >= 0).any() and (want < 0).any()

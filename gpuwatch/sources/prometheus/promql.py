@@ -112,6 +112,13 @@ class QueryBuilder:
         m = self._m(self.names.gpu_util)
         return QueryPart(f"max_over_time(timestamp({m})[{self._range(window_s)}:{self.step}])")
 
+    def holders(self, window_s: int, namespace_label: str) -> QueryPart:
+        """Per GPU and pod, how many samples in the window carried that pod's label: the
+        pod with the most held the GPU for most of the window."""
+        m = self._m(self.names.gpu_util, f'{self.pod_label}!=""')
+        by = f"{self.labels.uuid}, {self.labels.mig_instance}, {self.pod_label}, {namespace_label}"
+        return QueryPart(f"sum by ({by}) (count_over_time({m}[{self._range(window_s)}]))")
+
     def parts(self, spec: AggregateSpec) -> tuple[QueryPart, ...]:
         """The queries for ``spec``; several parts mean 'first that has the GPU wins'."""
         n, w = self.names, spec.window_s

@@ -28,6 +28,7 @@ from gpuwatch.model.metrics import (
     GpuDevice,
     HistoryFrame,
     HistoryRequest,
+    HolderHistory,
     PodRef,
     WindowRequest,
     WindowStats,
@@ -163,6 +164,66 @@ class PrometheusMetricsSource:
                 seen[r, cols[free]] = True
         devices = tuple(keys[key] for key in order)
         return HistoryFrame(devices, times, values)
+
+    def holders(self, request: HistoryRequest, progress: Progress | None = None) -> HolderHistory:
+        """Per step, the pod whose label the exporter put on each GPU for most samples,
+        from one counting range query per chunk and shard (planned like ``history``)."""
+        times = request.times_s()
+        step = request.step_s
+        if times.size == 0:
+            return HolderHistory((), times, (), np.empty((0, 0), dtype=np.int32))
+        probe = QueryBuilder(self.settings.metrics, self.labels, self._step(), "pod")
+        recent = self._sharded(probe.inventory(max(step, 300)), [Shard()], request.end)
+        pod_label, prefix = self._pod_label_mode(recent)
+        namespace_label = f"{prefix}namespace"
+        builder = QueryBuilder(self.settings.metrics, self.labels, self._step(), pod_label)
+        part = builder.holders(step, namespace_label)
+        first, last = int(times[0]), int(times[-1])
+        plan = plan_range(
+            first,
+            last,
+            step,
+            series=max(len(recent), 1),
+            scrape_interval_s=self.settings.scrape_interval_s,
+            window_s=step,
+            max_points=self.settings.max_points_per_series,
+            sample_budget=self.settings.sample_budget,
+        )
+        tasks = [(chunk, shard) for chunk in plan.chunks for shard in shards(plan.shard_count)]
+        done = 0
+        lock = threading.Lock()
+
+        def run(task: tuple[RangeChunk, Shard]) -> list[RangeSeries]:
+            nonlocal done
+            answer = self._range_split(part, task[1], task[0], step, 0)
+            with lock:
+                done += 1
+                if progress is not None:
+                    progress(done, len(tasks))
+            return answer
+
+        with ThreadPoolExecutor(max_workers=self.settings.max_concurrency) as pool:
+            answers = [series for answer in pool.map(run, tasks) for series in answer]
+        keys = sorted(
+            {self._series_key(s.labels) for s in answers if s.labels.get(self.labels.uuid)}
+        )
+        row = {key: i for i, key in enumerate(keys)}
+        pods: dict[PodRef, int] = {}
+        codes = np.full((len(keys), times.size), -1, dtype=np.int32)
+        best = np.zeros((len(keys), times.size))
+        for series in answers:
+            key = self._series_key(series.labels)
+            if key not in row or not series.labels.get(pod_label):
+                continue
+            pod = PodRef(series.labels.get(namespace_label, ""), series.labels[pod_label])
+            code = pods.setdefault(pod, len(pods))
+            cols = ((series.times_s - first) // step).astype(np.int64)
+            r = row[key]
+            more = series.values > best[r, cols]
+            codes[r, cols[more]] = code
+            best[r, cols[more]] = series.values[more]
+        device_ids = tuple(uuid if not mig else f"{uuid}/mig-{mig}" for uuid, mig in keys)
+        return HolderHistory(device_ids, times, tuple(pods), codes)
 
     def _range_split(
         self, part: QueryPart, shard: Shard, chunk: RangeChunk, step: int, depth: int

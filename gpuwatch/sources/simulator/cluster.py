@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+import numpy as np
+
 from gpuwatch.config.settings import SimulatorSettings
 from gpuwatch.model.cluster import ClusterState
 from gpuwatch.model.metrics import GpuDevice, SeriesBlock
@@ -39,6 +41,13 @@ class SimulatedCluster:
         times = self.generator.grid(int(start.timestamp()), int(end.timestamp()))
         values = self.generator.generate(times, int(self.history_start.timestamp()))
         return SeriesBlock(self.devices, times, values)
+
+    def present(self, start: datetime, end: datetime) -> tuple[np.ndarray, np.ndarray]:
+        """(sample times in ``(start, end]``, a (devices, times) mask of the samples the
+        exporter reported): what ``samples`` has data for, without computing values."""
+        end = min(end, self.end)
+        times = self.generator.grid(int(start.timestamp()), int(end.timestamp()))
+        return times, ~self.generator.missing(times, int(self.history_start.timestamp()))
 
     def state(self) -> ClusterState:
         return ClusterState(

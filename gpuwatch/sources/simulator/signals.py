@@ -133,13 +133,13 @@ class SignalGenerator:
             Signal.TENSOR_ACTIVE_RATIO: tensor,
             Signal.POD_ATTACHED: np.broadcast_to(self.attached[:, None], util.shape).copy(),
         }
-        missing = self._missing(times_s, history_start_s)
+        missing = self.missing(times_s, history_start_s)
         if missing.any():
             for values in signals.values():
                 values[missing] = np.nan
         return signals
 
-    def _missing(self, times_s: np.ndarray, history_start_s: int) -> np.ndarray:
+    def missing(self, times_s: np.ndarray, history_start_s: int) -> np.ndarray:
         missing = np.zeros((len(self.gpus), times_s.size), dtype=bool)
         missing[:, times_s <= history_start_s] = True  # history is (start, end]
         sod = times_s % _DAY_S

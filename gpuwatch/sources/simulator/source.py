@@ -15,6 +15,7 @@ from gpuwatch.model.cluster import ClusterState
 from gpuwatch.model.metrics import (
     HistoryFrame,
     HistoryRequest,
+    HolderHistory,
     Signal,
     WindowRequest,
     WindowStats,
@@ -63,6 +64,32 @@ class SimulatorMetricsSource:
             has_data |= ~np.isnan(array).all(axis=1)
         devices = tuple(d for d, keep in zip(self.cluster.devices, has_data, strict=True) if keep)
         return HistoryFrame(devices, times, {spec: v[has_data] for spec, v in values.items()})
+
+    def holders(self, request: HistoryRequest, progress: Progress | None = None) -> HolderHistory:
+        """The simulated pods hold their GPUs all week: each device's pod in every step
+        with a sample, none in a gap (the exporter labels nothing it does not report)."""
+        times = request.times_s()
+        step = request.step_s
+        devices = self.cluster.devices
+        held = np.zeros((len(devices), times.size), dtype=bool)
+        day_of = (times - times[0]) // 86400 if times.size else times
+        days = np.unique(day_of)
+        for done, day in enumerate(days, start=1):
+            cols = np.flatnonzero(day_of == day)
+            grid, present = self.cluster.present(_utc(times[cols[0]] - step), _utc(times[cols[-1]]))
+            # The step of a sample at time s is the first step end t >= s.
+            step_of = np.searchsorted(times, grid, side="left")
+            for col in cols:
+                held[:, col] = present[:, step_of == col].any(axis=1)
+            if progress is not None:
+                progress(done, len(days))
+        pods = sorted({d.pod for d in devices if d.pod is not None}, key=str)
+        index = {pod: i for i, pod in enumerate(pods)}
+        codes = np.full(held.shape, -1, dtype=np.int32)
+        for i, device in enumerate(devices):
+            if device.pod is not None:
+                codes[i, held[i]] = index[device.pod]
+        return HolderHistory(tuple(d.device_id for d in devices), times, tuple(pods), codes)
 
 
 def _utc(unix_s: int | np.integer) -> datetime:
