@@ -27,7 +27,8 @@ test: $(STAMP) test-servers
 	$(BIN)/pytest
 
 ## Servers the integration tests start on loopback: Debian's prometheus (and promtool)
-## and prometheus-pushgateway; whichever is missing is installed
+## and prometheus-pushgateway, and Debian's chromium (headless, for the HTML report);
+## whichever is missing is installed
 test-servers:
 	@missing=""; \
 	if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then \
@@ -35,6 +36,9 @@ test-servers:
 	fi; \
 	if ! command -v prometheus-pushgateway >/dev/null; then \
 	  missing="$${missing:+$$missing }prometheus-pushgateway"; \
+	fi; \
+	if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then \
+	  missing="$${missing:+$$missing }chromium"; \
 	fi; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \

@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import partial
+from functools import cached_property, partial
 
 from gpuwatch.analysis.ownership import OwnerIndex, team_of
 from gpuwatch.analysis.pools import capacity_type_of, gpu_model_of, physical_gpu_count, pool_of
@@ -59,7 +59,7 @@ class GpuContext:
     def allocated(self) -> bool:
         return bool(self.holders)
 
-    @property
+    @cached_property
     def in_gpu_pool(self) -> bool:
         return self.node is not None and physical_gpu_count(self.node) > 0
 

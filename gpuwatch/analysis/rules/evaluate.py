@@ -29,7 +29,7 @@ from gpuwatch.analysis.rules.schema import (
     XidRule,
 )
 from gpuwatch.model.durations import format_duration
-from gpuwatch.model.findings import DataQualityNote, Finding, Severity, format_value
+from gpuwatch.model.findings import DataQualityNote, Finding, GpuHolder, Severity, format_value
 from gpuwatch.model.metrics import SIGNAL_UNITS, Aggregate, AggregateSpec, Signal, WindowStats
 
 _OPS: Mapping[str, Callable[[float, float], bool]] = {
@@ -85,26 +85,32 @@ def evaluate(
     stats: WindowStats,
     contexts: Sequence[GpuContext],
     since_by_key: Mapping[str, datetime] | None = None,
+    explain: bool = True,
 ) -> Evaluation:
     """Every finding of every enabled rule; ``contexts[i]`` describes ``stats.devices[i]``
-    for i < len(devices), the rest are GPUs the cluster has but the metrics lack."""
+    for i < len(devices), the rest are GPUs the cluster has but the metrics lack.
+
+    ``explain=False`` leaves each finding's message empty and writes no note for GPUs
+    not judged: evaluating every hour of a week, only the findings' identities and
+    values are wanted, and a sentence per GPU per hour would be most of the work."""
     since_by_key = since_by_key or {}
     findings: list[Finding] = []
     notes: list[DataQualityNote] = []
     n = len(stats.devices)
+    allocated = np.fromiter((c.allocated for c in contexts[:n]), dtype=bool, count=n)
     for rule in rules:
         if not rule.enabled:
             continue
         if isinstance(rule, ThresholdRule):
-            found = _threshold(rule, stats, contexts[:n], notes)
+            found = _threshold(rule, stats, contexts[:n], allocated, notes if explain else None)
         elif isinstance(rule, UnallocatedRule):
-            found = _unallocated(rule, stats, contexts[:n], notes)
+            found = _unallocated(rule, stats, contexts[:n], allocated, notes if explain else None)
         elif isinstance(rule, XidRule):
             found = _xid(rule, stats, contexts[:n])
         else:
             found = _data_gap(rule, stats, contexts)
         for candidate in found:
-            finding = candidate.build(rule, stats.at)
+            finding = candidate.build(rule, stats.at, explain)
             prior = since_by_key.get(finding.key)
             if prior is not None and prior < finding.since:
                 finding = replace(finding, since=prior)
@@ -127,11 +133,39 @@ class _Candidate:
     severity: Severity | None = None
     extra: Mapping[str, Any] | None = None
 
-    def build(self, rule: Rule, at: datetime) -> Finding:
+    def build(self, rule: Rule, at: datetime, messages: bool = True) -> Finding:
         ctx = self.ctx
         device = ctx.device
         primary = ctx.holders[0] if ctx.holders else None
         since = self.since or at - timedelta(seconds=rule.window_s)
+        message = self._message(rule, primary) if messages else ""
+        return Finding(
+            rule=rule.id,
+            severity=self.severity or rule.severity,
+            gpu_uuid=device.uuid if device else None,
+            gpu_index=device.index if device else None,
+            node=ctx.node_name,
+            pool=ctx.pool,
+            model=ctx.model,
+            capacity_type=ctx.capacity_type,
+            namespace=primary.namespace if primary else None,
+            pod=primary.pod if primary else None,
+            workload=primary.workload if primary else None,
+            team=primary.team if primary else None,
+            value=self.value,
+            threshold=self.threshold,
+            unit=self.unit,
+            window_s=rule.window_s,
+            coverage_ratio=self.coverage,
+            since=since,
+            message=message,
+            attribution=ctx.attribution,
+            holders=ctx.holders,
+        )
+
+    def _message(self, rule: Rule, primary: GpuHolder | None) -> str:
+        ctx = self.ctx
+        device = ctx.device
         fields = {
             "rule": rule.id,
             "gpu": str(device.index) if device else "?",
@@ -153,29 +187,7 @@ class _Candidate:
             **(self.extra or {}),
         }
         template = rule.message or _DEFAULT_MESSAGES[rule.kind]
-        return Finding(
-            rule=rule.id,
-            severity=self.severity or rule.severity,
-            gpu_uuid=device.uuid if device else None,
-            gpu_index=device.index if device else None,
-            node=ctx.node_name,
-            pool=ctx.pool,
-            model=ctx.model,
-            capacity_type=ctx.capacity_type,
-            namespace=primary.namespace if primary else None,
-            pod=primary.pod if primary else None,
-            workload=primary.workload if primary else None,
-            team=primary.team if primary else None,
-            value=self.value,
-            threshold=self.threshold,
-            unit=self.unit,
-            window_s=rule.window_s,
-            coverage_ratio=self.coverage,
-            since=since,
-            message=template.format_map(fields),
-            attribution=ctx.attribution,
-            holders=ctx.holders,
-        )
+        return template.format_map(fields)
 
 
 class _Shown(float):
@@ -224,60 +236,74 @@ def _not_judged(rule: Rule, ctx: GpuContext, coverage: float, minimum: float) ->
     )
 
 
+def _scope(rule: Rule, contexts: Sequence[GpuContext]) -> np.ndarray:
+    """GPUs in the rule's pools (every GPU when it names none)."""
+    if rule.pools is None:
+        return np.ones(len(contexts), dtype=bool)
+    pools = set(rule.pools)
+    return np.fromiter((c.pool in pools for c in contexts), dtype=bool, count=len(contexts))
+
+
 def _threshold(
     rule: ThresholdRule,
     stats: WindowStats,
     contexts: Sequence[GpuContext],
-    notes: list[DataQualityNote],
+    allocated: np.ndarray,
+    notes: list[DataQualityNote] | None,
 ) -> list[_Candidate]:
     values = stats.get(AggregateSpec(rule.signal, Aggregate(rule.aggregate), rule.window_s))
     coverage = stats.coverage_ratio(rule.signal, rule.window_s)
-    compare = _OPS[rule.op]
     unit = SIGNAL_UNITS[rule.signal]
-    found = []
-    for i, ctx in enumerate(contexts):
-        if not _in_pools(rule, ctx):
-            continue
-        if rule.scope == "allocated" and not ctx.allocated:
-            continue
-        if rule.scope == "unallocated" and ctx.allocated:
-            continue
-        value = float(values[i])
-        if coverage[i] < rule.min_coverage:
-            notes.append(_not_judged(rule, ctx, float(coverage[i]), rule.min_coverage))
-            continue
-        if np.isnan(value):
-            continue
-        if compare(value, rule.threshold):
-            found.append(_Candidate(ctx, value, rule.threshold, float(coverage[i]), unit))
-    return found
+    scope = _scope(rule, contexts)
+    if rule.scope == "allocated":
+        scope &= allocated
+    elif rule.scope == "unallocated":
+        scope &= ~allocated
+    judged = coverage >= rule.min_coverage
+    if notes is not None:
+        for i in np.flatnonzero(scope & ~judged).tolist():
+            notes.append(_not_judged(rule, contexts[i], float(coverage[i]), rule.min_coverage))
+    with np.errstate(invalid="ignore"):
+        hit = scope & judged & ~np.isnan(values) & _OPS[rule.op](values, rule.threshold)
+    return [
+        _Candidate(contexts[i], float(values[i]), rule.threshold, float(coverage[i]), unit)
+        for i in np.flatnonzero(hit).tolist()
+    ]
 
 
 def _unallocated(
     rule: UnallocatedRule,
     stats: WindowStats,
     contexts: Sequence[GpuContext],
-    notes: list[DataQualityNote],
+    allocated: np.ndarray,
+    notes: list[DataQualityNote] | None,
 ) -> list[_Candidate]:
     w = rule.window_s
     attached = stats.get(AggregateSpec(Signal.POD_ATTACHED, Aggregate.MAX, w))
     util = stats.get(AggregateSpec(Signal.UTIL_RATIO, Aggregate.AVG, w))
     coverage = stats.coverage_ratio(Signal.UTIL_RATIO, w)
-    found = []
-    for i, ctx in enumerate(contexts):
-        if ctx.allocated or ctx.recently_released or not ctx.in_gpu_pool:
-            continue
-        if not _in_pools(rule, ctx):
-            continue
-        if coverage[i] < rule.min_coverage:
-            notes.append(_not_judged(rule, ctx, float(coverage[i]), rule.min_coverage))
-            continue
-        # Any sample in the window carrying a pod label means a pod held the GPU then.
-        if np.nan_to_num(attached[i], nan=0.0) > 0:
-            continue
-        value = None if np.isnan(util[i]) else float(util[i])
-        found.append(_Candidate(ctx, value, None, float(coverage[i]), "ratio"))
-    return found
+    eligible = np.fromiter(
+        (c.in_gpu_pool and not c.recently_released for c in contexts),
+        dtype=bool,
+        count=len(contexts),
+    )
+    scope = eligible & ~allocated & _scope(rule, contexts)
+    judged = coverage >= rule.min_coverage
+    if notes is not None:
+        for i in np.flatnonzero(scope & ~judged).tolist():
+            notes.append(_not_judged(rule, contexts[i], float(coverage[i]), rule.min_coverage))
+    # Any sample in the window carrying a pod label means a pod held the GPU then.
+    hit = scope & judged & ~(np.nan_to_num(attached, nan=0.0) > 0)
+    return [
+        _Candidate(
+            contexts[i],
+            None if np.isnan(util[i]) else float(util[i]),
+            None,
+            float(coverage[i]),
+            "ratio",
+        )
+        for i in np.flatnonzero(hit).tolist()
+    ]
 
 
 def _xid(rule: XidRule, stats: WindowStats, contexts: Sequence[GpuContext]) -> list[_Candidate]:
@@ -287,9 +313,10 @@ def _xid(rule: XidRule, stats: WindowStats, contexts: Sequence[GpuContext]) -> l
     last = stats.get(AggregateSpec(Signal.XID, Aggregate.LAST, w))
     coverage = stats.coverage_ratio(Signal.XID, w)
     found = []
-    for i, ctx in enumerate(contexts):
-        if not _in_pools(rule, ctx) or np.isnan(changes[i]) or changes[i] < 1:
-            continue
+    with np.errstate(invalid="ignore"):
+        changed = _scope(rule, contexts) & (np.nan_to_num(changes, nan=0.0) >= 1)
+    for i in np.flatnonzero(changed).tolist():
+        ctx = contexts[i]
         code = float(last[i]) if last[i] > 0 else float(highest[i])
         if not code > 0 or int(code) in rule.ignore_codes:
             continue
@@ -307,26 +334,23 @@ def _data_gap(
     at_s = stats.at.timestamp()
     found = []
     n = len(stats.devices)
-    for i, ctx in enumerate(contexts):
-        if not _in_pools(rule, ctx):
-            continue
-        if i >= n:  # advertised by the node, absent from the metrics for the whole window
-            found.append(_Candidate(ctx, 0.0, rule.min_coverage, 0.0, "ratio"))
-            continue
-        age_s = at_s - last_ts[i] if not np.isnan(last_ts[i]) else math.inf
+    scope = _scope(rule, contexts)
+    with np.errstate(invalid="ignore"):
+        age = np.where(np.isnan(last_ts), np.inf, at_s - last_ts)
+    gapped = (coverage < rule.min_coverage) | (age > rule.stale_after_s)
+    for i in np.flatnonzero(scope[:n] & gapped).tolist():
+        ctx = contexts[i]
+        age_s = float(age[i])
         stale = age_s > rule.stale_after_s
-        if coverage[i] < rule.min_coverage or stale:
-            since = None
-            if stale and math.isfinite(age_s):
-                since = datetime.fromtimestamp(float(last_ts[i]), tz=stats.at.tzinfo)
-            found.append(
-                _Candidate(
-                    ctx,
-                    float(coverage[i]),
-                    rule.min_coverage,
-                    float(coverage[i]),
-                    "ratio",
-                    since=since,
-                )
+        since = None
+        if stale and math.isfinite(age_s):
+            since = datetime.fromtimestamp(float(last_ts[i]), tz=stats.at.tzinfo)
+        found.append(
+            _Candidate(
+                ctx, float(coverage[i]), rule.min_coverage, float(coverage[i]), "ratio", since=since
             )
+        )
+    # Advertised by the node, absent from the metrics for the whole window.
+    for i in np.flatnonzero(scope[n:]).tolist():
+        found.append(_Candidate(contexts[n + i], 0.0, rule.min_coverage, 0.0, "ratio"))
     return found

@@ -13,6 +13,8 @@ import numpy as np
 
 from gpuwatch.model.cluster import ClusterState
 from gpuwatch.model.metrics import (
+    Aggregate,
+    AggregateSpec,
     HistoryFrame,
     HistoryRequest,
     HolderHistory,
@@ -21,9 +23,11 @@ from gpuwatch.model.metrics import (
     WindowStats,
     inventory_window_s,
 )
-from gpuwatch.model.series import reduce_window, window_mask
+from gpuwatch.model.series import nan_percentile, reduce_window, window_mask
 from gpuwatch.sources.base import Progress
 from gpuwatch.sources.simulator.cluster import SimulatedCluster
+
+_DAY_S = 86400
 
 
 class SimulatorMetricsSource:
@@ -33,13 +37,82 @@ class SimulatorMetricsSource:
         self.cluster = cluster
 
     def window_stats(self, request: WindowRequest) -> WindowStats:
-        longest = max((s.window_s for s in request.specs), default=0)
-        block = self.cluster.samples(request.at - timedelta(seconds=longest), request.at)
+        """Windows up to a day from one block of samples; longer ones (a week, for the
+        savings) a day at a time, so that memory holds a day of every signal plus, for
+        a percentile, the one signal it needs."""
+        short = [s for s in request.specs if s.window_s <= _DAY_S]
+        long = [s for s in request.specs if s.window_s > _DAY_S]
+        recent = max((s.window_s for s in short), default=0)
+        recent = max(recent, inventory_window_s(request))
+        block = self.cluster.samples(request.at - timedelta(seconds=recent), request.at)
         seen = window_mask(block.times_s, request.at, inventory_window_s(request))
         rows = ~np.all(np.isnan(block.values[Signal.UTIL_RATIO][:, seen]), axis=1)
-        values = {spec: reduce_window(block, spec, request.at)[rows] for spec in request.specs}
+        values = {spec: reduce_window(block, spec, request.at)[rows] for spec in short}
+        values.update({s: v[rows] for s, v in self._long_windows(long, request.at).items()})
         devices = tuple(d for d, keep in zip(block.devices, rows, strict=True) if keep)
         return WindowStats(request.at, float(self.cluster.step_s), devices, values)
+
+    def _long_windows(
+        self, specs: list[AggregateSpec], at: datetime
+    ) -> dict[AggregateSpec, np.ndarray]:
+        if not specs:
+            return {}
+        longest = max(s.window_s for s in specs)
+        n = len(self.cluster.devices)
+        total = {s: np.zeros(n) for s in specs}
+        count = {s: np.zeros(n) for s in specs}
+        extreme = {s: np.full(n, np.nan) for s in specs}
+        kept: dict[AggregateSpec, list[np.ndarray]] = {s: [] for s in specs}
+        start = at - timedelta(seconds=longest)
+        while start < at:
+            stop = min(start + timedelta(seconds=_DAY_S), at)
+            block = self.cluster.samples(start, stop)
+            for spec in specs:
+                mask = window_mask(block.times_s, at, spec.window_s)
+                part = block.values[spec.signal][:, mask]
+                present = ~np.isnan(part)
+                count[spec] += present.sum(axis=1)
+                agg = spec.aggregate
+                if agg is Aggregate.AVG:
+                    total[spec] += np.nansum(part, axis=1)
+                elif agg in (Aggregate.MAX, Aggregate.MIN) and part.shape[1]:
+                    pick = np.fmax if agg is Aggregate.MAX else np.fmin
+                    with np.errstate(invalid="ignore"):
+                        chunk = np.where(
+                            present.any(axis=1),
+                            (np.nanmax if agg is Aggregate.MAX else np.nanmin)(
+                                np.where(
+                                    present, part, -np.inf if agg is Aggregate.MAX else np.inf
+                                ),
+                                axis=1,
+                            ),
+                            np.nan,
+                        )
+                    extreme[spec] = pick(extreme[spec], chunk)
+                elif agg is Aggregate.P95:
+                    kept[spec].append(part)
+                elif agg is not Aggregate.COUNT:
+                    raise ValueError(
+                        f"{spec}: a window over a day supports avg, max, min, count, p95"
+                    )
+            start = stop
+        out: dict[AggregateSpec, np.ndarray] = {}
+        for spec in specs:
+            empty = count[spec] == 0
+            agg = spec.aggregate
+            if agg is Aggregate.COUNT:
+                out[spec] = count[spec]
+                continue
+            if agg is Aggregate.AVG:
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    result = total[spec] / count[spec]
+            elif agg is Aggregate.P95:
+                joined = np.concatenate(kept[spec], axis=1) if kept[spec] else np.empty((n, 0))
+                result = nan_percentile(joined, 95.0) if joined.shape[1] else np.full(n, np.nan)
+            else:
+                result = extreme[spec]
+            out[spec] = np.where(empty, np.nan, result)
+        return out
 
     def history(self, request: HistoryRequest, progress: Progress | None = None) -> HistoryFrame:
         """Aggregates at every step, one day of samples at a time to bound memory."""

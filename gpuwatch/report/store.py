@@ -1,0 +1,548 @@
+"""Where the weekly report's dataset and HTML live: a local folder or object storage.
+
+The Parquet tables are a published interface (see ``gpuwatch.report.schema``): a fleet of
+clusters writes into one location, and pandas, DuckDB, Spark and Trino read the result
+as one hive-partitioned dataset without knowing gpuwatch. This module owns that layout,
+so that no other code builds a path into it:
+
+    <location>/table=<table>/cluster=<cluster>/week=<label>/part-0.parquet
+    <location>/html/cluster=<cluster>/week=<label>/report.html
+    <location>/html/cluster=<cluster>/latest.html
+
+Re-running a report for a cluster and week replaces that partition and nothing else, so
+a fleet's writers never step on each other and a backfill is just a re-run. Readers see
+the old file or the new one, never half of one: locally through a temporary file and a
+rename, on object storage because an object appears whole when its upload completes.
+
+Every filesystem failure becomes a ``ReportStoreError`` that names the location (never
+its credentials), what was being done, and the likely cause (a missing bucket, refused
+credentials, an endpoint that does not answer, a folder that is a file).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from gpuwatch.config.settings import ReportSettings
+from gpuwatch.model.errors import GpuwatchError
+from gpuwatch.report.data import ReportData, ReportPeriod
+from gpuwatch.report.schema import PARTITIONS, SCHEMA_VERSION, SCHEMAS, TABLES
+from gpuwatch.util.atomic import write_atomic
+
+PART_FILE = "part-0.parquet"
+"""The one file of a partition; a partition is small enough (a cluster's week) for one."""
+ROW_GROUP_ROWS = 128 * 1024
+"""Rows per Parquet row group: large enough for column statistics and vectorized reads to
+pay off, small enough that readers never hold a whole big table to scan part of it."""
+COMPRESSION = "zstd"
+PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
+HTML_CONTENT_TYPE = "text/html; charset=utf-8"
+HTML_FOLDER = "html"
+
+# Timeouts for S3 endpoints gpuwatch configures itself (s3_endpoint_url / s3_region):
+# an unreachable endpoint fails the report in seconds rather than hanging the daemon.
+S3_CONNECT_TIMEOUT_S = 10.0
+S3_REQUEST_TIMEOUT_S = 60.0
+
+# Partition values become path segments that every reader decodes its own way. Only
+# characters that no reader escapes or decodes differently are allowed, and a first
+# character that is neither ``.`` nor ``_``: pyarrow and Spark skip such files as hidden.
+_SAFE_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
+
+_PARTITIONING = pa.schema([pa.field(name, pa.string()) for name in PARTITIONS])
+"""``cluster`` and ``week`` are strings whatever they look like: a cluster named ``42``
+must not come back as an integer column."""
+
+_BUCKET_FILESYSTEMS = frozenset({"s3", "gcs"})
+"""Filesystems whose first path segment is a bucket, which must exist beforehand."""
+
+
+class ReportStoreError(GpuwatchError):
+    """The report location could not be read or written.
+
+    ``kind`` says why, for callers that react differently (and for tests):
+    ``invalid_location``, ``invalid_name``, ``bucket_missing``, ``access_denied``,
+    ``unreachable``, ``not_a_directory``, ``incomplete``, ``not_found``, ``bad_file``,
+    ``io``.
+    """
+
+    def __init__(self, location: str, operation: str, kind: str, reason: str) -> None:
+        self.location = location
+        self.operation = operation
+        self.kind = kind
+        self.reason = reason
+        super().__init__(f"report store {location}: cannot {operation}: {reason}")
+
+
+class ReportStore:
+    """The report dataset and HTML under one location, on any pyarrow filesystem.
+
+    Build it with ``from_settings``; the constructor is for a filesystem already open.
+    """
+
+    def __init__(
+        self,
+        filesystem: pafs.FileSystem,
+        root: str,
+        *,
+        uri: str | None = None,
+        endpoint: str | None = None,
+    ) -> None:
+        """``root`` is the location as a path of ``filesystem`` (``bucket/prefix`` on S3).
+
+        ``uri`` is how the location is shown and how written files are named in return
+        values (``s3://bucket/prefix``); it must carry no credentials. Unset: the local
+        path. ``endpoint`` is shown in errors only.
+        """
+        self._fs = filesystem
+        self._root = root.rstrip("/") or root
+        self._local = isinstance(filesystem, pafs.LocalFileSystem)
+        self._uri = (uri or self._root).rstrip("/")
+        self._endpoint = endpoint
+        self._bucket = (
+            self._root.split("/", 1)[0] if filesystem.type_name in _BUCKET_FILESYSTEMS else None
+        )
+
+    @classmethod
+    def from_settings(cls, settings: ReportSettings) -> ReportStore:
+        """Open ``settings.location``: a local folder (created when missing) or a URI.
+
+        ``s3://`` goes to ``s3_endpoint_url`` and ``s3_region`` when either is set (MinIO,
+        Alibaba OSS); any other URI is opened by ``pyarrow.fs.FileSystem.from_uri``.
+        Credentials come from the environment, as the AWS and Google SDKs read them.
+        """
+        location = settings.location.strip()
+        if not location:
+            raise ReportStoreError(
+                "(empty)", "open", "invalid_location", "report.location is empty"
+            )
+        if "://" not in location:
+            return cls._local_folder(Path(location))
+        scheme = urlsplit(location).scheme.lower()
+        shown = _redact(location)
+        custom_s3 = settings.s3_endpoint_url is not None or settings.s3_region is not None
+        if custom_s3 and scheme != "s3":
+            raise ReportStoreError(
+                shown,
+                "open",
+                "invalid_location",
+                "report.s3_endpoint_url and report.s3_region apply to s3:// locations only",
+            )
+        if custom_s3:
+            return cls._s3(location, settings.s3_endpoint_url, settings.s3_region)
+        try:
+            filesystem, root = pafs.FileSystem.from_uri(location)
+        except (OSError, pa.ArrowException) as exc:
+            kind, reason = _classify(exc, bucket=urlsplit(location).hostname, endpoint=None)
+            if kind == "io" and isinstance(exc, pa.ArrowInvalid):
+                kind = "invalid_location"
+            # pyarrow quotes the URI it was given, credentials and all.
+            reason = reason.replace(location, shown)
+            secret = urlsplit(location).password
+            if secret:
+                reason = reason.replace(secret, "***")
+            raise ReportStoreError(shown, "open", kind, reason) from exc
+        if isinstance(filesystem, pafs.LocalFileSystem):
+            return cls._local_folder(Path(root))
+        return cls(filesystem, root, uri=shown)
+
+    @classmethod
+    def _local_folder(cls, folder: Path) -> ReportStore:
+        folder = folder.expanduser().resolve()
+        if folder.exists() and not folder.is_dir():
+            raise ReportStoreError(
+                str(folder), "open", "not_a_directory", "a file is there, not a folder"
+            )
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            kind, reason = _classify(exc, bucket=None, endpoint=None)
+            raise ReportStoreError(str(folder), "create the folder", kind, reason) from exc
+        return cls(pafs.LocalFileSystem(), folder.as_posix())
+
+    @classmethod
+    def _s3(cls, location: str, endpoint_url: str | None, region: str | None) -> ReportStore:
+        shown = _redact(location)
+        parts = urlsplit(location)
+        if parts.username or parts.password or parts.query:
+            raise ReportStoreError(
+                shown,
+                "open",
+                "invalid_location",
+                "with report.s3_endpoint_url or report.s3_region the location takes no "
+                "credentials or options; credentials come from the environment",
+            )
+        if not parts.hostname:
+            raise ReportStoreError(shown, "open", "invalid_location", "expected s3://bucket/prefix")
+        options: dict[str, object] = {
+            "region": region,
+            "connect_timeout": S3_CONNECT_TIMEOUT_S,
+            "request_timeout": S3_REQUEST_TIMEOUT_S,
+        }
+        endpoint = None
+        if endpoint_url is not None:
+            try:
+                scheme, netloc = _parse_endpoint(endpoint_url)
+            except ValueError as exc:
+                raise ReportStoreError(shown, "open", "invalid_location", str(exc)) from exc
+            endpoint = f"{scheme}://{netloc}"
+            options.update(
+                endpoint_override=netloc,
+                scheme=scheme,
+                # Alibaba OSS refuses path-style requests (SecondLevelDomainForbidden);
+                # MinIO and most other S3-compatible servers want them.
+                force_virtual_addressing=netloc.split(":")[0].endswith(".aliyuncs.com"),
+            )
+        try:
+            filesystem = pafs.S3FileSystem(**options)
+        except (OSError, pa.ArrowException) as exc:
+            kind, reason = _classify(exc, bucket=parts.hostname, endpoint=endpoint)
+            raise ReportStoreError(_shown(shown, endpoint), "open", kind, reason) from exc
+        root = f"{parts.hostname}{parts.path}"
+        return cls(filesystem, root, uri=shown, endpoint=endpoint)
+
+    @property
+    def location(self) -> str:
+        """The location as errors show it: the folder, or the URI without credentials."""
+        return _shown(self._uri, self._endpoint)
+
+    def __repr__(self) -> str:
+        return f"ReportStore({self.location})"
+
+    # -- the dataset --------------------------------------------------------------------
+
+    def write_tables(self, data: ReportData) -> list[str]:
+        """Write each table to its ``cluster`` and ``week`` partition; return the files.
+
+        What that partition held before is replaced; other clusters and weeks are left
+        alone. The new file is in place before anything else there is removed, so that a
+        reader of the dataset never finds the week empty.
+        """
+        cluster = _segment("cluster", data.cluster, self.location)
+        week = _segment("week", data.period.label, self.location)
+        # Every table is checked before the first is written: no half-written week.
+        tables = {name: _with_schema(data.tables[name], SCHEMAS[name]) for name in TABLES}
+        written = []
+        for name, table in tables.items():
+            partition = f"table={name}/cluster={cluster}/week={week}"
+            operation = f"write {partition}/{PART_FILE}"
+            with self._errors(operation):
+                payload = _parquet_bytes(table)
+                self._put(f"{partition}/{PART_FILE}", payload, PARQUET_CONTENT_TYPE)
+                self._remove_all_but(partition, PART_FILE)
+            written.append(self._public(f"{partition}/{PART_FILE}"))
+        return written
+
+    def read_tables(self, cluster: str, label: str) -> dict[str, pa.Table] | None:
+        """The tables one report wrote for ``cluster`` and the week ``label``.
+
+        None when that week was never written. Each table has exactly its schema in
+        ``SCHEMAS`` (the partition columns are not in it); columns a later minor version
+        added are dropped and columns an earlier one lacked come back null.
+        """
+        cluster = _segment("cluster", cluster, self.location)
+        week = _segment("week", label, self.location)
+        tables: dict[str, pa.Table] = {}
+        missing = []
+        for name in TABLES:
+            relative = f"table={name}/cluster={cluster}/week={week}/{PART_FILE}"
+            with self._errors(f"read {relative}"):
+                try:
+                    with self._fs.open_input_file(self._path(relative)) as handle:
+                        parquet = pq.ParquetFile(handle)
+                        written_as = parquet.schema_arrow.metadata or {}
+                        table = parquet.read()
+                except FileNotFoundError:
+                    missing.append(name)
+                    continue
+            tables[name] = self._conform(table, name, written_as, relative)
+        if not tables:
+            self._check_bucket(f"read cluster={cluster}/week={week}")
+            return None
+        if missing:
+            raise ReportStoreError(
+                self.location,
+                f"read cluster={cluster}/week={week}",
+                "incomplete",
+                f"{', '.join(missing)} missing while {', '.join(tables)} exist (an "
+                "interrupted write?); re-run the report for that week",
+            )
+        return tables
+
+    def dataset(self, table: str) -> ds.Dataset:
+        """One table over every cluster and week, with ``cluster`` and ``week`` columns.
+
+        The schema is the table's in ``SCHEMAS`` plus the two partition columns (strings),
+        whatever the files hold, so that readers of a growing fleet see one schema.
+        """
+        if table not in SCHEMAS:
+            raise ValueError(f"unknown report table {table!r}; expected one of {TABLES}")
+        operation = f"open the table={table} dataset"
+        base = self._path(f"table={table}")
+        with self._errors(operation):
+            found = self._fs.get_file_info(base).type != pafs.FileType.NotFound
+        if not found:
+            self._check_bucket(operation)
+            raise ReportStoreError(
+                self.location, operation, "not_found", f"nothing written under table={table}/ yet"
+            )
+        schema = SCHEMAS[table]
+        for field in _PARTITIONING:
+            schema = schema.append(field)
+        with self._errors(operation):
+            return ds.dataset(
+                base,
+                schema=schema,
+                format="parquet",
+                filesystem=self._fs,
+                partitioning=ds.partitioning(_PARTITIONING, flavor="hive"),
+            )
+
+    # -- the HTML -----------------------------------------------------------------------
+
+    def write_html(self, cluster: str, period: ReportPeriod, html: str) -> str:
+        """Write the report as ``report.html`` in its week and as the cluster's
+        ``latest.html`` (the report written last); return the week's file."""
+        cluster = _segment("cluster", cluster, self.location)
+        week = _segment("week", period.label, self.location)
+        payload = html.encode("utf-8")
+        relative = f"{HTML_FOLDER}/cluster={cluster}/week={week}/report.html"
+        for target in (relative, f"{HTML_FOLDER}/cluster={cluster}/latest.html"):
+            with self._errors(f"write {target}"):
+                if self._local:
+                    write_atomic(Path(self._path(target)), html)
+                else:
+                    self._put(target, payload, HTML_CONTENT_TYPE)
+        return self._public(relative)
+
+    # -- filesystem plumbing ------------------------------------------------------------
+
+    def _path(self, relative: str) -> str:
+        return f"{self._root}/{relative}"
+
+    def _public(self, relative: str) -> str:
+        return f"{self._uri}/{relative}"
+
+    def _put(self, relative: str, payload: bytes | pa.Buffer, content_type: str) -> None:
+        path = self._path(relative)
+        if self._local:
+            _write_atomic_bytes(Path(path), payload)
+            return
+        with self._fs.open_output_stream(path, metadata={"Content-Type": content_type}) as out:
+            out.write(payload)
+
+    def _remove_all_but(self, partition: str, keep: str) -> None:
+        """Delete what else a partition holds: files of another writer's layout, and the
+        temporary files of a local write that crashed."""
+        folder = self._path(partition)
+        kept = f"{folder}/{keep}"
+        selector = pafs.FileSelector(folder, recursive=True, allow_not_found=True)
+        entries = sorted(self._fs.get_file_info(selector), key=lambda info: -len(info.path))
+        for info in entries:
+            if info.type == pafs.FileType.Directory:
+                self._fs.delete_dir(info.path)
+            elif info.path != kept:
+                self._fs.delete_file(info.path)
+
+    def _check_bucket(self, operation: str) -> None:
+        """Object stores answer "not found" for keys in a bucket that does not exist;
+        tell that apart from a week never written."""
+        if self._bucket is None:
+            return
+        with self._errors(operation):
+            exists = self._fs.get_file_info(self._bucket).type != pafs.FileType.NotFound
+        if not exists:
+            raise ReportStoreError(
+                self.location,
+                operation,
+                "bucket_missing",
+                f"bucket {self._bucket!r} does not exist; create it first",
+            )
+
+    def _conform(
+        self, table: pa.Table, name: str, written_as: Mapping[bytes, bytes], relative: str
+    ) -> pa.Table:
+        """``table`` as read, in exactly ``SCHEMAS[name]``."""
+        operation = f"read {relative}"
+        file_table = written_as.get(b"gpuwatch.table", b"").decode()
+        file_version = written_as.get(b"gpuwatch.schema_version", b"").decode()
+        if file_table != name:
+            raise ReportStoreError(
+                self.location,
+                operation,
+                "bad_file",
+                f"the file says it holds table {file_table or '(nothing)'!r}, not {name!r}",
+            )
+        if file_version.split(".")[0] != SCHEMA_VERSION.split(".")[0]:
+            raise ReportStoreError(
+                self.location,
+                operation,
+                "bad_file",
+                f"written with schema version {file_version or '(none)'}; this gpuwatch "
+                f"reads {SCHEMA_VERSION.split('.')[0]}.x",
+            )
+        schema = SCHEMAS[name]
+        columns = []
+        for field in schema:
+            if field.name in table.column_names:
+                column = table.column(field.name)
+                # Parquet has no second timestamps: they come back as milliseconds.
+                columns.append(column if column.type == field.type else column.cast(field.type))
+            elif field.nullable:
+                columns.append(pa.nulls(table.num_rows, field.type))
+            else:
+                raise ReportStoreError(
+                    self.location, operation, "bad_file", f"required column {field.name} missing"
+                )
+        return pa.Table.from_arrays(columns, schema=schema)
+
+    @contextmanager
+    def _errors(self, operation: str) -> Iterator[None]:
+        try:
+            yield
+        except (OSError, pa.ArrowException) as exc:
+            kind, reason = _classify(exc, bucket=self._bucket, endpoint=self._endpoint)
+            raise ReportStoreError(self.location, operation, kind, reason) from exc
+
+
+def _segment(what: str, value: str, location: str) -> str:
+    """``value`` when it is safe as a hive partition value, else a ReportStoreError."""
+    if _SAFE_SEGMENT.fullmatch(value):
+        return value
+    raise ReportStoreError(
+        location,
+        f"use {what} {value!r} as a partition",
+        "invalid_name",
+        "expected 1 to 253 letters, digits, '.', '_' or '-', starting with a letter or "
+        "digit (no '/', '=', spaces or characters that need escaping)",
+    )
+
+
+def _with_schema(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` carrying ``schema``'s metadata (the docs, the table name and version),
+    which ``ReportData`` does not require of its tables. A table that breaks its schema
+    is a bug upstream, a ValueError: not a storage problem."""
+    name = schema.metadata[b"gpuwatch.table"].decode()
+    if not table.schema.equals(schema, check_metadata=False):
+        raise ValueError(f"report table {name}: not the {name} schema")
+    for field in schema:
+        if not field.nullable and table.column(field.name).null_count:
+            raise ValueError(f"report table {name}: nulls in the non-null column {field.name}")
+    return pa.Table.from_arrays(table.columns, schema=schema)
+
+
+def _parquet_bytes(table: pa.Table) -> pa.Buffer:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression=COMPRESSION, row_group_size=ROW_GROUP_ROWS)
+    return sink.getvalue()
+
+
+def _write_atomic_bytes(path: Path, payload: bytes | pa.Buffer) -> None:
+    """``gpuwatch.util.atomic.write_atomic`` for bytes: readers see the old or the new
+    file. The temporary name starts with ``.``, which dataset readers skip."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _redact(uri: str) -> str:
+    """``uri`` without user info (credentials) and query (options, possibly secrets)."""
+    parts = urlsplit(uri)
+    netloc = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{netloc}{parts.path}".rstrip("/")
+
+
+def _parse_endpoint(endpoint_url: str) -> tuple[str, str]:
+    """``("https", "host:port")`` from ``report.s3_endpoint_url`` (https when it names no
+    scheme), without any user info; ValueError when it is not an HTTP(S) endpoint."""
+    text = endpoint_url.strip()
+    parts = urlsplit(text if "://" in text else f"https://{text}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    host = parts.hostname
+    if parts.scheme not in ("http", "https") or not host or port == -1:
+        raise ValueError(
+            f"report.s3_endpoint_url {_redact(parts.geturl())!r}: expected http(s)://host[:port]"
+        )
+    host = f"[{host}]" if ":" in host else host
+    return parts.scheme, f"{host}:{port}" if port else host
+
+
+def _shown(uri: str, endpoint: str | None) -> str:
+    return f"{uri} (endpoint {endpoint})" if endpoint else uri
+
+
+# Substrings of the AWS SDK's, Google Cloud's and the OS's messages, by cause.
+_BUCKET_MISSING = ("NO_SUCH_BUCKET", "NoSuchBucket", "bucket does not exist")
+_ACCESS_DENIED = (
+    "ACCESS_DENIED",
+    "AccessDenied",
+    "INVALID_ACCESS_KEY_ID",
+    "InvalidAccessKeyId",
+    "SIGNATURE_DOES_NOT_MATCH",
+    "SignatureDoesNotMatch",
+    "PERMISSION_DENIED",
+    "UNAUTHENTICATED",
+    "Forbidden",
+)
+_UNREACHABLE = (
+    "NETWORK_CONNECTION",
+    "curlCode",
+    "Could not connect",
+    "Couldn't connect",
+    "Could not resolve",
+    "Couldn't resolve",
+    "UNAVAILABLE",
+    "DEADLINE_EXCEEDED",
+    "REQUEST_TIMEOUT",
+    "timed out",
+)
+
+
+def _classify(exc: BaseException, *, bucket: str | None, endpoint: str | None) -> tuple[str, str]:
+    """``(kind, reason)`` for a filesystem error; the reason keeps the original message,
+    which names the key and the request but never the credentials."""
+    message = str(exc).strip() or type(exc).__name__
+    if any(marker in message for marker in _BUCKET_MISSING):
+        named = f"bucket {bucket!r}" if bucket else "the bucket"
+        return "bucket_missing", f"{named} does not exist; create it first ({message})"
+    if isinstance(exc, PermissionError) or any(marker in message for marker in _ACCESS_DENIED):
+        return "access_denied", (
+            "access denied: check the credentials (AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY, the instance or workload role) and what they may do "
+            f"on the bucket ({message})"
+        )
+    if isinstance(exc, ConnectionError | TimeoutError) or any(
+        marker in message for marker in _UNREACHABLE
+    ):
+        where = f"endpoint {endpoint}" if endpoint else "the storage endpoint"
+        return "unreachable", f"{where} does not answer ({message})"
+    if isinstance(exc, NotADirectoryError | FileExistsError):
+        return "not_a_directory", f"a file is in the way of a folder ({message})"
+    return "io", message

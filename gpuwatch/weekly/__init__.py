@@ -1,0 +1,1 @@
+"""The weekly report: a period's history turned into its tables."""

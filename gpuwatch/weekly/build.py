@@ -1,0 +1,224 @@
+"""One report: read a period's history, build its four tables.
+
+History comes through the metrics seam, downsampled to hours where the data lives (the
+Prometheus planner, or the simulator a day at a time); everything after that is
+columnar. The savings are a cycle's at the end of the period, computed by the same code
+as every cycle, with no state, no messages and no writes; the actions are those the
+cycles of the period recorded in their JSON results.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from gpuwatch.analysis.attribution import attribute
+from gpuwatch.analysis.ownership import OwnerIndex, team_of
+from gpuwatch.analysis.rules.evaluate import lookback_s, required_specs
+from gpuwatch.config.settings import Settings
+from gpuwatch.model.cost import Saving
+from gpuwatch.model.durations import parse_instant
+from gpuwatch.model.findings import DataQualityNote, GpuHolder
+from gpuwatch.model.metrics import HistoryFrame, HistoryRequest
+from gpuwatch.notify.console import RecordingNotifier
+from gpuwatch.pipeline import Components, run_cycle
+from gpuwatch.report.data import ReportData, ReportPeriod
+from gpuwatch.report.schema import ACTIONS, SAVINGS
+from gpuwatch.sources.base import Progress
+from gpuwatch.state.base import MemoryState
+from gpuwatch.weekly.episodes import findings_table
+from gpuwatch.weekly.hourly import HOUR_S, SPECS, HourlyInputs, gpu_hourly
+
+log = logging.getLogger(__name__)
+Stage = Callable[[str], None]
+"""Told the name of each stage as the build enters it (for a progress display)."""
+
+
+@dataclass(frozen=True)
+class Built:
+    tables: dict[str, pa.Table]
+    notes: tuple[DataQualityNote, ...]
+
+
+def build_report(
+    components: Components,
+    settings: Settings,
+    period: ReportPeriod,
+    sample_interval_s: float,
+    *,
+    previous: Mapping[str, pa.Table] | None = None,
+    cycles_dir: Path | None = None,
+    progress: Progress | None = None,
+    stage: Stage | None = None,
+) -> ReportData:
+    """The period's report. Raises ``SourceError`` when a source cannot answer: a report
+    with a hole where a source failed would be read as a quiet week."""
+    built = build_tables(
+        components, settings, period, sample_interval_s, progress=progress, stage=stage
+    )
+    tables = dict(built.tables)
+    notes = list(built.notes)
+    if stage:
+        stage("savings")
+    savings, cycle_notes = _savings(components, settings, period.end)
+    tables["savings"] = savings
+    notes.extend(cycle_notes)
+    tables["actions"] = actions_table(_recorded_actions(cycles_dir, period, notes))
+    if previous is None:
+        notes.append(
+            DataQualityNote(kind="previous", message=f"no report for {period.previous().label}")
+        )
+    return ReportData(settings.cluster.name, period, tables, previous, tuple(notes))
+
+
+def build_tables(
+    components: Components,
+    settings: Settings,
+    period: ReportPeriod,
+    sample_interval_s: float,
+    *,
+    findings: bool = True,
+    progress: Progress | None = None,
+    stage: Stage | None = None,
+) -> Built:
+    """``gpu_hourly`` (and, with ``findings``, the ``findings`` episodes) of a period."""
+    rules = components.rules
+    if stage:
+        stage("cluster")
+    cluster = components.cluster.snapshot(period.end)
+    rule_specs = required_specs(rules) if findings else frozenset()
+    hours = HistoryRequest(period.start, period.end, HOUR_S, frozenset(SPECS.values()) | rule_specs)
+    if stage:
+        stage("history")
+    frame = components.metrics.history(hours, progress)
+    if stage:
+        stage("holders")
+    holders = components.metrics.holders(replace(hours, specs=frozenset()), progress)
+    if stage:
+        stage("tables")
+    attribution = attribute(
+        frame.devices, cluster, settings.attribution, period.end, lookback_s(rules)
+    )
+    contexts = attribution.contexts[: len(frame.devices)]
+    table, notes = gpu_hourly(
+        HourlyInputs(
+            frame=frame,
+            holders=holders,
+            contexts=contexts,
+            cluster=cluster,
+            book=components.price_book,
+            team_label=settings.attribution.team_label,
+            sample_interval_s=sample_interval_s,
+        )
+    )
+    tables = {"gpu_hourly": table}
+    if findings:
+        owners = OwnerIndex(cluster.controllers)
+        pods = {(p.namespace, p.name): p for p in cluster.pods}
+        namespace_labels = {ns.name: ns.labels for ns in cluster.namespaces}
+        vocabulary = []
+        for ref in holders.pods:
+            pod = pods.get((ref.namespace, ref.name))
+            workload = owners.workload_of(pod) if pod is not None else None
+            team = (
+                team_of(pod, settings.attribution.team_label, namespace_labels)
+                if pod is not None
+                else ref.namespace
+            )
+            vocabulary.append(GpuHolder(ref.namespace, ref.name, workload, team))
+        rule_frame = HistoryFrame(
+            frame.devices, frame.times_s, {s: frame.values[s] for s in rule_specs}
+        )
+        codes = holders.aligned([d.device_id for d in frame.devices])
+        tables["findings"] = findings_table(
+            rules, rule_frame, contexts, codes, vocabulary, sample_interval_s
+        )
+    return Built(tables, tuple(notes))
+
+
+def _savings(
+    components: Components, settings: Settings, at: datetime
+) -> tuple[pa.Table, list[DataQualityNote]]:
+    """What each change would save, as a cycle at ``at`` computes it: read only."""
+    quiet = replace(components, state=MemoryState(), notifier=RecordingNotifier(), actuator=None)
+    result = run_cycle(quiet, settings.model_copy(update={"dry_run": True}), at)
+    notes = [DataQualityNote(kind="savings", message=e) for e in result.errors]
+    return savings_table(result.savings, at), notes
+
+
+def savings_table(savings: Sequence[Saving], at: datetime) -> pa.Table:
+    ordered = sorted(savings, key=lambda s: s.monthly, reverse=True)
+    return pa.Table.from_pylist(
+        [
+            {
+                "kind": s.kind,
+                "scope": json.dumps(dict(s.scope), sort_keys=True),
+                "monthly": s.monthly,
+                "currency": s.currency,
+                "confidence": s.confidence,
+                "formula": s.formula,
+                "inputs": json.dumps(_jsonable(s.inputs), sort_keys=True),
+                "assumptions": json.dumps(list(s.assumptions)),
+                "action": s.action,
+                "at": at,
+            }
+            for s in ordered
+        ],
+        schema=SAVINGS,
+    )
+
+
+def actions_table(actions: Sequence[tuple[datetime, Mapping[str, Any]]]) -> pa.Table:
+    """Actions as the cycle JSON records them (``actions[]``), with the cycle's time."""
+    return pa.Table.from_pylist(
+        [
+            {
+                "at": at,
+                "kind": a["kind"],
+                "target": a["target"],
+                "pool": a.get("pool"),
+                "status": a["status"],
+                "reason": a.get("reason"),
+                "dry_run": bool(a.get("dry_run", True)),
+                "key": a.get("key"),
+                "details": json.dumps(a.get("details") or {}, sort_keys=True),
+            }
+            for at, a in sorted(actions, key=lambda item: item[0], reverse=True)
+        ],
+        schema=ACTIONS,
+    )
+
+
+def _recorded_actions(
+    cycles_dir: Path | None, period: ReportPeriod, notes: list[DataQualityNote]
+) -> list[tuple[datetime, Mapping[str, Any]]]:
+    """The actions of every cycle whose JSON result lies in ``cycles_dir`` and whose
+    instant is in the period; each action once per (key, status), at its first cycle."""
+    if cycles_dir is None or not cycles_dir.is_dir():
+        return []
+    seen: dict[tuple[str, str], tuple[datetime, Mapping[str, Any]]] = {}
+    for path in sorted(cycles_dir.glob("cycle-2*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            at = parse_instant(str(data["at"]))
+            actions = list(data.get("actions") or [])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            notes.append(DataQualityNote(kind="actions", message=f"{path}: unreadable: {exc}"))
+            continue
+        if not period.start <= at < period.end and at != period.end:
+            continue
+        for action in actions:
+            key = (str(action.get("key") or action.get("target")), str(action.get("status")))
+            seen.setdefault(key, (at.astimezone(UTC), action))
+    return list(seen.values())
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
