@@ -25,10 +25,11 @@ from gpuwatch.config.settings import Settings
 from gpuwatch.model.errors import ConfigError, StateError
 from gpuwatch.model.findings import DataQualityNote
 from gpuwatch.model.result import CycleResult
-from gpuwatch.notify.base import Notifier
+from gpuwatch.notify.base import Delivery, Notifier
 from gpuwatch.notify.console import ConsoleNotifier, RecordingNotifier
 from gpuwatch.notify.slack import SlackNotifier, WebhookNotifier
 from gpuwatch.pipeline import Components
+from gpuwatch.report.data import ReportData
 from gpuwatch.sources.base import ClusterSource, MetricsSource
 from gpuwatch.sources.kubernetes import (
     KubernetesClusterSource,
@@ -211,3 +212,33 @@ def push_self_metrics(
         note = DataQualityNote(kind="self_metrics", message=str(exc))
         return replace(result, data_quality=(*result.data_quality, note))
     return result
+
+
+def sample_interval_s(settings: Settings) -> float:
+    """Seconds between two samples of one GPU in the configured metrics source."""
+    if settings.metrics.source == "prometheus":
+        return settings.prometheus.scrape_interval_s
+    return float(settings.simulator.step_s)
+
+
+def publish_report(
+    settings: Settings, summary: str, html: str, data: ReportData, console: TextIO
+) -> list[str]:
+    """Post the report's summary where messages go, with the HTML attached when Slack's
+    Web API is configured; return what happened, in words. Never raises: the report is
+    written whatever Slack says."""
+    notifier = build_notifier(settings, os.environ, console)
+    if not isinstance(notifier, SlackNotifier | WebhookNotifier):
+        return []
+    channel = settings.report.slack_channel or settings.notify.channel
+    posted = notifier.send(Delivery("post", channel, summary))
+    if not posted.ok:
+        return [f"report summary not posted to Slack {channel}: {posted.error}"]
+    if not isinstance(notifier, SlackNotifier):
+        return ["report summary posted to Slack (webhook; it cannot attach the HTML)"]
+    filename = f"gpuwatch-{data.cluster}-{data.period.label}.html"
+    title = f"GPU report {data.cluster} {data.period.label}"
+    attached = notifier.attach(posted, filename, html.encode("utf-8"), title)
+    if not attached.ok:
+        return [f"report summary posted to Slack {channel}; HTML not attached: {attached.error}"]
+    return [f"report summary and {filename} posted to Slack {channel}"]

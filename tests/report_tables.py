@@ -9,13 +9,20 @@ test can tell two writes of the same week apart.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from html.parser import HTMLParser
+from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from gpuwatch.config.settings import ReportSettings
+from gpuwatch.model.findings import DataQualityNote
 from gpuwatch.report.data import ReportData, ReportPeriod
-from gpuwatch.report.schema import SCHEMAS
+from gpuwatch.report.figures import NO_POOL, NO_TEAM, NO_WORKLOAD
+from gpuwatch.report.schema import ACTIONS, FINDINGS, GPU_HOURLY, SAVINGS, SCHEMAS
 
 WEEK = ReportPeriod.iso_week("2026-W48")
 PRICE_PER_GPU_HOUR = Decimal("2.500000")
@@ -119,3 +126,307 @@ def report_data(
     """A ``ReportData`` for ``cluster`` and ``period`` with ``report_tables``'s tables."""
     tables = report_tables(period.start, gpus=gpus, hours=hours, util=util)
     return ReportData(cluster=cluster, period=period, tables=tables)
+
+
+PERIOD = ReportPeriod.iso_week("2026-W48")  # Mon 2026-11-23 00:00 UTC, 168 hours
+SHIPPED = ReportSettings()
+
+
+def hourly_row(
+    hour: int,
+    *,
+    gpu: str = "GPU-a-0",
+    node: str = "node-a",
+    index: int | None = 0,
+    pool: str | None = "gpu-training",
+    team: str | None = "ml-research",
+    workload: str | None = "PyTorchJob/ml/train",
+    util: float | None = 0.5,
+    coverage: float = 1.0,
+    fb_ratio: float | None = 0.5,
+    price: str | None = "2.500000",
+    currency: str | None = "USD",
+    period: ReportPeriod = PERIOD,
+    **extra: Any,
+) -> dict[str, Any]:
+    """One ``gpu_hourly`` row at hour ``hour`` of ``period``, with cost = price and
+    idle cost = price x (1 - util), null when util is (as the report writer does)."""
+    cost = None if price is None else Decimal(price)
+    idle = None if cost is None or util is None else (cost * (1 - Decimal(str(util))))
+    row = {
+        "hour": period.start + timedelta(hours=hour),
+        "gpu_uuid": gpu,
+        "device_id": gpu,
+        "gpu_index": index,
+        "mig_profile": None,
+        "node": node,
+        "pool": pool,
+        "model": "NVIDIA A100-SXM4-80GB",
+        "capacity_type": "on-demand",
+        "namespace": None if team is None else team,
+        "pod": None if workload is None else workload.rsplit("/", 1)[-1] + "-0",
+        "workload": workload,
+        "team": team,
+        "util_mean_ratio": util,
+        "util_p95_ratio": util,
+        "fb_used_max_mib": None if fb_ratio is None else fb_ratio * 81920,
+        "fb_used_max_ratio": fb_ratio,
+        "power_mean_w": None if util is None else 100 + 300 * util,
+        "energy_kwh": None if util is None else (100 + 300 * util) * coverage / 1000,
+        "coverage_ratio": coverage,
+        "cost": None if cost is None else cost.quantize(Decimal("0.000001")),
+        "idle_cost": None if idle is None else idle.quantize(Decimal("0.000001")),
+        "currency": currency if cost is not None else None,
+    }
+    row.update(extra)
+    return row
+
+
+def gap_row(hour: int, **kwargs: Any) -> dict[str, Any]:
+    """An hour with no samples: coverage 0, no utilization, no memory, no idle cost.
+    The GPU is still billed (the node existed)."""
+    return hourly_row(hour, util=None, coverage=0.0, fb_ratio=None, **kwargs)
+
+
+def hourly_table(rows: Iterable[Mapping[str, Any]]) -> pa.Table:
+    return pa.Table.from_pylist(list(rows), schema=GPU_HOURLY)
+
+
+def saving_row(kind: str, monthly: str, currency: str = "USD", **extra: Any) -> dict[str, Any]:
+    row = {
+        "kind": kind,
+        "scope": json.dumps({"pool": "gpu-training", "workload": None}),
+        "monthly": Decimal(monthly),
+        "currency": currency,
+        "confidence": "high",
+        "formula": "gpus x hours x (on_demand - spot) x 720 / window_hours",
+        "inputs": json.dumps({"gpus": 4, "on_demand_usd_per_hour": 2.5, "spot_usd_per_hour": 1.0}),
+        "assumptions": json.dumps(["spot capacity is available", "checkpoints every 5 min"]),
+        "action": "migrate to spot",
+        "at": PERIOD.end - timedelta(hours=1),
+    }
+    row.update(extra)
+    return row
+
+
+def action_row(hour: int, status: str, target: str = "Node/idle-1", **extra: Any) -> dict:
+    row = {
+        "at": PERIOD.start + timedelta(hours=hour),
+        "kind": "scale_down_node",
+        "target": target,
+        "pool": "gpu-training",
+        "status": status,
+        "reason": f"{status}: example",
+        "dry_run": status == "planned",
+        "key": f"scale_down_node|{target}|{hour}",
+        "details": json.dumps({"gpus": 8}),
+    }
+    row.update(extra)
+    return row
+
+
+def finding_row(node: str, gpu: str, worst: float, start_hour: int, hours: int) -> dict:
+    return {
+        "rule": "gpu-near-oom",
+        "severity": "warning",
+        "gpu_uuid": gpu,
+        "device_id": gpu,
+        "node": node,
+        "pool": "gpu-training",
+        "namespace": "vision",
+        "pod": "detector-train-worker-0",
+        "workload": "PyTorchJob/vision/detector-train",
+        "team": "vision",
+        "start": PERIOD.start + timedelta(hours=start_hour),
+        "end": PERIOD.start + timedelta(hours=start_hour + hours),
+        "hours": hours,
+        "worst_value": worst,
+        "threshold": 0.95,
+        "unit": "ratio",
+        "message": f"GPU memory at {worst:.0%}",
+    }
+
+
+def tables_of(
+    hourly: Iterable[Mapping[str, Any]] = (),
+    savings: Iterable[Mapping[str, Any]] = (),
+    actions: Iterable[Mapping[str, Any]] = (),
+    findings: Iterable[Mapping[str, Any]] = (),
+) -> dict[str, pa.Table]:
+    return {
+        "gpu_hourly": hourly_table(hourly),
+        "findings": pa.Table.from_pylist(list(findings), schema=FINDINGS),
+        "savings": pa.Table.from_pylist(list(savings), schema=SAVINGS),
+        "actions": pa.Table.from_pylist(list(actions), schema=ACTIONS),
+    }
+
+
+def realistic_report(**changes: Any) -> ReportData:
+    """A small week: two teams on two pools (one node with a 3-hour exporter gap), an
+    unallocated GPU, a near-OOM GPU, savings, actions of every status, a previous week."""
+    rows = []
+    for hour in range(PERIOD.hours):
+        busy = 0.9 if 9 <= hour % 24 < 19 else 0.1
+        rows.append(hourly_row(hour, gpu="GPU-t0", node="train-1", index=0, util=busy))
+        near_oom = 0.97 if hour % 8 == 7 else 0.6 + 0.04 * (hour % 8)
+        rows.append(
+            hourly_row(
+                hour,
+                gpu="GPU-t1",
+                node="train-1",
+                index=1,
+                team="vision",
+                workload="PyTorchJob/vision/detector-train",
+                util=0.8,
+                fb_ratio=near_oom,
+            )
+        )
+        if 30 <= hour < 33:
+            rows.append(gap_row(hour, gpu="GPU-i0", node="infer-1", pool="gpu-inference"))
+        else:
+            rows.append(
+                hourly_row(
+                    hour,
+                    gpu="GPU-i0",
+                    node="infer-1",
+                    pool="gpu-inference",
+                    team="vision",
+                    workload="Deployment/vision/serve",
+                    util=0.25,
+                    price="1.100000",
+                )
+            )
+        rows.append(
+            hourly_row(
+                hour,
+                gpu="GPU-i1",
+                node="infer-1",
+                index=1,
+                pool="gpu-inference",
+                team=None,
+                workload=None,
+                util=0.0,
+                fb_ratio=0.0,
+                price="1.100000",
+            )
+        )
+    previous_period = PERIOD.previous()
+    previous = tables_of(
+        hourly=[
+            hourly_row(hour, period=previous_period, util=0.4, price="2.000000")
+            for hour in range(previous_period.hours)
+        ],
+        savings=[saving_row("spot", "900.000000")],
+        actions=[action_row(1, "done")],
+    )
+    values: dict[str, Any] = {
+        "cluster": "prod-gpu",
+        "period": PERIOD,
+        "tables": tables_of(
+            hourly=rows,
+            savings=[
+                saving_row("sharing", "310.250000"),
+                saving_row("spot", "1520.400000", scope=json.dumps({"workload": "llm/pretrain"})),
+                saving_row("release-idle", "88.000000", confidence="medium"),
+            ],
+            actions=[
+                action_row(20, "done", "Node/train-9"),
+                action_row(44, "refused", "Node/infer-1", reason="a pending pod needs the pool"),
+                action_row(70, "planned", "Node/train-3"),
+                action_row(100, "failed", "Node/train-4", reason="eviction: 429"),
+            ],
+            findings=[
+                finding_row("train-1", "GPU-t1", 0.97, 7, 1),
+                finding_row("train-1", "GPU-t1", 0.99, 15, 1),
+            ],
+        ),
+        "previous": previous,
+        "notes": (
+            DataQualityNote(kind="data_gap", message="exporter down 06:00-09:00", node="infer-1"),
+        ),
+        "generated_at": datetime(2026, 11, 30, 6, 0, tzinfo=UTC),
+    }
+    values.update(changes)
+    return ReportData(**values)
+
+
+# --------------------------------------------------------------------------- money check
+
+
+class _MoneyParser(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: list[tuple[str, str, str]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        if "data-money" in values:
+            self.found.append(
+                (
+                    values["data-money"] or "",
+                    values["data-currency"] or "",
+                    values["data-value"] or "",
+                )
+            )
+
+
+def money_elements(page: str) -> list[tuple[str, str, Decimal]]:
+    """Every ``data-money`` element of the page: (figure id, currency, exact value)."""
+    parser = _MoneyParser()
+    parser.feed(page)
+    return [(figure, currency, Decimal(value)) for figure, currency, value in parser.found]
+
+
+def _sums(table: pa.Table, value: str, key: str | None, missing: str) -> dict[tuple, Decimal]:
+    """``{(key, currency): sum}`` over the rows where ``value`` is not null."""
+    rows = table.filter(pc.is_valid(table[value]))
+    keys = ["currency"] if key is None else [key, "currency"]
+    if key is not None:
+        rows = rows.set_column(
+            rows.schema.get_field_index(key), key, pc.fill_null(rows[key], missing)
+        )
+    grouped = rows.group_by(keys).aggregate([(value, "sum")]).to_pylist()
+    return {tuple(g[k] for k in keys): g[f"{value}_sum"] for g in grouped}
+
+
+def expected_money(data: ReportData) -> dict[tuple[str, str], Decimal]:
+    """Every money figure the page may show, recomputed from the tables with pyarrow."""
+    hourly, savings = data.tables["gpu_hourly"], data.tables["savings"]
+    expected: dict[tuple[str, str], Decimal] = {}
+    sources: list[tuple[str, Mapping[str, pa.Table]]] = [("headline", data.tables)]
+    if data.previous is not None:
+        sources.append(("previous", data.previous))
+    for prefix, tables in sources:
+        for figure, table, column in (
+            ("cost", tables["gpu_hourly"], "cost"),
+            ("idle_cost", tables["gpu_hourly"], "idle_cost"),
+            ("savings", tables.get("savings"), "monthly"),
+        ):
+            if table is None:
+                continue
+            for (currency,), total in _sums(table, column, None, "").items():
+                expected[(f"{prefix}.{figure}", currency)] = total
+    for figure, column, key, missing in (
+        ("cost.team", "cost", "team", NO_TEAM),
+        ("cost.pool", "cost", "pool", NO_POOL),
+        ("idle.team", "idle_cost", "team", NO_TEAM),
+        ("idle.workload", "idle_cost", "workload", NO_WORKLOAD),
+    ):
+        for (name, currency), total in _sums(hourly, column, key, missing).items():
+            expected[(f"{figure}.{name}", currency)] = total
+    for index, row in enumerate(savings.select(["monthly", "currency"]).to_pylist()):
+        expected[(f"saving.{index}", row["currency"])] = row["monthly"]
+    return expected
+
+
+def assert_money_matches(data: ReportData, page: str) -> list[tuple[str, str, Decimal]]:
+    found = money_elements(page)
+    expected = expected_money(data)
+    for figure, currency, value in found:
+        assert (figure, currency) in expected, f"unexpected money figure {figure} {currency}"
+        assert value == expected[(figure, currency)], (figure, currency, value)
+    shown = {(figure, currency) for figure, currency, _ in found}
+    # The page shows every team, pool, workload and saving, and the headline.
+    missing = set(expected) - shown
+    assert not missing, f"money figures missing from the page: {sorted(missing)}"
+    return found

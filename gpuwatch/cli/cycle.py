@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from gpuwatch.cli.common import (
     fail_config,
     load_settings_or_exit,
 )
+from gpuwatch.cli.report import write_report
 from gpuwatch.config.settings import Settings
 from gpuwatch.model.durations import rfc3339
 from gpuwatch.model.errors import ConfigError
@@ -26,6 +27,7 @@ from gpuwatch.model.findings import DataQualityNote, format_value
 from gpuwatch.model.result import CycleResult
 from gpuwatch.pipeline import run_cycle
 from gpuwatch.report.cycle_json import write_cycle_json
+from gpuwatch.report.data import ReportPeriod
 from gpuwatch.sources.simulator.layout import SHOWCASE_AT
 from gpuwatch.wiring import build_components, push_self_metrics
 
@@ -118,7 +120,14 @@ def demo(ctx: click.Context, **kwargs: Any) -> None:
     # Every demo run shows the messages a first cycle sends; a kept state would make
     # the second run (at the same instant) rightly say nothing new.
     flags.setdefault("state.backend", "memory")
-    _run(ctx, load_settings_or_exit(ctx, flags))
+    flags.setdefault("report.location", "gpuwatch-demo/reports")
+    settings = load_settings_or_exit(ctx, flags)
+    _run(ctx, settings)
+    # The report of the simulated week that ends at the demo's instant.
+    at = settings.at or datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    period = ReportPeriod.between(at - timedelta(days=7), at.replace(minute=0, second=0))
+    stream = sys.stderr if settings.output.format == "json" else sys.stdout
+    write_report(settings, period, stream)
 
 
 @cli.command()

@@ -117,6 +117,10 @@ def _known_keys(loc: tuple[str | int, ...]) -> list[str]:
 
 
 def _parse_env_value(raw: str) -> Any:
+    """A YAML scalar (``true``, ``128``, ``[a, b]``), except that text YAML would read
+    as a comment stays text: ``GPUWATCH_NOTIFY__CHANNEL=#gpu-alerts`` means the channel."""
+    if raw.lstrip().startswith("#"):
+        return raw.strip()
     try:
         return yaml.safe_load(raw) if raw.strip() else raw
     except yaml.YAMLError:

@@ -172,6 +172,38 @@ class SlackNotifier:
     def _channel(self, named: str) -> str:
         return self._channel_ids.get(named, named)
 
+    def attach(
+        self, posted: DeliveryResult, filename: str, content: bytes, title: str
+    ) -> DeliveryResult:
+        """Attach a file (the weekly report's HTML) in the thread of a message this
+        notifier posted (``files.getUploadURLExternal`` + ``completeUploadExternal``,
+        which want the channel id the post answered with). Needs ``files:write``."""
+        if not posted.ok or not posted.ts or not posted.channel:
+            return DeliveryResult(ok=False, error="no posted message to attach the file to")
+        refused = self._refused or self._refused_channels.get(posted.channel)
+        if refused is not None:
+            return refused
+        self._pacer.wait(posted.channel)
+        try:
+            self._client.files_upload_v2(
+                channel=posted.channel,
+                thread_ts=posted.ts,
+                filename=filename,
+                content=content,
+                title=title,
+            )
+        except SlackApiError as exc:
+            result, code = self._refusal("files.completeUploadExternal", exc.response)
+            if code in AUTH_ERRORS:
+                self._refused = result
+            return result
+        except (SlackClientError, OSError, HTTPException, ValueError) as exc:
+            error = transport_error(exc, f"Slack at {self._base_url}", self._timeout_s)
+            return DeliveryResult(ok=False, error=_MASK.mask(error))
+        finally:
+            self._pacer.mark(posted.channel)
+        return DeliveryResult(ok=True, ts=posted.ts, channel=posted.channel)
+
     def _call(self, delivery: Delivery) -> tuple[DeliveryResult, str | None]:
         """The outcome, and the Slack error code when Slack refused."""
         method = "chat.update" if delivery.kind == "update" else "chat.postMessage"

@@ -17,7 +17,7 @@ from gpuwatch.report import charts
 from gpuwatch.report.data import ReportData, empty_tables
 from gpuwatch.report.html import render_html
 from tests.integration.browser import PageLoad, load_page
-from tests.unit.test_report_figures import PERIOD, SHIPPED, realistic_report
+from tests.report_tables import PERIOD, SHIPPED, realistic_report
 
 pytestmark = pytest.mark.integration
 

@@ -45,8 +45,11 @@ def test_env_values_are_yaml_scalars():
         "GPUWATCH_DRY_RUN": "false",
         "GPUWATCH_ATTRIBUTION__POOL_LABEL_FALLBACKS": "[a, b]",
         "GPUWATCH_AT": "2026-11-24T02:00:00Z",
+        # YAML would read this as a comment, i.e. nothing; it is the channel.
+        "GPUWATCH_NOTIFY__CHANNEL": "#gpu-oncall",
     }
     settings = load_settings(env=env)
+    assert settings.notify.channel == "#gpu-oncall"
     assert settings.dry_run is False
     assert settings.attribution.pool_label_fallbacks == ["a", "b"]
     assert settings.at == datetime(2026, 11, 24, 2, tzinfo=UTC)
