@@ -21,9 +21,7 @@ credentials, an endpoint that does not answer, a folder that is a file).
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,7 +36,7 @@ from gpuwatch.config.settings import ReportSettings
 from gpuwatch.model.errors import GpuwatchError
 from gpuwatch.report.data import ReportData, ReportPeriod
 from gpuwatch.report.schema import PARTITIONS, SCHEMA_VERSION, SCHEMAS, TABLES
-from gpuwatch.util.atomic import write_atomic
+from gpuwatch.util.atomic import write_atomic, write_atomic_bytes
 
 PART_FILE = "part-0.parquet"
 """The one file of a partition; a partition is small enough (a cluster's week) for one."""
@@ -337,7 +335,7 @@ class ReportStore:
     def _put(self, relative: str, payload: bytes | pa.Buffer, content_type: str) -> None:
         path = self._path(relative)
         if self._local:
-            _write_atomic_bytes(Path(path), payload)
+            write_atomic_bytes(Path(path), memoryview(payload))
             return
         with self._fs.open_output_stream(path, metadata={"Content-Type": content_type}) as out:
             out.write(payload)
@@ -446,27 +444,6 @@ def _parquet_bytes(table: pa.Table) -> pa.Buffer:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression=COMPRESSION, row_group_size=ROW_GROUP_ROWS)
     return sink.getvalue()
-
-
-def _write_atomic_bytes(path: Path, payload: bytes | pa.Buffer) -> None:
-    """``gpuwatch.util.atomic.write_atomic`` for bytes: readers see the old or the new
-    file. The temporary name starts with ``.``, which dataset readers skip."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def _redact(uri: str) -> str:

@@ -124,21 +124,7 @@ class PrometheusMetricsSource:
                     for shard in shards(plan.shard_count):
                         tasks.append((spec, i, part, chunk, shard))
 
-        done = 0
-        lock = threading.Lock()
-
-        def run(task: tuple[AggregateSpec, int, QueryPart, RangeChunk, Shard]) -> list[RangeSeries]:
-            nonlocal done
-            _, _, part, chunk, shard = task
-            answer = self._range_split(part, shard, chunk, step, 0)
-            with lock:
-                done += 1
-                if progress is not None:
-                    progress(done, len(tasks))
-            return answer
-
-        with ThreadPoolExecutor(max_workers=self.settings.max_concurrency) as pool:
-            answers = list(pool.map(run, tasks))
+        answers = self._ranges([(t[2], t[3], t[4]) for t in tasks], step, progress)
 
         keys: dict[tuple[str, str], GpuDevice] = {}
         for answer in answers:
@@ -189,21 +175,8 @@ class PrometheusMetricsSource:
             max_points=self.settings.max_points_per_series,
             sample_budget=self.settings.sample_budget,
         )
-        tasks = [(chunk, shard) for chunk in plan.chunks for shard in shards(plan.shard_count)]
-        done = 0
-        lock = threading.Lock()
-
-        def run(task: tuple[RangeChunk, Shard]) -> list[RangeSeries]:
-            nonlocal done
-            answer = self._range_split(part, task[1], task[0], step, 0)
-            with lock:
-                done += 1
-                if progress is not None:
-                    progress(done, len(tasks))
-            return answer
-
-        with ThreadPoolExecutor(max_workers=self.settings.max_concurrency) as pool:
-            answers = [series for answer in pool.map(run, tasks) for series in answer]
+        tasks = [(part, c, s) for c in plan.chunks for s in shards(plan.shard_count)]
+        answers = [series for answer in self._ranges(tasks, step, progress) for series in answer]
         keys = sorted(
             {self._series_key(s.labels) for s in answers if s.labels.get(self.labels.uuid)}
         )
@@ -224,6 +197,29 @@ class PrometheusMetricsSource:
             best[r, cols[more]] = series.values[more]
         device_ids = tuple(uuid if not mig else f"{uuid}/mig-{mig}" for uuid, mig in keys)
         return HolderHistory(device_ids, times, tuple(pods), codes)
+
+    def _ranges(
+        self,
+        tasks: Sequence[tuple[QueryPart, RangeChunk, Shard]],
+        step: int,
+        progress: Progress | None,
+    ) -> list[list[RangeSeries]]:
+        """Every range query, ``max_concurrency`` in flight, answers in task order."""
+        done = 0
+        lock = threading.Lock()
+
+        def run(task: tuple[QueryPart, RangeChunk, Shard]) -> list[RangeSeries]:
+            nonlocal done
+            part, chunk, shard = task
+            answer = self._range_split(part, shard, chunk, step, 0)
+            with lock:
+                done += 1
+                if progress is not None:
+                    progress(done, len(tasks))
+            return answer
+
+        with ThreadPoolExecutor(max_workers=self.settings.max_concurrency) as pool:
+            return list(pool.map(run, tasks))
 
     def _range_split(
         self, part: QueryPart, shard: Shard, chunk: RangeChunk, step: int, depth: int
