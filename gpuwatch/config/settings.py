@@ -790,6 +790,52 @@ class ReportSettings(_Section):
     )
 
 
+class DaemonSettings(_Section):
+    """`gpuwatch run`: the long-lived process that schedules cycles and reports itself
+    (the alternative to the two CronJobs)."""
+
+    interval_s: DurationS = Field(
+        300,
+        alias="interval",
+        ge=1,
+        description="Time between cycles. A cycle still running when the next is due "
+        "is not started twice; missed runs are coalesced into one.",
+    )
+    report_cron: str | None = Field(
+        "0 9 * * mon",
+        description="When the weekly report runs (crontab: minute hour day month "
+        "weekday), in `report_timezone`; it reports the last full ISO week. Unset: never.",
+    )
+    report_timezone: str = Field("UTC", description="IANA time zone of `report_cron`.")
+    misfire_grace_s: DurationS = Field(
+        60,
+        alias="misfire_grace",
+        ge=1,
+        description="A run that could not start on time (the process was busy or "
+        "paused) still starts if it is at most this late; later, it is skipped.",
+    )
+    unhealthy_after: int = Field(
+        3,
+        ge=1,
+        description="`/healthz` answers 503 when no cycle has succeeded for this many "
+        "intervals.",
+    )
+    lease: str | None = Field(
+        "gpuwatch/gpuwatch-daemon",
+        description="`namespace/name` of the Lease that lets one replica run cycles (the "
+        "others wait); unset: no election (one replica, or no cluster).",
+    )
+
+    @field_validator("report_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+
 class Settings(_Section):
     """All of gpuwatch's settings."""
 
@@ -813,6 +859,7 @@ class Settings(_Section):
     notify: NotifySettings = Field(default_factory=NotifySettings)
     self_metrics: SelfMetricsSettings = Field(default_factory=SelfMetricsSettings)
     report: ReportSettings = Field(default_factory=ReportSettings)
+    daemon: DaemonSettings = Field(default_factory=DaemonSettings)
     cost: CostSettings = Field(default_factory=CostSettings)
     savings: SavingsSettings = Field(default_factory=SavingsSettings)
     actions: ActionsSettings = Field(default_factory=ActionsSettings)
