@@ -126,6 +126,11 @@ def build_components(
     )
 
 
+def kubernetes_api_client(settings: Settings) -> Any:
+    """A Kubernetes API client with the configured credentials (in-cluster or kubeconfig)."""
+    return api_client_from_options(_kubernetes_options(settings))
+
+
 def _kubernetes_options(settings: Settings) -> KubernetesOptions:
     k = settings.kubernetes
     return KubernetesOptions(

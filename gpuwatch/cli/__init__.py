@@ -7,10 +7,10 @@ nothing was judged; 2 bad usage, settings or rules.
 from __future__ import annotations
 
 # Importing the command modules registers their commands on the root group.
-from gpuwatch.cli import admin, cycle, history, report, simulate, train
+from gpuwatch.cli import admin, cycle, history, report, run, simulate, train
 from gpuwatch.cli.common import cli
 
-__all__ = ["admin", "cli", "cycle", "history", "main", "report", "simulate", "train"]
+__all__ = ["admin", "cli", "cycle", "history", "main", "report", "run", "simulate", "train"]
 
 
 def main() -> None:

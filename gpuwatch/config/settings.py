@@ -817,8 +817,7 @@ class DaemonSettings(_Section):
     unhealthy_after: int = Field(
         3,
         ge=1,
-        description="`/healthz` answers 503 when no cycle has succeeded for this many "
-        "intervals.",
+        description="`/healthz` answers 503 when no cycle has succeeded for this many intervals.",
     )
     lease: str | None = Field(
         "gpuwatch/gpuwatch-daemon",

@@ -1,0 +1,31 @@
+"""``gpuwatch run``: the daemon (see ``gpuwatch.daemon``)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from gpuwatch.cli.common import cli, fail_config
+from gpuwatch.config.load import load_settings
+from gpuwatch.config.settings import Settings
+from gpuwatch.daemon import Daemon
+from gpuwatch.model.errors import ConfigError
+
+
+@cli.command()
+@click.pass_context
+def run(ctx: click.Context) -> None:
+    """Run as a daemon: a cycle every `daemon.interval`, the weekly report on
+    `daemon.report_cron`, metrics and health on `self_metrics.port`. Stops on SIGTERM."""
+    config_file = ctx.obj["config_file"]
+
+    def load() -> Settings:
+        return load_settings(config_file, os.environ, {})
+
+    try:
+        daemon = Daemon(load, sys.stdout, config_file)
+    except ConfigError as exc:
+        fail_config(exc)
+    daemon.run_until_signalled()

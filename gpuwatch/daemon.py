@@ -1,0 +1,241 @@
+"""``gpuwatch run``: one long-lived process that schedules the cycle and the weekly report.
+
+The alternative to the two CronJobs, for clusters that prefer a Deployment. APScheduler
+3.x runs the cycle on an interval and the report on a cron, each with
+``max_instances=1`` (a slow cycle is never started twice), missed runs coalesced into
+one, and a misfire grace time. The process serves its own metrics on ``/metrics`` and
+``/healthz`` (unhealthy once no cycle has succeeded for ``daemon.unhealthy_after``
+intervals). With several replicas, a coordination.k8s.io Lease lets one run cycles; the
+others wait, ready to take over. The config file is re-read when it changes (a mounted
+ConfigMap is updated in place); a new file that does not load is logged and the old
+settings stay. SIGTERM stops scheduling, lets the job in flight finish, and exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TextIO
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from prometheus_client import CollectorRegistry
+
+from gpuwatch.actions.lease import LeaseLock
+from gpuwatch.config.settings import Settings
+from gpuwatch.jobs import make_report
+from gpuwatch.model.errors import GpuwatchError
+from gpuwatch.model.result import CycleResult
+from gpuwatch.pipeline import run_cycle
+from gpuwatch.report.cycle_json import write_cycle_json
+from gpuwatch.report.data import ReportPeriod
+from gpuwatch.telemetry.metrics import SelfMetrics
+from gpuwatch.telemetry.serve import TelemetryServer, freshness, serve
+from gpuwatch.wiring import build_components, kubernetes_api_client
+
+log = logging.getLogger(__name__)
+CYCLE_JOB, REPORT_JOB = "cycle", "report"
+
+
+class Daemon:
+    """The scheduler, the metrics endpoint and the jobs, with their settings."""
+
+    def __init__(
+        self,
+        load: Callable[[], Settings],
+        console: TextIO,
+        config_file: Path | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """``load`` reads the settings (file, environment, flags); it is called again
+        when ``config_file`` changes."""
+        self._load = load
+        self._console = console
+        self._config_file = config_file
+        self._config_stamp = _stamp(config_file)
+        self._clock = clock
+        self.settings = load()
+        self.registry = CollectorRegistry()
+        self.metrics = SelfMetrics(self.registry, clock=clock)
+        self.cycles = 0
+        self.last_result: CycleResult | None = None
+        self._stopping = threading.Event()
+        self._lease: LeaseLock | None = None
+        self._server: TelemetryServer | None = None
+        self._scheduler = BackgroundScheduler(
+            timezone=UTC,
+            executors={"default": ThreadPoolExecutor(max_workers=2)},
+            job_defaults={
+                "max_instances": 1,
+                "coalesce": True,
+                "misfire_grace_time": self.settings.daemon.misfire_grace_s,
+            },
+        )
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "the daemon is not started"
+        return self._server.port
+
+    def start(self) -> None:
+        """Serve the metrics and start scheduling; the first cycle runs at once."""
+        d = self.settings.daemon
+        max_age = d.interval_s * d.unhealthy_after
+        started = self._clock()
+
+        def last_success() -> float | None:
+            # Until the first cycle, the start counts: a fresh process is not unhealthy.
+            return self.metrics.last_success_s or started
+
+        self._server = serve(
+            self.registry,
+            self.settings.self_metrics.address,
+            self.settings.self_metrics.port,
+            health=freshness(last_success, max_age, clock=self._clock),
+        )
+        self._schedule()
+        self._scheduler.start()
+        log.info("gpuwatch daemon: a cycle every %s s, metrics on port %s", d.interval_s, self.port)
+
+    def _schedule(self) -> None:
+        d = self.settings.daemon
+        self._scheduler.add_job(
+            self.cycle,
+            IntervalTrigger(seconds=d.interval_s, timezone=UTC),
+            id=CYCLE_JOB,
+            next_run_time=datetime.now(UTC),
+            replace_existing=True,
+            misfire_grace_time=d.misfire_grace_s,
+        )
+        if d.report_cron:
+            self._scheduler.add_job(
+                self.report,
+                CronTrigger.from_crontab(d.report_cron, timezone=d.report_timezone),
+                id=REPORT_JOB,
+                replace_existing=True,
+                misfire_grace_time=max(d.misfire_grace_s, 3600),
+            )
+        elif self._scheduler.get_job(REPORT_JOB):
+            self._scheduler.remove_job(REPORT_JOB)
+
+    def run_until_signalled(self) -> None:
+        """Start, then block until SIGTERM or SIGINT; then stop cleanly."""
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: self._stopping.set())
+        self.start()
+        self._stopping.wait()
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop scheduling and wait for the job in flight (its state is saved by the
+        cycle itself); release the Lease so that another replica takes over at once."""
+        self._stopping.set()
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=True)
+        if self._lease is not None:
+            try:
+                self._lease.release()
+            except Exception as exc:  # never block shutdown on the API server
+                log.warning("lease not released: %s", exc)
+        if self._server is not None:
+            self._server.close()
+        log.info("gpuwatch daemon stopped after %d cycles", self.cycles)
+
+    # -- jobs ----------------------------------------------------------------------------
+    def cycle(self) -> None:
+        """One cycle; never raises (a failure is logged and counted)."""
+        if self._stopping.is_set():
+            return
+        self._reload_if_changed()
+        try:
+            if not self._leader():
+                log.info("another replica holds the lease; standing by")
+                return
+            at = datetime.now(UTC).replace(microsecond=0)
+            components = build_components(self.settings, at, self._console)
+            result = run_cycle(components, self.settings, at)
+            write_cycle_json(result, self.settings.output.dir)
+        except (GpuwatchError, OSError) as exc:
+            log.error("cycle failed: %s", exc)
+            return
+        except Exception:  # a bug must not stop the schedule; it is logged in full
+            log.exception("cycle failed")
+            return
+        self.metrics.observe(result)
+        self.last_result = result
+        self.cycles += 1
+        for error in result.errors:
+            log.error("%s", error)
+
+    def report(self) -> None:
+        """The last full week's report; never raises."""
+        if self._stopping.is_set():
+            return
+        try:
+            if not self._leader():
+                return
+            period = ReportPeriod.last_full_week(datetime.now(UTC))
+            written = make_report(self.settings, period, self._console)
+        except (GpuwatchError, OSError) as exc:
+            log.error("weekly report failed: %s", exc)
+            return
+        except Exception:
+            log.exception("weekly report failed")
+            return
+        log.info("%s", written.summary)
+
+    # -- lease and reload ----------------------------------------------------------------
+    def _leader(self) -> bool:
+        """True when this replica may run jobs: no election configured or possible,
+        or it holds (or just took) the Lease."""
+        lease = self.settings.daemon.lease
+        if not lease or self.settings.cluster_source != "kubernetes":
+            return True
+        if self._lease is None:
+            namespace, _, name = lease.partition("/")
+            self._lease = LeaseLock(
+                kubernetes_api_client(self.settings),
+                namespace,
+                name,
+                holder=f"{socket.gethostname()}-{os.getpid()}",
+                duration_s=max(self.settings.daemon.interval_s * 3, 60),
+            )
+        return self._lease.acquire()
+
+    def _reload_if_changed(self) -> None:
+        stamp = _stamp(self._config_file)
+        if stamp == self._config_stamp:
+            return
+        self._config_stamp = stamp
+        try:
+            fresh = self._load()
+        except GpuwatchError as exc:
+            log.error("%s changed but does not load; keeping the old settings: %s",
+                      self._config_file, exc)  # fmt: skip
+            return
+        interval_changed = fresh.daemon != self.settings.daemon
+        self.settings = fresh
+        log.info("reloaded %s", self._config_file)
+        if interval_changed and self._scheduler.running:
+            self._schedule()
+
+
+def _stamp(path: Path | None) -> tuple[float, int] | None:
+    """What tells a changed file: its modification time and size (a ConfigMap update
+    swaps a symlink, which changes both)."""
+    if path is None:
+        return None
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime, st.st_size)

@@ -1,0 +1,124 @@
+"""The two jobs gpuwatch runs on a schedule, as the command line and the daemon share them.
+
+The cycle is ``gpuwatch.pipeline.run_cycle`` (with its adapters from ``gpuwatch.wiring``);
+the weekly report is built, stored, rendered and published here. Failures raise (the
+command line turns them into exit codes, the daemon into a log line and a metric).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+import pyarrow as pa
+
+from gpuwatch.config.settings import Settings
+from gpuwatch.pipeline import Components
+from gpuwatch.report.data import ReportData, ReportPeriod
+from gpuwatch.report.figures import compute_figures
+from gpuwatch.report.html import render_html
+from gpuwatch.report.store import ReportStore, ReportStoreError
+from gpuwatch.weekly.build import build_report, build_tables
+from gpuwatch.wiring import build_components, publish_report, sample_interval_s
+
+Stage = Callable[[str], None]
+Step = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Written:
+    data: ReportData
+    html: str
+    paths: list[str]
+    """The tables' files and, last, the HTML page."""
+    summary: str
+    published: list[str]
+    """What happened in Slack, in words (empty without Slack)."""
+
+
+def simulated_days(period: ReportPeriod) -> float:
+    """History the simulator needs: the period and the one before it, and a day."""
+    return 2 * (period.end - period.start).total_seconds() / 86400 + 1
+
+
+def make_report(
+    settings: Settings,
+    period: ReportPeriod,
+    console: TextIO,
+    stage: Stage | None = None,
+    step: Step | None = None,
+) -> Written:
+    """Build, store, render and publish one report. Raises ``ConfigError``,
+    ``SourceError`` or ``ReportStoreError``."""
+    if settings.metrics.source == "simulator":
+        days = max(settings.simulator.days, simulated_days(period))
+        settings = settings.model_copy(
+            update={"simulator": settings.simulator.model_copy(update={"days": days})}
+        )
+    components = build_components(settings, period.end, console)
+    store = ReportStore.from_settings(settings.report)
+    interval = sample_interval_s(settings)
+    previous = _previous(store, settings, period, components, interval, stage, step)
+    data = build_report(
+        components,
+        settings,
+        period,
+        interval,
+        previous=previous,
+        cycles_dir=settings.output.dir,
+        progress=step,
+        stage=stage,
+    )
+    if stage:
+        stage("writing")
+    paths = store.write_tables(data)
+    html = render_html(data, settings.report)
+    page = store.write_html(data.cluster, period, html)
+    summary = summary_text(data, page)
+    published = publish_report(settings, summary, html, data, console)
+    return Written(data, html, [*paths, page], summary, published)
+
+
+def _previous(
+    store: ReportStore,
+    settings: Settings,
+    period: ReportPeriod,
+    components: Components,
+    interval: float,
+    stage: Stage | None,
+    step: Step | None,
+) -> dict[str, pa.Table] | None:
+    """The previous period's tables from the dataset; when it was never written, its
+    hourly table from the history, if the history reaches back that far."""
+    before = period.previous()
+    try:
+        stored = store.read_tables(settings.cluster.name, before.label)
+    except ReportStoreError as exc:
+        if exc.kind != "incomplete":
+            raise
+        stored = None
+    if stored is not None:
+        return stored
+    if stage:
+        stage("previous period")
+    built = build_tables(components, settings, before, interval, findings=False, progress=step)
+    hourly = built.tables["gpu_hourly"]
+    return {"gpu_hourly": hourly} if hourly.num_rows else None
+
+
+def summary_text(data: ReportData, page: str) -> str:
+    """A few lines for a terminal and for Slack."""
+    head = compute_figures(data).headline
+
+    def amounts(money: Any) -> str:
+        return ", ".join(f"{amount:,.2f} {cur}" for cur, amount in sorted(money.items()))
+
+    util = f"{head.mean_util_ratio:.0%}" if head.mean_util_ratio is not None else "no data"
+    return (
+        f"GPU report {data.cluster} {data.period.label}: {head.gpu_hours:,} GPU-hours, "
+        f"cost {amounts(head.cost) or 'none priced'}, mean utilization {util}, idle "
+        f"{amounts(head.idle_cost) or '0'}, savings available "
+        f"{amounts(head.savings_monthly or {}) or 'none'} per 30 days (gross), actions "
+        f"taken {head.actions_taken or 0}.\nHTML: {page}"
+    )
