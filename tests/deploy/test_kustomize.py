@@ -1,0 +1,477 @@
+"""deploy/ renders with kustomize, validates offline, and grants what the code declares.
+
+No API server is available, so everything is checked on ``kubectl kustomize`` output
+(what ``kubectl apply -k`` would send): every object against the Kubernetes 1.37
+OpenAPI schemas (``kubernetes-validate``, strict: an unknown field is an error), the
+Prometheus Operator's ServiceMonitor (a CRD it has no schema for) structurally; the
+pods' security settings; the (Cluster)Roles of each entry point against the
+``RBAC_RULES`` the code declares for what that entry point runs; the settings file
+against gpuwatch's own loader; and deploy/README.md's commands against what renders.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client as k8s
+
+from gpuwatch.actions import kubernetes as actions_rbac
+from gpuwatch.actions import lease
+from gpuwatch.analysis.pricing import load_price_book
+from gpuwatch.analysis.rules.loader import load_rules
+from gpuwatch.cli import cli
+from gpuwatch.config.load import load_settings
+from gpuwatch.config.settings import (
+    ActionsSettings,
+    DaemonSettings,
+    SelfMetricsSettings,
+    Settings,
+)
+from gpuwatch.sources import kubernetes_rbac, silences
+from gpuwatch.sources.kubernetes import KubernetesClusterSource
+from gpuwatch.state import configmap
+from tests.deploy.conftest import (
+    CONFIG_FILE,
+    DEPLOY,
+    ENTRIES,
+    IMAGE,
+    NAMESPACE,
+    REPO,
+    render,
+)
+
+KUBERNETES_VERSION = "1.37.0"
+# CRDs kubernetes-validate has no schema for; checked structurally below.
+CRDS = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
+}
+
+Grant = tuple[str, str, str]
+Objects = list[dict[str, Any]]
+
+# What each entry point runs, hence the rules it must grant: the cluster source, the
+# state and silences ConfigMaps everywhere; the actions (with their Lease) where they
+# write; the daemon's leader-election Lease.
+BASE_RULES = [*kubernetes_rbac.RBAC_RULES, *configmap.RBAC_RULES, *silences.RBAC_RULES]
+EXPECTED_RULES = {
+    "base": BASE_RULES,
+    "actions": [*BASE_RULES, *actions_rbac.RBAC_RULES, *lease.RBAC_RULES],
+    "daemon": [*BASE_RULES, *lease.RBAC_RULES],
+}
+
+BASE_OBJECTS = {
+    ("Namespace", "gpuwatch"),
+    ("ServiceAccount", "gpuwatch"),
+    ("ClusterRole", "gpuwatch-read"),
+    ("ClusterRoleBinding", "gpuwatch-read"),
+    ("Role", "gpuwatch-state"),
+    ("RoleBinding", "gpuwatch-state"),
+    ("ConfigMap", "gpuwatch-config"),
+}
+CRONJOBS = {("CronJob", "gpuwatch-cycle"), ("CronJob", "gpuwatch-report")}
+EXPECTED_OBJECTS = {
+    "base": BASE_OBJECTS | CRONJOBS,
+    "actions": BASE_OBJECTS
+    | CRONJOBS
+    | {("ClusterRole", "gpuwatch-actions"), ("ClusterRoleBinding", "gpuwatch-actions")},
+    "daemon": BASE_OBJECTS
+    | {
+        ("Deployment", "gpuwatch"),
+        ("Service", "gpuwatch"),
+        ("ServiceMonitor", "gpuwatch"),
+        ("Role", "gpuwatch-lease"),
+        ("RoleBinding", "gpuwatch-lease"),
+    },
+}
+
+
+def _name(obj: dict[str, Any]) -> str:
+    name = obj["metadata"]["name"]
+    if obj["kind"] == "ConfigMap":  # generated: name-<hash>
+        name = re.sub(r"-[a-z0-9]{10}$", "", name)
+    return name
+
+
+def _one(objects: Objects, kind: str, name: str) -> dict[str, Any]:
+    (found,) = [o for o in objects if o["kind"] == kind and _name(o) == name]
+    return found
+
+
+def _grants(rules: Any) -> set[Grant]:
+    return {
+        (group, resource, verb)
+        for rule in rules
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def _pod_templates(objects: Objects) -> list[tuple[str, dict[str, Any]]]:
+    templates = []
+    for obj in objects:
+        if obj["kind"] == "CronJob":
+            templates.append(
+                (obj["metadata"]["name"], obj["spec"]["jobTemplate"]["spec"]["template"])
+            )
+        elif obj["kind"] in ("Deployment", "Job", "StatefulSet", "DaemonSet"):
+            templates.append((obj["metadata"]["name"], obj["spec"]["template"]))
+    return templates
+
+
+def _env(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
+
+
+# ---------------------------------------------------------------- what renders
+
+
+@pytest.mark.parametrize("entry", sorted(ENTRIES))
+def test_each_entry_renders_what_it_should(rendered: dict[str, Objects], entry: str) -> None:
+    objects = rendered[entry]
+    assert {(o["kind"], _name(o)) for o in objects} == EXPECTED_OBJECTS[entry]
+    for obj in objects:
+        labels = obj["metadata"].get("labels", {})
+        assert labels.get("app.kubernetes.io/part-of") == "gpuwatch", obj["kind"]
+        if obj["kind"] not in ("Namespace", "ClusterRole", "ClusterRoleBinding"):
+            assert obj["metadata"]["namespace"] == NAMESPACE, (obj["kind"], _name(obj))
+
+
+@pytest.mark.parametrize("entry", sorted(ENTRIES))
+def test_every_object_validates_against_the_kubernetes_schema(
+    rendered: dict[str, Objects], entry: str
+) -> None:
+    kubernetes_validate = pytest.importorskip(
+        "kubernetes_validate", reason="pip install kubernetes-validate (the dev extra has it)"
+    )
+    for obj in rendered[entry]:
+        if (obj["apiVersion"], obj["kind"]) in CRDS:
+            continue
+        try:
+            kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{entry}: {obj['kind']}/{_name(obj)}: {exc.message} at {list(exc.path)}")
+
+
+def test_service_monitor_scrapes_the_daemon(rendered: dict[str, Objects]) -> None:
+    objects = rendered["daemon"]
+    monitor = _one(objects, "ServiceMonitor", "gpuwatch")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert set(monitor) == {"apiVersion", "kind", "metadata", "spec"}
+    assert set(monitor["spec"]) == {"selector", "endpoints"}
+    service = _one(objects, "Service", "gpuwatch")
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert set(endpoint) <= {"port", "path", "interval", "scrapeTimeout", "honorLabels"}
+    assert endpoint["path"] == "/metrics"
+    (port,) = service["spec"]["ports"]
+    assert endpoint["port"] == port["name"] and port["port"] == SelfMetricsSettings().port
+    deployment = _one(objects, "Deployment", "gpuwatch")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+
+
+# ---------------------------------------------------------------- pods
+
+
+def _all_pod_templates(rendered: dict[str, Objects]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [(entry, name, t) for entry in ENTRIES for name, t in _pod_templates(rendered[entry])]
+
+
+def test_every_pod_is_locked_down(rendered: dict[str, Objects]) -> None:
+    for entry in ENTRIES:
+        namespace = _one(rendered[entry], "Namespace", NAMESPACE)
+        assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == (
+            "restricted"
+        )
+    templates = _all_pod_templates(rendered)
+    assert len(templates) == 5  # two CronJobs in base and actions, the daemon's Deployment
+    for entry, name, template in templates:
+        where = f"{entry}: {name}"
+        spec = template["spec"]
+        assert spec["serviceAccountName"] == "gpuwatch", where
+        pod_security = spec["securityContext"]
+        assert pod_security["runAsNonRoot"] is True, where
+        assert pod_security["runAsUser"] == 10001, where  # the Dockerfile's user
+        assert pod_security["seccompProfile"] == {"type": "RuntimeDefault"}, where
+        assert not {"hostNetwork", "hostPID", "hostIPC"} & set(spec), where
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        for volume in volumes.values():
+            assert set(volume) - {"name"} <= {"configMap", "emptyDir", "secret"}, where
+        assert spec.get("initContainers", []) == [], where
+        for container in spec["containers"]:
+            security = container["securityContext"]
+            assert security["allowPrivilegeEscalation"] is False, where
+            assert security["readOnlyRootFilesystem"] is True, where
+            assert security["capabilities"] == {"drop": ["ALL"]}, where
+            assert not security.get("privileged", False), where
+            assert container["image"] == IMAGE, where
+            resources = container["resources"]
+            for kind in ("requests", "limits"):
+                assert set(resources[kind]) == {"cpu", "memory"}, (where, kind)
+            for mount in container["volumeMounts"]:
+                volume = volumes[mount["name"]]
+                # Writable paths are emptyDirs; everything else is mounted read-only.
+                assert "emptyDir" in volume or mount.get("readOnly") is True, (where, mount)
+            mounts = {m["mountPath"] for m in container["volumeMounts"]}
+            assert "/tmp" in mounts, where
+
+
+def test_no_secret_is_committed(rendered: dict[str, Objects]) -> None:
+    for entry in ENTRIES:
+        assert not [o for o in rendered[entry] if o["kind"] == "Secret"], entry
+    for path in DEPLOY.rglob("*"):
+        if path.is_file():
+            assert not re.search(r"xox[abp]-[0-9]", path.read_text(errors="replace")), path
+
+
+def test_slack_token_is_optional(rendered: dict[str, Objects]) -> None:
+    """Without the Secret gpuwatch still runs (the messages go to the log)."""
+    for entry, name, template in _all_pod_templates(rendered):
+        (container,) = template["spec"]["containers"]
+        token = _env(container)[Settings().notify.slack.token_env]
+        assert token == {
+            "secretKeyRef": {"name": "gpuwatch-slack", "key": "token", "optional": True}
+        }, (entry, name)
+
+
+# ---------------------------------------------------------------- what runs
+
+
+def _command(container: dict[str, Any]) -> list[str]:
+    return [*container["command"], *container["args"]]
+
+
+def test_commands_are_gpuwatch_with_its_config(rendered: dict[str, Objects]) -> None:
+    (config_option,) = [p for p in cli.params if "--config" in p.opts]
+    assert config_option.name == "config_file"  # a global option: before the command
+    expected = {"gpuwatch-cycle": "once", "gpuwatch-report": "report", "gpuwatch": "run"}
+    for entry, name, template in _all_pod_templates(rendered):
+        (container,) = template["spec"]["containers"]
+        command = _command(container)
+        assert command == ["gpuwatch", "--config", CONFIG_FILE, expected[name]], (entry, name)
+        assert expected[name] in cli.commands
+
+
+def test_cronjobs_never_overlap_and_clean_up(rendered: dict[str, Objects]) -> None:
+    for entry in ("base", "actions"):
+        cycle = _one(rendered[entry], "CronJob", "gpuwatch-cycle")["spec"]
+        report = _one(rendered[entry], "CronJob", "gpuwatch-report")["spec"]
+        assert cycle["schedule"] == "*/5 * * * *"
+        assert report["schedule"] == "0 9 * * 1"
+        for spec in (cycle, report):
+            assert spec["timeZone"] == "Etc/UTC"
+            assert spec["concurrencyPolicy"] == "Forbid"
+            assert spec["startingDeadlineSeconds"] > 0
+            assert 1 <= spec["successfulJobsHistoryLimit"] <= 5
+            assert 1 <= spec["failedJobsHistoryLimit"] <= 5
+            assert spec["jobTemplate"]["spec"]["activeDeadlineSeconds"] > 0
+            assert spec["jobTemplate"]["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+        # A cycle ends, and may not start late, before the next one is due.
+        assert cycle["jobTemplate"]["spec"]["activeDeadlineSeconds"] < 300
+        assert cycle["startingDeadlineSeconds"] < 300
+
+
+def test_daemon_probes_and_port(rendered: dict[str, Objects]) -> None:
+    deployment = _one(rendered["daemon"], "Deployment", "gpuwatch")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    (port,) = container["ports"]
+    assert port == {
+        "name": "metrics",
+        "containerPort": SelfMetricsSettings().port,
+        "protocol": "TCP",
+    }
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    lease_namespace = DaemonSettings().lease.partition("/")[0]
+    assert _one(rendered["daemon"], "Role", "gpuwatch-lease")["metadata"]["namespace"] == (
+        lease_namespace
+    )
+
+
+# ---------------------------------------------------------------- settings
+
+
+def _config_dir(objects: Objects, tmp_path: Path) -> Path:
+    """The gpuwatch-config ConfigMap written out as the pod sees it at /etc/gpuwatch."""
+    data = _one(objects, "ConfigMap", "gpuwatch-config")["data"]
+    assert set(data) == {"gpuwatch.yaml", "gpu.yaml", "pricing.yaml"}
+    folder = tmp_path / "etc-gpuwatch"
+    folder.mkdir()
+    for key, text in data.items():
+        (folder / key).write_text(text, encoding="utf-8")
+    return folder
+
+
+def _in_pod(path: Path | str, config_dir: Path) -> Path:
+    """A path in the pod's config mount, as the same file in ``config_dir``."""
+    relative = Path(path).relative_to(Path(CONFIG_FILE).parent)
+    return config_dir / relative
+
+
+@pytest.mark.parametrize("entry", sorted(ENTRIES))
+def test_settings_load_as_each_pod_sees_them(
+    rendered: dict[str, Objects], entry: str, tmp_path: Path
+) -> None:
+    objects = rendered[entry]
+    config_dir = _config_dir(objects, tmp_path)
+    for name, template in _pod_templates(objects):
+        (container,) = template["spec"]["containers"]
+        env = {k: v for k, v in _env(container).items() if isinstance(v, str)}
+        settings = load_settings(config_dir / "gpuwatch.yaml", env, {})
+        assert settings.kubernetes.in_cluster is True
+        assert settings.cluster_source == "kubernetes"
+        assert settings.metrics.source == "prometheus" and settings.prometheus.url
+        assert settings.state.backend == "configmap"
+        assert settings.state.configmap.partition("/")[0] == NAMESPACE
+        assert (settings.notify.silences_configmap or NAMESPACE).partition("/")[0] == NAMESPACE
+        assert settings.dry_run is not (entry == "actions" and name == "gpuwatch-cycle")
+        # Rules and price book from the mounted ConfigMap; both load.
+        assert settings.rules.paths and settings.cost.price_book
+        assert load_rules([_in_pod(p, config_dir) for p in settings.rules.paths])
+        load_price_book(_in_pod(settings.cost.price_book, config_dir))
+        # Output and reports go to an emptyDir.
+        volumes = {v["name"]: v for v in template["spec"]["volumes"]}
+        writable = [
+            Path(m["mountPath"])
+            for m in container["volumeMounts"]
+            if "emptyDir" in volumes[m["name"]]
+        ]
+        for path in (settings.output.dir, Path(settings.report.location)):
+            assert any(path.is_relative_to(w) for w in writable), (name, path)
+
+
+def test_kill_switch_and_lease_live_in_gpuwatch_namespace() -> None:
+    actions = ActionsSettings()
+    assert actions.kill_switch.split("/")[:2] == [NAMESPACE, "gpuwatch-actions"]
+    assert actions.lease.partition("/")[0] == NAMESPACE
+
+
+def test_rule_copies_match_the_repository() -> None:
+    for name in ("gpu.yaml", "pricing.yaml"):
+        copy = DEPLOY / "base" / "rules" / name
+        assert copy.read_bytes() == (REPO / "rules" / name).read_bytes(), (
+            f"deploy/base/rules/{name} differs from rules/{name}: "
+            "run `cp rules/gpu.yaml rules/pricing.yaml deploy/base/rules/`"
+        )
+
+
+# ---------------------------------------------------------------- RBAC
+
+
+def _roles(objects: Objects) -> list[dict[str, Any]]:
+    return [o for o in objects if o["kind"] in ("Role", "ClusterRole")]
+
+
+@pytest.mark.parametrize("entry", sorted(ENTRIES))
+def test_roles_grant_exactly_what_the_code_declares(
+    rendered: dict[str, Objects], entry: str
+) -> None:
+    granted: set[Grant] = set()
+    for role in _roles(rendered[entry]):
+        grants = _grants(role["rules"])
+        wildcards = {g for g in grants if "*" in g}
+        assert not wildcards, f"{role['kind']}/{_name(role)} grants wildcards: {wildcards}"
+        assert all(set(rule) == {"apiGroups", "resources", "verbs"} for rule in role["rules"])
+        granted |= grants
+    declared = _grants(EXPECTED_RULES[entry])
+    assert not granted - declared, (
+        f"{entry}: granted but not declared in code: {granted - declared}"
+    )
+    assert not declared - granted, (
+        f"{entry}: declared in code but not granted: {declared - granted}"
+    )
+
+
+@pytest.mark.parametrize("entry", sorted(ENTRIES))
+def test_every_role_is_bound_to_gpuwatch_alone(rendered: dict[str, Objects], entry: str) -> None:
+    objects = rendered[entry]
+    bindings = [o for o in objects if o["kind"] in ("RoleBinding", "ClusterRoleBinding")]
+    bound = {(b["roleRef"]["kind"], b["roleRef"]["name"]) for b in bindings}
+    assert bound == {(r["kind"], r["metadata"]["name"]) for r in _roles(objects)}
+    for binding in bindings:
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "gpuwatch", "namespace": NAMESPACE}
+        ]
+    # Writes to ConfigMaps stay in gpuwatch's own namespace.
+    for role in _roles(objects):
+        if ("", "configmaps", "update") in _grants(role["rules"]):
+            assert role["kind"] == "Role" and role["metadata"]["namespace"] == NAMESPACE
+
+
+def test_cluster_source_lists_exactly_what_it_declares() -> None:
+    source = KubernetesClusterSource(k8s.ApiClient())
+    resources = [source._nodes, source._pods, source._namespaces, *source._owners]
+    listed = {(r.group, r.plural, "list") for r in resources}
+    assert listed == _grants(kubernetes_rbac.RBAC_RULES)
+
+
+# ---------------------------------------------------------------- deploy/README.md
+
+
+def _readme_commands() -> list[list[str]]:
+    text = (DEPLOY / "README.md").read_text(encoding="utf-8")
+    commands = []
+    for block in re.findall(r"```sh\n(.*?)```", text, flags=re.DOTALL):
+        for line in block.splitlines():
+            if line.strip() and not line.lstrip().startswith("#"):
+                commands.append(shlex.split(line))
+    # Inline `kubectl apply -k X` in the prose too (the variants).
+    for inline in re.findall(r"`(kubectl apply -k [^`]+)`", text):
+        commands.append(shlex.split(inline))
+    return commands
+
+
+def test_readme_applies_what_the_tests_render(rendered: dict[str, Objects]) -> None:
+    applied = [c[3] for c in _readme_commands() if c[:3] == ["kubectl", "apply", "-k"]]
+    by_path = {(REPO / p).resolve(): p for p in applied}
+    assert set(by_path) == {*ENTRIES.values(), DEPLOY / "monitoring"}
+    first = next(c for c in _readme_commands() if c[:2] == ["kubectl", "apply"])
+    assert (REPO / first[3]).resolve() == ENTRIES["base"], "the install step applies the base"
+    for entry, path in ENTRIES.items():
+        assert render(REPO / by_path[path]) == rendered[entry]
+
+
+def test_readme_names_what_is_rendered(rendered: dict[str, Objects]) -> None:
+    commands = _readme_commands()
+    base = rendered["base"]
+    for command in commands:
+        if command[:1] != ["kubectl"]:
+            continue
+        if "-n" in command:
+            assert command[command.index("-n") + 1] == NAMESPACE, command
+        text = " ".join(command)
+        if "--from=cronjob/" in text:
+            name = text.split("--from=cronjob/")[1].split()[0]
+            _one(base, "CronJob", name)
+        if "create secret generic" in text:
+            name = command[command.index("generic") + 1]
+            (key,) = [
+                a.removeprefix("--from-file=").split("=")[0]
+                for a in command
+                if a.startswith("--from-file=")
+            ]
+            (container,) = _pod_templates(base)[0][1]["spec"]["containers"]
+            ref = _env(container)[Settings().notify.slack.token_env]["secretKeyRef"]
+            assert (ref["name"], ref["key"]) == (name, key)
+        if "create configmap gpuwatch-actions" in text:
+            literal = next(a for a in command if a.startswith("--from-literal="))
+            key = literal.removeprefix("--from-literal=").split("=")[0]
+            assert ActionsSettings().kill_switch == f"{NAMESPACE}/gpuwatch-actions/{key}"
+    docker = next(c for c in commands if c[:2] == ["docker", "build"])
+    target = docker[docker.index("--target") + 1]
+    assert re.search(rf"^FROM .* AS {target}$", (REPO / "Dockerfile").read_text(), re.MULTILINE)
+    # The image the README builds is the one the image component sets, renamed.
+    component = yaml.safe_load((DEPLOY / "image" / "kustomization.yaml").read_text())
+    (image,) = component["images"]
+    assert f"{image['newName']}:{image['newTag']}" == IMAGE
+    assert docker[docker.index("-t") + 1].endswith(f"/{IMAGE}")
