@@ -16,6 +16,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 import yaml
 from kubernetes import client as k8s
@@ -147,9 +148,6 @@ def test_each_entry_renders_what_it_should(rendered: dict[str, Objects], entry: 
 def test_every_object_validates_against_the_kubernetes_schema(
     rendered: dict[str, Objects], entry: str
 ) -> None:
-    kubernetes_validate = pytest.importorskip(
-        "kubernetes_validate", reason="pip install kubernetes-validate (the dev extra has it)"
-    )
     for obj in rendered[entry]:
         if (obj["apiVersion"], obj["kind"]) in CRDS:
             continue
