@@ -8,6 +8,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -135,3 +136,14 @@ def finding(
         unit="ratio",
         **kw,
     )
+
+
+def grants(rules: Sequence[Mapping[str, Any]]) -> set[tuple[str, str, str]]:
+    """RBAC rules as (API group, resource, verb) triples, to compare rule sets."""
+    return {
+        (group, resource, verb)
+        for rule in rules
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }

@@ -36,6 +36,7 @@ from gpuwatch.config.settings import (
 from gpuwatch.sources import kubernetes_rbac, silences
 from gpuwatch.sources.kubernetes import KubernetesClusterSource
 from gpuwatch.state import configmap
+from tests.builders import grants
 from tests.deploy.conftest import (
     CONFIG_FILE,
     DEPLOY,
@@ -105,13 +106,7 @@ def _one(objects: Objects, kind: str, name: str) -> dict[str, Any]:
 
 
 def _grants(rules: Any) -> set[Grant]:
-    return {
-        (group, resource, verb)
-        for rule in rules
-        for group in rule["apiGroups"]
-        for resource in rule["resources"]
-        for verb in rule["verbs"]
-    }
+    return grants(rules)
 
 
 def _pod_templates(objects: Objects) -> list[tuple[str, dict[str, Any]]]:

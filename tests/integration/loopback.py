@@ -38,3 +38,36 @@ class LoopbackHTTPServer(ThreadingHTTPServer):
         for conn in connections:
             with contextlib.suppress(OSError):  # already closed by the client
                 conn.shutdown(socket.SHUT_RDWR)
+
+
+class Serving:
+    """A loopback server answering on its own thread until ``stop()``, or until its
+    deadline passes (then ``on_expire`` runs and it stops answering): a test double that
+    is forgotten does not outlive its test by long."""
+
+    def __init__(
+        self, server: LoopbackHTTPServer, name: str, deadline_s: float, on_expire: Any = None
+    ) -> None:
+        self.server = server
+        self._on_expire = on_expire
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=name, daemon=True
+        )
+        self._thread.start()
+        self._timer = threading.Timer(deadline_s, self.expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def expire(self) -> None:
+        """Stop answering now (the request budget or the deadline ran out)."""
+        if self._on_expire is not None:
+            self._on_expire()
+        threading.Thread(target=self.server.shutdown, daemon=True).start()
+
+    def stop(self) -> None:
+        """Stop answering and close the port: a client then finds the connection refused."""
+        self._timer.cancel()
+        self.server.shutdown()
+        self.server.close_connections()
+        self.server.server_close()
+        self._thread.join(timeout=5)

@@ -37,7 +37,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from tests.integration.loopback import LoopbackHTTPServer
+from tests.integration.loopback import LoopbackHTTPServer, Serving
 
 TOKEN = "xoxb-1234567890-0987654321-gpuwatchTestToken0001"
 """The bot token the server expects unless told otherwise."""
@@ -175,8 +175,7 @@ class SlackServer:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-        self._timer: threading.Timer | None = None
+        self._serving: Serving | None = None
 
     # -- addresses -----------------------------------------------------------------------
     @property
@@ -280,37 +279,25 @@ class SlackServer:
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> SlackServer:
-        self._server = _Server(("127.0.0.1", 0), _Handler, self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="slack-server",
-            daemon=True,
-        )
-        self._thread.start()
-        self._timer = threading.Timer(self.deadline_s, self._expire)
-        self._timer.daemon = True
-        self._timer.start()
+        server = _Server(("127.0.0.1", 0), _Handler, self)
+        self._server = server
+        self._serving = Serving(server, "slack-server", self.deadline_s, self._expired)
         return self
 
     def stop(self) -> None:
-        """Stop serving and close the port: a client then finds the connection refused."""
         self._stopping.set()
-        if self._timer is not None:
-            self._timer.cancel()
-        server = self._server
-        if server is not None:
-            server.shutdown()
-            server.close_connections()
-            server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        serving, self._serving = self._serving, None
+        if serving is not None:
+            serving.stop()
 
-    def _expire(self) -> None:
+    def _expired(self) -> None:
         self.exhausted = True
-        server = self._server
-        if server is not None:
-            threading.Thread(target=server.shutdown, daemon=True).start()
+
+    def _exhaust(self) -> None:
+        if self._serving is not None:
+            self._serving.expire()
+        else:
+            self.exhausted = True
 
     def __enter__(self) -> SlackServer:
         return self.start()
@@ -338,7 +325,7 @@ class SlackServer:
             if fault is not None:
                 fault.remaining -= 1
         if over:
-            self._expire()
+            self._exhaust()
             answer = _Answer(503, b"slack server request budget exhausted; stopping", "text/plain")
         elif fault is not None and self._stopping.wait(fault.delay_s):
             answer = _Answer(503, b"stopping", "text/plain")

@@ -9,19 +9,14 @@ import yaml
 from gpuwatch.actions import kubernetes, lease
 from gpuwatch.sources import silences
 from gpuwatch.state import configmap
+from tests.builders import grants
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 ROLE = DEPLOY / "actions" / "rbac.yaml"
 
 
 def _grants(rules):
-    return {
-        (group, resource, verb)
-        for rule in rules
-        for group in rule["apiGroups"]
-        for resource in rule["resources"]
-        for verb in rule["verbs"]
-    }
+    return grants(rules)
 
 
 def test_deploy_role_matches_the_code():

@@ -7,7 +7,6 @@ See the package docstring for what it emulates and what it leaves out.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable, Collection, Iterable, Mapping
 from http.server import BaseHTTPRequestHandler
 from typing import Any
@@ -22,7 +21,7 @@ from tests.integration.kube_emulator.records import EvictionRefusal, Fault, Requ
 from tests.integration.kube_emulator.resources import BUILTIN_RESOURCES, EVENTS, ResourceType
 from tests.integration.kube_emulator.routing import Route, parse_route
 from tests.integration.kube_emulator.store import Store, copy_json
-from tests.integration.loopback import LoopbackHTTPServer
+from tests.integration.loopback import LoopbackHTTPServer, Serving
 
 # --- the emulator ---------------------------------------------------------------------------
 
@@ -58,8 +57,7 @@ class KubeEmulator:
         self._faults: list[Fault] = []
         self._api = ApiHandlers(self._store, user)
         self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-        self._timer: threading.Timer | None = None
+        self._serving: Serving | None = None
         self.install(*resources)
 
     @property
@@ -284,35 +282,25 @@ class KubeEmulator:
         return k8s.ApiClient(configuration)
 
     def start(self) -> KubeEmulator:
-        self._server = _Server(("127.0.0.1", 0), _Handler, self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="kube-emulator",
-            daemon=True,
-        )
-        self._thread.start()
-        self._timer = threading.Timer(self.deadline_s, self._expire)
-        self._timer.daemon = True
-        self._timer.start()
+        server = _Server(("127.0.0.1", 0), _Handler, self)
+        self._server = server
+        self._serving = Serving(server, "kube-emulator", self.deadline_s, self._expired)
         return self
 
     def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.close_connections()
-            server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        serving, self._serving = self._serving, None
+        self._server = None
+        if serving is not None:
+            serving.stop()
 
-    def _expire(self) -> None:
+    def _expired(self) -> None:
         self.exhausted = True
-        server = self._server
-        if server is not None:
-            threading.Thread(target=server.shutdown, daemon=True).start()
+
+    def _exhaust(self) -> None:
+        if self._serving is not None:
+            self._serving.expire()
+        else:
+            self.exhausted = True
 
     def __enter__(self) -> KubeEmulator:
         return self.start()
@@ -354,7 +342,7 @@ class KubeEmulator:
         path = request.path
         with self._lock:
             if len(self.requests) > self.max_requests:
-                self._expire()
+                self._exhaust()
                 return status_answer(
                     503, "ServiceUnavailable", "emulator request budget exhausted; stopping"
                 )
