@@ -19,6 +19,7 @@ import signal
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -206,7 +207,8 @@ class Daemon:
                 kubernetes_api_client(self.settings),
                 namespace,
                 name,
-                holder=f"{socket.gethostname()}-{os.getpid()}",
+                # Unique per process start: a restarted pod is a new holder.
+                holder=f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
                 duration_s=max(self.settings.daemon.interval_s * 3, 60),
             )
         return self._lease.acquire()

@@ -3,6 +3,7 @@ simulator, ``/healthz`` and ``/metrics`` over HTTP, a config reload, SIGTERM."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -15,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from gpuwatch.config.settings import Settings
+from gpuwatch.daemon import Daemon
 from tests.integration.prometheus_server import free_port
 
 pytestmark = pytest.mark.integration
@@ -142,3 +145,33 @@ def test_healthz_fails_once_no_cycle_succeeds_for_the_configured_intervals(tmp_p
         if process.poll() is None:
             process.kill()
             process.wait(timeout=10)
+
+
+def test_one_replica_runs_the_jobs_and_another_takes_over_when_it_stops(tmp_path, kube_emulator):
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "emu", "cluster": {"server": kube_emulator.url}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "emu", "context": {"cluster": "emu", "user": "u"}}],
+                "current-context": "emu",
+            }
+        )
+    )
+    settings = Settings.model_validate(
+        {
+            "cluster": {"source": "kubernetes"},
+            "kubernetes": {"kubeconfig": str(kubeconfig)},
+            "daemon": {"lease": "gpuwatch/gpuwatch-daemon"},
+        }
+    )
+    first = Daemon(lambda: settings, sys.stdout)
+    second = Daemon(lambda: settings, sys.stdout)
+    assert first._leader() and first._leader()  # it holds, and renews
+    assert not second._leader()  # stands by
+    first.stop()  # releases the Lease on the way out
+    assert second._leader()
+    second.stop()
