@@ -35,7 +35,7 @@ from gpuwatch.actions.lease import LeaseLock
 from gpuwatch.config.settings import Settings
 from gpuwatch.jobs import make_report
 from gpuwatch.model.errors import GpuwatchError
-from gpuwatch.model.result import CycleResult
+from gpuwatch.model.result import CycleResult, SourceInfo
 from gpuwatch.pipeline import run_cycle
 from gpuwatch.report.cycle_json import write_cycle_json
 from gpuwatch.report.data import ReportPeriod
@@ -71,6 +71,8 @@ class Daemon:
         self.last_result: CycleResult | None = None
         self._stopping = threading.Event()
         self._lease: LeaseLock | None = None
+        self._lease_lock = threading.Lock()
+        """The cycle and the report run on two threads; one Lease holder between them."""
         self._server: TelemetryServer | None = None
         self._scheduler = BackgroundScheduler(
             timezone=UTC,
@@ -157,25 +159,38 @@ class Daemon:
         if self._stopping.is_set():
             return
         self._reload_if_changed()
+        at = datetime.now(UTC).replace(microsecond=0)
         try:
             if not self._leader():
                 log.info("another replica holds the lease; standing by")
                 return
-            at = datetime.now(UTC).replace(microsecond=0)
             components = build_components(self.settings, at, self._console)
             result = run_cycle(components, self.settings, at)
-            write_cycle_json(result, self.settings.output.dir)
         except (GpuwatchError, OSError) as exc:
             log.error("cycle failed: %s", exc)
-            return
-        except Exception:  # a bug must not stop the schedule; it is logged in full
+            result = self._failed(at, str(exc))
+        except Exception as exc:  # a bug must not stop the schedule; it is logged in full
             log.exception("cycle failed")
-            return
+            result = self._failed(at, f"{type(exc).__name__}: {exc}")
         self.metrics.observe(result)
         self.last_result = result
         self.cycles += 1
         for error in result.errors:
             log.error("%s", error)
+        try:
+            write_cycle_json(result, self.settings.output.dir)
+        except OSError as exc:  # the cycle itself happened: it stays counted
+            log.error("cycle result not written to %s: %s", self.settings.output.dir, exc)
+
+    def _failed(self, at: datetime, error: str) -> CycleResult:
+        """A cycle that could not run, as a result: counted and written like any."""
+        return CycleResult(
+            at=at,
+            cluster_name=self.settings.cluster.name,
+            source=SourceInfo("-", "-", 0, 0, 0, 0),
+            errors=(error,),
+            dry_run=self.settings.dry_run,
+        )
 
     def report(self) -> None:
         """The last full week's report; never raises."""
@@ -201,6 +216,10 @@ class Daemon:
         lease = self.settings.daemon.lease
         if not lease or self.settings.cluster_source != "kubernetes":
             return True
+        with self._lease_lock:
+            return self._lease_for(lease).acquire()
+
+    def _lease_for(self, lease: str) -> LeaseLock:
         if self._lease is None:
             namespace, _, name = lease.partition("/")
             self._lease = LeaseLock(
@@ -211,7 +230,7 @@ class Daemon:
                 holder=f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
                 duration_s=max(self.settings.daemon.interval_s * 3, 60),
             )
-        return self._lease.acquire()
+        return self._lease
 
     def _reload_if_changed(self) -> None:
         stamp = _stamp(self._config_file)

@@ -262,12 +262,16 @@ def run_cycle(components: Components, settings: Settings, at: datetime) -> Cycle
     errors: list[str] = []
     rules = components.rules
 
+    # Without the state, people's messages cannot be told from new ones: a state that is
+    # still there but could not be read silences this cycle rather than repeat them all.
+    state_readable = True
     try:
         state = components.state.load()
     except StateError as exc:
         log.warning("%s", exc)
         notes.append(DataQualityNote(kind="state", message=str(exc)))
         state = CycleState()
+        state_readable = exc.set_aside
 
     stats: WindowStats | None = None
     cluster: ClusterState | None = None
@@ -341,10 +345,19 @@ def run_cycle(components: Components, settings: Settings, at: datetime) -> Cycle
     new_state = CycleState(
         findings_since={f.key: f.since for f in evaluation.findings}, last_cycle_at=at
     )
-    delivered, summary = _notify(
-        components, settings, at, evaluation.findings, actions, cost, state, new_state, notes
-    )
-    _save(components, new_state, notes)
+    if state_readable:
+        delivered, summary = _notify(
+            components, settings, at, evaluation.findings, actions, cost, state, new_state, notes
+        )
+        _save(components, new_state, notes)
+    else:
+        delivered, summary = (), AlertSummary()
+        notes.append(
+            DataQualityNote(
+                kind="notify",
+                message="no messages sent and no state saved: the state could not be read",
+            )
+        )
 
     gpus_in_cluster = sum(1 for c in attribution.contexts if c.node is not None)
     owners = OwnerIndex(cluster.controllers)
@@ -398,11 +411,13 @@ def _notify(
         waste=frozenset(rule.id for rule in rules if rule.waste),
     )
     silences = list(settings.notify.silences)
+    silences_unknown = False
     if components.silences is not None:
         try:
             silences += components.silences.silences(at)
         except SourceError as exc:
-            notes.append(DataQualityNote(kind="silences", message=f"{exc}"))
+            silences_unknown = True
+            notes.append(DataQualityNote(kind="silences", message=f"{exc}; no new group is posted"))
     told = alerts.notify_cycle(
         findings,
         actions,
@@ -414,6 +429,7 @@ def _notify(
         silences,
         gpu_prices(cost),
         settings.dry_run,
+        hold_new=silences_unknown,
     )
     new_state.alerts = told.state.alerts
     new_state.outbox = told.state.outbox

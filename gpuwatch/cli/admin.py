@@ -3,6 +3,7 @@ settings."""
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -160,6 +161,9 @@ def rules_export(
     click.echo(f"{len(manifest['spec']['groups'][0]['rules'])} alerts written to {out}", err=True)
 
 
+_URL_CREDENTIALS = re.compile(r"(\w+://)[^/@\s\"]+@")
+
+
 @cli.group()
 def config() -> None:
     """Settings."""
@@ -168,9 +172,12 @@ def config() -> None:
 @config.command("show")
 @click.pass_context
 def config_show(ctx: click.Context) -> None:
-    """Print the effective settings (file, environment and defaults merged) as JSON."""
+    """Print the effective settings (file, environment and defaults merged) as JSON.
+
+    Credentials written into URLs (``https://user:password@host``) are masked; secrets
+    otherwise live in files and environment variables the settings only name."""
     settings = load_settings_or_exit(ctx, {})
-    click.echo(settings.model_dump_json(indent=2))
+    click.echo(_URL_CREDENTIALS.sub(r"\1***@", settings.model_dump_json(indent=2)))
 
 
 @config.command("docs")

@@ -124,8 +124,8 @@ def demo(ctx: click.Context, **kwargs: Any) -> None:
     settings = load_settings_or_exit(ctx, flags)
     _run(ctx, settings)
     # The report of the simulated week that ends at the demo's instant.
-    at = settings.at or datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-    period = ReportPeriod.between(at - timedelta(days=7), at.replace(minute=0, second=0))
+    at = (settings.at or datetime.now(UTC)).replace(minute=0, second=0, microsecond=0)
+    period = ReportPeriod.between(at - timedelta(days=7), at)
     stream = sys.stderr if settings.output.format == "json" else sys.stdout
     write_report(settings, period, stream)
 

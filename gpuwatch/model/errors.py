@@ -42,7 +42,16 @@ class SourceBadQuery(SourceError):
 
 
 class StateError(GpuwatchError):
-    """The persisted state could not be read or written."""
+    """The persisted state could not be read or written.
+
+    ``set_aside``: the state was unreadable and has been kept elsewhere, so starting
+    afresh loses nothing; otherwise (a store that cannot be reached, say) the state is
+    still there, and a cycle must not act as if people had never been told anything.
+    """
+
+    def __init__(self, message: str, set_aside: bool = False) -> None:
+        super().__init__(message)
+        self.set_aside = set_aside
 
 
 class SourceBadResponse(SourceError):

@@ -27,6 +27,8 @@ class AlertGroupState:
     title: str
     """The headline last composed, for digests and the resolution reply."""
     started_at: datetime
+    severity: str = "warning"
+    """The group's most severe finding, last time it fired."""
     """When gpuwatch first saw the group firing, in this incident."""
     notifier: str | None = None
     """The notifier that holds ``ts``; a message id means nothing to another one."""
@@ -54,6 +56,7 @@ class AlertGroupState:
             "channel": self.channel,
             "title": self.title,
             "started_at": rfc3339(self.started_at),
+            "severity": self.severity,
             "notifier": self.notifier,
             "channel_id": self.channel_id,
             "ts": self.ts,
@@ -76,6 +79,7 @@ class AlertGroupState:
                 channel=str(data["channel"]),
                 title=str(data.get("title", key)),
                 started_at=parse_instant(str(data["started_at"])),
+                severity=str(data.get("severity", "warning")),
                 notifier=data.get("notifier"),
                 channel_id=data.get("channel_id"),
                 ts=data.get("ts"),
@@ -146,6 +150,10 @@ class CycleState:
     reported_actions: dict[str, datetime] = field(default_factory=dict)
     """``action key|status`` -> when people were told, so a plan repeated every cycle
     is announced once (and again after the repeat interval)."""
+    parked: dict[str, AlertGroupState] = field(default_factory=dict)
+    """``notifier|group key`` -> groups told through another notifier than this cycle's
+    (Slack, while its token is missing and messages go to the console): kept untouched
+    until that notifier is back, so that its messages are updated and resolved then."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -155,6 +163,7 @@ class CycleState:
             "alerts": {k: v.to_dict() for k, v in sorted(self.alerts.items())},
             "outbox": [m.to_dict() for m in self.outbox],
             "reported_actions": {k: rfc3339(v) for k, v in sorted(self.reported_actions.items())},
+            "parked": {k: v.to_dict() for k, v in sorted(self.parked.items())},
         }
 
     @classmethod
@@ -177,6 +186,9 @@ class CycleState:
         reported = data.get("reported_actions") or {}
         if not isinstance(reported, dict):
             raise ValueError("reported_actions: expected a mapping of key to instant")
+        parked = data.get("parked") or {}
+        if not isinstance(parked, dict):
+            raise ValueError("parked: expected a mapping of notifier|group key to alert state")
         last = data.get("last_cycle_at")
         return cls(
             findings_since={str(k): parse_instant(str(v)) for k, v in since.items()},
@@ -184,6 +196,10 @@ class CycleState:
             alerts={str(k): AlertGroupState.from_dict(str(k), v) for k, v in alerts.items()},
             outbox=[PendingMessage.from_dict(m) for m in outbox],
             reported_actions={str(k): parse_instant(str(v)) for k, v in reported.items()},
+            parked={
+                str(k): AlertGroupState.from_dict(str(k).split("|", 1)[-1], v)
+                for k, v in parked.items()
+            },
         )
 
     def copy(self) -> CycleState:

@@ -94,6 +94,8 @@ class Step:
     finding_keys: tuple[str, ...] = ()
     detail: str = ""
     """resolved: why, when it is a silence."""
+    severity: str = "info"
+    """resolved: the group's severity when it last fired."""
 
 
 def matches(match: AlertMatch, finding: Finding) -> bool:
@@ -212,10 +214,11 @@ def plan(
     at: datetime,
     notifier_name: str,
     updates_in_place: bool,
-) -> tuple[list[Step], dict[str, AlertGroupState], list[str]]:
-    """The steps of this cycle, the alert state before their outcomes, and the group keys
-    whose changes were deferred to a later cycle by the per-channel budget."""
-    alerts = state.copy().alerts
+) -> tuple[list[Step], dict[str, AlertGroupState], list[str], dict[str, AlertGroupState]]:
+    """The steps of this cycle, this notifier's alert state before their outcomes, the
+    group keys whose changes were deferred by the per-channel budget, and the groups of
+    other notifiers, kept as they were (``CycleState.parked``)."""
+    alerts, parked = _park(state.alerts, state.parked, notifier_name)
     current = {g.key: g for g in grouping.groups}
     posts: dict[str, list[Step]] = defaultdict(list)
     updates: dict[str, list[Step]] = defaultdict(list)
@@ -223,15 +226,16 @@ def plan(
 
     for group in grouping.groups:
         known = alerts.get(group.key)
-        if known is not None and known.notifier not in (None, notifier_name):
-            known = None  # its message id belongs to another notifier
         if known is None:
             known = AlertGroupState(
                 key=group.key, channel=group.channel, title=group.message.title, started_at=at
             )
             alerts[group.key] = known
         known.title = group.message.title
-        known.resolved_at = None
+        known.severity = str(group.severity)
+        if known.resolved_at is not None:  # back before its resolution was delivered
+            known.resolved_at = None
+            known.failed_since = known.last_error = None
         step = _firing_step(group, known, settings, at, updates_in_place)
         if step is None:
             continue
@@ -241,7 +245,7 @@ def plan(
     for key, known in sorted(alerts.items()):
         if key in current:
             continue
-        if known.ts is None or not settings.send_resolved or known.notifier != notifier_name:
+        if known.ts is None or not settings.send_resolved:
             del alerts[key]  # nothing was said, or nothing is to be said
             continue
         if known.resolved_at is None:
@@ -258,7 +262,7 @@ def plan(
             known.title, known.started_at, known.resolved_at, known.resolution, detail
         )
         resolves[known.channel].append(
-            Step("resolved", known.channel, (key,), reply, detail=detail)
+            Step("resolved", known.channel, (key,), reply, detail=detail, severity=known.severity)
         )
 
     steps: list[Step] = []
@@ -271,7 +275,26 @@ def plan(
         steps.extend(
             _flood_controlled(resolves[channel], "resolved", "resolved-digest", settings, current)
         )
-    return steps, alerts, deferred
+    return steps, alerts, deferred, parked
+
+
+def _park(
+    alerts: Mapping[str, AlertGroupState],
+    parked: Mapping[str, AlertGroupState],
+    notifier_name: str,
+) -> tuple[dict[str, AlertGroupState], dict[str, AlertGroupState]]:
+    """(this notifier's groups by group key, other notifiers' by ``notifier|key``): a
+    group told through Slack is neither forgotten nor resolved while its token is
+    missing; it is picked up again when Slack is back."""
+    mine: dict[str, AlertGroupState] = {}
+    others: dict[str, AlertGroupState] = {}
+    for known in [*alerts.values(), *parked.values()]:
+        copy = AlertGroupState.from_dict(known.key, known.to_dict())
+        if copy.notifier in (None, notifier_name):
+            mine.setdefault(copy.key, copy)
+        else:
+            others[f"{copy.notifier}|{copy.key}"] = copy
+    return mine, others
 
 
 def _firing_step(
@@ -317,7 +340,7 @@ def _flood_controlled(
     items = []
     for step in steps:
         group = current.get(step.group_keys[0])
-        severity = group.severity if group is not None else Severity.INFO
+        severity = group.severity if group is not None else Severity(step.severity)
         items.append(
             (step.message.title.removeprefix("Resolved: ").removeprefix("Silenced: "), severity)
         )
@@ -360,7 +383,9 @@ def deliver(
                 if result.ok:
                     group = current[key]
                     known.notifier = notifier.name
-                    known.ts, known.channel_id = result.ts, result.channel
+                    # A service that names no message (a webhook) still delivered it.
+                    known.ts = result.ts or f"{notifier.name}@{at.isoformat()}"
+                    known.channel_id = result.channel
                     known.posted_at = known.notified_at = at
                     known.fingerprint, known.findings = group.fingerprint, len(group.findings)
                     known.digest = step.intent == "digest"
@@ -580,17 +605,24 @@ def notify_cycle(
     silences: Sequence[Silence] = (),
     prices: Mapping[tuple[str, str], Price] | None = None,
     dry_run: bool = True,
+    hold_new: bool = False,
 ) -> NotifyResult:
     """One cycle of the lifecycle: group, plan, deliver; then the actions message and
-    whatever one-off messages are still owed. ``state`` is not changed."""
+    whatever one-off messages are still owed. ``state`` is not changed.
+
+    ``hold_new``: post no new group this cycle (the silences could not be read, so a new
+    group might be one somebody muted); changes and resolutions still go out."""
     grouping = group_findings(findings, settings, rules, silences, prices or {}, at)
-    steps, groups, deferred = plan(
+    steps, groups, deferred, parked = plan(
         grouping, state, settings, at, notifier.name, notifier.updates_in_place
     )
+    if hold_new:
+        steps = [s for s in steps if s.intent not in ("new", "digest")]
     current = {g.key: g for g in grouping.groups}
     outcome = deliver(steps, groups, current, notifier, at, settings)
     after = state.copy()
     after.alerts = groups
+    after.parked = parked
     pending = actions_message(actions, after, settings, at, dry_run)
     if pending is not None:
         after.outbox.append(pending)

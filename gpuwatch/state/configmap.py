@@ -319,7 +319,8 @@ class ConfigMapState:
             log.warning("%s: unreadable state copied to configmap %s", self.where, aside)
             return StateError(
                 f"{self.where}: unreadable state ({reason}); copied to configmap "
-                f"{self.namespace}/{aside}, starting afresh"
+                f"{self.namespace}/{aside}, starting afresh",
+                set_aside=True,
             )
         self._keep = (
             f"{self.where}: not overwriting unreadable state that could not be copied "

@@ -38,7 +38,8 @@ class JsonFileState:
             aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
             self.path.replace(aside)
             raise StateError(
-                f"{self.path}: unreadable state ({exc}); moved to {aside}, starting afresh"
+                f"{self.path}: unreadable state ({exc}); moved to {aside}, starting afresh",
+                set_aside=True,
             ) from exc
 
     def save(self, state: CycleState) -> None:

@@ -200,7 +200,8 @@ def _recorded_actions(
     cycles_dir: Path | None, period: ReportPeriod, notes: list[DataQualityNote]
 ) -> list[tuple[datetime, Mapping[str, Any]]]:
     """The actions of every cycle whose JSON result lies in ``cycles_dir`` and whose
-    instant is in the period; each action once per (key, status), at its first cycle."""
+    instant is in ``(start, end]``; each action once per (key, status), at its first
+    cycle."""
     if cycles_dir is None or not cycles_dir.is_dir():
         return []
     seen: dict[tuple[str, str], tuple[datetime, Mapping[str, Any]]] = {}
@@ -212,7 +213,9 @@ def _recorded_actions(
         except (OSError, ValueError, KeyError, TypeError) as exc:
             notes.append(DataQualityNote(kind="actions", message=f"{path}: unreadable: {exc}"))
             continue
-        if not period.start <= at < period.end and at != period.end:
+        # A cycle at t judged (t - window, t]: it belongs to the period that ends at or
+        # after t, so a cycle exactly at a week's boundary is in the week before.
+        if not period.start < at <= period.end:
             continue
         for action in actions:
             key = (str(action.get("key") or action.get("target")), str(action.get("status")))

@@ -48,7 +48,8 @@ def findings_table(
     if n == 0 or frame.times_s.size == 0:
         return FINDINGS.empty_table()
     labelled = (codes >= 0).any(axis=1)
-    base = [_holder_code(ctx, holders) for ctx in contexts[:n]]
+    index = {(h.namespace, h.pod): i for i, h in enumerate(holders)}
+    base = np.array([_holder_code(ctx, index) for ctx in contexts[:n]], dtype=np.int64)
     open_: dict[str, _Episode] = {}
     closed: list[_Episode] = []
     for j, t in enumerate(frame.times_s.tolist()):
@@ -59,7 +60,7 @@ def findings_table(
             values={spec: values[:, j] for spec, values in frame.values.items()},
         )
         hour_contexts = list(contexts[:n])
-        changed = np.flatnonzero(labelled & (codes[:, j] != np.asarray(base, dtype=np.int64)))
+        changed = np.flatnonzero(labelled & (codes[:, j] != base))
         for i in changed.tolist():
             code = int(codes[i, j])
             hour_contexts[i] = (
@@ -84,15 +85,12 @@ def findings_table(
     return _table(closed)
 
 
-def _holder_code(ctx: GpuContext, holders: Sequence[GpuHolder]) -> int:
-    """The index of the context's (first) holder among ``holders``, -1 for none."""
+def _holder_code(ctx: GpuContext, index: Mapping[tuple[str, str], int]) -> int:
+    """The index of the context's (first) holder among the holders, -1 for none, -2 for
+    a pod the exporter never named (always "changed" in an hour it labels)."""
     if not ctx.holders:
         return -1
-    wanted = (ctx.holders[0].namespace, ctx.holders[0].pod)
-    for i, holder in enumerate(holders):
-        if (holder.namespace, holder.pod) == wanted:
-            return i
-    return -2  # held by a pod the exporter never named: always "changed" when labelled
+    return index.get((ctx.holders[0].namespace, ctx.holders[0].pod), -2)
 
 
 def _worse(finding: Finding, worst: float | None) -> float | None:

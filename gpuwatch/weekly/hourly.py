@@ -9,9 +9,10 @@ What the columns mean is in ``gpuwatch.report.schema``; how they are derived:
 - the holder of a GPU-hour is the pod the exporter labelled it with for most of the
   hour; its workload and team come from the cluster as it is at the end of the period
   (a pod gone by then keeps its namespace, with no workload, and its namespace's team);
-- a GPU costs from when its node was created (the cluster's record), or, for a node gone
-  by the end of the period, in the hours it reported samples; a MIG instance costs its
-  share of the GPU (one slice of the profile's ``mig_slices`` in the price book);
+- a GPU costs from when its node was created (the cluster's record); a node gone by the
+  end of the period has no pool or capacity type to price it by, so its hours are listed
+  without cost and a data-quality note counts them; a MIG instance costs its share of
+  the GPU (one slice of the profile's ``mig_slices`` in the price book);
 - ``idle_cost`` is the cost times the idle fraction; an hour without samples has no
   utilization and so no idle cost: a gap is not idle time.
 """
@@ -94,7 +95,7 @@ def gpu_hourly(inputs: HourlyInputs) -> tuple[pa.Table, list[DataQualityNote]]:
 
     holder_columns = _holders(inputs, [d.device_id for d in devices])
     prices, currencies, notes = _prices(inputs.book, contexts, devices)
-    cost, idle = _money(inputs, prices, hour_start_s, coverage, row_device)
+    cost, idle = _money(inputs, prices, hour_start_s, row_device)
 
     columns = {
         "hour": pa.array(hour_start_s, type=pa.timestamp("s", tz="UTC")),
@@ -208,7 +209,6 @@ def _money(
     inputs: HourlyInputs,
     prices: Sequence[Decimal | None],
     hour_start_s: np.ndarray,
-    coverage: np.ndarray,
     row_device: pa.Array,
 ) -> tuple[pa.Array, pa.Array]:
     """cost = price x the part of the hour the GPU existed; idle = cost x (1 - util)."""
@@ -219,11 +219,8 @@ def _money(
     )[:n]
     start = hour_start_s.astype(np.float64)
     born = np.repeat(created, inputs.frame.times_s.size)
-    existed = np.where(
-        np.isnan(born),
-        (coverage > 0).astype(np.float64),  # a node gone: only the hours it reported
-        np.clip((start + HOUR_S - born) / HOUR_S, 0.0, 1.0),
-    )
+    # A gone node (NaN) has no price, so its factor does not matter.
+    existed = np.clip((start + HOUR_S - np.nan_to_num(born, nan=-np.inf)) / HOUR_S, 0.0, 1.0)
     price = pc.take(pa.array(list(prices), type=MONEY), row_device)
     factor = pc.round(pa.array(existed), 6).cast(MONEY)
     cost = pc.round(pc.multiply(price, factor), 6).cast(MONEY)

@@ -58,8 +58,14 @@ class ChatService:
 
 
 class PostOnly(ChatService):
+    """An incoming webhook: posts only, and names no message."""
+
     name = "webhook"
     updates_in_place = False
+
+    def send(self, delivery: Delivery) -> DeliveryResult:
+        result = super().send(delivery)
+        return DeliveryResult(ok=result.ok, error=result.error, permanent=result.permanent)
 
 
 class Cycles:
@@ -355,17 +361,27 @@ def test_a_message_deleted_in_slack_is_posted_afresh():
     assert kinds(c.run(AT + 15 * MIN, [idle(0), idle(1)])) == ["new"]
 
 
-def test_a_new_notifier_starts_afresh():
-    c = Cycles()
-    c.run(AT, [idle(0)])
+def test_a_missing_slack_parks_its_groups_until_it_is_back():
+    slack = ChatService()
+    slack.name = "slack"
+    c = Cycles(chat=slack)
+    ts = c.run(AT, [idle(0)]).notifications[0].ts
+    # The token goes missing: the console takes over with its own memory...
     c.chat = ChatService()
-    c.chat.name = "slack"
     assert kinds(c.run(AT + 5 * MIN, [idle(0)])) == ["new"]
+    assert kinds(c.run(AT + 10 * MIN, [])) == ["resolved", "resolved"]
+    # ...and Slack's group is neither forgotten nor resolved in Slack meanwhile.
+    assert slack.threads == {}
+    c.chat = slack
+    resolved = c.run(AT + 15 * MIN, [])
+    assert kinds(resolved) == ["resolved", "resolved"] and slack.threads[ts]
+    assert c.state.alerts == {} and c.state.parked == {}
 
 
 def test_post_only_services_get_changes_and_resolutions_as_new_messages():
     c = Cycles(chat=PostOnly())
     c.run(AT, [idle(0)])
+    assert kinds(c.run(AT + 5 * MIN, [idle(0)])) == []  # told once, though it names no message
     assert kinds(c.run(AT + 10 * MIN, [idle(0), idle(1)])) == ["new"]
     resolved = c.run(AT + 20 * MIN, [])
     assert kinds(resolved) == ["resolved"]
@@ -443,3 +459,14 @@ def test_version_1_state_is_read_without_alert_memory():
         CycleState.from_dict({"version": 3})
     with pytest.raises(ValueError, match="alerts"):
         CycleState.from_dict({"version": 2, "alerts": {"k": {"channel": "#x"}}})
+
+
+def test_while_the_silences_cannot_be_read_no_new_group_is_posted():
+    c = Cycles()
+    c.run(AT, [idle(0)])
+    result = notify_cycle(
+        [idle(0), idle(0, pool="gpu-inference"), idle(1)], (), c.state, c.chat,
+        AT + 10 * MIN, c.settings, c.rules, hold_new=True,
+    )  # fmt: skip
+    assert [n.kind for n in result.notifications] == ["update"]
+    assert result.summary.firing_groups == 2 and result.state.alerts

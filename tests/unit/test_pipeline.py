@@ -13,7 +13,7 @@ from gpuwatch.analysis.pricing import load_price_book
 from gpuwatch.analysis.rules.loader import load_rules
 from gpuwatch.config.settings import Settings, SimulatorSettings
 from gpuwatch.model.actions import ActionStatus
-from gpuwatch.model.errors import SourceUnreachable
+from gpuwatch.model.errors import SourceUnreachable, StateError
 from gpuwatch.model.metrics import WindowRequest, WindowStats
 from gpuwatch.model.state import CycleState
 from gpuwatch.notify.console import RecordingNotifier
@@ -243,3 +243,26 @@ def test_actions_are_reported_as_one_message():
     (message,) = [n for n in result.notifications if n.kind == "actions"]
     assert message.title.startswith("gpuwatch actions (dry run): 1 planned")
     assert "Node/train-a100-3" in message.text and "PyTorchJob/llm/llm-pretrain" in message.text
+
+
+class _UnreachableState:
+    """A state store that is there but cannot be read (an API server refusing, say)."""
+
+    name = "unreachable"
+
+    def __init__(self) -> None:
+        self.saved: list[CycleState] = []
+
+    def load(self) -> CycleState:
+        raise StateError("configmap gpuwatch/gpuwatch-state: 403 Forbidden")
+
+    def save(self, state: CycleState) -> None:
+        self.saved.append(state)
+
+
+def test_a_state_that_cannot_be_read_sends_nothing_rather_than_everything_again():
+    store = _UnreachableState()
+    result = run_cycle(_components(state=store), SETTINGS, SHOWCASE_AT)
+    assert result.ok and result.findings
+    assert result.notifications == () and store.saved == []
+    assert any("the state could not be read" in n.message for n in result.data_quality)

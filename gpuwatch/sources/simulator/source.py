@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 
 from gpuwatch.model.cluster import ClusterState
+from gpuwatch.model.errors import SourceBadQuery
 from gpuwatch.model.metrics import (
     Aggregate,
     AggregateSpec,
@@ -92,7 +93,7 @@ class SimulatorMetricsSource:
                 elif agg is Aggregate.P95:
                     kept[spec].append(part)
                 elif agg is not Aggregate.COUNT:
-                    raise ValueError(
+                    raise SourceBadQuery(
                         f"{spec}: a window over a day supports avg, max, min, count, p95"
                     )
             start = stop
