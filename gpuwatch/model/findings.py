@@ -88,17 +88,21 @@ class Finding:
     """``exact`` (the exporter's pod labels or the scheduler's record), ``approximate``
     (inferred from the node's allocations) or ``none`` (nobody holds the GPU)."""
     holders: tuple[GpuHolder, ...] = ()
+    device_id: str | None = None
+    """The GPU's UUID, or ``UUID/mig-N`` for a MIG instance (``GpuDevice.device_id``)."""
 
     @property
     def key(self) -> str:
-        """Identity across cycles: the same rule on the same GPU is the same finding."""
-        return f"{self.rule}|{self.node}|{self.gpu_uuid or '-'}|{self.gpu_index}"
+        """Identity across cycles: the same rule on the same GPU (or MIG instance) is the
+        same finding."""
+        return f"{self.rule}|{self.node}|{self.device_id or self.gpu_uuid or '-'}|{self.gpu_index}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "rule": self.rule,
             "severity": str(self.severity),
             "gpu_uuid": self.gpu_uuid,
+            "device_id": self.device_id,
             "gpu_index": self.gpu_index,
             "node": self.node,
             "pool": self.pool,

@@ -127,7 +127,7 @@ def _table(episodes: Sequence[_Episode]) -> pa.Table:
             "rule": f.rule,
             "severity": str(f.severity),
             "gpu_uuid": f.gpu_uuid,
-            "device_id": f.gpu_uuid if f.gpu_uuid else None,
+            "device_id": f.device_id,
             "node": f.node,
             "pool": f.pool,
             "namespace": f.namespace,

@@ -143,6 +143,7 @@ class _Candidate:
             rule=rule.id,
             severity=self.severity or rule.severity,
             gpu_uuid=device.uuid if device else None,
+            device_id=device.device_id if device else None,
             gpu_index=device.index if device else None,
             node=ctx.node_name,
             pool=ctx.pool,
