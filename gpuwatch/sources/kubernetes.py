@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -60,7 +59,7 @@ from gpuwatch.sources.kube_objects import (
     node_from_kube,
     pod_from_kube,
 )
-from gpuwatch.util.http_retry import retry_after_s, retryable_status
+from gpuwatch.util.http_retry import backoff_s, retryable_status
 
 log = logging.getLogger(__name__)
 
@@ -393,14 +392,10 @@ class KubernetesClusterSource:
 
     def _delay(self, attempt: int, exc: ApiException | None) -> float:
         """``Retry-After`` when the server gave one, else exponential with jitter; capped."""
-        cap = self.options.backoff_max_s
-        if exc is not None and exc.headers is not None:
-            after = retry_after_s(exc.headers.get("Retry-After"), self._now())
-            if after is not None:
-                return min(after, cap)
-        base = min(self.options.backoff_initial_s * 2.0**attempt, cap)
-        # Half fixed, half random: clients retrying together do not stay in step.
-        return base / 2 + random.uniform(0, base / 2)
+        after = exc.headers.get("Retry-After") if exc is not None and exc.headers else None
+        return backoff_s(
+            attempt, after, self._now(), self.options.backoff_initial_s, self.options.backoff_max_s
+        )
 
 
 def _server_message(exc: ApiException) -> str:

@@ -51,7 +51,7 @@ from gpuwatch.sources.kubernetes import (
     KubernetesOptions,
     _server_message,
 )
-from gpuwatch.util.http_retry import retry_after_s, retryable_status
+from gpuwatch.util.http_retry import backoff_s, retryable_status
 
 log = logging.getLogger(__name__)
 
@@ -151,12 +151,11 @@ class ConfigMapSilences:
         return text if isinstance(text, str) else None
 
     def _delay(self, attempt: int, exc: ApiException | None) -> float:
-        cap = self.options.backoff_max_s
-        if exc is not None and exc.headers is not None:
-            after = retry_after_s(exc.headers.get("Retry-After"), self._now())
-            if after is not None:
-                return min(after, cap)
-        return min(self.options.backoff_initial_s * 2.0**attempt, cap)
+        """``Retry-After`` when the server gave one, else exponential with jitter; capped."""
+        after = exc.headers.get("Retry-After") if exc is not None and exc.headers else None
+        return backoff_s(
+            attempt, after, self._now(), self.options.backoff_initial_s, self.options.backoff_max_s
+        )
 
     def _failure(self, what: str, exc: ApiException) -> SourceError:
         status = int(exc.status or 0)

@@ -40,7 +40,6 @@ import base64
 import gzip
 import json
 import logging
-import random
 import time
 import zlib
 from collections.abc import Callable, Mapping
@@ -54,7 +53,7 @@ from kubernetes.client.exceptions import ApiException
 
 from gpuwatch.model.errors import StateError
 from gpuwatch.model.state import CycleState
-from gpuwatch.util.http_retry import retry_after_s, retryable_status
+from gpuwatch.util.http_retry import backoff_s, retryable_status
 
 log = logging.getLogger(__name__)
 
@@ -401,14 +400,8 @@ class ConfigMapState:
 
     def _delay(self, attempt: int, exc: ApiException | None) -> float:
         """``Retry-After`` when the server gave one, else exponential with jitter; capped."""
-        cap = self._backoff_max_s
-        if exc is not None and exc.headers is not None:
-            after = retry_after_s(exc.headers.get("Retry-After"), self._now())
-            if after is not None:
-                return min(after, cap)
-        base = min(self._backoff_initial_s * 2.0**attempt, cap)
-        # Half fixed, half random: instances retrying together do not stay in step.
-        return base / 2 + random.uniform(0, base / 2)
+        after = exc.headers.get("Retry-After") if exc is not None and exc.headers else None
+        return backoff_s(attempt, after, self._now(), self._backoff_initial_s, self._backoff_max_s)
 
     def _failure(self, verb: str, failed: _Failed) -> StateError:
         status = failed.status

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import email.utils
 import math
+import random
 from datetime import UTC, datetime
 
 
@@ -36,3 +37,21 @@ def retry_after_s(value: object, now: datetime) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max((when - now).total_seconds(), 0.0)
+
+
+def backoff_s(
+    attempt: int,
+    retry_after: object,
+    now: datetime,
+    initial_s: float,
+    max_s: float,
+) -> float:
+    """How long to wait before retry number ``attempt`` (0 first): the server's
+    ``Retry-After`` when it gave one, else exponential from ``initial_s`` with jitter
+    (half fixed, half random, so that clients retrying together do not stay in step);
+    never more than ``max_s``."""
+    after = retry_after_s(retry_after, now)
+    if after is not None:
+        return min(after, max_s)
+    base = min(initial_s * 2.0**attempt, max_s)
+    return base / 2 + random.uniform(0, base / 2)
