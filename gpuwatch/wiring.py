@@ -150,7 +150,14 @@ def build_state(settings: Settings, api_client: Callable[[], Any]) -> StateStore
         return MemoryState()
     if backend == "configmap":
         namespace, _, name = settings.state.configmap.partition("/")
-        return ConfigMapState(api_client(), namespace, name)
+        k = settings.kubernetes
+        return ConfigMapState(
+            api_client(),
+            namespace,
+            name,
+            retries=k.retries,
+            request_timeout_s=k.request_timeout_s,
+        )
     return JsonFileState(settings.state_path)
 
 

@@ -372,7 +372,7 @@ def deliver(
 ) -> Outcome:
     """Carry out the steps in order, recording each outcome in ``alerts`` (mutated)."""
     outcome = Outcome()
-    status_ok = getattr(notifier, "delivered_status", "sent")
+    status_ok = notifier.delivered_status
     for step in steps:
         if step.intent in ("new", "reminder", "digest"):
             result = notifier.send(
@@ -551,7 +551,7 @@ def flush_outbox(
     """Deliver the one-off messages waiting in the state, oldest first; keep the ones
     that fail, give up on those older than ``undelivered_max_age`` with a note."""
     outcome = Outcome()
-    status_ok = getattr(notifier, "delivered_status", "sent")
+    status_ok = notifier.delivered_status
     limit = timedelta(seconds=settings.undelivered_max_age_s)
     kept: list[PendingMessage] = []
     for pending in state.outbox:

@@ -40,8 +40,9 @@ class DeliveryResult:
     never a token or a webhook URL."""
     permanent: bool = False
     """True when trying again without a change of configuration cannot help
-    (``invalid_auth``, ``channel_not_found``): the cycle stops trying, later cycles try
-    once each."""
+    (``invalid_auth``, ``channel_not_found``). A notifier refuses further sends with the
+    same credentials (or to the same channel) itself, so a cycle makes one such request;
+    later cycles, with a fresh notifier, try once each."""
 
 
 class Notifier(Protocol):
@@ -51,6 +52,9 @@ class Notifier(Protocol):
     updates_in_place: bool
     """False for services that can only post (incoming webhooks): updates and thread
     replies are then posted as new messages."""
+    delivered_status: str
+    """The ``Notification.status`` of a delivered message: ``sent``, or ``printed`` and
+    ``composed`` for the console and for recording."""
 
     def send(self, delivery: Delivery) -> DeliveryResult:
         """Deliver one message; never raises for a delivery failure."""

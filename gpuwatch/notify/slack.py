@@ -115,6 +115,7 @@ class SlackNotifier:
 
     name = "slack"
     updates_in_place = True
+    delivered_status = "sent"
 
     def __init__(
         self,
@@ -256,6 +257,7 @@ class WebhookNotifier:
 
     name = "slack-webhook"
     updates_in_place = False
+    delivered_status = "sent"
 
     def __init__(
         self,

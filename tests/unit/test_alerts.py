@@ -30,6 +30,7 @@ class ChatService:
 
     name = "chat"
     updates_in_place = True
+    delivered_status = "sent"
 
     def __init__(self) -> None:
         self.messages: dict[str, str] = {}
