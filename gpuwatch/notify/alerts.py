@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
 from typing import Literal
@@ -289,7 +289,7 @@ def _park(
     mine: dict[str, AlertGroupState] = {}
     others: dict[str, AlertGroupState] = {}
     for known in [*alerts.values(), *parked.values()]:
-        copy = AlertGroupState.from_dict(known.key, known.to_dict())
+        copy = replace(known)
         if copy.notifier in (None, notifier_name):
             mine.setdefault(copy.key, copy)
         else:
@@ -620,9 +620,14 @@ def notify_cycle(
         steps = [s for s in steps if s.intent not in ("new", "digest")]
     current = {g.key: g for g in grouping.groups}
     outcome = deliver(steps, groups, current, notifier, at, settings)
-    after = state.copy()
-    after.alerts = groups
-    after.parked = parked
+    after = CycleState(
+        findings_since=dict(state.findings_since),
+        last_cycle_at=state.last_cycle_at,
+        alerts=groups,
+        outbox=[replace(m) for m in state.outbox],
+        reported_actions=dict(state.reported_actions),
+        parked=parked,
+    )
     pending = actions_message(actions, after, settings, at, dry_run)
     if pending is not None:
         after.outbox.append(pending)
