@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -20,6 +21,12 @@ def run(ctx: click.Context) -> None:
     """Run as a daemon: a cycle every `daemon.interval`, the weekly report on
     `daemon.report_cron`, metrics and health on `self_metrics.port`. Stops on SIGTERM."""
     config_file = ctx.obj["config_file"]
+    parent = ctx.parent
+    if parent is not None and parent.get_parameter_source("log_level") is (
+        click.core.ParameterSource.DEFAULT
+    ):
+        # A daemon's log is its only voice: what it scheduled, that it stands by.
+        logging.getLogger("gpuwatch").setLevel(logging.INFO)
 
     def load() -> Settings:
         return load_settings(config_file, os.environ, {})
