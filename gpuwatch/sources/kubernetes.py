@@ -253,6 +253,12 @@ class KubernetesClusterSource:
         """Load credentials (in-cluster, or kubeconfig and context) and build the source."""
         return cls(api_client_from_options(options), options)
 
+    def listed(self) -> list[tuple[str, str]]:
+        """(API group, resource) of every list call a snapshot makes: what the RBAC
+        must grant ``list`` on (``gpuwatch.sources.kubernetes_rbac``)."""
+        resources = [self._nodes, self._pods, self._namespaces, *self._owners]
+        return [(r.group, r.plural) for r in resources]
+
     def close(self) -> None:
         self.api_client.close()  # type: ignore[no-untyped-call]
 

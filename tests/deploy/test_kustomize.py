@@ -403,8 +403,7 @@ def test_every_role_is_bound_to_gpuwatch_alone(rendered: dict[str, Objects], ent
 
 def test_cluster_source_lists_exactly_what_it_declares() -> None:
     source = KubernetesClusterSource(k8s.ApiClient())
-    resources = [source._nodes, source._pods, source._namespaces, *source._owners]
-    listed = {(r.group, r.plural, "list") for r in resources}
+    listed = {(group, plural, "list") for group, plural in source.listed()}
     assert listed == _grants(kubernetes_rbac.RBAC_RULES)
 
 
