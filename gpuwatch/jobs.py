@@ -76,7 +76,7 @@ def make_report(
     html = render_html(data, settings.report)
     page = store.write_html(data.cluster, period, html)
     summary = summary_text(data, page)
-    published = publish_report(settings, summary, html, data, console)
+    published = publish_report(settings, summary, html, data, components.notifier)
     return Written(data, html, [*paths, page], summary, published)
 
 

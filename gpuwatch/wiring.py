@@ -234,12 +234,11 @@ def sample_interval_s(settings: Settings) -> float:
 
 
 def publish_report(
-    settings: Settings, summary: str, html: str, data: ReportData, console: TextIO
+    settings: Settings, summary: str, html: str, data: ReportData, notifier: Notifier
 ) -> list[str]:
-    """Post the report's summary where messages go, with the HTML attached when Slack's
-    Web API is configured; return what happened, in words. Never raises: the report is
+    """Post the report's summary through the run's notifier, with the HTML attached when
+    it is Slack's Web API; return what happened, in words. Never raises: the report is
     written whatever Slack says."""
-    notifier = build_notifier(settings, os.environ, console)
     if not isinstance(notifier, SlackNotifier | WebhookNotifier):
         return []
     channel = settings.report.slack_channel or settings.notify.channel

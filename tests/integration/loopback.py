@@ -8,7 +8,7 @@ import contextlib
 import socket
 import threading
 from http.server import ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 
 class LoopbackHTTPServer(ThreadingHTTPServer):
@@ -71,3 +71,45 @@ class Serving:
         self.server.close_connections()
         self.server.server_close()
         self._thread.join(timeout=5)
+
+
+class ServedDouble:
+    """Start, stop and ``with`` for a test double served on loopback: a subclass builds
+    its server (``_new_server``) and names its thread; the request budget calls
+    ``_exhaust``."""
+
+    thread_name = "test-double"
+    deadline_s: float
+    exhausted: bool
+    _server: Any
+    _serving: Serving | None
+
+    def _new_server(self) -> LoopbackHTTPServer:
+        raise NotImplementedError
+
+    def start(self) -> Self:
+        server = self._new_server()
+        self._server = server
+        self._serving = Serving(server, self.thread_name, self.deadline_s, self._expired)
+        return self
+
+    def stop(self) -> None:
+        serving, self._serving = self._serving, None
+        if serving is not None:
+            serving.stop()
+
+    def _expired(self) -> None:
+        self.exhausted = True
+
+    def _exhaust(self) -> None:
+        """Stop answering now: the request budget ran out."""
+        if self._serving is not None:
+            self._serving.expire()
+        else:
+            self.exhausted = True
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -37,7 +37,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from tests.integration.loopback import LoopbackHTTPServer, Serving
+from tests.integration.loopback import LoopbackHTTPServer, ServedDouble, Serving
 
 TOKEN = "xoxb-1234567890-0987654321-gpuwatchTestToken0001"
 """The bot token the server expects unless told otherwise."""
@@ -139,8 +139,10 @@ class _Answer:
     headers: tuple[tuple[str, str], ...] = ()
 
 
-class SlackServer:
+class SlackServer(ServedDouble):
     """The server. Use as a context manager, or ``start()``/``stop()``."""
+
+    thread_name = "slack-server"
 
     def __init__(
         self,
@@ -278,32 +280,12 @@ class SlackServer:
             return [(c.method, c.params, c.headers) for c in self.calls]
 
     # -- lifecycle -----------------------------------------------------------------------
-    def start(self) -> SlackServer:
-        server = _Server(("127.0.0.1", 0), _Handler, self)
-        self._server = server
-        self._serving = Serving(server, "slack-server", self.deadline_s, self._expired)
-        return self
+    def _new_server(self) -> LoopbackHTTPServer:
+        return _Server(("127.0.0.1", 0), _Handler, self)
 
     def stop(self) -> None:
         self._stopping.set()
-        serving, self._serving = self._serving, None
-        if serving is not None:
-            serving.stop()
-
-    def _expired(self) -> None:
-        self.exhausted = True
-
-    def _exhaust(self) -> None:
-        if self._serving is not None:
-            self._serving.expire()
-        else:
-            self.exhausted = True
-
-    def __enter__(self) -> SlackServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        super().stop()
 
     # -- answering -----------------------------------------------------------------------
     def handle(self, path: str, headers: dict[str, str], body: bytes) -> _Answer:

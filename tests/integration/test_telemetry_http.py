@@ -20,12 +20,11 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from gpuwatch.model.cost import CostGroup, CostReport
-from gpuwatch.model.findings import Finding, Severity
 from gpuwatch.model.result import CycleResult, SourceInfo
 from gpuwatch.telemetry.metrics import SelfMetrics
 from gpuwatch.telemetry.push import PushError, cluster_grouping_key, push
 from gpuwatch.telemetry.serve import TelemetryServer, freshness, serve
-from tests.builders import AT, run_gpuwatch
+from tests.builders import AT, finding, run_gpuwatch
 from tests.integration.prometheus_server import free_port, stop_process, wait_ready
 
 pytestmark = pytest.mark.integration
@@ -40,21 +39,7 @@ OPENMETRICS_ACCEPT = (
 
 
 def result(idle_findings: int = 2, ok: bool = True) -> CycleResult:
-    findings = tuple(
-        Finding(
-            rule="gpu_idle",
-            severity=Severity.WARNING,
-            gpu_uuid=f"GPU-{i}",
-            node="node-a",
-            pool="gpu-training",
-            value=0.0,
-            threshold=0.05,
-            window_s=3600,
-            since=AT,
-            message="idle",
-        )
-        for i in range(idle_findings)
-    )
+    findings = tuple(finding(i, rule="gpu_idle") for i in range(idle_findings))
     ml = CostGroup("team", "ml-research", "USD", 24.0, Decimal(240), Decimal("72.00"), 4.0, 0.7)
     return CycleResult(
         at=AT,

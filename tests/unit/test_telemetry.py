@@ -10,10 +10,10 @@ from prometheus_client import CollectorRegistry
 
 from gpuwatch.model.actions import Action, ActionStatus
 from gpuwatch.model.cost import CostGroup, CostReport, Saving, SavingsTotal
-from gpuwatch.model.findings import Finding, Severity
+from gpuwatch.model.findings import Severity
 from gpuwatch.model.result import CycleResult, Notification, SourceInfo
 from gpuwatch.telemetry.metrics import CYCLE_DURATION_BUCKETS, SelfMetrics
-from tests.builders import AT
+from tests.builders import AT, finding
 
 WINDOW_S = 6 * 3600
 EMPTY_SOURCE = SourceInfo("simulator", "simulator", 0, 0, 0, 0)
@@ -25,22 +25,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def finding(rule: str, severity: Severity = Severity.WARNING, gpu: int = 0) -> Finding:
-    return Finding(
-        rule=rule,
-        severity=severity,
-        gpu_uuid=f"GPU-node-a-{gpu}",
-        node="node-a",
-        pool="gpu-training",
-        value=0.02,
-        threshold=0.05,
-        window_s=3600,
-        since=AT,
-        message=f"{rule} on GPU {gpu}",
-        gpu_index=gpu,
-    )
 
 
 def team(key: str, idle_cost: str, currency: str = "USD") -> CostGroup:
@@ -97,10 +81,10 @@ def cycle(**fields) -> CycleResult:
 
 FIRST = cycle(
     findings=(
-        finding("gpu_idle", Severity.WARNING, 0),
-        finding("gpu_idle", Severity.WARNING, 1),
-        finding("gpu_idle", Severity.CRITICAL, 2),
-        finding("memory_hog", Severity.INFO, 3),
+        finding(0, rule="gpu_idle", severity=Severity.WARNING),
+        finding(1, rule="gpu_idle", severity=Severity.WARNING),
+        finding(2, rule="gpu_idle", severity=Severity.CRITICAL),
+        finding(3, rule="memory_hog", severity=Severity.INFO),
     ),
     # 6 h window: 36.60 idle over it is 6.10 per hour.
     cost=cost_report(team("ml-research", "36.60"), team("(unallocated)", "12.00")),
@@ -198,7 +182,7 @@ def test_second_cycle_adds_counters_replaces_gauges_and_zeroes_what_vanished(
     metrics.observe(FIRST)
     clock.now += 300
     second = cycle(
-        findings=(finding("gpu_idle", Severity.WARNING, 0),),
+        findings=(finding(0, rule="gpu_idle", severity=Severity.WARNING),),
         cost=cost_report(team("ml-research", "6.00")),
         savings=(saving("scale_down", "100.00"),),
         savings_totals=(

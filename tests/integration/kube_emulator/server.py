@@ -21,13 +21,15 @@ from tests.integration.kube_emulator.records import EvictionRefusal, Fault, Requ
 from tests.integration.kube_emulator.resources import BUILTIN_RESOURCES, EVENTS, ResourceType
 from tests.integration.kube_emulator.routing import Route, parse_route
 from tests.integration.kube_emulator.store import Store, copy_json
-from tests.integration.loopback import LoopbackHTTPServer, Serving
+from tests.integration.loopback import LoopbackHTTPServer, ServedDouble, Serving
 
 # --- the emulator ---------------------------------------------------------------------------
 
 
-class KubeEmulator:
+class KubeEmulator(ServedDouble):
     """An in-process API server. Use as a context manager, or ``start()``/``stop()``."""
+
+    thread_name = "kube-emulator"
 
     def __init__(
         self,
@@ -281,32 +283,12 @@ class KubeEmulator:
         )  # fmt: skip
         return k8s.ApiClient(configuration)
 
-    def start(self) -> KubeEmulator:
-        server = _Server(("127.0.0.1", 0), _Handler, self)
-        self._server = server
-        self._serving = Serving(server, "kube-emulator", self.deadline_s, self._expired)
-        return self
+    def _new_server(self) -> LoopbackHTTPServer:
+        return _Server(("127.0.0.1", 0), _Handler, self)
 
     def stop(self) -> None:
-        serving, self._serving = self._serving, None
+        super().stop()
         self._server = None
-        if serving is not None:
-            serving.stop()
-
-    def _expired(self) -> None:
-        self.exhausted = True
-
-    def _exhaust(self) -> None:
-        if self._serving is not None:
-            self._serving.expire()
-        else:
-            self.exhausted = True
-
-    def __enter__(self) -> KubeEmulator:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- request handling --------------------------------------------------------------------
     def handle(
