@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import Protocol, TextIO
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -31,20 +31,25 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client import CollectorRegistry
 
-from gpuwatch.actions.lease import LeaseLock
 from gpuwatch.config.settings import Settings
-from gpuwatch.jobs import make_report
+from gpuwatch.jobs import cycle_job, make_report, write_result
 from gpuwatch.model.errors import GpuwatchError
 from gpuwatch.model.result import CycleResult, SourceInfo
-from gpuwatch.pipeline import run_cycle
-from gpuwatch.report.cycle_json import write_cycle_json
 from gpuwatch.report.data import ReportPeriod
 from gpuwatch.telemetry.metrics import SelfMetrics
 from gpuwatch.telemetry.serve import TelemetryServer, freshness, serve
-from gpuwatch.wiring import build_components, kubernetes_api_client
+from gpuwatch.wiring import build_lease
 
 log = logging.getLogger(__name__)
 CYCLE_JOB, REPORT_JOB = "cycle", "report"
+
+
+class _Lock(Protocol):
+    """The Lease between replicas, as the daemon uses it."""
+
+    def acquire(self) -> bool: ...
+
+    def release(self) -> None: ...
 
 
 class Daemon:
@@ -70,7 +75,7 @@ class Daemon:
         self.cycles = 0
         self.last_result: CycleResult | None = None
         self._stopping = threading.Event()
-        self._lease: LeaseLock | None = None
+        self._lease: _Lock | None = None
         self._lease_lock = threading.Lock()
         """The cycle and the report run on two threads; one Lease holder between them."""
         self._server: TelemetryServer | None = None
@@ -145,10 +150,7 @@ class Daemon:
         if self._scheduler.running:
             self._scheduler.shutdown(wait=True)
         if self._lease is not None:
-            try:
-                self._lease.release()
-            except Exception as exc:  # never block shutdown on the API server
-                log.warning("lease not released: %s", exc)
+            self._lease.release()  # logs, never raises: the Lease then expires on its own
         if self._server is not None:
             self._server.close()
         log.info("gpuwatch daemon stopped after %d cycles", self.cycles)
@@ -164,33 +166,30 @@ class Daemon:
             if not self._leader():
                 log.info("another replica holds the lease; standing by")
                 return
-            components = build_components(self.settings, at, self._console)
-            result = run_cycle(components, self.settings, at)
+            run = cycle_job(self.settings, at, self._console, push=False)
+            result, error = run.result, run.write_error
         except (GpuwatchError, OSError) as exc:
             log.error("cycle failed: %s", exc)
-            result = self._failed(at, str(exc))
+            result, error = self._failed(at, str(exc))
         except Exception as exc:  # a bug must not stop the schedule; it is logged in full
             log.exception("cycle failed")
-            result = self._failed(at, f"{type(exc).__name__}: {exc}")
+            result, error = self._failed(at, f"{type(exc).__name__}: {exc}")
         self.metrics.observe(result)
         self.last_result = result
         self.cycles += 1
-        for error in result.errors:
+        if error is not None:  # the cycle itself happened: it stays counted
             log.error("%s", error)
-        try:
-            write_cycle_json(result, self.settings.output.dir)
-        except OSError as exc:  # the cycle itself happened: it stays counted
-            log.error("cycle result not written to %s: %s", self.settings.output.dir, exc)
 
-    def _failed(self, at: datetime, error: str) -> CycleResult:
+    def _failed(self, at: datetime, error: str) -> tuple[CycleResult, str | None]:
         """A cycle that could not run, as a result: counted and written like any."""
-        return CycleResult(
+        result = CycleResult(
             at=at,
             cluster_name=self.settings.cluster.name,
             source=SourceInfo("-", "-", 0, 0, 0, 0),
             errors=(error,),
             dry_run=self.settings.dry_run,
         )
+        return result, write_result(result, self.settings.output.dir)[1]
 
     def report(self) -> None:
         """The last full week's report; never raises."""
@@ -219,13 +218,11 @@ class Daemon:
         with self._lease_lock:
             return self._lease_for(lease).acquire()
 
-    def _lease_for(self, lease: str) -> LeaseLock:
+    def _lease_for(self, lease: str) -> _Lock:
         if self._lease is None:
-            namespace, _, name = lease.partition("/")
-            self._lease = LeaseLock(
-                kubernetes_api_client(self.settings),
-                namespace,
-                name,
+            self._lease = build_lease(
+                self.settings,
+                lease,
                 # Unique per process start: a restarted pod is a new holder.
                 holder=f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
                 duration_s=max(self.settings.daemon.interval_s * 3, 60),

@@ -1,29 +1,79 @@
 """The two jobs gpuwatch runs on a schedule, as the command line and the daemon share them.
 
-The cycle is ``gpuwatch.pipeline.run_cycle`` (with its adapters from ``gpuwatch.wiring``);
-the weekly report is built, stored, rendered and published here. Failures raise (the
-command line turns them into exit codes, the daemon into a log line and a metric).
+The cycle job builds the adapters (``gpuwatch.wiring``), runs one cycle
+(``gpuwatch.pipeline``) and writes its result; the report job builds, stores, renders
+and publishes the weekly report. Configuration errors raise (the command line turns
+them into exit code 2, the daemon into a log line and a failed cycle); a cycle's own
+failures are in its result.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
 from typing import Any, TextIO
 
 import pyarrow as pa
 
 from gpuwatch.config.settings import Settings
-from gpuwatch.pipeline import Components
+from gpuwatch.model.result import CycleResult
+from gpuwatch.pipeline import Components, run_cycle
+from gpuwatch.report.cycle_json import write_cycle_json
 from gpuwatch.report.data import ReportData, ReportPeriod
 from gpuwatch.report.figures import compute_figures
 from gpuwatch.report.html import render_html
 from gpuwatch.report.store import ReportStore, ReportStoreError
 from gpuwatch.weekly.build import build_report, build_tables
-from gpuwatch.wiring import build_components, publish_report, sample_interval_s
+from gpuwatch.wiring import (
+    build_components,
+    publish_report,
+    push_self_metrics,
+    sample_interval_s,
+)
 
 Stage = Callable[[str], None]
 Step = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class CycleRun:
+    result: CycleResult
+    path: Path | None
+    """Where the result JSON was written; None when it could not be (``write_error``)."""
+    write_error: str | None = None
+
+
+def cycle_job(
+    settings: Settings,
+    at: datetime,
+    console: TextIO,
+    *,
+    push: bool,
+    starting: Callable[[Components], None] | None = None,
+) -> CycleRun:
+    """One cycle as of ``at``: build the adapters, run it, push the self-metrics when
+    ``push`` (CronJob mode: the daemon serves its own), write the result JSON.
+    ``starting`` is told the adapters before the cycle runs. Raises ``ConfigError``
+    before anything is read when the settings or rules cannot be used."""
+    components = build_components(settings, at, console)
+    if starting is not None:
+        starting(components)
+    result = run_cycle(components, settings, at)
+    if push:
+        result = push_self_metrics(settings, components, result)
+    path, error = write_result(result, settings.output.dir)
+    return CycleRun(result, path, error)
+
+
+def write_result(result: CycleResult, folder: Path) -> tuple[Path | None, str | None]:
+    """(path, None), or (None, why) when the result could not be written: the cycle
+    itself happened, and stays counted."""
+    try:
+        return write_cycle_json(result, folder), None
+    except OSError as exc:
+        return None, f"cycle result not written to {folder}: {exc.strerror or exc}"
 
 
 @dataclass(frozen=True)

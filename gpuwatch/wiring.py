@@ -13,15 +13,17 @@ from dataclasses import replace
 from datetime import datetime
 from functools import cache
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from prometheus_client import CollectorRegistry
 
-from gpuwatch.actions.kubernetes import KubernetesActuator
-from gpuwatch.actions.lease import LeaseLock
+from gpuwatch.actuators.kubernetes import KubernetesActuator
 from gpuwatch.analysis.pricing import load_price_book
 from gpuwatch.analysis.rules import load_rules
 from gpuwatch.config.settings import Settings
+from gpuwatch.kube.api import KubeApi, RetryPolicy
+from gpuwatch.kube.client import Credentials, connect
+from gpuwatch.kube.lease import Lease
 from gpuwatch.model.errors import ConfigError, StateError
 from gpuwatch.model.findings import DataQualityNote
 from gpuwatch.model.result import CycleResult
@@ -31,11 +33,7 @@ from gpuwatch.notify.slack import SlackNotifier, WebhookNotifier
 from gpuwatch.pipeline import Components
 from gpuwatch.report.data import ReportData
 from gpuwatch.sources.base import ClusterSource, MetricsSource
-from gpuwatch.sources.kubernetes import (
-    KubernetesClusterSource,
-    KubernetesOptions,
-    api_client_from_options,
-)
+from gpuwatch.sources.kubernetes import ClusterReadOptions, KubernetesClusterSource
 from gpuwatch.sources.opencost import OpenCostPrices
 from gpuwatch.sources.prometheus import PrometheusClient, PrometheusMetricsSource
 from gpuwatch.sources.prometheus.client import Connection
@@ -80,24 +78,24 @@ def build_components(
     actuator = None
     silences = None
     source = settings.cluster_source
-    options = _kubernetes_options(settings)
-    api_client = cache(lambda: api_client_from_options(options))
+    api = cache(lambda: kube_api(settings))
     if source == "kubernetes":
-        kubernetes_source = KubernetesClusterSource(api_client(), options)
-        cluster = kubernetes_source
+        cluster = KubernetesClusterSource(
+            api(),
+            ClusterReadOptions(
+                page_size=settings.kubernetes.page_size,
+                gpu_aliases=dict(settings.cluster.gpu_resource_aliases),
+            ),
+        )
         if settings.notify.silences_configmap:
-            silences = ConfigMapSilences(
-                kubernetes_source.api_client, settings.notify.silences_configmap, options
-            )
+            silences = ConfigMapSilences(api(), settings.notify.silences_configmap)
         if not settings.dry_run:
-            namespace, _, name = settings.actions.lease.partition("/")
-            lease = LeaseLock(
-                kubernetes_source.api_client,
-                namespace,
-                name,
-                holder=f"{socket.gethostname()}-{os.getpid()}",
+            actuator = KubernetesActuator(
+                api(),
+                lease=build_lease(
+                    settings, settings.actions.lease, f"{socket.gethostname()}-{os.getpid()}"
+                ),
             )
-            actuator = KubernetesActuator(kubernetes_source.api_client, lease=lease)
     elif source == "snapshot":
         cluster = SnapshotFileClusterSource(
             settings.cluster.snapshot_path or "-",
@@ -116,7 +114,7 @@ def build_components(
         metrics=metrics,
         cluster=cluster,
         rules=rules,
-        state=build_state(settings, api_client),
+        state=build_state(settings, api),
         notifier=notifier,
         price_book=load_price_book(settings.cost.price_book),
         node_prices=node_prices,
@@ -126,38 +124,39 @@ def build_components(
     )
 
 
-def kubernetes_api_client(settings: Settings) -> Any:
-    """A Kubernetes API client with the configured credentials (in-cluster or kubeconfig)."""
-    return api_client_from_options(_kubernetes_options(settings))
-
-
-def _kubernetes_options(settings: Settings) -> KubernetesOptions:
+def kube_api(settings: Settings) -> KubeApi:
+    """The configured Kubernetes API (in-cluster or kubeconfig credentials, the cluster
+    source's retry policy); no request is sent yet."""
     k = settings.kubernetes
-    return KubernetesOptions(
+    credentials = Credentials(
         in_cluster=k.in_cluster,
         kubeconfig=str(k.kubeconfig) if k.kubeconfig else None,
         context=k.context,
-        page_size=k.page_size,
-        request_timeout_s=k.request_timeout_s,
-        retries=k.retries,
-        gpu_aliases=dict(settings.cluster.gpu_resource_aliases),
+    )
+    return connect(
+        credentials, RetryPolicy(retries=k.retries, request_timeout_s=k.request_timeout_s)
     )
 
 
-def build_state(settings: Settings, api_client: Callable[[], Any]) -> StateStore:
+def build_lease(settings: Settings, reference: str, holder: str, duration_s: int = 600) -> Lease:
+    """The Lease ``namespace/name`` held as ``holder``."""
+    namespace, _, name = reference.partition("/")
+    return Lease(kube_api(settings), namespace, name, holder, duration_s)
+
+
+def build_state(settings: Settings, api: Callable[[], KubeApi]) -> StateStore:
     backend = settings.state.backend
     if backend == "memory":
         return MemoryState()
     if backend == "configmap":
         namespace, _, name = settings.state.configmap.partition("/")
         k = settings.kubernetes
-        return ConfigMapState(
-            api_client(),
-            namespace,
-            name,
-            retries=k.retries,
-            request_timeout_s=k.request_timeout_s,
+        # A cycle should not wait minutes to save its state: fewer, shorter retries
+        # than the cluster source's (a state not saved is retried next cycle).
+        policy = RetryPolicy(
+            retries=k.retries, backoff_max_s=10.0, request_timeout_s=k.request_timeout_s
         )
+        return ConfigMapState(api().with_policy(policy), namespace, name)
     return JsonFileState(settings.state_path)
 
 

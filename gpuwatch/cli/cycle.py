@@ -21,15 +21,14 @@ from gpuwatch.cli.common import (
 )
 from gpuwatch.cli.report import write_report
 from gpuwatch.config.settings import Settings
+from gpuwatch.jobs import cycle_job
 from gpuwatch.model.durations import rfc3339
 from gpuwatch.model.errors import ConfigError
 from gpuwatch.model.findings import DataQualityNote, format_value
 from gpuwatch.model.result import CycleResult
-from gpuwatch.pipeline import run_cycle
-from gpuwatch.report.cycle_json import write_cycle_json
+from gpuwatch.pipeline import Components
 from gpuwatch.report.data import ReportPeriod
 from gpuwatch.sources.simulator.layout import SHOWCASE_AT
-from gpuwatch.wiring import build_components, push_self_metrics
 
 
 def _cycle_options(func: Any) -> Any:
@@ -147,21 +146,22 @@ def _run(ctx: click.Context, settings: Settings, only_savings: bool = False) -> 
     at = settings.at or datetime.now(UTC).replace(microsecond=0)
     as_json = settings.output.format == "json"
     console_stream = sys.stderr if as_json else sys.stdout
-    try:
-        components = build_components(settings, at, console_stream)
-    except ConfigError as exc:
-        fail_config(exc)
     # Wide enough for the findings table when piped to a file or a CI log.
     out = Console(file=console_stream, width=None if console_stream.isatty() else 150)
-    if not as_json:
-        out.print(
-            f"[bold]gpuwatch[/] cycle at {rfc3339(at)} on cluster "
-            f"[bold]{settings.cluster.name}[/] (metrics: {components.metrics.name}, "
-            f"cluster: {components.cluster.name}, {len(components.rules)} rules)\n"
-        )
-    result = run_cycle(components, settings, at)
-    result = push_self_metrics(settings, components, result)
-    path = write_cycle_json(result, settings.output.dir)
+
+    def starting(components: Components) -> None:
+        if not as_json:
+            out.print(
+                f"[bold]gpuwatch[/] cycle at {rfc3339(at)} on cluster "
+                f"[bold]{settings.cluster.name}[/] (metrics: {components.metrics.name}, "
+                f"cluster: {components.cluster.name}, {len(components.rules)} rules)\n"
+            )
+
+    try:
+        run = cycle_job(settings, at, console_stream, push=True, starting=starting)
+    except ConfigError as exc:
+        fail_config(exc)
+    result = run.result
     if as_json:
         document = result.to_dict()
         if only_savings:
@@ -175,10 +175,12 @@ def _run(ctx: click.Context, settings: Settings, only_savings: bool = False) -> 
             print_actions(out, result)
             print_messages(out, result)
         print_savings(out, result, details=only_savings)
-        out.print(f"Cycle result written to [bold]{path}[/]")
-    if not result.ok:
-        for error in result.errors:
-            click.echo(f"gpuwatch: {error}", err=True)
+        if run.path is not None:
+            out.print(f"Cycle result written to [bold]{run.path}[/]")
+    failures = [*result.errors, *([run.write_error] if run.write_error else [])]
+    for error in failures:
+        click.echo(f"gpuwatch: {error}", err=True)
+    if failures:
         sys.exit(EXIT_SOURCE_FAILED)
 
 

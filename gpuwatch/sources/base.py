@@ -1,16 +1,21 @@
-"""The seams every metrics and cluster source implements.
+"""The read seams: every source a cycle gathers from implements one of these.
 
-Each has a real adapter and an in-process one (the simulator); contract tests run the
-same assertions against all of them.
+Metrics and the cluster each have a real adapter and an in-process one (the simulator);
+contract tests run the same assertions against all of them. The smaller seams (prices
+measured per node, training jobs' progress, silences kept in the cluster) are optional:
+a cycle without them uses the price book, the jobs' annotations and the settings.
+Every method raises a ``SourceError`` subclass when the source cannot answer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
+from gpuwatch.config.settings import Silence
 from gpuwatch.model.cluster import ClusterState
+from gpuwatch.model.cost import Price
 from gpuwatch.model.metrics import (
     HistoryFrame,
     HistoryRequest,
@@ -54,4 +59,42 @@ class ClusterSource(Protocol):
 
     def snapshot(self, at: datetime) -> ClusterState:
         """The cluster as of ``at`` (live sources return their current state)."""
+        ...
+
+
+PodKey = tuple[str, str]
+"""(namespace, pod)."""
+
+
+class TrainingProgress(Protocol):
+    """What training jobs report about themselves (the reference job's metrics)."""
+
+    name: str
+
+    def last_checkpoints(self, at: datetime) -> Mapping[PodKey, datetime]:
+        """Per pod: when its newest durable checkpoint was taken."""
+        ...
+
+    def progress(self, at: datetime) -> Mapping[PodKey, tuple[int, int]]:
+        """Per pod: (current step, step of its newest checkpoint)."""
+        ...
+
+
+class SilenceSource(Protocol):
+    """Silences kept outside the settings (a ConfigMap people edit at 3 a.m.)."""
+
+    name: str
+
+    def silences(self, at: datetime) -> Sequence[Silence]:
+        """Silences active at ``at``."""
+        ...
+
+
+class NodePriceSource(Protocol):
+    """Measured prices per node (OpenCost), replacing the price book where present."""
+
+    name: str
+
+    def node_prices(self, at: datetime) -> Mapping[str, Price]:
+        """Node -> price of one of its GPU-hours."""
         ...

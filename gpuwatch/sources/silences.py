@@ -20,38 +20,25 @@ why), and a list is read whole the way gpuwatch reads its config file. The calle
 records a data-quality note and goes on with the config file's silences, so the
 mistake shows on the very next cycle, named precisely enough to fix in one edit.
 
-429 and 5xx are retried with capped backoff as the cluster source does
-(``KubernetesOptions``); 401/403 raise ``SourceAuthRefused`` naming the RBAC rule.
+Requests and retries are the Kubernetes layer's (``gpuwatch.kube``); a refusal raises
+``SourceAuthRefused`` naming the RBAC rule to grant.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Sequence
-from datetime import UTC, date, datetime
+from collections.abc import Sequence
+from datetime import date, datetime
 from typing import Any
 
-import urllib3
-from kubernetes import client as k8s
-from kubernetes.client.exceptions import ApiException
 from pydantic import BaseModel, ValidationError
 
 from gpuwatch.config.settings import AlertMatch, Silence
 from gpuwatch.config.yamlfile import YamlDocument, format_loc, load_yaml_text
-from gpuwatch.model.errors import (
-    ConfigError,
-    SourceAuthRefused,
-    SourceBadQuery,
-    SourceBadResponse,
-    SourceError,
-    SourceUnreachable,
-)
-from gpuwatch.sources.kubernetes import (
-    KubernetesOptions,
-    _server_message,
-)
-from gpuwatch.util.http_retry import backoff_s, retryable_status
+from gpuwatch.kube.api import KubeApi
+from gpuwatch.kube.errors import KubeError, KubeForbidden, KubeNotFound, as_source_error
+from gpuwatch.kube.resources import CONFIGMAPS
+from gpuwatch.model.errors import ConfigError, SourceAuthRefused, SourceBadResponse
 
 log = logging.getLogger(__name__)
 
@@ -69,18 +56,9 @@ class ConfigMapSilences:
 
     name = "configmap"
 
-    def __init__(
-        self,
-        api_client: k8s.ApiClient,
-        reference: str,
-        options: KubernetesOptions | None = None,
-        *,
-        sleep: Callable[[float], None] = time.sleep,
-        now: Callable[[], datetime] = lambda: datetime.now(UTC),
-    ) -> None:
+    def __init__(self, api: KubeApi, reference: str) -> None:
         """``reference`` is ``namespace/name`` (``notify.silences_configmap``); ConfigError
-        when it is not. No I/O here; ``sleep`` and ``now`` (for ``Retry-After`` dates)
-        are for tests."""
+        when it is not. No I/O here."""
         namespace, _, config_map = reference.partition("/")
         if not namespace or not config_map or "/" in config_map:
             raise ConfigError(
@@ -89,11 +67,7 @@ class ConfigMapSilences:
             )
         self.namespace = namespace
         self.config_map = config_map
-        self.options = options or KubernetesOptions()
-        self._core = k8s.CoreV1Api(api_client)
-        self._host = str(api_client.configuration.host)
-        self._sleep = sleep
-        self._now = now
+        self.api = api
 
     @property
     def where(self) -> str:
@@ -117,68 +91,19 @@ class ConfigMapSilences:
 
     def _read(self) -> str | None:
         """The key's text; None when the ConfigMap or the key is absent."""
-        what = f"get configmap {self.namespace}/{self.config_map}"
-        attempt = 0
-        while True:
-            try:
-                found = self._core.read_namespaced_config_map(
-                    self.config_map,
-                    self.namespace,
-                    _request_timeout=self.options.request_timeout_s,
-                )
-                break
-            except ApiException as exc:
-                status = int(exc.status or 0)
-                if status == 404:
-                    log.debug("%s: not found; no silences from it", what)
-                    return None
-                if retryable_status(status) and attempt < self.options.retries:
-                    delay = self._delay(attempt, exc)
-                    log.warning("%s: %s %s; retrying in %.1f s", what, status, exc.reason, delay)
-                else:
-                    raise self._failure(what, exc) from exc
-            except urllib3.exceptions.HTTPError as exc:
-                cause = getattr(exc, "reason", None) or exc
-                if attempt >= self.options.retries:
-                    raise SourceUnreachable(
-                        f"{what}: cannot reach the Kubernetes API at {self._host}: {cause}"
-                    ) from exc
-                delay = self._delay(attempt, None)
-                log.warning("%s: %s; retrying in %.1f s", what, cause, delay)
-            self._sleep(delay)
-            attempt += 1
-        text = (found.data or {}).get(SILENCES_KEY)
+        try:
+            found = self.api.get(CONFIGMAPS, self.config_map, self.namespace)
+        except KubeNotFound:
+            log.debug("%s: not found; no silences from it", self.where)
+            return None
+        except KubeForbidden as exc:
+            raise SourceAuthRefused(
+                f"{exc} (resourceNames [{self.config_map}] may narrow it)"
+            ) from exc
+        except KubeError as exc:
+            raise as_source_error(exc) from exc
+        text = (found.get("data") or {}).get(SILENCES_KEY)
         return text if isinstance(text, str) else None
-
-    def _delay(self, attempt: int, exc: ApiException | None) -> float:
-        """``Retry-After`` when the server gave one, else exponential with jitter; capped."""
-        after = exc.headers.get("Retry-After") if exc is not None and exc.headers else None
-        return backoff_s(
-            attempt, after, self._now(), self.options.backoff_initial_s, self.options.backoff_max_s
-        )
-
-    def _failure(self, what: str, exc: ApiException) -> SourceError:
-        status = int(exc.status or 0)
-        message = _server_message(exc)
-        server = f" (server: {message})" if message else ""
-        if status == 401:
-            return SourceAuthRefused(
-                f"{what}: 401 Unauthorized; the API server refused the credentials (an "
-                f"expired token? check the service account token or kubeconfig){server}"
-            )
-        if status == 403:
-            return SourceAuthRefused(
-                f"{what}: 403 Forbidden; grant the service account a Role in namespace "
-                f'{self.namespace} with the rule apiGroups [""], resources [configmaps], '
-                f"verbs [get] (resourceNames [{self.config_map}] may narrow it){server}"
-            )
-        detail = f"{status} {exc.reason}{server}"
-        if retryable_status(status) or status == 0:
-            return SourceUnreachable(
-                f"{what}: the Kubernetes API at {self._host} kept failing "
-                f"({self.options.retries + 1} attempts): {detail}"
-            )
-        return SourceBadQuery(f"{what}: {detail}")
 
 
 def _parse(text: str, where: str) -> list[Silence]:

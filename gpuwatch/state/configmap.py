@@ -23,12 +23,11 @@ How it is written, and why:
   ConfigMap ``<name>-corrupt-<UTC stamp>`` and ``load()`` raises ``StateError`` (the
   cycle then starts afresh and records a note). If the copy cannot be made, ``save()``
   refuses to overwrite the original, so that nothing is lost without a person deciding;
-- 429 (API priority and fairness) and 5xx are retried with capped exponential backoff,
-  honouring ``Retry-After`` up to the cap; connection failures likewise. A write whose
-  answer was lost and whose retry then meets a 409 is read back: when the ConfigMap
-  holds exactly what was written, the write landed and all is well;
-- 401/403 become a ``StateError`` naming the verb, the resource, the namespace and the
-  RBAC rule to grant (``RBAC_RULES``), because that is what the reader must fix.
+- requests, retries (429, 5xx, connection failures) and the wording of refusals (a 403
+  names the Role rule to grant) are the Kubernetes layer's (``gpuwatch.kube``); every
+  failure reaches the cycle as a ``StateError``. A write whose answer was lost and
+  whose retry then meets a 409 is read back: when the ConfigMap holds exactly what was
+  written, the write landed and all is well.
 
 The ConfigMap is gpuwatch's own: ``save()`` writes its data whole (keys other than the
 two above are not kept), keeping only the labels and annotations found on it.
@@ -40,24 +39,19 @@ import base64
 import gzip
 import json
 import logging
-import time
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, TypeVar
+from datetime import UTC
+from typing import Any
 
-import urllib3
-from kubernetes import client as k8s
-from kubernetes.client.exceptions import ApiException
-
+from gpuwatch.kube.api import Json, KubeApi
+from gpuwatch.kube.errors import KubeConflict, KubeError, KubeNotFound
+from gpuwatch.kube.resources import CONFIGMAPS
 from gpuwatch.model.errors import StateError
 from gpuwatch.model.state import CycleState
-from gpuwatch.util.http_retry import backoff_s, retryable_status
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 STATE_KEY = "state.json"
 """``data`` key of the state as plain JSON."""
@@ -98,49 +92,28 @@ class _Seen:
     labels: Mapping[str, str] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
 
-
-class _Failed(Exception):
-    """An API error answer after retries; ``retried`` says whether an earlier attempt
-    may have had an effect whose answer was lost."""
-
-    def __init__(self, error: ApiException, retried: bool) -> None:
-        super().__init__(str(error))
-        self.error = error
-        self.status = int(error.status or 0)
-        self.retried = retried
+    @classmethod
+    def of(cls, found: Mapping[str, Any]) -> _Seen:
+        meta = found.get("metadata") or {}
+        return cls(
+            meta.get("resourceVersion"),
+            dict(meta.get("labels") or {}),
+            dict(meta.get("annotations") or {}),
+        )
 
 
 class ConfigMapState:
-    """``StateStore`` in the ConfigMap ``namespace/name`` (see the module docstring)."""
+    """``StateStore`` in the ConfigMap ``namespace/name`` (see the module docstring).
+
+    No I/O at construction; ``api`` carries the retry policy (the wiring gives the state
+    a shorter one than the cluster source: a cycle should not wait minutes to save)."""
 
     name = "configmap"
 
-    def __init__(
-        self,
-        api_client: k8s.ApiClient,
-        namespace: str,
-        name: str,
-        *,
-        retries: int = 4,
-        backoff_initial_s: float = 0.5,
-        backoff_max_s: float = 10.0,
-        request_timeout_s: float = 30.0,
-        sleep: Callable[[float], None] = time.sleep,
-        now: Callable[[], datetime] = lambda: datetime.now(UTC),
-    ) -> None:
-        """No I/O here. ``api_client`` is best built with
-        ``gpuwatch.sources.kubernetes.new_api_client`` (whose transport leaves retries by
-        status to this class); ``sleep`` and ``now`` are for tests."""
+    def __init__(self, api: KubeApi, namespace: str, name: str) -> None:
+        self.api = api
         self.namespace = namespace
         self.config_map = name
-        self._core = k8s.CoreV1Api(api_client)
-        self._host = str(api_client.configuration.host)
-        self._retries = retries
-        self._backoff_initial_s = backoff_initial_s
-        self._backoff_max_s = backoff_max_s
-        self._timeout_s = request_timeout_s
-        self._sleep = sleep
-        self._now = now
         self._seen: _Seen | None = None
         """None: not read (or the read failed): the ConfigMap may only be created."""
         self._keep: str | None = None
@@ -158,23 +131,15 @@ class ConfigMapState:
         (then copied aside; see the module docstring)."""
         self._seen, self._keep = None, None
         try:
-            found = self._call(
-                "get",
-                lambda: self._core.read_namespaced_config_map(
-                    self.config_map, self.namespace, _request_timeout=self._timeout_s
-                ),
-            )
-        except _Failed as failed:
-            if failed.status == 404:
-                self._seen = _Seen(None)
-                return CycleState()
-            raise self._failure("get", failed) from failed.error
-        meta = found.metadata
-        self._seen = _Seen(
-            meta.resource_version, dict(meta.labels or {}), dict(meta.annotations or {})
-        )
+            found = self.api.get(CONFIGMAPS, self.config_map, self.namespace)
+        except KubeNotFound:
+            self._seen = _Seen(None)
+            return CycleState()
+        except KubeError as exc:
+            raise self._failure(exc) from exc
+        self._seen = _Seen.of(found)
         try:
-            return _decode(found.data or {}, found.binary_data or {})
+            return _decode(found.get("data") or {}, found.get("binaryData") or {})
         except (ValueError, TypeError) as exc:
             raise self._unreadable(found, str(exc)) from exc
 
@@ -197,10 +162,7 @@ class ConfigMapState:
                 else "exists, but this instance has not read it (load() failed or was not called)"
             )
             stored = self._create(content, seen, why)
-        meta = stored.metadata
-        self._seen = _Seen(
-            meta.resource_version, dict(meta.labels or {}), dict(meta.annotations or {})
-        )
+        self._seen = _Seen.of(stored)
 
     # -- writing -------------------------------------------------------------------------
     def _encode(self, state: CycleState) -> dict[str, Any]:
@@ -232,9 +194,7 @@ class ConfigMapState:
             "(fewer findings or alert groups)"
         )
 
-    def _body(
-        self, content: Mapping[str, Any], seen: _Seen | None, *, version: bool
-    ) -> dict[str, Any]:
+    def _body(self, content: Mapping[str, Any], seen: _Seen | None, *, version: bool) -> Json:
         meta: dict[str, Any] = {
             "name": self.config_map,
             "namespace": self.namespace,
@@ -246,71 +206,56 @@ class ConfigMapState:
             meta["resourceVersion"] = seen.resource_version
         return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, **content}
 
-    def _replace(self, content: Mapping[str, Any], seen: _Seen) -> k8s.V1ConfigMap:
+    def _replace(self, content: Mapping[str, Any], seen: _Seen) -> Json:
         body = self._body(content, seen, version=True)
         try:
-            return self._call(
-                "update",
-                lambda: self._core.replace_namespaced_config_map(
-                    self.config_map, self.namespace, body, _request_timeout=self._timeout_s
-                ),
-            )
-        except _Failed as failed:
-            if failed.status == 404:
-                why = "was deleted and created again by another writer since it was read"
-                return self._create(content, seen, why)
-            if failed.status == 409:
-                landed = self._landed(content) if failed.retried else None
-                if landed is not None:
-                    return landed
-                raise StateError(
-                    f"{self.where} was changed by another writer since it was read "
-                    f"(resourceVersion {seen.resource_version} is stale); not overwriting "
-                    "it. Is another gpuwatch instance running (a manual `gpuwatch once` "
-                    "beside the CronJob, an overlapping run)? This cycle's state is not saved"
-                ) from failed.error
-            raise self._failure("update", failed) from failed.error
+            return self.api.replace(CONFIGMAPS, self.config_map, body, self.namespace)
+        except KubeNotFound:
+            why = "was deleted and created again by another writer since it was read"
+            return self._create(content, seen, why)
+        except KubeConflict as exc:
+            landed = self._landed(content) if exc.retried else None
+            if landed is not None:
+                return landed
+            raise StateError(
+                f"{self.where} was changed by another writer since it was read "
+                f"(resourceVersion {seen.resource_version} is stale); not overwriting "
+                "it. Is another gpuwatch instance running (a manual `gpuwatch once` "
+                "beside the CronJob, an overlapping run)? This cycle's state is not saved"
+            ) from exc
+        except KubeError as exc:
+            raise self._failure(exc) from exc
 
-    def _create(self, content: Mapping[str, Any], seen: _Seen | None, why: str) -> k8s.V1ConfigMap:
+    def _create(self, content: Mapping[str, Any], seen: _Seen | None, why: str) -> Json:
         body = self._body(content, seen, version=False)
         try:
-            return self._call(
-                "create",
-                lambda: self._core.create_namespaced_config_map(
-                    self.namespace, body, _request_timeout=self._timeout_s
-                ),
-            )
-        except _Failed as failed:
-            if failed.status == 409:
-                landed = self._landed(content) if failed.retried else None
-                if landed is not None:
-                    return landed
-                raise StateError(
-                    f"{self.where} {why}; not overwriting state this instance has not "
-                    "read. This cycle's state is not saved; the next cycle reads it first"
-                ) from failed.error
-            raise self._failure("create", failed) from failed.error
+            return self.api.create(CONFIGMAPS, body, self.namespace)
+        except KubeConflict as exc:
+            landed = self._landed(content) if exc.retried else None
+            if landed is not None:
+                return landed
+            raise StateError(
+                f"{self.where} {why}; not overwriting state this instance has not "
+                "read. This cycle's state is not saved; the next cycle reads it first"
+            ) from exc
+        except KubeError as exc:
+            raise self._failure(exc) from exc
 
-    def _landed(self, content: Mapping[str, Any]) -> k8s.V1ConfigMap | None:
+    def _landed(self, content: Mapping[str, Any]) -> Json | None:
         """After a retried write met 409: the ConfigMap if it holds exactly ``content``
         (the first attempt landed, its answer was lost), else None."""
         try:
-            found = self._call(
-                "get",
-                lambda: self._core.read_namespaced_config_map(
-                    self.config_map, self.namespace, _request_timeout=self._timeout_s
-                ),
-            )
-        except (_Failed, StateError):
+            found = self.api.get(CONFIGMAPS, self.config_map, self.namespace)
+        except KubeError:
             return None
         data, binary = content.get("data") or {}, content.get("binaryData") or {}
-        if (found.data or {}) == data and (found.binary_data or {}) == binary:
+        if (found.get("data") or {}) == data and (found.get("binaryData") or {}) == binary:
             log.info("%s: a retried write had landed; its answer was lost", self.where)
             return found
         return None
 
     # -- unreadable state ----------------------------------------------------------------
-    def _unreadable(self, found: k8s.V1ConfigMap, reason: str) -> StateError:
+    def _unreadable(self, found: Mapping[str, Any], reason: str) -> StateError:
         """Copy ``found`` aside and word the error; when the copy fails, make ``save()``
         refuse to overwrite it."""
         aside, trouble = self._copy_aside(found, reason)
@@ -333,12 +278,12 @@ class ConfigMapState:
             f"{self.config_map})"
         )
 
-    def _copy_aside(self, found: k8s.V1ConfigMap, reason: str) -> tuple[str | None, str]:
+    def _copy_aside(self, found: Mapping[str, Any], reason: str) -> tuple[str | None, str]:
         """(name of the copy, "") or (None, why it could not be made)."""
-        stamp = self._now().astimezone(UTC).strftime("%Y%m%d-%H%M%S")
+        stamp = self.api.now().astimezone(UTC).strftime("%Y%m%d-%H%M%S")
         suffix = f"-corrupt-{stamp}"  # lowercase: a ConfigMap name is an RFC 1123 subdomain
         aside = self.config_map[: _MAX_NAME - len(suffix)].rstrip("-.") + suffix
-        body: dict[str, Any] = {
+        body: Json = {
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": {
@@ -351,81 +296,20 @@ class ConfigMapState:
                 },
             },
         }
-        if found.data:
-            body["data"] = dict(found.data)
-        if found.binary_data:
-            body["binaryData"] = dict(found.binary_data)
+        for key in ("data", "binaryData"):
+            if found.get(key):
+                body[key] = dict(found[key])
         try:
-            self._call(
-                "create",
-                lambda: self._core.create_namespaced_config_map(
-                    self.namespace, body, _request_timeout=self._timeout_s
-                ),
-            )
-        except _Failed as failed:
-            return None, f"create configmap {self.namespace}/{aside}: {_answer(failed.error)}"
-        except StateError as exc:
+            self.api.create(CONFIGMAPS, body, self.namespace)
+        except KubeError as exc:
             return None, str(exc)
         return aside, ""
 
-    # -- talking to the API server -------------------------------------------------------
-    def _call(self, verb: str, call: Callable[[], T]) -> T:
-        """``call()``, retried after 429, 5xx and connection failures.
-
-        Raises ``_Failed`` for an error answer (after retries), StateError when the API
-        server cannot be reached."""
-        attempt = 0
-        while True:
-            try:
-                return call()
-            except ApiException as exc:
-                status = int(exc.status or 0)
-                if not retryable_status(status) or attempt >= self._retries:
-                    raise _Failed(exc, retried=attempt > 0) from exc
-                delay = self._delay(attempt, exc)
-                log.warning(
-                    "%s %s: %s %s; retrying in %.1f s", verb, self.where, status, exc.reason, delay
-                )
-            except urllib3.exceptions.HTTPError as exc:
-                cause = getattr(exc, "reason", None) or exc
-                if attempt >= self._retries:
-                    raise StateError(
-                        f"{verb} {self.where}: cannot reach the Kubernetes API at "
-                        f"{self._host}: {cause}"
-                    ) from exc
-                delay = self._delay(attempt, None)
-                log.warning("%s %s: %s; retrying in %.1f s", verb, self.where, cause, delay)
-            self._sleep(delay)
-            attempt += 1
-
-    def _delay(self, attempt: int, exc: ApiException | None) -> float:
-        """``Retry-After`` when the server gave one, else exponential with jitter; capped."""
-        after = exc.headers.get("Retry-After") if exc is not None and exc.headers else None
-        return backoff_s(attempt, after, self._now(), self._backoff_initial_s, self._backoff_max_s)
-
-    def _failure(self, verb: str, failed: _Failed) -> StateError:
-        status = failed.status
-        answer = _answer(failed.error)
-        if status == 401:
-            return StateError(
-                f"{verb} {self.where}: {answer}; the API server refused the credentials "
-                "(an expired token or client certificate? check the service account token "
-                "or the kubeconfig user)"
-            )
-        if status == 403:
-            return StateError(
-                f"{verb} {self.where}: {answer}; RBAC does not allow verb {verb} on "
-                f'configmaps (API group "") in namespace {self.namespace}: grant the '
-                f"service account a Role in namespace {self.namespace} with the rule "
-                f'apiGroups [""], resources [configmaps], verbs [{verb}] (the state store '
-                "needs get, update and create)"
-            )
-        if retryable_status(status):
-            return StateError(
-                f"{verb} {self.where}: the Kubernetes API at {self._host} kept failing "
-                f"({self._retries + 1} attempts): {answer}"
-            )
-        return StateError(f"{verb} {self.where}: {answer}")
+    def _failure(self, exc: KubeError) -> StateError:
+        """The layer's words, and what the state store needs in all."""
+        if exc.status == 403:
+            return StateError(f"{exc} (the state store needs get, update and create)")
+        return StateError(str(exc))
 
 
 # -- the stored form -----------------------------------------------------------------------
@@ -490,15 +374,3 @@ def _size(count: int) -> str:
     if count < 1024 * 1024:
         return f"{count / 1024:.0f} KiB"
     return f"{count / (1024 * 1024):.1f} MiB"
-
-
-# -- answers -------------------------------------------------------------------------------
-def _answer(exc: ApiException) -> str:
-    """``403 Forbidden (server: configmaps "x" is forbidden: ...)``."""
-    detail = f"{exc.status} {exc.reason}"
-    try:
-        body = json.loads(exc.body) if exc.body else None
-    except ValueError:
-        return f"{detail} ({str(exc.body)[:200]})"
-    message = body.get("message") if isinstance(body, Mapping) else None
-    return f"{detail} (server: {message})" if isinstance(message, str) and message else detail

@@ -2,9 +2,9 @@
 
 History comes through the metrics seam, downsampled to hours where the data lives (the
 Prometheus planner, or the simulator a day at a time); everything after that is
-columnar. The savings are a cycle's at the end of the period, computed by the same code
-as every cycle, with no state, no messages and no writes; the actions are those the
-cycles of the period recorded in their JSON results.
+columnar. The savings are a cycle's at the end of the period: its gather and analyse
+phases, the same code as every cycle, without its effects (no state, messages or
+writes); the actions are those the cycles of the period recorded in their JSON results.
 """
 
 from __future__ import annotations
@@ -27,12 +27,10 @@ from gpuwatch.model.cost import Saving
 from gpuwatch.model.durations import parse_instant
 from gpuwatch.model.findings import DataQualityNote, GpuHolder
 from gpuwatch.model.metrics import HistoryFrame, HistoryRequest
-from gpuwatch.notify.console import RecordingNotifier
-from gpuwatch.pipeline import Components, run_cycle
+from gpuwatch.pipeline import Components, analyse, gather
 from gpuwatch.report.data import ReportData, ReportPeriod
 from gpuwatch.report.schema import ACTIONS, SAVINGS
 from gpuwatch.sources.base import Progress
-from gpuwatch.state.base import MemoryState
 from gpuwatch.weekly.episodes import findings_table
 from gpuwatch.weekly.hourly import HOUR_S, SPECS, HourlyInputs, gpu_hourly
 
@@ -146,11 +144,12 @@ def build_tables(
 def _savings(
     components: Components, settings: Settings, at: datetime
 ) -> tuple[pa.Table, list[DataQualityNote]]:
-    """What each change would save, as a cycle at ``at`` computes it: read only."""
-    quiet = replace(components, state=MemoryState(), notifier=RecordingNotifier(), actuator=None)
-    result = run_cycle(quiet, settings.model_copy(update={"dry_run": True}), at)
-    notes = [DataQualityNote(kind="savings", message=e) for e in result.errors]
-    return savings_table(result.savings, at), notes
+    """What each change would save, as a cycle at ``at`` computes it: the cycle's first
+    two phases (its reads and its analysis), never its effects."""
+    gathered = gather(components, settings, at, for_effects=False)
+    analysis = analyse(gathered, components.rules, components.price_book, settings)
+    notes = [DataQualityNote(kind="savings", message=e) for e in analysis.errors]
+    return savings_table(analysis.savings.savings, at), notes
 
 
 def savings_table(savings: Sequence[Saving], at: datetime) -> pa.Table:

@@ -19,10 +19,8 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from kubernetes import client as k8s
 
-from gpuwatch.actions import kubernetes as actions_rbac
-from gpuwatch.actions import lease
+from gpuwatch.actuators import kubernetes as actions_rbac
 from gpuwatch.analysis.pricing import load_price_book
 from gpuwatch.analysis.rules.loader import load_rules
 from gpuwatch.cli import cli
@@ -33,6 +31,8 @@ from gpuwatch.config.settings import (
     SelfMetricsSettings,
     Settings,
 )
+from gpuwatch.kube import lease
+from gpuwatch.kube.client import api_for
 from gpuwatch.sources import kubernetes_rbac, silences
 from gpuwatch.sources.kubernetes import KubernetesClusterSource
 from gpuwatch.state import configmap
@@ -402,7 +402,7 @@ def test_every_role_is_bound_to_gpuwatch_alone(rendered: dict[str, Objects], ent
 
 
 def test_cluster_source_lists_exactly_what_it_declares() -> None:
-    source = KubernetesClusterSource(k8s.ApiClient())
+    source = KubernetesClusterSource(api_for("http://127.0.0.1:1"))
     listed = {(group, plural, "list") for group, plural in source.listed()}
     assert listed == _grants(kubernetes_rbac.RBAC_RULES)
 

@@ -15,18 +15,14 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from kubernetes import client as k8s
 
 from gpuwatch.analysis.ownership import OwnerIndex
 from gpuwatch.config.settings import SimulatorSettings
+from gpuwatch.kube.client import api_for
 from gpuwatch.model.cluster import ClusterState, gpu_request_kind
 from gpuwatch.sources.base import ClusterSource
 from gpuwatch.sources.kube_objects import kube_list, state_to_kube
-from gpuwatch.sources.kubernetes import (
-    KubernetesClusterSource,
-    KubernetesOptions,
-    new_api_client,
-)
+from gpuwatch.sources.kubernetes import ClusterReadOptions, KubernetesClusterSource
 from gpuwatch.sources.simulator import SimulatedCluster, SimulatorClusterSource
 from gpuwatch.sources.simulator.layout import SHOWCASE_AT
 from gpuwatch.sources.snapshot_file import SnapshotFileClusterSource
@@ -60,8 +56,7 @@ def _kubernetes_api(cluster: SimulatedCluster, tmp: Path) -> Iterator[ClusterSou
         for resource in KUBEFLOW_RESOURCES:
             emulator.install(resource)
         emulator.add_all(state_to_kube(cluster.state()))
-        api = new_api_client(k8s.Configuration(host=emulator.url))
-        yield KubernetesClusterSource(api, KubernetesOptions(page_size=17))
+        yield KubernetesClusterSource(api_for(emulator.url), ClusterReadOptions(page_size=17))
         pods_pages = emulator.requests_to("/api/v1/pods")
         if pods_pages:  # one page of pods per snapshot would not exercise pagination
             assert len(pods_pages) >= 2 * sum(1 for r in pods_pages if "continue" not in r.query)

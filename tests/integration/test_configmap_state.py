@@ -10,11 +10,11 @@ import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from kubernetes import client as k8s
 
+from gpuwatch.kube.api import RetryPolicy
+from gpuwatch.kube.client import api_for
 from gpuwatch.model.errors import StateError
 from gpuwatch.model.state import CycleState
-from gpuwatch.sources.kubernetes import new_api_client
 from gpuwatch.state import configmap
 from gpuwatch.state.configmap import (
     INLINE_MAX_BYTES,
@@ -45,13 +45,12 @@ def state_of(findings: int, *, seed: int = 0, noise: bool = False) -> CycleState
 
 
 def store(emulator, *, sleeps=None, name=NAME, now=lambda: T0) -> ConfigMapState:
-    return ConfigMapState(
-        emulator.api_client(),
-        NS,
-        name,
+    api = emulator.kube_api(
+        RetryPolicy(retries=4, backoff_max_s=10.0),
         sleep=(sleeps.append if sleeps is not None else lambda s: None),
         now=now,
     )
+    return ConfigMapState(api, NS, name)
 
 
 def stored(emulator, name=NAME):
@@ -313,9 +312,9 @@ def test_unreadable_state_that_cannot_be_copied_is_never_overwritten(kube_emulat
 
 
 def test_an_unreachable_api_server_is_a_state_error():
-    configuration = k8s.Configuration(host=f"http://127.0.0.1:{free_port()}")
     sleeps: list[float] = []
-    state = ConfigMapState(new_api_client(configuration), NS, NAME, retries=1, sleep=sleeps.append)
+    api = api_for(f"http://127.0.0.1:{free_port()}", RetryPolicy(retries=1), sleep=sleeps.append)
+    state = ConfigMapState(api, NS, NAME)
     with pytest.raises(StateError, match=r"cannot reach the Kubernetes API at http://127\.0\.0\.1"):
         state.load()
     assert len(sleeps) == 1

@@ -13,6 +13,9 @@ import pytest
 from kubernetes import client as k8s
 
 from gpuwatch.analysis.ownership import OwnerIndex
+from gpuwatch.kube.api import KubeApi, RetryPolicy
+from gpuwatch.kube.client import Credentials, api_for, connect, new_api_client
+from gpuwatch.kube.resources import custom_resource
 from gpuwatch.model.cluster import WHOLE_GPU_RESOURCE
 from gpuwatch.model.errors import (
     ConfigError,
@@ -23,10 +26,8 @@ from gpuwatch.model.errors import (
 )
 from gpuwatch.sources.base import ClusterSource
 from gpuwatch.sources.kubernetes import (
-    CustomResource,
+    ClusterReadOptions,
     KubernetesClusterSource,
-    KubernetesOptions,
-    new_api_client,
 )
 from tests.integration.kube_emulator import (
     KUBEFLOW_RESOURCES,
@@ -54,13 +55,17 @@ class Sleeps:
         self.delays.append(seconds)
 
 
+READ_OPTIONS = {"page_size", "owner_resources"}
+
+
 def _source(
     emulator: KubeEmulator, sleeps: Sleeps | None = None, **options: Any
 ) -> KubernetesClusterSource:
-    api = new_api_client(k8s.Configuration(host=emulator.url))
-    return KubernetesClusterSource(
-        api, KubernetesOptions(**options), sleep=sleeps or Sleeps(), now=lambda: NOW
-    )
+    """The source on ``emulator``; ``options`` are read options or retry policy fields."""
+    read = {k: v for k, v in options.items() if k in READ_OPTIONS}
+    policy = RetryPolicy(**{k: v for k, v in options.items() if k not in READ_OPTIONS})
+    api = api_for(emulator.url, policy, sleep=sleeps or Sleeps(), now=lambda: NOW)
+    return KubernetesClusterSource(api, ClusterReadOptions(**read))
 
 
 def _fixture_items() -> list[dict[str, Any]]:
@@ -171,8 +176,8 @@ def test_403_names_the_resource_and_the_verb_to_grant(cluster):
     with pytest.raises(SourceAuthRefused) as caught:
         _source(cluster).snapshot(AT)
     message = str(caught.value)
-    assert message.startswith("list pods at cluster scope: 403 Forbidden; grant the ClusterRole")
-    assert "verb list on pods" in message
+    assert message.startswith("list pods at cluster scope: 403 Forbidden")
+    assert "verb list on pods" in message and "grant the service account a ClusterRole" in message
     assert 'cannot list resource "pods"' in message  # the server's own words kept
     assert caught.value.kind == "auth_refused"
 
@@ -190,7 +195,7 @@ def test_401_says_the_credentials_were_refused():
         configuration = k8s.Configuration(host=emulator.url)
         configuration.api_key = {"authorization": "wrong"}
         configuration.api_key_prefix = {"authorization": "Bearer"}
-        source = KubernetesClusterSource(new_api_client(configuration), sleep=Sleeps())
+        source = KubernetesClusterSource(KubeApi(new_api_client(configuration), sleep=Sleeps()))
         with pytest.raises(
             SourceAuthRefused, match="list nodes at cluster scope: 401 Unauthorized"
         ):
@@ -198,7 +203,7 @@ def test_401_says_the_credentials_were_refused():
         configuration = k8s.Configuration(host=emulator.url)
         configuration.api_key = {"authorization": "s3cret"}
         configuration.api_key_prefix = {"authorization": "Bearer"}
-        source = KubernetesClusterSource(new_api_client(configuration), sleep=Sleeps())
+        source = KubernetesClusterSource(KubeApi(new_api_client(configuration), sleep=Sleeps()))
         assert source.snapshot(AT).nodes == ()
 
 
@@ -234,7 +239,7 @@ def test_5xx_that_does_not_stop_gives_up_after_the_retries(cluster):
     cluster.fail_next("/api/v1/nodes", 500, times=100)
     sleeps = Sleeps()
     with pytest.raises(
-        SourceUnreachable, match=r"list nodes at cluster scope: .* kept failing: 500"
+        SourceUnreachable, match=r"list nodes at cluster scope: .* kept failing \(4 attempts\): 500"
     ):
         _source(cluster, sleeps, retries=3).snapshot(AT)
     assert len(sleeps.delays) == 3
@@ -264,8 +269,8 @@ def test_404_on_pods_is_not_a_kubernetes_api(kube_emulator):
 def test_extra_custom_resources_are_read(kube_emulator):
     kube_emulator.install(ResourceType("ray.io", "v1", "rayjobs", "RayJob"))
     kube_emulator.add({"apiVersion": "ray.io/v1", "kind": "RayJob", "metadata": {"name": "r"}})
-    rayjobs = (CustomResource("ray.io", "v1", "rayjobs", "RayJob"),)
-    state = _source(kube_emulator, custom_resources=rayjobs).snapshot(AT)
+    rayjobs = (custom_resource("ray.io", "v1", "rayjobs", "RayJob"),)
+    state = _source(kube_emulator, owner_resources=rayjobs).snapshot(AT)
     assert [(c.kind, c.namespace, c.name) for c in state.controllers] == [
         ("RayJob", "default", "r")
     ]
@@ -274,9 +279,7 @@ def test_extra_custom_resources_are_read(kube_emulator):
 def test_an_unreachable_server_is_reported_as_such():
     host = f"http://127.0.0.1:{free_port()}"
     sleeps = Sleeps()
-    source = KubernetesClusterSource(
-        new_api_client(k8s.Configuration(host=host)), KubernetesOptions(retries=2), sleep=sleeps
-    )
+    source = KubernetesClusterSource(api_for(host, RetryPolicy(retries=2), sleep=sleeps))
     with pytest.raises(SourceUnreachable) as caught:
         source.snapshot(AT)
     assert str(caught.value).startswith(
@@ -284,16 +287,6 @@ def test_an_unreachable_server_is_reported_as_such():
     )
     assert "Connection refused" in str(caught.value)
     assert len(sleeps.delays) == 2
-
-
-def test_a_server_that_dies_mid_list_is_unreachable(kube_emulator):
-    kube_emulator.add_all(_pod_objects(8))
-    source = _source(kube_emulator, page_size=3, retries=1)
-    pages = source._pages(source._pods)
-    next(pages)
-    kube_emulator.stop()
-    with pytest.raises(SourceUnreachable, match="cannot reach the Kubernetes API"):
-        next(pages)
 
 
 def test_a_server_answering_garbage_is_a_bad_response(kube_emulator):
@@ -308,23 +301,25 @@ def test_a_server_answering_garbage_is_a_bad_response(kube_emulator):
 @pytest.mark.parametrize(
     ("options", "problem"),
     [
-        ({"page_size": 0}, "page_size"),
         ({"retries": -1}, "retries"),
         ({"request_timeout_s": 0}, "request_timeout_s"),
         ({"backoff_initial_s": 5, "backoff_max_s": 1}, "backoff"),
     ],
 )
-def test_bad_options_are_config_errors(options, problem):
+def test_bad_retry_policies_are_config_errors(options, problem):
     with pytest.raises(ConfigError, match=problem):
-        KubernetesOptions(**options)
+        RetryPolicy(**options)
+
+
+def test_bad_read_options_are_config_errors():
+    with pytest.raises(ConfigError, match="page_size"):
+        ClusterReadOptions(page_size=0)
 
 
 def test_credentials_that_cannot_load_are_config_errors(tmp_path):
     missing = tmp_path / "kubeconfig"
     with pytest.raises(ConfigError, match=f"kubeconfig {missing}, context prod"):
-        KubernetesClusterSource.from_options(
-            KubernetesOptions(kubeconfig=str(missing), context="prod")
-        )
+        connect(Credentials(kubeconfig=str(missing), context="prod"))
 
 
 def test_a_kubeconfig_and_context_are_honoured(tmp_path, kube_emulator):
@@ -348,8 +343,9 @@ def test_a_kubeconfig_and_context_are_honoured(tmp_path, kube_emulator):
             }
         )
     )
-    options = KubernetesOptions(kubeconfig=str(kubeconfig), context="emulated")
-    source = KubernetesClusterSource.from_options(options)
+    source = KubernetesClusterSource(
+        connect(Credentials(kubeconfig=str(kubeconfig), context="emulated"))
+    )
     try:
         assert len(source.snapshot(AT).pods) == 2
     finally:
@@ -359,7 +355,7 @@ def test_a_kubeconfig_and_context_are_honoured(tmp_path, kube_emulator):
 def test_in_cluster_config_outside_a_cluster_is_a_config_error(monkeypatch):
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     with pytest.raises(ConfigError, match="in-cluster service account"):
-        KubernetesClusterSource.from_options(KubernetesOptions(in_cluster=True))
+        connect(Credentials(in_cluster=True))
 
 
 def test_a_malformed_object_names_the_list_object_and_field(kube_emulator):

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gpuwatch.actions.lease import LeaseLock
+from gpuwatch.kube.lease import Lease
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
@@ -20,10 +20,14 @@ class Clock:
         return self.now
 
 
+def _lease(emulator, name: str, holder: str, clock: Clock) -> Lease:
+    return Lease(emulator.kube_api(now=clock), "gpuwatch", name, holder, 60)
+
+
 def test_two_instances_one_lease(kube_emulator):
     clock = Clock()
-    a = LeaseLock(kube_emulator.api_client(), "gpuwatch", "gpuwatch-actions", "a", 60, clock)
-    b = LeaseLock(kube_emulator.api_client(), "gpuwatch", "gpuwatch-actions", "b", 60, clock)
+    a = _lease(kube_emulator, "gpuwatch-actions", "a", clock)
+    b = _lease(kube_emulator, "gpuwatch-actions", "b", clock)
     assert a.acquire() is True
     assert b.acquire() is False  # held and fresh
     clock.now += timedelta(seconds=30)
@@ -31,17 +35,17 @@ def test_two_instances_one_lease(kube_emulator):
     clock.now += timedelta(seconds=61)
     assert b.acquire() is True  # a stopped renewing: b takes over
     assert a.acquire() is False
-    lease = kube_emulator.get("coordination.k8s.io/v1", "Lease", "gpuwatch-actions", "gpuwatch")
-    assert lease["spec"]["holderIdentity"] == "b" and lease["spec"]["leaseTransitions"] == 1
+    held = kube_emulator.get("coordination.k8s.io/v1", "Lease", "gpuwatch-actions", "gpuwatch")
+    assert held["spec"]["holderIdentity"] == "b" and held["spec"]["leaseTransitions"] == 1
     b.release()
     assert a.acquire() is True
 
 
 def test_a_conflicting_update_loses_the_race(kube_emulator):
     clock = Clock()
-    a = LeaseLock(kube_emulator.api_client(), "gpuwatch", "l", "a", 60, clock)
-    b = LeaseLock(kube_emulator.api_client(), "gpuwatch", "l", "b", 60, clock)
-    c = LeaseLock(kube_emulator.api_client(), "gpuwatch", "l", "c", 60, clock)
+    a = _lease(kube_emulator, "l", "a", clock)
+    b = _lease(kube_emulator, "l", "b", clock)
+    c = _lease(kube_emulator, "l", "c", clock)
     assert c.acquire() is True
     clock.now += timedelta(minutes=5)
     # b read the expired lease, but another writer updated it first: the API server

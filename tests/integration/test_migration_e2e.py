@@ -19,8 +19,9 @@ import pytest
 
 # torch is part of the test environment (make test installs the train extra): a missing
 # torch fails here loudly rather than skipping the end-to-end migration.
-from gpuwatch.actions.kubernetes import DrainOptions, KubernetesActuator
-from gpuwatch.actions.migrate import MIGRATION_KEY_ANNOTATION
+from gpuwatch.actuators.drain import DrainOptions
+from gpuwatch.actuators.kubernetes import KubernetesActuator
+from gpuwatch.actuators.migrate import MIGRATION_KEY_ANNOTATION
 from gpuwatch.model.actions import ActionStatus
 from tests.integration.kube_emulator.resources import KUBEFLOW_RESOURCES
 from tests.integration.test_spot_migration import (
@@ -98,7 +99,7 @@ def test_pytorchjob_migrates_to_spot_and_resumes_bit_identical(
     )
     out = tmp_path / "ckpt"  # the job's shared volume: both pods see it
     # Made first: building the client takes most of a second, steps take milliseconds.
-    actuator = KubernetesActuator(emulator.api_client(), DrainOptions(eviction_deadline_s=10))
+    actuator = KubernetesActuator(emulator.kube_api(), DrainOptions(eviction_deadline_s=10))
 
     # The pod's container: a real training process, past its first periodic checkpoint.
     first = zygote.spawn(_argv(out), tmp_path / "on-demand.log", threads=1)

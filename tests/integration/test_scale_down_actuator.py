@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gpuwatch.actions.kubernetes import (
-    ACTION_KEY_ANNOTATION,
-    DELETE_MACHINE_ANNOTATION,
-    DrainOptions,
-    KubernetesActuator,
-)
+from gpuwatch.actuators.drain import ACTION_KEY_ANNOTATION, DELETE_MACHINE_ANNOTATION, DrainOptions
+from gpuwatch.actuators.kubernetes import KubernetesActuator
 from gpuwatch.model.actions import Action, ActionStatus
 from tests.integration.kube_emulator.resources import CLUSTER_API_RESOURCES, KARPENTER_RESOURCES
 
@@ -87,10 +83,8 @@ def cluster(kube_emulator):
     kube_emulator.add_all([node(), pod("alice-0"), pod("bob-0")])
     clock = Clock()
     actuator = KubernetesActuator(
-        kube_emulator.api_client(),
+        kube_emulator.kube_api(sleep=clock.sleep, monotonic=clock.monotonic),
         DrainOptions(eviction_deadline_s=60, backoff_initial_s=1, backoff_max_s=8),
-        sleep=clock.sleep,
-        monotonic=clock.monotonic,
     )
     return kube_emulator, actuator, clock
 
@@ -104,7 +98,9 @@ def test_budget_refuses_then_allows(cluster):
     emulator.refuse_evictions(2, pod="alice-0")
     done = actuator.apply(planned("alice-0", "bob-0"))
     assert done.status is ActionStatus.DONE, done.reason
-    assert clock.sleeps == [1, 2]  # two 429s, backed off
+    # two 429s, backed off exponentially with jitter: each wait in [base/2, base]
+    assert len(clock.sleeps) == 2
+    assert 0.5 <= clock.sleeps[0] <= 1 and 1 <= clock.sleeps[1] <= 2
     assert _node(emulator)["spec"]["unschedulable"] is True
     assert _node(emulator)["metadata"]["annotations"][ACTION_KEY_ANNOTATION] == done.key
     assert emulator.objects("v1", "Pod") == []
@@ -128,7 +124,7 @@ def test_budget_that_never_allows_uncordons_at_the_deadline(cluster):
 def test_crash_between_cordon_and_eviction_then_rerun_converges(cluster):
     emulator, actuator, _ = cluster
     eviction = emulator.path("v1", "Pod", "alice-0", "research", "eviction")
-    emulator.fail_next(eviction, 500, times=1, method="POST")
+    emulator.fail_next(eviction, 500, times=10, method="POST")  # past every retry
     first = actuator.apply(planned("alice-0", "bob-0"))
     assert first.status is ActionStatus.FAILED
     assert _node(emulator)["spec"]["unschedulable"] is True  # left as the crash left it
@@ -141,7 +137,7 @@ def test_crash_between_cordon_and_eviction_then_rerun_converges(cluster):
 
 def test_node_cordoned_by_someone_else_is_left_alone(kube_emulator):
     kube_emulator.add_all([node(unschedulable=True), pod("alice-0")])
-    actuator = KubernetesActuator(kube_emulator.api_client())
+    actuator = KubernetesActuator(kube_emulator.kube_api())
     refused = actuator.apply(planned("alice-0"))
     assert refused.status is ActionStatus.REFUSED and "someone else" in refused.reason
     assert not kube_emulator.requests_where(subresource="eviction")
@@ -152,7 +148,7 @@ def test_missing_rbac_names_the_verbs(cluster):
     emulator.deny("create", "pods/eviction")
     failed = actuator.apply(planned("alice-0"))
     assert failed.status is ActionStatus.FAILED
-    assert "HTTP 403" in failed.reason and "pods/eviction create" in failed.reason
+    assert "403 Forbidden" in failed.reason and "verb create on pods/eviction" in failed.reason
 
 
 def test_refusals_become_events_and_dry_runs_write_nothing(cluster):
@@ -182,7 +178,7 @@ def test_refusals_become_events_and_dry_runs_write_nothing(cluster):
 
 
 def test_kill_switch(kube_emulator):
-    actuator = KubernetesActuator(kube_emulator.api_client())
+    actuator = KubernetesActuator(kube_emulator.kube_api())
     assert actuator.kill_switch_on("gpuwatch/gpuwatch-actions/enabled") is False
     kube_emulator.add(
         {
@@ -245,7 +241,9 @@ def test_cluster_api_undoes_the_mark_when_scaling_fails(cluster):
     emulator, actuator, _ = cluster
     emulator.install(*CLUSTER_API_RESOURCES)
     emulator.add_all(capi_objects())
-    emulator.fail_scale("cluster.x-k8s.io/v1beta1", "MachineDeployment", "gpu-md", "capi")
+    emulator.fail_scale(  # past every retry
+        "cluster.x-k8s.io/v1beta1", "MachineDeployment", "gpu-md", "capi", times=10
+    )
     failed = actuator.apply(capi_action())
     assert failed.status is ActionStatus.FAILED and "unmarked" in failed.reason
     machine = emulator.get("cluster.x-k8s.io/v1beta1", "Machine", "gpu-md-abc12", "capi")

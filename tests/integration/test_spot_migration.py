@@ -6,8 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gpuwatch.actions.kubernetes import DrainOptions, KubernetesActuator
-from gpuwatch.actions.migrate import MIGRATION_FROM_ANNOTATION, MIGRATION_KEY_ANNOTATION
+from gpuwatch.actuators.drain import DrainOptions
+from gpuwatch.actuators.kubernetes import KubernetesActuator
+from gpuwatch.actuators.migrate import MIGRATION_FROM_ANNOTATION, MIGRATION_KEY_ANNOTATION
 from gpuwatch.model.actions import Action, ActionStatus
 from tests.integration.kube_emulator.resources import KUBEFLOW_RESOURCES
 
@@ -126,11 +127,8 @@ def cluster(kube_emulator):
     )
     clock = Clock()
     actuator = KubernetesActuator(
-        kube_emulator.api_client(),
+        kube_emulator.kube_api(sleep=clock.sleep, monotonic=clock.monotonic, now=clock.wall),
         DrainOptions(eviction_deadline_s=60),
-        sleep=clock.sleep,
-        monotonic=clock.monotonic,
-        now=clock.wall,
     )
     return kube_emulator, actuator, clock
 
@@ -241,7 +239,7 @@ def test_batch_job_is_suspended_patched_and_resumed(kube_emulator):
     uid = kube_emulator.add(batch_job())["metadata"]["uid"]
     kube_emulator.add(batch_pod("finetune-abcde", "od-1", uid))
     clock = Clock()
-    actuator = KubernetesActuator(kube_emulator.api_client(), now=clock.wall)
+    actuator = KubernetesActuator(kube_emulator.kube_api(now=clock.wall))
     action = Action(
         **{
             **ACTION.__dict__,

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import yaml
 
-from gpuwatch.actions import kubernetes, lease
+from gpuwatch.actuators import kubernetes
+from gpuwatch.kube import lease
 from gpuwatch.sources import silences
 from gpuwatch.state import configmap
 from tests.builders import grants

@@ -7,17 +7,17 @@ from decimal import Decimal
 
 import pytest
 
-from gpuwatch.actions.migration import (
-    LAST_CHECKPOINT_ANNOTATION,
-    MigrationInputs,
-    plan_migrations,
-)
 from gpuwatch.analysis.attribution import GpuContext
 from gpuwatch.config.settings import ActionsSettings
 from gpuwatch.model.actions import ActionStatus
 from gpuwatch.model.cluster import ClusterState, Controller, Node, Taint
 from gpuwatch.model.cost import Saving
 from gpuwatch.model.findings import GpuHolder
+from gpuwatch.planners.migration import (
+    LAST_CHECKPOINT_ANNOTATION,
+    MigrationInputs,
+    plan_migrations,
+)
 from tests.builders import AT, device
 
 A100 = "NVIDIA-A100-SXM4-80GB"

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from gpuwatch.actions.recorder import RecordingActuator
+from gpuwatch.actuators.recorder import RecordingActuator
 from gpuwatch.analysis.pricing import load_price_book
 from gpuwatch.analysis.rules.loader import load_rules
 from gpuwatch.config.settings import Settings, SimulatorSettings

@@ -8,7 +8,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gpuwatch.actions.scale_down import (
+from gpuwatch.analysis.attribution import GpuContext
+from gpuwatch.config.settings import ActionsSettings, MaintenanceWindow
+from gpuwatch.model.actions import ActionStatus
+from gpuwatch.model.cluster import WHOLE_GPU_RESOURCE, ClusterState, Node, OwnerRef, Pod
+from gpuwatch.model.findings import Finding, GpuHolder, Severity
+from gpuwatch.planners.scale_down import (
     DO_NOT_DISRUPT,
     SAFE_TO_EVICT,
     SCALE_DOWN_DISABLED,
@@ -16,11 +21,6 @@ from gpuwatch.actions.scale_down import (
     in_window,
     plan_scale_down,
 )
-from gpuwatch.analysis.attribution import GpuContext
-from gpuwatch.config.settings import ActionsSettings, MaintenanceWindow
-from gpuwatch.model.actions import ActionStatus
-from gpuwatch.model.cluster import WHOLE_GPU_RESOURCE, ClusterState, Node, OwnerRef, Pod
-from gpuwatch.model.findings import Finding, GpuHolder, Severity
 from tests.builders import AT, device
 
 POOL = "gpu-training"

@@ -97,8 +97,8 @@ class SavingsInputs:
 
 @dataclass(frozen=True)
 class SavingsResult:
-    savings: tuple[Saving, ...]
-    excluded: tuple[SavingExcluded, ...]
+    savings: tuple[Saving, ...] = ()
+    excluded: tuple[SavingExcluded, ...] = ()
 
 
 def monthly(per_hour: Decimal | float) -> Decimal:

@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 import urllib3
 from kubernetes import client as k8s
 
+from gpuwatch.kube.api import KubeApi, RetryPolicy
 from tests.integration.kube_emulator.answers import Answer, bad_request, status_answer
 from tests.integration.kube_emulator.handlers import ApiHandlers
 from tests.integration.kube_emulator.records import EvictionRefusal, Fault, Request, decode_body
@@ -282,6 +283,12 @@ class KubeEmulator(ServedDouble):
             respect_retry_after_header=False, raise_on_status=False,
         )  # fmt: skip
         return k8s.ApiClient(configuration)
+
+    def kube_api(self, policy: RetryPolicy | None = None, **kwargs: Any) -> KubeApi:
+        """gpuwatch's Kubernetes layer on this server (``kwargs``: ``sleep``, ``now``,
+        ``monotonic``). Without ``sleep``, retries do not wait."""
+        kwargs.setdefault("sleep", lambda seconds: None)
+        return KubeApi(self.api_client(), policy, **kwargs)
 
     def _new_server(self) -> LoopbackHTTPServer:
         return _Server(("127.0.0.1", 0), _Handler, self)

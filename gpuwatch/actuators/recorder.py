@@ -20,8 +20,8 @@ class RecordingActuator:
         self.holds_lease = holds_lease
         self.applied: list[Action] = []
 
-    def exclusive(self) -> bool:
-        return self.holds_lease
+    def exclusive(self) -> str | None:
+        return None if self.holds_lease else "another gpuwatch instance holds the actions lease"
 
     def kill_switch_on(self, reference: str) -> bool:
         return self.kill_switch

@@ -1,0 +1,182 @@
+"""The second phase of a cycle: what the gathered data means. Pure.
+
+From one ``Gathered`` and the rules, price book and settings: who holds each GPU, the
+findings, the cost of the window, the savings, the actions the planners would take
+(planned, or refused with the guard that said no), the pods waiting for GPUs, and the
+data-quality notes, all as return values. No I/O, no clock: the same inputs give the
+same ``Analysis``, which is what lets the weekly report reuse it for its savings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import TypeVar
+
+from gpuwatch.analysis.attribution import attribute
+from gpuwatch.analysis.cost import allocate_cost
+from gpuwatch.analysis.ownership import OwnerIndex, team_of
+from gpuwatch.analysis.pricing import PriceBook
+from gpuwatch.analysis.rules.evaluate import evaluate, lookback_s
+from gpuwatch.analysis.rules.schema import Rule
+from gpuwatch.analysis.savings import SavingsInputs, SavingsResult, compute_savings
+from gpuwatch.config.settings import Settings
+from gpuwatch.model.actions import Action
+from gpuwatch.model.cluster import ClusterState, gpu_share
+from gpuwatch.model.cost import CostReport, Price
+from gpuwatch.model.findings import DataQualityNote, Finding, PendingGpuPod
+from gpuwatch.model.result import SourceInfo
+from gpuwatch.pipeline.gather import Gathered
+from gpuwatch.pipeline.specs import fb_total_max, fb_used_max, util_avg, util_p95
+from gpuwatch.planners.migration import MigrationInputs, plan_migrations
+from gpuwatch.planners.scale_down import ScaleDownInputs, plan_scale_down
+from gpuwatch.sources.base import PodKey
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """What a cycle concluded, before anything is done about it."""
+
+    at: datetime
+    source: SourceInfo
+    findings: tuple[Finding, ...] = ()
+    cost: CostReport | None = None
+    savings: SavingsResult = field(default_factory=SavingsResult)
+    actions: tuple[Action, ...] = ()
+    """Planned, or refused with the guard that said no; dry runs when not writable."""
+    progress: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    """Workload -> (step, newest checkpoint's step): what follow-ups confirm moves by."""
+    pending: tuple[PendingGpuPod, ...] = ()
+    notes: tuple[DataQualityNote, ...] = ()
+    errors: tuple[str, ...] = ()
+
+    @property
+    def complete(self) -> bool:
+        return not self.errors
+
+    def findings_since(self) -> dict[str, datetime]:
+        """The state to remember: since when each finding has fired without a break."""
+        return {f.key: f.since for f in self.findings}
+
+    def gpu_prices(self) -> dict[tuple[str, str], Price]:
+        """(node, GPU UUID) -> the price of one of its GPU-hours, from the cost lines."""
+        prices: dict[tuple[str, str], Price] = {}
+        for line in self.cost.lines if self.cost is not None else ():
+            if line.price is not None:
+                prices.setdefault((line.node, line.gpu_uuid or ""), line.price)
+        return prices
+
+
+def analyse(
+    gathered: Gathered, rules: tuple[Rule, ...], book: PriceBook, settings: Settings
+) -> Analysis:
+    """The meaning of ``gathered``. Without both the metrics and the cluster nothing is
+    judged: a finding does not "resolve" because Prometheus was down."""
+    stats, cluster, at = gathered.stats, gathered.cluster, gathered.at
+    if stats is None or cluster is None:
+        return Analysis(at, gathered.source, notes=gathered.notes, errors=gathered.errors)
+    notes = list(gathered.notes)
+    attribution = attribute(stats.devices, cluster, settings.attribution, at, lookback_s(rules))
+    evaluation = evaluate(rules, stats, attribution.contexts, gathered.state.findings_since)
+    notes.extend(attribution.notes)
+    notes.extend(evaluation.notes)
+    if gathered.node_prices:
+        book = book.with_node_prices(gathered.node_prices)
+    cost = allocate_cost(
+        attribution.contexts,
+        stats.get(util_avg(settings)),
+        cluster.pods,
+        book,
+        at,
+        settings.cost.window_s,
+    )
+    savings = compute_savings(
+        SavingsInputs(
+            at=at,
+            contexts=attribution.contexts,
+            cluster=cluster,
+            book=book,
+            findings=evaluation.findings,
+            settings=settings.savings,
+            util_p95=stats.get(util_p95(settings)),
+            fb_used_max_ratio=stats.get(fb_used_max(settings)),
+            fb_total_mib=stats.get(fb_total_max(settings)),
+            attached_hourly=gathered.history,
+        )
+    )
+    owners = OwnerIndex(cluster.controllers)
+    checkpoint_times = _per_workload(gathered.checkpoint_times, cluster, owners)
+    progress = _per_workload(gathered.progress, cluster, owners)
+    dry_run = not gathered.writable
+    actions = plan_scale_down(
+        ScaleDownInputs(
+            at,
+            attribution.contexts,
+            cluster,
+            evaluation.findings,
+            settings.actions,
+            dry_run=dry_run,
+            kill_switch_on=gathered.kill_switch_on,
+        )
+    ) + plan_migrations(
+        MigrationInputs(
+            at,
+            savings.savings,
+            attribution.contexts,
+            cluster,
+            settings.actions,
+            settings.attribution.pool_label,
+            dry_run=dry_run,
+            kill_switch_on=gathered.kill_switch_on,
+            checkpoint_times=checkpoint_times,
+            progress=progress,
+        )
+    )
+    if not settings.dry_run and not gathered.writable and actions:
+        notes.append(
+            DataQualityNote(
+                kind="actions",
+                message=f"dry_run is off, but the {gathered.source.cluster} cluster source "
+                "cannot be acted on: nothing was written",
+            )
+        )
+    namespace_labels = {ns.name: ns.labels for ns in cluster.namespaces}
+    pending = tuple(
+        PendingGpuPod(
+            pod.namespace,
+            pod.name,
+            owners.workload_of(pod),
+            team_of(pod, settings.attribution.team_label, namespace_labels),
+            gpu_share(pod.requests),
+        )
+        for pod in attribution.pending_gpu_pods
+    )
+    placed = sum(1 for c in attribution.contexts if c.node is not None)
+    return Analysis(
+        at=at,
+        source=replace(gathered.source, gpus_in_cluster=placed),
+        findings=evaluation.findings,
+        cost=cost,
+        savings=savings,
+        actions=tuple(actions),
+        progress=progress,
+        pending=pending,
+        notes=tuple(notes),
+    )
+
+
+def _per_workload(
+    by_pod: Mapping[PodKey, T], cluster: ClusterState, owners: OwnerIndex
+) -> dict[str, T]:
+    """Pod figures rolled up to their workloads, keeping the smallest: a job is only as
+    fresh (or as far along) as its least advanced worker."""
+    rolled: dict[str, T] = {}
+    for pod in cluster.pods:
+        seen = by_pod.get(pod.key)
+        workload = owners.workload_of(pod)
+        if seen is not None and workload is not None:
+            rolled[workload] = min(rolled.get(workload, seen), seen)  # type: ignore[type-var]
+    return rolled

@@ -1,0 +1,36 @@
+"""The adapters one cycle runs with, built in one place (``gpuwatch.wiring``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gpuwatch.actuators.base import Actuator
+from gpuwatch.analysis.pricing import PriceBook
+from gpuwatch.analysis.rules.schema import Rule
+from gpuwatch.notify.base import Notifier
+from gpuwatch.sources.base import (
+    ClusterSource,
+    MetricsSource,
+    NodePriceSource,
+    SilenceSource,
+    TrainingProgress,
+)
+from gpuwatch.state.base import StateStore
+
+
+@dataclass(frozen=True)
+class Components:
+    metrics: MetricsSource
+    cluster: ClusterSource
+    rules: tuple[Rule, ...]
+    state: StateStore
+    notifier: Notifier
+    price_book: PriceBook
+    node_prices: NodePriceSource | None = None
+    """Measured per-node prices (OpenCost), replacing the book where present."""
+    actuator: Actuator | None = None
+    """Writes actions to the cluster; None where there is no cluster to act on."""
+    checkpoints: TrainingProgress | None = None
+    """When training jobs last checkpointed (their metric), where it is scraped."""
+    silences: SilenceSource | None = None
+    """Silences kept in the cluster (a ConfigMap), besides those in the settings."""

@@ -1,0 +1,155 @@
+"""The third phase of a cycle: everything it does to the world, each effect recorded.
+
+In order: actions (only when writes are allowed and this instance holds the actions
+Lease; migrations started earlier are followed up first), then messages (after the
+actions, so that a chat service that is down never holds them up, and so that people
+hear what was done), then the state the next cycle starts from. Every action and every
+message becomes part of the ``CycleResult``, delivered or not; nothing here raises for
+an adapter's failure.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+
+from gpuwatch.analysis.savings.overlap import totals
+from gpuwatch.config.settings import Settings
+from gpuwatch.model.actions import Action, ActionStatus
+from gpuwatch.model.errors import StateError
+from gpuwatch.model.findings import DataQualityNote
+from gpuwatch.model.result import AlertSummary, CycleResult, Notification
+from gpuwatch.model.state import CycleState
+from gpuwatch.notify import alerts
+from gpuwatch.pipeline.analyse import Analysis
+from gpuwatch.pipeline.components import Components
+from gpuwatch.pipeline.gather import Gathered
+
+log = logging.getLogger(__name__)
+
+
+def effect(
+    gathered: Gathered,
+    analysis: Analysis,
+    components: Components,
+    settings: Settings,
+    started: float | None = None,
+) -> CycleResult:
+    """Act, tell, remember; the cycle's result. ``started`` (monotonic) times it."""
+    started = time.monotonic() if started is None else started
+    notes = list(analysis.notes)
+    if not analysis.complete:
+        # Nothing was judged: keep the state as it was, act on nothing, and deliver
+        # only the messages already owed (the outbox).
+        state = gathered.state
+        outcome = alerts.flush_outbox(state, components.notifier, analysis.at, settings.notify)
+        notes.extend(outcome.notes)
+        if outcome.notifications:
+            _save(components, state, notes)
+        return CycleResult(
+            at=analysis.at,
+            cluster_name=settings.cluster.name,
+            source=analysis.source,
+            data_quality=tuple(notes),
+            notifications=tuple(outcome.notifications),
+            alerts=AlertSummary(outbox=len(state.outbox)),
+            errors=analysis.errors,
+            dry_run=settings.dry_run,
+            duration_s=time.monotonic() - started,
+        )
+    actions = act(gathered, analysis, components, settings)
+    delivered: tuple[Notification, ...] = ()
+    summary = AlertSummary()
+    if gathered.state_readable:
+        told = _tell(gathered, analysis, actions, components, settings)
+        notes.extend(told.notes)
+        delivered, summary = tuple(told.notifications), told.summary
+        # What people were told (alerts, outbox, parked groups) and since when each
+        # finding has fired: all the next cycle needs.
+        new_state = replace(
+            told.state, findings_since=analysis.findings_since(), last_cycle_at=analysis.at
+        )
+        _save(components, new_state, notes)
+    else:
+        notes.append(
+            DataQualityNote(
+                kind="notify",
+                message="no messages sent and no state saved: the state could not be read",
+            )
+        )
+    return CycleResult(
+        at=analysis.at,
+        cluster_name=settings.cluster.name,
+        source=analysis.source,
+        findings=analysis.findings,
+        data_quality=tuple(notes),
+        notifications=delivered,
+        alerts=summary,
+        pending_gpu_pods=analysis.pending,
+        cost=analysis.cost,
+        savings=analysis.savings.savings,
+        savings_excluded=analysis.savings.excluded,
+        savings_totals=totals(analysis.savings.savings),
+        actions=tuple(actions),
+        dry_run=settings.dry_run,
+        duration_s=time.monotonic() - started,
+    )
+
+
+def act(
+    gathered: Gathered, analysis: Analysis, components: Components, settings: Settings
+) -> list[Action]:
+    """The planned actions carried out where writes are allowed; as planned otherwise."""
+    actuator = components.actuator
+    planned = list(analysis.actions)
+    if not gathered.writable or actuator is None:
+        return planned
+    refusal = actuator.exclusive()
+    if refusal is not None:
+        return [
+            replace(a, status=ActionStatus.REFUSED, reason=refusal)
+            if a.status is ActionStatus.PLANNED
+            else a
+            for a in planned
+        ]
+    # Migrations started in earlier cycles are confirmed, or moved back, first.
+    followed = actuator.follow_up(settings.actions.migration.spot_deadline_s, analysis.progress)
+    return followed + [actuator.apply(action) for action in planned]
+
+
+def _tell(
+    gathered: Gathered,
+    analysis: Analysis,
+    actions: list[Action],
+    components: Components,
+    settings: Settings,
+) -> alerts.NotifyResult:
+    """Tell people what changed; the result holds the state of what they were told."""
+    rules = components.rules
+    policy = alerts.RulePolicy(
+        titles={rule.id: rule.title or rule.id for rule in rules},
+        hold_s={rule.id: rule.for_s for rule in rules if rule.for_s},
+        waste=frozenset(rule.id for rule in rules if rule.waste),
+    )
+    return alerts.notify_cycle(
+        analysis.findings,
+        actions,
+        gathered.state,
+        components.notifier,
+        analysis.at,
+        settings.notify,
+        policy,
+        [*settings.notify.silences, *gathered.silences],
+        analysis.gpu_prices(),
+        settings.dry_run,
+        hold_new=gathered.silences_unknown,
+    )
+
+
+def _save(components: Components, state: CycleState, notes: list[DataQualityNote]) -> None:
+    try:
+        components.state.save(state)
+    except (OSError, StateError) as exc:
+        log.warning("state not saved: %s", exc)
+        notes.append(DataQualityNote(kind="state", message=f"state not saved: {exc}"))
