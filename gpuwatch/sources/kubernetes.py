@@ -43,6 +43,13 @@ from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
+from gpuwatch.kube.objects import (
+    GPU_RESOURCE_ALIASES,
+    controller_from_kube,
+    namespace_from_kube,
+    node_from_kube,
+    pod_from_kube,
+)
 from gpuwatch.model.cluster import ClusterState, Controller, Node, Pod
 from gpuwatch.model.errors import (
     ConfigError,
@@ -51,13 +58,6 @@ from gpuwatch.model.errors import (
     SourceBadResponse,
     SourceError,
     SourceUnreachable,
-)
-from gpuwatch.sources.kube_objects import (
-    GPU_RESOURCE_ALIASES,
-    controller_from_kube,
-    namespace_from_kube,
-    node_from_kube,
-    pod_from_kube,
 )
 from gpuwatch.util.http_retry import backoff_s, retryable_status
 
