@@ -5,7 +5,7 @@ next to their other alerts, without running a second notification path. This mod
 translates each enabled rule into one alerting rule (two for an XID rule with critical
 codes) whose PromQL computes what gpuwatch's own evaluation computes
 (``gpuwatch.analysis.rules.evaluate``), from the same building blocks the Prometheus
-source queries with (``promql.QueryBuilder``): utilization preferring
+source queries with (``gpuwatch.promql.QueryBuilder``): utilization preferring
 ``GR_ENGINE_ACTIVE`` over ``GPU_UTIL / 100``, the framebuffer ratio over
 ``USED + FREE + RESERVED``, windows left-open as ``(now - window, now]``, GPUs keyed by
 ``UUID`` and MIG instance, metric and label names from ``prometheus.metrics`` and
@@ -69,7 +69,7 @@ from gpuwatch.model.metrics import (
     AggregateSpec,
     Signal,
 )
-from gpuwatch.sources.prometheus.promql import QueryBuilder, QueryPart, Shard
+from gpuwatch.promql import QueryBuilder, QueryPart, Shard
 
 API_VERSION = "monitoring.coreos.com/v1"
 GROUP_NAME = "gpuwatch"
