@@ -13,8 +13,7 @@ import click
 from gpuwatch.analysis.rules.loader import load_rules, rule_files
 from gpuwatch.cli.common import EXIT_USAGE, cli, fail_config, load_settings_or_exit
 from gpuwatch.config.docs import settings_markdown
-from gpuwatch.model.errors import ConfigError
-from gpuwatch.sources.prometheus.rule_export import (
+from gpuwatch.export.prometheus_rule import (
     DEFAULT_NAME,
     DEFAULT_NAMESPACE,
     check_object_name,
@@ -22,6 +21,7 @@ from gpuwatch.sources.prometheus.rule_export import (
     parse_label,
     prometheus_rule,
 )
+from gpuwatch.model.errors import ConfigError
 
 EXPORT_FORMATS = ("prometheus-rule",)
 

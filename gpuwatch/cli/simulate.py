@@ -15,10 +15,10 @@ from gpuwatch.cli.common import (
     cli,
 )
 from gpuwatch.config.settings import SimulatorSettings
+from gpuwatch.kube.objects import kube_list, state_to_kube
 from gpuwatch.model.metrics import (
     SeriesBlock,
 )
-from gpuwatch.sources.kube_objects import kube_list, state_to_kube
 from gpuwatch.sources.simulator import SimulatedCluster
 from gpuwatch.sources.simulator.exposition import FAMILY_NAMES, write_openmetrics
 from gpuwatch.sources.simulator.layout import SHOWCASE_AT

@@ -40,7 +40,7 @@ from gpuwatch.kube.resources import (
 )
 from gpuwatch.model.cluster import ClusterState, Controller
 from gpuwatch.model.errors import ConfigError, SourceBadQuery
-from gpuwatch.sources.kube_objects import (
+from gpuwatch.kube.objects import (
     GPU_RESOURCE_ALIASES,
     controller_from_kube,
     namespace_from_kube,

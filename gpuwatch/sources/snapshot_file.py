@@ -30,9 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from gpuwatch.model.cluster import ClusterState, Controller, Namespace, Node, Pod
-from gpuwatch.model.errors import SourceBadResponse, SourceUnreachable
-from gpuwatch.sources.kube_objects import (
+from gpuwatch.kube.objects import (
     GPU_RESOURCE_ALIASES,
     OWNER_KINDS,
     controller_from_kube,
@@ -41,6 +39,8 @@ from gpuwatch.sources.kube_objects import (
     owner_kinds_referenced,
     pod_from_kube,
 )
+from gpuwatch.model.cluster import ClusterState, Controller, Namespace, Node, Pod
+from gpuwatch.model.errors import SourceBadResponse, SourceUnreachable
 
 STDIN = "-"
 

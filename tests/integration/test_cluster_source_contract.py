@@ -1,8 +1,8 @@
 """One contract, every ClusterSource: the simulator, a kubectl snapshot file, the API.
 
 The simulated cluster is the reference. Its state is written out as Kubernetes objects
-(``kube_objects.state_to_kube``), loaded into a ``kubectl get -o json`` file and into
-the emulated API server, and read back through each source; all three must yield the
+(``gpuwatch.kube.objects.state_to_kube``), loaded into a ``kubectl get -o json`` file and
+into the emulated API server, and read back through each source; all three must yield the
 same nodes, the same pods with the same effective requests, and owners that resolve to
 the same workloads.
 """
@@ -21,7 +21,7 @@ from gpuwatch.config.settings import SimulatorSettings
 from gpuwatch.kube.client import api_for
 from gpuwatch.model.cluster import ClusterState, gpu_request_kind
 from gpuwatch.sources.base import ClusterSource
-from gpuwatch.sources.kube_objects import kube_list, state_to_kube
+from gpuwatch.kube.objects import kube_list, state_to_kube
 from gpuwatch.sources.kubernetes import ClusterReadOptions, KubernetesClusterSource
 from gpuwatch.sources.simulator import SimulatedCluster, SimulatorClusterSource
 from gpuwatch.sources.simulator.layout import SHOWCASE_AT

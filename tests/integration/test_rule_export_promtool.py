@@ -22,7 +22,7 @@ from pydantic import TypeAdapter
 from gpuwatch.analysis.rules.loader import load_rules
 from gpuwatch.analysis.rules.schema import Rule
 from gpuwatch.config.settings import AttributionSettings, PrometheusSettings
-from gpuwatch.sources.prometheus.rule_export import prometheus_rule
+from gpuwatch.export.prometheus_rule import prometheus_rule
 from tests.builders import run_gpuwatch
 from tests.integration.prometheus_server import binaries
 

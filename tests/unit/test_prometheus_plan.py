@@ -19,9 +19,9 @@ from gpuwatch.model.errors import (
     SourceUnreachable,
 )
 from gpuwatch.model.metrics import Aggregate, AggregateSpec, Signal
+from gpuwatch.promql import QueryBuilder, Shard, shards
 from gpuwatch.sources.prometheus.client import Connection, _error_text, _from_status
 from gpuwatch.sources.prometheus.planner import instant_shard_count, plan_range, points_in
-from gpuwatch.sources.prometheus.promql import QueryBuilder, Shard, shards
 
 BUILDER = QueryBuilder(DcgmMetricNames(), DcgmLabels(), 30, "exported_pod")
 

@@ -16,10 +16,9 @@ from pydantic import TypeAdapter
 from gpuwatch.analysis.rules.loader import load_rules
 from gpuwatch.analysis.rules.schema import Rule
 from gpuwatch.config.settings import AttributionSettings, PrometheusSettings
-from gpuwatch.sources.prometheus.rule_export import (
-    alert_name,
+from gpuwatch.export.alerting_rules import alert_name, kube_node_label
+from gpuwatch.export.prometheus_rule import (
     check_object_name,
-    kube_node_label,
     manifest_yaml,
     parse_label,
     prometheus_rule,

@@ -34,10 +34,10 @@ from gpuwatch.model.metrics import (
     WindowStats,
     inventory_window_s,
 )
+from gpuwatch.promql import QueryBuilder, QueryPart, Shard, shards
 from gpuwatch.sources.base import Progress
 from gpuwatch.sources.prometheus.client import InstantSeries, PrometheusClient, RangeSeries
 from gpuwatch.sources.prometheus.planner import RangeChunk, instant_shard_count, plan_range
-from gpuwatch.sources.prometheus.promql import QueryBuilder, QueryPart, Shard, shards
 
 log = logging.getLogger(__name__)
 _NODE_LABEL_FALLBACKS = ("node", "kubernetes_node")

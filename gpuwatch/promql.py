@@ -1,5 +1,11 @@
 """PromQL for every (signal, aggregate, window) a cycle needs, per GPU shard.
 
+Pure query text, with no client and no I/O, shared by the two places that must agree on
+it to the character: the Prometheus source, which asks these queries every cycle, and
+the ``PrometheusRule`` export, whose alerts evaluate the same expressions inside
+Prometheus. Only metric and label names (``gpuwatch.config``) and the aggregates asked
+for (``gpuwatch.model``) go in.
+
 A GPU is identified by ``UUID`` (plus ``GPU_I_ID`` for a MIG instance). Its series
 change labels when the pod holding it changes, so every query first merges a GPU's
 series (``sum/max by (UUID, GPU_I_ID)``) and reduces over time on the server. Raw

@@ -1,0 +1,1 @@
+"""gpuwatch.kube: the Kubernetes objects' shapes and semantics."""
