@@ -27,6 +27,7 @@ from gpuwatch.analysis.savings import SavingsInputs, SavingsResult, compute_savi
 from gpuwatch.analysis.savings.overlap import totals
 from gpuwatch.config.settings import Settings, Silence
 from gpuwatch.model.actions import Action, ActionStatus
+from gpuwatch.model.alerts import RulePolicy
 from gpuwatch.model.cluster import ClusterState, gpu_share
 from gpuwatch.model.cost import CostReport, Price
 from gpuwatch.model.errors import SourceError, StateError
@@ -41,8 +42,9 @@ from gpuwatch.model.metrics import (
 )
 from gpuwatch.model.result import AlertSummary, CycleResult, Notification, SourceInfo
 from gpuwatch.model.state import CycleState
-from gpuwatch.notify import alerts
 from gpuwatch.notify.base import Notifier
+from gpuwatch.notify.lifecycle import notify_cycle
+from gpuwatch.notify.outbox import flush_outbox
 from gpuwatch.sources.base import ClusterSource, MetricsSource
 from gpuwatch.state.base import StateStore
 
@@ -299,7 +301,7 @@ def run_cycle(components: Components, settings: Settings, at: datetime) -> Cycle
         # Messages already owed (the outbox) are still delivered.
         for error in errors:
             log.error("%s", error)
-        outcome = alerts.flush_outbox(state, components.notifier, at, settings.notify)
+        outcome = flush_outbox(state, components.notifier, at, settings.notify.policy())
         notes.extend(outcome.notes)
         if outcome.notifications:
             _save(components, state, notes)
@@ -405,7 +407,7 @@ def _notify(
     """Tell people what changed; record in ``new_state`` what they were told. Runs after
     the actions, so that a chat service that is down never holds them up."""
     rules = components.rules
-    policy = alerts.RulePolicy(
+    policy = RulePolicy(
         titles={rule.id: rule.title or rule.id for rule in rules},
         hold_s={rule.id: rule.for_s for rule in rules if rule.for_s},
         waste=frozenset(rule.id for rule in rules if rule.waste),
@@ -418,15 +420,15 @@ def _notify(
         except SourceError as exc:
             silences_unknown = True
             notes.append(DataQualityNote(kind="silences", message=f"{exc}; no new group is posted"))
-    told = alerts.notify_cycle(
+    told = notify_cycle(
         findings,
         actions,
         state,
         components.notifier,
         at,
-        settings.notify,
+        settings.notify.policy(),
         policy,
-        silences,
+        [silence.to_domain() for silence in silences],
         gpu_prices(cost),
         settings.dry_run,
         hold_new=silences_unknown,

@@ -1,8 +1,8 @@
 """The notify seam: one call to a chat service (post, update in place, reply in a
 thread), and what came of it.
 
-The alert lifecycle (``gpuwatch.notify.alerts``) decides *what* to say and remembers what
-was said; a notifier only carries one delivery at a time and reports the outcome. A
+The alert lifecycle (``gpuwatch.notify.lifecycle``) decides *what* to say and remembers
+what was said; a notifier only carries one delivery at a time and reports the outcome. A
 notifier never raises for a delivery failure: the failure is an outcome, recorded in
 the state and retried on a later cycle, so that nothing is lost.
 """
