@@ -33,6 +33,8 @@ class ChatService:
     name = "chat"
     updates_in_place = True
     delivered_status = "sent"
+    can_attach = False
+    posts_to_chat = True
 
     def __init__(self) -> None:
         self.messages: dict[str, str] = {}
@@ -58,6 +60,9 @@ class ChatService:
         else:
             self.messages[ts] = delivery.text
         return DeliveryResult(ok=True, ts=ts, channel="C1")
+
+    def attach(self, posted, filename, content, title) -> DeliveryResult:
+        return DeliveryResult(ok=False, error="no files here")
 
 
 class PostOnly(ChatService):
