@@ -25,6 +25,9 @@ from gpuwatch.notify.planning import Intent, Step
 
 @dataclass
 class Outcome:
+    """What delivering said (a notification per delivery, arrived or not) and what it
+    gave up on (a note each)."""
+
     notifications: list[Notification] = field(default_factory=list)
     notes: list[DataQualityNote] = field(default_factory=list)
 
@@ -56,6 +59,7 @@ def carry(notifier: Notifier, step: Step, delivery: Delivery, outcome: Outcome) 
 def delivery_of(
     kind: DeliveryKind, channel: str, message: Message, ts: str | None = None
 ) -> Delivery:
+    """A composed message as one delivery (``ts``: the message to update or reply to)."""
     return Delivery(kind, channel, message.text, message.blocks, ts)
 
 
