@@ -235,16 +235,17 @@ def sample_interval_s(settings: Settings) -> float:
 def publish_report(
     settings: Settings, summary: str, html: str, data: ReportData, notifier: Notifier
 ) -> list[str]:
-    """Post the report's summary through the run's notifier, with the HTML attached when
-    it is Slack's Web API; return what happened, in words. Never raises: the report is
-    written whatever Slack says."""
-    if not isinstance(notifier, SlackNotifier | WebhookNotifier):
+    """Post the report's summary through the run's notifier when it posts to a chat (the
+    command prints the summary itself), with the HTML attached in its thread where the
+    notifier can attach files; return what happened, in words. Never raises: the report
+    is written whatever Slack says."""
+    if not notifier.posts_to_chat:
         return []
     channel = settings.report.slack_channel or settings.notify.channel
     posted = notifier.send(Delivery("post", channel, summary))
     if not posted.ok:
         return [f"report summary not posted to Slack {channel}: {posted.error}"]
-    if not isinstance(notifier, SlackNotifier):
+    if not notifier.can_attach:
         return ["report summary posted to Slack (webhook; it cannot attach the HTML)"]
     filename = f"gpuwatch-{data.cluster}-{data.period.label}.html"
     title = f"GPU report {data.cluster} {data.period.label}"

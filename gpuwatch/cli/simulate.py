@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,12 +14,11 @@ from gpuwatch.cli.common import (
     cli,
 )
 from gpuwatch.config.settings import SimulatorSettings
-from gpuwatch.kube.objects import kube_list, state_to_kube
 from gpuwatch.model.metrics import (
     SeriesBlock,
 )
 from gpuwatch.sources.simulator import SimulatedCluster
-from gpuwatch.sources.simulator.exposition import FAMILY_NAMES, write_openmetrics
+from gpuwatch.sources.simulator.exposition import FAMILY_NAMES, kubectl_json, write_openmetrics
 from gpuwatch.sources.simulator.layout import SHOWCASE_AT
 from gpuwatch.sources.simulator.serve import ExporterServer
 
@@ -172,7 +170,7 @@ def simulate_snapshot(
 ) -> None:
     """Write the simulated cluster's objects as `kubectl get -A -o json` would."""
     cluster = SimulatedCluster(_sim_settings(gpus, days, seed, step_s), end=at)
-    text = json.dumps(kube_list(state_to_kube(cluster.state())), indent=1) + "\n"
+    text = kubectl_json(cluster.state())
     if out_file is None:
         click.echo(text, nl=False)
     else:

@@ -7,6 +7,7 @@ descriptions are the documentation (``gpuwatch config docs`` renders them).
 from __future__ import annotations
 
 import string
+from dataclasses import fields
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Literal
@@ -21,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from gpuwatch.model import alerts as domain
 from gpuwatch.model.durations import parse_duration_s
 
 # Node labels that name a node pool on the clouds our users run, tried in this order
@@ -558,6 +560,11 @@ class AlertMatch(_Section):
         None, description="GPU UUIDs, or `node/gpuN` for the GPU with index N on a node."
     )
 
+    def to_domain(self) -> domain.Matcher:
+        return domain.Matcher(
+            **{name: tuple(getattr(self, name) or ()) for name in AlertMatch.model_fields}
+        )
+
 
 class Route(_Section):
     """Send the findings a match selects to a channel. The first route that matches wins;
@@ -565,6 +572,9 @@ class Route(_Section):
 
     match: AlertMatch = Field(default_factory=AlertMatch)
     channel: str = Field(min_length=1, description="Slack channel name (`#gpu-team-a`) or id.")
+
+    def to_domain(self) -> domain.Route:
+        return domain.Route(self.channel, self.match.to_domain())
 
 
 class Silence(_Section):
@@ -587,6 +597,9 @@ class Silence(_Section):
         if not any(getattr(self.match, name) for name in AlertMatch.model_fields):
             raise ValueError("a silence must match something: set at least one match field")
         return self
+
+    def to_domain(self) -> domain.Silence:
+        return domain.Silence(self.match.to_domain(), self.until, self.comment)
 
 
 class SlackSettings(_Section):
@@ -664,13 +677,11 @@ class NotifySettings(_Section):
         description="GPU rows listed in one message; the rest are counted. Slack truncates "
         "long messages and people stop reading after ten rows.",
     )
-    group_by: list[Literal["rule", "pool", "severity", "namespace", "team", "node", "model"]] = (
-        Field(
-            default_factory=lambda: ["rule", "pool"],
-            min_length=1,
-            description="Findings with equal values of these fields (within a channel) share "
-            'one message: `rule, pool` gives "5 idle A100s in gpu-training".',
-        )
+    group_by: list[domain.GroupLabel] = Field(
+        default_factory=lambda: ["rule", "pool"],
+        min_length=1,
+        description="Findings with equal values of these fields (within a channel) share "
+        'one message: `rule, pool` gives "5 idle A100s in gpu-training".',
     )
     group_wait_s: DurationS = Field(
         0,
@@ -740,6 +751,19 @@ class NotifySettings(_Section):
             if name is not None and name not in {"node", "pool", "rule"}:
                 raise ValueError(f"unknown placeholder {{{name}}}; expected node, pool or rule")
         return url
+
+    def policy(self) -> domain.AlertPolicy:
+        """What the alert lifecycle needs of these settings (silences come separately:
+        the cluster holds more of them)."""
+        # The policy's fields are these settings under the same names and meanings.
+        same = {f.name: getattr(self, f.name) for f in fields(domain.AlertPolicy)}
+        return domain.AlertPolicy(
+            **{
+                **same,
+                "group_by": tuple(self.group_by),
+                "routes": tuple(route.to_domain() for route in self.routes),
+            }
+        )
 
 
 class SelfMetricsSettings(_Section):

@@ -1,10 +1,13 @@
 """The notify seam: one call to a chat service (post, update in place, reply in a
 thread), and what came of it.
 
-The alert lifecycle (``gpuwatch.notify.alerts``) decides *what* to say and remembers what
-was said; a notifier only carries one delivery at a time and reports the outcome. A
+The alert lifecycle (``gpuwatch.notify.lifecycle``) decides *what* to say and remembers
+what was said; a notifier only carries one delivery at a time and reports the outcome. A
 notifier never raises for a delivery failure: the failure is an outcome, recorded in
 the state and retried on a later cycle, so that nothing is lost.
+
+What a notifier can do is said by its capability flags, never by its class: callers ask
+``updates_in_place``, ``can_attach`` or ``posts_to_chat``.
 """
 
 from __future__ import annotations
@@ -55,7 +58,22 @@ class Notifier(Protocol):
     delivered_status: str
     """The ``Notification.status`` of a delivered message: ``sent``, or ``printed`` and
     ``composed`` for the console and for recording."""
+    can_attach: bool
+    """Whether ``attach`` can put a file in a posted message's thread; False for services
+    that can only post text (incoming webhooks)."""
+    posts_to_chat: bool
+    """Whether deliveries reach people in a chat service. The console and recording only
+    show or keep them: what is said only for a chat (the weekly report's summary, which
+    the command prints anyway) is not sent through them."""
 
     def send(self, delivery: Delivery) -> DeliveryResult:
         """Deliver one message; never raises for a delivery failure."""
+        ...
+
+    def attach(
+        self, posted: DeliveryResult, filename: str, content: bytes, title: str
+    ) -> DeliveryResult:
+        """Attach a file in the thread of the message ``posted`` (the result of this
+        notifier's post); never raises for a failure, and fails when ``can_attach`` is
+        False or ``posted`` names no delivered message."""
         ...

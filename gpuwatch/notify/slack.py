@@ -116,6 +116,8 @@ class SlackNotifier:
     name = "slack"
     updates_in_place = True
     delivered_status = "sent"
+    can_attach = True
+    posts_to_chat = True
 
     def __init__(
         self,
@@ -258,6 +260,8 @@ class WebhookNotifier:
     name = "slack-webhook"
     updates_in_place = False
     delivered_status = "sent"
+    can_attach = False
+    posts_to_chat = True
 
     def __init__(
         self,
@@ -296,6 +300,14 @@ class WebhookNotifier:
             if code in WEBHOOK_REFUSALS:
                 self._refused = result
         return result
+
+    def attach(
+        self, posted: DeliveryResult, filename: str, content: bytes, title: str
+    ) -> DeliveryResult:
+        """An incoming webhook posts text only: nothing is sent, the answer says so."""
+        return DeliveryResult(
+            ok=False, error=f"a webhook cannot attach files ({filename} not sent)", permanent=True
+        )
 
     def _call(self, delivery: Delivery) -> tuple[DeliveryResult, str | None]:
         """The outcome, and the Slack error code when Slack refused."""

@@ -17,11 +17,13 @@ from dataclasses import replace
 from gpuwatch.analysis.savings.overlap import totals
 from gpuwatch.config.settings import Settings
 from gpuwatch.model.actions import Action, ActionStatus
+from gpuwatch.model.alerts import RulePolicy
 from gpuwatch.model.errors import StateError
 from gpuwatch.model.findings import DataQualityNote
 from gpuwatch.model.result import AlertSummary, CycleResult, Notification
 from gpuwatch.model.state import CycleState
-from gpuwatch.notify import alerts
+from gpuwatch.notify.lifecycle import NotifyResult, notify_cycle
+from gpuwatch.notify.outbox import flush_outbox
 from gpuwatch.pipeline.analyse import Analysis
 from gpuwatch.pipeline.components import Components
 from gpuwatch.pipeline.gather import Gathered
@@ -43,7 +45,7 @@ def effect(
         # Nothing was judged: keep the state as it was, act on nothing, and deliver
         # only the messages already owed (the outbox).
         state = gathered.state
-        outcome = alerts.flush_outbox(state, components.notifier, analysis.at, settings.notify)
+        outcome = flush_outbox(state, components.notifier, analysis.at, settings.notify.policy())
         notes.extend(outcome.notes)
         if outcome.notifications:
             _save(components, state, notes)
@@ -124,23 +126,23 @@ def _tell(
     actions: list[Action],
     components: Components,
     settings: Settings,
-) -> alerts.NotifyResult:
+) -> NotifyResult:
     """Tell people what changed; the result holds the state of what they were told."""
     rules = components.rules
-    policy = alerts.RulePolicy(
+    policy = RulePolicy(
         titles={rule.id: rule.title or rule.id for rule in rules},
         hold_s={rule.id: rule.for_s for rule in rules if rule.for_s},
         waste=frozenset(rule.id for rule in rules if rule.waste),
     )
-    return alerts.notify_cycle(
+    return notify_cycle(
         analysis.findings,
         actions,
         gathered.state,
         components.notifier,
         analysis.at,
-        settings.notify,
+        settings.notify.policy(),
         policy,
-        [*settings.notify.silences, *gathered.silences],
+        [silence.to_domain() for silence in (*settings.notify.silences, *gathered.silences)],
         analysis.gpu_prices(),
         settings.dry_run,
         hold_new=gathered.silences_unknown,

@@ -25,6 +25,13 @@ from typing import Any
 from gpuwatch.kube.api import KubeApi
 from gpuwatch.kube.errors import KubeError, KubeNotFound, as_source_error
 from gpuwatch.kube.listing import list_objects
+from gpuwatch.kube.objects import (
+    GPU_RESOURCE_ALIASES,
+    controller_from_kube,
+    namespace_from_kube,
+    node_from_kube,
+    pod_from_kube,
+)
 from gpuwatch.kube.resources import (
     CRONJOBS,
     DEPLOYMENTS,
@@ -40,13 +47,6 @@ from gpuwatch.kube.resources import (
 )
 from gpuwatch.model.cluster import ClusterState, Controller
 from gpuwatch.model.errors import ConfigError, SourceBadQuery
-from gpuwatch.kube.objects import (
-    GPU_RESOURCE_ALIASES,
-    controller_from_kube,
-    namespace_from_kube,
-    node_from_kube,
-    pod_from_kube,
-)
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ import pytest
 from gpuwatch.analysis.ownership import OwnerIndex
 from gpuwatch.config.settings import SimulatorSettings
 from gpuwatch.kube.client import api_for
+from gpuwatch.kube.objects import kube_list, state_to_kube
 from gpuwatch.model.cluster import ClusterState, gpu_request_kind
 from gpuwatch.sources.base import ClusterSource
-from gpuwatch.kube.objects import kube_list, state_to_kube
 from gpuwatch.sources.kubernetes import ClusterReadOptions, KubernetesClusterSource
 from gpuwatch.sources.simulator import SimulatedCluster, SimulatorClusterSource
 from gpuwatch.sources.simulator.layout import SHOWCASE_AT

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from gpuwatch.config.settings import NotifySettings
+from gpuwatch.model.alerts import RulePolicy
 from gpuwatch.model.state import CycleState
-from gpuwatch.notify.alerts import RulePolicy, notify_cycle
+from gpuwatch.notify.lifecycle import notify_cycle
 from gpuwatch.notify.slack import SlackNotifier
 from gpuwatch.sources.simulator.layout import SHOWCASE_AT
 from gpuwatch.state.json_file import JsonFileState
@@ -121,7 +122,7 @@ def _cycle(server: SlackServer, state: CycleState, at, findings, **settings):
         state,
         SlackNotifier(TOKEN, slack),
         at,
-        notify,
+        notify.policy(),
         RulePolicy({"gpu-idle": "idle"}),
     )
 

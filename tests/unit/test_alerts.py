@@ -11,11 +11,13 @@ import pytest
 
 from gpuwatch.config.settings import NotifySettings, Silence
 from gpuwatch.model.actions import Action, ActionStatus
+from gpuwatch.model.alerts import RulePolicy
 from gpuwatch.model.cost import Price
 from gpuwatch.model.findings import Severity
 from gpuwatch.model.state import CycleState
-from gpuwatch.notify.alerts import RulePolicy, due, notify_cycle
 from gpuwatch.notify.base import Delivery, DeliveryResult
+from gpuwatch.notify.lifecycle import notify_cycle
+from gpuwatch.notify.planning import due
 from tests.builders import AT
 from tests.builders import finding as idle
 
@@ -31,6 +33,8 @@ class ChatService:
     name = "chat"
     updates_in_place = True
     delivered_status = "sent"
+    can_attach = False
+    posts_to_chat = True
 
     def __init__(self) -> None:
         self.messages: dict[str, str] = {}
@@ -56,6 +60,9 @@ class ChatService:
         else:
             self.messages[ts] = delivery.text
         return DeliveryResult(ok=True, ts=ts, channel="C1")
+
+    def attach(self, posted, filename, content, title) -> DeliveryResult:
+        return DeliveryResult(ok=False, error="no files here")
 
 
 class PostOnly(ChatService):
@@ -87,9 +94,9 @@ class Cycles:
             self.state,
             self.chat,
             at,
-            self.settings,
+            self.settings.policy(),
             self.rules,
-            self.silences,
+            [silence.to_domain() for silence in self.silences],
             self.prices,
         )
         self.state = result.state
@@ -467,7 +474,7 @@ def test_while_the_silences_cannot_be_read_no_new_group_is_posted():
     c.run(AT, [idle(0)])
     result = notify_cycle(
         [idle(0), idle(0, pool="gpu-inference"), idle(1)], (), c.state, c.chat,
-        AT + 10 * MIN, c.settings, c.rules, hold_new=True,
+        AT + 10 * MIN, c.settings.policy(), c.rules, hold_new=True,
     )  # fmt: skip
     assert [n.kind for n in result.notifications] == ["update"]
     assert result.summary.firing_groups == 2 and result.state.alerts

@@ -9,6 +9,7 @@ import pytest
 
 from gpuwatch.config.docs import settings_markdown
 from gpuwatch.config.load import load_settings
+from gpuwatch.model.alerts import Matcher, Silence
 from gpuwatch.model.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -124,3 +125,31 @@ def test_every_setting_is_documented():
     for line in settings_markdown().splitlines():
         if line.startswith("| `"):
             assert not line.rstrip().endswith("|  |"), f"undocumented setting: {line}"
+
+
+def test_the_notify_settings_become_the_alert_lifecycle_terms(tmp_path):
+    path = tmp_path / "gpuwatch.yaml"
+    path.write_text(
+        "notify:\n"
+        "  channel: '#gpu'\n"
+        "  group_by: [rule, team]\n"
+        "  group_interval: 10m\n"
+        "  undelivered_max_age: 2h\n"
+        "  routes:\n"
+        "    - {match: {severity: [critical], pool: ['a100-*']}, channel: '#oncall'}\n"
+        "    - {channel: '#everything-else'}\n"
+        "  silences:\n"
+        "    - {match: {gpu: [node-a/gpu0]}, until: '2026-12-01T09:00:00Z', comment: ticket 42}\n"
+    )
+    notify = load_settings(path).notify
+    policy = notify.policy()
+    assert (policy.channel, policy.group_by) == ("#gpu", ("rule", "team"))
+    assert (policy.group_interval_s, policy.undelivered_max_age_s) == (600, 7200)
+    assert (policy.repeat_interval_s, policy.digest_over) == (14400, 10)  # the defaults
+    assert [r.channel for r in policy.routes] == ["#oncall", "#everything-else"]
+    assert policy.routes[0].match == Matcher(severity=("critical",), pool=("a100-*",))
+    assert policy.routes[1].match == Matcher()  # no match: every finding
+    (silence,) = [s.to_domain() for s in notify.silences]
+    assert silence == Silence(
+        Matcher(gpu=("node-a/gpu0",)), datetime(2026, 12, 1, 9, tzinfo=UTC), "ticket 42"
+    )

@@ -1,20 +1,24 @@
-"""The simulator's samples in the DCGM exporter's own formats.
+"""The simulator's cluster in the formats real systems emit.
 
 ``render_text`` is what ``gpuwatch simulate serve`` answers on ``/metrics`` (the
 Prometheus text format dcgm-exporter serves); ``write_openmetrics`` writes history with
 timestamps for ``promtool tsdb create-blocks-from openmetrics``. Both carry the real
 metric names, units and labels, so a Prometheus fed by either answers gpuwatch's
-queries exactly as one scraping dcgm-exporter in a cluster would.
+queries exactly as one scraping dcgm-exporter in a cluster would. ``kubectl_json`` is
+the cluster's objects as ``kubectl get -A -o json`` prints them.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
 import numpy as np
 
+from gpuwatch.kube.objects import kube_list, state_to_kube
+from gpuwatch.model.cluster import ClusterState
 from gpuwatch.model.metrics import FloatArray, SeriesBlock, Signal
 from gpuwatch.sources.simulator.layout import SimGpu
 
@@ -151,3 +155,8 @@ def _number(value: float) -> str:
 
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def kubectl_json(state: ClusterState) -> str:
+    """Every object of ``state`` as ``kubectl get nodes,pods,... -A -o json`` prints it."""
+    return json.dumps(kube_list(state_to_kube(state)), indent=1) + "\n"
