@@ -6,7 +6,7 @@ their objects into these types; nothing above a source ever sees a ``V1Pod``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -105,6 +105,18 @@ class ClusterState:
     controllers: tuple[Controller, ...] = ()
     namespaces: tuple[Namespace, ...] = ()
     """Only their labels matter (a team label set on the namespace); may be empty."""
+
+    @classmethod
+    def of(
+        cls,
+        observed_at: datetime,
+        nodes: Iterable[Node],
+        pods: Iterable[Pod],
+        controllers: Iterable[Controller],
+        namespaces: Iterable[Namespace] = (),
+    ) -> ClusterState:
+        """A state from whatever collections a source gathered them in."""
+        return cls(observed_at, tuple(nodes), tuple(pods), tuple(controllers), tuple(namespaces))
 
 
 def gpu_share(requests: Mapping[str, float]) -> float:

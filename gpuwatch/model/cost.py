@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
+from gpuwatch.model.fields import PLACEMENT, fields_of
+
 CENT = Decimal("0.01")
 HOURS_PER_MONTH = Decimal(720)  # 30 days: what "monthly" means everywhere
 
@@ -62,15 +64,7 @@ class CostLine:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "gpu_uuid": self.gpu_uuid,
-            "node": self.node,
-            "pool": self.pool,
-            "model": self.model,
-            "capacity_type": self.capacity_type,
-            "namespace": self.namespace,
-            "pod": self.pod,
-            "workload": self.workload,
-            "team": self.team,
+            **fields_of(self, "gpu_uuid", *PLACEMENT),
             "gpu_hours": round(self.gpu_hours, 6),
             "request_avg": round(self.request_avg, 6),
             "usage_avg": None if self.usage_avg is None else round(self.usage_avg, 6),

@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 from gpuwatch.model.durations import rfc3339
+from gpuwatch.model.fields import HOLDER, PLACEMENT, fields_of
 
 
 class Severity(StrEnum):
@@ -33,13 +34,7 @@ class GpuHolder:
     share: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "namespace": self.namespace,
-            "pod": self.pod,
-            "workload": self.workload,
-            "team": self.team,
-            "share": round(self.share, 4),
-        }
+        return {**fields_of(self, *HOLDER), "share": round(self.share, 4)}
 
 
 @dataclass(frozen=True)
@@ -55,10 +50,7 @@ class PendingGpuPod:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "namespace": self.namespace,
-            "pod": self.pod,
-            "workload": self.workload,
-            "team": self.team,
+            **fields_of(self, *HOLDER),
             "gpus_requested": self.gpus_requested,
         }
 
@@ -101,17 +93,7 @@ class Finding:
         return {
             "rule": self.rule,
             "severity": str(self.severity),
-            "gpu_uuid": self.gpu_uuid,
-            "device_id": self.device_id,
-            "gpu_index": self.gpu_index,
-            "node": self.node,
-            "pool": self.pool,
-            "model": self.model,
-            "capacity_type": self.capacity_type,
-            "namespace": self.namespace,
-            "pod": self.pod,
-            "workload": self.workload,
-            "team": self.team,
+            **fields_of(self, "gpu_uuid", "device_id", "gpu_index", *PLACEMENT),
             "value": _round(self.value),
             "threshold": self.threshold,
             "unit": self.unit,

@@ -28,40 +28,9 @@ def _posted(result: DeliveryResult) -> bool:
     return result.ok and bool(result.ts) and bool(result.channel)
 
 
-class ConsoleNotifier:
-    name = "console"
-    updates_in_place = True
-    delivered_status = "printed"
-    can_attach = True
-    posts_to_chat = False
-
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-
-    def send(self, delivery: Delivery) -> DeliveryResult:
-        target = f" (message {delivery.ts})" if delivery.ts else ""
-        self.stream.write(
-            f"--- would {_VERB[delivery.kind]} Slack {delivery.channel}{target} ---\n"
-            f"{delivery.text}\n\n"
-        )
-        ts = delivery.ts if delivery.kind == "update" else _message_id("console")
-        return DeliveryResult(ok=True, ts=ts, channel=delivery.channel)
-
-    def attach(
-        self, posted: DeliveryResult, filename: str, content: bytes, title: str
-    ) -> DeliveryResult:
-        if not _posted(posted):
-            return _NOT_POSTED
-        self.stream.write(
-            f"--- would attach {filename} ({len(content):,} bytes) in the thread of "
-            f"message {posted.ts} in Slack {posted.channel} ---\n\n"
-        )
-        return DeliveryResult(ok=True, ts=posted.ts, channel=posted.channel)
-
-
 @dataclass(frozen=True)
 class Attachment:
-    """A file a ``RecordingNotifier`` was asked to attach."""
+    """A file a local notifier was asked to attach."""
 
     posted: DeliveryResult
     """The message in whose thread it goes."""
@@ -70,22 +39,18 @@ class Attachment:
     title: str
 
 
-class RecordingNotifier:
-    """Keeps what it was given; delivers nothing."""
+class _LocalNotifier:
+    """What the console and the recorder share: they accept every delivery, name
+    posted messages as a chat service would, and take attachments of posted ones."""
 
-    name = "recording"
     updates_in_place = True
-    delivered_status = "composed"
     can_attach = True
     posts_to_chat = False
-
-    def __init__(self) -> None:
-        self.delivered: list[Delivery] = []
-        self.attached: list[Attachment] = []
+    _prefix = "local"
 
     def send(self, delivery: Delivery) -> DeliveryResult:
-        self.delivered.append(delivery)
-        ts = delivery.ts if delivery.kind == "update" else _message_id("recorded")
+        self._deliver(delivery)
+        ts = delivery.ts if delivery.kind == "update" else _message_id(self._prefix)
         return DeliveryResult(ok=True, ts=ts, channel=delivery.channel)
 
     def attach(
@@ -93,5 +58,52 @@ class RecordingNotifier:
     ) -> DeliveryResult:
         if not _posted(posted):
             return _NOT_POSTED
-        self.attached.append(Attachment(posted, filename, content, title))
+        self._keep(Attachment(posted, filename, content, title))
         return DeliveryResult(ok=True, ts=posted.ts, channel=posted.channel)
+
+    def _deliver(self, delivery: Delivery) -> None:
+        raise NotImplementedError
+
+    def _keep(self, attachment: Attachment) -> None:
+        raise NotImplementedError
+
+
+class ConsoleNotifier(_LocalNotifier):
+    name = "console"
+    delivered_status = "printed"
+    _prefix = "console"
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def _deliver(self, delivery: Delivery) -> None:
+        target = f" (message {delivery.ts})" if delivery.ts else ""
+        self.stream.write(
+            f"--- would {_VERB[delivery.kind]} Slack {delivery.channel}{target} ---\n"
+            f"{delivery.text}\n\n"
+        )
+
+    def _keep(self, attachment: Attachment) -> None:
+        posted = attachment.posted
+        self.stream.write(
+            f"--- would attach {attachment.filename} ({len(attachment.content):,} bytes) in "
+            f"the thread of message {posted.ts} in Slack {posted.channel} ---\n\n"
+        )
+
+
+class RecordingNotifier(_LocalNotifier):
+    """Keeps what it was given; delivers nothing."""
+
+    name = "recording"
+    delivered_status = "composed"
+    _prefix = "recorded"
+
+    def __init__(self) -> None:
+        self.delivered: list[Delivery] = []
+        self.attached: list[Attachment] = []
+
+    def _deliver(self, delivery: Delivery) -> None:
+        self.delivered.append(delivery)
+
+    def _keep(self, attachment: Attachment) -> None:
+        self.attached.append(attachment)

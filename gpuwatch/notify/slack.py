@@ -25,35 +25,28 @@ record (slack_sdk's own log records included: a filter on its loggers masks them
 from __future__ import annotations
 
 import logging
-import math
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
 from http.client import HTTPException
 from typing import Any, Final
-from urllib.error import URLError
 
 from slack_sdk.errors import SlackApiError, SlackClientError
-from slack_sdk.http_retry.builtin_handlers import (
-    ConnectionErrorRetryHandler,
-    RateLimitErrorRetryHandler,
-    ServerErrorRetryHandler,
-)
-from slack_sdk.http_retry.handler import RetryHandler
-from slack_sdk.http_retry.request import HttpRequest
-from slack_sdk.http_retry.response import HttpResponse
-from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web import SlackResponse, WebClient
 from slack_sdk.webhook import WebhookClient
 
 from gpuwatch.config.settings import SlackSettings
 from gpuwatch.notify.base import Delivery, DeliveryResult
+from gpuwatch.notify.slack_http import (
+    Clock,
+    Pacer,
+    Sleep,
+    rate_limited,
+    retry_handlers,
+    transport_error,
+)
 
 log = logging.getLogger(__name__)
-
-Clock = Callable[[], float]
-Sleep = Callable[[float], None]
 
 AUTH_ERRORS: Final = frozenset(
     {"invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired"}
@@ -100,8 +93,6 @@ WEBHOOK_PERMANENT_ERRORS: Final = WEBHOOK_REFUSALS | {
 }
 
 _SLACK_ERROR_CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
-_DEFAULT_RETRY_AFTER_S = 1.0
-"""What slack_sdk waits when a 429 carries no Retry-After (Slack always sends one)."""
 _WEBHOOK_CHANNEL = "webhook"
 """The pacing key of a webhook's one channel."""
 
@@ -130,16 +121,11 @@ class SlackNotifier:
         self._base_url = settings.base_url
         self._timeout_s = settings.timeout_s
         self._max_retry_after_s = settings.max_retry_after_s
-        self._pacer = _Pacer(settings.min_interval_s, clock, sleep)
-        sdk_logger = logging.getLogger("slack_sdk.web.base_client")
-        _MASK.watch(sdk_logger)
-        _MASK.add(token, "<token>")
+        self._pacer = Pacer(settings.min_interval_s, clock, sleep)
         self._client = WebClient(
             token=token,
             base_url=settings.base_url,
-            timeout=settings.timeout_s,  # type: ignore[arg-type]  # urllib takes float seconds
-            logger=sdk_logger,
-            retry_handlers=retry_handlers(settings, sleep),
+            **_client_options("slack_sdk.web.base_client", token, "<token>", settings, sleep),
         )
         self._refused: DeliveryResult | None = None
         """Slack refused the token: every later delivery fails with this at once."""
@@ -273,15 +259,10 @@ class WebhookNotifier:
     ) -> None:
         self._timeout_s = settings.timeout_s
         self._max_retry_after_s = settings.max_retry_after_s
-        self._pacer = _Pacer(settings.min_interval_s, clock, sleep)
-        sdk_logger = logging.getLogger("slack_sdk.webhook.client")
-        _MASK.watch(sdk_logger)
-        _MASK.add(url, "<the webhook>")
+        self._pacer = Pacer(settings.min_interval_s, clock, sleep)
         self._client = WebhookClient(
             url,
-            timeout=settings.timeout_s,  # type: ignore[arg-type]  # urllib takes float seconds
-            logger=sdk_logger,
-            retry_handlers=retry_handlers(settings, sleep),
+            **_client_options("slack_sdk.webhook.client", url, "<the webhook>", settings, sleep),
         )
         self._refused: DeliveryResult | None = None
         """Slack refused the webhook: every later delivery fails with this at once."""
@@ -329,130 +310,6 @@ class WebhookNotifier:
         ), code
 
 
-# --- retries ------------------------------------------------------------------------------
-
-
-def retry_handlers(settings: SlackSettings, sleep: Sleep = time.sleep) -> list[RetryHandler]:
-    """slack_sdk's retry handlers as the settings ask: 429s waited out up to
-    ``max_retry_after_s``, connection errors and 500/503 retried with backoff."""
-    return [
-        CappedRateLimitRetryHandler(
-            max_retry_count=settings.rate_limit_retries,
-            max_retry_after_s=settings.max_retry_after_s,
-            sleep=sleep,
-        ),
-        ConnectionErrorRetryHandler(max_retry_count=settings.connection_retries),
-        ServerErrorRetryHandler(max_retry_count=settings.connection_retries),
-    ]
-
-
-class CappedRateLimitRetryHandler(RateLimitErrorRetryHandler):
-    """Waits out a 429 for exactly its ``Retry-After``, unless that is longer than
-    ``max_retry_after_s``: then it gives up at once and the 429 is the answer.
-
-    slack_sdk's own handler waits whatever Slack asks (plus up to a second of jitter),
-    which can stall a cycle for minutes, and fails on a fractional ``Retry-After``.
-    """
-
-    def __init__(
-        self, *, max_retry_count: int, max_retry_after_s: float, sleep: Sleep = time.sleep
-    ) -> None:
-        super().__init__(max_retry_count=max_retry_count)
-        self.max_retry_after_s = max_retry_after_s
-        self._sleep = sleep
-
-    def _can_retry(
-        self,
-        *,
-        state: RetryState,
-        request: HttpRequest,
-        response: HttpResponse | None = None,
-        error: Exception | None = None,
-    ) -> bool:
-        if response is None or response.status_code != 429:
-            return False
-        wait_s = retry_after_s(response.headers)
-        return wait_s is None or wait_s <= self.max_retry_after_s
-
-    def prepare_for_next_attempt(
-        self,
-        *,
-        state: RetryState,
-        request: HttpRequest,
-        response: HttpResponse | None = None,
-        error: Exception | None = None,
-    ) -> None:
-        wait_s = retry_after_s(response.headers) if response is not None else None
-        state.next_attempt_requested = True
-        self._sleep(_DEFAULT_RETRY_AFTER_S if wait_s is None else wait_s)
-        state.increment_current_attempt()
-
-
-def retry_after_s(headers: Mapping[str, Any]) -> float | None:
-    """The ``Retry-After`` of a response in seconds (headers as slack_sdk passes them:
-    values plain or in lists, any case), or None when absent or not a number."""
-    for name, value in headers.items():
-        if name.lower() != "retry-after":
-            continue
-        first = value[0] if isinstance(value, list | tuple) and value else value
-        try:
-            seconds = float(first)
-        except (TypeError, ValueError):
-            return None
-        return max(seconds, 0.0) if math.isfinite(seconds) else None
-    return None
-
-
-def rate_limited(headers: Mapping[str, Any], max_retry_after_s: float) -> DeliveryResult:
-    """The result of a 429 that was not (or no longer) waited out: not permanent, the
-    next cycle tries again."""
-    wait_s = retry_after_s(headers)
-    if wait_s is None:
-        return DeliveryResult(ok=False, error="rate limited by Slack (no Retry-After)")
-    if wait_s > max_retry_after_s:
-        why = f", more than the {max_retry_after_s:g} s waited out within a cycle)"
-    else:
-        why = "), retries used up"
-    return DeliveryResult(ok=False, error=f"rate limited by Slack (Retry-After {wait_s:g} s{why}")
-
-
-def transport_error(exc: BaseException, where: str, timeout_s: float) -> str:
-    """Words for an answer that never came: a timeout, a refused connection, a bad URL."""
-    reason: object = exc.reason if isinstance(exc, URLError) else exc
-    if isinstance(reason, TimeoutError):
-        return f"{where} did not answer within {timeout_s:g} s"
-    if isinstance(exc, SlackClientError):
-        return f"cannot send to {where}: {exc}"
-    if isinstance(reason, OSError) and reason.strerror:
-        return f"cannot reach {where}: {reason.strerror}"
-    return f"cannot reach {where}: {str(reason) or type(reason).__name__}"
-
-
-# --- pacing ------------------------------------------------------------------------------
-
-
-class _Pacer:
-    """At most one message per ``interval_s`` to each channel: before sending, sleeps
-    out what is left since the last message to that channel ended."""
-
-    def __init__(self, interval_s: float, clock: Clock, sleep: Sleep) -> None:
-        self.interval_s = interval_s
-        self._clock = clock
-        self._sleep = sleep
-        self._last: dict[str, float] = {}
-
-    def wait(self, channel: str) -> None:
-        last = self._last.get(channel)
-        if last is None or self.interval_s <= 0:
-            return
-        remaining = last + self.interval_s - self._clock()
-        if remaining > 0:
-            self._sleep(remaining)
-
-    def mark(self, channel: str) -> None:
-        self._last[channel] = self._clock()
-
-
 # --- secrets -----------------------------------------------------------------------------
 
 
@@ -496,3 +353,18 @@ class _SecretMask(logging.Filter):
 
 
 _MASK = _SecretMask()
+
+
+def _client_options(
+    logger_name: str, secret: str, label: str, settings: SlackSettings, sleep: Sleep
+) -> dict[str, Any]:
+    """What both slack_sdk clients are built with: the timeout, the retry handlers, and
+    their logger, watched so that ``secret`` is logged only as ``label``."""
+    logger = logging.getLogger(logger_name)
+    _MASK.watch(logger)
+    _MASK.add(secret, label)
+    return {
+        "timeout": settings.timeout_s,  # urllib takes float seconds
+        "logger": logger,
+        "retry_handlers": retry_handlers(settings, sleep),
+    }

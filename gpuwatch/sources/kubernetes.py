@@ -122,13 +122,7 @@ class KubernetesClusterSource:
             self.api.counters.retries - before[1],
             time.monotonic() - started,
         )
-        return ClusterState(
-            observed_at=observed_at,
-            nodes=tuple(nodes),
-            pods=tuple(pods),
-            controllers=tuple(controllers),
-            namespaces=tuple(namespaces),
-        )
+        return ClusterState.of(observed_at, nodes, pods, controllers, namespaces)
 
     def _list(self, resource: Resource, translate: Any) -> list[Any]:
         try:

@@ -129,13 +129,7 @@ class SnapshotFileClusterSource:
                     controllers.append(controller_from_kube(item, kind))
             except SourceBadResponse as exc:
                 raise SourceBadResponse(f"{where}: {exc}") from exc
-        return ClusterState(
-            observed_at=observed_at,
-            nodes=tuple(nodes),
-            pods=tuple(pods),
-            controllers=tuple(controllers),
-            namespaces=tuple(namespaces),
-        )
+        return ClusterState.of(observed_at, nodes, pods, controllers, namespaces)
 
 
 def _items(document: Any, origin: str) -> list[Any]:

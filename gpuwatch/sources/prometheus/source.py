@@ -37,7 +37,12 @@ from gpuwatch.model.metrics import (
 from gpuwatch.promql import QueryBuilder, QueryPart, Shard, shards
 from gpuwatch.sources.base import Progress
 from gpuwatch.sources.prometheus.client import InstantSeries, PrometheusClient, RangeSeries
-from gpuwatch.sources.prometheus.planner import RangeChunk, instant_shard_count, plan_range
+from gpuwatch.sources.prometheus.planner import (
+    RangeChunk,
+    RangePlan,
+    instant_shard_count,
+    plan_range,
+)
 
 log = logging.getLogger(__name__)
 _NODE_LABEL_FALLBACKS = ("node", "kubernetes_node")
@@ -106,19 +111,9 @@ class PrometheusMetricsSource:
         builder = QueryBuilder(
             self.settings.metrics, labels, self._step(), pod_label, identity=identity
         )
-        first, last = int(times[0]), int(times[-1])
         tasks: list[tuple[AggregateSpec, int, QueryPart, RangeChunk, Shard]] = []
         for spec in specs:
-            plan = plan_range(
-                first,
-                last,
-                step,
-                series=max(len(recent), 1),
-                scrape_interval_s=self.settings.scrape_interval_s,
-                window_s=spec.window_s,
-                max_points=self.settings.max_points_per_series,
-                sample_budget=self.settings.sample_budget,
-            )
+            plan = self._plan(times, step, len(recent), spec.window_s)
             for i, part in enumerate(builder.parts(spec)):
                 for chunk in plan.chunks:
                     for shard in shards(plan.shard_count):
@@ -144,12 +139,26 @@ class PrometheusMetricsSource:
                 r = row.get(key)
                 if r is None:
                     continue
-                cols = ((series.times_s - first) // step).astype(np.int64)
+                cols = ((series.times_s - int(times[0])) // step).astype(np.int64)
                 free = ~seen[r, cols]
                 target[r, cols[free]] = series.values[free] * part.scale
                 seen[r, cols[free]] = True
         devices = tuple(keys[key] for key in order)
         return HistoryFrame(devices, times, values)
+
+    def _plan(self, times: FloatArray, step: int, series: int, window_s: int) -> RangePlan:
+        """Range queries over ``times`` for ``series`` series of a ``window_s`` window,
+        within the point and sample limits."""
+        return plan_range(
+            int(times[0]),
+            int(times[-1]),
+            step,
+            series=max(series, 1),
+            scrape_interval_s=self.settings.scrape_interval_s,
+            window_s=window_s,
+            max_points=self.settings.max_points_per_series,
+            sample_budget=self.settings.sample_budget,
+        )
 
     def holders(self, request: HistoryRequest, progress: Progress | None = None) -> HolderHistory:
         """Per step, the pod whose label the exporter put on each GPU for most samples,
@@ -164,17 +173,7 @@ class PrometheusMetricsSource:
         namespace_label = f"{prefix}namespace"
         builder = QueryBuilder(self.settings.metrics, self.labels, self._step(), pod_label)
         part = builder.holders(step, namespace_label)
-        first, last = int(times[0]), int(times[-1])
-        plan = plan_range(
-            first,
-            last,
-            step,
-            series=max(len(recent), 1),
-            scrape_interval_s=self.settings.scrape_interval_s,
-            window_s=step,
-            max_points=self.settings.max_points_per_series,
-            sample_budget=self.settings.sample_budget,
-        )
+        plan = self._plan(times, step, len(recent), step)
         tasks = [(part, c, s) for c in plan.chunks for s in shards(plan.shard_count)]
         answers = [series for answer in self._ranges(tasks, step, progress) for series in answer]
         keys = sorted(
@@ -190,7 +189,7 @@ class PrometheusMetricsSource:
                 continue
             pod = PodRef(series.labels.get(namespace_label, ""), series.labels[pod_label])
             code = pods.setdefault(pod, len(pods))
-            cols = ((series.times_s - first) // step).astype(np.int64)
+            cols = ((series.times_s - int(times[0])) // step).astype(np.int64)
             r = row[key]
             more = series.values > best[r, cols]
             codes[r, cols[more]] = code
