@@ -2,7 +2,7 @@
 
 One run, one model, one state, measured side by side:
 
-- ``torch.save`` straight to the path, as the design document does (no fsync, not
+- ``torch.save`` straight to the path, as the usual recipe does (no fsync, not
   atomic: the page cache absorbs the write, so this is the cheapest possible stall);
 - the job's synchronous checkpoint (temporary file, SHA-256, fsync, ``os.replace``,
   directory fsync, manifest, latest link);
@@ -124,7 +124,7 @@ def main() -> None:
         async_stall = async_stall[1:]
 
     rows = [
-        ("torch.save to the path (design document)", med(plain), med(plain)),
+        ("torch.save to the path (the usual recipe)", med(plain), med(plain)),
         ("gpuwatch sync (atomic, fsync, sha256)", med(sync), med(sync)),
         ("gpuwatch async (--async-checkpoint)", med(async_stall), med(async_total)),
     ]

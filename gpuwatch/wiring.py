@@ -25,7 +25,7 @@ from gpuwatch.kube.api import KubeApi, RetryPolicy
 from gpuwatch.kube.client import Credentials, connect
 from gpuwatch.kube.lease import Lease
 from gpuwatch.model.errors import ConfigError, StateError
-from gpuwatch.model.findings import DataQualityNote
+from gpuwatch.model.findings import DataQualityNote, Role
 from gpuwatch.model.result import CycleResult
 from gpuwatch.notify.base import Delivery, Notifier
 from gpuwatch.notify.console import ConsoleNotifier, RecordingNotifier
@@ -70,7 +70,7 @@ def build_components(
     Secrets (tokens, passwords) are read here, on every cycle, so rotation needs no restart.
     """
     env = os.environ if env is None else env
-    rules = load_rules(settings.rules.paths)
+    rules = load_rules(settings.rules.paths, needs=required_roles(settings))
     # Built once, and only when a simulator source is configured.
     simulated = cache(lambda: SimulatedCluster(settings.simulator, end=at))
     notifier = build_notifier(settings, env, console)
@@ -122,6 +122,14 @@ def build_components(
         checkpoints=checkpoints,
         silences=silences,
     )
+
+
+def required_roles(settings: Settings) -> dict[Role, str]:
+    """Roles that some enabled rule must have, given what the settings turn on."""
+    if not settings.actions.pools:
+        return {}
+    planner = "the scale-down planner (actions.pools is set)"
+    return {Role.UNALLOCATED: planner, Role.DATA_GAP: planner}
 
 
 def kube_api(settings: Settings) -> KubeApi:

@@ -14,7 +14,7 @@ import numpy as np
 
 from gpuwatch.analysis.attribution import APPROXIMATE, EXACT, NONE, GpuContext
 from gpuwatch.model.cluster import WHOLE_GPU_RESOURCE, Node
-from gpuwatch.model.findings import Finding, GpuHolder, Severity
+from gpuwatch.model.findings import Finding, GpuHolder, Role, Severity
 from gpuwatch.model.metrics import (
     Aggregate,
     AggregateSpec,
@@ -118,6 +118,7 @@ def finding(
     **kw,
 ) -> Finding:
     """An idle-GPU finding (or another rule's, by ``rule``/``severity``) on ``node``."""
+    kw.setdefault("role", Role.IDLE if rule == "gpu-idle" else None)
     return Finding(
         rule=rule,
         severity=severity,

@@ -20,12 +20,16 @@ import pyarrow.compute as pc
 
 from gpuwatch.config.settings import ReportSettings
 from gpuwatch.model.findings import DataQualityNote
-from gpuwatch.report.data import ReportData, ReportPeriod
+from gpuwatch.report.data import NearOom, ReportData, ReportPeriod
 from gpuwatch.report.figures import NO_POOL, NO_TEAM, NO_WORKLOAD
 from gpuwatch.report.schema import ACTIONS, FINDINGS, GPU_HOURLY, SAVINGS, SCHEMAS
 
 WEEK = ReportPeriod.iso_week("2026-W48")
 PRICE_PER_GPU_HOUR = Decimal("2.500000")
+
+
+NEAR_OOM = NearOom("gpu-near-oom", 0.95)
+"""The shipped near-OOM rule, as the report draws it."""
 
 
 def report_tables(
@@ -125,7 +129,7 @@ def report_data(
 ) -> ReportData:
     """A ``ReportData`` for ``cluster`` and ``period`` with ``report_tables``'s tables."""
     tables = report_tables(period.start, gpus=gpus, hours=hours, util=util)
-    return ReportData(cluster=cluster, period=period, tables=tables)
+    return ReportData(cluster=cluster, period=period, tables=tables, near_oom=NEAR_OOM)
 
 
 PERIOD = ReportPeriod.iso_week("2026-W48")  # Mon 2026-11-23 00:00 UTC, 168 hours
@@ -345,6 +349,7 @@ def realistic_report(**changes: Any) -> ReportData:
             DataQualityNote(kind="data_gap", message="exporter down 06:00-09:00", node="infer-1"),
         ),
         "generated_at": datetime(2026, 11, 30, 6, 0, tzinfo=UTC),
+        "near_oom": NEAR_OOM,
     }
     values.update(changes)
     return ReportData(**values)

@@ -1,6 +1,6 @@
 """Node pools, capacity types and GPU models, read from node labels and taints.
 
-The design document labels nodes ``pool=gpu-training|gpu-inference|gpu-spot|cpu``; the
+The common four-pool layout labels nodes ``pool=gpu-training|gpu-inference|gpu-spot|cpu``; the
 clouds have their own node-pool labels, tried as fallbacks. Spot shows differently on
 each cloud: a label (Karpenter, EKS, GKE) or the ACK spot taint.
 """

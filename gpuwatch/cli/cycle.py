@@ -135,7 +135,7 @@ def demo(ctx: click.Context, **kwargs: Any) -> None:
 def savings(ctx: click.Context, **kwargs: Any) -> None:
     """Run one cycle and print what each change would save, largest first.
 
-    Every figure comes with the inputs its formula used; see the README's "Savings".
+    Every figure comes with the inputs its formula used; see docs/cost-and-savings.md.
     """
     flags = _flags(**kwargs)
     flags["notify.console"] = False

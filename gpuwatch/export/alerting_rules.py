@@ -138,7 +138,7 @@ class _DataGap(ExportedRule, Protocol):
 
 
 def alert_name(rule_id: str) -> str:
-    """``gpu-idle`` -> ``GpuwatchGpuIdle``."""
+    """``gpu-idle-nights`` -> ``GpuwatchGpuIdleNights``."""
     return "Gpuwatch" + "".join(part.capitalize() for part in rule_id.split("-"))
 
 

@@ -22,6 +22,27 @@ class Severity(StrEnum):
     CRITICAL = "critical"
 
 
+class Role(StrEnum):
+    """What a rule means to the parts of gpuwatch that act on its findings.
+
+    Rule ids are the user's to choose and rename; consumers find the rules they build
+    on by role (at most one enabled rule has each), and the rule loader checks that a
+    rule's kind and signal fit its role.
+    """
+
+    IDLE = "idle"
+    """An allocated GPU doing (almost) nothing: the idle saving; idle opted-in pods on
+    a node the scale-down planner may drain."""
+    UNALLOCATED = "unallocated"
+    """A GPU no pod held: the scale-down planner's empty capacity."""
+    NEAR_OOM = "near_oom"
+    """GPU memory nearly full: the weekly report's memory-headroom figures."""
+    DATA_GAP = "data_gap"
+    """Metrics missing or stale: the planners act on no GPU that has a gap."""
+    OVERHEAT = "overheat"
+    XID = "xid"
+
+
 @dataclass(frozen=True)
 class GpuHolder:
     """A pod holding (part of) a GPU. ``share`` is the fraction of the GPU it holds: 1
@@ -82,6 +103,8 @@ class Finding:
     holders: tuple[GpuHolder, ...] = ()
     device_id: str | None = None
     """The GPU's UUID, or ``UUID/mig-N`` for a MIG instance (``GpuDevice.device_id``)."""
+    role: Role | None = None
+    """The role of the rule that fired, where it has one."""
 
     @property
     def key(self) -> str:
@@ -92,6 +115,7 @@ class Finding:
     def to_dict(self) -> dict[str, Any]:
         return {
             "rule": self.rule,
+            "role": None if self.role is None else str(self.role),
             "severity": str(self.severity),
             **fields_of(self, "gpu_uuid", "device_id", "gpu_index", *PLACEMENT),
             "value": _round(self.value),

@@ -80,13 +80,9 @@ class CappedRateLimitRetryHandler(RateLimitErrorRetryHandler):
         return wait_s is None or wait_s <= self.max_retry_after_s
 
     def prepare_for_next_attempt(
-        self,
-        *,
-        state: RetryState,
-        request: HttpRequest,
-        response: HttpResponse | None = None,
-        error: Exception | None = None,
+        self, *, state: RetryState, response: HttpResponse | None = None, **_: Any
     ) -> None:
+        """Sleep the ``Retry-After`` this handler agreed to wait out (``_can_retry``)."""
         wait_s = retry_after_s(response.headers) if response is not None else None
         state.next_attempt_requested = True
         self._sleep(_DEFAULT_RETRY_AFTER_S if wait_s is None else wait_s)

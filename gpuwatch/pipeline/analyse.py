@@ -19,13 +19,14 @@ from gpuwatch.analysis.cost import allocate_cost
 from gpuwatch.analysis.ownership import OwnerIndex, team_of
 from gpuwatch.analysis.pricing import PriceBook
 from gpuwatch.analysis.rules.evaluate import evaluate, lookback_s
+from gpuwatch.analysis.rules.roles import rule_for
 from gpuwatch.analysis.rules.schema import Rule
 from gpuwatch.analysis.savings import SavingsInputs, SavingsResult, compute_savings
 from gpuwatch.config.settings import Settings
 from gpuwatch.model.actions import Action
 from gpuwatch.model.cluster import ClusterState, gpu_share
 from gpuwatch.model.cost import CostReport, Price
-from gpuwatch.model.findings import DataQualityNote, Finding, PendingGpuPod
+from gpuwatch.model.findings import DataQualityNote, Finding, PendingGpuPod, Role
 from gpuwatch.model.result import SourceInfo
 from gpuwatch.pipeline.gather import Gathered
 from gpuwatch.pipeline.specs import fb_total_max, fb_used_max, util_avg, util_p95
@@ -34,6 +35,13 @@ from gpuwatch.planners.scale_down import ScaleDownInputs, plan_scale_down
 from gpuwatch.sources.base import PodKey
 
 T = TypeVar("T")
+
+OPTIONAL_ROLES = {
+    Role.IDLE: "idle-release saving, and no draining of nodes with idle opted-in pods",
+    Role.NEAR_OOM: "near-OOM hours in the weekly report",
+}
+"""Roles whose consumers still run without them, with less to say: a note, not an error.
+(Roles the actions need are required when the rules are loaded.)"""
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,11 @@ def analyse(
     if stats is None or cluster is None:
         return Analysis(at, gathered.source, notes=gathered.notes, errors=gathered.errors)
     notes = list(gathered.notes)
+    notes.extend(
+        DataQualityNote(kind="rules", message=f"no enabled rule has role {role}: no {what}")
+        for role, what in OPTIONAL_ROLES.items()
+        if rule_for(rules, role) is None
+    )
     attribution = attribute(stats.devices, cluster, settings.attribution, at, lookback_s(rules))
     evaluation = evaluate(rules, stats, attribution.contexts, gathered.state.findings_since)
     notes.extend(attribution.notes)

@@ -1,12 +1,15 @@
 """Plan the scale-down of idle GPU pools, with the guards Cluster Autoscaler and Karpenter use.
 
-A node is a candidate when every GPU on it was unallocated for the rule's window
-(``gpu-unallocated``), or held only by pods that opted in to reclamation and sat idle
-(``gpu-idle``). Then, in order, each guard can refuse it, and the refusal is recorded:
+A node is a candidate when every GPU on it was unallocated for the window of the rule
+with role ``unallocated``, or held only by pods that opted in to reclamation and sat
+idle by the rule with role ``idle`` (rules are found by role, never by id; each action
+says which rules judged it). Then, in order, each guard can refuse it, and the refusal
+is recorded:
 
 - the pool is allowlisted (``actions.pools``) and inside a maintenance window;
 - the pool did not grow within its cooldown, and no GPU pod is pending for it;
-- no data gap on the node (no action on data that is missing or stale);
+- no data gap on the node (a finding of the rule with role ``data_gap``, or a GPU the
+  metrics lack): no action on data that is missing or stale;
 - nothing on the node forbids it: ``cluster-autoscaler.kubernetes.io/scale-down-disabled``
   on the node, ``karpenter.sh/do-not-disrupt`` on the node or a pod,
   ``cluster-autoscaler.kubernetes.io/safe-to-evict: "false"``, a bare pod (no controller
@@ -24,7 +27,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -33,7 +36,7 @@ from gpuwatch.analysis.pools import pending_gpu_pods_for
 from gpuwatch.config.settings import ActionsSettings, MaintenanceWindow, PoolActionPolicy
 from gpuwatch.model.actions import Action, ActionStatus
 from gpuwatch.model.cluster import ClusterState, Node, Pod, gpu_request_kind
-from gpuwatch.model.findings import Finding
+from gpuwatch.model.findings import Finding, Role
 
 KIND = "scale_down_node"
 SAFE_TO_EVICT = "cluster-autoscaler.kubernetes.io/safe-to-evict"
@@ -151,13 +154,25 @@ def _pools(contexts: Sequence[GpuContext]) -> dict[str, dict[str, list[GpuContex
     return pools
 
 
-def _firing(findings: Sequence[Finding]) -> dict[str, set[str]]:
-    """Rule -> GPU UUIDs it fired for, and ``data-gap`` -> nodes."""
-    firing: dict[str, set[str]] = defaultdict(set)
+@dataclass
+class _Firing:
+    """What the findings of the roles the planner builds on say, per GPU or node."""
+
+    unallocated: set[str] = field(default_factory=set)
+    """UUIDs of GPUs the unallocated rule fired for."""
+    idle: set[str] = field(default_factory=set)
+    gap_nodes: set[str] = field(default_factory=set)
+
+
+def _firing(findings: Sequence[Finding]) -> _Firing:
+    firing = _Firing()
     for f in findings:
-        firing[f.rule].add(f.gpu_uuid or "")
-        if f.rule == "data-gap":
-            firing["data-gap-nodes"].add(f.node)
+        if f.role is Role.UNALLOCATED:
+            firing.unallocated.add(f.gpu_uuid or "")
+        elif f.role is Role.IDLE:
+            firing.idle.add(f.gpu_uuid or "")
+        elif f.role is Role.DATA_GAP:
+            firing.gap_nodes.add(f.node)
     return firing
 
 
@@ -173,7 +188,7 @@ def _candidate(
     node: Node,
     gpus: list[GpuContext],
     pool: str,
-    firing: Mapping[str, set[str]],
+    firing: _Firing,
     pods_on: Mapping[str, list[Pod]],
     inputs: ScaleDownInputs,
 ) -> _Candidate | None:
@@ -181,12 +196,12 @@ def _candidate(
     for gpu in gpus:
         uuid = gpu.device.uuid if gpu.device else ""
         if not gpu.holders:
-            if uuid not in firing.get("gpu-unallocated", set()):
+            if uuid not in firing.unallocated:
                 return None  # free, but not for long enough
-        elif uuid not in firing.get("gpu-idle", set()):
+        elif uuid not in firing.idle:
             return None  # a pod is using it
     blockers: list[str] = []
-    if node.name in firing.get("data-gap-nodes", set()) or any(g.device is None for g in gpus):
+    if node.name in firing.gap_nodes or any(g.device is None for g in gpus):
         blockers.append("data gap: no action on a node whose metrics are missing or stale")
     if node.annotations.get(SCALE_DOWN_DISABLED) == "true":
         blockers.append(f'{SCALE_DOWN_DISABLED}: "true" on the node')

@@ -11,9 +11,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
+import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 
 from gpuwatch.model.findings import DataQualityNote
+from gpuwatch.model.metrics import FloatArray
 from gpuwatch.report.schema import SCHEMAS
 
 _ISO_WEEK = re.compile(r"^(\d{4})-W(\d{2})$")
@@ -73,6 +76,20 @@ class ReportPeriod:
 
 
 @dataclass(frozen=True)
+class NearOom:
+    """The rule with role ``near_oom``, as the report draws it: its id picks its
+    findings, its threshold is where memory use counts as near OOM."""
+
+    rule: str
+    ratio: float
+    inclusive: bool = False
+    """The rule fires at the threshold itself (``>=``), not only above it (``>``)."""
+
+    def above(self, ratios: FloatArray) -> npt.NDArray[np.bool_]:
+        return ratios >= self.ratio if self.inclusive else ratios > self.ratio
+
+
+@dataclass(frozen=True)
 class ReportData:
     cluster: str
     period: ReportPeriod
@@ -84,6 +101,8 @@ class ReportData:
     notes: tuple[DataQualityNote, ...] = ()
     """What limits the report: gaps, unpriced GPUs, a previous week that is missing."""
     generated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    near_oom: NearOom | None = None
+    """None when no enabled rule has role ``near_oom``: no near-OOM figures."""
 
     def __post_init__(self) -> None:
         for name, schema in SCHEMAS.items():

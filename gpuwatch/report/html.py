@@ -41,7 +41,6 @@ from gpuwatch.model.errors import ConfigError
 from gpuwatch.report import charts
 from gpuwatch.report.data import ReportData
 from gpuwatch.report.figures import (
-    NEAR_OOM_RATIO,
     CostRow,
     IdleRow,
     ReportFigures,
@@ -71,7 +70,7 @@ def render_html(data: ReportData, settings: ReportSettings) -> str:
             charts=_charts(figures),
             period=_period_text(figures),
             schema_version=SCHEMA_VERSION,
-            near_oom_ratio=NEAR_OOM_RATIO,
+            near_oom_ratio=figures.memory.near_oom_ratio,
         )
     except jinja2.TemplateSyntaxError as exc:
         where = f"{exc.filename or exc.name or TEMPLATE}, line {exc.lineno}"
@@ -185,9 +184,13 @@ def _charts(figures: ReportFigures) -> dict[str, Any]:
             charts.histogram(
                 figures.memory.edges,
                 figures.memory.counts,
-                "GPU-hours by highest memory use in the hour (5 % bins); red: above "
-                f"{NEAR_OOM_RATIO:.0%}, near OOM",
-                highlight_above=NEAR_OOM_RATIO,
+                "GPU-hours by highest memory use in the hour (5 % bins)"
+                + (
+                    f"; red: above {figures.memory.near_oom_ratio:.0%}, near OOM"
+                    if figures.memory.near_oom_ratio is not None
+                    else ""
+                ),
+                highlight_above=figures.memory.near_oom_ratio,
             )
         ),
         "heatmap": Markup(

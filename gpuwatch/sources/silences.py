@@ -5,7 +5,7 @@ person on call at 3 a.m. needs to mute a known-bad node now. ``kubectl edit conf
 on ``notify.silences_configmap`` (key ``silences.yaml``: a YAML list in the form of
 ``notify.silences``) takes effect on the next cycle::
 
-    - match: {rule: [gpu-idle], pool: [a100-spot]}
+    - match: {rule: [my-idle-rule], pool: [a100-spot]}
       until: 2026-12-01T09:00:00Z
       comment: "node drained for repair; ask #gpu-infra"
 

@@ -22,13 +22,15 @@ import pyarrow as pa
 from gpuwatch.analysis.attribution import attribute
 from gpuwatch.analysis.ownership import OwnerIndex, team_of
 from gpuwatch.analysis.rules.evaluate import lookback_s, required_specs
+from gpuwatch.analysis.rules.roles import rule_for
+from gpuwatch.analysis.rules.schema import Rule, ThresholdRule
 from gpuwatch.config.settings import Settings
 from gpuwatch.model.cost import Saving
 from gpuwatch.model.durations import parse_instant
-from gpuwatch.model.findings import DataQualityNote, GpuHolder
+from gpuwatch.model.findings import DataQualityNote, GpuHolder, Role
 from gpuwatch.model.metrics import HistoryFrame, HistoryRequest
 from gpuwatch.pipeline import Components, analyse, gather
-from gpuwatch.report.data import ReportData, ReportPeriod
+from gpuwatch.report.data import NearOom, ReportData, ReportPeriod
 from gpuwatch.report.schema import ACTIONS, SAVINGS
 from gpuwatch.sources.base import Progress
 from gpuwatch.weekly.episodes import findings_table
@@ -73,7 +75,23 @@ def build_report(
         notes.append(
             DataQualityNote(kind="previous", message=f"no report for {period.previous().label}")
         )
-    return ReportData(settings.cluster.name, period, tables, previous, tuple(notes))
+    return ReportData(
+        settings.cluster.name,
+        period,
+        tables,
+        previous,
+        tuple(notes),
+        near_oom=near_oom_of(components.rules),
+    )
+
+
+def near_oom_of(rules: Sequence[Rule]) -> NearOom | None:
+    """The near-OOM rule as the report draws it; None when no enabled rule has the role
+    (its role guarantees a threshold rule on the framebuffer ratio)."""
+    rule = rule_for(rules, Role.NEAR_OOM)
+    if not isinstance(rule, ThresholdRule):
+        return None
+    return NearOom(rule.id, rule.threshold, inclusive=rule.op == ">=")
 
 
 def build_tables(

@@ -1,6 +1,6 @@
 """The reference PyTorch training job: exact checkpoint/resume, preemption-safe, observable.
 
-This is the job the design document's PyTorchJob runs. It exists for two reasons: it
+This is the job the reference PyTorchJob (``deploy/workload/``) runs. It exists for two reasons: it
 drives real GPU load for gpuwatch to watch, and its checkpoint contract (atomic,
 verified, resumed bit-exactly, written on SIGTERM within the cloud's notice) is what
 makes moving a training job to spot capacity safe.

@@ -11,7 +11,7 @@ with the SHA-256 and size, written after the ``.pt`` is durable. A ``.pt`` witho
 manifest is a torn write; one whose bytes do not match the manifest is corrupt. Either
 is skipped by ``--resume auto``, which says so and falls back to the previous one.
 ``checkpoint_latest.pt`` is a symbolic link to the newest good checkpoint, so the
-design document's ``torch.load('/output/checkpoint_latest.pt')`` keeps working.
+usual ``torch.load('/output/checkpoint_latest.pt')`` keeps working.
 
 With ``async_write`` the state is first copied (GPU tensors into pinned host memory)
 and a background thread serialises, hashes and writes the copy: training stalls only
@@ -238,7 +238,7 @@ def resolve(spec: str, output: Path) -> CheckpointInfo | None:
     if path.is_dir():
         return newest_good(path)
     if path.name == LATEST:
-        # The design document's --resume=/output/checkpoint_latest.pt: what it means is
+        # The usual --resume=/output/checkpoint_latest.pt: what it means is
         # "the newest good checkpoint there", including on the first run, before any.
         return newest_good(path.parent)
     if path.suffix == ".json":

@@ -1,6 +1,6 @@
 """The training job's settings and its command line, kept free of torch.
 
-The flags follow the design document's PyTorchJob (``--resume=auto``,
+The flags follow the reference PyTorchJob (``deploy/workload/pytorchjob.yaml``) (``--resume=auto``,
 ``--checkpoint-interval=300``) so its manifests run unchanged. Parsing lives apart from
 the training loop so that ``--help`` and bad flags answer without importing torch.
 """

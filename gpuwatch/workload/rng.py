@@ -2,7 +2,7 @@
 
 Python's ``random``, numpy's global generator, torch's CPU generator and the generator
 of every CUDA device: dropout draws from torch's, user code and libraries from the
-others. The design document saves only torch's CPU and CUDA states; a run resumed from
+others. The usual checkpoint recipe saves only torch's CPU and CUDA states; a run resumed from
 that is close but not exact. States are kept as plain lists, ints and tensors so that a
 checkpoint loads with ``torch.load(weights_only=True)``.
 """

@@ -20,7 +20,7 @@ import pytest
 
 from gpuwatch.config.settings import ReportSettings
 from gpuwatch.report import charts
-from gpuwatch.report.data import ReportData, empty_tables
+from gpuwatch.report.data import NearOom, ReportData, empty_tables
 from gpuwatch.report.figures import (
     NO_TEAM,
     compute_figures,
@@ -28,6 +28,7 @@ from gpuwatch.report.figures import (
 )
 from gpuwatch.report.html import ReportTemplateError, render_html
 from tests.report_tables import (
+    NEAR_OOM,
     PERIOD,
     SHIPPED,
     action_row,
@@ -211,7 +212,8 @@ def test_memory_headroom_bins_and_near_oom():
         finding_row("node-a", "GPU-a-0", 0.97, 3, 1),
         finding_row("node-a", "GPU-a-0", 0.99, 7, 2),
     ]
-    figures = compute_figures(ReportData("c", PERIOD, tables_of(rows, findings=findings)))
+    tables = tables_of(rows, findings=findings)
+    figures = compute_figures(ReportData("c", PERIOD, tables, near_oom=NEAR_OOM))
     m = figures.memory
     assert len(m.edges) == 21 and len(m.counts) == 20
     assert m.measured_gpu_hours == 9
@@ -221,6 +223,29 @@ def test_memory_headroom_bins_and_near_oom():
     assert m.counts[18] == 1  # 0.95 exactly is not near OOM
     assert m.counts[19] == m.near_oom_gpu_hours == 3
     assert [f.worst_value for f in m.findings] == [0.99, 0.97]
+
+
+def test_memory_headroom_follows_the_near_oom_rule_by_role():
+    ratios = [0.5, 0.85, 0.9, 0.95, 0.99]
+    rows = [hourly_row(h, fb_ratio=r) for h, r in enumerate(ratios)]
+    findings = [finding_row("node-a", "GPU-a-0", 0.99, 4, 1)]
+    tables = tables_of(rows, findings=findings)
+    # The rule renamed and its threshold lowered: the report follows it.
+    renamed = compute_figures(ReportData("c", PERIOD, tables, near_oom=NearOom("hbm-full", 0.85)))
+    assert renamed.memory.near_oom_gpu_hours == 3  # 0.9, 0.95, 0.99: above 0.85
+    assert renamed.memory.near_oom_ratio == 0.85
+    assert renamed.memory.findings == ()  # the findings table names gpu-near-oom, not it
+    inclusive = NearOom("hbm-full", 0.85, inclusive=True)
+    assert (
+        compute_figures(
+            ReportData("c", PERIOD, tables, near_oom=inclusive)
+        ).memory.near_oom_gpu_hours
+        == 4
+    )
+    # No rule with the role: no near-OOM figures, the histogram stays.
+    none = compute_figures(ReportData("c", PERIOD, tables)).memory
+    assert none.near_oom_gpu_hours is None and none.near_oom_ratio is None
+    assert none.findings == () and none.measured_gpu_hours == 5
 
 
 def test_actions_newest_first_and_counted_by_status():

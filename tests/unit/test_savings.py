@@ -23,7 +23,7 @@ from gpuwatch.analysis.savings.quantization import parse_params
 from gpuwatch.config.settings import SavingsSettings
 from gpuwatch.model.cluster import WHOLE_GPU_RESOURCE, ClusterState, Controller, Node, OwnerRef, Pod
 from gpuwatch.model.cost import Saving
-from gpuwatch.model.findings import Finding, GpuHolder, Severity
+from gpuwatch.model.findings import Finding, GpuHolder, Role, Severity
 from gpuwatch.model.metrics import Aggregate, AggregateSpec, HistoryFrame, Signal
 from gpuwatch.pipeline import run_cycle
 from gpuwatch.sources.simulator.layout import SHOWCASE_AT
@@ -268,6 +268,7 @@ def idle_finding(ctx):
         pod=ctx.holders[0].pod,
         workload=ctx.holders[0].workload,
         team="team",
+        role=Role.IDLE,
     )
 
 

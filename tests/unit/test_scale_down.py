@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -12,7 +13,7 @@ from gpuwatch.analysis.attribution import GpuContext
 from gpuwatch.config.settings import ActionsSettings, MaintenanceWindow
 from gpuwatch.model.actions import ActionStatus
 from gpuwatch.model.cluster import WHOLE_GPU_RESOURCE, ClusterState, Node, OwnerRef, Pod
-from gpuwatch.model.findings import Finding, GpuHolder, Severity
+from gpuwatch.model.findings import Finding, GpuHolder, Role, Severity
 from gpuwatch.planners.scale_down import (
     DO_NOT_DISRUPT,
     SAFE_TO_EVICT,
@@ -50,9 +51,22 @@ def ctx(n, i, pod=None):
     )
 
 
+ROLES = {"gpu-idle": Role.IDLE, "gpu-unallocated": Role.UNALLOCATED, "data-gap": Role.DATA_GAP}
+
+
 def finding(rule, c):
     return Finding(
-        rule, Severity.WARNING, c.device.uuid, c.node_name, POOL, 0.0, None, 1800, AT, ""
+        rule,
+        Severity.WARNING,
+        c.device.uuid,
+        c.node_name,
+        POOL,
+        0.0,
+        None,
+        1800,
+        AT,
+        "",
+        role=ROLES[rule],
     )
 
 
@@ -209,7 +223,9 @@ def test_cooldown_pending_pods_and_data_gaps():
     )
     (action,) = plan([node("a"), node("b")], [elsewhere], busy={"b"})
     assert action.status is ActionStatus.PLANNED
-    gap = Finding("data-gap", Severity.INFO, None, "a", POOL, 0.5, 0.9, 1800, AT, "")
+    gap = Finding(
+        "data-gap", Severity.INFO, None, "a", POOL, 0.5, 0.9, 1800, AT, "", role=Role.DATA_GAP
+    )
     (action,) = plan([node("a"), node("b")], extra_findings=[gap], busy={"b"})
     assert "data gap" in action.reason
 
@@ -272,3 +288,38 @@ def test_budget_and_floor_hold_over_random_cycles(cycles, floor, budget):
         alive -= set(planned)
         assert len(alive) >= min(floor, 20) or not planned
         assert len(alive) >= floor or len(alive) == len(nodes)
+
+
+def test_rules_are_found_by_role_not_by_id():
+    """Renamed rules (same roles) plan the same; the same ids without roles plan nothing."""
+    renamed = {"gpu-idle": "notebook-asleep", "gpu-unallocated": "nobody-home"}
+    planned = plan([node("a"), node("b")], busy={"b"})
+    contexts = [ctx(node("a"), i, None) for i in range(8)]
+    findings = [
+        replace(finding("gpu-unallocated", c), rule=renamed["gpu-unallocated"]) for c in contexts
+    ]
+    again = plan_scale_down(
+        ScaleDownInputs(
+            AT,
+            contexts + [ctx(node("b"), i, None) for i in range(8)],
+            ClusterState(AT, (node("a"), node("b"))),
+            findings,
+            ActionsSettings.model_validate({"pools": {POOL: {}}}),
+            dry_run=True,
+            kill_switch_on=False,
+        )
+    )
+    assert [a.target for a in again] == [a.target for a in planned] == ["Node/a"]
+    roleless = [replace(f, role=None) for f in findings]
+    nothing = plan_scale_down(
+        ScaleDownInputs(
+            AT,
+            contexts,
+            ClusterState(AT, (node("a"),)),
+            roleless,
+            ActionsSettings.model_validate({"pools": {POOL: {}}}),
+            dry_run=True,
+            kill_switch_on=False,
+        )
+    )
+    assert nothing == []

@@ -33,7 +33,7 @@ def test_a_checkpoint_is_a_file_a_manifest_and_the_latest_link(tmp_path: Path) -
     assert manifest["size_bytes"] == info.path.stat().st_size
     latest = tmp_path / "checkpoint_latest.pt"
     assert os.readlink(latest) == info.path.name
-    # The design document's way of loading keeps working.
+    # The usual way of loading keeps working.
     assert torch.load(latest, weights_only=True)["step"] == 5
     assert not list(tmp_path.glob(".*.tmp"))
 

@@ -2,9 +2,10 @@
 
 Rules of thought that hold for every kind:
 - No data is not zero. Aggregates skip missing samples; a GPU whose window is covered
-  less than the rule's ``min_coverage`` is not judged at all (``data-gap`` reports it).
-- An allocated GPU and an unallocated one are different problems: ``scope`` keeps
-  ``gpu-idle`` (allocated) and ``gpu-unallocated`` apart, never both for one GPU.
+  less than the rule's ``min_coverage`` is not judged at all (the rule with role
+  ``data_gap`` reports it).
+- An allocated GPU and an unallocated one are different problems: ``scope`` keeps the
+  idle rule (allocated GPUs) and the unallocated rule apart, never both for one GPU.
 - ``since`` is when a finding first fired in consecutive cycles (from the state), or the
   start of the window that proves it when it is new.
 """
@@ -141,6 +142,7 @@ class _Candidate:
         message = self._message(rule, primary) if messages else ""
         return Finding(
             rule=rule.id,
+            role=rule.role,
             severity=self.severity or rule.severity,
             gpu_uuid=device.uuid if device else None,
             device_id=device.device_id if device else None,

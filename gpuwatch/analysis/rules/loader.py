@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from pydantic import TypeAdapter, ValidationError
 
+from gpuwatch.analysis.rules.roles import missing_roles
 from gpuwatch.analysis.rules.schema import RULE_KINDS, Rule, RuleFile
 from gpuwatch.config.resources import shipped_dir
 from gpuwatch.config.yamlfile import YamlDocument, format_loc, load_yaml_file
 from gpuwatch.model.errors import ConfigError
+from gpuwatch.model.findings import Role
 
 _RULES = TypeAdapter(list[Rule])
 
@@ -31,11 +33,17 @@ def rule_files(paths: Iterable[Path]) -> list[Path]:
     return files
 
 
-def load_rules(paths: Iterable[Path] = ()) -> tuple[Rule, ...]:
-    """Load and validate every rule file; raise ConfigError listing all problems found."""
+def load_rules(
+    paths: Iterable[Path] = (), needs: Mapping[Role, str] | None = None
+) -> tuple[Rule, ...]:
+    """Load and validate every rule file; raise ConfigError listing all problems found.
+
+    ``needs`` (role -> the consumer that needs it, in words) are roles that some enabled
+    rule must have, because the settings turned on something built on them."""
     problems: list[str] = []
     rules: list[Rule] = []
     seen: dict[str, str] = {}
+    roles: dict[Role, tuple[str, str]] = {}
     for path in rule_files(paths):
         try:
             doc = load_yaml_file(path)
@@ -49,7 +57,18 @@ def load_rules(paths: Iterable[Path] = ()) -> tuple[Rule, ...]:
                 )
                 continue
             seen[rule.id] = where
+            if rule.enabled and rule.role is not None:
+                if rule.role in roles:
+                    other, at = roles[rule.role]
+                    problems.append(
+                        f"{where}: rule {rule.id}: role: {rule.role} is already the role of "
+                        f"rule {other} ({at}); at most one enabled rule may have a role"
+                    )
+                    continue
+                roles[rule.role] = (rule.id, where)
             rules.append(rule)
+    if not problems:
+        problems.extend(missing_roles(rules, needs or {}))
     if problems:
         raise ConfigError(problems)
     return tuple(rules)
@@ -82,6 +101,8 @@ def _parse(doc: YamlDocument, problems: list[str]) -> list[tuple[Rule, str]]:
         except ValidationError as exc:
             for error in exc.errors():
                 loc = _strip_kind(error["loc"])
+                if not loc and str(error["msg"]).startswith("Value error, role "):
+                    loc = ("role",)  # the role does not fit the rest of the rule
                 field = format_loc(loc) if loc else "(rule)"
                 where = doc.where(("rules", i, *loc))
                 problems.append(f"{where}: rule {rule_id}: {field}: {_explain(error)}")
@@ -109,7 +130,7 @@ def _explain(error: dict) -> str:  # type: ignore[type-arg]
         )
     if kind == "union_tag_not_found":
         return "missing 'kind'; expected one of: " + ", ".join(RULE_KINDS)
-    message = str(error["msg"])
+    message = str(error["msg"]).removeprefix("Value error, ")
     if "input" in error and not isinstance(error["input"], dict):
         message += f" (got {error['input']!r})"
     return message

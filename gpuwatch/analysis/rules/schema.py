@@ -10,10 +10,10 @@ from __future__ import annotations
 import string
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from gpuwatch.model.durations import parse_duration_s
-from gpuwatch.model.findings import Severity
+from gpuwatch.model.findings import Role, Severity
 from gpuwatch.model.metrics import Signal
 
 DurationS = Annotated[int, BeforeValidator(parse_duration_s)]
@@ -72,6 +72,19 @@ class _RuleBase(BaseModel):
         description="The flagged GPUs' cost is money wasted (idle, unallocated): messages "
         'say "412 CNY/hour wasted" rather than the cost of the GPUs concerned.',
     )
+    role: Role | None = Field(
+        None,
+        description="What the rule means to the rest of gpuwatch (`idle`, `unallocated`, "
+        "`near_oom`, `data_gap`, `overheat`, `xid`): the savings, the planners and the "
+        "report find their rules by role, never by id. At most one enabled rule per role.",
+    )
+
+    @model_validator(mode="after")
+    def _fits_its_role(self) -> _RuleBase:
+        problem = role_misfit(self)
+        if problem:
+            raise ValueError(problem)
+        return self
 
     @field_validator("message")
     @classmethod
@@ -148,6 +161,49 @@ class DataGapRule(_RuleBase):
         gt=0,
         description="Fire when the newest sample is older than this.",
     )
+
+
+# What each role needs of a rule: the consumers rely on it (the scale-down planner
+# drains nodes on the idle rule's findings, so an "idle" rule that fired at 90 %
+# utilization would drain busy nodes).
+_ROLE_SHAPES: dict[Role, str] = {
+    Role.IDLE: "kind threshold, signal util_ratio, op < or <=, scope allocated, threshold "
+    "at most 0.5",
+    Role.UNALLOCATED: "kind unallocated",
+    Role.NEAR_OOM: "kind threshold, signal fb_used_ratio, op > or >=, threshold from 0.5 to 1",
+    Role.DATA_GAP: "kind data_gap",
+    Role.OVERHEAT: "kind threshold, signal temp_c, op > or >=",
+    Role.XID: "kind xid",
+}
+
+
+def role_misfit(rule: object) -> str | None:
+    """Why ``rule`` cannot have its role; None when it fits (or has none)."""
+    role = getattr(rule, "role", None)
+    if role is None:
+        return None
+    kind = getattr(rule, "kind", None)
+    signal = getattr(rule, "signal", None)
+    op = getattr(rule, "op", "")
+    threshold = getattr(rule, "threshold", None)
+    fits = {
+        Role.IDLE: kind == "threshold"
+        and signal is Signal.UTIL_RATIO
+        and op in ("<", "<=")
+        and getattr(rule, "scope", None) == "allocated"
+        and threshold is not None
+        and threshold <= 0.5,
+        Role.UNALLOCATED: kind == "unallocated",
+        Role.NEAR_OOM: kind == "threshold"
+        and signal is Signal.FB_USED_RATIO
+        and op in (">", ">=")
+        and threshold is not None
+        and 0.5 <= threshold <= 1.0,
+        Role.DATA_GAP: kind == "data_gap",
+        Role.OVERHEAT: kind == "threshold" and signal is Signal.TEMP_C and op in (">", ">="),
+        Role.XID: kind == "xid",
+    }[role]
+    return None if fits else f"role {role} needs {_ROLE_SHAPES[role]}"
 
 
 Rule = Annotated[

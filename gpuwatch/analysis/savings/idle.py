@@ -1,4 +1,4 @@
-"""Idle release: allocated GPUs that stayed idle (rule ``gpu-idle``), released.
+"""Idle release: allocated GPUs that stayed idle (the rule with role ``idle``), released.
 
     monthly = idle GPUs x price per GPU-hour x 720
 
@@ -15,10 +15,9 @@ from decimal import Decimal
 from gpuwatch.analysis.attribution import GpuContext
 from gpuwatch.analysis.savings.base import SavingsInputs, monthly
 from gpuwatch.model.cost import Saving, SavingExcluded, money
-from gpuwatch.model.findings import Finding
+from gpuwatch.model.findings import Finding, Role
 
 KIND = "idle_release"
-RULE = "gpu-idle"
 
 
 def compute(inputs: SavingsInputs) -> tuple[list[Saving], list[SavingExcluded]]:
@@ -26,7 +25,7 @@ def compute(inputs: SavingsInputs) -> tuple[list[Saving], list[SavingExcluded]]:
     groups: dict[tuple[str, str], list[tuple[Finding, GpuContext]]] = defaultdict(list)
     for finding in inputs.findings:
         ctx = by_uuid.get(finding.gpu_uuid or "")
-        if finding.rule != RULE or ctx is None:
+        if finding.role is not Role.IDLE or ctx is None:
             continue
         workload = finding.workload or f"Pod/{finding.namespace}/{finding.pod}"
         price = inputs.price(ctx)

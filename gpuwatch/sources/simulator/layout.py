@@ -1,23 +1,24 @@
-"""The simulated cluster's nodes, pods, owners and GPUs, laid out as the design document's.
+"""The simulated cluster's nodes, pods, owners and GPUs, laid out in the
+common four-pool design of AI platforms on Kubernetes (training, inference, spot, CPU).
 
 One *block* is 64 GPUs holding every scenario once; ``--gpus N`` repeats the block
 (names of copies after the first carry a ``-<block>`` suffix) and keeps whole nodes
 until N GPUs are reached. Per block:
 
-| pool | nodes | workload | behaviour | rule it triggers |
+| pool | nodes | workload | behaviour | role of the rule it triggers |
 |---|---|---|---|---|
 | gpu-training (A100-80GB, on-demand) | train-a100-0,1 | PyTorchJob llm/llm-pretrain, 2x8 GPUs, checkpointing | busy | none |
-| | train-a100-2 | PyTorchJob vision/detector-train, 4 GPUs, no checkpoints | memory creeps towards OOM, resets every 8 h | gpu-near-oom |
-| | train-a100-2 | Job vision/nightly-eval (from a CronJob), 2 GPUs | hung in a collective: 0 % | gpu-idle |
-| | train-a100-2, -3 | nobody (2 + 6 GPUs) | unallocated | gpu-unallocated |
-| | train-a100-3 | Notebooks research/alice and research/bob, 1 GPU each, opted in to reclamation | busy 09-19 UTC, idle overnight | gpu-idle (at night); a planned scale-down of the node |
+| | train-a100-2 | PyTorchJob vision/detector-train, 4 GPUs, no checkpoints | memory creeps towards OOM, resets every 8 h | near_oom |
+| | train-a100-2 | Job vision/nightly-eval (from a CronJob), 2 GPUs | hung in a collective: 0 % | idle |
+| | train-a100-2, -3 | nobody (2 + 6 GPUs) | unallocated | unallocated |
+| | train-a100-3 | Notebooks research/alice and research/bob, 1 GPU each, opted in to reclamation | busy 09-19 UTC, idle overnight | idle (at night); a planned scale-down of the node |
 | gpu-inference (A10) | infer-a10-0 | Deployment serving/llm-chat (vLLM), 4 replicas | daily traffic cycle, 90 % memory preallocated | none |
-| | infer-a10-1 | Deployment serving/rerank (Triton), 2 replicas | light traffic (p95 15 %, 30 % memory): each replica holds a whole A10 it could share; GPU 1 reports XID 94 at 01:52, 07:52, 13:52, 19:52 | gpu-xid, gpu-idle (at night) |
-| | infer-a10-1 | Deployment serving/code-assist (vLLM), 1 replica; 1 GPU free; the node's exporter is down 01:40-01:50 | daily cycle | gpu-unallocated, data-gap (rerank still judged idle on the 67 % with data) |
+| | infer-a10-1 | Deployment serving/rerank (Triton), 2 replicas | light traffic (p95 15 %, 30 % memory): each replica holds a whole A10 it could share; GPU 1 reports XID 94 at 01:52, 07:52, 13:52, 19:52 | xid, idle (at night) |
+| | infer-a10-1 | Deployment serving/code-assist (vLLM), 1 replica; 1 GPU free; the node's exporter is down 01:40-01:50 | daily cycle | unallocated, data_gap (rerank still judged idle on the 67 % with data) |
 | gpu-inference (T4, cGPU shared) | infer-t4-0 | Deployments serving/embedding (4 x 6 GiB) and serving/ocr (4 x 4 GiB), two pods a GPU | shared GPUs, low use | none |
-| | infer-t4-1 | Deployment serving/asr (2 x 8 GiB); 2 GPUs free | GPU 0 runs hot (88 C+) | gpu-overheat, gpu-unallocated |
+| | infer-t4-1 | Deployment serving/asr (2 x 8 GiB); 2 GPUs free | GPU 0 runs hot (88 C+) | overheat, unallocated |
 | gpu-spot (A100-40GB, spot taint) | spot-a100-0 | PyTorchJob llm/sft-spot, 8 GPUs, checkpointing | busy | none |
-| | spot-a100-1 | PyTorchJob research/hparam-sweep, 8 GPUs | nearly idle, exporter down 01:38-02:03 | data-gap (not gpu-idle: too little data) |
+| | spot-a100-1 | PyTorchJob research/hparam-sweep, 8 GPUs | nearly idle, exporter down 01:38-02:03 | data_gap (not idle: too little data) |
 | | (none) | PyTorchJob research/big-sweep, 8 GPUs | Pending: no capacity | (blocks scale-down) |
 | cpu | cpu-0, cpu-1 | Deployment platform/data-prep | no GPUs | none |
 

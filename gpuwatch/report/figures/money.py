@@ -1,0 +1,199 @@
+"""The money figures: the headline of a period, and cost and idle cost by team, pool and
+workload, each per currency."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from gpuwatch.report.figures.columns import (
+    NO_TEAM,
+    Money,
+    floats,
+    keyed,
+    money_by_currency,
+    with_currency,
+)
+from gpuwatch.report.figures.lists import count_statuses
+
+
+@dataclass(frozen=True)
+class Headline:
+    """The first lines of the page, for one period."""
+
+    gpu_hours: int
+    covered_gpu_hours: float
+    mean_util_ratio: float | None
+    """None when no GPU-hour has a utilization (no data at all)."""
+    cost: Money
+    idle_cost: Money
+    savings_monthly: Money | None
+    """None when the period's savings table is unknown (a previous week given as
+    ``gpu_hourly`` only)."""
+    actions_taken: int | None
+    actions_refused: int | None
+
+
+@dataclass(frozen=True)
+class CostRow:
+    """One team's (or pool's) priced GPU-hours in one currency."""
+
+    key: str
+    currency: str
+    cost: Decimal
+    gpu_hours: int
+    mean_util_ratio: float | None
+    share_ratio: float
+    """This row's cost over the currency's total."""
+
+
+@dataclass(frozen=True)
+class IdleRow:
+    """Idle cost of one team (or workload) in one currency."""
+
+    key: str
+    currency: str
+    idle_cost: Decimal
+    measured_cost: Decimal
+    """Cost of the hours that have a utilization (the base idle cost is a part of)."""
+    idle_ratio: float | None
+    """``idle_cost / measured_cost``: the share of what was measured that was idle."""
+    teams: tuple[str, ...] = ()
+    """For a workload: the team(s) its GPU-hours were attributed to."""
+
+
+def headline(tables: Mapping[str, pa.Table]) -> Headline:
+    """The headline figures of one period; savings and actions only where their table is
+    among ``tables``."""
+    hourly = tables["gpu_hourly"]
+    coverage = floats(hourly, "coverage_ratio")
+    savings = tables.get("savings")
+    actions = tables.get("actions")
+    statuses = count_statuses(actions) if actions is not None else None
+    return Headline(
+        gpu_hours=hourly.num_rows,
+        covered_gpu_hours=float(coverage.sum()),
+        mean_util_ratio=_weighted_util(hourly),
+        cost=money_by_currency(hourly, "cost"),
+        idle_cost=money_by_currency(hourly, "idle_cost"),
+        savings_monthly=money_by_currency(savings, "monthly") if savings is not None else None,
+        actions_taken=statuses.get("done", 0) if statuses is not None else None,
+        actions_refused=statuses.get("refused", 0) if statuses is not None else None,
+    )
+
+
+def previous_headline(previous: Mapping[str, pa.Table] | None) -> Headline | None:
+    """The previous period's headline; None when it is unknown or has no GPU-hours (a
+    week gpuwatch did not record is not a week that cost nothing)."""
+    if previous is None or "gpu_hourly" not in previous or not previous["gpu_hourly"].num_rows:
+        return None
+    return headline(previous)
+
+
+def relative_change(
+    current: float | Decimal | None, previous: float | Decimal | None
+) -> float | None:
+    """``current / previous - 1``; None when either is unknown or the previous is 0."""
+    if current is None or previous is None or previous == 0:
+        return None
+    return float(current) / float(previous) - 1.0
+
+
+def _weighted_util(hourly: pa.Table) -> float | None:
+    util = floats(hourly, "util_mean_ratio")
+    weight = np.where(np.isnan(util), 0.0, floats(hourly, "coverage_ratio"))
+    total = weight.sum()
+    if total <= 0:
+        return None
+    return float(np.nansum(util * weight) / total)
+
+
+def cost_by(hourly: pa.Table, column: str, missing: str) -> tuple[CostRow, ...]:
+    """Priced GPU-hours grouped by ``column`` (team, pool) and currency, cost desc."""
+    narrow = hourly.select([column, "currency", "cost", "util_mean_ratio", "coverage_ratio"])
+    priced = with_currency(narrow.filter(pc.is_valid(narrow["cost"])))
+    if not priced.num_rows:
+        return ()
+    util = pc.fill_null(priced["util_mean_ratio"], 0.0)
+    weight = pc.if_else(pc.is_valid(priced["util_mean_ratio"]), priced["coverage_ratio"], 0.0)
+    grouped = (
+        priced.set_column(
+            priced.schema.get_field_index(column), column, keyed(priced[column], missing)
+        )
+        .append_column("_uw", pc.multiply(util, weight))
+        .append_column("_w", weight)
+        .group_by([column, "currency"])
+        .aggregate([("cost", "sum"), ("cost", "count"), ("_uw", "sum"), ("_w", "sum")])
+    )
+    totals = money_by_currency(priced, "cost")
+    rows = [
+        CostRow(
+            key=key,
+            currency=currency,
+            cost=cost,
+            gpu_hours=count,
+            mean_util_ratio=uw / w if w > 0 else None,
+            share_ratio=float(cost / totals[currency]) if totals[currency] else 0.0,
+        )
+        for key, currency, cost, count, uw, w in zip(
+            grouped[column].to_pylist(),
+            grouped["currency"].to_pylist(),
+            grouped["cost_sum"].to_pylist(),
+            grouped["cost_count"].to_pylist(),
+            grouped["_uw_sum"].to_pylist(),
+            grouped["_w_sum"].to_pylist(),
+            strict=True,
+        )
+    ]
+    return tuple(sorted(rows, key=lambda row: (row.currency, -row.cost, row.key)))
+
+
+def idle_by(
+    hourly: pa.Table, column: str, missing: str, *, with_teams: bool = False
+) -> tuple[IdleRow, ...]:
+    """Idle cost grouped by ``column`` (team, workload) and currency, idle cost desc.
+    Only hours with a utilization count (idle cost is null in a gap)."""
+    columns = list(dict.fromkeys([column, "team", "currency", "idle_cost", "cost"]))
+    narrow = hourly.select(columns)
+    measured = with_currency(narrow.filter(pc.is_valid(narrow["idle_cost"])))
+    if not measured.num_rows:
+        return ()
+    aggregates: list[tuple[str, str]] = [("idle_cost", "sum"), ("cost", "sum")]
+    if with_teams:
+        aggregates.append(("team", "distinct"))
+        measured = measured.set_column(
+            measured.schema.get_field_index("team"), "team", keyed(measured["team"], NO_TEAM)
+        )
+    index = measured.schema.get_field_index(column)
+    grouped = (
+        measured.set_column(index, column, keyed(measured[column], missing))
+        .group_by([column, "currency"])
+        .aggregate(aggregates)
+    )
+    teams = grouped["team_distinct"].to_pylist() if with_teams else [[]] * grouped.num_rows
+    rows = []
+    for key, currency, idle, measured_cost, team_list in zip(
+        grouped[column].to_pylist(),
+        grouped["currency"].to_pylist(),
+        grouped["idle_cost_sum"].to_pylist(),
+        grouped["cost_sum"].to_pylist(),
+        teams,
+        strict=True,
+    ):
+        cost = measured_cost if measured_cost is not None else Decimal(0)
+        rows.append(
+            IdleRow(
+                key=key,
+                currency=currency,
+                idle_cost=idle,
+                measured_cost=cost,
+                idle_ratio=float(idle / cost) if cost else None,
+                teams=tuple(sorted(team_list)),
+            )
+        )
+    return tuple(sorted(rows, key=lambda row: (row.currency, -row.idle_cost, row.key)))
