@@ -1,6 +1,6 @@
 """The settings sections, one module per part of gpuwatch they configure.
 
-- ``base``: the strict model every section derives from, and shared types;
+- ``base``: the strict model every section derives from, shared types and validators;
 - ``sources``: the simulator, Prometheus and DCGM names, the cluster and Kubernetes API,
   attribution to pools and teams;
 - ``analysis``: rules, pricing and savings;

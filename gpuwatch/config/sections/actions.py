@@ -6,11 +6,10 @@ maintenance windows, checkpoint-and-migrate to spot, and the safeguards around w
 from __future__ import annotations
 
 from typing import Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator
 
-from gpuwatch.config.sections.base import DurationS, Section
+from gpuwatch.config.sections.base import DurationS, Section, known_time_zone
 
 
 class PoolActionPolicy(Section):
@@ -57,11 +56,7 @@ class MaintenanceWindow(Section):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {value!r}; expected e.g. Asia/Shanghai") from exc
-        return value
+        return known_time_zone(value, hint="; expected e.g. Asia/Shanghai")
 
 
 class MigrationSettings(Section):

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator
 
-from gpuwatch.config.sections.base import DurationS, Section
+from gpuwatch.config.sections.base import DurationS, Section, known_time_zone
 
 
 class OutputSettings(Section):
@@ -133,8 +132,4 @@ class DaemonSettings(Section):
     @field_validator("report_timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {value!r}") from exc
-        return value
+        return known_time_zone(value)
