@@ -23,8 +23,8 @@ credentials, an endpoint that does not answer, a folder that is a file): see
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pyarrow as pa
@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 from gpuwatch.config.settings import ReportSettings
 from gpuwatch.report.data import ReportData, ReportPeriod
 from gpuwatch.report.schema import PARTITIONS, SCHEMA_VERSION, SCHEMAS, TABLES
-from gpuwatch.report.store_errors import ReportStoreError, classify
+from gpuwatch.report.store_errors import ReportStoreError, translated
 from gpuwatch.report.store_location import bucket_of, open_location, shown_with_endpoint
 from gpuwatch.util.atomic import write_atomic, write_atomic_bytes
 
@@ -288,13 +288,8 @@ class ReportStore:
                 )
         return pa.Table.from_arrays(columns, schema=schema)
 
-    @contextmanager
-    def _errors(self, operation: str) -> Iterator[None]:
-        try:
-            yield
-        except (OSError, pa.ArrowException) as exc:
-            kind, reason = classify(exc, bucket=self._bucket, endpoint=self._endpoint)
-            raise ReportStoreError(self.location, operation, kind, reason) from exc
+    def _errors(self, operation: str) -> AbstractContextManager[None]:
+        return translated(self.location, operation, bucket=self._bucket, endpoint=self._endpoint)
 
 
 def _segment(what: str, value: str, location: str) -> str:

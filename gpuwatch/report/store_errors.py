@@ -8,6 +8,11 @@ refused credentials, an endpoint that does not answer, a folder that is a file.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pyarrow as pa
+
 from gpuwatch.model.errors import GpuwatchError
 
 
@@ -76,3 +81,16 @@ def classify(exc: BaseException, *, bucket: str | None, endpoint: str | None) ->
     if isinstance(exc, NotADirectoryError | FileExistsError):
         return "not_a_directory", f"a file is in the way of a folder ({message})"
     return "io", message
+
+
+@contextmanager
+def translated(
+    location: str, operation: str, *, bucket: str | None = None, endpoint: str | None = None
+) -> Iterator[None]:
+    """Raise a filesystem failure within as a ReportStoreError of ``operation`` on
+    ``location``, classified (``bucket`` and ``endpoint`` name what was missing)."""
+    try:
+        yield
+    except (OSError, pa.ArrowException) as exc:
+        kind, reason = classify(exc, bucket=bucket, endpoint=endpoint)
+        raise ReportStoreError(location, operation, kind, reason) from exc

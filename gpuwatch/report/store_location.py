@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from gpuwatch.config.settings import ReportSettings
-from gpuwatch.report.store_errors import ReportStoreError, classify
+from gpuwatch.report.store_errors import ReportStoreError, classify, translated
 
 # Timeouts for S3 endpoints gpuwatch configures itself (s3_endpoint_url / s3_region):
 # an unreachable endpoint fails the report in seconds rather than hanging the daemon.
@@ -85,11 +85,8 @@ def _local_folder(folder: Path) -> OpenedLocation:
         raise ReportStoreError(
             str(folder), "open", "not_a_directory", "a file is there, not a folder"
         )
-    try:
+    with translated(str(folder), "create the folder"):
         folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        kind, reason = classify(exc, bucket=None, endpoint=None)
-        raise ReportStoreError(str(folder), "create the folder", kind, reason) from exc
     return OpenedLocation(pafs.LocalFileSystem(), folder.as_posix())
 
 
@@ -125,11 +122,9 @@ def _s3(location: str, endpoint_url: str | None, region: str | None) -> OpenedLo
             # MinIO and most other S3-compatible servers want them.
             force_virtual_addressing=netloc.split(":")[0].endswith(".aliyuncs.com"),
         )
-    try:
+    where = shown_with_endpoint(shown, endpoint)
+    with translated(where, "open", bucket=parts.hostname, endpoint=endpoint):
         filesystem = pafs.S3FileSystem(**options)
-    except (OSError, pa.ArrowException) as exc:
-        kind, reason = classify(exc, bucket=parts.hostname, endpoint=endpoint)
-        raise ReportStoreError(shown_with_endpoint(shown, endpoint), "open", kind, reason) from exc
     root = f"{parts.hostname}{parts.path}"
     return OpenedLocation(filesystem, root, uri=shown, endpoint=endpoint)
 
