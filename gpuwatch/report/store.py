@@ -16,16 +16,16 @@ rename, on object storage because an object appears whole when its upload comple
 
 Every filesystem failure becomes a ``ReportStoreError`` that names the location (never
 its credentials), what was being done, and the likely cause (a missing bucket, refused
-credentials, an endpoint that does not answer, a folder that is a file).
+credentials, an endpoint that does not answer, a folder that is a file): see
+``store_errors``. Opening the location from the settings is ``store_location``'s job.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -33,9 +33,10 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from gpuwatch.config.settings import ReportSettings
-from gpuwatch.model.errors import GpuwatchError
 from gpuwatch.report.data import ReportData, ReportPeriod
 from gpuwatch.report.schema import PARTITIONS, SCHEMA_VERSION, SCHEMAS, TABLES
+from gpuwatch.report.store_errors import ReportStoreError, translated
+from gpuwatch.report.store_location import bucket_of, open_location, shown_with_endpoint
 from gpuwatch.util.atomic import write_atomic, write_atomic_bytes
 
 PART_FILE = "part-0.parquet"
@@ -48,11 +49,6 @@ PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
 HTML_CONTENT_TYPE = "text/html; charset=utf-8"
 HTML_FOLDER = "html"
 
-# Timeouts for S3 endpoints gpuwatch configures itself (s3_endpoint_url / s3_region):
-# an unreachable endpoint fails the report in seconds rather than hanging the daemon.
-S3_CONNECT_TIMEOUT_S = 10.0
-S3_REQUEST_TIMEOUT_S = 60.0
-
 # Partition values become path segments that every reader decodes its own way. Only
 # characters that no reader escapes or decodes differently are allowed, and a first
 # character that is neither ``.`` nor ``_``: pyarrow and Spark skip such files as hidden.
@@ -61,26 +57,6 @@ _SAFE_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
 _PARTITIONING = pa.schema([pa.field(name, pa.string()) for name in PARTITIONS])
 """``cluster`` and ``week`` are strings whatever they look like: a cluster named ``42``
 must not come back as an integer column."""
-
-_BUCKET_FILESYSTEMS = frozenset({"s3", "gcs"})
-"""Filesystems whose first path segment is a bucket, which must exist beforehand."""
-
-
-class ReportStoreError(GpuwatchError):
-    """The report location could not be read or written.
-
-    ``kind`` says why, for callers that react differently (and for tests):
-    ``invalid_location``, ``invalid_name``, ``bucket_missing``, ``access_denied``,
-    ``unreachable``, ``not_a_directory``, ``incomplete``, ``not_found``, ``bad_file``,
-    ``io``.
-    """
-
-    def __init__(self, location: str, operation: str, kind: str, reason: str) -> None:
-        self.location = location
-        self.operation = operation
-        self.kind = kind
-        self.reason = reason
-        super().__init__(f"report store {location}: cannot {operation}: {reason}")
 
 
 class ReportStore:
@@ -108,112 +84,19 @@ class ReportStore:
         self._local = isinstance(filesystem, pafs.LocalFileSystem)
         self._uri = (uri or self._root).rstrip("/")
         self._endpoint = endpoint
-        self._bucket = (
-            self._root.split("/", 1)[0] if filesystem.type_name in _BUCKET_FILESYSTEMS else None
-        )
+        self._bucket = bucket_of(filesystem, self._root)
 
     @classmethod
     def from_settings(cls, settings: ReportSettings) -> ReportStore:
-        """Open ``settings.location``: a local folder (created when missing) or a URI.
-
-        ``s3://`` goes to ``s3_endpoint_url`` and ``s3_region`` when either is set (MinIO,
-        Alibaba OSS); any other URI is opened by ``pyarrow.fs.FileSystem.from_uri``.
-        Credentials come from the environment, as the AWS and Google SDKs read them.
-        """
-        location = settings.location.strip()
-        if not location:
-            raise ReportStoreError(
-                "(empty)", "open", "invalid_location", "report.location is empty"
-            )
-        if "://" not in location:
-            return cls._local_folder(Path(location))
-        scheme = urlsplit(location).scheme.lower()
-        shown = _redact(location)
-        custom_s3 = settings.s3_endpoint_url is not None or settings.s3_region is not None
-        if custom_s3 and scheme != "s3":
-            raise ReportStoreError(
-                shown,
-                "open",
-                "invalid_location",
-                "report.s3_endpoint_url and report.s3_region apply to s3:// locations only",
-            )
-        if custom_s3:
-            return cls._s3(location, settings.s3_endpoint_url, settings.s3_region)
-        try:
-            filesystem, root = pafs.FileSystem.from_uri(location)
-        except (OSError, pa.ArrowException) as exc:
-            kind, reason = _classify(exc, bucket=urlsplit(location).hostname, endpoint=None)
-            if kind == "io" and isinstance(exc, pa.ArrowInvalid):
-                kind = "invalid_location"
-            # pyarrow quotes the URI it was given, credentials and all.
-            reason = reason.replace(location, shown)
-            secret = urlsplit(location).password
-            if secret:
-                reason = reason.replace(secret, "***")
-            raise ReportStoreError(shown, "open", kind, reason) from exc
-        if isinstance(filesystem, pafs.LocalFileSystem):
-            return cls._local_folder(Path(root))
-        return cls(filesystem, root, uri=shown)
-
-    @classmethod
-    def _local_folder(cls, folder: Path) -> ReportStore:
-        folder = folder.expanduser().resolve()
-        if folder.exists() and not folder.is_dir():
-            raise ReportStoreError(
-                str(folder), "open", "not_a_directory", "a file is there, not a folder"
-            )
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            kind, reason = _classify(exc, bucket=None, endpoint=None)
-            raise ReportStoreError(str(folder), "create the folder", kind, reason) from exc
-        return cls(pafs.LocalFileSystem(), folder.as_posix())
-
-    @classmethod
-    def _s3(cls, location: str, endpoint_url: str | None, region: str | None) -> ReportStore:
-        shown = _redact(location)
-        parts = urlsplit(location)
-        if parts.username or parts.password or parts.query:
-            raise ReportStoreError(
-                shown,
-                "open",
-                "invalid_location",
-                "with report.s3_endpoint_url or report.s3_region the location takes no "
-                "credentials or options; credentials come from the environment",
-            )
-        if not parts.hostname:
-            raise ReportStoreError(shown, "open", "invalid_location", "expected s3://bucket/prefix")
-        options: dict[str, object] = {
-            "region": region,
-            "connect_timeout": S3_CONNECT_TIMEOUT_S,
-            "request_timeout": S3_REQUEST_TIMEOUT_S,
-        }
-        endpoint = None
-        if endpoint_url is not None:
-            try:
-                scheme, netloc = _parse_endpoint(endpoint_url)
-            except ValueError as exc:
-                raise ReportStoreError(shown, "open", "invalid_location", str(exc)) from exc
-            endpoint = f"{scheme}://{netloc}"
-            options.update(
-                endpoint_override=netloc,
-                scheme=scheme,
-                # Alibaba OSS refuses path-style requests (SecondLevelDomainForbidden);
-                # MinIO and most other S3-compatible servers want them.
-                force_virtual_addressing=netloc.split(":")[0].endswith(".aliyuncs.com"),
-            )
-        try:
-            filesystem = pafs.S3FileSystem(**options)
-        except (OSError, pa.ArrowException) as exc:
-            kind, reason = _classify(exc, bucket=parts.hostname, endpoint=endpoint)
-            raise ReportStoreError(_shown(shown, endpoint), "open", kind, reason) from exc
-        root = f"{parts.hostname}{parts.path}"
-        return cls(filesystem, root, uri=shown, endpoint=endpoint)
+        """Open ``settings.location``: a local folder (created when missing) or a URI
+        (``store_location.open_location`` says how)."""
+        opened = open_location(settings)
+        return cls(opened.filesystem, opened.root, uri=opened.uri, endpoint=opened.endpoint)
 
     @property
     def location(self) -> str:
         """The location as errors show it: the folder, or the URI without credentials."""
-        return _shown(self._uri, self._endpoint)
+        return shown_with_endpoint(self._uri, self._endpoint)
 
     def __repr__(self) -> str:
         return f"ReportStore({self.location})"
@@ -405,13 +288,8 @@ class ReportStore:
                 )
         return pa.Table.from_arrays(columns, schema=schema)
 
-    @contextmanager
-    def _errors(self, operation: str) -> Iterator[None]:
-        try:
-            yield
-        except (OSError, pa.ArrowException) as exc:
-            kind, reason = _classify(exc, bucket=self._bucket, endpoint=self._endpoint)
-            raise ReportStoreError(self.location, operation, kind, reason) from exc
+    def _errors(self, operation: str) -> AbstractContextManager[None]:
+        return translated(self.location, operation, bucket=self._bucket, endpoint=self._endpoint)
 
 
 def _segment(what: str, value: str, location: str) -> str:
@@ -444,82 +322,3 @@ def _parquet_bytes(table: pa.Table) -> pa.Buffer:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression=COMPRESSION, row_group_size=ROW_GROUP_ROWS)
     return sink.getvalue()
-
-
-def _redact(uri: str) -> str:
-    """``uri`` without user info (credentials) and query (options, possibly secrets)."""
-    parts = urlsplit(uri)
-    netloc = parts.netloc.rpartition("@")[2]
-    return f"{parts.scheme}://{netloc}{parts.path}".rstrip("/")
-
-
-def _parse_endpoint(endpoint_url: str) -> tuple[str, str]:
-    """``("https", "host:port")`` from ``report.s3_endpoint_url`` (https when it names no
-    scheme), without any user info; ValueError when it is not an HTTP(S) endpoint."""
-    text = endpoint_url.strip()
-    parts = urlsplit(text if "://" in text else f"https://{text}")
-    try:
-        port = parts.port
-    except ValueError:
-        port = -1
-    host = parts.hostname
-    if parts.scheme not in ("http", "https") or not host or port == -1:
-        raise ValueError(
-            f"report.s3_endpoint_url {_redact(parts.geturl())!r}: expected http(s)://host[:port]"
-        )
-    host = f"[{host}]" if ":" in host else host
-    return parts.scheme, f"{host}:{port}" if port else host
-
-
-def _shown(uri: str, endpoint: str | None) -> str:
-    return f"{uri} (endpoint {endpoint})" if endpoint else uri
-
-
-# Substrings of the AWS SDK's, Google Cloud's and the OS's messages, by cause.
-_BUCKET_MISSING = ("NO_SUCH_BUCKET", "NoSuchBucket", "bucket does not exist")
-_ACCESS_DENIED = (
-    "ACCESS_DENIED",
-    "AccessDenied",
-    "INVALID_ACCESS_KEY_ID",
-    "InvalidAccessKeyId",
-    "SIGNATURE_DOES_NOT_MATCH",
-    "SignatureDoesNotMatch",
-    "PERMISSION_DENIED",
-    "UNAUTHENTICATED",
-    "Forbidden",
-)
-_UNREACHABLE = (
-    "NETWORK_CONNECTION",
-    "curlCode",
-    "Could not connect",
-    "Couldn't connect",
-    "Could not resolve",
-    "Couldn't resolve",
-    "UNAVAILABLE",
-    "DEADLINE_EXCEEDED",
-    "REQUEST_TIMEOUT",
-    "timed out",
-)
-
-
-def _classify(exc: BaseException, *, bucket: str | None, endpoint: str | None) -> tuple[str, str]:
-    """``(kind, reason)`` for a filesystem error; the reason keeps the original message,
-    which names the key and the request but never the credentials."""
-    message = str(exc).strip() or type(exc).__name__
-    if any(marker in message for marker in _BUCKET_MISSING):
-        named = f"bucket {bucket!r}" if bucket else "the bucket"
-        return "bucket_missing", f"{named} does not exist; create it first ({message})"
-    if isinstance(exc, PermissionError) or any(marker in message for marker in _ACCESS_DENIED):
-        return "access_denied", (
-            "access denied: check the credentials (AWS_ACCESS_KEY_ID and "
-            "AWS_SECRET_ACCESS_KEY, the instance or workload role) and what they may do "
-            f"on the bucket ({message})"
-        )
-    if isinstance(exc, ConnectionError | TimeoutError) or any(
-        marker in message for marker in _UNREACHABLE
-    ):
-        where = f"endpoint {endpoint}" if endpoint else "the storage endpoint"
-        return "unreachable", f"{where} does not answer ({message})"
-    if isinstance(exc, NotADirectoryError | FileExistsError):
-        return "not_a_directory", f"a file is in the way of a folder ({message})"
-    return "io", message

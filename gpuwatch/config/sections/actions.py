@@ -1,0 +1,121 @@
+"""Settings of the actions gpuwatch may take on a cluster: per-pool scale-down policy,
+maintenance windows, checkpoint-and-migrate to spot, and the safeguards around writes
+(the lease and the kill switch).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from gpuwatch.config.sections.base import DurationS, Section, known_time_zone
+
+
+class PoolActionPolicy(Section):
+    """What gpuwatch may do to one GPU pool. Only pools listed in ``actions.pools`` are
+    ever acted on."""
+
+    mechanism: Literal["cordon-drain", "cluster-api", "karpenter"] = Field(
+        "cordon-drain",
+        description="`cordon-drain`: cordon and evict, leaving node removal to the cluster "
+        "autoscaler; `cluster-api`: mark the Machine and lower its MachineDeployment; "
+        "`karpenter`: delete the node's NodeClaim.",
+    )
+    floor: int = Field(1, ge=0, description="Nodes the pool never goes below.")
+    budget_percent: float = Field(
+        10,
+        gt=0,
+        le=100,
+        description="Most nodes removed per cycle, as a percentage of the pool (at least "
+        "one): Karpenter's default disruption budget.",
+    )
+    cooldown_s: DurationS = Field(
+        1800,
+        alias="cooldown",
+        ge=0,
+        description="No scale-down this long after the pool last grew (a node joined).",
+    )
+    machine_deployment: str | None = Field(
+        None, description="`namespace/name` of the pool's MachineDeployment (cluster-api)."
+    )
+
+
+class MaintenanceWindow(Section):
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(
+        default_factory=lambda: ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+        description="Days the window opens on.",
+    )
+    start: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="HH:MM, local time.")
+    end: str = Field(
+        pattern=r"^([01]\d|2[0-3]):[0-5]\d$",
+        description="HH:MM; before `start` means the window runs past midnight.",
+    )
+    timezone: str = Field("UTC", description="IANA time zone, e.g. Asia/Shanghai.")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        return known_time_zone(value, hint="; expected e.g. Asia/Shanghai")
+
+
+class MigrationSettings(Section):
+    """Checkpoint-and-migrate of training jobs to spot capacity."""
+
+    opt_in_annotation: str = Field(
+        "gpuwatch.io/migrate-to-spot",
+        description='Only jobs annotated `"true"` with this (on the job or its pods) '
+        "are ever moved.",
+    )
+    checkpoint_max_age_s: DurationS = Field(
+        900,
+        alias="checkpoint_max_age",
+        gt=0,
+        description="A job moves only with a checkpoint younger than this (from "
+        "`gpuwatch.io/last-checkpoint` or the training job's metric): the work a move "
+        "can lose.",
+    )
+    spot_deadline_s: DurationS = Field(
+        600,
+        alias="spot_deadline",
+        gt=0,
+        description="How long a moved job's pods may wait for spot capacity before the job "
+        "is moved back to on-demand.",
+    )
+    min_saving_monthly: float = Field(
+        1000,
+        ge=0,
+        description="A job moves only when its spot saving per 30 days is at least this, "
+        "in the price book's currency.",
+    )
+
+
+class ActionsSettings(Section):
+    """Actions on the cluster. Planned and reported every cycle; written only when
+    ``dry_run`` is false."""
+
+    migration: MigrationSettings = Field(default_factory=MigrationSettings)
+
+    pools: dict[str, PoolActionPolicy] = Field(
+        default_factory=dict,
+        description="The pools gpuwatch may scale down, with their policy. Empty: none.",
+    )
+    maintenance_windows: list[MaintenanceWindow] = Field(
+        default_factory=list,
+        description="When actions may run. Empty: any time.",
+    )
+    reclaimable_annotation: str = Field(
+        "gpuwatch.io/reclaimable",
+        description='Pods annotated `"true"` (idle notebooks, say) may be evicted to '
+        "free a node when they are idle; any other pod keeps its node.",
+    )
+    lease: str = Field(
+        "gpuwatch/gpuwatch-actions",
+        description="`namespace/name` of the coordination.k8s.io Lease taken before any "
+        "write, so that two instances never act at once.",
+    )
+    kill_switch: str = Field(
+        "gpuwatch/gpuwatch-actions/enabled",
+        description="`namespace/configmap/key` read every cycle: anything but `true` "
+        "stops all writes.",
+    )
