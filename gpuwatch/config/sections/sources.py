@@ -243,8 +243,8 @@ class AttributionSettings(Section):
     pool_label: str = Field(
         "pool",
         min_length=1,
-        description="Node label naming the node pool. `pool` is what the design document "
-        "labels nodes with (`pool=gpu-training|gpu-inference|gpu-spot|cpu`).",
+        description="Node label naming the node pool. `pool` is the label of the common "
+        "four-pool layout (`pool=gpu-training|gpu-inference|gpu-spot|cpu`).",
     )
     pool_label_fallbacks: list[str] = Field(
         default_factory=lambda: list(CLOUD_POOL_LABELS),
