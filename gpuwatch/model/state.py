@@ -27,9 +27,9 @@ class AlertGroupState:
     title: str
     """The headline last composed, for digests and the resolution reply."""
     started_at: datetime
+    """When gpuwatch first saw the group firing, in this incident."""
     severity: str = "warning"
     """The group's most severe finding, last time it fired."""
-    """When gpuwatch first saw the group firing, in this incident."""
     notifier: str | None = None
     """The notifier that holds ``ts``; a message id means nothing to another one."""
     channel_id: str | None = None

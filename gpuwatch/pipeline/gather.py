@@ -70,8 +70,8 @@ def gather(
     components: Components, settings: Settings, at: datetime, *, for_effects: bool = True
 ) -> Gathered:
     """Read everything a cycle at ``at`` needs. ``for_effects=False`` skips what only
-    the effects use (the state, silences, the kill switch), for a read-only analysis
-    such as the weekly report's savings."""
+    the effects use (the state, silences, the kill switch) and plans as a dry run, for
+    a read-only analysis such as the weekly report's savings."""
     notes: list[DataQualityNote] = []
     errors: list[str] = []
     state, state_readable = _state(components, notes) if for_effects else (CycleState(), True)
@@ -103,7 +103,7 @@ def gather(
         cluster=cluster,
         state=state,
         state_readable=state_readable,
-        writable=not settings.dry_run and components.actuator is not None,
+        writable=for_effects and not settings.dry_run and components.actuator is not None,
         errors=tuple(errors),
     )
     if not gathered.complete:

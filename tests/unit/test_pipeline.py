@@ -15,9 +15,9 @@ from gpuwatch.config.settings import Settings, SimulatorSettings
 from gpuwatch.model.actions import ActionStatus
 from gpuwatch.model.errors import SourceUnreachable, StateError
 from gpuwatch.model.metrics import WindowRequest, WindowStats
-from gpuwatch.model.state import CycleState
+from gpuwatch.model.state import AlertGroupState, CycleState
 from gpuwatch.notify.console import RecordingNotifier
-from gpuwatch.pipeline import Components, run_cycle
+from gpuwatch.pipeline import Components, analyse, gather, run_cycle
 from gpuwatch.sources.simulator import (
     SimulatedCluster,
     SimulatorClusterSource,
@@ -266,3 +266,70 @@ def test_a_state_that_cannot_be_read_sends_nothing_rather_than_everything_again(
     assert result.ok and result.findings
     assert result.notifications == () and store.saved == []
     assert any("the state could not be read" in n.message for n in result.data_quality)
+
+
+# ---------------------------------------------------------------- the three phases
+
+
+def test_analysis_is_a_pure_function_of_what_was_gathered():
+    components = _components()
+    gathered = gather(components, SETTINGS, SHOWCASE_AT)
+    first = analyse(gathered, components.rules, components.price_book, SETTINGS)
+    second = analyse(gathered, components.rules, components.price_book, SETTINGS)
+    assert first == second
+    assert first.findings and first.cost is not None and first.savings.savings
+    # run_cycle is the three phases in order: the same findings, cost and savings.
+    result = run_cycle(_components(), SETTINGS, SHOWCASE_AT)
+    assert result.findings == first.findings
+    assert result.savings == first.savings.savings and result.cost == first.cost
+
+
+def test_nothing_is_judged_without_both_halves():
+    gathered = gather(_components(metrics=_DownMetrics()), SETTINGS, SHOWCASE_AT)
+    assert not gathered.complete and gathered.history is None
+    analysis = analyse(gathered, load_rules(), load_price_book(), SETTINGS)
+    assert analysis.errors and analysis.findings == () and analysis.actions == ()
+
+
+class _Untouchable:
+    """An adapter the read-only phases must never call."""
+
+    name = "untouchable"
+    updates_in_place = True
+    delivered_status = "sent"
+    can_attach = False
+    posts_to_chat = True
+
+    def __getattr__(self, attribute: str):
+        raise AssertionError(f"the read-only phases called {attribute}")
+
+
+def test_the_read_only_phases_touch_no_state_messages_or_writes():
+    """The weekly report's savings come from gather() and analyse() alone."""
+    touchy = replace(
+        _components(), state=_Untouchable(), notifier=_Untouchable(), actuator=_Untouchable()
+    )
+    gathered = gather(touchy, ACTIONS, SHOWCASE_AT, for_effects=False)
+    analysis = analyse(gathered, touchy.rules, touchy.price_book, ACTIONS)
+    assert analysis.savings.savings
+    expected = run_cycle(_components(), SETTINGS, SHOWCASE_AT).savings
+    assert analysis.savings.savings == expected
+
+
+def test_groups_told_through_another_notifier_survive_the_save():
+    """A Slack group is parked, not dropped, while the cycle runs with another notifier
+    (the token missing, say), and is there again when Slack is back."""
+    slack_group = AlertGroupState(
+        key="#gpu-alerts|rule=gpu-idle,pool=gpu-training",
+        channel="#gpu-alerts",
+        title="4 idle A100s",
+        started_at=SHOWCASE_AT - timedelta(hours=1),
+        notifier="slack",
+        channel_id="C1",
+        ts="1700000000.000100",
+        posted_at=SHOWCASE_AT - timedelta(hours=1),
+    )
+    state = MemoryState(CycleState(alerts={slack_group.key: slack_group}))
+    run_cycle(_components(state=state), SETTINGS, SHOWCASE_AT)
+    parked = state.load().parked
+    assert [g.ts for g in parked.values()] == [slack_group.ts]

@@ -10,6 +10,7 @@ from gpuwatch.analysis.rules.loader import load_rules
 from gpuwatch.analysis.rules.schema import ThresholdRule
 from gpuwatch.config.resources import shipped_dir
 from gpuwatch.model.errors import ConfigError
+from gpuwatch.model.findings import Role
 
 GOOD = """\
 version: 1
@@ -136,3 +137,76 @@ def test_file_shape_errors(tmp_path, text, expected):
 def test_missing_file(tmp_path):
     (problem,) = _problems(tmp_path / "nope.yaml")
     assert "cannot read" in problem
+
+
+# ---------------------------------------------------------------- roles
+
+IDLE = """\
+version: 1
+rules:
+  - id: {id}
+    role: idle
+    kind: threshold
+    signal: util_ratio
+    aggregate: avg
+    op: "<"
+    threshold: {threshold}
+    scope: allocated
+    window: 30m
+    enabled: {enabled}
+"""
+
+
+def test_every_shipped_rule_has_its_own_role():
+    roles = {rule.role for rule in load_rules()}
+    assert roles == set(Role)
+
+
+def test_a_role_must_fit_the_rule(tmp_path):
+    text = GOOD.replace("kind: threshold", "role: unallocated\n    kind: threshold")
+    (problem,) = _problems(_write(tmp_path, text))
+    assert problem.startswith(f"{tmp_path / 'r.yaml'}:")
+    assert "rule low-tensor: role: role unallocated needs kind unallocated" in problem
+
+
+@pytest.mark.parametrize(("threshold", "ok"), [(0.5, True), (0.51, False), (0.9, False)])
+def test_an_idle_rule_that_would_call_busy_gpus_idle_is_refused(tmp_path, threshold, ok):
+    """The scale-down planner drains nodes on the idle rule's findings: a threshold
+    above 50 % utilization would call busy GPUs idle."""
+    path = _write(tmp_path, IDLE.format(id="idle", threshold=threshold, enabled="true"))
+    if ok:
+        (rule,) = load_rules([path])
+        assert rule.role is Role.IDLE and rule.threshold == threshold
+    else:
+        (problem,) = _problems(path)
+        assert "role idle needs kind threshold, signal util_ratio" in problem
+        assert "threshold at most 0.5" in problem
+
+
+def test_one_enabled_rule_per_role(tmp_path):
+    first = _write(tmp_path, IDLE.format(id="idle-a", threshold=0.1, enabled="true"), "a.yaml")
+    second = _write(tmp_path, IDLE.format(id="idle-b", threshold=0.05, enabled="true"), "b.yaml")
+    (problem,) = _problems(first, second)
+    assert problem.startswith(f"{second}:")
+    assert "rule idle-b: role: idle is already the role of rule idle-a" in problem
+    assert str(first) in problem
+    # A disabled rule keeps its role without competing.
+    off = _write(tmp_path, IDLE.format(id="idle-c", threshold=0.05, enabled="false"), "c.yaml")
+    assert [r.id for r in load_rules([first, off]) if r.enabled] == ["idle-a"]
+
+
+def test_a_consumer_that_needs_a_role_says_so(tmp_path):
+    needs = {Role.UNALLOCATED: "the scale-down planner (actions.pools is set)"}
+    with pytest.raises(ConfigError) as info:
+        load_rules([_write(tmp_path, GOOD)], needs=needs)
+    (problem,) = info.value.problems
+    assert problem.startswith("no enabled rule has role unallocated")
+    assert "the scale-down planner (actions.pools is set) needs one" in problem
+    assert load_rules(needs=needs)  # the shipped rules have it
+
+
+def test_renaming_a_rule_keeps_what_is_built_on_it(tmp_path):
+    shipped = (shipped_dir("rules") / "gpu.yaml").read_text()
+    renamed = shipped.replace("id: gpu-idle", "id: notebook-asleep")
+    (rule,) = [r for r in load_rules([_write(tmp_path, renamed)]) if r.role is Role.IDLE]
+    assert rule.id == "notebook-asleep" and rule.threshold == 0.1
