@@ -27,6 +27,7 @@ from gpuwatch.notify.outbox import flush_outbox
 from gpuwatch.pipeline.analyse import Analysis
 from gpuwatch.pipeline.components import Components
 from gpuwatch.pipeline.gather import Gathered
+from gpuwatch.state.base import StateStore
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def effect(
         outcome = flush_outbox(state, components.notifier, analysis.at, settings.notify.policy())
         notes.extend(outcome.notes)
         if outcome.notifications:
-            _save(components, state, notes)
+            notes.extend(_save(components.state, state))
         return CycleResult(
             at=analysis.at,
             cluster_name=settings.cluster.name,
@@ -72,7 +73,7 @@ def effect(
         new_state = replace(
             told.state, findings_since=analysis.findings_since(), last_cycle_at=analysis.at
         )
-        _save(components, new_state, notes)
+        notes.extend(_save(components.state, new_state))
     else:
         notes.append(
             DataQualityNote(
@@ -149,9 +150,12 @@ def _tell(
     )
 
 
-def _save(components: Components, state: CycleState, notes: list[DataQualityNote]) -> None:
+def _save(store: StateStore, state: CycleState) -> tuple[DataQualityNote, ...]:
+    """Save ``state``; a note when it could not be (the next cycle then starts from the
+    state before this one, and tells people again what they were told now)."""
     try:
-        components.state.save(state)
+        store.save(state)
     except (OSError, StateError) as exc:
         log.warning("state not saved: %s", exc)
-        notes.append(DataQualityNote(kind="state", message=f"state not saved: {exc}"))
+        return (DataQualityNote(kind="state", message=f"state not saved: {exc}"),)
+    return ()

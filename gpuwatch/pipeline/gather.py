@@ -10,9 +10,10 @@ the analysis decides what can still be judged, and the effects what may still be
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from gpuwatch.analysis.rules.evaluate import required_specs
 from gpuwatch.config.settings import Settings, Silence
@@ -26,8 +27,10 @@ from gpuwatch.model.state import CycleState
 from gpuwatch.pipeline.components import Components
 from gpuwatch.pipeline.specs import ATTACHED_HOURLY, HOUR_S, cost_specs
 from gpuwatch.sources.base import PodKey
+from gpuwatch.state.base import StateStore
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -72,126 +75,119 @@ def gather(
     """Read everything a cycle at ``at`` needs. ``for_effects=False`` skips what only
     the effects use (the state, silences, the kill switch) and plans as a dry run, for
     a read-only analysis such as the weekly report's savings."""
-    notes: list[DataQualityNote] = []
-    errors: list[str] = []
-    state, state_readable = _state(components, notes) if for_effects else (CycleState(), True)
-    stats: WindowStats | None = None
-    cluster: ClusterState | None = None
-    try:
-        specs = required_specs(components.rules) | cost_specs(settings)
-        stats = components.metrics.window_stats(WindowRequest(at, specs))
-    except SourceError as exc:
-        errors.append(f"metrics ({components.metrics.name}, {exc.kind}): {exc}")
-    try:
-        cluster = components.cluster.snapshot(at)
-    except SourceError as exc:
-        errors.append(f"cluster ({components.cluster.name}, {exc.kind}): {exc}")
-    for error in errors:
-        log.error("%s", error)
-    source = SourceInfo(
-        metrics=components.metrics.name,
-        cluster=components.cluster.name,
-        gpus_in_metrics=len(stats.devices) if stats else 0,
-        gpus_in_cluster=0,
-        nodes=len(cluster.nodes) if cluster else 0,
-        pods=len(cluster.pods) if cluster else 0,
+    state, state_readable, state_note = (
+        _state(components.state) if for_effects else (CycleState(), True, None)
+    )
+    stats, metrics_error = _required(
+        "metrics",
+        components.metrics.name,
+        lambda: components.metrics.window_stats(
+            WindowRequest(at, required_specs(components.rules) | cost_specs(settings))
+        ),
+    )
+    cluster, cluster_error = _required(
+        "cluster", components.cluster.name, lambda: components.cluster.snapshot(at)
     )
     gathered = Gathered(
         at=at,
-        source=source,
+        source=SourceInfo(
+            metrics=components.metrics.name,
+            cluster=components.cluster.name,
+            gpus_in_metrics=len(stats.devices) if stats else 0,
+            gpus_in_cluster=0,
+            nodes=len(cluster.nodes) if cluster else 0,
+            pods=len(cluster.pods) if cluster else 0,
+        ),
         stats=stats,
         cluster=cluster,
         state=state,
         state_readable=state_readable,
         writable=for_effects and not settings.dry_run and components.actuator is not None,
-        errors=tuple(errors),
+        errors=tuple(e for e in (metrics_error, cluster_error) if e),
+        notes=tuple(n for n in (state_note,) if n),
     )
     if not gathered.complete:
-        # Nothing will be judged: reading more would only cost time.
-        return _with(gathered, notes)
-    history = _history(components, settings, at, notes)
-    node_prices = _node_prices(components, at, notes)
-    times, progress = _training(components, at, notes)
-    silences, unknown = _silences(components, at, notes) if for_effects else ((), False)
+        return gathered  # nothing will be judged: reading more would only cost time
+    return _with_optional_reads(gathered, components, settings, for_effects)
+
+
+def _with_optional_reads(
+    gathered: Gathered, components: Components, settings: Settings, for_effects: bool
+) -> Gathered:
+    """``gathered`` with the reads a cycle can do without: each that fails is a note."""
+    at = gathered.at
+    window = timedelta(seconds=settings.savings.reserved.window_s)
+    hourly = HistoryRequest(at - window, at, HOUR_S, frozenset({ATTACHED_HOURLY}))
+    history, history_note = _optional(
+        "history", "no reserved-capacity saving", lambda: components.metrics.history(hourly)
+    )
+    prices = components.node_prices
+    node_prices, prices_note = _optional(
+        "prices", "OpenCost prices", lambda: prices.node_prices(at) if prices else {}
+    )
+    training = components.checkpoints
+    both, training_note = _optional(
+        "checkpoints",
+        "training metrics",
+        lambda: (training.last_checkpoints(at), training.progress(at)) if training else ({}, {}),
+    )
+    silences_source = components.silences if for_effects else None
+    silences, silences_note = _optional(
+        "silences",
+        "no new group is posted",
+        lambda: silences_source.silences(at) if silences_source else (),
+        after=True,
+    )
+    actuator = components.actuator
     kill_switch = (
-        components.actuator.kill_switch_on(settings.actions.kill_switch)
-        if gathered.writable and components.actuator is not None
+        actuator.kill_switch_on(settings.actions.kill_switch)
+        if gathered.writable and actuator is not None
         else False
     )
-    return _with(
+    times, progress = both if both is not None else ({}, {})
+    notes = (history_note, prices_note, training_note, silences_note)
+    return replace(
         gathered,
-        notes,
         history=history,
-        node_prices=node_prices,
+        node_prices=node_prices or {},
         checkpoint_times=times,
         progress=progress,
-        silences=tuple(silences),
-        silences_unknown=unknown,
+        silences=tuple(silences or ()),
+        silences_unknown=silences_note is not None,
         kill_switch_on=kill_switch,
+        notes=(*gathered.notes, *(n for n in notes if n)),
     )
 
 
-def _with(gathered: Gathered, notes: Sequence[DataQualityNote], **more: object) -> Gathered:
-    return replace(gathered, notes=(*gathered.notes, *notes), **more)  # type: ignore[arg-type]
-
-
-def _state(components: Components, notes: list[DataQualityNote]) -> tuple[CycleState, bool]:
-    """The state the last cycle left. Without it, people's messages cannot be told from
-    new ones: a state that is still there but could not be read silences this cycle
-    rather than repeat them all; one that was unreadable and set aside starts afresh."""
+def _state(store: StateStore) -> tuple[CycleState, bool, DataQualityNote | None]:
+    """The state the last cycle left, whether it could be read, and why not. Without it,
+    people's messages cannot be told from new ones: a state that is still there but
+    could not be read silences this cycle rather than repeat them all; one that was
+    unreadable and set aside starts afresh."""
     try:
-        return components.state.load(), True
+        return store.load(), True, None
     except StateError as exc:
         log.warning("%s", exc)
-        notes.append(DataQualityNote(kind="state", message=str(exc)))
-        return CycleState(), exc.set_aside
+        return CycleState(), exc.set_aside, DataQualityNote(kind="state", message=str(exc))
 
 
-def _history(
-    components: Components, settings: Settings, at: datetime, notes: list[DataQualityNote]
-) -> HistoryFrame | None:
-    window = settings.savings.reserved.window_s
-    request = HistoryRequest(
-        at - timedelta(seconds=window), at, HOUR_S, frozenset({ATTACHED_HOURLY})
-    )
+def _required(what: str, name: str, read: Callable[[], T]) -> tuple[T | None, str | None]:
+    """A read the cycle cannot judge without: its value, or the error that says why not."""
     try:
-        return components.metrics.history(request)
+        return read(), None
     except SourceError as exc:
-        notes.append(DataQualityNote(kind="history", message=f"no reserved-capacity saving: {exc}"))
-        return None
+        error = f"{what} ({name}, {exc.kind}): {exc}"
+        log.error("%s", error)
+        return None, error
 
 
-def _node_prices(
-    components: Components, at: datetime, notes: list[DataQualityNote]
-) -> Mapping[str, Price]:
-    if components.node_prices is None:
-        return {}
+def _optional(
+    kind: str, context: str, read: Callable[[], T], *, after: bool = False
+) -> tuple[T | None, DataQualityNote | None]:
+    """A read the cycle can do without: its value, or the note that says what is missing
+    (``context: error``, or ``error; context`` when ``after``)."""
     try:
-        return components.node_prices.node_prices(at)
+        return read(), None
     except SourceError as exc:
-        notes.append(DataQualityNote(kind="prices", message=f"OpenCost prices: {exc}"))
-        return {}
-
-
-def _training(
-    components: Components, at: datetime, notes: list[DataQualityNote]
-) -> tuple[Mapping[PodKey, datetime], Mapping[PodKey, tuple[int, int]]]:
-    if components.checkpoints is None:
-        return {}, {}
-    try:
-        return components.checkpoints.last_checkpoints(at), components.checkpoints.progress(at)
-    except SourceError as exc:
-        notes.append(DataQualityNote(kind="checkpoints", message=f"training metrics: {exc}"))
-        return {}, {}
-
-
-def _silences(
-    components: Components, at: datetime, notes: list[DataQualityNote]
-) -> tuple[Sequence[Silence], bool]:
-    if components.silences is None:
-        return (), False
-    try:
-        return components.silences.silences(at), False
-    except SourceError as exc:
-        notes.append(DataQualityNote(kind="silences", message=f"{exc}; no new group is posted"))
-        return (), True
+        message = f"{exc}; {context}" if after else f"{context}: {exc}"
+        return None, DataQualityNote(kind=kind, message=message)
