@@ -148,3 +148,27 @@ def grants(rules: Sequence[Mapping[str, Any]]) -> set[tuple[str, str, str]]:
         for resource in rule["resources"]
         for verb in rule["verbs"]
     }
+
+
+class FakeClock:
+    """Time that moves only when the code under test sleeps (or a test moves it): the
+    monotonic seconds, the sleeps asked for, and the wall clock ``now``."""
+
+    def __init__(self, now: datetime = AT) -> None:
+        self.t = 0.0
+        self.sleeps: list[float] = []
+        self.now = now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.t += seconds
+
+    def monotonic(self) -> float:
+        return self.t
+
+    def wall(self) -> datetime:
+        return self.now
+
+    def kube(self) -> dict[str, Any]:
+        """The keyword arguments that put a ``KubeApi`` on this clock."""
+        return {"sleep": self.sleep, "monotonic": self.monotonic, "now": self.wall}

@@ -28,27 +28,13 @@ from gpuwatch.model.errors import (
     SourceBadResponse,
     SourceUnreachable,
 )
+from tests.builders import FakeClock
 from tests.integration.kube_emulator import KUBEFLOW_RESOURCES, Answer, KubeEmulator, free_port
 
 pytestmark = pytest.mark.integration
 
 
-class Clock:
-    """Monotonic time that moves only when the layer sleeps; the sleeps it asked for."""
-
-    def __init__(self) -> None:
-        self.t = 0.0
-        self.sleeps: list[float] = []
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.t += seconds
-
-    def monotonic(self) -> float:
-        return self.t
-
-
-def _api(emulator: KubeEmulator, clock: Clock, **policy: float) -> KubeApi:
+def _api(emulator: KubeEmulator, clock: FakeClock, **policy: float) -> KubeApi:
     return emulator.kube_api(RetryPolicy(**policy), sleep=clock.sleep, monotonic=clock.monotonic)
 
 
@@ -139,7 +125,7 @@ def test_other_refusals_are_not_retried(kube_emulator, status, error, source_err
     kube_emulator.add(_config_map())
     path = kube_emulator.path("v1", "ConfigMap", "c", "gpuwatch")
     kube_emulator.fail_next(path, status, times=5)
-    clock = Clock()
+    clock = FakeClock()
     with pytest.raises(error) as caught:
         _api(kube_emulator, clock).get(CONFIGMAPS, "c", "gpuwatch")
     assert caught.value.status == status and not caught.value.retried
@@ -152,7 +138,7 @@ def test_429_and_5xx_are_retried_with_jittered_capped_backoff(kube_emulator):
     path = kube_emulator.path("v1", "ConfigMap", "c", "gpuwatch")
     kube_emulator.fail_next(path, 503, times=3)
     kube_emulator.fail_next(path, 429, times=1, retry_after_s=2)
-    clock = Clock()
+    clock = FakeClock()
     api = _api(kube_emulator, clock, backoff_initial_s=1.0, backoff_max_s=3.0)
     assert api.get(CONFIGMAPS, "c", "gpuwatch")["data"] == {"k": "v"}
     # 503 x3: 1, 2, 3 (capped), each jittered into [base/2, base]; then Retry-After 2.
@@ -166,7 +152,7 @@ def test_retries_end_and_say_how_many_attempts_were_made(kube_emulator):
     path = kube_emulator.path("v1", "ConfigMap", "c", "gpuwatch")
     kube_emulator.fail_next(path, 500, times=10)
     with pytest.raises(KubeUnavailable, match=r"kept failing \(3 attempts\): 500") as caught:
-        _api(kube_emulator, Clock(), retries=2).get(CONFIGMAPS, "c", "gpuwatch")
+        _api(kube_emulator, FakeClock(), retries=2).get(CONFIGMAPS, "c", "gpuwatch")
     assert caught.value.retried
     assert isinstance(as_source_error(caught.value), SourceUnreachable)
 
@@ -174,7 +160,7 @@ def test_retries_end_and_say_how_many_attempts_were_made(kube_emulator):
 def test_a_deadline_bounds_the_retries(kube_emulator):
     path = kube_emulator.path("v1", "ConfigMap", "c", "gpuwatch")
     kube_emulator.fail_next(path, 429, times=100, retry_after_s=10)
-    clock = Clock()
+    clock = FakeClock()
     with pytest.raises(KubeUnavailable):
         kube_emulator.kube_api(
             RetryPolicy(retries=50, backoff_max_s=60), sleep=clock.sleep, monotonic=clock.monotonic
@@ -188,7 +174,7 @@ def test_a_patient_request_waits_out_429_until_its_deadline_but_not_5xx(kube_emu
     path = kube_emulator.path("v1", "ConfigMap", "c", "gpuwatch")
     policy = patient(RetryPolicy(retries=1), initial_s=1.0, max_s=4.0)
     kube_emulator.fail_next(path, 429, times=6)
-    clock = Clock()
+    clock = FakeClock()
     api = kube_emulator.kube_api(policy, sleep=clock.sleep, monotonic=clock.monotonic)
     api.request("get", CONFIGMAPS, namespace="gpuwatch", name="c", deadline=100.0)
     assert len(clock.sleeps) == 6  # six 429s waited out, though retries is 1
@@ -198,7 +184,7 @@ def test_a_patient_request_waits_out_429_until_its_deadline_but_not_5xx(kube_emu
 
 
 def test_an_unreachable_server_is_unavailable_after_the_retries():
-    clock = Clock()
+    clock = FakeClock()
     host = f"http://127.0.0.1:{free_port()}"
     api = api_for(host, RetryPolicy(retries=2), sleep=clock.sleep, monotonic=clock.monotonic)
     with pytest.raises(KubeUnavailable) as caught:
@@ -219,7 +205,7 @@ def test_a_server_that_dies_mid_list_is_unavailable(kube_emulator):
         }
         for i in range(8)
     )
-    pages = _api(kube_emulator, Clock(), retries=1).list_items(PODS, limit=3)
+    pages = _api(kube_emulator, FakeClock(), retries=1).list_items(PODS, limit=3)
     next(pages)
     kube_emulator.stop()
     with pytest.raises(KubeUnavailable, match="cannot reach the Kubernetes API"):

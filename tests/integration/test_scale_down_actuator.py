@@ -7,24 +7,10 @@ import pytest
 from gpuwatch.actuators.drain import ACTION_KEY_ANNOTATION, DELETE_MACHINE_ANNOTATION, DrainOptions
 from gpuwatch.actuators.kubernetes import KubernetesActuator
 from gpuwatch.model.actions import Action, ActionStatus
+from tests.builders import FakeClock
 from tests.integration.kube_emulator.resources import CLUSTER_API_RESOURCES, KARPENTER_RESOURCES
 
 pytestmark = pytest.mark.integration
-
-
-class Clock:
-    """Monotonic time that only moves when the actuator sleeps."""
-
-    def __init__(self) -> None:
-        self.t = 0.0
-        self.sleeps: list[float] = []
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.t += seconds
-
-    def monotonic(self) -> float:
-        return self.t
 
 
 def node(name: str = "gpu-1", unschedulable: bool = False, annotations=None) -> dict:
@@ -81,7 +67,7 @@ def planned(*evict: str, node_name: str = "gpu-1") -> Action:
 @pytest.fixture
 def cluster(kube_emulator):
     kube_emulator.add_all([node(), pod("alice-0"), pod("bob-0")])
-    clock = Clock()
+    clock = FakeClock()
     actuator = KubernetesActuator(
         kube_emulator.kube_api(sleep=clock.sleep, monotonic=clock.monotonic),
         DrainOptions(eviction_deadline_s=60, backoff_initial_s=1, backoff_max_s=8),

@@ -10,6 +10,7 @@ from gpuwatch.actuators.drain import DrainOptions
 from gpuwatch.actuators.kubernetes import KubernetesActuator
 from gpuwatch.actuators.migrate import MIGRATION_FROM_ANNOTATION, MIGRATION_KEY_ANNOTATION
 from gpuwatch.model.actions import Action, ActionStatus
+from tests.builders import FakeClock
 from tests.integration.kube_emulator.resources import KUBEFLOW_RESOURCES
 
 pytestmark = pytest.mark.integration
@@ -20,21 +21,6 @@ SPOT_TOLERATION = {
     "effect": "NoSchedule",
 }
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-        self.t = 0.0
-
-    def sleep(self, seconds: float) -> None:
-        self.t += seconds
-
-    def monotonic(self) -> float:
-        return self.t
-
-    def wall(self) -> datetime:
-        return self.now
 
 
 def node(name: str, pool: str) -> dict:
@@ -125,7 +111,7 @@ def cluster(kube_emulator):
             pod("pretrain-worker-0", "od-1"),
         ]
     )
-    clock = Clock()
+    clock = FakeClock(T0)
     actuator = KubernetesActuator(
         kube_emulator.kube_api(sleep=clock.sleep, monotonic=clock.monotonic, now=clock.wall),
         DrainOptions(eviction_deadline_s=60),
@@ -238,7 +224,7 @@ def test_batch_job_is_suspended_patched_and_resumed(kube_emulator):
     kube_emulator.add_all([node("od-1", "gpu-training"), node("spot-1", "gpu-spot")])
     uid = kube_emulator.add(batch_job())["metadata"]["uid"]
     kube_emulator.add(batch_pod("finetune-abcde", "od-1", uid))
-    clock = Clock()
+    clock = FakeClock(T0)
     actuator = KubernetesActuator(kube_emulator.kube_api(now=clock.wall))
     action = Action(
         **{
