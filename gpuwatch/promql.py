@@ -25,6 +25,35 @@ _HEX = "0123456789abcdef"
 
 
 @dataclass(frozen=True)
+class PodLabels:
+    """The labels that name the pod (and its namespace and container) using a GPU."""
+
+    pod: str
+    namespace: str
+    container: str
+
+
+POD_LABEL_SETS: dict[str, PodLabels] = {
+    "exported": PodLabels("exported_pod", "exported_namespace", "exported_container"),
+    "legacy": PodLabels("pod_name", "pod_namespace", "container_name"),
+    "plain": PodLabels("pod", "namespace", "container"),
+}
+"""In the order ``auto`` tries them: ``exported_*`` first, because where they exist the
+plain ones name the exporter's own pod (the scrape target)."""
+
+
+def pod_labels_for(mode: str, seen: set[str]) -> PodLabels:
+    """The pod labels of ``mode``; for ``auto``, the first set whose pod label is among
+    the label names ``seen`` on the GPU series (plain when none is)."""
+    if mode != "auto":
+        return POD_LABEL_SETS[mode]
+    return next(
+        (labels for labels in POD_LABEL_SETS.values() if labels.pod in seen),
+        POD_LABEL_SETS["plain"],
+    )
+
+
+@dataclass(frozen=True)
 class Shard:
     """The GPUs whose UUID (after ``GPU-``) starts with one of ``prefixes``; ``("",)`` is all.
 
@@ -113,17 +142,29 @@ class QueryBuilder:
         return f"{window_s * 1000 - 1}ms"
 
     def inventory(self, window_s: int) -> QueryPart:
-        """Every series of the utilization metric seen in the window, with all its labels;
-        the value is the unix time of its newest sample."""
-        m = self._m(self.names.gpu_util)
-        return QueryPart(f"max_over_time(timestamp({m})[{self._range(window_s)}:{self.step}])")
+        """Every series that reports a device (utilization, graphics-engine activity or
+        framebuffer) seen in the window, with all its labels; the value is the unix time
+        of its newest sample. Series of one device with the same labels merge (``or``
+        keeps the first); series that differ (another pod) stay apart."""
+        n = self.names
+        present = " or ".join(
+            f"timestamp({self._m(metric)})"
+            for metric in (n.gr_engine_active, n.gpu_util, n.fb_used)
+        )
+        return QueryPart(f"max_over_time(({present})[{self._range(window_s)}:{self.step}])")
 
     def holders(self, window_s: int, namespace_label: str) -> QueryPart:
         """Per GPU and pod, how many samples in the window carried that pod's label: the
-        pod with the most held the GPU for most of the window."""
-        m = self._m(self.names.gpu_util, f'{self.pod_label}!=""')
+        pod with the most held the GPU for most of the window (framebuffer samples, or
+        the graphics engine's where there are none)."""
         by = f"{self.labels.uuid}, {self.labels.mig_instance}, {self.pod_label}, {namespace_label}"
-        return QueryPart(f"sum by ({by}) (count_over_time({m}[{self._range(window_s)}]))")
+        pod = f'{self.pod_label}!=""'
+        window = self._range(window_s)
+        counts = [
+            f"sum by ({by}) (count_over_time({self._m(m, pod)}[{window}]))"
+            for m in (self.names.fb_used, self.names.gr_engine_active)
+        ]
+        return QueryPart(" or ".join(counts))
 
     def parts(self, spec: AggregateSpec) -> tuple[QueryPart, ...]:
         """The queries for ``spec``; several parts mean 'first that has the GPU wins'."""
@@ -131,9 +172,11 @@ class QueryBuilder:
         signal, agg = spec.signal, spec.aggregate
         if signal is Signal.UTIL_RATIO:
             percent_scale = 1.0 if agg in _UNSCALED else 0.01
+            # GPU_UTIL is never a MIG instance's utilization (absent, or a constant 0).
+            whole_gpus = f'{self.labels.mig_instance}=""'
             return (
                 QueryPart(self._raw(n.gr_engine_active, agg, w)),
-                QueryPart(self._raw(n.gpu_util, agg, w), percent_scale),
+                QueryPart(self._raw(n.gpu_util, agg, w, whole_gpus), percent_scale),
             )
         raw_metric = {
             Signal.FB_USED_MIB: n.fb_used,
@@ -148,8 +191,8 @@ class QueryBuilder:
             return (QueryPart(self._pod_attached(agg, w)),)
         return (QueryPart(self._framebuffer(signal, agg, w)),)
 
-    def _raw(self, metric: str, agg: Aggregate, w: int) -> str:
-        m, by, step = self._m(metric), self.by, self.step
+    def _raw(self, metric: str, agg: Aggregate, w: int, matcher: str = "") -> str:
+        m, by, step = self._m(metric, matcher), self.by, self.step
         if agg is Aggregate.AVG:
             return (
                 f"sum by ({by}) (sum_over_time({m}[{self._range(w)}])) / "
@@ -167,7 +210,7 @@ class QueryBuilder:
             # Per series, then the highest: exact unless the pod changed inside the window.
             return f"max by ({by}) (quantile_over_time(0.95, {m}[{self._range(w)}]))"
         if agg is Aggregate.LAST:
-            fresh = self._fresh(metric)
+            fresh = self._fresh(metric, matcher)
             return f"last_over_time((max by ({by}) ({fresh}))[{self._range(w)}:{step}])"
         return f"max by ({by}) (max_over_time(timestamp({m})[{self._range(w)}:{step}]))"
 
@@ -206,21 +249,25 @@ class QueryBuilder:
         return f"max by ({self.by}) ({used} + {free} + ({reserved} or {used} * 0))"
 
     def _pod_attached(self, agg: Aggregate, w: int) -> str:
-        by, util = self.by, self.names.gpu_util
-        held = self._m(util, f'{self.pod_label}!=""')
+        """1 where a pod-labelled sample exists, 0 where only unlabelled ones do. The
+        evidence is the framebuffer series (every device reports it), or the graphics
+        engine's where an exporter reports no framebuffer for MIG instances."""
+        by = self.by
+        evidence = (self.names.fb_used, self.names.gr_engine_active)
+        pod = f'{self.pod_label}!=""'
         if agg is Aggregate.MAX:
-            # 1 where a pod-labelled sample exists, 0 where only unlabelled ones do.
             window = self._range(w)
-            return (
-                f"max by ({by}) (count_over_time({held}[{window}]) > bool 0) or "
-                f"max by ({by}) (count_over_time({self._m(util)}[{window}]) * 0)"
-            )
-        held_now = self._fresh(util, f'{self.pod_label}!=""')
-        inner = (
-            f"(count by ({by}) ({held_now}) > bool 0) or "
-            f"(count by ({by}) ({self._fresh(util)}) * 0)"
-        )
-        return self._derived(inner, util, agg, w)
+            held = [
+                f"max by ({by}) (count_over_time({self._m(m, pod)}[{window}]) > bool 0)"
+                for m in evidence
+            ]
+            none = [
+                f"max by ({by}) (count_over_time({self._m(m)}[{window}]) * 0)" for m in evidence
+            ]
+            return " or ".join([*held, *none])
+        held = [f"(count by ({by}) ({self._fresh(m, pod)}) > bool 0)" for m in evidence]
+        none = [f"(count by ({by}) ({self._fresh(m)}) * 0)" for m in evidence]
+        return self._derived(" or ".join([*held, *none]), evidence[0], agg, w)
 
 
 _UNSCALED = frozenset({Aggregate.COUNT, Aggregate.CHANGES, Aggregate.LAST_TS})

@@ -1,21 +1,33 @@
 """Which pods hold which GPU, and where each GPU sits (node, pool, capacity type).
 
 The exporter's pod labels are the ground truth for whole GPUs. Shared GPUs (cGPU) and
-MIG slices under older exporters carry no pod label: for those the node's allocations
-decide, using the gpushare scheduler's GPU-index annotation where it exists, and the
-result says the attribution is approximate where it had to guess.
+MIG slices under exporters that label no pod on them carry no pod label: for those the
+node's allocations decide, using the gpushare scheduler's GPU-index annotation where it
+exists, and the result says the attribution is approximate where it had to guess. A GPU
+the exporter labels with several pods (time-slicing, MPS) is split between them by their
+GPU requests (equally without requests), approximate too.
+
+A device's node is the first of its node labels that names a node the cluster has: on
+some platforms the exporter's ``Hostname`` is its own pod's name, and the ``node`` label
+Prometheus added names the node. When the labels disagree, a note says which was used.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import cached_property, partial
 
 from gpuwatch.analysis.ownership import OwnerIndex, team_of
-from gpuwatch.analysis.pools import capacity_type_of, gpu_model_of, physical_gpu_count, pool_of
+from gpuwatch.analysis.pools import (
+    capacity_type_of,
+    gpu_model_of,
+    mig_single_strategy,
+    physical_gpu_count,
+    pool_of,
+)
 from gpuwatch.config.settings import AttributionSettings
 from gpuwatch.model.cluster import (
     CGPU_COUNT_RESOURCE,
@@ -27,6 +39,7 @@ from gpuwatch.model.cluster import (
     Node,
     Pod,
     gpu_request_kind,
+    gpu_share,
 )
 from gpuwatch.model.findings import DataQualityNote, GpuHolder
 from gpuwatch.model.metrics import GpuDevice
@@ -54,6 +67,9 @@ class GpuContext:
     attribution: str = NONE
     recently_released: bool = False
     """A GPU pod on this node ended inside the look-back: the GPU may have been held."""
+    gpu_fraction: float = 1.0
+    """The share of a physical GPU this device is: 1 for a whole GPU, less for a MIG
+    instance (``gpuwatch.analysis.mig``). Its GPU-hours are hours x this."""
 
     @property
     def allocated(self) -> bool:
@@ -93,7 +109,7 @@ def attribute(
     nodes = {n.name: n for n in cluster.nodes}
     notes: list[DataQualityNote] = []
     slots_by_node: dict[str, list[_Slot]] = defaultdict(list)
-    slots = [_Slot(d) for d in devices]
+    slots = [_Slot(_placed(d, nodes, notes)) for d in devices]
     for slot in slots:
         slots_by_node[slot.device.node].append(slot)
 
@@ -113,18 +129,21 @@ def attribute(
         elif pod.finished_at is not None and pod.finished_at > cutoff:
             released_nodes.add(pod.node_name)
 
+    def holder_of(pod: Pod) -> Callable[[float], GpuHolder]:
+        return partial(
+            GpuHolder,
+            pod.namespace,
+            pod.name,
+            owners.workload_of(pod),
+            team_of(pod, settings.team_label, namespace_labels),
+        )
+
     for node_name, pods in holding.items():
         node = nodes.get(node_name)
         node_slots = sorted(slots_by_node.get(node_name, []), key=lambda s: s.device.index)
+        shared = _share(node_slots, pods, holder_of, notes)
         for pod in sorted(pods, key=lambda p: p.key):
-            holder = partial(
-                GpuHolder,
-                pod.namespace,
-                pod.name,
-                owners.workload_of(pod),
-                team_of(pod, settings.team_label, namespace_labels),
-            )
-            unplaced = _place(pod, node, node_slots, holder)
+            unplaced = _place(pod, node, node_slots, holder_of(pod), shared.get(pod.key, 0))
             if unplaced:
                 notes.append(
                     DataQualityNote(
@@ -143,8 +162,9 @@ def attribute(
                     kind="unknown_node",
                     node=slot.device.node,
                     gpu_uuid=slot.device.uuid,
-                    message=f"GPU {slot.device.uuid} reports node {slot.device.node}, "
-                    "which the cluster state does not have",
+                    message=f"GPU {slot.device.uuid} reports node "
+                    f"{slot.device.node or '(no node label)'}, which the cluster state "
+                    "does not have",
                 )
             )
         elif slot.holders and not slot.exact:
@@ -153,8 +173,14 @@ def attribute(
                     kind="approximate_attribution",
                     node=slot.device.node,
                     gpu_uuid=slot.device.uuid,
-                    message=f"GPU {slot.device.index} on {slot.device.node}: no pod label "
-                    "from the exporter; holders inferred from the node's allocations",
+                    message=f"{slot.device.label} on {slot.device.node}: "
+                    + (
+                        f"{len(slot.device.pods)} pods share it (time-slicing or MPS); its "
+                        "cost is split by their GPU requests"
+                        if len(slot.device.pods) > 1
+                        else "no pod label from the exporter; holders inferred from the "
+                        "node's allocations"
+                    ),
                 )
             )
 
@@ -175,29 +201,89 @@ def attribute(
     return Attribution(tuple(contexts), tuple(notes), tuple(pending))
 
 
+def _placed(
+    device: GpuDevice, nodes: Mapping[str, Node], notes: list[DataQualityNote]
+) -> GpuDevice:
+    """``device`` on the first of its node labels that names a known node."""
+    known = next((name for name in device.node_candidates if name in nodes), None)
+    if known is None or known == device.node:
+        return device
+    notes.append(
+        DataQualityNote(
+            kind="node_label",
+            node=known,
+            gpu_uuid=device.uuid,
+            message=f"{device.label} ({device.uuid}): its node labels say "
+            + ", ".join(device.node_candidates)
+            + f"; {known} is the node the cluster has ({device.node} is not: the "
+            "exporter's Hostname can be its own pod's name)",
+        )
+    )
+    return replace(device, node=known)
+
+
+def _share(
+    slots: Sequence[_Slot],
+    pods: Sequence[Pod],
+    holder_of: Callable[[Pod], Callable[[float], GpuHolder]],
+    notes: list[DataQualityNote],
+) -> dict[tuple[str, str], int]:
+    """Devices the exporter labels with several pods (time-slicing, MPS): each pod's
+    share is its GPU request over theirs together (equal when none requests). Returns,
+    per pod, how many devices it was given this way."""
+    by_key = {pod.key: pod for pod in pods}
+    given: dict[tuple[str, str], int] = defaultdict(int)
+    for slot in slots:
+        sharing = [
+            by_key[(p.namespace, p.name)]
+            for p in slot.device.pods
+            if (p.namespace, p.name) in by_key
+        ]
+        if len(slot.device.pods) < 2 or not sharing:
+            continue
+        weights = [gpu_share(pod.requests) or 1.0 for pod in sharing]
+        total = sum(weights)
+        for pod, weight in zip(sharing, weights, strict=True):
+            slot.holders.append(holder_of(pod)(weight / total))
+            given[pod.key] += 1
+        slot.free_share = 0.0
+        slot.exact = False
+    return given
+
+
 def _place(
-    pod: Pod, node: Node | None, slots: list[_Slot], make: Callable[[float], GpuHolder]
+    pod: Pod,
+    node: Node | None,
+    slots: list[_Slot],
+    make: Callable[[float], GpuHolder],
+    shared: int = 0,
 ) -> int:
-    """Give ``pod`` its devices among ``slots``; return how many it could not get."""
+    """Give ``pod`` its devices among ``slots``; return how many it could not get.
+    ``shared``: devices it already holds a share of (several pods labelled on them)."""
     kind = gpu_request_kind(pod.requests)
     labelled = [
         s
         for s in slots
-        if s.device.pod is not None
+        if len(s.device.pods) == 1
+        and s.device.pod is not None
         and s.device.pod.name == pod.name
         and s.device.pod.namespace == pod.namespace
     ]
 
     if kind == "whole":
-        wanted = int(pod.requests[WHOLE_GPU_RESOURCE])
+        wanted = max(int(pod.requests[WHOLE_GPU_RESOURCE]) - shared, 0)
         for slot in labelled[:wanted]:
             slot.holders.append(make(1.0))
             slot.free_share = 0.0
         missing = wanted - min(len(labelled), wanted)
+        # On a MIG node of the single strategy, nvidia.com/gpu counts MIG instances.
+        whole_is_mig = node is not None and mig_single_strategy(node)
         free = [
             s
             for s in slots
-            if s.free_share >= 1.0 and s.device.pod is None and s.device.mig_profile is None
+            if s.free_share >= 1.0
+            and s.device.pod is None
+            and (s.device.mig_profile is not None) == whole_is_mig
         ]
         for slot in free[:missing]:
             slot.holders.append(make(1.0))

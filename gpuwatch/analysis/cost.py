@@ -1,9 +1,10 @@
 """Price every GPU-hour of a window and allocate it to the pods that held it.
 
-For each GPU: capacity hours (the window, or since the node joined), its price (the
-book, by model, capacity type, pool and node labels), its measured utilization (DCGM,
-not requests). Each holding pod gets ``share x hours it ran in the window`` of it;
-what nobody requested is the GPU's unallocated remainder. Line items are rounded to
+For each GPU: capacity hours (the window, or since the node joined; for a MIG instance
+its share of the card's), its price (the book, by model, capacity type, pool and node
+labels), its measured utilization (DCGM, not requests). Each holding pod gets ``share x
+hours it ran in the window`` of it; what nobody requested is the GPU's unallocated
+remainder, and what no MIG instance covers is its card's. Line items are rounded to
 the cent and every total is a sum of line items, so allocated + unallocated = capacity
 exactly. Idle cost is cost x (1 - measured utilization).
 """
@@ -18,6 +19,7 @@ from decimal import Decimal
 import numpy as np
 
 from gpuwatch.analysis.attribution import GpuContext
+from gpuwatch.analysis.mig import Partitioned
 from gpuwatch.analysis.pricing import PriceBook
 from gpuwatch.model.cluster import Pod
 from gpuwatch.model.cost import CostGroup, CostLine, CostReport, CostTotal, Price, money
@@ -34,23 +36,23 @@ def allocate_cost(
     book: PriceBook,
     at: datetime,
     window_s: int,
+    partitioned: Sequence[Partitioned] = (),
 ) -> CostReport:
     """The cost report of the window ``(at - window_s, at]``.
 
     ``util_avg[i]`` is the measured utilization of ``contexts[i].device`` over the
     window (NaN without data); contexts past ``len(util_avg)`` have no metrics.
+    ``partitioned``: MIG-enabled GPUs with the share their instances leave uncovered.
     """
     start = at - timedelta(seconds=window_s)
     started = {(p.namespace, p.name): p.started_at for p in pods}
     lines: list[CostLine] = []
     unpriced: list[dict[str, str | None]] = []
     for i, ctx in enumerate(contexts):
-        created = ctx.node.created_at if ctx.node is not None else None
-        capacity_from = max(start, created) if created is not None else start
-        capacity_h = max((at - capacity_from).total_seconds(), 0.0) / 3600.0
+        capacity_from = _capacity_from(ctx, start)
+        capacity_h = max((at - capacity_from).total_seconds(), 0.0) / 3600.0 * ctx.gpu_fraction
         usage = float(util_avg[i]) if i < len(util_avg) and not np.isnan(util_avg[i]) else None
-        labels = ctx.node.labels if ctx.node is not None else {}
-        price, reason = book.price(ctx.model, ctx.capacity_type, ctx.pool, labels, ctx.node_name)
+        price, reason = _price(ctx, book)
         if price is None:
             unpriced.append(
                 {
@@ -66,6 +68,7 @@ def allocate_cost(
             pod_start = started.get((holder.namespace, holder.pod))
             ran_from = max(capacity_from, pod_start) if pod_start is not None else capacity_from
             hours = max((at - ran_from).total_seconds(), 0.0) / 3600.0 * holder.share
+            hours *= ctx.gpu_fraction
             hours = min(hours, capacity_h - held_h)
             held_h += hours
             lines.append(
@@ -84,6 +87,12 @@ def allocate_cost(
         rest_h = max(capacity_h - held_h, 0.0)
         if rest_h > 1e-12 or not ctx.holders:
             lines.append(_line(ctx, rest_h, 0.0, usage, price, None, None, None, None))
+    for card in partitioned:
+        # The share of a MIG-enabled GPU no instance covers: paid for, usable by nobody.
+        ctx = card.context
+        hours = max((at - _capacity_from(ctx, start)).total_seconds(), 0.0) / 3600.0
+        price, _ = _price(ctx, book)
+        lines.append(_line(ctx, hours * card.remainder, 0.0, None, price, None, None, None, None))
     return CostReport(
         window_s=window_s,
         lines=tuple(lines),
@@ -91,6 +100,22 @@ def allocate_cost(
         groups={dim: _groups(lines, dim, window_s) for dim in DIMENSIONS},
         unpriced=tuple(unpriced),
     )
+
+
+def _capacity_from(ctx: GpuContext, start: datetime) -> datetime:
+    """When the GPU's capacity counts from: the window's start, or the node's creation."""
+    created = ctx.node.created_at if ctx.node is not None else None
+    return max(start, created) if created is not None else start
+
+
+def _price(ctx: GpuContext, book: PriceBook) -> tuple[Price | None, str]:
+    """The price of one of the GPU's GPU-hours, or None and why there is none."""
+    if ctx.node is None:
+        return None, (
+            f"node {ctx.node_name or '(none named)'} is not in the cluster state: its "
+            "capacity type, pool and labels are unknown"
+        )
+    return book.price(ctx.model, ctx.capacity_type, ctx.pool, ctx.node.labels, ctx.node_name)
 
 
 def _line(

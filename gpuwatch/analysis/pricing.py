@@ -15,6 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from gpuwatch.analysis.pools import COMPUTE_SLICES_PER_GPU, compute_slices
 from gpuwatch.config.resources import shipped_dir
 from gpuwatch.config.yamlfile import format_loc, load_yaml_file
 from gpuwatch.model.cost import Price
@@ -92,6 +93,23 @@ class PriceBook:
 
     def models(self) -> list[GpuModelEntry]:
         return list(self.book.models)
+
+    def mig_fraction(self, model: str | None, profile: str | None) -> tuple[float, str]:
+        """The share of its GPU a MIG instance of ``profile`` is billed: one over the
+        instances of that profile a GPU holds (the book's ``mig_slices``), else its
+        compute slices over the 7 of a GPU; and how it was found."""
+        entry = self.model(model)
+        slices = entry.mig_slices.get(profile or "") if entry is not None else None
+        if slices:
+            return 1.0 / slices, f"1/{slices}: {slices} {profile} instances per {entry.name}"  # type: ignore[union-attr]
+        compute = compute_slices(profile or "")
+        if compute:
+            return (
+                min(compute / COMPUTE_SLICES_PER_GPU, 1.0),
+                f"{compute}/{COMPUTE_SLICES_PER_GPU} compute slices ({profile} is not in the "
+                f"price book's mig_slices for {model or 'this model'})",
+            )
+        return 1.0, f"the whole GPU: MIG profile {profile or '(unknown)'} is unreadable"
 
     def price(
         self,

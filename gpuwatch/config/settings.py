@@ -142,6 +142,15 @@ class Settings(Section):
                 "cluster.source is snapshot but cluster.snapshot_path is unset "
                 "(set it, or pass --cluster-snapshot FILE)"
             )
+        if self.metrics.source == "simulator" and self.cluster.source in ("kubernetes", "snapshot"):
+            # The simulator's GPUs, nodes and pods are made up: joined with a real cluster
+            # they would report findings on nodes that do not exist.
+            raise ValueError(
+                f"cluster.source is {self.cluster.source} but metrics.source is simulator: "
+                "real cluster objects are never joined with simulated metrics. Read the "
+                "real metrics too (--prometheus-url URL, or metrics.source: prometheus), "
+                "or leave --cluster-snapshot out to run the simulated cluster whole"
+            )
         return self
 
     @property

@@ -28,7 +28,11 @@ Exact, kind by kind:
   exports node labels only when allowed (``--metric-labels-allowlist=nodes=[...]``);
   without them a pool-restricted alert never fires.
 - ``prometheus.labels.pod_labels: auto`` picks ``exported_pod`` when any GPU series
-  carries it, fleet-wide, as the Prometheus source does.
+  carries it, else ``pod_name`` when any carries that, else ``pod``, fleet-wide, as
+  the Prometheus source does.
+- A pool-restricted alert joins ``kube_node_labels`` on the first of
+  ``prometheus.labels.node`` (``Hostname``): where ``Hostname`` names the exporter pod,
+  list the label that names the node first.
 - ``for`` becomes the alerting rule's ``for``. Prometheus counts it in rule evaluations
   (every ``evaluation_interval``), gpuwatch in cycles; either way it is how long the
   condition has held.
@@ -65,15 +69,11 @@ from gpuwatch.model.metrics import (
     AggregateSpec,
     Signal,
 )
-from gpuwatch.promql import QueryBuilder, QueryPart, Shard
+from gpuwatch.promql import POD_LABEL_SETS, QueryBuilder, QueryPart, Shard
 
 # kube-state-metrics: one series per node, node labels as ``label_<sanitized name>``.
 KUBE_NODE_LABELS = "kube_node_labels"
 KUBE_NODE_NAME_LABEL = "node"
-# The label naming a GPU's pod, per ``prometheus.labels.pod_labels`` (as the Prometheus
-# source reads it): behind a ServiceMonitor without honorLabels the exporter's own pod
-# takes ``pod`` and the workload's arrives as ``exported_pod``.
-_POD_LABEL = {"exported": "exported_pod", "plain": "pod"}
 _WHOLE_FLEET = Shard()
 
 
@@ -176,10 +176,10 @@ class _Translator:
         self.scrape_s = prometheus.scrape_interval_s
         self.pool_labels = [attribution.pool_label, *attribution.pool_label_fallbacks]
         self.key = f"{self.labels.uuid}, {self.labels.mig_instance}"
-        identity = (self.labels.node, self.labels.gpu, self.labels.model)
+        identity = (*self.labels.node, self.labels.gpu, self.labels.model)
         self.builders = {
-            mode: QueryBuilder(self.names, self.labels, self.scrape_s, label, identity=identity)
-            for mode, label in _POD_LABEL.items()
+            mode: QueryBuilder(self.names, self.labels, self.scrape_s, pods.pod, identity=identity)
+            for mode, pods in POD_LABEL_SETS.items()
         }
         self.pod_mode = self.labels.pod_labels
         # The Prometheus source decides ``auto`` from the series seen in its inventory
@@ -290,16 +290,23 @@ class _Translator:
             Aggregate.LAST_TS,
         )
         if not by_pod_label or self.pod_mode != "auto":
-            builder = self.builders["exported" if self.pod_mode == "exported" else "plain"]
+            builder = self.builders["plain" if self.pod_mode == "auto" else self.pod_mode]
             return _first_of(builder.parts(spec), uuid)
-        # ``auto``: the exported labels when any GPU series has them, fleet-wide.
-        exported = _first_of(self.builders["exported"].parts(spec), uuid)
-        plain = _first_of(self.builders["plain"].parts(spec), uuid)
-        held = f'{self.names.gpu_util}{{{_POD_LABEL["exported"]}!=""}}'
-        fleet = f"count(last_over_time({held}[{_range(self.inventory_s)}]))"
-        return "\n".join(
-            [_group(exported), "and on ()", fleet, "or", _group(plain), "unless on ()", fleet]
-        )
+        # ``auto``: the first label set any GPU series carries, fleet-wide.
+        window = _range(self.inventory_s)
+        chosen: list[str] = []
+        earlier: list[str] = []
+        for mode, pods in POD_LABEL_SETS.items():
+            held = f'{self.names.fb_used}{{{pods.pod}!=""}}'
+            carried = f"count(last_over_time({held}[{window}]))"
+            expr = _group(_first_of(self.builders[mode].parts(spec), uuid))
+            if mode != "plain":
+                expr += f"\nand on ()\n{carried}"
+            for other in earlier:
+                expr += f"\nunless on ()\n{other}"
+            chosen.append(expr)
+            earlier.append(carried)
+        return "\nor\n".join(chosen)
 
     def _samples(self, signal: Signal, window_s: int) -> tuple[str, str]:
         """Samples of ``signal`` per GPU in the window, and how many a full window has."""
@@ -335,7 +342,7 @@ class _Translator:
             matchers = ", ".join([*unset, f"{kube_node_label(label)}=~{wanted}"])
             alternatives.append(f"{KUBE_NODE_LABELS}{{{matchers}}}")
         nodes = "\nor\n".join(alternatives)
-        node = self.labels.node
+        node = self.labels.node[0]
         return (
             f"and on ({node})\nlabel_replace(\n{_indent(nodes)},\n"
             f'  "{node}", "$1", "{KUBE_NODE_NAME_LABEL}", "(.+)"\n)'
@@ -386,7 +393,10 @@ class _Translator:
         """``GPU 3 on node n1``, and the same with the model and UUID, as templates."""
         lab = self.labels
         mig = f"{{{{ with $labels.{lab.mig_instance} }}}} MIG instance {{{{ . }}}}{{{{ end }}}}"
-        short = f"GPU {_label(lab.gpu)}{mig} on node {_label(lab.node)}"
+        # Go templates' ``or`` gives the first non-empty: the first node label present.
+        node = " ".join(f"$labels.{name}" for name in lab.node)
+        node_text = f"{{{{ or {node} }}}}" if len(lab.node) > 1 else _label(lab.node[0])
+        short = f"GPU {_label(lab.gpu)}{mig} on node {node_text}"
         return short, f"{short} ({_label(lab.model)}, {_label(lab.uuid)})"
 
 

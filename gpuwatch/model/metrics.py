@@ -98,20 +98,29 @@ class PodRef:
 class GpuDevice:
     """One physical GPU, or one MIG instance of it, as the DCGM exporter labels it.
 
-    ``pod`` is the pod the exporter mapped to the device at its newest sample (the
-    ``exported_pod``/``exported_namespace`` labels win over ``pod``/``namespace``: behind a
-    ServiceMonitor without honorLabels the plain ones name the exporter's own pod).
+    ``pod`` is the pod the exporter mapped to the device at its newest sample, and
+    ``shared_with`` the other pods it mapped to the same device then (time-slicing or
+    MPS put several pods on one GPU). Which labels name pods is the source's choice
+    (``exported_pod`` behind a ServiceMonitor without honorLabels, ``pod_name`` on older
+    exporters, else ``pod``).
     """
 
     uuid: str
     index: int
+    """The GPU's index on its node; -1 when the exporter does not say (older ones)."""
     node: str
+    """The node the device reports; ``node_candidates[0]`` when there are several."""
     model_name: str
     pci_bus_id: str = ""
     mig_profile: str | None = None
     mig_instance_id: int | None = None
     pod: PodRef | None = None
     container: str | None = None
+    shared_with: tuple[PodRef, ...] = ()
+    node_candidates: tuple[str, ...] = ()
+    """Every distinct value of the labels that may name the node, in order of
+    preference (``Hostname`` may be the exporter pod's name; ``node`` the real one):
+    the cluster's nodes decide which one is right."""
 
     @property
     def device_id(self) -> str:
@@ -119,6 +128,20 @@ class GpuDevice:
         if self.mig_instance_id is None:
             return self.uuid
         return f"{self.uuid}/mig-{self.mig_instance_id}"
+
+    @property
+    def pods(self) -> tuple[PodRef, ...]:
+        """Every pod the exporter maps to the device now."""
+        return () if self.pod is None else (self.pod, *self.shared_with)
+
+    @property
+    def label(self) -> str:
+        """How a person names it: ``GPU 3``, ``GPU 0 MIG 1g.10gb #2``; the UUID when the
+        exporter gives no index."""
+        name = f"GPU {self.index}" if self.index >= 0 else f"GPU {self.uuid}"
+        if self.mig_instance_id is not None:
+            name += f" MIG {self.mig_profile or '?'} #{self.mig_instance_id}"
+        return name
 
 
 INVENTORY_MAX_S = 3600

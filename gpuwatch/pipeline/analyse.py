@@ -16,6 +16,7 @@ from typing import TypeVar
 
 from gpuwatch.analysis.attribution import attribute
 from gpuwatch.analysis.cost import allocate_cost
+from gpuwatch.analysis.mig import with_gpu_fractions
 from gpuwatch.analysis.ownership import OwnerIndex, team_of
 from gpuwatch.analysis.pricing import PriceBook
 from gpuwatch.analysis.rules.evaluate import evaluate, lookback_s
@@ -98,18 +99,21 @@ def analyse(
     notes.extend(evaluation.notes)
     if gathered.node_prices:
         book = book.with_node_prices(gathered.node_prices)
+    contexts, partitioned, mig_notes = with_gpu_fractions(attribution.contexts, book)
+    notes.extend(mig_notes)
     cost = allocate_cost(
-        attribution.contexts,
+        contexts,
         stats.get(util_avg(settings)),
         cluster.pods,
         book,
         at,
         settings.cost.window_s,
+        partitioned,
     )
     savings = compute_savings(
         SavingsInputs(
             at=at,
-            contexts=attribution.contexts,
+            contexts=contexts,
             cluster=cluster,
             book=book,
             findings=evaluation.findings,
@@ -127,7 +131,7 @@ def analyse(
     actions = plan_scale_down(
         ScaleDownInputs(
             at,
-            attribution.contexts,
+            contexts,
             cluster,
             evaluation.findings,
             settings.actions,
@@ -138,7 +142,7 @@ def analyse(
         MigrationInputs(
             at,
             savings.savings,
-            attribution.contexts,
+            contexts,
             cluster,
             settings.actions,
             settings.attribution.pool_label,

@@ -163,6 +163,8 @@ def test_one_replica_runs_the_jobs_and_another_takes_over_when_it_stops(tmp_path
     )
     settings = Settings.model_validate(
         {
+            "metrics": {"source": "prometheus"},
+            "prometheus": {"url": "http://127.0.0.1:9"},  # no cycle runs here
             "cluster": {"source": "kubernetes"},
             "kubernetes": {"kubeconfig": str(kubeconfig)},
             "daemon": {"lease": "gpuwatch/gpuwatch-daemon"},

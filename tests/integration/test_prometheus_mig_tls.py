@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import ssl
 from datetime import timedelta
 from decimal import Decimal
@@ -30,11 +31,16 @@ ATTACHED = AggregateSpec(Signal.POD_ATTACHED, Aggregate.MAX, 600)
 
 
 def _mig_history() -> str:
-    """An A100 split into two 3g.40gb instances: one held by a pod, one free."""
-    base = (
+    """An A100 split into two 3g.40gb instances: one held by a pod, one free. As real
+    exporters emit it: per instance the graphics engine and the framebuffer, no
+    ``DCGM_FI_DEV_GPU_UTIL`` (unsupported on MIG; some versions send a constant 0,
+    which gpuwatch must not read as idle); device-level families for the card itself,
+    without ``GPU_I_ID``, which must not make a third device."""
+    card = (
         'gpu="0",UUID="GPU-5ca1ab1e-0000-4000-8000-000000000001",device="nvidia0",'
-        'modelName="NVIDIA A100-SXM4-80GB",Hostname="mig-node",GPU_I_PROFILE="3g.40gb"'
+        'modelName="NVIDIA A100-SXM4-80GB",Hostname="mig-node"'
     )
+    base = card + ',GPU_I_PROFILE="3g.40gb"'
     instances = {
         "1": (base + ',GPU_I_ID="1",pod="infer-0",namespace="serving",container="main"', 0.6),
         "2": (base + ',GPU_I_ID="2"', 0.0),
@@ -42,7 +48,7 @@ def _mig_history() -> str:
     lines = []
     for family, value_of in (
         ("DCGM_FI_PROF_GR_ENGINE_ACTIVE", lambda u: u),
-        ("DCGM_FI_DEV_GPU_UTIL", lambda u: round(u * 100)),
+        ("DCGM_FI_DEV_GPU_UTIL", lambda u: 0),
         ("DCGM_FI_DEV_FB_USED", lambda u: 30000.0 if u else 0.0),
         ("DCGM_FI_DEV_FB_FREE", lambda u: 10240.0 if u else 40240.0),
     ):
@@ -50,6 +56,10 @@ def _mig_history() -> str:
         for labels, util in instances.values():
             for t in range(AT_S - 1800 + 60, AT_S + 1, 60):
                 lines.append(f"{family}{{{labels}}} {value_of(util)} {t}")
+    for family, value in (("DCGM_FI_DEV_GPU_TEMP", 41), ("DCGM_FI_DEV_POWER_USAGE", 88.5)):
+        lines.append(f"# TYPE {family} gauge")
+        for t in range(AT_S - 1800 + 60, AT_S + 1, 60):
+            lines.append(f"{family}{{{card}}} {value} {t}")
     lines.append("# TYPE gpuwatch_train_last_checkpoint_timestamp_seconds gauge")
     for t in range(AT_S - 1800 + 60, AT_S + 1, 60):
         lines.append(
@@ -95,6 +105,7 @@ def test_mig_instances_are_separate_devices(mig_prometheus):
     ]
     held, free = stats.devices
     assert held.pod is not None and held.pod.name == "infer-0" and free.pod is None
+    # The graphics engine's activity, never the GPU_UTIL of 0 the exporter sent.
     assert stats.get(UTIL).tolist() == [0.6, 0.0]
     assert stats.get(MEMORY)[0] == pytest.approx(30000 / 40240)
     assert stats.get(ATTACHED).tolist() == [1.0, 0.0]
@@ -143,3 +154,14 @@ def test_training_jobs_last_checkpoint_from_their_metric(mig_prometheus):
         ("llm", "pretrain-worker-0"): SHOWCASE_AT - timedelta(minutes=2)
     }
     assert checkpoints.progress(SHOWCASE_AT) == {("llm", "pretrain-worker-0"): (140, 125)}
+
+
+def test_mig_instances_without_the_graphics_engine_are_not_judged(mig_prometheus, tmp_path):
+    """With DCP metrics off, a MIG instance has no utilization at all: GPU_UTIL's 0 is
+    not a measurement of it, so it is unknown, never idle."""
+    names = {"gr_engine_active": "DCGM_FI_PROF_NOT_COLLECTED"}
+    source = _source(mig_prometheus.url, metrics=names)
+    stats = source.window_stats(WindowRequest(SHOWCASE_AT, frozenset({UTIL, ATTACHED})))
+    assert [d.mig_instance_id for d in stats.devices] == [1, 2]  # still there (framebuffer)
+    assert all(math.isnan(v) for v in stats.get(UTIL))
+    assert stats.get(ATTACHED).tolist() == [1.0, 0.0]

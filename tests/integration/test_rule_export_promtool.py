@@ -11,6 +11,7 @@ test renders them.
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,13 @@ def gpu(uuid: str, index: int = 0, node: str = "n1", **extra: str) -> dict[str, 
 def series(metric: str, labels: dict[str, str], values: str) -> dict[str, str]:
     text = ", ".join(f'{k}="{v}"' for k, v in labels.items())
     return {"series": f"{metric}{{{text}}}", "values": values}
+
+
+def util(labels: dict[str, str], values: str) -> list[dict[str, str]]:
+    """A GPU's utilization series, and the framebuffer series every exporter sends beside
+    it (with the same labels: the evidence of which pod holds the GPU)."""
+    framebuffer = re.sub(r"(?<![x\d.])\d+(\.\d+)?", "1000", values)
+    return [series(UTIL, labels, values), series(FB_USED, labels, framebuffer)]
 
 
 def held(labels: dict[str, str], pod: str, exported: bool = False) -> dict[str, str]:
@@ -182,9 +190,9 @@ class TestIdleAndUnallocated:
             tmp_path,
             [shipped["gpu-idle"], shipped["gpu-unallocated"]],
             [
-                series(UTIL, held(idle, "train-0", exported), "5" + FULL),
-                series(UTIL, held(busy, "train-1", exported), "50" + FULL),
-                series(UTIL, unheld, "5" + FULL),
+                *util(held(idle, "train-0", exported), "5" + FULL),
+                *util(held(busy, "train-1", exported), "50" + FULL),
+                *util(unheld, "5" + FULL),
             ],
             {
                 ("40m", "GpuwatchGpuIdle"): [fired("gpu-idle", idle, waste=True)],
@@ -201,9 +209,9 @@ class TestIdleAndUnallocated:
             [
                 # GPU_UTIL says 50 % busy; the graphics engine was active 5 % of the time.
                 series(GR, held(a, "train-0"), "0.05" + FULL),
-                series(UTIL, held(a, "train-0"), "50" + FULL),
+                *util(held(a, "train-0"), "50" + FULL),
                 series(GR, held(b, "train-1"), "0.5" + FULL),
-                series(UTIL, held(b, "train-1"), "5" + FULL),
+                *util(held(b, "train-1"), "5" + FULL),
             ],
             {("40m", "GpuwatchGpuIdle"): [fired("gpu-idle", a, waste=True)]},
         )
@@ -216,8 +224,8 @@ class TestIdleAndUnallocated:
             [
                 # Held until 20 min, then no pod: neither idle (now unheld) nor unallocated
                 # (held within the last 30 min) at 40 min; unallocated at 51 min.
-                series(UTIL, held(released, "train-0"), "5x40"),
-                series(UTIL, released, "_x40 5x60"),
+                *util(held(released, "train-0"), "5x40"),
+                *util(released, "_x40 5x60"),
             ],
             {
                 ("40m", "GpuwatchGpuIdle"): [],
@@ -233,7 +241,7 @@ class TestIdleAndUnallocated:
         check(
             tmp_path,
             [shipped["gpu-idle"]],
-            [series(UTIL, held(a, "train-0"), f"_x{missing} 5x{79 - missing}")],
+            [*util(held(a, "train-0"), f"_x{missing} 5x{79 - missing}")],
             {("40m", "GpuwatchGpuIdle"): [fired("gpu-idle", a, waste=True)] if judged else []},
         )
 
@@ -244,10 +252,12 @@ class TestIdleAndUnallocated:
             tmp_path,
             [shipped["gpu-idle"]],
             [
+                # As real exporters emit MIG instances: the graphics engine and the
+                # framebuffer per GPU_I_ID, no GPU_UTIL.
                 series(GR, held(idle, "infer-0"), "0.01" + FULL),
-                series(UTIL, held(idle, "infer-0"), "1" + FULL),
+                series(FB_USED, held(idle, "infer-0"), "1000" + FULL),
                 series(GR, held(busy, "infer-1"), "0.8" + FULL),
-                series(UTIL, held(busy, "infer-1"), "80" + FULL),
+                series(FB_USED, held(busy, "infer-1"), "1000" + FULL),
             ],
             {
                 ("40m", "GpuwatchGpuIdle"): [
@@ -444,7 +454,11 @@ class TestCustomNames:
     def test_metric_and_label_names_from_settings(self, tmp_path):
         settings = PrometheusSettings.model_validate(
             {
-                "metrics": {"gpu_util": "gpu_util_pct", "gr_engine_active": "gr_active"},
+                "metrics": {
+                    "gpu_util": "gpu_util_pct",
+                    "gr_engine_active": "gr_active",
+                    "fb_used": "fb_used_mib",
+                },
                 "labels": {"uuid": "uuid", "node": "node_name", "pod_labels": "plain"},
             }
         )
@@ -459,7 +473,9 @@ class TestCustomNames:
             [idle],
             [
                 series("gpu_util_pct", {**a, "pod": "train-0"}, "5" + FULL),
+                series("fb_used_mib", {**a, "pod": "train-0"}, "1000" + FULL),
                 series("gpu_util_pct", {**b, "pod": "train-1"}, "5" + FULL),
+                series("fb_used_mib", {**b, "pod": "train-1"}, "1000" + FULL),
                 series("kube_node_labels", {"node": "n1", "label_gpu_pool": "gpu-training"},
                        "1" + FULL),
                 series("kube_node_labels", {"node": "n2", "label_pool": "gpu-training"},
@@ -488,7 +504,7 @@ def test_annotations_render(tmp_path, shipped):
     check(
         tmp_path,
         [shipped["gpu-idle"]],
-        [series(UTIL, held(a, "train-0"), "5" + FULL)],
+        [*util(held(a, "train-0"), "5" + FULL)],
         {("40m", "GpuwatchGpuIdle"): [expected]},
         annotations=True,
     )

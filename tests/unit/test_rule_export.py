@@ -91,7 +91,10 @@ class TestShippedRules:
         for alert in alerts(list(load_rules())):
             annotations = alert["annotations"]
             assert {"summary", "description", "value"} <= set(annotations)
-            assert "{{ $labels.Hostname }}" in annotations["summary"]
+            assert (
+                "{{ or $labels.Hostname $labels.node $labels.kubernetes_node }}"
+                in (annotations["summary"])
+            )
             assert "{{ $labels.UUID }}" in annotations["description"]
             assert "for" not in alert  # the shipped rules fire at once
 
@@ -104,15 +107,18 @@ class TestShippedRules:
     def test_idle_expression(self):
         idle = by_name(list(load_rules()))["GpuwatchGpuIdle"]
         expr = idle["expr"]
-        # The window aggregate, GR_ENGINE_ACTIVE first, GPU_UTIL in percent scaled.
+        # The window aggregate, GR_ENGINE_ACTIVE first, GPU_UTIL in percent scaled, and
+        # GPU_UTIL never for a MIG instance (real exporters emit none, or a constant 0).
         assert "sum_over_time(DCGM_FI_PROF_GR_ENGINE_ACTIVE[1799999ms])" in expr
-        assert "count_over_time(DCGM_FI_DEV_GPU_UTIL[1799999ms]))) * 0.01)" in expr
+        assert 'count_over_time(DCGM_FI_DEV_GPU_UTIL{GPU_I_ID=""}[1799999ms]))) * 0.01)' in expr
         assert ") < 0.1\nand on (UUID, GPU_I_ID)" in expr
         # Coverage as gpuwatch computes it: samples / (window / scrape interval).
         assert ") / 60 >= 0.5\n)" in expr
-        # Allocated: the newest sample has a pod label, exported or plain (auto).
-        assert 'DCGM_FI_DEV_GPU_UTIL{exported_pod!=""}[29999ms]' in expr
-        assert 'DCGM_FI_DEV_GPU_UTIL{pod!=""}[29999ms]' in expr
+        # Allocated: the newest framebuffer sample (every device reports one, MIG
+        # instances too) has a pod label: exported, legacy or plain (auto).
+        assert 'DCGM_FI_DEV_FB_USED{exported_pod!=""}[29999ms]' in expr
+        assert 'DCGM_FI_DEV_FB_USED{pod_name!=""}[29999ms]' in expr
+        assert 'DCGM_FI_DEV_FB_USED{pod!=""}[29999ms]' in expr
         assert expr.rstrip().endswith(") == 1\n)")
         assert "kube_node_labels" not in expr
         assert "Kubernetes API" in idle["annotations"]["gpuwatch_note"]
@@ -237,7 +243,11 @@ class TestCustomRules:
     def test_custom_metric_and_label_names(self):
         settings = PrometheusSettings.model_validate(
             {
-                "metrics": {"gpu_util": "gpu_util_pct", "gr_engine_active": "gr_active"},
+                "metrics": {
+                    "gpu_util": "gpu_util_pct",
+                    "gr_engine_active": "gr_active",
+                    "fb_used": "fb_used_mib",
+                },
                 "labels": {
                     "uuid": "uuid",
                     "node": "node_name",
@@ -256,7 +266,8 @@ class TestCustomRules:
         expr = idle["expr"]
         assert "DCGM_FI" not in expr and "UUID" not in expr and "Hostname" not in expr
         assert "sum by (uuid, mig_id, node_name, index, model) (" in expr
-        assert "sum_over_time(gr_active[" in expr and 'gpu_util_pct{pod!=""}' in expr
+        assert "sum_over_time(gr_active[" in expr and 'gpu_util_pct{mig_id=""}' in expr
+        assert 'fb_used_mib{pod!=""}' in expr
         assert "and on (uuid, mig_id)" in expr and "and on (node_name)" in expr
         assert "exported_pod" not in expr
         summary = idle["annotations"]["summary"]

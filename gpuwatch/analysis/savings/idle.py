@@ -38,7 +38,9 @@ def compute(inputs: SavingsInputs) -> tuple[list[Saving], list[SavingExcluded]]:
         if not currency or any(p is None for p in prices):
             excluded.append(SavingExcluded(KIND, scope, f"no price for {ctx.model}"))
             continue
-        shares = [sum(h.share for h in c.holders) or 1.0 for _, c in members]
+        # The GPU-hours the workload holds: its share of each device, a MIG instance
+        # being its part of a GPU.
+        shares = [(sum(h.share for h in c.holders) or 1.0) * c.gpu_fraction for _, c in members]
         per_hour = sum(
             (p.per_gpu_hour * Decimal(str(s)) for p, s in zip(prices, shares, strict=True) if p),
             Decimal(0),

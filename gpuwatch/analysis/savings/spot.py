@@ -68,7 +68,7 @@ def compute(inputs: SavingsInputs) -> tuple[list[Saving], list[SavingExcluded]]:
         interval_s = interval_s or settings.checkpoint_interval_s
         target = _spot_pool(inputs, ctx)
         preemptions = settings.pools.get(target or "", settings.preemptions_per_hour)
-        gpus = sum(h.share for _, h in held)
+        gpus = sum(h.share * c.gpu_fraction for c, h in held)
         rework_h = Decimal(str(preemptions)) * Decimal(interval_s / 2 + settings.restart_s)
         rework_h /= Decimal(3600)
         per_gpu_hour = (

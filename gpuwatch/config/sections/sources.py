@@ -8,9 +8,9 @@ pools and teams: everything the adapters in ``gpuwatch.sources`` are built from.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from gpuwatch.config.sections.base import Section
 
@@ -86,25 +86,40 @@ class DcgmMetricNames(Section):
     )
 
 
+def _names(value: object) -> object:
+    """A label setting given as one name means a list of one."""
+    return [value] if isinstance(value, str) else value
+
+
+LabelNames = Annotated[list[str], BeforeValidator(_names), Field(min_length=1)]
+
+
 class DcgmLabels(Section):
-    """Label names on DCGM exporter series."""
+    """Label names on DCGM exporter series. Exporter versions and deployments name some
+    of them differently; where a setting is a list, the first name present wins."""
 
     uuid: str = Field("UUID", description="GPU UUID: the identity of a physical GPU.")
-    gpu: str = Field("gpu", description="GPU index on its node.")
-    node: str = Field(
-        "Hostname",
-        description="Node name. The exporter sets `Hostname` to the node it runs on.",
+    gpu: str = Field("gpu", description="GPU index on its node (older exporters may not set it).")
+    node: LabelNames = Field(
+        default_factory=lambda: ["Hostname", "node", "kubernetes_node"],
+        description="Labels that may name the GPU's node, in order of preference. The "
+        "exporter sets `Hostname` to its host's name, which on some platforms (AKS, "
+        "exporters not run with hostNetwork) is the exporter pod's name; Prometheus "
+        "relabeling often adds `node` or `kubernetes_node`. The first that names a node "
+        "the cluster knows is used, and `data_quality[]` says when they disagree.",
     )
     model: str = Field("modelName", description="GPU model name.")
     pci_bus_id: str = Field("pci_bus_id", description="PCI bus id.")
     mig_profile: str = Field("GPU_I_PROFILE", description="MIG profile (MIG devices only).")
     mig_instance: str = Field("GPU_I_ID", description="MIG instance id (MIG devices only).")
-    pod_labels: Literal["auto", "exported", "plain"] = Field(
+    pod_labels: Literal["auto", "exported", "plain", "legacy"] = Field(
         "auto",
-        description="Which pod labels name the workload. Behind a ServiceMonitor without "
-        "honorLabels they arrive as `exported_pod`/`exported_namespace`/"
-        "`exported_container` and the plain ones name the exporter's own pod. `auto`: "
-        "exported ones when any series has them.",
+        description="Which labels name the pod using a GPU: `exported` "
+        "(`exported_pod`/`exported_namespace`/`exported_container`, what a ServiceMonitor "
+        "without honorLabels leaves, the plain ones then naming the exporter's own pod), "
+        "`legacy` (`pod_name`/`pod_namespace`/`container_name`, older exporters), `plain` "
+        "(`pod`/`namespace`/`container`). `auto`: the first of exported, legacy, plain "
+        "that any series carries.",
     )
 
 

@@ -132,14 +132,21 @@ def node_capacity(
     where: str,
     gpu_aliases: Mapping[str, str] = GPU_RESOURCE_ALIASES,
 ) -> dict[str, float]:
-    """A node's resources from its ``status``, renamed GPU slices counted as physical GPUs."""
+    """A node's resources from its ``status``, time-sliced GPUs counted as physical GPUs.
+
+    With time-slicing or MPS, the device plugin advertises ``replicas`` slices per GPU:
+    under a new name (``nvidia.com/gpu.shared``, folded into ``nvidia.com/gpu`` here), or
+    as ``nvidia.com/gpu`` itself when it does not rename. Either way the count is divided
+    by ``nvidia.com/gpu.replicas``, so that a node with 4 GPUs shared 10 ways has 4."""
     # capacity is what the node has; allocatable subtracts system reservations. GPUs are
     # never reserved, and a node that reports only allocatable still says what it has.
     raw_capacity = status.get("capacity") or status.get("allocatable")
     capacity = _quantities(raw_capacity, f"{where}: status.capacity")
+    replicas = _replicas(labels.get(GPU_REPLICAS_LABEL, ""))
     if any(resource in gpu_aliases for resource in capacity):
-        replicas = _replicas(labels.get(GPU_REPLICAS_LABEL, ""))
-        capacity = fold_gpu_aliases(capacity, gpu_aliases, divisor=replicas)
+        return fold_gpu_aliases(capacity, gpu_aliases, divisor=replicas)
+    if replicas > 1 and WHOLE_GPU_RESOURCE in capacity:
+        capacity[WHOLE_GPU_RESOURCE] /= replicas
     return capacity
 
 

@@ -1,8 +1,8 @@
 """The metrics seam over a PromQL API: one cycle's window aggregates, per GPU.
 
 A cycle first asks which GPUs reported recently (the inventory, over the longest window
-or the last hour, whichever is shorter: every
-series of the utilization metric, with the time of its newest sample), then asks each
+or the last hour, whichever is shorter: every series of the utilization, graphics-engine
+or framebuffer metrics, with the time of its newest sample), then asks each
 aggregate, sharded by GPU so that no request loads more than the sample budget, with
 at most ``max_concurrency`` requests in flight. A request refused as too big is halved
 and asked again; what still fails after ``max_split_depth`` halvings fails the cycle
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -34,7 +35,7 @@ from gpuwatch.model.metrics import (
     WindowStats,
     inventory_window_s,
 )
-from gpuwatch.promql import QueryBuilder, QueryPart, Shard, shards
+from gpuwatch.promql import PodLabels, QueryBuilder, QueryPart, Shard, pod_labels_for, shards
 from gpuwatch.sources.base import Progress
 from gpuwatch.sources.prometheus.client import InstantSeries, PrometheusClient, RangeSeries
 from gpuwatch.sources.prometheus.planner import (
@@ -45,7 +46,6 @@ from gpuwatch.sources.prometheus.planner import (
 )
 
 log = logging.getLogger(__name__)
-_NODE_LABEL_FALLBACKS = ("node", "kubernetes_node")
 
 
 class PrometheusMetricsSource:
@@ -63,11 +63,11 @@ class PrometheusMetricsSource:
         probe = QueryBuilder(self.settings.metrics, self.labels, self._step(), "pod")
         inventory = self._sharded(probe.inventory(seen_within), [Shard()], at)
         present = [s for s in inventory if s.value > at.timestamp() - seen_within]
-        pod_label, mode_prefix = self._pod_label_mode(present)
-        devices = self._devices(present, mode_prefix)
+        pods = self._pod_labels(present)
+        devices = self._devices(present, pods)
         keys = {self._key(d.uuid, d.mig_instance_id): i for i, d in enumerate(devices)}
 
-        builder = QueryBuilder(self.settings.metrics, self.labels, self._step(), pod_label)
+        builder = QueryBuilder(self.settings.metrics, self.labels, self._step(), pods.pod)
         count = instant_shard_count(
             len(present), longest, self.settings.scrape_interval_s, self.settings.sample_budget
         )
@@ -105,9 +105,9 @@ class PrometheusMetricsSource:
         step = request.step_s
         probe = QueryBuilder(self.settings.metrics, self.labels, self._step(), "pod")
         recent = self._sharded(probe.inventory(max(step, 300)), [Shard()], request.end)
-        pod_label, _ = self._pod_label_mode(recent)
+        pod_label = self._pod_labels(recent).pod
         labels = self.labels
-        identity = (labels.node, labels.gpu, labels.model)
+        identity = (*labels.node, labels.gpu, labels.model)
         builder = QueryBuilder(
             self.settings.metrics, labels, self._step(), pod_label, identity=identity
         )
@@ -169,8 +169,8 @@ class PrometheusMetricsSource:
             return HolderHistory((), times, (), np.empty((0, 0), dtype=np.int32))
         probe = QueryBuilder(self.settings.metrics, self.labels, self._step(), "pod")
         recent = self._sharded(probe.inventory(max(step, 300)), [Shard()], request.end)
-        pod_label, prefix = self._pod_label_mode(recent)
-        namespace_label = f"{prefix}namespace"
+        pods = self._pod_labels(recent)
+        pod_label, namespace_label = pods.pod, pods.namespace
         builder = QueryBuilder(self.settings.metrics, self.labels, self._step(), pod_label)
         part = builder.holders(step, namespace_label)
         plan = self._plan(times, step, len(recent), step)
@@ -239,13 +239,19 @@ class PrometheusMetricsSource:
 
     def _device(self, key: tuple[str, str], lab: Mapping[str, str]) -> GpuDevice:
         labels = self.labels
+        candidates = self._node_candidates(lab)
         return GpuDevice(
             uuid=key[0],
             index=_int(lab.get(labels.gpu), -1),
-            node=lab.get(labels.node, ""),
+            node=candidates[0] if candidates else "",
             model_name=lab.get(labels.model, ""),
             mig_instance_id=_int(key[1], None) if key[1] else None,
+            node_candidates=candidates,
         )
+
+    def _node_candidates(self, lab: Mapping[str, str]) -> tuple[str, ...]:
+        """The distinct values of the node labels, in the settings' order."""
+        return tuple(dict.fromkeys(lab[name] for name in self.labels.node if lab.get(name)))
 
     def _step(self) -> float:
         return self.settings.scrape_interval_s
@@ -276,12 +282,10 @@ class PrometheusMetricsSource:
                 part, right, at, depth + 1
             )
 
-    def _pod_label_mode(self, series: Sequence[InstantSeries]) -> tuple[str, str]:
-        mode = self.labels.pod_labels
-        if mode == "auto":
-            exported = any("exported_pod" in s.labels for s in series)
-            mode = "exported" if exported else "plain"
-        return ("exported_pod", "exported_") if mode == "exported" else ("pod", "")
+    def _pod_labels(self, series: Sequence[InstantSeries]) -> PodLabels:
+        """Which labels name pods on these series (``prometheus.labels.pod_labels``)."""
+        seen = {name for item in series for name in item.labels}
+        return pod_labels_for(self.labels.pod_labels, seen)
 
     def _series_key(self, labels: Mapping[str, str]) -> tuple[str, str]:
         return self._key(labels.get(self.labels.uuid, ""), labels.get(self.labels.mig_instance))
@@ -289,35 +293,49 @@ class PrometheusMetricsSource:
     def _key(self, uuid: str, mig: int | str | None) -> tuple[str, str]:
         return (uuid, "" if mig is None else str(mig))
 
-    def _devices(self, series: Sequence[InstantSeries], prefix: str) -> list[GpuDevice]:
+    def _devices(self, series: Sequence[InstantSeries], pods: PodLabels) -> list[GpuDevice]:
+        """One device per GPU (or MIG instance) in the inventory, with the pods the
+        exporter maps to it at its newest scrape."""
         labels = self.labels
-        newest: dict[tuple[str, str], InstantSeries] = {}
+        by_key: dict[tuple[str, str], list[InstantSeries]] = defaultdict(list)
         for item in series:
             uuid = item.labels.get(labels.uuid)
-            if not uuid:
-                continue
-            key = self._key(uuid, item.labels.get(labels.mig_instance))
-            if key not in newest or item.value > newest[key].value:
-                newest[key] = item
+            if uuid:
+                by_key[self._key(uuid, item.labels.get(labels.mig_instance))].append(item)
+        # A MIG-enabled GPU is its instances: series of the parent itself (device-level
+        # metrics some exporters add) make no second device beside them.
+        partitioned = {uuid for uuid, mig in by_key if mig}
+        # Pods still labelled within two scrapes of the device's newest sample hold it
+        # now (time-slicing and MPS put several there); older ones held it earlier.
+        fresh_s = 2 * self.settings.scrape_interval_s
         devices = []
-        for (uuid, mig), item in sorted(newest.items()):
-            lab = item.labels
-            pod_name = lab.get(f"{prefix}pod")
-            namespace = lab.get(f"{prefix}namespace")
-            node = lab.get(labels.node) or next(
-                (lab[n] for n in _NODE_LABEL_FALLBACKS if lab.get(n)), ""
-            )
+        for (uuid, mig), items in sorted(by_key.items()):
+            if not mig and uuid in partitioned:
+                continue
+            items.sort(key=lambda item: -item.value)
+            lab = items[0].labels
+            holding = [
+                PodRef(i.labels[pods.namespace], i.labels[pods.pod])
+                for i in items
+                if i.value >= items[0].value - fresh_s
+                and i.labels.get(pods.pod)
+                and i.labels.get(pods.namespace)
+            ]
+            holding = list(dict.fromkeys(holding))
+            candidates = self._node_candidates(lab)
             devices.append(
                 GpuDevice(
                     uuid=uuid,
                     index=_int(lab.get(labels.gpu), -1),
-                    node=node,
+                    node=candidates[0] if candidates else "",
                     model_name=lab.get(labels.model, ""),
                     pci_bus_id=lab.get(labels.pci_bus_id, ""),
-                    mig_profile=lab.get(labels.mig_profile) or None,
+                    mig_profile=_profile(lab.get(labels.mig_profile)),
                     mig_instance_id=_int(mig, None) if mig else None,
-                    pod=PodRef(namespace, pod_name) if pod_name and namespace else None,
-                    container=lab.get(f"{prefix}container") or None,
+                    pod=holding[0] if holding else None,
+                    container=lab.get(pods.container) or None,
+                    shared_with=tuple(holding[1:]),
+                    node_candidates=candidates,
                 )
             )
         return devices
@@ -332,6 +350,13 @@ class PrometheusMetricsSource:
             if index is not None:
                 column[index] = item.value * scale
         return column
+
+
+def _profile(text: str | None) -> str | None:
+    """A MIG profile label; some exporter versions write ``<<<NULL>>>`` for unknown."""
+    if not text or text.startswith("<<<"):
+        return None
+    return text
 
 
 def _int(text: str | None, default: int | None) -> int | None:  # type: ignore[return]

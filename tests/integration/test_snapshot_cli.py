@@ -1,0 +1,51 @@
+"""A cluster read from a `kubectl get -o json` file, with real metrics from Prometheus: the
+command line as a user runs it, from a file and from standard input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.builders import run_gpuwatch
+from tests.integration.conftest import HISTORY
+
+pytestmark = pytest.mark.integration
+
+
+def test_snapshot_file_and_stdin_with_prometheus_give_the_demo_findings(
+    tmp_path, history_prometheus
+):
+    server, _ = history_prometheus
+    snap = run_gpuwatch(
+        "simulate", "snapshot", "--gpus", str(HISTORY.gpus), "--out", "snap.json", cwd=tmp_path
+    )
+    assert snap.returncode == 0, snap.stderr
+    args = ("--at", "2026-11-24T02:00:00Z", "--output", "json", "--prometheus-url", server.url)
+    # The backfilled history has a sample a minute, as a 60 s scrape interval would.
+    env = {"GPUWATCH_PROMETHEUS__SCRAPE_INTERVAL_S": str(HISTORY.step_s)}
+    from_file = run_gpuwatch(
+        "once", "--cluster-snapshot", "snap.json", *args, "--out", "a", cwd=tmp_path, env=env
+    )
+    from_stdin = subprocess.run(
+        [sys.executable, "-m", "gpuwatch", "once", "--cluster-snapshot", "-", *args,
+         "--out", "b"],
+        input=(tmp_path / "snap.json").read_text(), cwd=tmp_path, capture_output=True,
+        text=True, timeout=120, check=False, env={**os.environ, **env},
+    )  # fmt: skip
+    demo = run_gpuwatch("demo", "--at", "2026-11-24T02:00:00Z", "--output", "json", cwd=tmp_path)
+    for run in (from_file, from_stdin, demo):
+        assert run.returncode == 0, run.stderr
+    results = [json.loads(r.stdout) for r in (from_file, from_stdin, demo)]
+    assert [r["source"]["cluster"] for r in results] == ["snapshot-file"] * 2 + ["simulator"]
+    assert [r["source"]["metrics"] for r in results] == ["prometheus"] * 2 + ["simulator"]
+
+    def key(finding):
+        return (finding["rule"], finding["gpu_uuid"], finding["workload"])
+
+    expected = sorted(map(key, results[2]["findings"]))
+    assert sorted(map(key, results[0]["findings"])) == expected
+    assert sorted(map(key, results[1]["findings"])) == expected
