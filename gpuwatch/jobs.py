@@ -57,12 +57,12 @@ def cycle_job(
     ``push`` (CronJob mode: the daemon serves its own), write the result JSON.
     ``starting`` is told the adapters before the cycle runs. Raises ``ConfigError``
     before anything is read when the settings or rules cannot be used."""
-    components = build_components(settings, at, console)
-    if starting is not None:
-        starting(components)
-    result = run_cycle(components, settings, at)
-    if push:
-        result = push_self_metrics(settings, components, result)
+    with build_components(settings, at, console) as components:
+        if starting is not None:
+            starting(components)
+        result = run_cycle(components, settings, at)
+        if push:
+            result = push_self_metrics(settings, components, result)
     path, error = write_result(result, settings.output.dir)
     return CycleRun(result, path, error)
 
@@ -106,20 +106,20 @@ def make_report(
         settings = settings.model_copy(
             update={"simulator": settings.simulator.model_copy(update={"days": days})}
         )
-    components = build_components(settings, period.end, console)
     store = ReportStore.from_settings(settings.report)
     interval = sample_interval_s(settings)
-    previous = _previous(store, settings, period, components, interval, stage, step)
-    data = build_report(
-        components,
-        settings,
-        period,
-        interval,
-        previous=previous,
-        cycles_dir=settings.output.dir,
-        progress=step,
-        stage=stage,
-    )
+    with build_components(settings, period.end, console) as components:
+        previous = _previous(store, settings, period, components, interval, stage, step)
+        data = build_report(
+            components,
+            settings,
+            period,
+            interval,
+            previous=previous,
+            cycles_dir=settings.output.dir,
+            progress=step,
+            stage=stage,
+        )
     if stage:
         stage("writing")
     paths = store.write_tables(data)

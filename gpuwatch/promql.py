@@ -142,16 +142,38 @@ class QueryBuilder:
         return f"{window_s * 1000 - 1}ms"
 
     def inventory(self, window_s: int) -> QueryPart:
-        """Every series that reports a device (utilization, graphics-engine activity or
-        framebuffer) seen in the window, with all its labels; the value is the unix time
-        of its newest sample. Series of one device with the same labels merge (``or``
-        keeps the first); series that differ (another pod) stay apart."""
-        n = self.names
-        present = " or ".join(
-            f"timestamp({self._m(metric)})"
-            for metric in (n.gr_engine_active, n.gpu_util, n.fb_used)
+        """Every device (GPU or MIG instance) that any of the exporter's families
+        reported in the window, with its identity and pod labels; the value is the unix
+        time of its newest sample. Series that differ in pod labels (another pod on the
+        same device) stay apart.
+
+        Any family counts: exporters differ in which they send (no GPU_UTIL for MIG, no
+        framebuffer for MIG on some versions, custom counter lists). The family name is
+        copied into a label before ``timestamp()`` drops it, so that two families of one
+        device do not collide, then merged away. The subquery's step is the lookback
+        delta's default (5 min): each step's ``timestamp()`` still sees every sample,
+        and the query costs a tenth of one stepped at the scrape interval."""
+        names = sorted({self.names.device_families, *self.names.model_dump().values()} - {""})
+        regex = "|".join(names)
+        families = (
+            f'label_replace({{__name__=~"{regex}",$SEL}}, "family_", "$1", "__name__", "(.*)")'
         )
-        return QueryPart(f"max_over_time(({present})[{self._range(window_s)}:{self.step}])")
+        kept = ", ".join(self.inventory_labels())
+        step = f"{min(300, max(window_s, self.step_s))}s"
+        return QueryPart(
+            f"max by ({kept}) "
+            f"(max_over_time(timestamp({families})[{self._range(window_s)}:{step}]))"
+        )
+
+    def inventory_labels(self) -> list[str]:
+        """The labels the inventory keeps: identity, node, model and every pod label set."""
+        lab = self.labels
+        pods = [name for s in POD_LABEL_SETS.values() for name in (s.pod, s.namespace, s.container)]
+        wanted = [
+            lab.uuid, lab.mig_instance, lab.mig_profile, lab.gpu, lab.model, lab.pci_bus_id,
+            *lab.node, *pods,
+        ]  # fmt: skip
+        return list(dict.fromkeys(wanted))
 
     def holders(self, window_s: int, namespace_label: str) -> QueryPart:
         """Per GPU and pod, how many samples in the window carried that pod's label: the

@@ -110,11 +110,16 @@ def build_components(
         checkpoints = TrainingCheckpoints(metrics.client)
         if settings.cost.opencost:
             node_prices = OpenCostPrices(metrics.client, settings.cost.opencost_currency)
+    state = build_state(settings, api)
+    closers = [metrics.client.close] if isinstance(metrics, PrometheusMetricsSource) else []
+    if api.cache_info().currsize:  # a Kubernetes API was built: its connection pool
+        closers.append(api().close)
     return Components(
+        closers=tuple(closers),
         metrics=metrics,
         cluster=cluster,
         rules=rules,
-        state=build_state(settings, api),
+        state=state,
         notifier=notifier,
         price_book=load_price_book(settings.cost.price_book),
         node_prices=node_prices,

@@ -42,7 +42,7 @@ from gpuwatch.model.cluster import (
     gpu_share,
 )
 from gpuwatch.model.findings import DataQualityNote, GpuHolder
-from gpuwatch.model.metrics import GpuDevice
+from gpuwatch.model.metrics import NO_NODE, GpuDevice
 
 EXACT = "exact"
 APPROXIMATE = "approximate"
@@ -74,6 +74,16 @@ class GpuContext:
     @property
     def allocated(self) -> bool:
         return bool(self.holders)
+
+    @property
+    def node_shown(self) -> str:
+        """The node as messages name it: an exporter without a host label gives none."""
+        return self.node_name or NO_NODE
+
+    @property
+    def gpu_shown(self) -> str:
+        """What follows "GPU " in messages (``3``, ``0 MIG 1g.10gb #2``, the UUID)."""
+        return self.device.short_label if self.device is not None else "?"
 
     @cached_property
     def in_gpu_pool(self) -> bool:
@@ -109,7 +119,8 @@ def attribute(
     nodes = {n.name: n for n in cluster.nodes}
     notes: list[DataQualityNote] = []
     slots_by_node: dict[str, list[_Slot]] = defaultdict(list)
-    slots = [_Slot(_placed(d, nodes, notes)) for d in devices]
+    pods_by_name: dict[str, Pod] = {pod.name: pod for pod in cluster.pods if pod.node_name}
+    slots = [_Slot(_placed(d, nodes, pods_by_name, notes)) for d in devices]
     for slot in slots:
         slots_by_node[slot.device.node].append(slot)
 
@@ -163,7 +174,7 @@ def attribute(
                     node=slot.device.node,
                     gpu_uuid=slot.device.uuid,
                     message=f"GPU {slot.device.uuid} reports node "
-                    f"{slot.device.node or '(no node label)'}, which the cluster state "
+                    f"{slot.device.node or NO_NODE}, which the cluster state "
                     "does not have",
                 )
             )
@@ -173,7 +184,7 @@ def attribute(
                     kind="approximate_attribution",
                     node=slot.device.node,
                     gpu_uuid=slot.device.uuid,
-                    message=f"{slot.device.label} on {slot.device.node}: "
+                    message=f"{slot.device.label} on {slot.device.node or NO_NODE}: "
                     + (
                         f"{len(slot.device.pods)} pods share it (time-slicing or MPS); its "
                         "cost is split by their GPU requests"
@@ -202,10 +213,22 @@ def attribute(
 
 
 def _placed(
-    device: GpuDevice, nodes: Mapping[str, Node], notes: list[DataQualityNote]
+    device: GpuDevice,
+    nodes: Mapping[str, Node],
+    pods: Mapping[str, Pod],
+    notes: list[DataQualityNote],
 ) -> GpuDevice:
-    """``device`` on the first of its node labels that names a known node."""
+    """``device`` on the first of its node labels that names a known node, else on the
+    node of the pod one names (the exporter's ``Hostname`` is often its own pod's name,
+    and that pod runs on the GPU's node)."""
+    named = ", ".join(device.node_candidates)
     known = next((name for name in device.node_candidates if name in nodes), None)
+    how = f"{known} is a node the cluster has"
+    if known is None:
+        exporter = next((pods[n] for n in device.node_candidates if n in pods), None)
+        if exporter is not None and exporter.node_name in nodes:
+            known = exporter.node_name
+            how = f"{exporter.name} is pod {exporter.namespace}/{exporter.name}, on node {known}"
     if known is None or known == device.node:
         return device
     notes.append(
@@ -213,10 +236,9 @@ def _placed(
             kind="node_label",
             node=known,
             gpu_uuid=device.uuid,
-            message=f"{device.label} ({device.uuid}): its node labels say "
-            + ", ".join(device.node_candidates)
-            + f"; {known} is the node the cluster has ({device.node} is not: the "
-            "exporter's Hostname can be its own pod's name)",
+            message=f"{device.label} ({device.uuid}): its node labels say {named}; "
+            f"{how}, so the GPU is placed there (the exporter's Hostname is often its own "
+            "pod's name)",
         )
     )
     return replace(device, node=known)
@@ -272,6 +294,10 @@ def _place(
 
     if kind == "whole":
         wanted = max(int(pod.requests[WHOLE_GPU_RESOURCE]) - shared, 0)
+        if shared:
+            # A pod sharing a GPU is time-sliced: it asked for replicas, not GPUs, and
+            # the exporter's labels are all that says where they are.
+            wanted = min(wanted, len(labelled))
         for slot in labelled[:wanted]:
             slot.holders.append(make(1.0))
             slot.free_share = 0.0

@@ -48,7 +48,7 @@ def with_gpu_fractions(
                 notes.append(
                     DataQualityNote(
                         kind="mig", node=contexts[i].node_name, gpu_uuid=uuid,
-                        message=f"{device.label} on {contexts[i].node_name} billed as {how}",
+                        message=f"{device.label} on {contexts[i].node_shown} billed as {how}",
                     )
                 )  # fmt: skip
             fractions.append(fraction)

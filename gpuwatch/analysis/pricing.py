@@ -15,11 +15,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gpuwatch.analysis.pools import COMPUTE_SLICES_PER_GPU, compute_slices
 from gpuwatch.config.resources import shipped_dir
 from gpuwatch.config.yamlfile import format_loc, load_yaml_file
 from gpuwatch.model.cost import Price
 from gpuwatch.model.errors import ConfigError
+from gpuwatch.model.mig import compute_slices, compute_slices_per_gpu, instances_per_gpu
 
 CapacityType = Literal["on-demand", "spot", "reserved"]
 _CURRENCY = r"^[A-Z]{3}$"
@@ -96,17 +96,21 @@ class PriceBook:
 
     def mig_fraction(self, model: str | None, profile: str | None) -> tuple[float, str]:
         """The share of its GPU a MIG instance of ``profile`` is billed: one over the
-        instances of that profile a GPU holds (the book's ``mig_slices``), else its
-        compute slices over the 7 of a GPU; and how it was found."""
+        instances of that profile a GPU holds (the book's ``mig_slices``, else NVIDIA's
+        MIG profile table), else its compute slices over the 7 of a GPU; and how."""
         entry = self.model(model)
         slices = entry.mig_slices.get(profile or "") if entry is not None else None
         if slices:
-            return 1.0 / slices, f"1/{slices}: {slices} {profile} instances per {entry.name}"  # type: ignore[union-attr]
+            return 1.0 / slices, f"1/{slices}: {slices} {profile} instances per GPU"
+        known = instances_per_gpu(profile or "", model)
+        if known:
+            return 1.0 / known, f"1/{known}: {known} {profile} instances per GPU"
         compute = compute_slices(profile or "")
         if compute:
+            per_card = compute_slices_per_gpu(model)
             return (
-                min(compute / COMPUTE_SLICES_PER_GPU, 1.0),
-                f"{compute}/{COMPUTE_SLICES_PER_GPU} compute slices ({profile} is not in the "
+                min(compute / per_card, 1.0),
+                f"{compute}/{per_card} compute slices ({profile} is not in the "
                 f"price book's mig_slices for {model or 'this model'})",
             )
         return 1.0, f"the whole GPU: MIG profile {profile or '(unknown)'} is unreadable"

@@ -14,6 +14,7 @@ from typing import Any
 
 from gpuwatch.model.durations import rfc3339
 from gpuwatch.model.fields import HOLDER, PLACEMENT, fields_of
+from gpuwatch.model.metrics import NO_NODE
 
 
 class Severity(StrEnum):
@@ -111,6 +112,12 @@ class Finding:
         """Identity across cycles: the same rule on the same GPU (or MIG instance) is the
         same finding."""
         return f"{self.rule}|{self.node}|{self.device_id or self.gpu_uuid or '-'}|{self.gpu_index}"
+
+    @property
+    def where(self) -> str:
+        """``node-a/gpu3`` (the node alone when the exporter gives no GPU index)."""
+        node = self.node or NO_NODE
+        return node if self.gpu_index is None else f"{node}/gpu{self.gpu_index}"
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -135,14 +135,22 @@ class GpuDevice:
         return () if self.pod is None else (self.pod, *self.shared_with)
 
     @property
-    def label(self) -> str:
-        """How a person names it: ``GPU 3``, ``GPU 0 MIG 1g.10gb #2``; the UUID when the
-        exporter gives no index."""
-        name = f"GPU {self.index}" if self.index >= 0 else f"GPU {self.uuid}"
+    def short_label(self) -> str:
+        """What follows "GPU " in its name: ``3``, ``0 MIG 1g.10gb #2``; the UUID when the
+        exporter gives no index (older exporters)."""
+        name = str(self.index) if self.index >= 0 else self.uuid
         if self.mig_instance_id is not None:
             name += f" MIG {self.mig_profile or '?'} #{self.mig_instance_id}"
         return name
 
+    @property
+    def label(self) -> str:
+        """How a person names it: ``GPU 3``, ``GPU 0 MIG 1g.10gb #2``, ``GPU GPU-5fa1...``."""
+        return f"GPU {self.short_label}"
+
+
+NO_NODE = "(no node label)"
+"""How messages name the node of a GPU whose exporter gives no host label."""
 
 INVENTORY_MAX_S = 3600
 """A GPU takes part in a cycle when it reported within the longest window asked for, or

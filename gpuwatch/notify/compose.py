@@ -217,9 +217,7 @@ def _links(findings: Sequence[Finding], context: GroupContext) -> str:
 
 
 def _row(finding: Finding) -> str:
-    where = (
-        f"{finding.node}/gpu{finding.gpu_index}" if finding.gpu_index is not None else finding.node
-    )
+    where = finding.where
     who = finding.workload or (f"{finding.namespace}/{finding.pod}" if finding.pod else "-")
     value = format_value(finding.value, finding.unit)
     if finding.threshold is not None:

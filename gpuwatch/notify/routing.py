@@ -27,7 +27,7 @@ def matches(match: Matcher, finding: Finding) -> bool:
             return False
     if match.gpu:
         # A GPU is named by its UUID or by its place on the node, whichever people know.
-        names = {finding.gpu_uuid, f"{finding.node}/gpu{finding.gpu_index}"} - {None}
+        names = {finding.gpu_uuid, finding.where} - {None}
         if not any(fnmatchcase(str(n), p) for n in names for p in match.gpu):
             return False
     return True

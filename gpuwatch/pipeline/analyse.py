@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TypeVar
 
-from gpuwatch.analysis.attribution import attribute
+from gpuwatch.analysis.attribution import GpuContext, attribute
 from gpuwatch.analysis.cost import allocate_cost
 from gpuwatch.analysis.mig import with_gpu_fractions
 from gpuwatch.analysis.ownership import OwnerIndex, team_of
@@ -51,6 +51,10 @@ class Analysis:
 
     at: datetime
     source: SourceInfo
+    contexts: tuple[GpuContext, ...] = ()
+    """Every GPU (or MIG instance) with its node, pool, holders and share of a card:
+    the devices in the metrics first, then those the nodes advertise but no metric
+    shows."""
     findings: tuple[Finding, ...] = ()
     cost: CostReport | None = None
     savings: SavingsResult = field(default_factory=SavingsResult)
@@ -175,6 +179,7 @@ def analyse(
     return Analysis(
         at=at,
         source=replace(gathered.source, gpus_in_cluster=placed),
+        contexts=contexts,
         findings=evaluation.findings,
         cost=cost,
         savings=savings,

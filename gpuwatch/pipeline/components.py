@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from types import TracebackType
 
 from gpuwatch.actuators.base import Actuator
 from gpuwatch.analysis.pricing import PriceBook
@@ -34,3 +36,21 @@ class Components:
     """When training jobs last checkpointed (their metric), where it is scraped."""
     silences: SilenceSource | None = None
     """Silences kept in the cluster (a ConfigMap), besides those in the settings."""
+    closers: tuple[Callable[[], None], ...] = ()
+    """What releases the connections the adapters hold (HTTP sessions), run by
+    ``close``: a daemon builds new adapters every cycle and must not leak sockets."""
+
+    def close(self) -> None:
+        for close in self.closers:
+            close()
+
+    def __enter__(self) -> Components:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -105,9 +105,7 @@ def _worse(finding: Finding, worst: float | None) -> float | None:
 
 
 def _describe(finding: Finding, episode: _Episode) -> str:
-    where = (
-        f"{finding.node}/gpu{finding.gpu_index}" if finding.gpu_index is not None else finding.node
-    )
+    where = finding.where
     who = finding.workload or (f"{finding.namespace}/{finding.pod}" if finding.pod else None)
     worst = format_value(episode.worst, finding.unit)
     limit = (

@@ -208,6 +208,18 @@ def test_pools_and_capacity_types():
     assert capacity_type_of(node({"karpenter.sh/capacity-type": "reserved"})) == "reserved"
     assert capacity_type_of(node({"gpuwatch.io/capacity-type": "reserved"})) == "reserved"
     assert capacity_type_of(node({"karpenter.sh/capacity-type": "on-demand"})) == "on-demand"
+    assert capacity_type_of(node({"eks.amazonaws.com/capacityType": "CAPACITY_BLOCK"})) == (
+        "reserved"
+    )
+    assert capacity_type_of(node({"eks.amazonaws.com/capacityType": "ON_DEMAND"})) == "on-demand"
+    assert capacity_type_of(node({"kubernetes.azure.com/scalesetpriority": "spot"})) == "spot"
+    assert capacity_type_of(node({"oci.oraclecloud.com/oke-is-preemptible": "true"})) == "spot"
+    assert capacity_type_of(node({"cloud.google.com/gke-preemptible": "true"})) == "spot"
+    # The override wins over what the platform's labels say.
+    overridden = node(
+        {"karpenter.sh/capacity-type": "spot", "gpuwatch.io/capacity-type": "reserved"}
+    )
+    assert capacity_type_of(overridden) == "reserved"
     assert capacity_type_of(node()) == "on-demand"
 
 

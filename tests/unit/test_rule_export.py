@@ -92,7 +92,7 @@ class TestShippedRules:
             annotations = alert["annotations"]
             assert {"summary", "description", "value"} <= set(annotations)
             assert (
-                "{{ or $labels.Hostname $labels.node $labels.kubernetes_node }}"
+                "{{ or $labels.Hostname $labels.hostname $labels.node $labels.kubernetes_node }}"
                 in (annotations["summary"])
             )
             assert "{{ $labels.UUID }}" in annotations["description"]

@@ -146,7 +146,7 @@ class _Candidate:
             severity=self.severity or rule.severity,
             gpu_uuid=device.uuid if device else None,
             device_id=device.device_id if device else None,
-            gpu_index=device.index if device else None,
+            gpu_index=device.index if device and device.index >= 0 else None,
             node=ctx.node_name,
             pool=ctx.pool,
             model=ctx.model,
@@ -171,9 +171,9 @@ class _Candidate:
         device = ctx.device
         fields = {
             "rule": rule.id,
-            "gpu": str(device.index) if device else "?",
+            "gpu": ctx.gpu_shown,
             "gpu_uuid": device.uuid if device else "",
-            "node": ctx.node_name,
+            "node": ctx.node_shown,
             "pool": ctx.pool or "(no pool)",
             "model": ctx.model or "unknown model",
             "namespace": primary.namespace if primary else "",
@@ -231,7 +231,7 @@ def _not_judged(rule: Rule, ctx: GpuContext, coverage: float, minimum: float) ->
         gpu_uuid=device.uuid if device else None,
         window_s=rule.window_s,
         coverage_ratio=coverage,
-        message=f"{rule.id}: GPU {device.index if device else '?'} on {ctx.node_name} not "
+        message=f"{rule.id}: GPU {ctx.gpu_shown} on {ctx.node_shown} not "
         f"judged: metrics cover {format_value(coverage, 'ratio')} of "
         f"{format_duration(rule.window_s)}, below the rule's minimum "
         f"{format_value(minimum, 'ratio')}",

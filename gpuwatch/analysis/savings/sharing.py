@@ -71,7 +71,7 @@ def compute(inputs: SavingsInputs) -> tuple[list[Saving], list[SavingExcluded]]:
                 f"{format_value(settings.memory_max_ratio, 'ratio')}"
             )
             excluded.append(
-                SavingExcluded(KIND, scope, f"GPU {ctx.device.index} on {ctx.node_name}: {why}")
+                SavingExcluded(KIND, scope, f"GPU {ctx.gpu_shown} on {ctx.node_shown}: {why}")
             )
             continue
         key = (ctx.model or "", ctx.pool or "", ctx.capacity_type)

@@ -14,13 +14,18 @@ from pydantic import BeforeValidator, Field
 
 from gpuwatch.config.sections.base import Section
 
-# Node labels that name a node pool on the clouds our users run, tried in this order
-# after ``pool_label``.
+# Node labels that name a node pool on the platforms GPU teams run, tried in this
+# order after ``pool_label`` (docs/cluster.md lists them with their sources).
 CLOUD_POOL_LABELS = [
-    "alibabacloud.com/nodepool-id",
-    "cloud.google.com/gke-nodepool",
-    "eks.amazonaws.com/nodegroup",
-    "karpenter.sh/nodepool",
+    "alibabacloud.com/nodepool-id",  # ACK
+    "cloud.google.com/gke-nodepool",  # GKE standard and Autopilot
+    "eks.amazonaws.com/nodegroup",  # EKS managed node groups
+    "alpha.eksctl.io/nodegroup-name",  # eksctl self-managed node groups
+    "karpenter.sh/nodepool",  # Karpenter v1 (and v1beta1)
+    "karpenter.sh/provisioner-name",  # Karpenter v1alpha5
+    "kubernetes.azure.com/agentpool",  # AKS
+    "agentpool",  # AKS, older clusters
+    "oke.oraclecloud.com/pool.name",  # OKE
 ]
 
 
@@ -67,6 +72,13 @@ class MetricsSettings(Section):
 class DcgmMetricNames(Section):
     """DCGM exporter metric names; change them where recording rules rename the series."""
 
+    device_families: str = Field(
+        "DCGM_FI_.*",
+        description="Regular expression (PromQL `=~`) of the families whose series make a "
+        "device exist: any family the exporter sends, because exporters differ in which "
+        "(no GPU_UTIL for MIG instances, custom counter lists). The names below are "
+        "always included.",
+    )
     gpu_util: str = Field("DCGM_FI_DEV_GPU_UTIL", description="Utilization, percent.")
     gr_engine_active: str = Field(
         "DCGM_FI_PROF_GR_ENGINE_ACTIVE",
@@ -101,12 +113,13 @@ class DcgmLabels(Section):
     uuid: str = Field("UUID", description="GPU UUID: the identity of a physical GPU.")
     gpu: str = Field("gpu", description="GPU index on its node (older exporters may not set it).")
     node: LabelNames = Field(
-        default_factory=lambda: ["Hostname", "node", "kubernetes_node"],
+        default_factory=lambda: ["Hostname", "hostname", "node", "kubernetes_node"],
         description="Labels that may name the GPU's node, in order of preference. The "
-        "exporter sets `Hostname` to its host's name, which on some platforms (AKS, "
-        "exporters not run with hostNetwork) is the exporter pod's name; Prometheus "
-        "relabeling often adds `node` or `kubernetes_node`. The first that names a node "
-        "the cluster knows is used, and `data_quality[]` says when they disagree.",
+        "exporter sets `Hostname` (`hostname` in some versions) to its host's name, which "
+        "on many deployments (AKS, the GPU operator without hostNetwork) is the exporter "
+        "pod's own name; Prometheus relabeling often adds `node` or `kubernetes_node`. The "
+        "first that names a node the cluster knows is used, else the node of the pod it "
+        "names, and `data_quality[]` says when they disagree.",
     )
     model: str = Field("modelName", description="GPU model name.")
     pci_bus_id: str = Field("pci_bus_id", description="PCI bus id.")
@@ -264,7 +277,8 @@ class AttributionSettings(Section):
     pool_label_fallbacks: list[str] = Field(
         default_factory=lambda: list(CLOUD_POOL_LABELS),
         description="Node labels tried in order when `pool_label` is absent: the node-pool "
-        "labels of ACK, GKE, EKS and Karpenter.",
+        "labels of ACK, GKE, EKS (managed and eksctl), Karpenter (v1 and v1alpha5), AKS "
+        "and OKE.",
     )
     team_label: str | None = Field(
         None,
