@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from gpuwatch.config.sections.base import DurationS, Section, known_time_zone
 
@@ -85,8 +85,22 @@ class MigrationSettings(Section):
     min_saving_monthly: float = Field(
         1000,
         ge=0,
+        allow_inf_nan=False,
         description="A job moves only when its spot saving per 30 days is at least this, "
         "in the price book's currency.",
+    )
+    max_per_cycle: int = Field(
+        1,
+        ge=0,
+        description="Most jobs moved to spot per cycle (0: none): a bad guess costs one "
+        "job's restart, not the fleet's.",
+    )
+    settle_s: DurationS = Field(
+        900,
+        alias="settle",
+        gt=0,
+        description="Without the training job's step metric, a move is confirmed (and its "
+        "on-demand scheduling forgotten) only once every pod has run on spot this long.",
     )
 
 
@@ -116,6 +130,46 @@ class ActionsSettings(Section):
     )
     kill_switch: str = Field(
         "gpuwatch/gpuwatch-actions/enabled",
+        pattern=r"^[^/]+/[^/]+/[^/]+$",
         description="`namespace/configmap/key` read every cycle: anything but `true` "
-        "stops all writes.",
+        "stops all writes, follow-ups of earlier migrations included.",
     )
+    max_data_age_s: DurationS = Field(
+        300,
+        alias="max_data_age",
+        gt=0,
+        description="Writes happen only when the cycle's instant is within this of the "
+        "clock: a cycle evaluated in the past (`--at`) or on a backlog never acts.",
+    )
+    lease_duration_s: DurationS = Field(
+        120,
+        alias="lease_duration",
+        gt=0,
+        description="How long the actions Lease lasts without renewal; it is renewed before "
+        "every write and released when `once` ends. Shorter than the CronJob's schedule, "
+        "so that a run killed mid-way does not block the next.",
+    )
+    eviction_deadline_s: DurationS = Field(
+        120,
+        alias="eviction_deadline",
+        gt=0,
+        description="How long PodDisruptionBudgets may keep refusing a node's evictions "
+        "before its drain is rolled back (uncordoned).",
+    )
+    deadline_s: DurationS = Field(
+        210,
+        alias="deadline",
+        gt=0,
+        description="No write starts later than this after the cycle began, and a drain "
+        "that would run past it is rolled back. Keep it under the CronJob's "
+        "`activeDeadlineSeconds` (270) by the time a rollback takes.",
+    )
+
+    @model_validator(mode="after")
+    def _deadlines_agree(self) -> ActionsSettings:
+        if self.eviction_deadline_s > self.deadline_s:
+            raise ValueError(
+                f"actions.eviction_deadline ({self.eviction_deadline_s} s) is longer than "
+                f"actions.deadline ({self.deadline_s} s): a drain could never finish in time"
+            )
+        return self
