@@ -17,6 +17,7 @@ from typing import TextIO
 
 from prometheus_client import CollectorRegistry
 
+from gpuwatch.actuators.drain import DrainOptions
 from gpuwatch.actuators.kubernetes import KubernetesActuator
 from gpuwatch.analysis.pricing import load_price_book
 from gpuwatch.analysis.rules import load_rules
@@ -90,10 +91,12 @@ def build_components(
         if settings.notify.silences_configmap:
             silences = ConfigMapSilences(api(), settings.notify.silences_configmap)
         if not settings.dry_run:
+            actions = settings.actions
             actuator = KubernetesActuator(
                 api(),
+                DrainOptions(eviction_deadline_s=actions.eviction_deadline_s),
                 lease=build_lease(
-                    settings, settings.actions.lease, f"{socket.gethostname()}-{os.getpid()}"
+                    settings, actions.lease, lease_holder(env), actions.lease_duration_s
                 ),
             )
     elif source == "snapshot":
@@ -149,6 +152,13 @@ def kube_api(settings: Settings) -> KubeApi:
     return connect(
         credentials, RetryPolicy(retries=k.retries, request_timeout_s=k.request_timeout_s)
     )
+
+
+def lease_holder(env: Mapping[str, str]) -> str:
+    """Who holds a Lease: the pod's name (``POD_NAME``, from the downward API), unique
+    among the runs of a CronJob and the replicas of a Deployment, and what ``kubectl``
+    shows; the host and process elsewhere."""
+    return env.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
 
 
 def build_lease(settings: Settings, reference: str, holder: str, duration_s: int = 600) -> Lease:

@@ -7,9 +7,33 @@ with status ``failed`` and the reason, so that the cycle records it and goes on.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Protocol
 
+from gpuwatch.config.settings import MigrationSettings
 from gpuwatch.model.actions import Action
+
+
+@dataclass(frozen=True)
+class KillSwitch:
+    """What the kill switch read this cycle: writes happen only when ``on``."""
+
+    on: bool
+    note: str | None = None
+    """Why it reads off when that is not plainly ``false`` or absent (a malformed value,
+    an unreadable ConfigMap)."""
+
+
+@dataclass(frozen=True)
+class FollowUp:
+    """What the follow-up of earlier migrations needs from the cycle."""
+
+    settings: MigrationSettings
+    progress: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    """Workload -> (training step now, step of its newest checkpoint)."""
+    refusal: str = ""
+    """Why nothing may be written now; each pending follow-up is then recorded as
+    refused, and left as it is."""
 
 
 class Actuator(Protocol):
@@ -20,18 +44,23 @@ class Actuator(Protocol):
         or none is needed); otherwise why it is not, for the refused actions' reason."""
         ...
 
-    def kill_switch_on(self, reference: str) -> bool:
-        """The kill switch (``namespace/configmap/key``) reads ``true``; anything else,
-        absent or unreadable included, is off."""
+    def release(self) -> None:
+        """Give up being the only writer (the Lease), at the end of a cycle's writes, so
+        that the next run (another pod) need not wait for it to expire. Never raises."""
         ...
 
-    def apply(self, action: Action) -> Action:
+    def kill_switch(self, reference: str) -> KillSwitch:
+        """The kill switch (``namespace/configmap/key``): on only when it reads ``true``;
+        anything else, absent, malformed or unreadable included, is off."""
+        ...
+
+    def apply(self, action: Action, budget_s: float | None = None) -> Action:
         """Carry out a planned action (refusals are recorded, dry runs returned as they
-        are); the outcome as the same action with its new status and reason."""
+        are); the outcome as the same action with its new status and reason.
+        ``budget_s``: seconds left for the cycle's writes; work that would run past it
+        is rolled back."""
         ...
 
-    def follow_up(
-        self, deadline_s: float, progress: Mapping[str, tuple[int, int]] | None = None
-    ) -> list[Action]:
-        """Confirm or undo work started in earlier cycles (spot migrations)."""
+    def follow_up(self, request: FollowUp) -> list[Action]:
+        """Resume, confirm or undo work started in earlier cycles (spot migrations)."""
         ...

@@ -31,7 +31,6 @@ from gpuwatch.analysis.pools import (
 from gpuwatch.config.settings import AttributionSettings
 from gpuwatch.model.cluster import (
     CGPU_COUNT_RESOURCE,
-    CGPU_INDEX_ANNOTATION,
     CGPU_MEMORY_RESOURCE,
     MIG_RESOURCE_PREFIX,
     WHOLE_GPU_RESOURCE,
@@ -43,6 +42,7 @@ from gpuwatch.model.cluster import (
 )
 from gpuwatch.model.findings import DataQualityNote, GpuHolder
 from gpuwatch.model.metrics import NO_NODE, GpuDevice
+from gpuwatch.model.tenant import CGPU_INDEX
 
 EXACT = "exact"
 APPROXIMATE = "approximate"
@@ -319,11 +319,11 @@ def _place(
 
     if kind == "cgpu":
         share = _cgpu_share(pod, node)
-        index = pod.annotations.get(CGPU_INDEX_ANNOTATION)
+        index = CGPU_INDEX.get(pod.annotations)
         target: _Slot | None = labelled[0] if labelled else None
         exact = target is not None
-        if target is None and index is not None and index.strip().isdigit():
-            target = next((s for s in slots if s.device.index == int(index)), None)
+        if target is None and index is not None:
+            target = next((s for s in slots if s.device.index == index), None)
             exact = target is not None
         if target is None:
             target = next(

@@ -23,6 +23,7 @@ from gpuwatch.model.cluster import (
     gpu_request_kind,
 )
 from gpuwatch.model.mig import compute_slices, compute_slices_per_gpu, instances_per_gpu
+from gpuwatch.model.tenant import CAPACITY_TYPE
 
 SPOT = "spot"
 ON_DEMAND = "on-demand"
@@ -56,8 +57,7 @@ RESERVED_LABELS = {
     "eks.amazonaws.com/capacitytype": "capacity_block",
 }
 # An explicit override for capacity bought outside what labels can show (savings plans,
-# reserved instances): gpuwatch.io/capacity-type=spot|on-demand|reserved.
-OVERRIDE_LABEL = "gpuwatch.io/capacity-type"
+# reserved instances): gpuwatch.io/capacity-type=spot|on-demand|reserved (CAPACITY_TYPE).
 # Set by NVIDIA GPU feature discovery (the GPU operator). ``gpu.count`` counts what
 # ``nvidia.com/gpu`` advertises (physical GPUs, or MIG instances under the single
 # strategy); ``gpu.product`` names the model, with ``-MIG-<profile>`` appended under the
@@ -88,8 +88,8 @@ def pool_of(node: Node, pool_label: str, fallbacks: Sequence[str]) -> str | None
 
 def capacity_type_of(node: Node) -> str:
     """``spot``, ``reserved`` or ``on-demand`` (the default when nothing says otherwise)."""
-    override = node.labels.get(OVERRIDE_LABEL, "").lower()
-    if override in (SPOT, ON_DEMAND, RESERVED):
+    override = CAPACITY_TYPE.get(node.labels)
+    if override is not None:
         return override
     lowered = {k.lower(): v.lower() for k, v in node.labels.items()}
     if any(lowered.get(label) == value for label, value in SPOT_LABELS.items()):

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from gpuwatch.cli.common import (
     EXIT_SOURCE_FAILED,
+    EXIT_USAGE,
     INSTANT,
     cli,
     fail_config,
@@ -22,7 +23,7 @@ from gpuwatch.cli.common import (
 from gpuwatch.cli.report import write_report
 from gpuwatch.config.settings import Settings
 from gpuwatch.jobs import cycle_job
-from gpuwatch.model.durations import rfc3339
+from gpuwatch.model.durations import format_duration, rfc3339
 from gpuwatch.model.errors import ConfigError
 from gpuwatch.model.findings import DataQualityNote, format_value
 from gpuwatch.model.result import CycleResult
@@ -143,7 +144,20 @@ def savings(ctx: click.Context, **kwargs: Any) -> None:
 
 
 def _run(ctx: click.Context, settings: Settings, only_savings: bool = False) -> None:
-    at = settings.at or datetime.now(UTC).replace(microsecond=0)
+    now = datetime.now(UTC).replace(microsecond=0)
+    at = settings.at or now
+    age_s = abs((now - at).total_seconds())
+    if not settings.dry_run and age_s > settings.actions.max_data_age_s:
+        # Writes rest only on live data: a past (or future) instant can be analysed and
+        # shown, never acted on.
+        click.echo(
+            f"gpuwatch: refusing to write: --at {rfc3339(at)} is {format_duration(age_s)} "
+            f"from now, beyond actions.max_data_age "
+            f"({format_duration(settings.actions.max_data_age_s)}). Drop --no-dry-run to "
+            "see what would be done then, or drop --at to act on the cluster now.",
+            err=True,
+        )
+        sys.exit(EXIT_USAGE)
     as_json = settings.output.format == "json"
     console_stream = sys.stderr if as_json else sys.stdout
     # Wide enough for the findings table when piped to a file or a CI log.

@@ -44,14 +44,30 @@ class Lease:
         self.name = name
         self.holder = holder
         self.duration_s = duration_s
+        self._held_since: float | None = None
+        """Monotonic time of the last successful take or renewal."""
 
     @property
     def where(self) -> str:
         return f"lease {self.namespace}/{self.name}"
 
+    def hold(self) -> bool:
+        """Keep the Lease: renew it once a third of its duration has passed since the
+        last renewal (a renewal per write would double the requests of a drain); False
+        when it was lost. Raises ``KubeError`` as ``acquire``."""
+        held = self._held_since
+        if held is not None and self.api.monotonic() - held < self.duration_s / 3:
+            return True
+        return self.acquire()
+
     def acquire(self) -> bool:
         """Take or renew the Lease; False when another live holder has it, or another
         instance won the race to take it. Raises ``KubeError`` otherwise."""
+        taken = self._acquire()
+        self._held_since = self.api.monotonic() if taken else None
+        return taken
+
+    def _acquire(self) -> bool:
         now = self.api.now()
         try:
             lease = self.api.get(LEASES, self.name, self.namespace)
@@ -80,6 +96,7 @@ class Lease:
     def release(self) -> None:
         """Let the Lease expire now, if this instance holds it; a failure is logged (the
         Lease then expires on its own)."""
+        self._held_since = None
         try:
             lease = self.api.get(LEASES, self.name, self.namespace)
             spec = dict(lease.get("spec") or {})

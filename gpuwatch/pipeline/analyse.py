@@ -28,9 +28,12 @@ from gpuwatch.model.actions import Action
 from gpuwatch.model.cluster import ClusterState, gpu_share
 from gpuwatch.model.cost import CostReport, Price
 from gpuwatch.model.findings import DataQualityNote, Finding, PendingGpuPod, Role
+from gpuwatch.model.metrics import WindowStats
 from gpuwatch.model.result import SourceInfo
+from gpuwatch.model.tenant import notes_for
 from gpuwatch.pipeline.gather import Gathered
-from gpuwatch.pipeline.specs import fb_total_max, fb_used_max, util_avg, util_p95
+from gpuwatch.pipeline.specs import NEWEST_SAMPLE, fb_total_max, fb_used_max, util_avg, util_p95
+from gpuwatch.planners.freshness import DEFAULT_STALE_AFTER_S, Freshness
 from gpuwatch.planners.migration import MigrationInputs, plan_migrations
 from gpuwatch.planners.scale_down import ScaleDownInputs, plan_scale_down
 from gpuwatch.sources.base import PodKey
@@ -97,6 +100,13 @@ def analyse(
         for role, what in OPTIONAL_ROLES.items()
         if rule_for(rules, role) is None
     )
+    actions_settings = settings.actions
+    notes.extend(
+        notes_for(
+            cluster,
+            (actions_settings.migration.opt_in_annotation, actions_settings.reclaimable_annotation),
+        )
+    )
     attribution = attribute(stats.devices, cluster, settings.attribution, at, lookback_s(rules))
     evaluation = evaluate(rules, stats, attribution.contexts, gathered.state.findings_since)
     notes.extend(attribution.notes)
@@ -132,6 +142,7 @@ def analyse(
     checkpoint_times = _per_workload(gathered.checkpoint_times, cluster, owners)
     progress = _per_workload(gathered.progress, cluster, owners)
     dry_run = not gathered.writable
+    freshness = _freshness(gathered, stats, rules, settings)
     actions = plan_scale_down(
         ScaleDownInputs(
             at,
@@ -141,6 +152,7 @@ def analyse(
             settings.actions,
             dry_run=dry_run,
             kill_switch_on=gathered.kill_switch_on,
+            freshness=freshness,
         )
     ) + plan_migrations(
         MigrationInputs(
@@ -154,6 +166,7 @@ def analyse(
             kill_switch_on=gathered.kill_switch_on,
             checkpoint_times=checkpoint_times,
             progress=progress,
+            freshness=freshness,
         )
     )
     if not settings.dry_run and not gathered.writable and actions:
@@ -187,6 +200,24 @@ def analyse(
         progress=progress,
         pending=pending,
         notes=tuple(notes),
+    )
+
+
+def _freshness(
+    gathered: Gathered, stats: WindowStats, rules: tuple[Rule, ...], settings: Settings
+) -> Freshness | None:
+    """Whether the data is live, by the clock read when it was gathered (None when the
+    clock was not read: a read-only analysis writes nothing)."""
+    if gathered.clock_at is None:
+        return None
+    gap = rule_for(rules, Role.DATA_GAP)
+    newest = stats.get(NEWEST_SAMPLE)
+    return Freshness(
+        at=gathered.at,
+        clock=gathered.clock_at,
+        max_data_age_s=settings.actions.max_data_age_s,
+        stale_after_s=getattr(gap, "stale_after_s", DEFAULT_STALE_AFTER_S),
+        newest_s={d.device_id: float(t) for d, t in zip(stats.devices, newest, strict=True)},
     )
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from types import TracebackType
 
 from gpuwatch.actuators.base import Actuator
@@ -36,6 +37,8 @@ class Components:
     """When training jobs last checkpointed (their metric), where it is scraped."""
     silences: SilenceSource | None = None
     """Silences kept in the cluster (a ConfigMap), besides those in the settings."""
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    """The wall clock: writes happen only when the data is live by it."""
     closers: tuple[Callable[[], None], ...] = ()
     """What releases the connections the adapters hold (HTTP sessions), run by
     ``close``: a daemon builds new adapters every cycle and must not leak sockets."""

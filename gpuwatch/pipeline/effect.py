@@ -14,6 +14,7 @@ import logging
 import time
 from dataclasses import replace
 
+from gpuwatch.actuators.base import FollowUp
 from gpuwatch.analysis.savings.overlap import totals
 from gpuwatch.config.settings import Settings
 from gpuwatch.model.actions import Action, ActionStatus
@@ -27,6 +28,7 @@ from gpuwatch.notify.outbox import flush_outbox
 from gpuwatch.pipeline.analyse import Analysis
 from gpuwatch.pipeline.components import Components
 from gpuwatch.pipeline.gather import Gathered
+from gpuwatch.planners.freshness import Freshness
 from gpuwatch.state.base import StateStore
 
 log = logging.getLogger(__name__)
@@ -61,7 +63,7 @@ def effect(
             dry_run=settings.dry_run,
             duration_s=time.monotonic() - started,
         )
-    actions = act(gathered, analysis, components, settings)
+    actions = act(gathered, analysis, components, settings, started)
     delivered: tuple[Notification, ...] = ()
     summary = AlertSummary()
     if gathered.state_readable:
@@ -101,24 +103,72 @@ def effect(
 
 
 def act(
-    gathered: Gathered, analysis: Analysis, components: Components, settings: Settings
+    gathered: Gathered,
+    analysis: Analysis,
+    components: Components,
+    settings: Settings,
+    started: float | None = None,
 ) -> list[Action]:
-    """The planned actions carried out where writes are allowed; as planned otherwise."""
+    """The planned actions carried out where writes are allowed; as planned otherwise.
+
+    Every write is gated: the actions Lease (taken, then renewed before each action, and
+    released at the end so the next run need not wait), the kill switch and live data
+    (follow-ups of earlier migrations included), and the cycle's write deadline
+    (``actions.deadline`` after ``started``, monotonic)."""
     actuator = components.actuator
     planned = list(analysis.actions)
     if not gathered.writable or actuator is None:
         return planned
+    started = time.monotonic() if started is None else started
+    deadline = started + settings.actions.deadline_s
     refusal = actuator.exclusive()
     if refusal is not None:
-        return [
-            replace(a, status=ActionStatus.REFUSED, reason=refusal)
-            if a.status is ActionStatus.PLANNED
-            else a
-            for a in planned
-        ]
-    # Migrations started in earlier cycles are confirmed, or moved back, first.
-    followed = actuator.follow_up(settings.actions.migration.spot_deadline_s, analysis.progress)
-    return followed + [actuator.apply(action) for action in planned]
+        return [_refused(a, refusal) for a in planned]
+    try:
+        # Migrations started in earlier cycles are confirmed, or moved back, first.
+        outcomes = actuator.follow_up(
+            FollowUp(
+                settings.actions.migration,
+                analysis.progress,
+                _follow_up_gate(gathered, settings),
+            )
+        )
+        for action in planned:
+            if action.status is not ActionStatus.PLANNED or action.dry_run:
+                outcomes.append(actuator.apply(action))
+                continue
+            left_s = deadline - time.monotonic()
+            lost = actuator.exclusive() if left_s > 0 else None
+            if left_s <= 0:
+                outcomes.append(
+                    actuator.apply(
+                        _refused(action, "the cycle's write deadline (actions.deadline) passed")
+                    )
+                )
+            elif lost is not None:
+                outcomes.append(actuator.apply(_refused(action, lost)))
+            else:
+                outcomes.append(actuator.apply(action, left_s))
+        return outcomes
+    finally:
+        actuator.release()
+
+
+def _refused(action: Action, reason: str) -> Action:
+    if action.status is not ActionStatus.PLANNED:
+        return action
+    return replace(action, status=ActionStatus.REFUSED, reason=reason)
+
+
+def _follow_up_gate(gathered: Gathered, settings: Settings) -> str:
+    """Why follow-ups may not write this cycle (empty when they may): they are writes
+    like any other."""
+    if not gathered.kill_switch_on:
+        return f"kill switch {settings.actions.kill_switch} is not 'true'"
+    if gathered.clock_at is None:
+        return "no clock reading: nothing is written"
+    live = Freshness(gathered.at, gathered.clock_at, settings.actions.max_data_age_s, 0, {})
+    return live.refusal()
 
 
 def _tell(

@@ -60,6 +60,8 @@ class Gathered:
     """Writes are asked for (no dry run) and there is an actuator to make them."""
     kill_switch_on: bool = False
     """The kill switch read this cycle; False when it was not or could not be read."""
+    clock_at: datetime | None = None
+    """The wall clock when the data was read; None for a read-only analysis."""
     errors: tuple[str, ...] = ()
     notes: tuple[DataQualityNote, ...] = ()
 
@@ -88,6 +90,16 @@ def gather(
     cluster, cluster_error = _required(
         "cluster", components.cluster.name, lambda: components.cluster.snapshot(at)
     )
+    if stats is not None and cluster is not None and stats.devices and not cluster.nodes:
+        # Judging these GPUs against an empty cluster would put every one on an unknown
+        # node: the wrong cluster, or credentials that may not list nodes.
+        cluster_error = (
+            f"cluster ({components.cluster.name}, empty): it has no nodes while the metrics "
+            f"show {len(stats.devices)} GPUs; check that it is the cluster the metrics come "
+            "from and that gpuwatch may list its nodes"
+        )
+        log.error("%s", cluster_error)
+        cluster = None
     gathered = Gathered(
         at=at,
         source=SourceInfo(
@@ -103,6 +115,7 @@ def gather(
         state=state,
         state_readable=state_readable,
         writable=for_effects and not settings.dry_run and components.actuator is not None,
+        clock_at=components.clock() if for_effects else None,
         errors=tuple(e for e in (metrics_error, cluster_error) if e),
         notes=tuple(n for n in (state_note,) if n),
     )
@@ -139,13 +152,18 @@ def _with_optional_reads(
         after=True,
     )
     actuator = components.actuator
-    kill_switch = (
-        actuator.kill_switch_on(settings.actions.kill_switch)
+    switch = (
+        actuator.kill_switch(settings.actions.kill_switch)
         if gathered.writable and actuator is not None
-        else False
+        else None
+    )
+    switch_note = (
+        DataQualityNote(kind="actions", message=switch.note)
+        if switch is not None and switch.note
+        else None
     )
     times, progress = both if both is not None else ({}, {})
-    notes = (history_note, prices_note, training_note, silences_note)
+    notes = (history_note, prices_note, training_note, silences_note, switch_note)
     return replace(
         gathered,
         history=history,
@@ -154,7 +172,7 @@ def _with_optional_reads(
         progress=progress,
         silences=tuple(silences or ()),
         silences_unknown=silences_note is not None,
-        kill_switch_on=kill_switch,
+        kill_switch_on=switch is not None and switch.on,
         notes=(*gathered.notes, *(n for n in notes if n)),
     )
 

@@ -13,6 +13,8 @@ HOUR_S = 3600
 ATTACHED_HOURLY = AggregateSpec(Signal.POD_ATTACHED, Aggregate.MAX, HOUR_S)
 """Whether a pod held the GPU in each hour: the steady baseline reserved capacity
 would cover."""
+NEWEST_SAMPLE = AggregateSpec(Signal.UTIL_RATIO, Aggregate.LAST_TS, HOUR_S)
+"""When each GPU last reported: no write rests on a GPU whose data is not live."""
 
 
 def util_avg(settings: Settings) -> AggregateSpec:
@@ -35,7 +37,14 @@ def fb_total_max(settings: Settings) -> AggregateSpec:
 
 
 def cost_specs(settings: Settings) -> frozenset[AggregateSpec]:
-    """Aggregates that pricing and the savings calculations need besides the rules'."""
+    """Aggregates that pricing, the savings calculations and the actions' freshness
+    check need besides the rules'."""
     return frozenset(
-        {util_avg(settings), util_p95(settings), fb_used_max(settings), fb_total_max(settings)}
+        {
+            util_avg(settings),
+            util_p95(settings),
+            fb_used_max(settings),
+            fb_total_max(settings),
+            NEWEST_SAMPLE,
+        }
     )

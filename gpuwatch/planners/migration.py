@@ -4,34 +4,45 @@ A job is a candidate when it opted in (``gpuwatch.io/migrate-to-spot: "true"`` o
 job or its pods) and the savings engine found a spot saving for it. Each guard can
 refuse it, and the refusal is recorded:
 
-- a checkpoint younger than ``checkpoint_max_age`` (the annotation
+- a checkpoint younger than ``checkpoint_max_age`` and not in the future (the annotation
   ``gpuwatch.io/last-checkpoint``, RFC 3339 or unix seconds, or the reference job's
   ``gpuwatch_train_last_checkpoint_timestamp_seconds`` metric): what a move can lose;
 - a saving of at least ``min_saving_monthly``;
-- a spot pool with the same GPU model and room for all the job's GPUs;
-- writes only when ``dry_run`` is off and the kill switch reads ``true``.
+- a spot pool with the same GPU model and room for all the job's GPUs, the room of the
+  jobs planned before it in this cycle taken off;
+- no pod of the job protected from eviction (``karpenter.sh/do-not-disrupt``,
+  ``cluster-autoscaler.kubernetes.io/safe-to-evict: "false"``);
+- at most ``max_per_cycle`` moves at a time, moves still in progress counted;
+- writes only when ``dry_run`` is off, the kill switch reads ``true`` and the data is
+  live.
 
+A job already being moved (its ``gpuwatch.io/migration-key``) is left to the follow-up.
 The plan carries what the actuator patches into the job's pod templates: the target
 pool's node selector and tolerations for its spot taints. Pure.
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 
 from gpuwatch.analysis.attribution import GpuContext
 from gpuwatch.analysis.pricing import normalize_model
 from gpuwatch.config.settings import ActionsSettings
 from gpuwatch.model.actions import Action, ActionStatus
-from gpuwatch.model.cluster import ClusterState, Controller
+from gpuwatch.model.cluster import ClusterState, Controller, Pod
 from gpuwatch.model.cost import Saving
-from gpuwatch.model.durations import format_duration, parse_instant
+from gpuwatch.model.durations import format_duration
+from gpuwatch.model.tenant import LAST_CHECKPOINT, MIGRATION_KEY, flag
+from gpuwatch.planners.freshness import Freshness
+from gpuwatch.planners.scale_down import evictable_or_why
 
 KIND = "migrate_to_spot"
-LAST_CHECKPOINT_ANNOTATION = "gpuwatch.io/last-checkpoint"
+CLOCK_SKEW_S = 60
+"""How far ahead of the cycle a checkpoint time may be before it is not believed."""
 
 
 @dataclass(frozen=True)
@@ -48,12 +59,15 @@ class MigrationInputs:
     """Workload -> newest checkpoint, from the training job's metric where scraped."""
     progress: Mapping[str, tuple[int, int]] = field(default_factory=dict)
     """Workload -> (current step, newest checkpoint's step), from the same metrics."""
+    freshness: Freshness | None = None
+    """Whether the data is live; None for a read-only analysis (nothing is written)."""
 
 
 def plan_migrations(inputs: MigrationInputs) -> list[Action]:
     settings = inputs.settings.migration
     controllers = {(c.kind, c.namespace, c.name): c for c in inputs.cluster.controllers}
     spot_room = _spot_room(inputs.contexts)
+    moving = sum(1 for c in inputs.cluster.controllers if MIGRATION_KEY.get(c.annotations))
     actions = []
     for saving in inputs.savings:
         workload = saving.scope.get("workload") or ""
@@ -61,37 +75,23 @@ def plan_migrations(inputs: MigrationInputs) -> list[Action]:
             continue
         kind, namespace, name = workload.split("/")
         controller = controllers.get((kind, namespace, name))
-        annotations = _annotations(controller, inputs.cluster, namespace, name)
-        if annotations.get(settings.opt_in_annotation) != "true":
+        if controller is not None and MIGRATION_KEY.get(controller.annotations):
+            continue  # being moved: the follow-up confirms it or moves it back
+        pods = _pods_of(inputs.cluster, namespace, name)
+        annotations = _annotations(controller, pods)
+        if flag(settings.opt_in_annotation).get(annotations) is not True:
             continue
         gpus = float(saving.inputs.get("gpus", 0))
-        model = _model_of(inputs.contexts, saving.gpu_uuids)
-        checkpoint = inputs.checkpoint_times.get(workload) or _parse_time(
-            annotations.get(LAST_CHECKPOINT_ANNOTATION)
-        )
+        job_gpus = [c for c in inputs.contexts if c.device and c.device.uuid in saving.gpu_uuids]
+        model = next((c.model for c in job_gpus), None)
         pool, room, tolerations = _target(spot_room, model)
-        reason = ""
-        if checkpoint is None:
-            reason = (
-                f"no checkpoint time: annotate {LAST_CHECKPOINT_ANNOTATION} or expose the metric"
-            )
-        elif (inputs.at - checkpoint).total_seconds() > settings.checkpoint_max_age_s:
-            age = format_duration((inputs.at - checkpoint).total_seconds())
-            reason = (
-                f"newest checkpoint is {age} old (limit "
-                f"{format_duration(settings.checkpoint_max_age_s)})"
-            )
-        elif float(saving.monthly) < settings.min_saving_monthly:
-            reason = (
-                f"saving {saving.monthly} {saving.currency} per 30 days is below "
-                f"{settings.min_saving_monthly:g}"
-            )
-        elif pool is None:
-            reason = f"no spot pool with {model or 'the same GPU model'}"
-        elif room < gpus:
-            reason = f"spot pool {pool} has room for {room:g} of {gpus:g} GPUs"
-        elif not inputs.dry_run and not inputs.kill_switch_on:
-            reason = f"kill switch {inputs.settings.kill_switch} is not 'true'"
+        checkpoint, reason = _checkpoint(inputs, workload, annotations)
+        reason = reason or _refusal(inputs, saving, pods, (pool, room, model), moving)
+        if not reason and not inputs.dry_run:
+            reason = _write_gate(inputs, job_gpus)
+        if not reason:
+            moving += 1
+            spot_room[(normalize_model(model or ""), pool or "")].unallocated -= math.ceil(gpus)
         actions.append(
             Action(
                 kind=KIND,
@@ -124,24 +124,88 @@ def plan_migrations(inputs: MigrationInputs) -> list[Action]:
     return actions
 
 
-def _annotations(
-    controller: Controller | None, cluster: ClusterState, namespace: str, name: str
-) -> dict[str, str]:
+def _refusal(
+    inputs: MigrationInputs,
+    saving: Saving,
+    pods: Sequence[Pod],
+    target: tuple[str | None, float, str | None],
+    moving: int,
+) -> str:
+    """The first guard after the checkpoint's that refuses the move; empty if none."""
+    settings = inputs.settings.migration
+    pool, room, model = target
+    gpus = float(saving.inputs.get("gpus", 0))
+    if float(saving.monthly) < settings.min_saving_monthly:
+        return (
+            f"saving {saving.monthly} {saving.currency} per 30 days is below "
+            f"{settings.min_saving_monthly:g}"
+        )
+    if pool is None:
+        return f"no spot pool with {model or 'the same GPU model'}"
+    if room < gpus:
+        return f"spot pool {pool} has room for {room:g} of {gpus:g} GPUs"
+    blocked = next(
+        (why for pod in pods if (why := evictable_or_why(pod, None, for_removal=False))), ""
+    )
+    if blocked:
+        return blocked
+    if moving >= settings.max_per_cycle:
+        return (
+            f"budget: at most {settings.max_per_cycle} jobs moved at a time "
+            f"(actions.migration.max_per_cycle), {moving} in progress or planned"
+        )
+    return ""
+
+
+def _write_gate(inputs: MigrationInputs, gpus: Sequence[GpuContext]) -> str:
+    if not inputs.kill_switch_on:
+        return f"kill switch {inputs.settings.kill_switch} is not 'true'"
+    if inputs.freshness is None:
+        return "no clock reading: nothing is written"
+    return inputs.freshness.refusal_for(gpus)
+
+
+def _checkpoint(
+    inputs: MigrationInputs, workload: str, annotations: Mapping[str, str]
+) -> tuple[datetime | None, str]:
+    """The job's newest checkpoint, and why it does not allow a move (empty if it does)."""
+    limit = inputs.settings.migration.checkpoint_max_age_s
+    checkpoint = inputs.checkpoint_times.get(workload) or LAST_CHECKPOINT.get(annotations)
+    if checkpoint is None:
+        problem = LAST_CHECKPOINT.problem(annotations)
+        if problem is not None:
+            return None, f"unreadable checkpoint time: {problem}"
+        return None, (f"no checkpoint time: annotate {LAST_CHECKPOINT.key} or expose the metric")
+    age_s = (inputs.at - checkpoint).total_seconds()
+    if checkpoint > inputs.at + timedelta(seconds=CLOCK_SKEW_S):
+        return checkpoint, (
+            f"checkpoint time {checkpoint.isoformat()} is {format_duration(-age_s)} in the "
+            "future: not believed"
+        )
+    if age_s > limit:
+        return checkpoint, (
+            f"newest checkpoint is {format_duration(age_s)} old (limit {format_duration(limit)})"
+        )
+    return checkpoint, ""
+
+
+def _pods_of(cluster: ClusterState, namespace: str, name: str) -> list[Pod]:
+    """The job's pods (a PyTorchJob's and a batch Job's pods are owned by the job)."""
+    return [
+        pod
+        for pod in cluster.pods
+        if pod.namespace == namespace and pod.owner is not None and pod.owner.name == name
+    ]
+
+
+def _annotations(controller: Controller | None, pods: Sequence[Pod]) -> dict[str, str]:
     """The job's annotations, then its pods' (a PyTorchJob's pods carry the template's)."""
     merged: dict[str, str] = {}
-    for pod in cluster.pods:
-        if pod.namespace == namespace and pod.owner is not None and pod.owner.name == name:
-            merged.update(pod.annotations)
+    for pod in pods:
+        merged.update(pod.annotations)
     if controller is not None:
         merged.update(controller.annotations)
     return merged
-
-
-def _model_of(contexts: Sequence[GpuContext], uuids: Sequence[str]) -> str | None:
-    wanted = set(uuids)
-    return next(
-        (c.model for c in contexts if c.device is not None and c.device.uuid in wanted), None
-    )
 
 
 @dataclass
@@ -178,16 +242,3 @@ def _target(
         return None, 0.0, []
     room, pool, tolerations = max(candidates)
     return pool, float(room), tolerations
-
-
-def _parse_time(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        return datetime.fromtimestamp(float(text), tz=UTC)
-    except ValueError:
-        pass
-    try:
-        return parse_instant(text)
-    except ValueError:
-        return None

@@ -16,8 +16,17 @@ is recorded:
   recreates it), local storage (emptyDir, hostPath) unless the pod is safe to evict;
   DaemonSet and mirror pods do not count, as in Cluster Autoscaler;
 - at most one non-empty node per cycle, at most ``budget_percent`` of the pool per cycle
-  (at least one node), never below the pool's ``floor``;
-- writes happen only when ``dry_run`` is off and the kill switch reads ``true``.
+  (at least one node), never below the pool's ``floor``; nodes already on their way out
+  (cordoned by gpuwatch) and nodes someone else cordoned count against the budget;
+- writes happen only when ``dry_run`` is off, the kill switch reads ``true`` and the data
+  is live (``planners.freshness``).
+
+A node gpuwatch cordoned in an earlier cycle (its ``gpuwatch.io/action-key``) is never
+planned again: its drain is resumed from the phase recorded on it
+(``gpuwatch.io/action-phase``), or left alone once done, until the node is gone.
+Annotations are read through ``gpuwatch.model.tenant``: a protective annotation
+(``do-not-disrupt``, ``scale-down-disabled``, ``safe-to-evict``) with an unreadable value
+protects.
 
 Pure: the actuator does the writes (evictions through the Eviction API, never deletes).
 """
@@ -37,11 +46,19 @@ from gpuwatch.config.settings import ActionsSettings, MaintenanceWindow, PoolAct
 from gpuwatch.model.actions import Action, ActionStatus
 from gpuwatch.model.cluster import ClusterState, Node, Pod, gpu_request_kind
 from gpuwatch.model.findings import Finding, Role
+from gpuwatch.model.tenant import (
+    ACTION_KEY,
+    ACTION_PHASE,
+    DO_NOT_DISRUPT,
+    SAFE_TO_EVICT,
+    SCALE_DOWN_DISABLED,
+    eviction_protection,
+    flag,
+    protects,
+)
+from gpuwatch.planners.freshness import Freshness
 
 KIND = "scale_down_node"
-SAFE_TO_EVICT = "cluster-autoscaler.kubernetes.io/safe-to-evict"
-SCALE_DOWN_DISABLED = "cluster-autoscaler.kubernetes.io/scale-down-disabled"
-DO_NOT_DISRUPT = "karpenter.sh/do-not-disrupt"
 MIRROR_POD = "kubernetes.io/config.mirror"
 _HOLDING = frozenset({"Running", "Pending", "Unknown"})
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -57,6 +74,8 @@ class ScaleDownInputs:
     dry_run: bool
     kill_switch_on: bool
     """The kill switch read this cycle; False when it could not be read."""
+    freshness: Freshness | None = None
+    """Whether the data is live; None for a read-only analysis (nothing is written)."""
 
 
 @dataclass
@@ -66,6 +85,18 @@ class _Candidate:
     gpus: list[GpuContext]
     evict: list[Pod]
     blockers: list[str]
+    resume: bool = False
+    """Cordoned by gpuwatch in an earlier cycle, its drain not finished: carry on."""
+
+
+def key_for(node: str) -> str:
+    """The key of the scale-down of ``node``, recorded on it while it is in flight."""
+    return f"{KIND}:{node}"
+
+
+def in_flight(node: Node) -> bool:
+    """gpuwatch cordoned the node to remove it (it may be done, awaiting removal)."""
+    return node.unschedulable and ACTION_KEY.get(node.annotations) == key_for(node.name)
 
 
 def plan_scale_down(inputs: ScaleDownInputs) -> list[Action]:
@@ -77,38 +108,50 @@ def plan_scale_down(inputs: ScaleDownInputs) -> list[Action]:
     non_empty_taken = False
     for pool, policy in sorted(inputs.settings.pools.items()):
         nodes = by_pool.get(pool, {})
+        members = [gpus[0].node for _, gpus in sorted(nodes.items()) if gpus[0].node is not None]
+        # Nodes on their way out count against the budget, whoever cordoned them.
+        leaving = [n for n in members if n.unschedulable]
+        resumed = [
+            c
+            for c in (_resumed(n, nodes[n.name], pool, pods_on, inputs) for n in leaving)
+            if c is not None
+        ]
         candidates = [
             c
             for c in (
-                _candidate(gpus[0].node, gpus, pool, firing, pods_on, inputs)
-                for _, gpus in sorted(nodes.items())
-                if gpus[0].node is not None
+                _candidate(node, nodes[node.name], pool, firing, pods_on, inputs)
+                for node in members
+                if not node.unschedulable
             )
             if c is not None
         ]
+        for candidate in resumed:
+            actions.append(
+                _action(candidate, policy, inputs.dry_run, _write_gate(candidate, inputs))
+            )
         if not candidates:
             continue
         closed = _pool_gate(pool, policy, nodes, inputs)
         # Empty nodes first: they go without disturbing anyone.
         candidates.sort(key=lambda c: (bool(c.evict), -len(c.gpus), c.node.name))
-        staying = sum(
-            1 for gpus in nodes.values() if gpus[0].node and not gpus[0].node.unschedulable
-        )
+        staying = len(members) - len(leaving)
         budget = max(1, math.floor(policy.budget_percent / 100 * len(nodes)))
-        taken = 0
+        taken = len(leaving)
         for candidate in candidates:
             reason = closed or (candidate.blockers[0] if candidate.blockers else "")
             if not reason and taken >= budget:
                 reason = (
-                    f"budget: at most {budget} of the pool's {len(nodes)} nodes per cycle "
-                    f"({policy.budget_percent:g} %)"
+                    f"budget: at most {budget} of the pool's {len(nodes)} nodes at a time "
+                    f"({policy.budget_percent:g} %), and {len(leaving)} already cordoned"
+                    if leaving
+                    else f"budget: at most {budget} of the pool's {len(nodes)} nodes per "
+                    f"cycle ({policy.budget_percent:g} %)"
                 )
             if not reason and staying - 1 < policy.floor:
                 reason = f"floor: {pool} keeps at least {policy.floor} nodes"
             if not reason and candidate.evict and non_empty_taken:
                 reason = "one non-empty node at a time: another is being drained this cycle"
-            if not reason and not inputs.dry_run and not inputs.kill_switch_on:
-                reason = f"kill switch {inputs.settings.kill_switch} is not 'true'"
+            reason = reason or _write_gate(candidate, inputs)
             if not reason:
                 taken += 1
                 staying -= 1
@@ -117,18 +160,57 @@ def plan_scale_down(inputs: ScaleDownInputs) -> list[Action]:
     return actions
 
 
+def _write_gate(candidate: _Candidate, inputs: ScaleDownInputs) -> str:
+    """Why a write may not happen now: the kill switch, or data that is not live."""
+    if inputs.dry_run:
+        return ""
+    if not inputs.kill_switch_on:
+        return f"kill switch {inputs.settings.kill_switch} is not 'true'"
+    if inputs.freshness is None:
+        return "no clock reading: nothing is written"
+    if candidate.resume:  # the node's GPUs may have stopped reporting as it drains
+        return inputs.freshness.refusal()
+    return inputs.freshness.refusal_for(candidate.gpus)
+
+
+def _resumed(
+    node: Node,
+    gpus: list[GpuContext],
+    pool: str,
+    pods_on: Mapping[str, list[Pod]],
+    inputs: ScaleDownInputs,
+) -> _Candidate | None:
+    """A node gpuwatch cordoned earlier whose removal is not done: resume it. Pods that
+    may not be evicted now keep a drain that has not got past them from going on (it
+    is then rolled back); None for a node done or cordoned by someone else."""
+    phase = ACTION_PHASE.get(node.annotations)
+    if not in_flight(node) or phase == "done":
+        return None
+    evict, blockers = _evictable(node, pods_on, inputs.settings.reclaimable_annotation)
+    if phase not in (None, "draining"):
+        evict, blockers = [], []  # drained already: what is left is the node's removal
+    return _Candidate(node, pool, gpus, evict, blockers, resume=True)
+
+
 def _action(candidate: _Candidate, policy: PoolActionPolicy, dry_run: bool, refusal: str) -> Action:
     unallocated = sum(1 for g in candidate.gpus if not g.holders)
+    if candidate.resume:
+        phase = ACTION_PHASE.get(candidate.node.annotations) or "draining"
+        why = (
+            f"resuming the drain gpuwatch started (phase {phase})"
+            if not candidate.blockers
+            else f"rolling back the drain gpuwatch started: {candidate.blockers[0]}"
+        )
+    else:
+        why = f"{unallocated} of {len(candidate.gpus)} GPUs unallocated" + (
+            f", {len(candidate.evict)} idle opted-in pods to evict" if candidate.evict else ""
+        )
     return Action(
         kind=KIND,
         target=f"Node/{candidate.node.name}",
         status=ActionStatus.REFUSED if refusal else ActionStatus.PLANNED,
-        reason=refusal
-        or (
-            f"{unallocated} of {len(candidate.gpus)} GPUs unallocated"
-            + (f", {len(candidate.evict)} idle opted-in pods to evict" if candidate.evict else "")
-        ),
-        key=f"{KIND}:{candidate.node.name}",
+        reason=refusal or why,
+        key=key_for(candidate.node.name),
         dry_run=dry_run,
         pool=candidate.pool,
         mechanism=policy.mechanism,
@@ -136,6 +218,8 @@ def _action(candidate: _Candidate, policy: PoolActionPolicy, dry_run: bool, refu
             "gpus": len(candidate.gpus),
             "unallocated_gpus": unallocated,
             "evict": [f"{p.namespace}/{p.name}" for p in candidate.evict],
+            **({"resume": True} if candidate.resume else {}),
+            **({"rollback": True} if candidate.resume and candidate.blockers else {}),
             **(
                 {"machine_deployment": policy.machine_deployment}
                 if policy.mechanism == "cluster-api"
@@ -203,30 +287,53 @@ def _candidate(
     blockers: list[str] = []
     if node.name in firing.gap_nodes or any(g.device is None for g in gpus):
         blockers.append("data gap: no action on a node whose metrics are missing or stale")
-    if node.annotations.get(SCALE_DOWN_DISABLED) == "true":
-        blockers.append(f'{SCALE_DOWN_DISABLED}: "true" on the node')
-    if node.annotations.get(DO_NOT_DISRUPT) == "true":
-        blockers.append(f'{DO_NOT_DISRUPT}: "true" on the node')
+    for protection in (SCALE_DOWN_DISABLED, DO_NOT_DISRUPT):
+        if protects(protection, node.annotations):
+            blockers.append(f"{protection.key}: {node.annotations[protection.key]!r} on the node")
+    evict, pod_blockers = _evictable(node, pods_on, reclaim_key)
+    return _Candidate(node, pool, gpus, evict, blockers + pod_blockers)
+
+
+def evictable_or_why(pod: Pod, reclaim_key: str | None, *, for_removal: bool = True) -> str:
+    """Why ``pod`` may not be evicted (empty when it may): the guards of Cluster
+    Autoscaler and Karpenter. ``reclaim_key``: the opt-in a GPU pod needs (None: none).
+    ``for_removal``: the pod goes for good with its node, so a bare pod or local storage
+    blocks too (a job moved to spot is recreated by its controller, its scratch space
+    with it)."""
+    name = f"pod {pod.namespace}/{pod.name}"
+    opted_in = reclaim_key is None or flag(reclaim_key).get(pod.annotations) is True
+    if gpu_request_kind(pod.requests) and not opted_in:
+        return f"{name} holds GPUs and is not annotated {reclaim_key}"
+    protection = eviction_protection(pod.annotations)
+    if protection:
+        return f"{name}: {protection}"
+    if not for_removal:
+        return ""
+    if pod.owner is None:
+        return f"{name} is a bare pod: nothing would recreate it"
+    if pod.local_storage and SAFE_TO_EVICT.get(pod.annotations) is not True:
+        return f"{name} has local storage (emptyDir or hostPath)"
+    return ""
+
+
+def _evictable(
+    node: Node, pods_on: Mapping[str, list[Pod]], reclaim_key: str
+) -> tuple[list[Pod], list[str]]:
+    """The node's pods to evict, and why any may not be (DaemonSet and mirror pods stay,
+    as in Cluster Autoscaler)."""
     evict: list[Pod] = []
+    blockers: list[str] = []
     for pod in pods_on.get(node.name, []):
         if pod.owner is not None and pod.owner.kind == "DaemonSet":
             continue
         if MIRROR_POD in pod.annotations:
             continue
-        name = f"{pod.namespace}/{pod.name}"
-        if gpu_request_kind(pod.requests) and pod.annotations.get(reclaim_key) != "true":
-            blockers.append(f"pod {name} holds GPUs and is not annotated {reclaim_key}")
-        elif pod.annotations.get(DO_NOT_DISRUPT) == "true":
-            blockers.append(f"pod {name}: {DO_NOT_DISRUPT}")
-        elif pod.annotations.get(SAFE_TO_EVICT) == "false":
-            blockers.append(f'pod {name}: {SAFE_TO_EVICT}: "false"')
-        elif pod.owner is None:
-            blockers.append(f"pod {name} is a bare pod: nothing would recreate it")
-        elif pod.local_storage and pod.annotations.get(SAFE_TO_EVICT) != "true":
-            blockers.append(f"pod {name} has local storage (emptyDir or hostPath)")
+        why = evictable_or_why(pod, reclaim_key)
+        if why:
+            blockers.append(why)
         else:
             evict.append(pod)
-    return _Candidate(node, pool, gpus, evict, blockers)
+    return evict, blockers
 
 
 def _pool_gate(

@@ -81,6 +81,20 @@ def test_a_real_cluster_is_never_joined_with_simulated_metrics(tmp_path):
     assert not (tmp_path / "gpuwatch-out").exists()
 
 
+def test_writes_with_a_past_instant_are_refused_at_the_start(tmp_path):
+    run = gpuwatch(
+        "once", "--no-dry-run", "--at", "2026-11-24T02:00:00Z", "--out", str(tmp_path / "o"),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 2
+    assert "refusing to write" in run.stderr and "actions.max_data_age" in run.stderr
+    assert not (tmp_path / "o").exists()  # nothing read, nothing written
+    # The same instant in a dry run is analysed as usual.
+    dry = gpuwatch("once", "--at", "2026-11-24T02:00:00Z", "--out", str(tmp_path / "d"),
+                   cwd=tmp_path)  # fmt: skip
+    assert dry.returncode == 0, dry.stderr
+
+
 def test_real_metrics_are_never_joined_with_simulated_pods(tmp_path):
     # With Prometheus metrics, the default cluster source is the Kubernetes API: here
     # there is none, and gpuwatch says how to point it at one instead of guessing.

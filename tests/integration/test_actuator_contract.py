@@ -16,9 +16,10 @@ from dataclasses import replace
 
 import pytest
 
-from gpuwatch.actuators.base import Actuator
+from gpuwatch.actuators.base import Actuator, FollowUp
 from gpuwatch.actuators.kubernetes import KubernetesActuator
 from gpuwatch.actuators.recorder import RecordingActuator
+from gpuwatch.config.settings import MigrationSettings
 from gpuwatch.kube.lease import Lease
 from gpuwatch.model.actions import Action, ActionStatus
 from tests.integration.kube_emulator import KubeEmulator
@@ -113,7 +114,7 @@ def test_refusals_and_dry_runs_come_back_as_they_went_in(world):
     [("true", True), (" TRUE ", True), ("false", False), ("", False), (None, False)],
 )
 def test_the_kill_switch_is_off_unless_it_says_true(world, switch, on):
-    assert world(switch=switch).kill_switch_on(SWITCH) is on
+    assert world(switch=switch).kill_switch(SWITCH).on is on
 
 
 def test_exclusive_says_why_not_when_another_instance_writes(world):
@@ -122,8 +123,15 @@ def test_exclusive_says_why_not_when_another_instance_writes(world):
 
 
 def test_a_follow_up_with_nothing_in_flight_does_nothing(world):
-    assert world().follow_up(600.0, {}) == []
-    assert world().follow_up(600.0) == []
+    assert world().follow_up(FollowUp(MigrationSettings())) == []
+    assert world().follow_up(FollowUp(MigrationSettings(), {}, "kill switch off")) == []
+
+
+def test_release_never_raises(world):
+    actuator = world()
+    actuator.exclusive()
+    actuator.release()
+    actuator.release()
 
 
 def test_names_say_where_writes_go(world):

@@ -241,4 +241,4 @@ def test_no_client_exception_escapes_the_lease_or_the_actuator(kube_emulator):
 def test_kill_switch_that_cannot_be_read_is_off(kube_emulator):
     kube_emulator.deny("get", "configmaps", namespace="gpuwatch")
     actuator = KubernetesActuator(kube_emulator.kube_api())
-    assert actuator.kill_switch_on("gpuwatch/gpuwatch-actions/enabled") is False
+    assert actuator.kill_switch("gpuwatch/gpuwatch-actions/enabled").on is False

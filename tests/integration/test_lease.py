@@ -6,7 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from gpuwatch.actuators.kubernetes import KubernetesActuator
 from gpuwatch.kube.lease import Lease
+from tests.builders import FakeClock
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
@@ -54,3 +56,38 @@ def test_a_conflicting_update_loses_the_race(kube_emulator):
     kube_emulator.fail_next(lease_path, 409, times=1, method="PUT")
     assert b.acquire() is False
     assert a.acquire() is True
+
+
+def test_hold_renews_once_a_third_of_the_lease_has_passed(kube_emulator):
+    wall = Clock()
+    ticks = FakeClock(T0)
+    lease = Lease(
+        kube_emulator.kube_api(now=wall, monotonic=ticks.monotonic), "gpuwatch", "h", "a", 60
+    )
+    assert lease.hold() is True  # taken
+    requests = len(kube_emulator.requests_where(plural="leases"))
+    ticks.t += 19
+    assert lease.hold() is True  # recent: no request
+    assert len(kube_emulator.requests_where(plural="leases")) == requests
+    ticks.t += 2
+    wall.now += timedelta(seconds=21)
+    assert lease.hold() is True  # renewed
+    assert len(kube_emulator.requests_where(plural="leases")) > requests
+    lease.release()
+    other = Lease(kube_emulator.kube_api(now=wall), "gpuwatch", "h", "b", 60)
+    assert other.acquire() is True  # released: taken at once, no waiting for expiry
+    assert lease.hold() is False  # and the first no longer assumes it holds it
+
+
+def test_overlapping_runs_never_both_write(kube_emulator):
+    """A manual ``once`` beside the CronJob's run: while one holds the Lease the other's
+    writes are refused, and the Lease is free again as soon as the first run ends."""
+    clock = Clock()
+    api = kube_emulator.kube_api(now=clock)
+    first = KubernetesActuator(api, lease=Lease(api, "gpuwatch", "gpuwatch-actions", "cron-1", 120))
+    second = KubernetesActuator(api, lease=Lease(api, "gpuwatch", "gpuwatch-actions", "me", 120))
+    assert first.exclusive() is None
+    assert "another gpuwatch instance" in (second.exclusive() or "")
+    first.release()
+    assert second.exclusive() is None
+    assert "another gpuwatch instance" in (first.exclusive() or "")

@@ -21,13 +21,14 @@ import pytest
 # torch fails here loudly rather than skipping the end-to-end migration.
 from gpuwatch.actuators.drain import DrainOptions
 from gpuwatch.actuators.kubernetes import KubernetesActuator
-from gpuwatch.actuators.migrate import MIGRATION_KEY_ANNOTATION
 from gpuwatch.model.actions import ActionStatus
+from gpuwatch.model.tenant import MIGRATION_KEY
 from tests.integration.kube_emulator.resources import KUBEFLOW_RESOURCES
 from tests.integration.test_spot_migration import (
     ACTION,
     GPU_TOLERATION,
     SPOT_TOLERATION,
+    follow,
     job,
     node,
     pod,
@@ -150,11 +151,11 @@ def test_pytorchjob_migrates_to_spot_and_resumes_bit_identical(
     assert _latest_step(out) == STEPS
 
     # The next cycle confirms the move and clears the migration's bookkeeping.
-    (confirmed,) = actuator.follow_up(deadline_s=600)
+    (confirmed,) = follow(actuator)
     assert confirmed.kind == "migrate_to_spot_confirmed", confirmed
     assert confirmed.status is ActionStatus.DONE
     moved = emulator.get("kubeflow.org/v1", "PyTorchJob", "pretrain", "llm")
-    assert MIGRATION_KEY_ANNOTATION not in (moved["metadata"].get("annotations") or {})
+    assert MIGRATION_KEY.key not in (moved["metadata"].get("annotations") or {})
     events = emulator.events_for("pretrain", kind="PyTorchJob", namespace="llm")
     assert [e["reason"] for e in events] == ["MigrateToSpot", "MigrateToSpotConfirmed"]
 

@@ -267,7 +267,8 @@ def _case_cluster(case: dict[str, Any], setup: dict[str, Any]) -> ClusterState:
     with the GPU requests the holders' devices imply."""
     node_name = setup["node"]
     if node_name is None:
-        return ClusterState(AT)
+        # The output names no node: the cluster has nodes, none of them the GPUs'.
+        return ClusterState(AT, (Node("cpu-0", {"kubernetes.io/hostname": "cpu-0"}),))
     devices = case["expect"]["devices"]
     whole = sum(1 for d in devices if d["mig_instance"] is None)
     mig: dict[str, float] = defaultdict(float)

@@ -7,6 +7,7 @@ import pytest
 from gpuwatch.actuators.drain import ACTION_KEY_ANNOTATION, DELETE_MACHINE_ANNOTATION, DrainOptions
 from gpuwatch.actuators.kubernetes import KubernetesActuator
 from gpuwatch.model.actions import Action, ActionStatus
+from gpuwatch.model.tenant import ACTION_PHASE, REPLICAS_BEFORE
 from tests.builders import FakeClock
 from tests.integration.kube_emulator.resources import CLUSTER_API_RESOURCES, KARPENTER_RESOURCES
 
@@ -107,18 +108,39 @@ def test_budget_that_never_allows_uncordons_at_the_deadline(cluster):
     assert emulator.events_for("gpu-1", kind="Node")[-1]["reason"] == "ScaleDownFailed"
 
 
-def test_crash_between_cordon_and_eviction_then_rerun_converges(cluster):
+def test_a_failed_eviction_rolls_the_drain_back(cluster):
+    """A 500 on the second eviction: the node is uncordoned and unmarked, and the outcome
+    says which pod was already evicted."""
     emulator, actuator, _ = cluster
-    eviction = emulator.path("v1", "Pod", "alice-0", "research", "eviction")
+    eviction = emulator.path("v1", "Pod", "bob-0", "research", "eviction")
     emulator.fail_next(eviction, 500, times=10, method="POST")  # past every retry
-    first = actuator.apply(planned("alice-0", "bob-0"))
-    assert first.status is ActionStatus.FAILED
-    assert _node(emulator)["spec"]["unschedulable"] is True  # left as the crash left it
-    second = actuator.apply(planned("alice-0", "bob-0"))
-    assert second.status is ActionStatus.DONE
-    assert emulator.objects("v1", "Pod") == []
-    cordons = emulator.requests_where(verb="patch", plural="nodes")
-    assert len(cordons) == 2  # the rerun re-asserts the same cordon; nothing else twice
+    failed = actuator.apply(planned("alice-0", "bob-0"))
+    assert failed.status is ActionStatus.FAILED
+    assert "evicting research/bob-0 failed" in failed.reason and "uncordoned" in failed.reason
+    assert failed.details["evicted"] == ["research/alice-0"]
+    assert _node(emulator)["spec"]["unschedulable"] is False
+    assert not {ACTION_KEY_ANNOTATION, ACTION_PHASE.key} & set(
+        _node(emulator)["metadata"].get("annotations") or {}
+    )
+    # The next cycle plans it afresh (the planner sees a schedulable node) and converges.
+    again = actuator.apply(planned("bob-0"))
+    assert again.status is ActionStatus.DONE and emulator.objects("v1", "Pod") == []
+
+
+def test_a_drain_killed_mid_way_is_resumed_from_its_phase(kube_emulator):
+    """The process died after cordoning (phase draining recorded): the resume evicts
+    what is left and finishes; a node marked done is never touched again."""
+    marks = {ACTION_KEY_ANNOTATION: "scale_down_node:gpu-1", ACTION_PHASE.key: "draining"}
+    kube_emulator.add_all([node(unschedulable=True, annotations=marks), pod("bob-0")])
+    actuator = KubernetesActuator(kube_emulator.kube_api())
+    resumed = Action(**{**planned("bob-0").__dict__, "details": {"evict": ["research/bob-0"],
+                                                               "resume": True}})  # fmt: skip
+    assert actuator.apply(resumed).status is ActionStatus.DONE
+    assert _node(kube_emulator)["metadata"]["annotations"][ACTION_PHASE.key] == "done"
+    before = len(kube_emulator.writes())
+    again = actuator.apply(resumed)
+    assert again.status is ActionStatus.DONE and "already done" in again.reason
+    assert [r.plural for r in kube_emulator.writes()[before:]] == ["events"]
 
 
 def test_node_cordoned_by_someone_else_is_left_alone(kube_emulator):
@@ -163,18 +185,43 @@ def test_refusals_become_events_and_dry_runs_write_nothing(cluster):
     assert actuator.apply(dry) is dry and len(emulator.writes()) == before
 
 
-def test_kill_switch(kube_emulator):
-    actuator = KubernetesActuator(kube_emulator.kube_api())
-    assert actuator.kill_switch_on("gpuwatch/gpuwatch-actions/enabled") is False
-    kube_emulator.add(
+def _switch(emulator, data) -> None:
+    emulator.add(
         {
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": {"name": "gpuwatch-actions", "namespace": "gpuwatch"},
-            "data": {"enabled": "true"},
+            "data": data,
         }
     )
-    assert actuator.kill_switch_on("gpuwatch/gpuwatch-actions/enabled") is True
+
+
+@pytest.mark.parametrize(
+    ("data", "on", "noted"),
+    [
+        (None, False, False),  # no ConfigMap: off, as shipped
+        ({"enabled": "true"}, True, False),
+        ({"enabled": " TRUE\n"}, True, False),
+        ({"enabled": "false"}, False, False),
+        ({"other": "true"}, False, False),
+        ({"enabled": "yes"}, False, True),
+        ({"enabled": "1"}, False, True),
+    ],
+)
+def test_kill_switch(kube_emulator, data, on, noted):
+    actuator = KubernetesActuator(kube_emulator.kube_api())
+    if data is not None:
+        _switch(kube_emulator, data)
+    switch = actuator.kill_switch("gpuwatch/gpuwatch-actions/enabled")
+    assert switch.on is on and (switch.note is not None) is noted
+    if noted:
+        assert "not true or false: writes are off" in switch.note
+
+
+def test_an_unreadable_kill_switch_is_off_and_says_why(kube_emulator):
+    kube_emulator.deny("get", "configmaps")
+    switch = KubernetesActuator(kube_emulator.kube_api()).kill_switch("gpuwatch/x/enabled")
+    assert switch.on is False and "403" in (switch.note or "")
 
 
 def capi_objects() -> list[dict]:
@@ -220,7 +267,49 @@ def test_cluster_api_marks_the_machine_before_scaling(cluster):
     md = emulator.get("cluster.x-k8s.io/v1beta1", "MachineDeployment", "gpu-md", "capi")
     assert md["spec"]["replicas"] == 2
     writes = [(r.plural, r.subresource) for r in emulator.writes() if r.group == "cluster.x-k8s.io"]
-    assert writes == [("machines", None), ("machinedeployments", "scale")]
+    # Marked (with the count before) first, then lowered, then the lowering recorded.
+    assert writes == [("machines", None), ("machinedeployments", "scale"), ("machines", None)]
+    assert machine["metadata"]["annotations"][REPLICAS_BEFORE.key] == "3"
+
+
+def test_cluster_api_lowers_the_machine_deployment_once_however_often_it_is_applied(cluster):
+    emulator, actuator, _ = cluster
+    emulator.install(*CLUSTER_API_RESOURCES)
+    emulator.add_all(capi_objects())
+    assert actuator.apply(capi_action()).status is ActionStatus.DONE
+    again = actuator.apply(capi_action())
+    assert again.status is ActionStatus.DONE and "already done" in again.reason
+    md = emulator.get("cluster.x-k8s.io/v1beta1", "MachineDeployment", "gpu-md", "capi")
+    assert md["spec"]["replicas"] == 2
+    assert len(emulator.requests_where(verb="patch", subresource="scale")) == 1
+
+
+def test_cluster_api_resumed_after_lowering_does_not_lower_again(cluster):
+    """Killed between the scale call and recording it: the count before, recorded on the
+    Machine first, shows the lowering happened."""
+    emulator, actuator, _ = cluster
+    emulator.install(*CLUSTER_API_RESOURCES)
+    machine, deployment = capi_objects()
+    machine["metadata"]["annotations"] = {
+        DELETE_MACHINE_ANNOTATION: "yes",
+        ACTION_KEY_ANNOTATION: "scale_down_node:gpu-1",
+        ACTION_PHASE.key: "marked",
+        REPLICAS_BEFORE.key: "3",
+    }
+    deployment["spec"]["replicas"] = 2
+    emulator.add_all([machine, deployment])
+    marks = {ACTION_KEY_ANNOTATION: "scale_down_node:gpu-1", ACTION_PHASE.key: "removing"}
+
+    def drained(obj: dict) -> None:
+        obj["metadata"]["annotations"] = marks
+        obj["spec"]["unschedulable"] = True
+
+    emulator.mutate("v1", "Node", "gpu-1", change=drained)
+    done = actuator.apply(capi_action())
+    assert done.status is ActionStatus.DONE, done.reason
+    md = emulator.get("cluster.x-k8s.io/v1beta1", "MachineDeployment", "gpu-md", "capi")
+    assert md["spec"]["replicas"] == 2
+    assert not emulator.requests_where(verb="patch", subresource="scale")
 
 
 def test_cluster_api_undoes_the_mark_when_scaling_fails(cluster):

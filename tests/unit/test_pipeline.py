@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
 from datetime import datetime, timedelta
 
@@ -13,11 +14,13 @@ from gpuwatch.analysis.pricing import load_price_book
 from gpuwatch.analysis.rules.loader import load_rules
 from gpuwatch.config.settings import Settings, SimulatorSettings
 from gpuwatch.model.actions import ActionStatus
+from gpuwatch.model.cluster import ClusterState
 from gpuwatch.model.errors import SourceUnreachable, StateError
 from gpuwatch.model.metrics import WindowRequest, WindowStats
 from gpuwatch.model.state import AlertGroupState, CycleState
 from gpuwatch.notify.console import RecordingNotifier
 from gpuwatch.pipeline import Components, analyse, gather, run_cycle
+from gpuwatch.pipeline.effect import effect
 from gpuwatch.sources.simulator import (
     SimulatedCluster,
     SimulatorClusterSource,
@@ -208,12 +211,45 @@ def test_dry_run_plans_and_writes_nothing():
     assert actuator.applied == []
 
 
+def _live(actuator, clock=SHOWCASE_AT) -> Components:
+    """The showcase with an actuator, read at ``clock`` by the wall clock."""
+    return replace(_components(), actuator=actuator, clock=lambda: clock)
+
+
 def test_writes_go_through_the_actuator_when_allowed():
     actuator = RecordingActuator()
-    result = run_cycle(replace(_components(), actuator=actuator), ACTIONS, SHOWCASE_AT)
+    result = run_cycle(_live(actuator), ACTIONS, SHOWCASE_AT)
     done = [a for a in result.actions if a.status is ActionStatus.DONE]
     assert [a.target for a in done] == ["Node/train-a100-3"]
     assert done[0].details["evict"] == ["research/alice-0", "research/bob-0"]
+    assert actuator.released == 1  # the Lease is handed back when the writes end
+
+
+def test_no_write_on_data_from_the_past():
+    """``once --at <10 days ago> --no-dry-run``: the plan is shown, refused, not written."""
+    actuator = RecordingActuator()
+    later = SHOWCASE_AT + timedelta(days=10)
+    result = run_cycle(_live(actuator, later), ACTIONS, SHOWCASE_AT)
+    assert result.actions and not [a for a in result.actions if a.status is ActionStatus.DONE]
+    refused = [a for a in result.actions if a.target == "Node/train-a100-3"]
+    assert refused[0].status is ActionStatus.REFUSED and "stale data" in refused[0].reason
+    assert "10d ago" in refused[0].reason
+    assert [a for a in actuator.applied if a.status is ActionStatus.PLANNED] == []
+
+
+def test_the_write_deadline_stops_what_has_not_started():
+    actuator = RecordingActuator()
+    late = Settings.model_validate(
+        {**ACTIONS.model_dump(by_alias=True), "actions": {
+            **ACTIONS.actions.model_dump(by_alias=True), "deadline": 1, "eviction_deadline": 1,
+        }}
+    )  # fmt: skip
+    started = time.monotonic() - 5  # the cycle began 5 s ago: the 1 s deadline is past
+    gathered = gather(_live(actuator), late, SHOWCASE_AT)
+    analysis = analyse(gathered, load_rules(), load_price_book(), late)
+    result = effect(gathered, analysis, _live(actuator), late, started)
+    (action,) = [a for a in result.actions if a.target == "Node/train-a100-3"]
+    assert action.status is ActionStatus.REFUSED and "deadline" in action.reason
 
 
 @pytest.mark.parametrize(
@@ -224,7 +260,7 @@ def test_writes_go_through_the_actuator_when_allowed():
     ],
 )
 def test_kill_switch_and_lease_stop_writes(actuator, reason):
-    result = run_cycle(replace(_components(), actuator=actuator), ACTIONS, SHOWCASE_AT)
+    result = run_cycle(_live(actuator), ACTIONS, SHOWCASE_AT)
     assert result.actions and not [a for a in result.actions if a.status is ActionStatus.DONE]
     assert any(reason in a.reason for a in result.actions)
 
@@ -333,3 +369,20 @@ def test_groups_told_through_another_notifier_survive_the_save():
     run_cycle(_components(state=state), SETTINGS, SHOWCASE_AT)
     parked = state.load().parked
     assert [g.ts for g in parked.values()] == [slack_group.ts]
+
+
+class _EmptyCluster:
+    """A cluster source that answers, but with nothing in it (another cluster's
+    kubeconfig, or credentials that may not list nodes)."""
+
+    name = "empty"
+
+    def snapshot(self, at: datetime) -> ClusterState:
+        return ClusterState(at)
+
+
+def test_a_cluster_without_nodes_beside_metrics_with_gpus_is_a_source_error():
+    result = run_cycle(replace(_components(), cluster=_EmptyCluster()), SETTINGS, SHOWCASE_AT)
+    (error,) = result.errors
+    assert error.startswith("cluster (empty, empty): it has no nodes while the metrics show 64")
+    assert result.findings == () and not result.ok

@@ -19,12 +19,12 @@ from gpuwatch.analysis.savings import (
     spot,
 )
 from gpuwatch.analysis.savings.overlap import totals
-from gpuwatch.analysis.savings.quantization import parse_params
 from gpuwatch.config.settings import SavingsSettings
 from gpuwatch.model.cluster import WHOLE_GPU_RESOURCE, ClusterState, Controller, Node, OwnerRef, Pod
 from gpuwatch.model.cost import Saving
 from gpuwatch.model.findings import Finding, GpuHolder, Role, Severity
 from gpuwatch.model.metrics import Aggregate, AggregateSpec, HistoryFrame, Signal
+from gpuwatch.model.tenant import MODEL_PARAMS
 from gpuwatch.pipeline import run_cycle
 from gpuwatch.sources.simulator.layout import SHOWCASE_AT
 from tests.builders import AT, device
@@ -122,6 +122,24 @@ class TestSpot:
     def test_no_checkpoints_no_saving_and_says_why(self):
         saved, (skipped,) = spot.compute(inputs([gpu(0, "job")], [training_pod("job")]))
         assert saved == [] and "no checkpoints" in skipped.reason
+
+    @pytest.mark.parametrize(
+        ("notes", "why"),
+        [
+            ({"gpuwatch.io/checkpoint": "yes"}, "no checkpoints"),
+            (
+                {"gpuwatch.io/checkpoint": "true", "gpuwatch.io/checkpoint-interval": "banana"},
+                "checkpoint-interval is unreadable",
+            ),
+            (
+                {"gpuwatch.io/checkpoint": "true", "gpuwatch.io/checkpoint-interval": "-5"},
+                "checkpoint-interval is unreadable",
+            ),
+        ],
+    )
+    def test_an_unreadable_annotation_is_no_opt_in(self, notes, why):
+        saved, (skipped,) = spot.compute(inputs([gpu(0, "llm")], [training_pod("llm", notes)]))
+        assert saved == [] and why in skipped.reason
 
     def test_already_on_spot(self):
         pods = [training_pod("llm", {"gpuwatch.io/checkpoint": "true"})]
@@ -246,10 +264,14 @@ class TestQuantization:
             ("7e9", 7e9),
             ("13000000000", 1.3e10),
             ("lots", None),
+            ("nan", None),
+            ("inf", None),
+            ("-7B", None),
+            ("0", None),
         ],
     )
     def test_parse_params(self, text, value):
-        assert parse_params(text) == value
+        assert MODEL_PARAMS.get({MODEL_PARAMS.key: text}) == value
 
 
 def idle_finding(ctx):

@@ -14,17 +14,16 @@ from gpuwatch.config.settings import ActionsSettings, MaintenanceWindow
 from gpuwatch.model.actions import ActionStatus
 from gpuwatch.model.cluster import WHOLE_GPU_RESOURCE, ClusterState, Node, OwnerRef, Pod
 from gpuwatch.model.findings import Finding, GpuHolder, Role, Severity
-from gpuwatch.planners.scale_down import (
-    DO_NOT_DISRUPT,
-    SAFE_TO_EVICT,
-    SCALE_DOWN_DISABLED,
-    ScaleDownInputs,
-    in_window,
-    plan_scale_down,
-)
+from gpuwatch.model.tenant import ACTION_KEY, ACTION_PHASE
+from gpuwatch.model.tenant import DO_NOT_DISRUPT as _DND
+from gpuwatch.model.tenant import SAFE_TO_EVICT as _STE
+from gpuwatch.model.tenant import SCALE_DOWN_DISABLED as _SDD
+from gpuwatch.planners.freshness import Freshness
+from gpuwatch.planners.scale_down import ScaleDownInputs, in_window, plan_scale_down
 from tests.builders import AT, device
 
 POOL = "gpu-training"
+DO_NOT_DISRUPT, SAFE_TO_EVICT, SCALE_DOWN_DISABLED = _DND.key, _STE.key, _SDD.key
 
 
 def node(name, annotations=None, created=None, gpus=2):
@@ -70,7 +69,14 @@ def finding(rule, c):
     )
 
 
-def plan(nodes, pods=(), extra_findings=(), busy=(), dry_run=True, kill=False, **actions):
+def live(contexts, clock=AT, newest=AT):
+    newest_s = {c.device.device_id: newest.timestamp() for c in contexts if c.device}
+    return Freshness(AT, clock, 300, 120, newest_s)
+
+
+def plan(
+    nodes, pods=(), extra_findings=(), busy=(), dry_run=True, kill=False, fresh=None, **actions
+):
     """Every GPU of every node unallocated (or held by ``pods`` per ``node/gpu`` name) and
     idle, unless its node is in ``busy``."""
     contexts, findings = [], list(extra_findings)
@@ -97,6 +103,7 @@ def plan(nodes, pods=(), extra_findings=(), busy=(), dry_run=True, kill=False, *
             settings_,
             dry_run,
             kill,
+            fresh(contexts) if fresh else live(contexts),
         )
     )
 
@@ -323,3 +330,66 @@ def test_rules_are_found_by_role_not_by_id():
         )
     )
     assert nothing == []
+
+
+def cordoned(name, phase=None, ours=True):
+    """A node cordoned by gpuwatch in an earlier cycle (``phase`` recorded), or by
+    someone else."""
+    annotations = {ACTION_KEY.key: f"scale_down_node:{name}"} if ours else {}
+    if phase:
+        annotations[ACTION_PHASE.key] = phase
+    return replace(node(name, annotations), unschedulable=True)
+
+
+def test_nodes_on_their_way_out_count_against_the_budget():
+    # 20 nodes, budget 10 % = 2, two already cordoned: nothing more this cycle.
+    free = [node(f"n{i:02}") for i in range(18)]
+    for leaving in ([cordoned("x0", ours=False), cordoned("x1", ours=False)],
+                    [cordoned("x0", "done"), cordoned("x1", "done")]):  # fmt: skip
+        result = plan(free + leaving, policy={"budget_percent": 10, "floor": 0})
+        assert [a.status for a in result].count(ActionStatus.PLANNED) == 0
+        assert all("2 already cordoned" in a.reason for a in result)
+    # One of them cordoned: one more.
+    result = plan([*free, node("x0"), cordoned("x1", ours=False)], policy={"budget_percent": 10})
+    assert [a.status for a in result].count(ActionStatus.PLANNED) == 1
+
+
+@pytest.mark.parametrize("phase", ["draining", "drained", "removing", None])
+def test_a_node_in_flight_is_resumed_never_planned_anew(phase):
+    (action,) = plan([cordoned("a", phase), node("b")], busy={"b"})
+    assert action.status is ActionStatus.PLANNED and action.details["resume"] is True
+    assert "resuming" in action.reason and "rollback" not in action.details
+
+
+def test_a_node_done_is_left_alone_and_a_foreign_cordon_is_not_touched():
+    assert plan([cordoned("a", "done"), node("b")], busy={"b"}) == []
+    assert plan([cordoned("a", ours=False), node("b")], busy={"b"}) == []
+
+
+def test_a_drain_blocked_since_it_started_is_rolled_back():
+    blocker = Pod("ns", "p", "a", "Running", {"cpu": 1.0}, owner=None)
+    (action,) = plan([cordoned("a", "draining"), node("b")], [blocker], busy={"b"})
+    assert action.details["rollback"] is True and "bare pod" in action.reason
+    # Once drained, what is left is the node's removal: no rollback.
+    (action,) = plan([cordoned("a", "drained"), node("b")], [blocker], busy={"b"})
+    assert "rollback" not in action.details
+
+
+@pytest.mark.parametrize("value", ["yes", "1", ""])
+def test_an_unreadable_protection_protects(value):
+    nodes = [node("a", {DO_NOT_DISRUPT: value}), node("b"), node("c")]
+    result = statuses(plan(nodes, busy={"b", "c"}))
+    assert result["Node/a"][0] is ActionStatus.REFUSED
+
+
+def test_writes_need_live_data():
+    nodes = [node("a"), node("b")]
+    ten_days = lambda c: live(c, clock=AT + timedelta(days=10))  # noqa: E731
+    (action,) = plan(nodes, busy={"b"}, dry_run=False, kill=True, fresh=ten_days)
+    assert action.status is ActionStatus.REFUSED and "10d" in action.reason
+    stale = lambda c: live(c, newest=AT - timedelta(minutes=3))  # noqa: E731
+    (action,) = plan(nodes, busy={"b"}, dry_run=False, kill=True, fresh=stale)
+    assert "stale metrics" in action.reason
+    fresh = lambda c: live(c, newest=AT - timedelta(seconds=119))  # noqa: E731
+    (action,) = plan(nodes, busy={"b"}, dry_run=False, kill=True, fresh=fresh)
+    assert action.status is ActionStatus.PLANNED

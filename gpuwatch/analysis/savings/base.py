@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from typing import TypeVar
 
 import numpy as np
 
@@ -17,11 +18,10 @@ from gpuwatch.model.cluster import ClusterState, Controller, Pod
 from gpuwatch.model.cost import HOURS_PER_MONTH, Price, Saving, SavingExcluded
 from gpuwatch.model.findings import Finding
 from gpuwatch.model.metrics import FloatArray, HistoryFrame
+from gpuwatch.model.tenant import ROLE, TenantField
 
-CHECKPOINT_ANNOTATION = "gpuwatch.io/checkpoint"
-CHECKPOINT_INTERVAL_ANNOTATION = "gpuwatch.io/checkpoint-interval"
-MODEL_PARAMS_ANNOTATION = "gpuwatch.io/model-params"
-ROLE_LABEL = "gpuwatch.io/role"  # inference | notebook | training, where images cannot tell
+T = TypeVar("T")
+
 INFERENCE_IMAGES = ("vllm", "tritonserver", "text-generation-inference", "tgi", "sglang")
 NOTEBOOK_HINTS = ("notebook", "jupyter")
 
@@ -80,10 +80,23 @@ class SavingsInputs:
             owner = controller.owner
         return None
 
+    def tenant(self, pod: Pod, field: TenantField[T]) -> tuple[T | None, bool]:
+        """``field`` on the pod or its nearest owner that has it, as (value, present): a
+        value present but unreadable is ``(None, True)``, and counts as not opted in (the
+        cycle's ``tenant_input`` note says why)."""
+        if field.on == "annotation":
+            text = self.annotation(pod, field.key)
+        else:
+            text = pod.labels.get(field.key)
+        if text is None:
+            return None, False
+        return field.get({field.key: text}), True
+
     def role(self, pod: Pod) -> str:
         """``inference``, ``notebook`` or ``training``/``other`` for a GPU pod."""
-        if pod.labels.get(ROLE_LABEL):
-            return pod.labels[ROLE_LABEL]
+        labelled = ROLE.get(pod.labels)
+        if labelled is not None:
+            return labelled
         images = " ".join(pod.images).lower()
         if any(hint in images for hint in INFERENCE_IMAGES):
             return "inference"

@@ -14,31 +14,17 @@ INT8 is proposed when it reaches a cheaper GPU (smaller accuracy loss), else INT
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from decimal import Decimal
 
 from gpuwatch.analysis.attribution import GpuContext
-from gpuwatch.analysis.savings.base import MODEL_PARAMS_ANNOTATION, SavingsInputs, monthly
+from gpuwatch.analysis.savings.base import SavingsInputs, monthly
 from gpuwatch.model.cost import Saving, SavingExcluded, money
 from gpuwatch.model.findings import GpuHolder
+from gpuwatch.model.tenant import MODEL_PARAMS
 
 KIND = "quantization"
 GIB = 2**30
-_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kmbt]?)\s*$", re.IGNORECASE)
-_SCALE = {"": 1, "k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}
-
-
-def parse_params(text: str) -> float | None:
-    """``7B`` -> 7e9, ``1.5b``, ``500M``, ``7e9``, ``7000000000``; None when unreadable."""
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    match = _SIZE.match(text)
-    if not match:
-        return None
-    return float(match.group(1)) * _SCALE[match.group(2).lower()]
 
 
 def compute(inputs: SavingsInputs) -> tuple[list[Saving], list[SavingExcluded]]:
@@ -55,15 +41,15 @@ def compute(inputs: SavingsInputs) -> tuple[list[Saving], list[SavingExcluded]]:
         ctx, holder = held[0]
         pod = inputs.pods[(holder.namespace, holder.pod)]
         scope = {"team": holder.team, "pool": ctx.pool, "workload": workload}
-        text = inputs.annotation(pod, MODEL_PARAMS_ANNOTATION)
-        params = parse_params(text) if text else None
+        params, present = inputs.tenant(pod, MODEL_PARAMS)
         if params is None:
+            why = "unreadable" if present else "unknown"
             excluded.append(
                 SavingExcluded(
                     KIND,
                     scope,
-                    f"model size unknown: annotate {MODEL_PARAMS_ANNOTATION} "
-                    '(e.g. "7B") on the pod or its Deployment',
+                    f"model size {why}: annotate {MODEL_PARAMS.key} "
+                    f"({MODEL_PARAMS.expected}) on the pod or its Deployment",
                 )
             )
             continue

@@ -14,15 +14,10 @@ from collections import defaultdict
 from decimal import Decimal
 
 from gpuwatch.analysis.attribution import GpuContext
-from gpuwatch.analysis.savings.base import (
-    CHECKPOINT_ANNOTATION,
-    CHECKPOINT_INTERVAL_ANNOTATION,
-    SavingsInputs,
-    monthly,
-)
+from gpuwatch.analysis.savings.base import SavingsInputs, monthly
 from gpuwatch.model.cost import Saving, SavingExcluded, money
-from gpuwatch.model.durations import parse_duration_s
 from gpuwatch.model.findings import GpuHolder
+from gpuwatch.model.tenant import CHECKPOINT, CHECKPOINT_INTERVAL
 
 KIND = "spot"
 
@@ -43,14 +38,25 @@ def compute(inputs: SavingsInputs) -> tuple[list[Saving], list[SavingExcluded]]:
         ctx, holder = held[0]
         pod = inputs.pods[(holder.namespace, holder.pod)]
         scope = {"team": holder.team, "pool": ctx.pool, "workload": workload}
-        if (inputs.annotation(pod, CHECKPOINT_ANNOTATION) or "").lower() != "true":
+        if inputs.tenant(pod, CHECKPOINT)[0] is not True:
             excluded.append(
                 SavingExcluded(
                     KIND,
                     scope,
                     "no checkpoints: a preemption would lose all progress. Checkpoint "
                     "periodically (see the reference training job) and annotate "
-                    f'{CHECKPOINT_ANNOTATION}: "true"',
+                    f'{CHECKPOINT.key}: "true"',
+                )
+            )
+            continue
+        interval_s, interval_given = inputs.tenant(pod, CHECKPOINT_INTERVAL)
+        if interval_given and interval_s is None:
+            excluded.append(
+                SavingExcluded(
+                    KIND,
+                    scope,
+                    f"{CHECKPOINT_INTERVAL.key} is unreadable (expected "
+                    f"{CHECKPOINT_INTERVAL.expected}): what a preemption loses is unknown",
                 )
             )
             continue
@@ -61,9 +67,7 @@ def compute(inputs: SavingsInputs) -> tuple[list[Saving], list[SavingExcluded]]:
                 SavingExcluded(KIND, scope, f"no on-demand and spot price for {ctx.model}")
             )
             continue
-        interval_text = inputs.annotation(pod, CHECKPOINT_INTERVAL_ANNOTATION)
         settings = inputs.settings.spot
-        interval_s = _seconds(interval_text)
         assumed_interval = interval_s is None
         interval_s = interval_s or settings.checkpoint_interval_s
         target = _spot_pool(inputs, ctx)
@@ -123,13 +127,3 @@ def _spot_pool(inputs: SavingsInputs, ctx: GpuContext) -> str | None:
         if other.capacity_type == "spot" and other.pool and inputs.book.model(other.model) is model:
             return other.pool
     return None
-
-
-def _seconds(text: str | None) -> int | None:
-    """``300`` (seconds) or a duration like ``5m``; None when absent or unreadable."""
-    if not text:
-        return None
-    try:
-        return int(text) if text.strip().isdigit() else parse_duration_s(text)
-    except ValueError:
-        return None
