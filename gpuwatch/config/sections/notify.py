@@ -168,12 +168,14 @@ class NotifySettings(Section):
     group_interval_s: DurationS = Field(
         300,
         alias="group_interval",
+        gt=0,
         description="Least time between two changes of a group's message (GPUs added "
         "or resolved): changes within it are gathered into one update.",
     )
     repeat_interval_s: DurationS = Field(
         14400,
         alias="repeat_interval",
+        gt=0,
         description="A group still firing after this long is posted again as a new "
         "message (a reminder); Alertmanager's default, 4 h.",
     )
@@ -191,6 +193,7 @@ class NotifySettings(Section):
     undelivered_max_age_s: DurationS = Field(
         86400,
         alias="undelivered_max_age",
+        gt=0,
         description="A message that could not be delivered is retried on every cycle "
         "for this long, then given up with a data-quality note.",
     )
