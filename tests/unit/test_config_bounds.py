@@ -183,6 +183,7 @@ def test_the_walk_reaches_every_kind_of_place():
     assert {
         "simulator.days",
         "notify.slack.max_retry_after_s",
+        "notify.slack.server_error_retries",
         "notify.repeat_interval",  # an alias
         "savings.spot.pools.example",
         "savings.floors.example",
@@ -276,6 +277,7 @@ def test_zero_is_accepted_where_none_is_an_answer(tmp_path):
         ("notify: {undelivered_max_age: 0}\n", "notify.undelivered_max_age"),
         ("savings: {sharing: {util_p95_max: 1.01}}\n", "savings.sharing.util_p95_max"),
         ("savings: {floors: {gpu-training: 1.5}}\n", "savings.floors.gpu-training"),
+        ("notify: {slack: {server_error_retries: 11}}\n", "notify.slack.server_error_retries"),
     ],
 )
 def test_zero_or_out_of_range_is_refused_where_it_makes_no_sense(tmp_path, text, field):

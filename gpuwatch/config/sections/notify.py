@@ -119,7 +119,8 @@ class SlackSettings(Section):
         ge=0,
         le=10,
         description="Times a 429 is waited out (for its `Retry-After`) before the "
-        "message is left for the next cycle.",
+        "message is left for the next cycle. Counted apart from 5xx answers and "
+        "connection errors.",
     )
     max_retry_after_s: float = Field(
         30.0,
@@ -128,7 +129,21 @@ class SlackSettings(Section):
         "leaves the message for the next cycle rather than stalling the cycle.",
     )
     connection_retries: int = Field(
-        2, ge=0, le=10, description="Retries after a connection error or a 5xx answer."
+        2,
+        ge=0,
+        le=10,
+        description="Retries of a message after a connection error (refused, reset), "
+        "with backoff (0.5-1 s, then 1-2 s, doubling). Counted apart from 429s and 5xx "
+        "answers.",
+    )
+    server_error_retries: int = Field(
+        2,
+        ge=0,
+        le=10,
+        description="Retries of a message Slack answered 500, 502, 503 or 504, with the "
+        "same backoff (or the answer's `Retry-After`, up to `max_retry_after_s`). Counted "
+        "apart from 429s and connection errors, so that waiting out rate limits never "
+        "spends them.",
     )
 
 
