@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gpuwatch.config.resources import shipped_dir
+from gpuwatch.config.sections.base import Money, PositiveCount
 from gpuwatch.config.yamlfile import format_loc, load_yaml_file
 from gpuwatch.model.cost import Price
 from gpuwatch.model.errors import ConfigError
@@ -26,7 +26,8 @@ _CURRENCY = r"^[A-Z]{3}$"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No NaN or infinity anywhere: either would pass every bound and poison each cost.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class GpuModelEntry(_Strict):
@@ -34,8 +35,8 @@ class GpuModelEntry(_Strict):
     aliases: list[str] = Field(default_factory=list)
     memory_gib: float = Field(gt=0)
     relative_throughput: float = Field(1.0, gt=0)
-    mig_slices: dict[str, int] = Field(default_factory=dict)
-    prices: dict[CapacityType, Decimal] = Field(default_factory=dict)
+    mig_slices: dict[str, PositiveCount] = Field(default_factory=dict)
+    prices: dict[CapacityType, Money] = Field(default_factory=dict)
     currency: str | None = Field(None, pattern=_CURRENCY)
 
 
@@ -44,7 +45,7 @@ class PriceOverride(_Strict):
     pool: str | None = None
     node_labels: dict[str, str] = Field(default_factory=dict)
     model: str | None = None
-    prices: dict[CapacityType, Decimal]
+    prices: dict[CapacityType, Money]
     currency: str | None = Field(None, pattern=_CURRENCY)
 
 

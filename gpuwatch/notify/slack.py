@@ -12,11 +12,13 @@ Both keep a cycle moving whatever Slack does. Neither raises for a failed delive
 failure comes back as a ``DeliveryResult`` whose error names the cause (the Slack error
 code, the HTTP status, the connection problem) and says whether trying again can help.
 A 429 is waited out for its ``Retry-After`` only up to ``max_retry_after_s``; a longer
-one leaves the message for the next cycle. Messages to one channel are paced at
-``min_interval_s``, so that Slack has no reason to answer 429 in the first place. Once
-Slack refuses the token (or the webhook), every later delivery of the same notifier
-fails at once without asking Slack again; once it refuses a channel, the same holds for
-that channel. A notifier is built per cycle, so the next cycle asks once more.
+one leaves the message for the next cycle. A 5xx answer or a lost connection is retried
+with backoff; each kind of retry has its own budget (``slack_http``). Messages to one
+channel are paced at ``min_interval_s``, so that Slack has no reason to answer 429 in
+the first place. Once Slack refuses the token (or the webhook), every later delivery
+of the same notifier fails at once without asking Slack again; once it refuses a
+channel, the same holds for that channel. A notifier is built per cycle, so the next
+cycle asks once more.
 
 The token and the webhook URL are secrets: they appear in no result, error, repr or log
 record (slack_sdk's own log records included: a filter on its loggers masks them).
@@ -43,6 +45,7 @@ from gpuwatch.notify.slack_http import (
     Sleep,
     rate_limited,
     retry_handlers,
+    server_error_note,
     transport_error,
 )
 
@@ -121,6 +124,7 @@ class SlackNotifier:
         self._base_url = settings.base_url
         self._timeout_s = settings.timeout_s
         self._max_retry_after_s = settings.max_retry_after_s
+        self._server_error_retries = settings.server_error_retries
         self._pacer = Pacer(settings.min_interval_s, clock, sleep)
         self._client = WebClient(
             token=token,
@@ -233,7 +237,14 @@ class SlackNotifier:
         detail = code or "no error code"
         if code == "missing_scope" and isinstance(data.get("needed"), str):
             detail += f" (needs {data['needed']})"
-        error = _MASK.mask(f"Slack {method}: {detail} (HTTP {response.status_code})")
+        note = server_error_note(
+            response.status_code,
+            response.headers,
+            self._server_error_retries,
+            self._max_retry_after_s,
+        )
+        status = f"HTTP {response.status_code}" + (f", {note}" if note else "")
+        error = _MASK.mask(f"Slack {method}: {detail} ({status})")
         return DeliveryResult(ok=False, error=error, permanent=code in PERMANENT_ERRORS), code
 
 
@@ -259,6 +270,7 @@ class WebhookNotifier:
     ) -> None:
         self._timeout_s = settings.timeout_s
         self._max_retry_after_s = settings.max_retry_after_s
+        self._server_error_retries = settings.server_error_retries
         self._pacer = Pacer(settings.min_interval_s, clock, sleep)
         self._client = WebhookClient(
             url,
@@ -304,6 +316,13 @@ class WebhookNotifier:
         body = (response.body or "").strip()
         code = body if _SLACK_ERROR_CODE.fullmatch(body) else None
         detail = code or (repr(body[:200]) if body else "an empty body")
+        note = server_error_note(
+            response.status_code,
+            response.headers,
+            self._server_error_retries,
+            self._max_retry_after_s,
+        )
+        detail += f" ({note})" if note else ""
         error = _MASK.mask(f"the webhook answered HTTP {response.status_code}: {detail}")
         return DeliveryResult(
             ok=False, error=error, permanent=code in WEBHOOK_PERMANENT_ERRORS

@@ -137,7 +137,11 @@ def recording_case() -> Case:
 def fast_settings(server: SlackServer) -> SlackSettings:
     """No pacing, no retries: a failure answer is the result at once."""
     return SlackSettings(
-        base_url=server.base_url, min_interval_s=0, timeout_s=5, connection_retries=0
+        base_url=server.base_url,
+        min_interval_s=0,
+        timeout_s=5,
+        connection_retries=0,
+        server_error_retries=0,
     )
 
 

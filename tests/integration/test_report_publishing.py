@@ -28,7 +28,9 @@ FILENAME = "gpuwatch-prod-a-2026-W48.html"
 
 
 def slack_settings(server: SlackServer) -> SlackSettings:
-    return SlackSettings(base_url=server.base_url, min_interval_s=0, connection_retries=0)
+    return SlackSettings(
+        base_url=server.base_url, min_interval_s=0, connection_retries=0, server_error_retries=0
+    )
 
 
 def test_slack_gets_the_summary_with_the_html_in_its_thread(slack_server: SlackServer) -> None:

@@ -4,6 +4,7 @@ real slack_sdk, with the state carried between processes."""
 from __future__ import annotations
 
 import json
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 from gpuwatch.config.settings import NotifySettings
 from gpuwatch.model.alerts import RulePolicy
+from gpuwatch.model.findings import Severity
 from gpuwatch.model.state import CycleState
 from gpuwatch.notify.lifecycle import notify_cycle
 from gpuwatch.notify.slack import SlackNotifier
@@ -43,6 +45,7 @@ def once(server: SlackServer, out: Path, *args: str, token: str = TOKEN):
             "GPUWATCH_NOTIFY__SLACK__BASE_URL": server.base_url,
             "GPUWATCH_NOTIFY__SLACK__MIN_INTERVAL_S": "0.05",
             "GPUWATCH_NOTIFY__SLACK__CONNECTION_RETRIES": "1",
+            "GPUWATCH_NOTIFY__SLACK__SERVER_ERROR_RETRIES": "1",
         },
     )
 
@@ -113,14 +116,14 @@ def test_a_refused_token_is_reported_once_per_cycle(
     assert "xoxb-not-the-right-one" not in refused.stdout + refused.stderr
 
 
-def _cycle(server: SlackServer, state: CycleState, at, findings, **settings):
+def _cycle(server: SlackServer, state: CycleState, at, findings, sleep=time.sleep, **settings):
     notify = NotifySettings.model_validate(settings)
     slack = notify.slack.model_copy(update={"base_url": server.base_url, "min_interval_s": 0.2})
     return notify_cycle(
         findings,
         (),
         state,
-        SlackNotifier(TOKEN, slack),
+        SlackNotifier(TOKEN, slack, sleep=sleep),
         at,
         notify.policy(),
         RulePolicy({"gpu-idle": "idle"}),
@@ -153,6 +156,51 @@ def test_a_429_is_waited_out_and_the_message_delivered(slack_server: SlackServer
     result = _cycle(slack_server, CycleState(), AT, [finding(0)])
     assert [n.status for n in result.notifications] == ["sent"]
     assert len(slack_server.calls_to(status=429)) == 1
+
+
+CRITICAL = {"rule": "gpu-near-oom", "severity": Severity.CRITICAL, "role": None}
+
+
+def test_a_5xx_after_waited_out_429s_is_retried_and_delivered_within_the_cycle(
+    slack_server: SlackServer,
+) -> None:
+    slack_server.rate_limit_next(1, retry_after_s=0, method="chat.postMessage")
+    slack_server.rate_limit_next(1, retry_after_s=1, method="chat.postMessage")
+    slack_server.fail_next(500, 1, method="chat.postMessage")
+
+    result = _cycle(slack_server, CycleState(), AT, [finding(0, **CRITICAL)])
+
+    assert [n.status for n in result.notifications] == ["sent"]
+    assert result.summary.undelivered_groups == ()
+    assert [c.status for c in slack_server.calls_to("chat.postMessage")] == [429, 429, 500, 200]
+    (message,) = slack_server.messages("#gpu-alerts")
+    assert "critical" in message.text
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+def test_5xx_beyond_the_budget_leaves_the_message_for_the_next_cycle(
+    slack_server: SlackServer, status: int
+) -> None:
+    budget = NotifySettings().slack.server_error_retries
+    slack_server.fail_next(status, budget + 1, method="chat.postMessage")
+
+    failed = _cycle(slack_server, CycleState(), AT, [finding(0, **CRITICAL)], sleep=lambda s: None)
+
+    (notification,) = failed.notifications
+    assert notification.status == "failed"
+    assert notification.error == (
+        f"Slack chat.postMessage: internal_error (HTTP {status}, "
+        f"still failing after {budget} retries)"
+    )
+    assert len(failed.summary.undelivered_groups) == 1
+    assert slack_server.messages("#gpu-alerts") == []
+
+    later = AT + timedelta(minutes=5)
+    delivered = _cycle(slack_server, failed.state, later, [finding(0, **CRITICAL)])
+
+    assert [n.status for n in delivered.notifications] == ["sent"]
+    assert delivered.summary.undelivered_groups == ()
+    assert len(slack_server.messages("#gpu-alerts")) == 1
 
 
 def test_fifty_simultaneous_groups_become_one_digest_within_the_rate_limit(

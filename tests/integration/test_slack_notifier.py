@@ -212,27 +212,88 @@ def test_posts_to_different_channels_are_not_paced_against_each_other(
 # --- server and connection errors -------------------------------------------------------------
 
 
-def test_server_errors_are_retried_within_the_allowance(slack_server: SlackServer) -> None:
-    notifier = SlackNotifier(TOKEN, settings_for(slack_server, connection_retries=2))
-    slack_server.fail_next(500, 2, method="chat.postMessage")
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+def test_server_errors_are_retried_within_the_allowance_with_backoff(
+    slack_server: SlackServer, status: int
+) -> None:
+    sleeps: list[float] = []
+    settings = settings_for(slack_server, server_error_retries=2, connection_retries=0)
+    notifier = SlackNotifier(TOKEN, settings, sleep=sleeps.append)
+    slack_server.fail_next(status, 2, method="chat.postMessage")
 
     assert notifier.send(post()).ok
-    assert [c.status for c in slack_server.calls] == [500, 500, 200]
+    assert [c.status for c in slack_server.calls] == [status, status, 200]
+    assert 0.5 <= sleeps[0] <= 1.0 and 1.0 <= sleeps[1] <= 2.0  # backoff with jitter
+    assert len(slack_server.messages("#gpu-alerts")) == 1
 
 
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
 def test_server_errors_beyond_the_allowance_fail_and_not_for_good(
-    slack_server: SlackServer,
+    slack_server: SlackServer, status: int
 ) -> None:
-    notifier = SlackNotifier(TOKEN, settings_for(slack_server, connection_retries=1))
-    slack_server.fail_next(500, 2, method="chat.postMessage")
+    settings = settings_for(slack_server, server_error_retries=2)
+    notifier = SlackNotifier(TOKEN, settings, sleep=lambda s: None)
+    slack_server.fail_next(status, 3, method="chat.postMessage")
 
     result = notifier.send(post())
 
     assert result == DeliveryResult(
-        ok=False, error="Slack chat.postMessage: internal_error (HTTP 500)"
+        ok=False,
+        error=f"Slack chat.postMessage: internal_error (HTTP {status}, "
+        "still failing after 2 retries)",
     )
-    assert [c.status for c in slack_server.calls] == [500, 500]
+    assert [c.status for c in slack_server.calls] == [status] * 3
     assert notifier.send(post()).ok
+
+
+def test_a_server_error_after_rate_limits_waited_out_is_still_retried(
+    slack_server: SlackServer,
+) -> None:
+    """Each kind of retry has its own budget: two 429s waited out leave the one 5xx
+    retry allowed intact (slack_sdk's shared attempt counter would have spent it)."""
+    sleeps: list[float] = []
+    settings = settings_for(slack_server, rate_limit_retries=2, server_error_retries=1)
+    notifier = SlackNotifier(TOKEN, settings, sleep=sleeps.append)
+    slack_server.rate_limit_next(1, retry_after_s=0, method="chat.postMessage")
+    slack_server.rate_limit_next(1, retry_after_s=1, method="chat.postMessage")
+    slack_server.fail_next(500, 1, method="chat.postMessage")
+
+    result = notifier.send(post())
+
+    assert result.ok, result.error
+    assert [c.status for c in slack_server.calls] == [429, 429, 500, 200]
+    assert sleeps[:2] == [0.0, 1.0] and 0.5 <= sleeps[2] <= 1.0
+    assert len(slack_server.messages("#gpu-alerts")) == 1
+
+
+def test_rate_limits_after_server_errors_are_still_waited_out(slack_server: SlackServer) -> None:
+    sleeps: list[float] = []
+    settings = settings_for(slack_server, rate_limit_retries=2, server_error_retries=2)
+    notifier = SlackNotifier(TOKEN, settings, sleep=sleeps.append)
+    slack_server.fail_next(503, 2, method="chat.postMessage")
+    slack_server.rate_limit_next(2, retry_after_s=1, method="chat.postMessage")
+
+    assert notifier.send(post()).ok
+    assert [c.status for c in slack_server.calls] == [503, 503, 429, 429, 200]
+    assert sleeps[2:] == [1.0, 1.0]
+
+
+def test_a_server_error_s_retry_after_is_honoured_up_to_the_cap(slack_server: SlackServer) -> None:
+    sleeps: list[float] = []
+    settings = settings_for(slack_server, max_retry_after_s=2)
+    notifier = SlackNotifier(TOKEN, settings, sleep=sleeps.append)
+    slack_server.fail_next(503, 1, retry_after_s=2, method="chat.postMessage")
+    assert notifier.send(post()).ok
+    slack_server.fail_next(503, 1, retry_after_s=30, method="chat.postMessage")
+    result = notifier.send(post())
+
+    assert sleeps == [2.0]
+    assert [c.status for c in slack_server.calls] == [503, 200, 503]
+    assert result == DeliveryResult(
+        ok=False,
+        error="Slack chat.postMessage: internal_error (HTTP 503, "
+        "Retry-After 30 s, more than the 2 s waited out within a cycle)",
+    )
 
 
 def test_a_refused_connection_fails_and_not_for_good(stopped_url: str) -> None:
@@ -349,7 +410,7 @@ def test_the_token_appears_in_no_log_result_error_or_repr(
     caplog.set_level(logging.DEBUG, logger="slack_sdk")
     wrong = "xoxb-9999-wrong-but-still-secret"
     good = SlackNotifier(
-        TOKEN, settings_for(slack_server, connection_retries=0), sleep=lambda s: None
+        TOKEN, settings_for(slack_server, server_error_retries=0), sleep=lambda s: None
     )
     bad = SlackNotifier(wrong, settings_for(slack_server))
     gone = SlackNotifier(TOKEN, SlackSettings(base_url=f"{stopped_url}/api/", connection_retries=0))
@@ -397,7 +458,7 @@ def test_webhook_failures_name_the_cause_and_never_the_url(
     caplog.set_level(logging.DEBUG)
     caplog.set_level(logging.DEBUG, logger="slack_sdk")
     notifier = WebhookNotifier(
-        slack_server.webhook_url, settings_for(slack_server, connection_retries=0)
+        slack_server.webhook_url, settings_for(slack_server, server_error_retries=0)
     )
     gone_url = stopped_url + WEBHOOK_PATH
     gone = WebhookNotifier(gone_url, settings_for(slack_server, connection_retries=1))
@@ -410,7 +471,9 @@ def test_webhook_failures_name_the_cause_and_never_the_url(
     again = notifier.send(post())
 
     assert server_error == DeliveryResult(
-        ok=False, error="the webhook answered HTTP 500: internal_error"
+        ok=False,
+        error="the webhook answered HTTP 500: internal_error "
+        "(not retried: notify.slack.server_error_retries is 0)",
     )
     assert unreachable == DeliveryResult(
         ok=False, error="cannot reach the webhook: Connection refused"
@@ -426,6 +489,18 @@ def test_webhook_failures_name_the_cause_and_never_the_url(
         assert all(url not in r.getMessage() for r in caplog.records)
     assert WEBHOOK_PATH not in caplog.text + repr([server_error, unreachable, refused])
     assert WEBHOOK_PATH not in repr(notifier) + repr(gone)
+
+
+def test_the_webhook_retries_each_kind_within_its_own_budget(slack_server: SlackServer) -> None:
+    sleeps: list[float] = []
+    settings = settings_for(slack_server, rate_limit_retries=1, server_error_retries=1)
+    notifier = WebhookNotifier(slack_server.webhook_url, settings, sleep=sleeps.append)
+    slack_server.rate_limit_next(1, retry_after_s=1, method=WEBHOOK)
+    slack_server.fail_next(502, 1, method=WEBHOOK)
+
+    assert notifier.send(post()) == DeliveryResult(ok=True)
+    assert [c.status for c in slack_server.calls_to(WEBHOOK)] == [429, 502, 200]
+    assert len(slack_server.webhook_messages) == 1
 
 
 # --- file uploads (the weekly report) ---------------------------------------------------------

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from gpuwatch.config.sections.base import DurationS, Section
+from gpuwatch.config.sections.base import Count, DurationS, NonNegative, Ratio, Section
 
 
 class RulesSettings(Section):
@@ -51,7 +51,7 @@ class SpotSavingsSettings(Section):
         description="Expected spot preemptions per node-hour, where `pools` says nothing "
         "(0.05: one a day, a middling figure for GPU spot capacity).",
     )
-    pools: dict[str, float] = Field(
+    pools: dict[str, NonNegative] = Field(
         default_factory=dict, description="Preemptions per hour by target spot pool."
     )
     restart_s: int = Field(
@@ -73,11 +73,11 @@ class SharingSavingsSettings(Section):
         description="How far back utilization and memory are judged: a week sees daily "
         "peaks that a night would hide.",
     )
-    util_p95_max: float = Field(
-        0.3, ge=0, le=1, description="Share only GPUs whose p95 utilization is below this."
+    util_p95_max: Ratio = Field(
+        0.3, description="Share only GPUs whose p95 utilization is below this."
     )
-    memory_max_ratio: float = Field(
-        0.5, ge=0, le=1, description="Share only GPUs whose peak memory is below this ratio."
+    memory_max_ratio: Ratio = Field(
+        0.5, description="Share only GPUs whose peak memory is below this ratio."
     )
     pack_util_max: float = Field(
         0.8, gt=0, le=1, description="The p95 utilizations packed onto one GPU sum to at most this."
@@ -122,7 +122,7 @@ class SavingsSettings(Section):
     sharing: SharingSavingsSettings = Field(default_factory=SharingSavingsSettings)
     quantization: QuantizationSavingsSettings = Field(default_factory=QuantizationSavingsSettings)
     reserved: ReservedSavingsSettings = Field(default_factory=ReservedSavingsSettings)
-    floors: dict[str, int] = Field(
+    floors: dict[str, Count] = Field(
         default_factory=dict,
         description="Minimum nodes per pool that scale-down savings never go below.",
     )

@@ -1,15 +1,19 @@
-"""What every settings section shares: the strict model base, durations and time zones.
+"""What every settings section shares: the strict model base, durations, time zones,
+and the numeric types whose bounds every file gpuwatch reads must respect.
 
 A section is strict so that a typo in a key is an error, not a silently ignored setting;
-it is frozen so that no part of gpuwatch changes settings another part has read.
+it is frozen so that no part of gpuwatch changes settings another part has read. No
+number may be NaN or infinite: a NaN compares false with every bound, so it would slip
+past ``ge``/``le`` and poison every sum it enters (a cost, a saving, a budget).
 """
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from gpuwatch.model.durations import parse_duration_s
 
@@ -18,12 +22,32 @@ class Section(BaseModel):
     """The base of every settings model."""
 
     model_config = ConfigDict(
-        extra="forbid", frozen=True, validate_default=True, populate_by_name=True
+        extra="forbid",
+        frozen=True,
+        validate_default=True,
+        populate_by_name=True,
+        allow_inf_nan=False,
     )
 
 
 DurationS = Annotated[int, BeforeValidator(parse_duration_s)]
 """Seconds, written as an integer or a duration (``90``, ``30m``, ``1h30m``, ``7d``)."""
+
+Money = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
+"""An amount of money (a price per GPU-hour): never negative, never NaN or infinite. A
+negative price would turn waste into income and savings into losses without a word."""
+
+Count = Annotated[int, Field(ge=0)]
+"""A whole number of things (nodes, jobs) where none is a meaningful answer."""
+
+PositiveCount = Annotated[int, Field(ge=1)]
+"""A whole number of things where none makes no sense (MIG instances per GPU)."""
+
+Ratio = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+"""A fraction of a whole, 0 to 1."""
+
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+"""A finite rate or amount that cannot be negative (preemptions per hour)."""
 
 
 def known_time_zone(value: str, *, hint: str = "") -> str:

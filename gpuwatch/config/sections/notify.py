@@ -119,7 +119,8 @@ class SlackSettings(Section):
         ge=0,
         le=10,
         description="Times a 429 is waited out (for its `Retry-After`) before the "
-        "message is left for the next cycle.",
+        "message is left for the next cycle. Counted apart from 5xx answers and "
+        "connection errors.",
     )
     max_retry_after_s: float = Field(
         30.0,
@@ -128,7 +129,21 @@ class SlackSettings(Section):
         "leaves the message for the next cycle rather than stalling the cycle.",
     )
     connection_retries: int = Field(
-        2, ge=0, le=10, description="Retries after a connection error or a 5xx answer."
+        2,
+        ge=0,
+        le=10,
+        description="Retries of a message after a connection error (refused, reset), "
+        "with backoff (0.5-1 s, then 1-2 s, doubling). Counted apart from 429s and 5xx "
+        "answers.",
+    )
+    server_error_retries: int = Field(
+        2,
+        ge=0,
+        le=10,
+        description="Retries of a message Slack answered 500, 502, 503 or 504, with the "
+        "same backoff (or the answer's `Retry-After`, up to `max_retry_after_s`). Counted "
+        "apart from 429s and connection errors, so that waiting out rate limits never "
+        "spends them.",
     )
 
 
@@ -168,12 +183,14 @@ class NotifySettings(Section):
     group_interval_s: DurationS = Field(
         300,
         alias="group_interval",
+        gt=0,
         description="Least time between two changes of a group's message (GPUs added "
         "or resolved): changes within it are gathered into one update.",
     )
     repeat_interval_s: DurationS = Field(
         14400,
         alias="repeat_interval",
+        gt=0,
         description="A group still firing after this long is posted again as a new "
         "message (a reminder); Alertmanager's default, 4 h.",
     )
@@ -191,6 +208,7 @@ class NotifySettings(Section):
     undelivered_max_age_s: DurationS = Field(
         86400,
         alias="undelivered_max_age",
+        gt=0,
         description="A message that could not be delivered is retried on every cycle "
         "for this long, then given up with a data-quality note.",
     )

@@ -47,7 +47,9 @@ class SimulatorSettings(Section):
         "the weekly report covers.",
     )
     seed: int = Field(
-        42, description="Random seed; the same seed gives bit-identical metrics and objects."
+        42,
+        ge=0,
+        description="Random seed; the same seed gives bit-identical metrics and objects.",
     )
     step_s: int = Field(
         60,
