@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from gpuwatch.config.sections.base import DurationS, Section, known_time_zone
+from gpuwatch.config.sections.base import Count, DurationS, Section, known_time_zone
 
 
 class PoolActionPolicy(Section):
@@ -22,7 +22,7 @@ class PoolActionPolicy(Section):
         "autoscaler; `cluster-api`: mark the Machine and lower its MachineDeployment; "
         "`karpenter`: delete the node's NodeClaim.",
     )
-    floor: int = Field(1, ge=0, description="Nodes the pool never goes below.")
+    floor: Count = Field(1, description="Nodes the pool never goes below.")
     budget_percent: float = Field(
         10,
         gt=0,
@@ -89,9 +89,8 @@ class MigrationSettings(Section):
         description="A job moves only when its spot saving per 30 days is at least this, "
         "in the price book's currency.",
     )
-    max_per_cycle: int = Field(
+    max_per_cycle: Count = Field(
         1,
-        ge=0,
         description="Most jobs moved to spot per cycle (0: none): a bad guess costs one "
         "job's restart, not the fleet's.",
     )
