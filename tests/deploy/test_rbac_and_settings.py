@@ -151,3 +151,17 @@ def test_readme_examples_render_and_grant_what_their_pods_need(folder: str, tmp_
     (copy / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
     objects = render(copy)
     _assert_grants_what_is_needed(objects, copy, tmp_path)
+
+
+# ---------------------------------------------------------------- the pods
+
+
+@pytest.mark.parametrize("entry", sorted(ENTRIES))
+def test_pods_know_their_own_name(rendered: dict[str, Objects], entry: str) -> None:
+    """The Lease's holder is the pod (POD_NAME), whichever pod holds it."""
+    for owner, template in pod_templates(rendered[entry]):
+        (container,) = template["spec"]["containers"]
+        assert env_of(container)["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}, (
+            entry,
+            owner,
+        )
