@@ -1,4 +1,5 @@
-"""What each entry point grants against what its pods' settings need.
+"""What each entry point grants against what its pods' settings need, and the cycle
+CronJob's deadlines against the actions' settings.
 
 Every entry point, and every example overlay in deploy/README.md, must grant exactly what
 ``gpuwatch.actuators.rbac.required`` says its pods ask for with the settings they load
@@ -12,11 +13,14 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
+from apscheduler.triggers.cron import CronTrigger
 
 from gpuwatch.actuators import rbac
 from gpuwatch.config.load import load_settings
@@ -34,10 +38,14 @@ from tests.deploy.conftest import (
     config_dir,
     env_of,
     granted,
+    one,
     pod_templates,
     render,
 )
 
+ROLLBACK_MARGIN_S = 30
+"""What undoing a drain cut off at ``actions.deadline`` may take before the Job is killed:
+an uncordon, or an unmark and an uncordon, each a request with its retries."""
 OWN_RESOURCES = {("", "configmaps"), ("coordination.k8s.io", "leases")}
 """gpuwatch's own objects: granted in its namespace, never cluster-wide."""
 EXAMPLE = re.compile(r"```yaml\n# (\S+)/kustomization\.yaml[^\n]*\n(.*?)```", re.DOTALL)
@@ -165,3 +173,36 @@ def test_pods_know_their_own_name(rendered: dict[str, Objects], entry: str) -> N
             entry,
             owner,
         )
+
+
+def _period_s(schedule: str, zone: str) -> float:
+    """The shortest time between two runs of a crontab schedule, over a week."""
+    trigger = CronTrigger.from_crontab(schedule, timezone=ZoneInfo(zone))
+    start = datetime(2026, 1, 5, tzinfo=ZoneInfo(zone))
+    fire = trigger.get_next_fire_time(None, start)
+    gaps = []
+    while fire is not None and fire < start + timedelta(days=7):
+        following = trigger.get_next_fire_time(fire, fire + timedelta(seconds=1))
+        assert following is not None
+        gaps.append((following - fire).total_seconds())
+        fire = following
+    return min(gaps)
+
+
+@pytest.mark.parametrize("entry", ["base", "actions"])
+def test_the_cycle_job_outlives_the_actions_deadline_and_ends_before_the_next(
+    rendered: dict[str, Objects], entry: str, tmp_path: Path
+) -> None:
+    objects = rendered[entry]
+    cronjob = one(objects, "CronJob", "gpuwatch-cycle")["spec"]
+    active_deadline_s = cronjob["jobTemplate"]["spec"]["activeDeadlineSeconds"]
+    period_s = _period_s(cronjob["schedule"], cronjob["timeZone"])
+    (actions,) = [s.actions for o, _, s in _pods(objects, tmp_path) if o == "gpuwatch-cycle"]
+    # A drain cut off at actions.deadline is rolled back before the Job is killed...
+    assert active_deadline_s >= actions.deadline_s + ROLLBACK_MARGIN_S
+    # ...and the Job ends before the next is due (concurrencyPolicy: Forbid would skip it).
+    assert active_deadline_s < period_s
+    # A disruption budget's wait fits in the drain's time.
+    assert actions.eviction_deadline_s <= actions.deadline_s
+    # The Lease of a run killed mid-way lapses before the next run wants it.
+    assert actions.lease_duration_s < period_s
