@@ -11,7 +11,6 @@ FAILED action with the layer's words (a 403 names the permission to grant).
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from gpuwatch.actuators.base import FollowUp, KillSwitch
 from gpuwatch.actuators.drain import Drain, DrainOptions, Evictions
@@ -25,31 +24,6 @@ from gpuwatch.kube.resources import CONFIGMAPS
 from gpuwatch.model.actions import Action, ActionStatus
 
 log = logging.getLogger(__name__)
-
-# The verbs the actuator needs, and nothing more (deploy/ grants exactly these).
-RBAC_RULES: tuple[dict[str, Any], ...] = (
-    {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "patch"]},
-    {"apiGroups": [""], "resources": ["pods/eviction"], "verbs": ["create"]},
-    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
-    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]},
-    # cluster-api mechanism
-    {"apiGroups": ["cluster.x-k8s.io"], "resources": ["machines"], "verbs": ["list", "patch"]},
-    {
-        "apiGroups": ["cluster.x-k8s.io"],
-        "resources": ["machinedeployments/scale"],
-        "verbs": ["get", "patch"],
-    },
-    # karpenter mechanism
-    {"apiGroups": ["karpenter.sh"], "resources": ["nodeclaims"], "verbs": ["list", "delete"]},
-    # checkpoint-and-migrate to spot
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
-    {
-        "apiGroups": ["kubeflow.org"],
-        "resources": ["pytorchjobs"],
-        "verbs": ["get", "list", "patch"],
-    },
-    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list", "patch"]},
-)
 
 
 class KubernetesActuator:

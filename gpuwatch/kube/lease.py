@@ -23,7 +23,8 @@ from gpuwatch.kube.resources import LEASES
 
 log = logging.getLogger(__name__)
 
-# The verbs the Lease needs, in its namespace (a Role).
+# The verbs the Lease needs, in its namespace only (a Role there: deploy/components/leases;
+# gpuwatch.actuators.rbac asks for them where actions.lease and daemon.lease live).
 RBAC_RULES: tuple[dict[str, Any], ...] = (
     {
         "apiGroups": ["coordination.k8s.io"],

@@ -17,9 +17,10 @@ rule below names the calls that need it:
 
 ``deploy/base`` grants exactly these in the ClusterRole ``gpuwatch-read``;
 ``tests/deploy/test_kustomize.py`` keeps the two equal, and checks that the source
-lists nothing this does not grant. The state and silences ConfigMaps, the actions and
-the Lease declare their own rules beside their code (``gpuwatch.state.configmap``,
-``gpuwatch.sources.silences``, ``gpuwatch.actions.kubernetes``, ``gpuwatch.actions.lease``).
+lists nothing this does not grant. The state and silences ConfigMaps and the Lease
+declare their own rules beside their code (``gpuwatch.state.configmap``,
+``gpuwatch.sources.silences``, ``gpuwatch.kube.lease``); the actions' rules, per
+mechanism, and what a configuration needs in all are ``gpuwatch.actuators.rbac``.
 """
 
 from __future__ import annotations

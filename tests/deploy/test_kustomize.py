@@ -1,12 +1,12 @@
-"""deploy/ renders with kustomize, validates offline, and grants what the code declares.
+"""deploy/ renders with kustomize and validates offline.
 
 No API server is available, so everything is checked on ``kubectl kustomize`` output
 (what ``kubectl apply -k`` would send): every object against the Kubernetes 1.37
 OpenAPI schemas (``kubernetes-validate``, strict: an unknown field is an error), the
 Prometheus Operator's ServiceMonitor (a CRD it has no schema for) structurally; the
-pods' security settings; the (Cluster)Roles of each entry point against the
-``RBAC_RULES`` the code declares for what that entry point runs; the settings file
-against gpuwatch's own loader; and deploy/README.md's commands against what renders.
+pods' security settings; the settings file against gpuwatch's own loader; and
+deploy/README.md's commands against what renders. The roles and the CronJob's deadlines
+against the settings are in test_rbac_and_settings.py.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from gpuwatch.actuators import kubernetes as actions_rbac
 from gpuwatch.analysis.pricing import load_price_book
 from gpuwatch.analysis.rules.loader import load_rules
 from gpuwatch.cli import cli
@@ -31,12 +30,6 @@ from gpuwatch.config.settings import (
     SelfMetricsSettings,
     Settings,
 )
-from gpuwatch.kube import lease
-from gpuwatch.kube.client import api_for
-from gpuwatch.sources import kubernetes_rbac, silences
-from gpuwatch.sources.kubernetes import KubernetesClusterSource
-from gpuwatch.state import configmap
-from tests.builders import grants
 from tests.deploy.conftest import (
     CONFIG_FILE,
     DEPLOY,
@@ -44,6 +37,12 @@ from tests.deploy.conftest import (
     IMAGE,
     NAMESPACE,
     REPO,
+    Objects,
+    config_dir,
+    env_of,
+    name_of,
+    one,
+    pod_templates,
     render,
 )
 
@@ -52,19 +51,6 @@ KUBERNETES_VERSION = "1.37.0"
 CRDS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
     ("monitoring.coreos.com/v1", "PrometheusRule"),
-}
-
-Grant = tuple[str, str, str]
-Objects = list[dict[str, Any]]
-
-# What each entry point runs, hence the rules it must grant: the cluster source, the
-# state and silences ConfigMaps everywhere; the actions (with their Lease) where they
-# write; the daemon's leader-election Lease.
-BASE_RULES = [*kubernetes_rbac.RBAC_RULES, *configmap.RBAC_RULES, *silences.RBAC_RULES]
-EXPECTED_RULES = {
-    "base": BASE_RULES,
-    "actions": [*BASE_RULES, *actions_rbac.RBAC_RULES, *lease.RBAC_RULES],
-    "daemon": [*BASE_RULES, *lease.RBAC_RULES],
 }
 
 BASE_OBJECTS = {
@@ -81,7 +67,12 @@ EXPECTED_OBJECTS = {
     "base": BASE_OBJECTS | CRONJOBS,
     "actions": BASE_OBJECTS
     | CRONJOBS
-    | {("ClusterRole", "gpuwatch-actions"), ("ClusterRoleBinding", "gpuwatch-actions")},
+    | {
+        ("Role", "gpuwatch-lease"),
+        ("RoleBinding", "gpuwatch-lease"),
+        ("ClusterRole", "gpuwatch-cordon-drain"),
+        ("ClusterRoleBinding", "gpuwatch-cordon-drain"),
+    },
     "daemon": BASE_OBJECTS
     | {
         ("Deployment", "gpuwatch"),
@@ -93,50 +84,18 @@ EXPECTED_OBJECTS = {
 }
 
 
-def _name(obj: dict[str, Any]) -> str:
-    name = obj["metadata"]["name"]
-    if obj["kind"] == "ConfigMap":  # generated: name-<hash>
-        name = re.sub(r"-[a-z0-9]{10}$", "", name)
-    return name
-
-
-def _one(objects: Objects, kind: str, name: str) -> dict[str, Any]:
-    (found,) = [o for o in objects if o["kind"] == kind and _name(o) == name]
-    return found
-
-
-def _grants(rules: Any) -> set[Grant]:
-    return grants(rules)
-
-
-def _pod_templates(objects: Objects) -> list[tuple[str, dict[str, Any]]]:
-    templates = []
-    for obj in objects:
-        if obj["kind"] == "CronJob":
-            templates.append(
-                (obj["metadata"]["name"], obj["spec"]["jobTemplate"]["spec"]["template"])
-            )
-        elif obj["kind"] in ("Deployment", "Job", "StatefulSet", "DaemonSet"):
-            templates.append((obj["metadata"]["name"], obj["spec"]["template"]))
-    return templates
-
-
-def _env(container: dict[str, Any]) -> dict[str, Any]:
-    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
-
-
 # ---------------------------------------------------------------- what renders
 
 
 @pytest.mark.parametrize("entry", sorted(ENTRIES))
 def test_each_entry_renders_what_it_should(rendered: dict[str, Objects], entry: str) -> None:
     objects = rendered[entry]
-    assert {(o["kind"], _name(o)) for o in objects} == EXPECTED_OBJECTS[entry]
+    assert {(o["kind"], name_of(o)) for o in objects} == EXPECTED_OBJECTS[entry]
     for obj in objects:
         labels = obj["metadata"].get("labels", {})
         assert labels.get("app.kubernetes.io/part-of") == "gpuwatch", obj["kind"]
         if obj["kind"] not in ("Namespace", "ClusterRole", "ClusterRoleBinding"):
-            assert obj["metadata"]["namespace"] == NAMESPACE, (obj["kind"], _name(obj))
+            assert obj["metadata"]["namespace"] == NAMESPACE, (obj["kind"], name_of(obj))
 
 
 @pytest.mark.parametrize("entry", sorted(ENTRIES))
@@ -149,16 +108,16 @@ def test_every_object_validates_against_the_kubernetes_schema(
         try:
             kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
         except kubernetes_validate.ValidationError as exc:
-            pytest.fail(f"{entry}: {obj['kind']}/{_name(obj)}: {exc.message} at {list(exc.path)}")
+            pytest.fail(f"{entry}: {obj['kind']}/{name_of(obj)}: {exc.message} at {list(exc.path)}")
 
 
 def test_service_monitor_scrapes_the_daemon(rendered: dict[str, Objects]) -> None:
     objects = rendered["daemon"]
-    monitor = _one(objects, "ServiceMonitor", "gpuwatch")
+    monitor = one(objects, "ServiceMonitor", "gpuwatch")
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
     assert set(monitor) == {"apiVersion", "kind", "metadata", "spec"}
     assert set(monitor["spec"]) == {"selector", "endpoints"}
-    service = _one(objects, "Service", "gpuwatch")
+    service = one(objects, "Service", "gpuwatch")
     assert (
         monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     )
@@ -167,7 +126,7 @@ def test_service_monitor_scrapes_the_daemon(rendered: dict[str, Objects]) -> Non
     assert endpoint["path"] == "/metrics"
     (port,) = service["spec"]["ports"]
     assert endpoint["port"] == port["name"] and port["port"] == SelfMetricsSettings().port
-    deployment = _one(objects, "Deployment", "gpuwatch")
+    deployment = one(objects, "Deployment", "gpuwatch")
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= pod_labels.items()
     assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
@@ -177,12 +136,12 @@ def test_service_monitor_scrapes_the_daemon(rendered: dict[str, Objects]) -> Non
 
 
 def _all_pod_templates(rendered: dict[str, Objects]) -> list[tuple[str, str, dict[str, Any]]]:
-    return [(entry, name, t) for entry in ENTRIES for name, t in _pod_templates(rendered[entry])]
+    return [(entry, name, t) for entry in ENTRIES for name, t in pod_templates(rendered[entry])]
 
 
 def test_every_pod_is_locked_down(rendered: dict[str, Objects]) -> None:
     for entry in ENTRIES:
-        namespace = _one(rendered[entry], "Namespace", NAMESPACE)
+        namespace = one(rendered[entry], "Namespace", NAMESPACE)
         assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == (
             "restricted"
         )
@@ -231,7 +190,7 @@ def test_slack_token_is_optional(rendered: dict[str, Objects]) -> None:
     """Without the Secret gpuwatch still runs (the messages go to the log)."""
     for entry, name, template in _all_pod_templates(rendered):
         (container,) = template["spec"]["containers"]
-        token = _env(container)[Settings().notify.slack.token_env]
+        token = env_of(container)[Settings().notify.slack.token_env]
         assert token == {
             "secretKeyRef": {"name": "gpuwatch-slack", "key": "token", "optional": True}
         }, (entry, name)
@@ -257,8 +216,8 @@ def test_commands_are_gpuwatch_with_its_config(rendered: dict[str, Objects]) -> 
 
 def test_cronjobs_never_overlap_and_clean_up(rendered: dict[str, Objects]) -> None:
     for entry in ("base", "actions"):
-        cycle = _one(rendered[entry], "CronJob", "gpuwatch-cycle")["spec"]
-        report = _one(rendered[entry], "CronJob", "gpuwatch-report")["spec"]
+        cycle = one(rendered[entry], "CronJob", "gpuwatch-cycle")["spec"]
+        report = one(rendered[entry], "CronJob", "gpuwatch-report")["spec"]
         assert cycle["schedule"] == "*/5 * * * *"
         assert report["schedule"] == "0 9 * * 1"
         for spec in (cycle, report):
@@ -275,7 +234,7 @@ def test_cronjobs_never_overlap_and_clean_up(rendered: dict[str, Objects]) -> No
 
 
 def test_daemon_probes_and_port(rendered: dict[str, Objects]) -> None:
-    deployment = _one(rendered["daemon"], "Deployment", "gpuwatch")
+    deployment = one(rendered["daemon"], "Deployment", "gpuwatch")
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     (port,) = container["ports"]
     assert port == {
@@ -286,7 +245,7 @@ def test_daemon_probes_and_port(rendered: dict[str, Objects]) -> None:
     for probe in ("livenessProbe", "readinessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     lease_namespace = DaemonSettings().lease.partition("/")[0]
-    assert _one(rendered["daemon"], "Role", "gpuwatch-lease")["metadata"]["namespace"] == (
+    assert one(rendered["daemon"], "Role", "gpuwatch-lease")["metadata"]["namespace"] == (
         lease_namespace
     )
 
@@ -294,21 +253,10 @@ def test_daemon_probes_and_port(rendered: dict[str, Objects]) -> None:
 # ---------------------------------------------------------------- settings
 
 
-def _config_dir(objects: Objects, tmp_path: Path) -> Path:
-    """The gpuwatch-config ConfigMap written out as the pod sees it at /etc/gpuwatch."""
-    data = _one(objects, "ConfigMap", "gpuwatch-config")["data"]
-    assert set(data) == {"gpuwatch.yaml", "gpu.yaml", "pricing.yaml"}
-    folder = tmp_path / "etc-gpuwatch"
-    folder.mkdir()
-    for key, text in data.items():
-        (folder / key).write_text(text, encoding="utf-8")
-    return folder
-
-
-def _in_pod(path: Path | str, config_dir: Path) -> Path:
-    """A path in the pod's config mount, as the same file in ``config_dir``."""
+def _in_pod(path: Path | str, mounted: Path) -> Path:
+    """A path in the pod's config mount, as the same file in ``mounted``."""
     relative = Path(path).relative_to(Path(CONFIG_FILE).parent)
-    return config_dir / relative
+    return mounted / relative
 
 
 @pytest.mark.parametrize("entry", sorted(ENTRIES))
@@ -316,11 +264,11 @@ def test_settings_load_as_each_pod_sees_them(
     rendered: dict[str, Objects], entry: str, tmp_path: Path
 ) -> None:
     objects = rendered[entry]
-    config_dir = _config_dir(objects, tmp_path)
-    for name, template in _pod_templates(objects):
+    mounted = config_dir(objects, tmp_path)
+    for name, template in pod_templates(objects):
         (container,) = template["spec"]["containers"]
-        env = {k: v for k, v in _env(container).items() if isinstance(v, str)}
-        settings = load_settings(config_dir / "gpuwatch.yaml", env, {})
+        env = {k: v for k, v in env_of(container).items() if isinstance(v, str)}
+        settings = load_settings(mounted / "gpuwatch.yaml", env, {})
         assert settings.kubernetes.in_cluster is True
         assert settings.cluster_source == "kubernetes"
         assert settings.metrics.source == "prometheus" and settings.prometheus.url
@@ -330,8 +278,8 @@ def test_settings_load_as_each_pod_sees_them(
         assert settings.dry_run is not (entry == "actions" and name == "gpuwatch-cycle")
         # Rules and price book from the mounted ConfigMap; both load.
         assert settings.rules.paths and settings.cost.price_book
-        assert load_rules([_in_pod(p, config_dir) for p in settings.rules.paths])
-        load_price_book(_in_pod(settings.cost.price_book, config_dir))
+        assert load_rules([_in_pod(p, mounted) for p in settings.rules.paths])
+        load_price_book(_in_pod(settings.cost.price_book, mounted))
         # Output and reports go to an emptyDir.
         volumes = {v["name"]: v for v in template["spec"]["volumes"]}
         writable = [
@@ -356,55 +304,6 @@ def test_rule_copies_match_the_repository() -> None:
             f"deploy/base/rules/{name} differs from rules/{name}: "
             "run `cp rules/gpu.yaml rules/pricing.yaml deploy/base/rules/`"
         )
-
-
-# ---------------------------------------------------------------- RBAC
-
-
-def _roles(objects: Objects) -> list[dict[str, Any]]:
-    return [o for o in objects if o["kind"] in ("Role", "ClusterRole")]
-
-
-@pytest.mark.parametrize("entry", sorted(ENTRIES))
-def test_roles_grant_exactly_what_the_code_declares(
-    rendered: dict[str, Objects], entry: str
-) -> None:
-    granted: set[Grant] = set()
-    for role in _roles(rendered[entry]):
-        grants = _grants(role["rules"])
-        wildcards = {g for g in grants if "*" in g}
-        assert not wildcards, f"{role['kind']}/{_name(role)} grants wildcards: {wildcards}"
-        assert all(set(rule) == {"apiGroups", "resources", "verbs"} for rule in role["rules"])
-        granted |= grants
-    declared = _grants(EXPECTED_RULES[entry])
-    assert not granted - declared, (
-        f"{entry}: granted but not declared in code: {granted - declared}"
-    )
-    assert not declared - granted, (
-        f"{entry}: declared in code but not granted: {declared - granted}"
-    )
-
-
-@pytest.mark.parametrize("entry", sorted(ENTRIES))
-def test_every_role_is_bound_to_gpuwatch_alone(rendered: dict[str, Objects], entry: str) -> None:
-    objects = rendered[entry]
-    bindings = [o for o in objects if o["kind"] in ("RoleBinding", "ClusterRoleBinding")]
-    bound = {(b["roleRef"]["kind"], b["roleRef"]["name"]) for b in bindings}
-    assert bound == {(r["kind"], r["metadata"]["name"]) for r in _roles(objects)}
-    for binding in bindings:
-        assert binding["subjects"] == [
-            {"kind": "ServiceAccount", "name": "gpuwatch", "namespace": NAMESPACE}
-        ]
-    # Writes to ConfigMaps stay in gpuwatch's own namespace.
-    for role in _roles(objects):
-        if ("", "configmaps", "update") in _grants(role["rules"]):
-            assert role["kind"] == "Role" and role["metadata"]["namespace"] == NAMESPACE
-
-
-def test_cluster_source_lists_exactly_what_it_declares() -> None:
-    source = KubernetesClusterSource(api_for("http://127.0.0.1:1"))
-    listed = {(group, plural, "list") for group, plural in source.listed()}
-    assert listed == _grants(kubernetes_rbac.RBAC_RULES)
 
 
 # ---------------------------------------------------------------- deploy/README.md
@@ -444,7 +343,7 @@ def test_readme_names_what_is_rendered(rendered: dict[str, Objects]) -> None:
         text = " ".join(command)
         if "--from=cronjob/" in text:
             name = text.split("--from=cronjob/")[1].split()[0]
-            _one(base, "CronJob", name)
+            one(base, "CronJob", name)
         if "create secret generic" in text:
             name = command[command.index("generic") + 1]
             (key,) = [
@@ -452,8 +351,8 @@ def test_readme_names_what_is_rendered(rendered: dict[str, Objects]) -> None:
                 for a in command
                 if a.startswith("--from-file=")
             ]
-            (container,) = _pod_templates(base)[0][1]["spec"]["containers"]
-            ref = _env(container)[Settings().notify.slack.token_env]["secretKeyRef"]
+            (container,) = pod_templates(base)[0][1]["spec"]["containers"]
+            ref = env_of(container)[Settings().notify.slack.token_env]["secretKeyRef"]
             assert (ref["name"], ref["key"]) == (name, key)
         if "create configmap gpuwatch-actions" in text:
             literal = next(a for a in command if a.startswith("--from-literal="))

@@ -101,6 +101,21 @@ def test_rbac_denial_in_one_namespace(kube_emulator, core):
     assert 'in the namespace "b"' in json.loads(caught.value.body)["message"]
 
 
+def test_grant_only_allows_exactly_a_role_and_a_cluster_role(kube_emulator, core):
+    # A Role in namespace a (list pods) and a ClusterRole (list nodes): nothing else.
+    kube_emulator.grant_only([("", "pods", "list", "a"), ("", "nodes", "list", None)])
+    assert len(core.list_namespaced_pod("a").items) == 3
+    core.list_node()
+    for refused in (
+        lambda: core.list_namespaced_pod("b"),  # the Role is in a only
+        core.list_pod_for_all_namespaces,  # and is no ClusterRole
+        core.list_namespace,  # never granted
+    ):
+        with pytest.raises(ApiException) as caught:
+            refused()
+        assert caught.value.status == 403
+
+
 def test_faults_hit_only_their_path_and_only_n_times(kube_emulator, core):
     kube_emulator.fail_next("/api/v1/namespaces/a/pods", 503, times=1)
     assert len(core.list_namespaced_pod("b").items) == 3

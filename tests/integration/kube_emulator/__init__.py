@@ -36,7 +36,8 @@ What it serves
   while the Job is suspended and not started (the emulated Job controller clears
   ``status.startTime`` and deletes the Job's pods on suspension, sets it on resume);
 - errors as ``Status`` objects: 404 for resources not installed or objects absent, 401
-  for a wrong bearer token, 403 for a verb RBAC would refuse (``deny``).
+  for a wrong bearer token, 403 for a verb RBAC would refuse (``deny``,
+  ``grant_only``).
 
 For tests
 ---------
@@ -45,9 +46,10 @@ For tests
 - ``api_client()``: a real ``ApiClient`` whose transport does not retry by status;
 - state: ``add``/``add_all`` (as found in the cluster), ``get``, ``objects``, ``mutate``
   (a controller's write), ``remove``, ``finish_terminations`` (the kubelet), ``path``;
-- behaviour: ``deny``, ``fail_next(path or glob, status, times, retry_after_s,
-  method=, message=, after_effect=)``, ``fail_scale``, ``refuse_evictions``,
-  ``after_request`` (a hook run on every answer);
+- behaviour: ``deny``, ``grant_only`` (exactly these RBAC grants, nothing else),
+  ``fail_next(path or glob, status, times, retry_after_s, method=, message=,
+  after_effect=)``, ``fail_scale``, ``refuse_evictions``, ``after_request`` (a hook run
+  on every answer);
 - records: ``requests`` (method, path, verb, body, content_type, resource fields and
   the status answered), ``requests_where(**fields)``, ``writes()``, ``deletes(plural)``,
   ``events_for(name)``.

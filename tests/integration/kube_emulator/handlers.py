@@ -76,6 +76,8 @@ class ApiHandlers:
         """Who RBAC refusals (403) name as the caller."""
         self.denied: set[tuple[str, str, str | None]] = set()
         """(verb, "group/resource[/subresource]", namespace or None) refused with 403."""
+        self.granted: set[tuple[str, str, str | None]] | None = None
+        """When set, only these are allowed (same shape; None: a ClusterRole's grant)."""
         self.refusals: list[EvictionRefusal] = []
 
     def serve(self, route: Route, request: Request) -> Answer:
@@ -129,10 +131,15 @@ class ApiHandlers:
 
     def _refused(self, verb: str, group: str, resource: str, namespace: str | None) -> bool:
         resource = f"{group}/{resource}"
-        # A cluster-scope denial also refuses the verb in every namespace.
-        return (verb, resource, None) in self.denied or (
-            namespace is not None and (verb, resource, namespace) in self.denied
-        )
+
+        def within(scopes: set[tuple[str, str, str | None]]) -> bool:
+            # A cluster-scope entry covers the verb in every namespace too, as a
+            # ClusterRole bound cluster-wide does; a namespaced one covers its namespace.
+            return (verb, resource, None) in scopes or (
+                namespace is not None and (verb, resource, namespace) in scopes
+            )
+
+        return within(self.denied) or (self.granted is not None and not within(self.granted))
 
     def _forbidden(self, route: Route) -> Answer:
         group, plural = route.group, route.plural

@@ -193,6 +193,17 @@ class KubeEmulator(ServedDouble):
         with self._lock:
             self._api.denied.add((verb, f"{group}/{plural}", namespace))
 
+    def grant_only(self, grants: Iterable[tuple[str, str, str, str | None]]) -> None:
+        """From now on refuse (403) whatever ``grants`` do not allow, as RBAC bound with
+        exactly those rules would: each (group, resource[/subresource], verb, namespace),
+        namespace None for a ClusterRole's grant (every namespace, and cluster-scoped
+        objects)."""
+        with self._lock:
+            self._api.granted = {
+                (verb, f"{group}/{resource}", namespace)
+                for group, resource, verb, namespace in grants
+            }
+
     def fail_next(
         self,
         path: str,
