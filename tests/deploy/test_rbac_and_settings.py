@@ -28,6 +28,7 @@ from gpuwatch.config.settings import Settings
 from gpuwatch.kube.client import api_for
 from gpuwatch.sources import kubernetes_rbac
 from gpuwatch.sources.kubernetes import KubernetesClusterSource
+from gpuwatch.wiring import lease_holder
 from tests.builders import grants
 from tests.deploy.conftest import (
     DEPLOY,
@@ -173,6 +174,11 @@ def test_pods_know_their_own_name(rendered: dict[str, Objects], entry: str) -> N
             entry,
             owner,
         )
+    # ... and the actions Lease is held under that name.
+    assert lease_holder({"POD_NAME": "gpuwatch-cycle-29111230-x7k2p"}) == (
+        "gpuwatch-cycle-29111230-x7k2p"
+    )
+    assert lease_holder({}).count("-") >= 1  # elsewhere: host and process
 
 
 def _period_s(schedule: str, zone: str) -> float:

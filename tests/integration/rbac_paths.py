@@ -102,6 +102,7 @@ def build(emulator: KubeEmulator, settings: Settings) -> World:
         price_book=load_price_book(),
         actuator=KubernetesActuator(api, DrainOptions(actions.eviction_deadline_s), lease=lease),
         silences=ConfigMapSilences(api, silences),
+        clock=clock.wall,
     )
     return World(emulator, settings, clock, lease, components)
 
@@ -310,7 +311,12 @@ def _migrate(kind: str, name: str) -> Action:
         dry_run=False,
         pool="gpu-spot",
         mechanism=kind,
-        details={"node_selector": {"pool": "gpu-spot"}, "tolerations": [SPOT_TOLERATION]},
+        details={
+            "node_selector": {"pool": "gpu-spot"},
+            "tolerations": [SPOT_TOLERATION],
+            "step_at_signal": 130,
+            "checkpoint_step": 125,
+        },
     )
 
 
