@@ -6,7 +6,7 @@ it is frozen so that no part of gpuwatch changes settings another part has read.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict
@@ -20,6 +20,19 @@ class Section(BaseModel):
     model_config = ConfigDict(
         extra="forbid", frozen=True, validate_default=True, populate_by_name=True
     )
+
+
+SecretKind = Literal["url", "value", "file", "env"]
+"""How a setting holds a secret: ``url``, the password of its user info; ``value``, the
+value itself (each value of a mapping); ``file``, the content of the file it names;
+``env``, the value of the environment variable it names."""
+
+
+def secret(kind: SecretKind, *, webhook: bool = False) -> dict[str, str | bool]:
+    """The ``json_schema_extra`` that marks a setting secret (``gpuwatch.config.secrets``
+    enumerates the marked settings; the settings reference says which they are).
+    ``webhook``: the secret is a webhook URL, whose path is the credential."""
+    return {"secret": kind, "webhook": webhook}
 
 
 DurationS = Annotated[int, BeforeValidator(parse_duration_s)]
