@@ -11,7 +11,6 @@ that a rotated token is masked too.
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -94,12 +93,6 @@ def register_settings_secrets(settings: Settings, env: Mapping[str, str]) -> Non
             (register_webhook if setting.webhook else register_secret)(secret)
     for name in SDK_SECRET_ENV:
         register_secret(env.get(name))
-
-
-def register_basic_auth(username: str, password: str) -> None:
-    """Register a basic-auth password, and the header it makes, for redaction."""
-    register_secret(password)
-    register_secret(base64.b64encode(f"{username}:{password}".encode()).decode("ascii"))
 
 
 def _read(path: Path) -> str | None:

@@ -23,6 +23,7 @@ errors the adapters build from their clients' exceptions.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import html
 import json
@@ -104,13 +105,20 @@ class SecretRegistry:
                 self._matcher = _matcher(self._replacements)
 
     def register_url(self, url: str | None) -> None:
-        """Mask the password in ``url``'s user info wherever it shows, in the URL or not."""
-        if not url:
-            return
-        match = _USERINFO.search(url)
+        """Mask the password in ``url``'s user info wherever it shows, in the URL or not,
+        and in the basic-auth header a client makes of it."""
+        match = _USERINFO.search(url or "")
         if match:
             self.register(match["password"])
-            self.register(unquote(match["password"]))
+            user = unquote(match["head"].rpartition("/")[2])
+            self.register_basic_auth(user, unquote(match["password"]))
+
+    def register_basic_auth(self, user: str, password: str) -> None:
+        """Mask ``password``, and the ``Authorization: Basic`` value it makes with ``user``."""
+        if len(password.strip()) < MIN_SECRET_CHARS:
+            return
+        self.register(password)
+        self.register(base64.b64encode(f"{user}:{password}".encode()).decode("ascii"))
 
     def register_webhook(self, url: str | None) -> None:
         """Mask a webhook URL whole, as ``redact_webhook`` shows it, and its path and
@@ -184,6 +192,11 @@ def register_secret(secret: str | None, replacement: str = MASK) -> None:
 def register_url(url: str | None) -> None:
     """Mask the password of ``url``'s user info from now on, wherever it shows."""
     REGISTRY.register_url(url)
+
+
+def register_basic_auth(user: str, password: str) -> None:
+    """Mask a basic-auth password and the header value it makes, from now on."""
+    REGISTRY.register_basic_auth(user, password)
 
 
 def register_webhook(url: str | None) -> None:

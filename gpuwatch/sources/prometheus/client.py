@@ -24,7 +24,6 @@ import urllib3
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
 from urllib3.util.retry import Retry
 
-from gpuwatch.config.secrets import register_basic_auth
 from gpuwatch.config.settings import PrometheusSettings
 from gpuwatch.model.errors import (
     ConfigError,
@@ -35,7 +34,13 @@ from gpuwatch.model.errors import (
     SourceTooLarge,
     SourceUnreachable,
 )
-from gpuwatch.util.redact import redact, redact_url, register_secret, register_url
+from gpuwatch.util.redact import (
+    redact,
+    redact_url,
+    register_basic_auth,
+    register_secret,
+    register_url,
+)
 
 log = logging.getLogger(__name__)
 _STATUS = re.compile(r"HTTP Status Code (\d+) \((.*)\)$", re.DOTALL)
