@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any, cast
 
@@ -58,7 +59,12 @@ class SecretSetting:
 
 def secret_settings(model: type[BaseModel] = Settings) -> list[SecretSetting]:
     """Every setting marked secret, in the order the settings reference lists them."""
-    return list(_walk(model, (), ()))
+    return list(_secret_settings(model))
+
+
+@cache
+def _secret_settings(model: type[BaseModel]) -> tuple[SecretSetting, ...]:
+    return tuple(_walk(model, (), ()))
 
 
 def _walk(
