@@ -38,6 +38,7 @@ from gpuwatch.model.result import CycleResult, SourceInfo
 from gpuwatch.report.data import ReportPeriod
 from gpuwatch.telemetry.metrics import SelfMetrics
 from gpuwatch.telemetry.serve import TelemetryServer, freshness, serve
+from gpuwatch.util.redact import redact
 from gpuwatch.wiring import build_lease
 
 log = logging.getLogger(__name__)
@@ -186,7 +187,7 @@ class Daemon:
             at=at,
             cluster_name=self.settings.cluster.name,
             source=SourceInfo("-", "-", 0, 0, 0, 0),
-            errors=(error,),
+            errors=(redact(error),),
             dry_run=self.settings.dry_run,
         )
         return result, write_result(result, self.settings.output.dir)[1]

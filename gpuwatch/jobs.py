@@ -4,7 +4,8 @@ The cycle job builds the adapters (``gpuwatch.wiring``), runs one cycle
 (``gpuwatch.pipeline``) and writes its result; the report job builds, stores, renders
 and publishes the weekly report. Configuration errors raise (the command line turns
 them into exit code 2, the daemon into a log line and a failed cycle); a cycle's own
-failures are in its result.
+failures are in its result. What the jobs return and write is redacted
+(``gpuwatch.util.redact``): an error quoting a client's exception carries no secret.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from gpuwatch.report.data import ReportData, ReportPeriod
 from gpuwatch.report.figures import compute_figures
 from gpuwatch.report.html import render_html
 from gpuwatch.report.store import ReportStore, ReportStoreError
+from gpuwatch.util.redact import redact, redact_tree
 from gpuwatch.weekly.build import build_report, build_tables
 from gpuwatch.wiring import (
     build_components,
@@ -63,6 +65,7 @@ def cycle_job(
         result = run_cycle(components, settings, at)
         if push:
             result = push_self_metrics(settings, components, result)
+    result = redact_tree(result)
     path, error = write_result(result, settings.output.dir)
     return CycleRun(result, path, error)
 
@@ -123,9 +126,9 @@ def make_report(
     if stage:
         stage("writing")
     paths = store.write_tables(data)
-    html = render_html(data, settings.report)
+    html = redact(render_html(data, settings.report))
     page = store.write_html(data.cluster, period, html)
-    summary = summary_text(data, page)
+    summary = redact(summary_text(data, page))
     published = publish_report(settings, summary, html, data, components.notifier)
     return Written(data, html, [*paths, page], summary, published)
 

@@ -138,3 +138,23 @@ def test_documents_the_code_points_at_are_in_the_repository():
             if stale.search(line):
                 problems.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
     assert not problems, "\n".join(problems)
+
+
+def test_the_readme_s_safety_guarantees_name_tests_that_exist():
+    """Each guarantee's proof is a test file (and test) that is really there."""
+    readme = (REPO / "README.md").read_text()
+    table = readme.split("## Safety guarantees", 1)[1].split("\n## ", 1)[0]
+    cited = re.findall(r"`(tests/[\w/]+\.py)(?:::(\w+))?`|`::(\w+)`", table)
+    assert cited, "the section cites no test"
+    current = None
+    missing = []
+    for path, name, continued in cited:
+        if path:
+            current = REPO / path
+            if not current.exists():
+                missing.append(path)
+                continue
+        name = name or continued
+        if name and current is not None and f"def {name}(" not in current.read_text():
+            missing.append(f"{current.relative_to(REPO)}::{name}")
+    assert not missing, missing

@@ -3,7 +3,6 @@ settings."""
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import click
 from gpuwatch.analysis.rules.loader import load_rules, rule_files
 from gpuwatch.cli.common import EXIT_USAGE, cli, fail_config, load_settings_or_exit
 from gpuwatch.config.docs import settings_markdown
+from gpuwatch.config.secrets import masked_settings_json
 from gpuwatch.export.prometheus_rule import (
     DEFAULT_NAME,
     DEFAULT_NAMESPACE,
@@ -161,9 +161,6 @@ def rules_export(
     click.echo(f"{len(manifest['spec']['groups'][0]['rules'])} alerts written to {out}", err=True)
 
 
-_URL_CREDENTIALS = re.compile(r"(\w+://)[^/@\s\"]+@")
-
-
 @cli.group()
 def config() -> None:
     """Settings."""
@@ -174,10 +171,10 @@ def config() -> None:
 def config_show(ctx: click.Context) -> None:
     """Print the effective settings (file, environment and defaults merged) as JSON.
 
-    Credentials written into URLs (``https://user:password@host``) are masked; secrets
-    otherwise live in files and environment variables the settings only name."""
+    Secret settings are masked: passwords in URLs (``https://user:***@host``), header
+    values; files and environment variables that hold secrets are shown by name."""
     settings = load_settings_or_exit(ctx, {})
-    click.echo(_URL_CREDENTIALS.sub(r"\1***@", settings.model_dump_json(indent=2)))
+    click.echo(masked_settings_json(settings))
 
 
 @config.command("docs")

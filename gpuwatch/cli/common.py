@@ -16,6 +16,8 @@ from gpuwatch.config.load import load_settings
 from gpuwatch.config.settings import Settings
 from gpuwatch.model.durations import parse_instant
 from gpuwatch.model.errors import ConfigError
+from gpuwatch.util.redact import redact
+from gpuwatch.util.redact_output import redact_log_records, redact_standard_streams
 
 EXIT_SOURCE_FAILED = 1
 EXIT_USAGE = 2
@@ -49,7 +51,10 @@ INSTANT = _Instant()
 @click.pass_context
 def cli(ctx: click.Context, config_file: Path | None, log_level: str) -> None:
     """GPU cost and utilization watch for Kubernetes clusters that run AI work."""
+    # Before anything is logged or printed: no secret leaves through either.
+    redact_standard_streams()
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    redact_log_records()
     ctx.obj = {"config_file": config_file}
 
 
@@ -64,5 +69,5 @@ def fail_config(exc: ConfigError, what: str = "configuration") -> Any:
     """Print every problem of ``exc`` and exit with EXIT_USAGE."""
     click.echo(f"gpuwatch: invalid {what}:", err=True)
     for problem in exc.problems:
-        click.echo(f"  {problem}", err=True)
+        click.echo(f"  {redact(problem)}", err=True)
     sys.exit(EXIT_USAGE)

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from gpuwatch.config.secrets import register_settings_secrets, secret_path
 from gpuwatch.config.settings import Settings
 from gpuwatch.config.yamlfile import YamlDocument, format_loc, load_yaml_file
 from gpuwatch.model.errors import ConfigError
@@ -29,7 +30,8 @@ def load_settings(
     env: Mapping[str, str] | None = None,
     flags: Mapping[str, Any] | None = None,
 ) -> Settings:
-    """Merge the three sources and validate; raise ConfigError listing every problem."""
+    """Merge the three sources and validate; raise ConfigError listing every problem.
+    The secrets the settings hold or name are registered for redaction."""
     merged: dict[str, Any] = {}
     origins: dict[tuple[str, ...], str] = {}
     doc: YamlDocument | None = None
@@ -62,9 +64,11 @@ def load_settings(
         origins[path] = f"flag for {dotted}"
 
     try:
-        return Settings.model_validate(merged)
+        settings = Settings.model_validate(merged)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, doc, origins)) from exc
+    register_settings_secrets(settings, env or {})
+    return settings
 
 
 def _describe(
@@ -80,7 +84,8 @@ def _describe(
             detail = f"unknown setting; expected one of: {known}"
         else:
             detail = f"{error['msg']}"
-            if "input" in error and not isinstance(error["input"], dict):
+            # A secret's value is never echoed, whatever is wrong with it.
+            if "input" in error and not isinstance(error["input"], dict) and not secret_path(loc):
                 detail += f" (got {error['input']!r})"
         problems.append(f"{origin}: {key}: {detail}")
     return problems

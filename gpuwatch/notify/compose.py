@@ -20,6 +20,7 @@ from gpuwatch.model.actions import Action
 from gpuwatch.model.cost import Price
 from gpuwatch.model.durations import format_duration, rfc3339
 from gpuwatch.model.findings import Finding, Severity, format_value
+from gpuwatch.util.redact import redact_url
 
 _ICON = {
     Severity.CRITICAL: ":red_circle:",
@@ -205,14 +206,15 @@ def compose_actions(actions: Sequence[Action], dry_run: bool) -> Message | None:
 
 
 def _links(findings: Sequence[Finding], context: GroupContext) -> str:
+    """The dashboard and report links; a password in a link's URL is not posted."""
     links = []
     if context.grafana_url:
         first = findings[0]
         values = {"node": first.node, "pool": first.pool or "", "rule": first.rule}
         url = context.grafana_url.format(**{k: quote(v, safe="") for k, v in values.items()})
-        links.append(f"<{url}|Grafana>")
+        links.append(f"<{redact_url(url)}|Grafana>")
     if context.report_url:
-        links.append(f"<{context.report_url}|Report>")
+        links.append(f"<{redact_url(context.report_url)}|Report>")
     return " · ".join(links)
 
 

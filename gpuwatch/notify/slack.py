@@ -21,14 +21,14 @@ channel, the same holds for that channel. A notifier is built per cycle, so the 
 cycle asks once more.
 
 The token and the webhook URL are secrets: they appear in no result, error, repr or log
-record (slack_sdk's own log records included: a filter on its loggers masks them).
+record. Each is registered with ``gpuwatch.util.redact`` when a notifier is built, the
+errors built here are redacted, and slack_sdk's loggers carry the redacting filter.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import threading
 import time
 from http.client import HTTPException
 from typing import Any, Final
@@ -48,6 +48,8 @@ from gpuwatch.notify.slack_http import (
     server_error_note,
     transport_error,
 )
+from gpuwatch.util.redact import redact, register_secret, register_webhook
+from gpuwatch.util.redact_output import redact_logger
 
 log = logging.getLogger(__name__)
 
@@ -126,10 +128,11 @@ class SlackNotifier:
         self._max_retry_after_s = settings.max_retry_after_s
         self._server_error_retries = settings.server_error_retries
         self._pacer = Pacer(settings.min_interval_s, clock, sleep)
+        register_secret(token)
         self._client = WebClient(
             token=token,
             base_url=settings.base_url,
-            **_client_options("slack_sdk.web.base_client", token, "<token>", settings, sleep),
+            **_client_options("slack_sdk.web.base_client", settings, sleep),
         )
         self._refused: DeliveryResult | None = None
         """Slack refused the token: every later delivery fails with this at once."""
@@ -139,7 +142,7 @@ class SlackNotifier:
         with: pacing and refusals then hold for a channel however it is named."""
 
     def __repr__(self) -> str:
-        return f"SlackNotifier(base_url={self._base_url!r})"
+        return f"SlackNotifier(base_url={redact(self._base_url)!r})"
 
     def send(self, delivery: Delivery) -> DeliveryResult:
         refused = self._refused or self._refused_channels.get(self._channel(delivery.channel))
@@ -192,7 +195,7 @@ class SlackNotifier:
             return result
         except (SlackClientError, OSError, HTTPException, ValueError) as exc:
             error = transport_error(exc, f"Slack at {self._base_url}", self._timeout_s)
-            return DeliveryResult(ok=False, error=_MASK.mask(error))
+            return DeliveryResult(ok=False, error=redact(error))
         finally:
             self._pacer.mark(posted.channel)
         return DeliveryResult(ok=True, ts=posted.ts, channel=posted.channel)
@@ -220,7 +223,7 @@ class SlackNotifier:
             return self._refusal(method, exc.response)
         except (SlackClientError, OSError, HTTPException, ValueError) as exc:
             error = transport_error(exc, f"Slack at {self._base_url}", self._timeout_s)
-            return DeliveryResult(ok=False, error=_MASK.mask(error)), None
+            return DeliveryResult(ok=False, error=redact(error)), None
         ts, channel = response.get("ts"), response.get("channel")
         if not isinstance(ts, str) or not isinstance(channel, str):
             error = f"Slack {method} answered ok without a ts and channel"
@@ -244,7 +247,7 @@ class SlackNotifier:
             self._max_retry_after_s,
         )
         status = f"HTTP {response.status_code}" + (f", {note}" if note else "")
-        error = _MASK.mask(f"Slack {method}: {detail} ({status})")
+        error = redact(f"Slack {method}: {detail} ({status})")
         return DeliveryResult(ok=False, error=error, permanent=code in PERMANENT_ERRORS), code
 
 
@@ -272,9 +275,9 @@ class WebhookNotifier:
         self._max_retry_after_s = settings.max_retry_after_s
         self._server_error_retries = settings.server_error_retries
         self._pacer = Pacer(settings.min_interval_s, clock, sleep)
+        register_webhook(url)
         self._client = WebhookClient(
-            url,
-            **_client_options("slack_sdk.webhook.client", url, "<the webhook>", settings, sleep),
+            url, **_client_options("slack_sdk.webhook.client", settings, sleep)
         )
         self._refused: DeliveryResult | None = None
         """Slack refused the webhook: every later delivery fails with this at once."""
@@ -308,7 +311,7 @@ class WebhookNotifier:
             response = self._client.send(text=delivery.text, blocks=list(delivery.blocks) or None)
         except (SlackClientError, OSError, HTTPException, ValueError) as exc:
             error = transport_error(exc, "the webhook", self._timeout_s)
-            return DeliveryResult(ok=False, error=_MASK.mask(error)), None
+            return DeliveryResult(ok=False, error=redact(error)), None
         if response.status_code == 200:
             return DeliveryResult(ok=True), None
         if response.status_code == 429:
@@ -323,65 +326,19 @@ class WebhookNotifier:
             self._max_retry_after_s,
         )
         detail += f" ({note})" if note else ""
-        error = _MASK.mask(f"the webhook answered HTTP {response.status_code}: {detail}")
+        error = redact(f"the webhook answered HTTP {response.status_code}: {detail}")
         return DeliveryResult(
             ok=False, error=error, permanent=code in WEBHOOK_PERMANENT_ERRORS
         ), code
 
 
-# --- secrets -----------------------------------------------------------------------------
-
-
-class _SecretMask(logging.Filter):
-    """Replaces known secrets in the records logged to the loggers it watches.
-
-    slack_sdk redacts the Authorization header in its debug log, but its webhook client
-    logs the URL (debug: every request; info: every retry), and an error's text can
-    quote what it was sent. Secrets are added as notifiers are built and kept for the
-    life of the process: the same token is added once, however many cycles build it.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._secrets: dict[str, str] = {}
-        self._lock = threading.Lock()
-
-    def add(self, secret: str, label: str) -> None:
-        if secret:
-            with self._lock:
-                self._secrets[secret] = label
-
-    def watch(self, logger: logging.Logger) -> None:
-        with self._lock:
-            if self not in logger.filters:
-                logger.addFilter(self)
-
-    def mask(self, text: str) -> str:
-        with self._lock:
-            secrets = list(self._secrets.items())
-        for secret, label in secrets:
-            text = text.replace(secret, label)
-        return text
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        masked = self.mask(message)
-        if masked != message:
-            record.msg, record.args = masked, ()
-        return True
-
-
-_MASK = _SecretMask()
-
-
-def _client_options(
-    logger_name: str, secret: str, label: str, settings: SlackSettings, sleep: Sleep
-) -> dict[str, Any]:
+def _client_options(logger_name: str, settings: SlackSettings, sleep: Sleep) -> dict[str, Any]:
     """What both slack_sdk clients are built with: the timeout, the retry handlers, and
-    their logger, watched so that ``secret`` is logged only as ``label``."""
+    their logger, which redacts: slack_sdk redacts the Authorization header in its debug
+    log, but its webhook client logs the URL (debug: every request; info: every retry),
+    and an error's text can quote what it was sent."""
     logger = logging.getLogger(logger_name)
-    _MASK.watch(logger)
-    _MASK.add(secret, label)
+    redact_logger(logger)
     return {
         "timeout": settings.timeout_s,  # urllib takes float seconds
         "logger": logger,

@@ -1,4 +1,8 @@
-"""Write a cycle's result as one JSON document, named by its evaluation instant."""
+"""Write a cycle's result as one JSON document, named by its evaluation instant.
+
+The document is redacted as a whole (``gpuwatch.util.redact``): whatever a source's
+error or a note quoted, no secret reaches the file.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from pathlib import Path
 
 from gpuwatch.model.result import CycleResult
 from gpuwatch.util.atomic import write_atomic
+from gpuwatch.util.redact import redact
 
 
 def cycle_json_path(result: CycleResult, out_dir: Path) -> Path:
@@ -15,7 +20,7 @@ def cycle_json_path(result: CycleResult, out_dir: Path) -> Path:
 
 def write_cycle_json(result: CycleResult, out_dir: Path) -> Path:
     """Write ``cycle-<at>.json`` and ``cycle-latest.json`` into ``out_dir``; return the first."""
-    text = json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n"
+    text = redact(json.dumps(result.to_dict(), indent=2, ensure_ascii=False)) + "\n"
     path = cycle_json_path(result, out_dir)
     write_atomic(path, text)
     write_atomic(out_dir / "cycle-latest.json", text)

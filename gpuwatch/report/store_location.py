@@ -18,6 +18,7 @@ import pyarrow.fs as pafs
 
 from gpuwatch.config.settings import ReportSettings
 from gpuwatch.report.store_errors import ReportStoreError, classify, translated
+from gpuwatch.util.redact import redact, without_userinfo
 
 # Timeouts for S3 endpoints gpuwatch configures itself (s3_endpoint_url / s3_region):
 # an unreachable endpoint fails the report in seconds rather than hanging the daemon.
@@ -69,10 +70,7 @@ def open_location(settings: ReportSettings) -> OpenedLocation:
         if kind == "io" and isinstance(exc, pa.ArrowInvalid):
             kind = "invalid_location"
         # pyarrow quotes the URI it was given, credentials and all.
-        reason = reason.replace(location, shown)
-        secret = urlsplit(location).password
-        if secret:
-            reason = reason.replace(secret, "***")
+        reason = redact(reason.replace(location, shown))
         raise ReportStoreError(shown, "open", kind, reason) from exc
     if isinstance(filesystem, pafs.LocalFileSystem):
         return _local_folder(Path(root))
@@ -137,9 +135,8 @@ def bucket_of(filesystem: pafs.FileSystem, root: str) -> str | None:
 
 def _redact(uri: str) -> str:
     """``uri`` without user info (credentials) and query (options, possibly secrets)."""
-    parts = urlsplit(uri)
-    netloc = parts.netloc.rpartition("@")[2]
-    return f"{parts.scheme}://{netloc}{parts.path}".rstrip("/")
+    parts = urlsplit(without_userinfo(uri))
+    return f"{parts.scheme}://{parts.netloc}{parts.path}".rstrip("/")
 
 
 def _parse_endpoint(endpoint_url: str) -> tuple[str, str]:

@@ -50,6 +50,7 @@ from gpuwatch.kube.errors import KubeConflict, KubeError, KubeNotFound
 from gpuwatch.kube.resources import CONFIGMAPS
 from gpuwatch.model.errors import StateError
 from gpuwatch.model.state import CycleState
+from gpuwatch.util.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +170,8 @@ class ConfigMapState:
         """``{"data": ...}`` or ``{"binaryData": ...}`` for ``state``; StateError when it
         cannot fit in a ConfigMap."""
         document = state.to_dict()
-        raw = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        text = json.dumps(document, separators=(",", ":"), ensure_ascii=False)
+        raw = redact(text).encode("utf-8")  # an undelivered message's error, say
         if len(raw) < INLINE_MAX_BYTES:
             return {"data": {STATE_KEY: raw.decode("utf-8")}}
         if len(raw) > JSON_MAX_BYTES:

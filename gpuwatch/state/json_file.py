@@ -1,7 +1,8 @@
 """State in a local JSON file, written atomically.
 
-Written atomically (see ``gpuwatch.util.atomic``). A file that cannot be parsed is moved
-aside, never overwritten, so that nothing in it is lost.
+Written atomically (see ``gpuwatch.util.atomic``) and redacted (``gpuwatch.util.redact``:
+an undelivered message's error may quote what it was sent to). A file that cannot be
+parsed is moved aside, never overwritten, so that nothing in it is lost.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from gpuwatch.model.errors import StateError
 from gpuwatch.model.state import CycleState
 from gpuwatch.util.atomic import write_atomic
+from gpuwatch.util.redact import redact
 
 
 class JsonFileState:
@@ -43,4 +45,4 @@ class JsonFileState:
             ) from exc
 
     def save(self, state: CycleState) -> None:
-        write_atomic(self.path, json.dumps(state.to_dict(), indent=2) + "\n")
+        write_atomic(self.path, redact(json.dumps(state.to_dict(), indent=2)) + "\n")

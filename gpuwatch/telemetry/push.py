@@ -12,7 +12,6 @@ Failures raise ``PushError``, whose message names the URL without its credential
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from http.client import HTTPException
 from urllib.error import HTTPError, URLError
@@ -22,13 +21,12 @@ from prometheus_client import CollectorRegistry, push_to_gateway
 from prometheus_client.exposition import basic_auth_handler, default_handler
 
 from gpuwatch.model.errors import GpuwatchError
+from gpuwatch.util.redact import redact, without_userinfo
 
 CLUSTER_KEYS = ("cluster", "instance")
 """A grouping key needs one of these, naming the cluster the metrics are about."""
 
 Handler = Callable[..., Callable[[], None]]
-
-_USERINFO = re.compile(r"://[^/@]*@")
 
 
 class PushError(GpuwatchError):
@@ -40,7 +38,7 @@ class PushError(GpuwatchError):
         self.job = job
         self.status = status
         self.detail = detail
-        answer = f"HTTP {status}: {detail}" if status is not None else detail
+        answer = redact(f"HTTP {status}: {detail}" if status is not None else detail)
         super().__init__(f"push of job {job!r} to Pushgateway {url} failed: {answer}")
 
 
@@ -70,7 +68,7 @@ def push(
             f"grouping key {dict(grouping_key)} names no cluster: it needs one of "
             f"{', '.join(CLUSTER_KEYS)}, or clusters pushing to one gateway overwrite each other"
         )
-    shown = _without_credentials(url)
+    shown = without_userinfo(url)
     try:
         target, handler = _split_credentials(url)
         push_to_gateway(
@@ -89,11 +87,6 @@ def push(
         # Timeouts, resets, a malformed URL, and prometheus_client's own OSError for a
         # status of 400 and above that urllib let through.
         raise PushError(shown, job, f"{type(exc).__name__}: {exc}") from exc
-
-
-def _without_credentials(url: str) -> str:
-    """``url`` with any ``user:password@`` cut out, textually: safe even when malformed."""
-    return _USERINFO.sub("://", url if "://" in url else f"http://{url}", count=1)
 
 
 def _split_credentials(url: str) -> tuple[str, Handler]:

@@ -10,7 +10,7 @@ past ``ge``/``le`` and poison every sum it enters (a cost, a saving, a budget).
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
@@ -28,6 +28,19 @@ class Section(BaseModel):
         populate_by_name=True,
         allow_inf_nan=False,
     )
+
+
+SecretKind = Literal["url", "value", "file", "env"]
+"""How a setting holds a secret: ``url``, the password of its user info; ``value``, the
+value itself (each value of a mapping); ``file``, the content of the file it names;
+``env``, the value of the environment variable it names."""
+
+
+def secret(kind: SecretKind, *, webhook: bool = False) -> dict[str, str | bool]:
+    """The ``json_schema_extra`` that marks a setting secret (``gpuwatch.config.secrets``
+    enumerates the marked settings; the settings reference says which they are).
+    ``webhook``: the secret is a webhook URL, whose path is the credential."""
+    return {"secret": kind, "webhook": webhook}
 
 
 DurationS = Annotated[int, BeforeValidator(parse_duration_s)]

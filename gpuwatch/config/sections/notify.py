@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
 
-from gpuwatch.config.sections.base import DurationS, Section
+from gpuwatch.config.sections.base import DurationS, Section, secret
 from gpuwatch.model import alerts as domain
 
 MatchPatterns = list[str] | None
@@ -88,23 +88,29 @@ class SlackSettings(Section):
         description="Environment variable holding the bot token (`xoxb-...`). Needs the "
         "`chat:write` scope (and `files:write` for the weekly report). The token is "
         "never logged or printed.",
+        json_schema_extra=secret("env"),
     )
     token_file: Path | None = Field(
         None,
         description="File holding the bot token, e.g. a mounted Secret; read every cycle, "
         "so a rotated token needs no restart. Takes precedence over `token_env`.",
+        json_schema_extra=secret("file"),
     )
     webhook_url_env: str | None = Field(
         None,
         description="Environment variable holding an incoming-webhook URL, used when no "
         "bot token is found. The URL is a secret and is never logged.",
+        json_schema_extra=secret("env", webhook=True),
     )
     webhook_url_file: Path | None = Field(
-        None, description="File holding an incoming-webhook URL (e.g. a mounted Secret)."
+        None,
+        description="File holding an incoming-webhook URL (e.g. a mounted Secret).",
+        json_schema_extra=secret("file", webhook=True),
     )
     base_url: str = Field(
         "https://slack.com/api/",
         description="Web API base URL (GovSlack: `https://slack-gov.com/api/`).",
+        json_schema_extra=secret("url"),
     )
     timeout_s: float = Field(10.0, gt=0, le=120, description="Per request.")
     min_interval_s: float = Field(
@@ -230,8 +236,13 @@ class NotifySettings(Section):
         None,
         description="Dashboard link put on messages; `{node}`, `{pool}` and `{rule}` are "
         "replaced (URL-encoded) by the group's values.",
+        json_schema_extra=secret("url"),
     )
-    report_url: str | None = Field(None, description="Link to the latest report, on messages.")
+    report_url: str | None = Field(
+        None,
+        description="Link to the latest report, on messages.",
+        json_schema_extra=secret("url"),
+    )
     slack: SlackSettings = Field(default_factory=SlackSettings)
 
     @field_validator("grafana_url")

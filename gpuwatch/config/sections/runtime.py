@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from gpuwatch.config.sections.base import DurationS, Section, known_time_zone
+from gpuwatch.config.sections.base import DurationS, Section, known_time_zone, secret
 
 
 class OutputSettings(Section):
@@ -52,6 +52,7 @@ class SelfMetricsSettings(Section):
     pushgateway_url: str | None = Field(
         None,
         description="Pushgateway to push to after each cycle (CronJob mode). Unset: no push.",
+        json_schema_extra=secret("url"),
     )
     job: str = Field("gpuwatch", min_length=1, description="Pushgateway job label.")
     address: str = Field(
@@ -69,10 +70,12 @@ class ReportSettings(Section):
         "pyarrow opens (`s3://bucket/prefix`, `gs://bucket/prefix`; Alibaba OSS and MinIO "
         "through `s3://` with `s3_endpoint_url`). Credentials come from the usual "
         "environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, instance roles).",
+        json_schema_extra=secret("url"),
     )
     s3_endpoint_url: str | None = Field(
         None,
         description="S3-compatible endpoint, e.g. `https://oss-cn-hangzhou.aliyuncs.com`.",
+        json_schema_extra=secret("url"),
     )
     s3_region: str | None = Field(None, description="S3 region; unset: the SDK's default.")
     templates: Path | None = Field(

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field
 
-from gpuwatch.config.sections.base import Section
+from gpuwatch.config.sections.base import Section, secret
 
 # Node labels that name a node pool on the platforms GPU teams run, tried in this
 # order after ``pool_label`` (docs/cluster.md lists them with their sources).
@@ -145,6 +145,7 @@ class PrometheusSettings(Section):
         None,
         description="Base URL, e.g. `http://prometheus.monitoring:9090` or a Thanos Query, "
         "Mimir (`.../prometheus`) or VictoriaMetrics URL.",
+        json_schema_extra=secret("url"),
     )
     timeout_s: float = Field(
         30.0,
@@ -157,21 +158,32 @@ class PrometheusSettings(Section):
         None,
         description="File holding a bearer token (re-read every cycle, so rotated "
         "service-account tokens work). The token itself is never logged.",
+        json_schema_extra=secret("file"),
     )
     bearer_token_env: str | None = Field(
-        None, description="Environment variable holding a bearer token."
+        None,
+        description="Environment variable holding a bearer token.",
+        json_schema_extra=secret("env"),
     )
     username: str | None = Field(None, description="Basic-auth user name.")
-    password_file: Path | None = Field(None, description="File holding the basic-auth password.")
+    password_file: Path | None = Field(
+        None,
+        description="File holding the basic-auth password.",
+        json_schema_extra=secret("file"),
+    )
     password_env: str | None = Field(
-        None, description="Environment variable holding the basic-auth password."
+        None,
+        description="Environment variable holding the basic-auth password.",
+        json_schema_extra=secret("env"),
     )
     tenant: str | None = Field(
         None,
         description="Sent as `X-Scope-OrgID`, the tenant header of Mimir, Cortex and Loki.",
     )
     headers: dict[str, str] = Field(
-        default_factory=dict, description="Extra HTTP headers sent with every request."
+        default_factory=dict,
+        description="Extra HTTP headers sent with every request (an `Authorization`, say).",
+        json_schema_extra=secret("value"),
     )
     ca_file: Path | None = Field(None, description="CA bundle that signs the server's TLS cert.")
     cert_file: Path | None = Field(None, description="Client TLS certificate (PEM).")

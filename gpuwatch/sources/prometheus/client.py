@@ -2,7 +2,8 @@
 
 prometheus-api-client's ``PrometheusConnect`` carries the session (auth, TLS, headers,
 retries); answers are turned straight into numpy arrays here. Its exceptions never
-leave this module: they become ``SourceError`` subclasses that say what to fix.
+leave this module: they become ``SourceError`` subclasses that say what to fix, naming
+the server by its URL without the password and with every secret read here masked.
 """
 
 from __future__ import annotations
@@ -33,6 +34,13 @@ from gpuwatch.model.errors import (
     SourceTooLarge,
     SourceUnreachable,
 )
+from gpuwatch.util.redact import (
+    redact,
+    redact_url,
+    register_basic_auth,
+    register_secret,
+    register_url,
+)
 
 log = logging.getLogger(__name__)
 _STATUS = re.compile(r"HTTP Status Code (\d+) \((.*)\)$", re.DOTALL)
@@ -55,6 +63,9 @@ class Connection:
         rotated tokens are picked up); raise ConfigError naming a missing one."""
         if not settings.url:
             raise ConfigError("prometheus.url: required when metrics.source is prometheus")
+        register_url(settings.url)
+        for value in settings.headers.values():
+            register_secret(value)
         headers = dict(settings.headers)
         if settings.tenant:
             headers["X-Scope-OrgID"] = settings.tenant
@@ -65,6 +76,7 @@ class Connection:
         if settings.username:
             password = _secret(settings.password_file, settings.password_env, env, "password")
             basic = (settings.username, password or "")
+            register_basic_auth(*basic)
         verify: bool | str = True
         if settings.insecure_skip_verify:
             verify = False
@@ -81,18 +93,22 @@ class Connection:
 
 
 def _secret(path: Any, variable: str | None, env: Mapping[str, str], name: str) -> str | None:
+    """The secret from the file or the variable, registered for redaction."""
     if path is not None:
         try:
-            return str(path.read_text(encoding="utf-8")).strip()
+            value = str(path.read_text(encoding="utf-8")).strip()
         except OSError as exc:
             raise ConfigError(
                 f"prometheus.{name}_file: cannot read {path}: {exc.strerror}"
             ) from exc
-    if variable:
+    elif variable:
         if variable not in env:
             raise ConfigError(f"prometheus.{name}_env: environment variable {variable} is unset")
-        return env[variable].strip()
-    return None
+        value = env[variable].strip()
+    else:
+        return None
+    register_secret(value)
+    return value
 
 
 @dataclass(frozen=True)
@@ -113,11 +129,13 @@ class PrometheusClient:
 
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
+        self.shown_url = redact_url(connection.url)
+        """The server's URL as messages show it: without its password."""
         session = requests.Session()
         session.verify = connection.verify
         if connection.verify is False:
             # Asked for explicitly: say so once here rather than once per request.
-            log.warning("TLS certificate verification is off for %s", connection.url)
+            log.warning("TLS certificate verification is off for %s", self.shown_url)
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         session.cert = connection.cert
         # Retry only what is transient and cheap to repeat; a request refused as too
@@ -204,7 +222,8 @@ class PrometheusClient:
         return f"{int(self.connection.timeout_s * 1000)}ms"
 
     def _where(self, detail: str) -> str:
-        return f"{self.connection.url}: {detail}"
+        # Client exceptions quote URLs, headers and bodies: whatever they say is redacted.
+        return redact(f"{self.shown_url}: {detail}")
 
     def _call(self, request: Any, promql: str) -> Any:
         self.requests_made += 1
@@ -217,7 +236,7 @@ class PrometheusClient:
         except requests.exceptions.ConnectionError as exc:
             raise SourceUnreachable(self._where(f"cannot connect: {_root(exc)}")) from exc
         except PrometheusApiClientException as exc:
-            raise _from_status(self.connection.url, str(exc), promql) from exc
+            raise _from_status(self.shown_url, redact(str(exc)), promql) from exc
         except (ValueError, KeyError, TypeError) as exc:
             # A 200 whose body is not the Prometheus API's JSON (a proxy's HTML page).
             raise SourceBadResponse(self._where(f"answer is not Prometheus JSON: {exc}")) from exc
