@@ -154,7 +154,7 @@ def test_the_readme_s_safety_guarantees_name_tests_that_exist():
             if not current.exists():
                 missing.append(path)
                 continue
-        name = name or continued
-        if name and current is not None and f"def {name}(" not in current.read_text():
-            missing.append(f"{current.relative_to(REPO)}::{name}")
+        test = name or continued
+        if test and current is not None and f"def {test}(" not in current.read_text():
+            missing.append(f"{current.relative_to(REPO)}::{test}")
     assert not missing, missing
