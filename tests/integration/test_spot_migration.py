@@ -73,6 +73,14 @@ def job(roles: tuple[str, ...] = ("Master", "Worker")) -> dict:
 def pod(
     name: str, node_name: str | None, phase: str = "Running", started: datetime = T0, **notes
 ) -> dict:
+    """A pod of ``llm/pretrain``; ``notes``: its annotations."""
+    owner = {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "PyTorchJob",
+        "name": "pretrain",
+        "uid": "u",
+        "controller": True,
+    }
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -80,38 +88,14 @@ def pod(
             "name": name,
             "namespace": "llm",
             "labels": {"training.kubeflow.org/job-name": "pretrain"},
-            "ownerReferences": [
-                {
-                    "apiVersion": "kubeflow.org/v1",
-                    "kind": "PyTorchJob",
-                    "name": "pretrain",
-                    "uid": "u",
-                    "controller": True,
-                }
-            ],
+            "ownerReferences": [owner],
+            **({"annotations": notes} if notes else {}),
         },
         "spec": {
             **({"nodeName": node_name} if node_name else {}),
             "containers": [{"name": "pytorch", "image": "gpuwatch-train:0.1.0"}],
         },
         "status": {"phase": phase, "startTime": started.isoformat()},
-    } | ({"metadata": {**_pod_meta(name), "annotations": notes}} if notes else {})
-
-
-def _pod_meta(name: str) -> dict:
-    return {
-        "name": name,
-        "namespace": "llm",
-        "labels": {"training.kubeflow.org/job-name": "pretrain"},
-        "ownerReferences": [
-            {
-                "apiVersion": "kubeflow.org/v1",
-                "kind": "PyTorchJob",
-                "name": "pretrain",
-                "uid": "u",
-                "controller": True,
-            }
-        ],
     }
 
 
