@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -35,6 +35,14 @@ class GpuModelEntry(_Strict):
     aliases: list[str] = Field(default_factory=list)
     memory_gib: float = Field(gt=0)
     relative_throughput: float = Field(1.0, gt=0)
+    speedup: dict[Literal["int8", "int4"], Annotated[float, Field(gt=0)]] = Field(
+        default_factory=dict
+    )
+    """Throughput at that precision over FP16 on this GPU (1.0 where absent: measure
+    yours before relying on more)."""
+    equivalent: list[str] = Field(default_factory=list)
+    """Other models a workload of this one may move to at the same throughput (for a
+    spot pool of another SKU of the same GPU)."""
     mig_slices: dict[str, PositiveCount] = Field(default_factory=dict)
     prices: dict[CapacityType, Money] = Field(default_factory=dict)
     currency: str | None = Field(None, pattern=_CURRENCY)
@@ -94,6 +102,19 @@ class PriceBook:
 
     def models(self) -> list[GpuModelEntry]:
         return list(self.book.models)
+
+    def equivalent(self, one: str | None, other: str | None) -> bool:
+        """The same GPU model, or one the book declares equivalent (either way)."""
+        a, b = self.model(one), self.model(other)
+        if a is None or b is None:
+            return bool(one and other and normalize_model(one) == normalize_model(other))
+        if a is b:
+            return True
+        names = {normalize_model(n) for n in (b.name, *b.aliases)}
+        mine = {normalize_model(n) for n in (a.name, *a.aliases)}
+        return bool(names & {normalize_model(n) for n in a.equivalent}) or bool(
+            mine & {normalize_model(n) for n in b.equivalent}
+        )
 
     def mig_fraction(self, model: str | None, profile: str | None) -> tuple[float, str]:
         """The share of its GPU a MIG instance of ``profile`` is billed: one over the

@@ -1,4 +1,4 @@
-"""Money: prices, the allocation of GPU cost, and savings with the inputs that prove them.
+"""Money: prices and the allocation of GPU cost (savings are ``gpuwatch.model.savings``).
 
 Amounts are ``Decimal`` in the price book's currency, rounded to the cent per line item,
 so that totals are sums of what is printed and reconcile to the cent. Amounts in
@@ -9,8 +9,8 @@ OpenCost's habit is kept: ``gpu_hours``, ``cost``, ``idle_cost``, ``request_avg`
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
@@ -142,75 +142,6 @@ class CostReport:
             **{f"by_{dim}": [g.to_dict() for g in groups] for dim, groups in self.groups.items()},
             "unpriced": list(self.unpriced),
             "lines": [line.to_dict() for line in self.lines],
-        }
-
-
-@dataclass(frozen=True)
-class Saving:
-    """One documented calculation: what a change would save per 30 days, and why."""
-
-    kind: str
-    scope: Mapping[str, str | None]
-    monthly: Decimal
-    currency: str
-    inputs: Mapping[str, Any]
-    """Every number the formula used, so that a person can redo it by hand."""
-    formula: str
-    assumptions: tuple[str, ...]
-    confidence: str
-    """``high`` (measured inputs), ``medium`` (some defaults), ``low`` (mostly defaults)."""
-    action: str
-    gpu_uuids: tuple[str, ...] = ()
-    """GPUs whose hours this saving touches (for overlap between savings)."""
-    plan: Sequence[Mapping[str, Any]] = field(default_factory=tuple)
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "kind": self.kind,
-            "scope": dict(self.scope),
-            "monthly": _num(self.monthly),
-            "currency": self.currency,
-            "formula": self.formula,
-            "inputs": dict(self.inputs),
-            "assumptions": list(self.assumptions),
-            "confidence": self.confidence,
-            "action": self.action,
-            "gpus": list(self.gpu_uuids),
-        }
-        if self.plan:
-            out["plan"] = [dict(step) for step in self.plan]
-        return out
-
-
-@dataclass(frozen=True)
-class SavingExcluded:
-    """A candidate that gets no saving, and why (a job without checkpoints, say)."""
-
-    kind: str
-    scope: Mapping[str, str | None]
-    reason: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "scope": dict(self.scope), "reason": self.reason}
-
-
-@dataclass(frozen=True)
-class SavingsTotal:
-    """Per currency: the sum of savings, less what two savings claim twice."""
-
-    currency: str
-    gross_monthly: Decimal
-    overlap_monthly: Decimal
-    net_monthly: Decimal
-    how: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "currency": self.currency,
-            "gross_monthly": _num(self.gross_monthly),
-            "overlap_monthly": _num(self.overlap_monthly),
-            "net_monthly": _num(self.net_monthly),
-            "how": self.how,
         }
 
 

@@ -12,9 +12,10 @@ from datetime import datetime
 from typing import Any
 
 from gpuwatch.model.actions import Action
-from gpuwatch.model.cost import CostReport, Saving, SavingExcluded, SavingsTotal
+from gpuwatch.model.cost import CostReport
 from gpuwatch.model.durations import rfc3339
 from gpuwatch.model.findings import DataQualityNote, Finding, PendingGpuPod
+from gpuwatch.model.savings import Saving, SavingExcluded, SavingsTotal
 
 SCHEMA = "gpuwatch.cycle/v1"
 

@@ -167,6 +167,7 @@ def analyse(
             checkpoint_times=checkpoint_times,
             progress=progress,
             freshness=freshness,
+            book=book,
         )
     )
     if not settings.dry_run and not gathered.writable and actions:

@@ -24,21 +24,25 @@ pool's node selector and tolerations for its spot taints. Pure.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from gpuwatch.analysis.attribution import GpuContext
-from gpuwatch.analysis.pricing import normalize_model
+from gpuwatch.analysis.feasibility import (
+    evictable_or_why,
+    pending_for,
+    spot_pools,
+    spot_target,
+)
+from gpuwatch.analysis.pricing import PriceBook
 from gpuwatch.config.settings import ActionsSettings
 from gpuwatch.model.actions import Action, ActionStatus
 from gpuwatch.model.cluster import ClusterState, Controller, Pod
-from gpuwatch.model.cost import Saving
 from gpuwatch.model.durations import format_duration
+from gpuwatch.model.savings import Saving
 from gpuwatch.model.tenant import LAST_CHECKPOINT, MIGRATION_KEY, flag
 from gpuwatch.planners.freshness import Freshness
-from gpuwatch.planners.scale_down import evictable_or_why
 
 KIND = "migrate_to_spot"
 CLOCK_SKEW_S = 60
@@ -61,12 +65,15 @@ class MigrationInputs:
     """Workload -> (current step, newest checkpoint's step), from the same metrics."""
     freshness: Freshness | None = None
     """Whether the data is live; None for a read-only analysis (nothing is written)."""
+    book: PriceBook | None = None
+    """Which GPU models the price book declares equivalent (None: the same model only)."""
 
 
 def plan_migrations(inputs: MigrationInputs) -> list[Action]:
     settings = inputs.settings.migration
     controllers = {(c.kind, c.namespace, c.name): c for c in inputs.cluster.controllers}
-    spot_room = _spot_room(inputs.contexts)
+    pools = spot_pools(inputs.contexts)
+    pending = pending_for(inputs.cluster.pods)
     moving = sum(1 for c in inputs.cluster.controllers if MIGRATION_KEY.get(c.annotations))
     actions = []
     for saving in inputs.savings:
@@ -84,14 +91,16 @@ def plan_migrations(inputs: MigrationInputs) -> list[Action]:
         gpus = float(saving.inputs.get("gpus", 0))
         job_gpus = [c for c in inputs.contexts if c.device and c.device.uuid in saving.gpu_uuids]
         model = next((c.model for c in job_gpus), None)
-        pool, room, tolerations = _target(spot_room, model)
+        target = spot_target(pools, model, gpus, pending, inputs.book)
+        pool = target.pool.pool if target.pool else None
+        tolerations = target.pool.tolerations if target.pool else []
         checkpoint, reason = _checkpoint(inputs, workload, annotations)
-        reason = reason or _refusal(inputs, saving, pods, (pool, room, model), moving)
+        reason = reason or target.refusal or _refusal(inputs, saving, pods, moving)
         if not reason and not inputs.dry_run:
             reason = _write_gate(inputs, job_gpus)
-        if not reason:
+        if not reason and target.pool is not None:
             moving += 1
-            spot_room[(normalize_model(model or ""), pool or "")].unallocated -= math.ceil(gpus)
+            target.pool.free -= math.ceil(gpus)  # the next job sees what is left
         actions.append(
             Action(
                 kind=KIND,
@@ -124,26 +133,14 @@ def plan_migrations(inputs: MigrationInputs) -> list[Action]:
     return actions
 
 
-def _refusal(
-    inputs: MigrationInputs,
-    saving: Saving,
-    pods: Sequence[Pod],
-    target: tuple[str | None, float, str | None],
-    moving: int,
-) -> str:
-    """The first guard after the checkpoint's that refuses the move; empty if none."""
+def _refusal(inputs: MigrationInputs, saving: Saving, pods: Sequence[Pod], moving: int) -> str:
+    """The guards after the checkpoint's and the spot pool's; empty if none refuses."""
     settings = inputs.settings.migration
-    pool, room, model = target
-    gpus = float(saving.inputs.get("gpus", 0))
     if float(saving.monthly) < settings.min_saving_monthly:
         return (
             f"saving {saving.monthly} {saving.currency} per 30 days is below "
             f"{settings.min_saving_monthly:g}"
         )
-    if pool is None:
-        return f"no spot pool with {model or 'the same GPU model'}"
-    if room < gpus:
-        return f"spot pool {pool} has room for {room:g} of {gpus:g} GPUs"
     blocked = next(
         (why for pod in pods if (why := evictable_or_why(pod, None, for_removal=False))), ""
     )
@@ -206,39 +203,3 @@ def _annotations(controller: Controller | None, pods: Sequence[Pod]) -> dict[str
     if controller is not None:
         merged.update(controller.annotations)
     return merged
-
-
-@dataclass
-class _Pool:
-    unallocated: int = 0
-    tolerations: list[dict[str, str]] = field(default_factory=list)
-
-
-def _spot_room(contexts: Sequence[GpuContext]) -> dict[tuple[str, str], _Pool]:
-    """(model, pool) -> unallocated GPUs and the tolerations its nodes require."""
-    pools: dict[tuple[str, str], _Pool] = defaultdict(_Pool)
-    for ctx in contexts:
-        if ctx.capacity_type != "spot" or not ctx.pool or ctx.node is None:
-            continue
-        entry = pools[(normalize_model(ctx.model or ""), ctx.pool)]
-        entry.unallocated += 0 if ctx.holders else 1
-        for taint in ctx.node.taints:
-            toleration = {"key": taint.key, "operator": "Exists", "effect": taint.effect}
-            if toleration not in entry.tolerations:
-                entry.tolerations.append(toleration)
-    return pools
-
-
-def _target(
-    pools: Mapping[tuple[str, str], _Pool], model: str | None
-) -> tuple[str | None, float, list[dict[str, str]]]:
-    """The same-model spot pool with the most room."""
-    candidates = [
-        (entry.unallocated, pool, entry.tolerations)
-        for (pool_model, pool), entry in pools.items()
-        if model and pool_model == normalize_model(model)
-    ]
-    if not candidates:
-        return None, 0.0, []
-    room, pool, tolerations = max(candidates)
-    return pool, float(room), tolerations

@@ -41,19 +41,17 @@ from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from gpuwatch.analysis.attribution import GpuContext
+from gpuwatch.analysis.feasibility import evictable_or_why
 from gpuwatch.analysis.pools import pending_gpu_pods_for
 from gpuwatch.config.settings import ActionsSettings, MaintenanceWindow, PoolActionPolicy
 from gpuwatch.model.actions import Action, ActionStatus
-from gpuwatch.model.cluster import ClusterState, Node, Pod, gpu_request_kind
+from gpuwatch.model.cluster import ClusterState, Node, Pod
 from gpuwatch.model.findings import Finding, Role
 from gpuwatch.model.tenant import (
     ACTION_KEY,
     ACTION_PHASE,
     DO_NOT_DISRUPT,
-    SAFE_TO_EVICT,
     SCALE_DOWN_DISABLED,
-    eviction_protection,
-    flag,
     protects,
 )
 from gpuwatch.planners.freshness import Freshness
@@ -292,28 +290,6 @@ def _candidate(
             blockers.append(f"{protection.key}: {node.annotations[protection.key]!r} on the node")
     evict, pod_blockers = _evictable(node, pods_on, reclaim_key)
     return _Candidate(node, pool, gpus, evict, blockers + pod_blockers)
-
-
-def evictable_or_why(pod: Pod, reclaim_key: str | None, *, for_removal: bool = True) -> str:
-    """Why ``pod`` may not be evicted (empty when it may): the guards of Cluster
-    Autoscaler and Karpenter. ``reclaim_key``: the opt-in a GPU pod needs (None: none).
-    ``for_removal``: the pod goes for good with its node, so a bare pod or local storage
-    blocks too (a job moved to spot is recreated by its controller, its scratch space
-    with it)."""
-    name = f"pod {pod.namespace}/{pod.name}"
-    opted_in = reclaim_key is None or flag(reclaim_key).get(pod.annotations) is True
-    if gpu_request_kind(pod.requests) and not opted_in:
-        return f"{name} holds GPUs and is not annotated {reclaim_key}"
-    protection = eviction_protection(pod.annotations)
-    if protection:
-        return f"{name}: {protection}"
-    if not for_removal:
-        return ""
-    if pod.owner is None:
-        return f"{name} is a bare pod: nothing would recreate it"
-    if pod.local_storage and SAFE_TO_EVICT.get(pod.annotations) is not True:
-        return f"{name} has local storage (emptyDir or hostPath)"
-    return ""
 
 
 def _evictable(

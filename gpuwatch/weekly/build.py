@@ -25,10 +25,10 @@ from gpuwatch.analysis.rules.evaluate import lookback_s, required_specs
 from gpuwatch.analysis.rules.roles import rule_for
 from gpuwatch.analysis.rules.schema import Rule, ThresholdRule
 from gpuwatch.config.settings import Settings
-from gpuwatch.model.cost import Saving
 from gpuwatch.model.durations import parse_instant
 from gpuwatch.model.findings import DataQualityNote, GpuHolder, Role
 from gpuwatch.model.metrics import HistoryFrame, HistoryRequest
+from gpuwatch.model.savings import Saving
 from gpuwatch.pipeline import Components, analyse, gather
 from gpuwatch.report.data import NearOom, ReportData, ReportPeriod
 from gpuwatch.report.schema import ACTIONS, SAVINGS

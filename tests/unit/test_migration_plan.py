@@ -11,8 +11,8 @@ from gpuwatch.analysis.attribution import GpuContext
 from gpuwatch.config.settings import ActionsSettings
 from gpuwatch.model.actions import ActionStatus
 from gpuwatch.model.cluster import ClusterState, Controller, Node, OwnerRef, Pod, Taint
-from gpuwatch.model.cost import Saving
 from gpuwatch.model.findings import GpuHolder
+from gpuwatch.model.savings import Saving
 from gpuwatch.model.tenant import LAST_CHECKPOINT, MIGRATION_KEY
 from gpuwatch.planners.freshness import Freshness
 from gpuwatch.planners.migration import MigrationInputs, plan_migrations

@@ -21,9 +21,9 @@ from gpuwatch.analysis.savings import (
 from gpuwatch.analysis.savings.overlap import totals
 from gpuwatch.config.settings import SavingsSettings
 from gpuwatch.model.cluster import WHOLE_GPU_RESOURCE, ClusterState, Controller, Node, OwnerRef, Pod
-from gpuwatch.model.cost import Saving
 from gpuwatch.model.findings import Finding, GpuHolder, Role, Severity
 from gpuwatch.model.metrics import Aggregate, AggregateSpec, HistoryFrame, Signal
+from gpuwatch.model.savings import Saving
 from gpuwatch.model.tenant import MODEL_PARAMS
 from gpuwatch.pipeline import run_cycle
 from gpuwatch.sources.simulator.layout import SHOWCASE_AT

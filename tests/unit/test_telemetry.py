@@ -9,9 +9,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from gpuwatch.model.actions import Action, ActionStatus
-from gpuwatch.model.cost import CostGroup, CostReport, Saving, SavingsTotal
+from gpuwatch.model.cost import CostGroup, CostReport
 from gpuwatch.model.findings import Severity
 from gpuwatch.model.result import CycleResult, Notification, SourceInfo
+from gpuwatch.model.savings import Saving, SavingsTotal
 from gpuwatch.telemetry.metrics import CYCLE_DURATION_BUCKETS, SelfMetrics
 from tests.builders import AT, finding
 

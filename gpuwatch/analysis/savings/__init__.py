@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from gpuwatch.analysis.savings import idle, quantization, reserved, scale_down, sharing, spot
 from gpuwatch.analysis.savings.base import SavingsInputs, SavingsResult
-from gpuwatch.model.cost import Saving, SavingExcluded
+from gpuwatch.model.savings import Saving, SavingExcluded
 
 __all__ = ["SavingsInputs", "SavingsResult", "compute_savings"]
 

@@ -15,9 +15,10 @@ from gpuwatch.analysis.ownership import OwnerIndex
 from gpuwatch.analysis.pricing import PriceBook
 from gpuwatch.config.settings import SavingsSettings
 from gpuwatch.model.cluster import ClusterState, Controller, Pod
-from gpuwatch.model.cost import HOURS_PER_MONTH, Price, Saving, SavingExcluded
+from gpuwatch.model.cost import HOURS_PER_MONTH, Price
 from gpuwatch.model.findings import Finding
 from gpuwatch.model.metrics import FloatArray, HistoryFrame
+from gpuwatch.model.savings import Saving, SavingExcluded
 from gpuwatch.model.tenant import ROLE, TenantField
 
 T = TypeVar("T")

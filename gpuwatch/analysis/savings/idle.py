@@ -14,8 +14,9 @@ from decimal import Decimal
 
 from gpuwatch.analysis.attribution import GpuContext
 from gpuwatch.analysis.savings.base import SavingsInputs, monthly
-from gpuwatch.model.cost import Saving, SavingExcluded, money
+from gpuwatch.model.cost import money
 from gpuwatch.model.findings import Finding, Role
+from gpuwatch.model.savings import Saving, SavingExcluded
 
 KIND = "idle_release"
 

@@ -13,7 +13,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from decimal import Decimal
 
-from gpuwatch.model.cost import Saving, SavingsTotal, money
+from gpuwatch.model.cost import money
+from gpuwatch.model.savings import Saving, SavingsTotal
 
 HOW = (
     "per GPU, only the largest saving claiming it counts (each saving spread evenly over "

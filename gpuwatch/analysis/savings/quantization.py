@@ -19,8 +19,9 @@ from decimal import Decimal
 
 from gpuwatch.analysis.attribution import GpuContext
 from gpuwatch.analysis.savings.base import SavingsInputs, monthly
-from gpuwatch.model.cost import Saving, SavingExcluded, money
+from gpuwatch.model.cost import money
 from gpuwatch.model.findings import GpuHolder
+from gpuwatch.model.savings import Saving, SavingExcluded
 from gpuwatch.model.tenant import MODEL_PARAMS
 
 KIND = "quantization"

@@ -20,7 +20,8 @@ import numpy as np
 
 from gpuwatch.analysis.attribution import GpuContext
 from gpuwatch.analysis.savings.base import SavingsInputs, monthly
-from gpuwatch.model.cost import Saving, SavingExcluded, money
+from gpuwatch.model.cost import money
+from gpuwatch.model.savings import Saving, SavingExcluded
 
 KIND = "reserved"
 

@@ -16,7 +16,8 @@ from decimal import Decimal
 from gpuwatch.analysis.attribution import GpuContext
 from gpuwatch.analysis.pools import pending_gpu_pods_for, physical_gpu_count
 from gpuwatch.analysis.savings.base import SavingsInputs, monthly
-from gpuwatch.model.cost import Saving, SavingExcluded, money
+from gpuwatch.model.cost import money
+from gpuwatch.model.savings import Saving, SavingExcluded
 
 KIND = "scale_down"
 

@@ -22,8 +22,9 @@ from decimal import Decimal
 
 from gpuwatch.analysis.attribution import GpuContext
 from gpuwatch.analysis.savings.base import SavingsInputs, finite, monthly
-from gpuwatch.model.cost import Saving, SavingExcluded, money
+from gpuwatch.model.cost import money
 from gpuwatch.model.findings import GpuHolder, format_value
+from gpuwatch.model.savings import Saving, SavingExcluded
 
 KIND = "sharing"
 _PROFILE_GB = re.compile(r"(\d+)gb$")
