@@ -70,7 +70,7 @@ def spot_target(
     same = [p for p in pools if model and _equivalent(book, p.model, model)]
     if not same:
         what = model or "the same GPU model"
-        return SpotTarget(None, f"no spot pool with {what}", f"add a {what} spot pool")
+        return SpotTarget(None, f"no spot pool with {what}", f"add a spot pool of {what}")
     best = max(same, key=lambda p: (p.free, p.pool))
     waiting = [
         pod

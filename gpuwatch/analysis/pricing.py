@@ -167,14 +167,14 @@ class PriceBook:
             if amount is not None:
                 what = override.description or f"overrides[{i}]"
                 currency = override.currency or self.book.currency
-                return Price(amount, currency, f"override:{what}"), ""
+                return Price(amount, currency, f"override:{what}", self.book.example), ""
         if entry is None:
             return None, f"GPU model {model or '(unknown)'} is not in the price book"
         amount = entry.prices.get(capacity_type)  # type: ignore[call-overload]
         if amount is None:
             return None, f"no {capacity_type} price for {entry.name} in the price book"
         currency = entry.currency or self.book.currency
-        return Price(amount, currency, f"book:{entry.name}:{capacity_type}"), ""
+        return Price(amount, currency, f"book:{entry.name}:{capacity_type}", self.book.example), ""
 
 
 def load_price_book(path: Path | None = None) -> PriceBook:

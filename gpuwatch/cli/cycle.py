@@ -27,6 +27,7 @@ from gpuwatch.model.durations import format_duration, rfc3339
 from gpuwatch.model.errors import ConfigError
 from gpuwatch.model.findings import DataQualityNote, format_value
 from gpuwatch.model.result import CycleResult
+from gpuwatch.model.savings import CONFIDENCE, METHOD
 from gpuwatch.pipeline import Components
 from gpuwatch.report.data import ReportPeriod
 from gpuwatch.sources.simulator.layout import SHOWCASE_AT
@@ -244,7 +245,9 @@ def print_cost(out: Console, result: CycleResult) -> None:
     hours = result.cost.window_s / 3600
     for total in result.cost.totals:
         out.print(
-            f"\nCost of the last {hours:g} h: {total.capacity_cost:,.2f} {total.currency} "
+            f"\nCost of the last {hours:g} h"
+            + (" (example prices)" if result.source.prices_are_examples else "")
+            + f": {total.capacity_cost:,.2f} {total.currency} "
             f"({total.gpu_hours:.0f} GPU-hours): allocated {total.allocated_cost:,.2f}, "
             f"unallocated {total.unallocated_cost:,.2f}, idle {total.idle_cost:,.2f}"
         )
@@ -289,27 +292,51 @@ def print_messages(out: Console, result: CycleResult) -> None:
 
 
 def print_savings(out: Console, result: CycleResult, details: bool = False) -> None:
-    table = Table(title="Savings per 30 days, largest first", title_justify="left")
-    for column in ("kind", "monthly", "scope", "confidence", "action"):
-        table.add_column(column, overflow="fold", no_wrap=column in ("kind", "monthly"))
+    title = "Savings per 30 days: the plan, lever by lever"
+    if result.source.prices_are_examples:
+        title += " (EXAMPLE prices: put yours in the price book)"
+    table = Table(title=title, title_justify="left")
+    for column in ("#", "lever", "scope", "net", "gross", "confidence", "action"):
+        table.add_column(column, overflow="fold", no_wrap=column in ("#", "lever", "net", "gross"))
     for saving in result.savings:
         scope = saving.scope.get("workload") or saving.scope.get("pool") or "-"
+        if saving.counted_before:
+            net = "counted above"
+            action = saving.action
+        elif saving.blocked:
+            net = "blocked"
+            action = f"{saving.blocked}; {saving.unblock}" if saving.unblock else saving.blocked
+        elif not saving.cash:
+            net = f"({saving.reclaimed_gpu_hours_monthly:,.0f} GPU-h)"
+            action = saving.action
+        else:
+            net = f"{saving.net_monthly:,.2f}"
+            action = saving.action
         table.add_row(
+            str(saving.order),
             saving.kind,
-            f"{saving.monthly:,.2f} {saving.currency}",
             str(scope),
+            net,
+            f"{saving.monthly:,.2f} {saving.currency}",
             saving.confidence,
-            saving.action,
+            action,
         )
     out.print(table)
     for total in result.savings_totals:
         out.print(
-            f"Total {total.net_monthly:,.2f} {total.currency} per 30 days "
-            f"({total.gross_monthly:,.2f} less {total.overlap_monthly:,.2f} claimed twice)"
+            f"Net {total.net_monthly:,.2f} {total.currency} per 30 days in cash (the items' net "
+            f"add up to it); reclaimed capacity beside it, not in it: "
+            f"{total.reclaimed_gpu_hours_monthly:,.0f} GPU-hours, worth "
+            f"{total.reclaimed_monthly:,.2f}; blocked levers would save "
+            f"{total.blocked_monthly:,.2f} once unblocked"
         )
     if details:
+        out.print(f"\n{METHOD}")
+        out.print("Confidence: " + "; ".join(f"{k} = {v}" for k, v in CONFIDENCE.items()))
         for saving in result.savings:
-            out.print(f"\n[bold]{saving.kind}[/] {dict(saving.scope)}: {saving.formula}")
+            out.print(
+                f"\n[bold]{saving.order} {saving.kind}[/] {dict(saving.scope)}: {saving.formula}"
+            )
             for key, value in saving.inputs.items():
                 out.print(f"    {key} = {value}")
             for assumption in saving.assumptions:

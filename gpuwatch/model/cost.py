@@ -33,6 +33,9 @@ class Price:
     currency: str
     source: str
     """``book:<model>:<capacity type>`` or ``override:<what matched>``."""
+    example: bool = False
+    """From a price book marked ``example: true``: not what anyone pays, and every output
+    that shows money from it says so."""
 
 
 @dataclass(frozen=True)

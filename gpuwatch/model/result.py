@@ -91,6 +91,10 @@ class SourceInfo:
     gpus_in_cluster: int
     nodes: int
     pods: int
+    price_book: str = ""
+    """Where the prices come from (the price book's path)."""
+    prices_are_examples: bool = False
+    """The price book is marked ``example: true``: every figure of money is an example."""
 
 
 @dataclass(frozen=True)
@@ -134,6 +138,8 @@ class CycleResult:
                 "gpus_in_cluster": self.source.gpus_in_cluster,
                 "nodes": self.source.nodes,
                 "pods": self.source.pods,
+                "price_book": self.source.price_book,
+                "prices_are_examples": self.source.prices_are_examples,
             },
             "summary": {"findings": len(self.findings), "by_rule": dict(sorted(by_rule.items()))},
             "findings": [f.to_dict() for f in self.findings],

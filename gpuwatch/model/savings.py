@@ -27,6 +27,21 @@ CONFIDENCE = {
 }
 """What each confidence means, as every output states it."""
 
+METHOD = (
+    "How to read these figures. Every saving is measured over the last week of hourly "
+    "data (savings.lookback), not a snapshot, and scaled to 30 days. The levers are "
+    "applied in one order - release what idles, share, right-size or quantize, remove "
+    "nodes, move to spot, reserve the steady baseline - and each counts only the GPU-hours "
+    "and nodes the ones before it left, so nothing is counted twice. Only a change to a "
+    "bill is cash: a node that goes, a workload moved to spot or reserved capacity, or to "
+    "another GPU type. GPUs freed without a node going are reclaimed capacity, shown "
+    "beside the cash and never added to it. A lever whose action cannot be taken now (no "
+    "spot pool with the GPU, a pool gpuwatch may not scale down) counts nothing and says "
+    "what would unblock it. The net is the sum of the items' net, to the cent; gross is "
+    "each lever alone."
+)
+"""The method in one paragraph a finance reader follows."""
+
 
 @dataclass(frozen=True)
 class Saving:
@@ -46,7 +61,8 @@ class Saving:
     """``high``, ``medium`` or ``low``: see ``CONFIDENCE``."""
     action: str
     gpu_uuids: tuple[str, ...] = ()
-    """GPUs whose hours this lever claims (in the plan's order)."""
+    """GPUs whose hours this lever claims in the plan's order (would claim, when
+    blocked)."""
     plan: Sequence[Mapping[str, Any]] = field(default_factory=tuple)
     net_monthly: Decimal = Decimal(0)
     """What it adds to the net in the plan's order: 0 when blocked or not cash."""
@@ -67,6 +83,8 @@ class Saving:
     """Hours of history the figure rests on (the lookback's, where data was there)."""
     order: int = 0
     """The lever's place in the plan (release 1 ... reserved 6)."""
+    counted_before: bool = False
+    """It would save by itself, but the levers before it in the plan took its GPU-hours."""
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -91,6 +109,7 @@ class Saving:
             "action": self.action,
             "gpus": list(self.gpu_uuids),
             "nodes": list(self.nodes),
+            "counted_before": self.counted_before,
         }
         if self.plan:
             out["plan"] = [dict(step) for step in self.plan]

@@ -77,6 +77,14 @@ def hourly_cost(findings: Sequence[Finding], prices: Mapping[tuple[str, str], Pr
     return " + ".join(f"{amount:,.2f} {cur}" for cur, amount in sorted(per_currency.items()))
 
 
+def example_prices(findings: Sequence[Finding], prices: Mapping[tuple[str, str], Price]) -> bool:
+    """Some of the findings' GPUs are priced from an example price book."""
+    return any(
+        (price := prices.get((f.node, f.gpu_uuid or ""))) is not None and price.example
+        for f in findings
+    )
+
+
 def headline(findings: Sequence[Finding], context: GroupContext) -> str:
     models = sorted({_short_model(f.model) for f in findings})
     model = models[0] if len(models) == 1 else "GPU"
@@ -99,6 +107,7 @@ def headline(findings: Sequence[Finding], context: GroupContext) -> str:
     cost = hourly_cost(findings, context.prices)
     if cost:
         text += f", {cost}/hour{' wasted' if context.waste else ''}"
+        text += " at example prices" if example_prices(findings, context.prices) else ""
     return text
 
 

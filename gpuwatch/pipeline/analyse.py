@@ -23,6 +23,8 @@ from gpuwatch.analysis.rules.evaluate import evaluate, lookback_s
 from gpuwatch.analysis.rules.roles import rule_for
 from gpuwatch.analysis.rules.schema import Rule
 from gpuwatch.analysis.savings import SavingsInputs, SavingsResult, compute_savings
+from gpuwatch.analysis.savings.base import IDLE_THRESHOLD
+from gpuwatch.analysis.savings.use import hourly_use
 from gpuwatch.config.settings import Settings
 from gpuwatch.model.actions import Action
 from gpuwatch.model.cluster import ClusterState, gpu_share
@@ -32,7 +34,7 @@ from gpuwatch.model.metrics import WindowStats
 from gpuwatch.model.result import SourceInfo
 from gpuwatch.model.tenant import notes_for
 from gpuwatch.pipeline.gather import Gathered
-from gpuwatch.pipeline.specs import NEWEST_SAMPLE, fb_total_max, fb_used_max, util_avg, util_p95
+from gpuwatch.pipeline.specs import NEWEST_SAMPLE, fb_total_max, util_avg
 from gpuwatch.planners.freshness import DEFAULT_STALE_AFTER_S, Freshness
 from gpuwatch.planners.migration import MigrationInputs, plan_migrations
 from gpuwatch.planners.scale_down import ScaleDownInputs, plan_scale_down
@@ -124,6 +126,7 @@ def analyse(
         settings.cost.window_s,
         partitioned,
     )
+    idle = rule_for(rules, Role.IDLE)
     savings = compute_savings(
         SavingsInputs(
             at=at,
@@ -132,10 +135,15 @@ def analyse(
             book=book,
             findings=evaluation.findings,
             settings=settings.savings,
-            util_p95=stats.get(util_p95(settings)),
-            fb_used_max_ratio=stats.get(fb_used_max(settings)),
+            use=hourly_use(
+                gathered.history,
+                contexts,
+                {p.key: p for p in cluster.pods},
+                settings.savings.lookback_s,
+            ),
             fb_total_mib=stats.get(fb_total_max(settings)),
-            attached_hourly=gathered.history,
+            actions=settings.actions,
+            idle_threshold=float(getattr(idle, "threshold", IDLE_THRESHOLD)),
         )
     )
     owners = OwnerIndex(cluster.controllers)

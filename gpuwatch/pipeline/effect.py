@@ -15,7 +15,7 @@ import time
 from dataclasses import replace
 
 from gpuwatch.actuators.base import FollowUp
-from gpuwatch.analysis.savings.overlap import totals
+from gpuwatch.analysis.savings import totals
 from gpuwatch.config.settings import Settings
 from gpuwatch.model.actions import Action, ActionStatus
 from gpuwatch.model.alerts import RulePolicy

@@ -16,6 +16,8 @@ from datetime import datetime, timedelta
 from typing import TypeVar
 
 from gpuwatch.analysis.rules.evaluate import required_specs
+from gpuwatch.analysis.savings.use import HOUR_S
+from gpuwatch.analysis.savings.use import SPECS as SAVINGS_SPECS
 from gpuwatch.config.settings import Settings, Silence
 from gpuwatch.model.cluster import ClusterState
 from gpuwatch.model.cost import Price
@@ -25,7 +27,7 @@ from gpuwatch.model.metrics import HistoryFrame, HistoryRequest, WindowRequest, 
 from gpuwatch.model.result import SourceInfo
 from gpuwatch.model.state import CycleState
 from gpuwatch.pipeline.components import Components
-from gpuwatch.pipeline.specs import ATTACHED_HOURLY, HOUR_S, cost_specs
+from gpuwatch.pipeline.specs import cost_specs
 from gpuwatch.sources.base import PodKey
 from gpuwatch.state.base import StateStore
 
@@ -44,7 +46,7 @@ class Gathered:
     cluster: ClusterState | None = None
     """None when the cluster could not be read."""
     history: HistoryFrame | None = None
-    """Hourly attachment over the reserved-capacity window; None when unread."""
+    """Every GPU's hours over the savings lookback; None when unread."""
     node_prices: Mapping[str, Price] = field(default_factory=dict)
     checkpoint_times: Mapping[PodKey, datetime] = field(default_factory=dict)
     progress: Mapping[PodKey, tuple[int, int]] = field(default_factory=dict)
@@ -109,6 +111,8 @@ def gather(
             gpus_in_cluster=0,
             nodes=len(cluster.nodes) if cluster else 0,
             pods=len(cluster.pods) if cluster else 0,
+            price_book=components.price_book.path,
+            prices_are_examples=components.price_book.is_example,
         ),
         stats=stats,
         cluster=cluster,
@@ -129,10 +133,12 @@ def _with_optional_reads(
 ) -> Gathered:
     """``gathered`` with the reads a cycle can do without: each that fails is a note."""
     at = gathered.at
-    window = timedelta(seconds=settings.savings.reserved.window_s)
-    hourly = HistoryRequest(at - window, at, HOUR_S, frozenset({ATTACHED_HOURLY}))
+    window = timedelta(seconds=settings.savings.lookback_s)
+    hourly = HistoryRequest(at - window, at, HOUR_S, SAVINGS_SPECS)
     history, history_note = _optional(
-        "history", "no reserved-capacity saving", lambda: components.metrics.history(hourly)
+        "history",
+        "savings measured on no history (none counted)",
+        lambda: components.metrics.history(hourly),
     )
     prices = components.node_prices
     node_prices, prices_note = _optional(

@@ -252,13 +252,13 @@ def test_zero_is_accepted_where_none_is_an_answer(tmp_path):
         tmp_path,
         "simulator: {seed: 0}\n"
         "savings:\n  floors: {gpu-training: 0}\n  spot: {pools: {gpu-spot: 0}, restart_s: 0}\n"
-        "  sharing: {util_p95_max: 0, memory_max_ratio: 1}\n"
+        "  sharing: {peak_load_max: 0, memory_max_ratio: 1}\n"
         "notify: {group_wait: 0}\n"
         "actions: {migration: {max_per_cycle: 0, min_saving_monthly: 0}}\n",
     )
     assert settings.savings.floors == {"gpu-training": 0}
     assert settings.savings.spot.pools == {"gpu-spot": 0.0}
-    assert (settings.savings.sharing.util_p95_max, settings.savings.sharing.memory_max_ratio) == (
+    assert (settings.savings.sharing.peak_load_max, settings.savings.sharing.memory_max_ratio) == (
         0,
         1,
     )
@@ -275,7 +275,7 @@ def test_zero_is_accepted_where_none_is_an_answer(tmp_path):
         ("notify: {repeat_interval: 0}\n", "notify.repeat_interval"),
         ("notify: {group_interval: 0s}\n", "notify.group_interval"),
         ("notify: {undelivered_max_age: 0}\n", "notify.undelivered_max_age"),
-        ("savings: {sharing: {util_p95_max: 1.01}}\n", "savings.sharing.util_p95_max"),
+        ("savings: {sharing: {peak_load_max: 1.01}}\n", "savings.sharing.peak_load_max"),
         ("savings: {floors: {gpu-training: 1.5}}\n", "savings.floors.gpu-training"),
         ("notify: {slack: {server_error_retries: 11}}\n", "notify.slack.server_error_retries"),
     ],

@@ -141,7 +141,8 @@ def test_one_message_per_rule_and_pool(showcase):
     idle = next(n for n in showcase.notifications if n.group_key == idle_key)
     # 4 A100s at the example price book's 32.00 CNY per GPU-hour.
     assert idle.title == (
-        "4 idle A100-SXM4-80GBs in gpu-training across 2 teams, 128.00 CNY/hour wasted"
+        "4 idle A100-SXM4-80GBs in gpu-training across 2 teams, 128.00 CNY/hour wasted "
+        "at example prices"
     )
     assert idle.kind == "new" and idle.status == "composed"
 
@@ -348,7 +349,7 @@ def test_the_read_only_phases_touch_no_state_messages_or_writes():
     gathered = gather(touchy, ACTIONS, SHOWCASE_AT, for_effects=False)
     analysis = analyse(gathered, touchy.rules, touchy.price_book, ACTIONS)
     assert analysis.savings.savings
-    expected = run_cycle(_components(), SETTINGS, SHOWCASE_AT).savings
+    expected = run_cycle(_components(), ACTIONS, SHOWCASE_AT).savings
     assert analysis.savings.savings == expected
 
 

@@ -1,30 +1,38 @@
-"""Inputs every savings calculation shares, and the order they run in."""
+"""What every lever of the savings plan shares: its inputs, the claims that keep it from
+counting a GPU-hour or node twice, and the draft a lever proposes before the plan
+decides what it adds to the net.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
+import numpy.typing as npt
 
 from gpuwatch.analysis.attribution import GpuContext
+from gpuwatch.analysis.feasibility import SpotPool, spot_pools
 from gpuwatch.analysis.ownership import OwnerIndex
 from gpuwatch.analysis.pricing import PriceBook
-from gpuwatch.config.settings import SavingsSettings
+from gpuwatch.analysis.savings.use import HourlyUse
+from gpuwatch.config.settings import ActionsSettings, SavingsSettings
 from gpuwatch.model.cluster import ClusterState, Controller, Pod
-from gpuwatch.model.cost import HOURS_PER_MONTH, Price
+from gpuwatch.model.cost import HOURS_PER_MONTH, Price, money
 from gpuwatch.model.findings import Finding
-from gpuwatch.model.metrics import FloatArray, HistoryFrame
-from gpuwatch.model.savings import Saving, SavingExcluded
+from gpuwatch.model.metrics import FloatArray
+from gpuwatch.model.savings import HIGH, LOW, MEDIUM, Saving, SavingExcluded
 from gpuwatch.model.tenant import ROLE, TenantField
 
 T = TypeVar("T")
 
 INFERENCE_IMAGES = ("vllm", "tritonserver", "text-generation-inference", "tgi", "sglang")
 NOTEBOOK_HINTS = ("notebook", "jupyter")
+IDLE_THRESHOLD = 0.10
+"""Below this hourly utilization a held GPU idles, where no rule has role ``idle``."""
 
 
 @dataclass(frozen=True)
@@ -36,13 +44,15 @@ class SavingsInputs:
     book: PriceBook
     findings: Sequence[Finding]
     settings: SavingsSettings
-    util_p95: FloatArray
-    """p95 utilization of each GPU over the sharing window (NaN: no data)."""
-    fb_used_max_ratio: FloatArray
-    """Peak framebuffer used ratio of each GPU over the sharing window."""
+    use: HourlyUse
+    """Every GPU's hours over the lookback, aligned with ``contexts``."""
     fb_total_mib: FloatArray
-    attached_hourly: HistoryFrame | None = None
-    """Per GPU and hour, 1 when a pod held it: the baseline for reserved capacity."""
+    """Each GPU's framebuffer size (MiB); NaN where unknown."""
+    actions: ActionsSettings = field(default_factory=ActionsSettings)
+    """The pools gpuwatch may scale down and their floors, the opt-in annotations: what
+    makes a lever's action possible."""
+    idle_threshold: float = IDLE_THRESHOLD
+    """The idle rule's threshold: below it, a held GPU-hour is idle."""
     owners: OwnerIndex = field(init=False)
     pods: Mapping[tuple[str, str], Pod] = field(init=False)
     controllers: Mapping[tuple[str, str, str], Controller] = field(init=False)
@@ -55,6 +65,17 @@ class SavingsInputs:
             "controllers",
             {(c.kind, c.namespace, c.name): c for c in self.cluster.controllers},
         )
+
+    def per_gpu_billing(self, pool: str | None) -> bool:
+        """The pool is billed per GPU (serverless GPUs, chargeback): a GPU released is
+        cash there."""
+        return self.settings.billing.get(pool or "", "per-node") == "per-gpu"
+
+    def to_month(self, amount: float | Decimal, hours: int) -> Decimal:
+        """An amount measured over ``hours`` of the lookback, per 30 days."""
+        if hours <= 0:
+            return Decimal(0)
+        return Decimal(str(amount)) * HOURS_PER_MONTH / Decimal(hours)
 
     def price(self, ctx: GpuContext, capacity_type: str | None = None) -> Price | None:
         """What the GPU costs now, or (``capacity_type``) would cost on other capacity."""
@@ -115,10 +136,74 @@ class SavingsResult:
     excluded: tuple[SavingExcluded, ...] = ()
 
 
+@dataclass
+class Claims:
+    """What the levers before this one took: GPU-hours freed, node-hours removed, spot
+    room filled. A lever counts only what is left."""
+
+    freed: npt.NDArray[np.bool_]
+    """(GPUs x hours): a lever already freed or moved this GPU-hour."""
+    removed: dict[str, npt.NDArray[np.bool_]]
+    """Node -> the hours a lever removed it."""
+    spot: list[SpotPool]
+
+    @classmethod
+    def fresh(cls, inputs: SavingsInputs) -> Claims:
+        n, hours = len(inputs.contexts), inputs.use.hours
+        return cls(np.zeros((n, hours), dtype=bool), {}, spot_pools(inputs.contexts))
+
+    def untouched(self, rows: Sequence[int]) -> bool:
+        return not bool(self.freed[list(rows)].any()) if rows else True
+
+
+@dataclass
+class Draft:
+    """What one lever proposes for one scope, before the plan decides its net."""
+
+    kind: str
+    scope: Mapping[str, str | None]
+    value: Decimal
+    """Per 30 days: cash, or what buying the reclaimed capacity would cost."""
+    currency: str
+    formula: str
+    inputs: Mapping[str, Any]
+    assumptions: tuple[str, ...]
+    confidence: str
+    action: str
+    cash: bool = True
+    reclaimed_gpu_hours: float = 0.0
+    """Per 30 days, for capacity freed without a bill changing."""
+    gpu_rows: tuple[int, ...] = ()
+    nodes: tuple[str, ...] = ()
+    blocked: str | None = None
+    unblock: str | None = None
+    hours_counted: int = 0
+    plan: Sequence[Mapping[str, Any]] = ()
+    claim: Callable[[Claims], None] = lambda claims: None
+    """Takes this lever's GPU-hours, nodes and spot room (only when it is not blocked)."""
+
+    @property
+    def key(self) -> tuple[str, tuple[tuple[str, str | None], ...]]:
+        return self.kind, tuple(sorted(self.scope.items()))
+
+
+def measured(confidence: str, hours: int, lookback_hours: int) -> tuple[str, tuple[str, ...]]:
+    """``confidence``, one level lower (and said so) when the figure rests on less than
+    the whole lookback."""
+    if hours >= lookback_hours:
+        return confidence, ()
+    lower = {HIGH: MEDIUM, MEDIUM: LOW, LOW: LOW}[confidence]
+    return lower, (f"measured over {hours} of the lookback's {lookback_hours} hours",)
+
+
 def monthly(per_hour: Decimal | float) -> Decimal:
     """An hourly amount over 30 days (720 hours)."""
-    return Decimal(str(per_hour)) * HOURS_PER_MONTH
+    return money(Decimal(str(per_hour)) * HOURS_PER_MONTH)
 
 
 def finite(values: FloatArray, i: int) -> float | None:
-    return float(values[i]) if i < len(values) and not np.isnan(values[i]) else None
+    """``values[i]`` when it is a number; None when absent, NaN or out of range."""
+    if i >= len(values):
+        return None
+    value = float(values[i])
+    return value if np.isfinite(value) else None

@@ -1,138 +1,250 @@
-"""Quantization: an inference model served at INT8 or INT4 on a cheaper GPU.
+"""Lever 3, right-size or quantize: an inference model served on a cheaper GPU type (at
+FP16, INT8 or INT4), as many of them as its measured peak load needs.
 
 For a workload whose model size is known (``gpuwatch.io/model-params: "7B"`` on the pod
-or its owner) and whose GPU memory is mostly weights (FP16 weights at least half of
-the GPU):
+or its owner) and whose GPU memory is mostly weights (FP16 weights at least half of the
+GPU):
 
     footprint(bits) = params x bits / 8 bytes x (1 + headroom)   (KV cache, runtime)
-    target = the cheapest GPU model in the price book with
-             memory x usable_ratio >= footprint, priced for the same capacity type
-    monthly = GPUs x (current price - target price) x 720
+    peak load       = the lookback's busiest hour of sum over its GPUs of (utilization x
+                      share), in current GPUs
+    replicas        = ceil(peak load x current throughput / (target throughput x the
+                      target's speed-up at that precision))   (the price book's
+                      ``relative_throughput`` and ``speedup``, 1.0 unless set)
+    monthly         = (current GPUs x current price - replicas x target price) x 720
 
-INT8 is proposed when it reaches a cheaper GPU (smaller accuracy loss), else INT4.
+over the GPU models with memory x usable_ratio >= footprint, priced for the same
+capacity type; FP16 where it saves (no accuracy lost), else INT8, else INT4. No saving
+where the new fleet costs more. Only GPU types the cluster has count; a cheaper type it
+lacks is shown blocked, with what adding it would save. Cash: the GPU type changes.
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
+from collections.abc import Iterator
 from decimal import Decimal
 
-from gpuwatch.analysis.attribution import GpuContext
-from gpuwatch.analysis.savings.base import SavingsInputs, monthly
-from gpuwatch.model.cost import money
+import numpy as np
+
+from gpuwatch.analysis.pricing import GpuModelEntry
+from gpuwatch.analysis.savings.base import Claims, Draft, SavingsInputs, measured, monthly
+from gpuwatch.model.cost import Price
 from gpuwatch.model.findings import GpuHolder
-from gpuwatch.model.savings import Saving, SavingExcluded
+from gpuwatch.model.savings import LOW
+from gpuwatch.model.savings import SavingExcluded as Excluded
 from gpuwatch.model.tenant import MODEL_PARAMS
 
 KIND = "quantization"
+BITS = (16, 8, 4)
+"""Precisions tried in order: FP16 where a cheaper GPU carries it (no accuracy lost),
+else INT8, else INT4."""
 GIB = 2**30
 
 
-def compute(inputs: SavingsInputs) -> tuple[list[Saving], list[SavingExcluded]]:
-    by_workload: dict[str, list[tuple[GpuContext, GpuHolder]]] = defaultdict(list)
-    for ctx in inputs.contexts:
+def levers(inputs: SavingsInputs, claims: Claims) -> Iterator[Draft | Excluded]:
+    """The lever's drafts (and why not, where not), one at a time: the plan takes each
+    draft's claims before the next is drawn."""
+    by_workload: dict[str, list[tuple[int, GpuHolder]]] = defaultdict(list)
+    for i, ctx in enumerate(inputs.contexts):
         for holder in ctx.holders:
             pod = inputs.pods.get((holder.namespace, holder.pod))
             if pod is not None and inputs.role(pod) == "inference":
                 workload = holder.workload or f"Pod/{holder.namespace}/{holder.pod}"
-                by_workload[workload].append((ctx, holder))
-    settings = inputs.settings.quantization
-    savings, excluded = [], []
+                by_workload[workload].append((i, holder))
     for workload, held in sorted(by_workload.items()):
-        ctx, holder = held[0]
-        pod = inputs.pods[(holder.namespace, holder.pod)]
-        scope = {"team": holder.team, "pool": ctx.pool, "workload": workload}
-        params, present = inputs.tenant(pod, MODEL_PARAMS)
-        if params is None:
-            why = "unreadable" if present else "unknown"
-            excluded.append(
-                SavingExcluded(
-                    KIND,
-                    scope,
-                    f"model size {why}: annotate {MODEL_PARAMS.key} "
-                    f"({MODEL_PARAMS.expected}) on the pod or its Deployment",
-                )
-            )
-            continue
-        current = inputs.book.model(ctx.model)
-        price = inputs.price(ctx)
-        if current is None or price is None:
-            excluded.append(SavingExcluded(KIND, scope, f"no price for {ctx.model}"))
-            continue
-        fp16_gib = params * 2 / GIB
-        if fp16_gib < 0.5 * current.memory_gib:
-            excluded.append(
-                SavingExcluded(
-                    KIND,
-                    scope,
-                    f"memory is not mostly weights: FP16 weights {fp16_gib:.1f} GiB of a "
-                    f"{current.memory_gib:g} GiB GPU",
-                )
-            )
-            continue
-        options = {}
-        for bits in (8, 4):
-            need = params * bits / 8 / GIB * (1 + settings.headroom_ratio)
-            best = None
-            for entry in inputs.book.models():
-                if entry.memory_gib * settings.usable_memory_ratio < need:
-                    continue
-                candidate, _ = inputs.book.price(entry.name, ctx.capacity_type)
-                if candidate is None or candidate.currency != price.currency:
-                    continue
-                if candidate.per_gpu_hour < price.per_gpu_hour and (
-                    best is None or candidate.per_gpu_hour < best[1].per_gpu_hour
-                ):
-                    best = (entry, candidate)
-            options[bits] = (need, best)
-        chosen = next((bits for bits in (8, 4) if options[bits][1] is not None), None)
-        option_inputs = {
-            f"int{bits}": {
-                "footprint_gib": round(need, 2),
-                "target_model": best[0].name if best else None,
-                "target_memory_gib": best[0].memory_gib if best else None,
-                "target_per_gpu_hour": float(best[1].per_gpu_hour) if best else None,
-            }
-            for bits, (need, best) in options.items()
-        }
-        if chosen is None:
-            excluded.append(
-                SavingExcluded(KIND, scope, "no cheaper GPU in the price book fits the model")
-            )
-            continue
-        need, (target, target_price) = options[chosen]  # type: ignore[misc]
-        gpus = sum(h.share for _, h in held)
-        per_hour = (price.per_gpu_hour - target_price.per_gpu_hour) * Decimal(str(gpus))
-        savings.append(
-            Saving(
-                kind=KIND,
-                scope=scope,
-                monthly=money(monthly(per_hour)),
-                currency=price.currency,
-                formula="gpus x (current_per_gpu_hour - target_per_gpu_hour) x 720, target = "
-                "cheapest GPU with memory x usable_ratio >= params x bits/8 x (1 + headroom)",
-                inputs={
-                    "params": params,
-                    "gpus": gpus,
-                    "current_model": current.name,
-                    "current_memory_gib": current.memory_gib,
-                    "current_per_gpu_hour": float(price.per_gpu_hour),
-                    "fp16_weights_gib": round(fp16_gib, 2),
-                    "headroom_ratio": settings.headroom_ratio,
-                    "usable_memory_ratio": settings.usable_memory_ratio,
-                    "proposed_bits": chosen,
-                    **option_inputs,
-                    "hours_per_month": 720,
-                },
-                assumptions=(
-                    f"INT{chosen} keeps accuracy acceptable for this use: measure it on "
-                    "your own evaluation set before switching",
-                    f"throughput on {target.name} (relative {target.relative_throughput:g} "
-                    f"vs {current.relative_throughput:g}) meets the latency target",
-                ),
-                confidence="low",
-                action=f"serve {workload} at INT{chosen} on {target.name}",
-                gpu_uuids=tuple(c.device.uuid for c, _ in held if c.device is not None),
-            )
+        found = _lever(inputs, claims, workload, held)
+        if found is not None:
+            yield found
+
+
+def _lever(
+    inputs: SavingsInputs, claims: Claims, workload: str, held: list[tuple[int, GpuHolder]]
+) -> Draft | Excluded | None:
+    row, holder = held[0]
+    ctx = inputs.contexts[row]
+    pod = inputs.pods[(holder.namespace, holder.pod)]
+    scope = {"team": holder.team, "pool": ctx.pool, "workload": workload}
+    params, present = inputs.tenant(pod, MODEL_PARAMS)
+    if params is None:
+        why = "unreadable" if present else "unknown"
+        return Excluded(
+            KIND,
+            scope,
+            f"model size {why}: annotate {MODEL_PARAMS.key} ({MODEL_PARAMS.expected}) on "
+            "the pod or its Deployment",
         )
-    return savings, excluded
+    current, price = inputs.book.model(ctx.model), inputs.price(ctx)
+    if current is None or price is None:
+        return Excluded(KIND, scope, f"no price for {ctx.model}")
+    fp16_gib = params * 2 / GIB
+    if fp16_gib < 0.5 * current.memory_gib:
+        return Excluded(
+            KIND,
+            scope,
+            f"memory is not mostly weights: FP16 weights {fp16_gib:.1f} GiB of a "
+            f"{current.memory_gib:g} GiB GPU",
+        )
+    rows = sorted({r for r, _ in held})
+    if not claims.untouched(rows):
+        return Excluded(KIND, scope, "its GPUs' hours are claimed by a lever before this one")
+    use = inputs.use
+    hours = use.observed(rows)
+    load = _peak_load(inputs, held)
+    if load is None or hours == 0:
+        return Excluded(KIND, scope, "no hourly utilization over the lookback")
+    gpus = sum(h.share * inputs.contexts[r].gpu_fraction for r, h in held)
+    now = price.per_gpu_hour * Decimal(str(gpus))
+    present = _present(inputs, ctx.capacity_type)
+    options = {bits: _best(inputs, ctx.capacity_type, price, current, params, bits, load, present)
+               for bits in BITS}  # fmt: skip
+    saving = {b: now - o[2] for b, o in options.items() if o is not None}
+    chosen = next((b for b in BITS if saving.get(b, Decimal(0)) > 0), None)
+    blocked = unblock = None
+    if chosen is None:
+        # What a GPU type the cluster lacks would save: shown, blocked, never counted.
+        anywhere = {
+            bits: _best(inputs, ctx.capacity_type, price, current, params, bits, load, None)
+            for bits in BITS
+        }
+        better = {b: now - o[2] for b, o in anywhere.items() if o is not None}
+        chosen = next((b for b in BITS if better.get(b, Decimal(0)) > 0), None)
+        if chosen is not None:
+            options, saving = anywhere, better
+            model = options[chosen][0].name  # type: ignore[index]
+            blocked = f"the cluster has no {ctx.capacity_type} {model} capacity"
+            unblock = f"add a pool of {model} ({ctx.capacity_type})"
+    option_inputs = {
+        _precision(bits): None
+        if found is None
+        else {
+            "target_model": found[0].name,
+            "target_memory_gib": found[0].memory_gib,
+            "replicas": found[1],
+            "target_per_hour": float(found[2]),
+        }
+        for bits, found in options.items()
+    }
+    if chosen is None:
+        options = {bits: _best(inputs, ctx.capacity_type, price, current, params, bits, load,
+                               None) for bits in BITS}  # fmt: skip
+        cheapest = min((o for o in options.values() if o), key=lambda o: o[2], default=None)
+        detail = (
+            f": {cheapest[1]} {cheapest[0].name} at {cheapest[2]:.2f}/h carry the peak load, "
+            f"against {now:.2f}/h today"
+            if cheapest
+            else ""
+        )
+        return Excluded(KIND, scope, f"no cheaper fleet carries the measured peak load{detail}")
+    target, replicas, _ = options[chosen]  # type: ignore[misc]
+    confidence, short = measured(LOW, hours, use.lookback_hours)
+
+    def claim(claims: Claims) -> None:
+        for r in rows:
+            claims.freed[r] |= True
+
+    return Draft(
+        kind=KIND,
+        scope=scope,
+        value=monthly(saving[chosen]),
+        currency=price.currency,
+        formula="(current_gpus x current_per_gpu_hour - replicas x target_per_gpu_hour) x 720, "
+        "replicas = ceil(peak_load x current_throughput / (target_throughput x speedup)), "
+        "target = cheapest with memory x usable_ratio >= params x bits/8 x (1 + headroom)",
+        inputs={
+            "params": params,
+            "gpus": gpus,
+            "peak_load_gpus": round(load, 4),
+            "hours_with_data": hours,
+            "current_model": current.name,
+            "current_memory_gib": current.memory_gib,
+            "current_throughput": current.relative_throughput,
+            "current_per_gpu_hour": float(price.per_gpu_hour),
+            "fp16_weights_gib": round(fp16_gib, 2),
+            "headroom_ratio": inputs.settings.quantization.headroom_ratio,
+            "usable_memory_ratio": inputs.settings.quantization.usable_memory_ratio,
+            "proposed_bits": chosen,
+            **option_inputs,
+            "hours_per_month": 720,
+        },
+        assumptions=(
+            f"{_precision(chosen).upper()} keeps accuracy acceptable for this use: measure it "
+            "on your own evaluation set before switching"
+            if chosen < 16
+            else "the model runs as it does today, in FP16",
+            f"{target.name}'s throughput (relative {target.relative_throughput:g}, speed-up "
+            f"{target.speedup.get(_precision(chosen), 1.0):g} at {_precision(chosen).upper()}) "  # type: ignore[call-overload]
+            "carries the "
+            "lookback's busiest hour with its latency target",
+            *short,
+        ),
+        confidence=confidence,
+        action=f"serve {workload} at {_precision(chosen).upper()} on {replicas} {target.name}",
+        gpu_rows=tuple(rows),
+        blocked=blocked,
+        unblock=unblock,
+        hours_counted=hours,
+        claim=claim,
+    )
+
+
+def _peak_load(inputs: SavingsInputs, held: list[tuple[int, GpuHolder]]) -> float | None:
+    """The busiest hour of the lookback, in current GPUs: the sum over the workload's
+    GPUs of utilization x its share (x the GPU's part of a card)."""
+    use = inputs.use
+    if use.hours == 0:
+        return None
+    total = np.zeros(use.hours)
+    seen = np.zeros(use.hours, dtype=bool)
+    for r, holder in held:
+        util = use.util[r]
+        seen |= ~np.isnan(util)
+        total += np.nan_to_num(util) * holder.share * inputs.contexts[r].gpu_fraction
+    return float(total[seen].max()) if seen.any() else None
+
+
+def _best(
+    inputs: SavingsInputs,
+    capacity_type: str,
+    price: Price,
+    current: GpuModelEntry,
+    params: float,
+    bits: int,
+    load: float,
+    present: set[str] | None,
+) -> tuple[GpuModelEntry, int, Decimal] | None:
+    """The cheapest fleet of one GPU model that holds the model at ``bits`` and carries
+    ``load``: (model, replicas, cost per hour). ``present``: the models to choose from
+    (None: every model of the price book)."""
+    settings = inputs.settings.quantization
+    need = params * bits / 8 / GIB * (1 + settings.headroom_ratio)
+    best = None
+    for entry in inputs.book.models():
+        if entry.memory_gib * settings.usable_memory_ratio < need or entry is current:
+            continue
+        if present is not None and entry.name not in present:
+            continue
+        candidate, _ = inputs.book.price(entry.name, capacity_type)
+        if candidate is None or candidate.currency != price.currency:
+            continue
+        speed = entry.relative_throughput * entry.speedup.get(_precision(bits), 1.0)  # type: ignore[call-overload]
+        replicas = max(math.ceil(load * current.relative_throughput / speed - 1e-9), 1)
+        cost = candidate.per_gpu_hour * replicas
+        if best is None or cost < best[2]:
+            best = (entry, replicas, cost)
+    return best
+
+
+def _present(inputs: SavingsInputs, capacity_type: str) -> set[str]:
+    """The GPU models the cluster has capacity of, of ``capacity_type``."""
+    found = set()
+    for ctx in inputs.contexts:
+        entry = inputs.book.model(ctx.model)
+        if entry is not None and ctx.capacity_type == capacity_type:
+            found.add(entry.name)
+    return found
+
+
+def _precision(bits: int) -> str:
+    return "fp16" if bits == 16 else f"int{bits}"

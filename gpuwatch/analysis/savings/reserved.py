@@ -1,112 +1,98 @@
-"""Reserved capacity: the steady baseline of on-demand GPUs in use, bought reserved.
+"""Lever 6, commit the steady baseline: on-demand GPUs in use every hour, bought reserved.
 
-    baseline = percentile(p, hourly on-demand GPUs of the model held by a pod) over the
-               reserved window
-    claimed  = on-demand GPUs of the model that other savings move away (spot, idle
-               release, sharing, scale-down): not counted twice
-    monthly  = max(baseline - claimed, 0) x (on-demand - reserved price) x 720
+After the levers before it took their GPU-hours (released, shared away, moved to
+another GPU type, removed with their node, moved to spot), per GPU model:
 
-A GPU is in use in an hour when a pod held it (the exporter's pod label). Shared (cGPU)
-GPUs carry no pod label and count as not in use, so the baseline errs low.
+    in use(h) = on-demand GPUs (parts of cards) held in hour h and not claimed
+    baseline  = percentile(p, in use over the lookback's hours with data)
+    monthly   = baseline x (on-demand - reserved price) x 720
+
+Who held a GPU in an hour is the exporter's pod label, or the cluster's allocations
+where it labels none (cGPU, MIG). Cash: the capacity type changes. It is a purchase
+decision, made outside gpuwatch.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator
 from decimal import Decimal
 
 import numpy as np
 
-from gpuwatch.analysis.attribution import GpuContext
-from gpuwatch.analysis.savings.base import SavingsInputs, monthly
-from gpuwatch.model.cost import money
-from gpuwatch.model.savings import Saving, SavingExcluded
+from gpuwatch.analysis.savings.base import Claims, Draft, SavingsInputs, measured, monthly
+from gpuwatch.model.savings import LOW
+from gpuwatch.model.savings import SavingExcluded as Excluded
 
 KIND = "reserved"
 
 
-def compute(
-    inputs: SavingsInputs, others: Sequence[Saving]
-) -> tuple[list[Saving], list[SavingExcluded]]:
-    history = inputs.attached_hourly
-    if history is None or history.times_s.size == 0:
-        return [], []
+def levers(inputs: SavingsInputs, claims: Claims) -> Iterator[Draft | Excluded]:
+    """The lever's drafts (and why not, where not), one at a time: the plan takes each
+    draft's claims before the next is drawn."""
+    use = inputs.use
+    if use.hours == 0:
+        return
     settings = inputs.settings.reserved
-    by_uuid: dict[str, GpuContext] = {
-        c.device.uuid: c for c in inputs.contexts if c.device is not None
-    }
-    attached = next(iter(history.values.values()))
     models: dict[str, list[int]] = defaultdict(list)
-    for row, device in enumerate(history.devices):
-        ctx = by_uuid.get(device.uuid)
-        if ctx is not None and ctx.capacity_type == "on-demand":
+    for i, ctx in enumerate(inputs.contexts):
+        if ctx.capacity_type == "on-demand" and ctx.device is not None:
             entry = inputs.book.model(ctx.model)
-            models[entry.name if entry else (ctx.model or "")].append(row)
-    claimed_uuids = {u for s in others for u in s.gpu_uuids}
-    savings, excluded = [], []
+            models[entry.name if entry else (ctx.model or "")].append(i)
     for model, rows in sorted(models.items()):
-        hourly = np.nansum(attached[rows] > 0, axis=0)
-        observed = hourly[~np.all(np.isnan(attached[rows]), axis=0)]
         scope = {"team": None, "pool": None, "workload": model}
+        fractions = np.array([inputs.contexts[r].gpu_fraction for r in rows])
+        held = (use.held[rows] > 0) & ~claims.freed[rows]
+        in_use = (held * fractions[:, None]).sum(axis=0)
+        sampled = np.any(~np.isnan(use.util[rows]), axis=0)
+        observed = in_use[sampled]
         if observed.size == 0:
             continue
-        baseline = int(np.floor(np.percentile(observed, settings.percentile)))
-        sample = by_uuid[history.devices[rows[0]].uuid]
-        # Only GPUs in use now are in the baseline: unallocated ones that scale-down
-        # claims were never part of it.
-        claimed = sum(
-            1
-            for r in rows
-            if history.devices[r].uuid in claimed_uuids and by_uuid[history.devices[r].uuid].holders
-        )
-        reservable = max(baseline - claimed, 0)
+        baseline = float(np.floor(np.percentile(observed, settings.percentile) * 1000) / 1000)
+        sample = inputs.contexts[rows[0]]
         on_demand, reserved = inputs.price(sample), inputs.price(sample, "reserved")
         if on_demand is None or reserved is None or on_demand.currency != reserved.currency:
-            excluded.append(
-                SavingExcluded(KIND, scope, f"no on-demand and reserved price for {model}")
-            )
+            yield (Excluded(KIND, scope, f"no on-demand and reserved price for {model}"))
             continue
-        if reservable <= 0:
-            excluded.append(
-                SavingExcluded(
+        if baseline <= 0:
+            yield (
+                Excluded(
                     KIND,
                     scope,
-                    f"no steady baseline left (baseline {baseline}, "
-                    f"{claimed} GPUs claimed by other savings)",
+                    f"no steady baseline: in {settings.percentile:g} % of the lookback's hours "
+                    "no on-demand GPU of it was in use (after the levers before this one)",
                 )
             )
             continue
-        per_hour = (on_demand.per_gpu_hour - reserved.per_gpu_hour) * Decimal(reservable)
-        savings.append(
-            Saving(
+        hours = int(observed.size)
+        confidence, short = measured(LOW, hours, use.lookback_hours)
+        per_hour = (on_demand.per_gpu_hour - reserved.per_gpu_hour) * Decimal(str(baseline))
+        yield (
+            Draft(
                 kind=KIND,
                 scope=scope,
-                monthly=money(monthly(per_hour)),
+                value=monthly(per_hour),
                 currency=on_demand.currency,
-                formula="max(p{percentile} of hourly GPUs in use - claimed, 0) x "
-                "(on_demand - reserved) x 720".format(percentile=f"{settings.percentile:g}"),
+                formula=f"p{settings.percentile:g} of the lookback's hourly on-demand GPUs in "
+                "use (after the levers before this one) x (on_demand - reserved) x 720",
                 inputs={
                     "model": model,
                     "on_demand_gpus": len(rows),
-                    "hours_observed": int(observed.size),
+                    "hours_with_data": hours,
                     "percentile": settings.percentile,
                     "baseline_gpus": baseline,
-                    "claimed_by_other_savings": claimed,
-                    "reservable_gpus": reservable,
-                    "hourly_in_use_min": int(observed.min()),
-                    "hourly_in_use_max": int(observed.max()),
+                    "hourly_in_use_min": float(observed.min()),
+                    "hourly_in_use_max": float(observed.max()),
                     "on_demand_per_gpu_hour": float(on_demand.per_gpu_hour),
                     "reserved_per_gpu_hour": float(reserved.per_gpu_hour),
-                    "window_s": settings.window_s,
                     "hours_per_month": 720,
                 },
                 assumptions=(
-                    "the baseline of the window holds for the reservation's term",
-                    "GPUs shared through cGPU carry no pod label and count as not in use",
+                    "the lookback's baseline holds for the reservation's term",
+                    *short,
                 ),
-                confidence="medium" if observed.size >= 24 * 7 else "low",
-                action=f"reserve {reservable} {model} GPUs (reserved instances or a savings plan)",
+                confidence=confidence,
+                action=f"reserve {baseline:g} {model} GPUs (reserved instances or a savings plan)",
+                hours_counted=hours,
             )
         )
-    return savings, excluded

@@ -1,30 +1,36 @@
-"""Sharing: inference and notebook pods that use little of a whole GPU, packed together.
+"""Lever 2, share: inference and notebook pods that use little of a whole GPU, packed.
 
-Candidates hold a whole GPU alone, and over the sharing window (a week by default) its
-p95 utilization stays under ``util_p95_max`` and its peak memory under
-``memory_max_ratio``. Per GPU model and pool, candidates are packed first-fit
-decreasing on peak memory onto shared GPUs (cGPU memory shares, or that model's MIG
-profiles), keeping each GPU's summed peak memory under ``pack_memory_max_ratio`` and
-summed p95 utilization under ``pack_util_max``:
+Candidates hold a whole GPU alone, and over the lookback its busiest hour's mean
+utilization stays under ``peak_load_max`` and its peak memory under
+``memory_max_ratio``. Per GPU model and pool, candidates are packed first-fit decreasing
+on peak memory onto shared GPUs (cGPU memory shares, or that model's MIG profiles),
+keeping each GPU's summed peak memory under ``pack_memory_max_ratio`` and summed busiest
+hours under ``pack_util_max``, and no two replicas of one workload together:
 
-    monthly = (candidate GPUs - packed GPUs) x price per GPU-hour x 720
+    freed GPU-hours = (candidate GPUs - packed GPUs) x 720
+    monthly         = freed GPU-hours x price per GPU-hour
 
-The plan (which pods together on which GPU, and the MIG profile that would fit each)
-is part of the result.
+Freed GPUs are reclaimed capacity (cash only where the pool is billed per GPU). A GPU an
+earlier lever (release) already claimed hours of is not a candidate: the same GPU-hour
+is never counted twice. The plan (which pods together on which GPU, and the MIG profile
+that would fit each) is part of the result.
 """
 
 from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 
+import numpy as np
+
 from gpuwatch.analysis.attribution import GpuContext
-from gpuwatch.analysis.savings.base import SavingsInputs, finite, monthly
-from gpuwatch.model.cost import money
+from gpuwatch.analysis.savings.base import Claims, Draft, SavingsInputs, finite, measured, monthly
 from gpuwatch.model.findings import GpuHolder, format_value
-from gpuwatch.model.savings import Saving, SavingExcluded
+from gpuwatch.model.savings import LOW
+from gpuwatch.model.savings import SavingExcluded as Excluded
 
 KIND = "sharing"
 _PROFILE_GB = re.compile(r"(\d+)gb$")
@@ -36,7 +42,7 @@ class _Item:
     ctx: GpuContext
     holder: GpuHolder
     memory_mib: float
-    util_p95: float
+    peak: float
 
 
 @dataclass
@@ -46,10 +52,12 @@ class _Bin:
     util: float
 
 
-def compute(inputs: SavingsInputs) -> tuple[list[Saving], list[SavingExcluded]]:
+def levers(inputs: SavingsInputs, claims: Claims) -> Iterator[Draft | Excluded]:
+    """The lever's drafts (and why not, where not), one at a time: the plan takes each
+    draft's claims before the next is drawn."""
     settings = inputs.settings.sharing
+    use = inputs.use
     groups: dict[tuple[str, str, str], list[_Item]] = defaultdict(list)
-    excluded: list[SavingExcluded] = []
     for i, ctx in enumerate(inputs.contexts):
         if len(ctx.holders) != 1 or ctx.holders[0].share < 1.0 or ctx.device is None:
             continue
@@ -58,114 +66,144 @@ def compute(inputs: SavingsInputs) -> tuple[list[Saving], list[SavingExcluded]]:
         if pod is None or inputs.role(pod) not in ("inference", "notebook"):
             continue
         scope = {"team": holder.team, "pool": ctx.pool, "workload": holder.workload}
-        util, memory = finite(inputs.util_p95, i), finite(inputs.fb_used_max_ratio, i)
+        peak, memory = _peak(use.util[i]), _peak(use.memory[i])
         total = finite(inputs.fb_total_mib, i)
-        if util is None or memory is None or total is None:
-            excluded.append(SavingExcluded(KIND, scope, "no utilization or memory data"))
+        if peak is None or memory is None or total is None:
+            yield (Excluded(KIND, scope, "no hourly utilization or memory data"))
             continue
-        if util > settings.util_p95_max or memory > settings.memory_max_ratio:
+        if not claims.untouched([i]):
+            yield (Excluded(KIND, scope, f"GPU {ctx.gpu_shown}: its hours are released already"))
+            continue
+        if peak > settings.peak_load_max or memory > settings.memory_max_ratio:
             why = (
-                f"p95 utilization {format_value(util, 'ratio')} over "
-                f"{format_value(settings.util_p95_max, 'ratio')}"
-                if util > settings.util_p95_max
+                f"busiest hour {format_value(peak, 'ratio')} over "
+                f"{format_value(settings.peak_load_max, 'ratio')}"
+                if peak > settings.peak_load_max
                 else f"peak memory {format_value(memory, 'ratio')} over "
                 f"{format_value(settings.memory_max_ratio, 'ratio')}"
             )
-            excluded.append(
-                SavingExcluded(KIND, scope, f"GPU {ctx.gpu_shown} on {ctx.node_shown}: {why}")
-            )
+            yield (Excluded(KIND, scope, f"GPU {ctx.gpu_shown} on {ctx.node_shown}: {why}"))
             continue
         key = (ctx.model or "", ctx.pool or "", ctx.capacity_type)
-        groups[key].append(_Item(i, ctx, holder, memory * total, util))
+        groups[key].append(_Item(i, ctx, holder, memory * total, peak))
 
-    savings = []
     for (model, pool, _), items in sorted(groups.items()):
-        total_mib = min(finite(inputs.fb_total_mib, it.index) or 0.0 for it in items)
-        bins = pack(items, total_mib * settings.pack_memory_max_ratio, settings.pack_util_max)
-        freed = len(items) - len(bins)
-        price = inputs.price(items[0].ctx)
-        scope = {"team": None, "pool": pool, "workload": None}
-        if freed <= 0 or price is None:
-            if freed <= 0 and len(items) > 1:
-                excluded.append(SavingExcluded(KIND, scope, "the candidates do not fit together"))
-            continue
-        entry = inputs.book.model(model)
-        plan = [
-            {
-                "gpu_uuid": b.items[0].ctx.device.uuid if b.items[0].ctx.device else None,
-                "node": b.items[0].ctx.node_name,
-                "pods": [
-                    {
-                        "namespace": it.holder.namespace,
-                        "pod": it.holder.pod,
-                        "workload": it.holder.workload,
-                        "peak_memory_gib": round(it.memory_mib / 1024, 2),
-                        "util_p95": round(it.util_p95, 4),
-                        "mig_profile": _mig_profile(
-                            entry.mig_slices if entry else {}, it.memory_mib
-                        ),
-                    }
-                    for it in b.items
-                ],
-                "memory_gib": round(b.memory_mib / 1024, 2),
-                "util_p95_sum": round(b.util, 4),
-            }
-            for b in bins
-        ]
-        kept = {b.items[0].ctx.device.uuid for b in bins if b.items[0].ctx.device}
-        freed_uuids = tuple(
-            it.ctx.device.uuid for it in items if it.ctx.device and it.ctx.device.uuid not in kept
-        )
-        savings.append(
-            Saving(
-                kind=KIND,
-                scope=scope,
-                monthly=money(monthly(price.per_gpu_hour * Decimal(freed))),
-                currency=price.currency,
-                formula="(candidate_gpus - packed_gpus) x price per GPU-hour x 720",
-                inputs={
-                    "model": model,
-                    "candidate_gpus": len(items),
-                    "packed_gpus": len(bins),
-                    "gpu_memory_gib": round(total_mib / 1024, 2),
-                    "window_s": settings.window_s,
-                    "util_p95_max": settings.util_p95_max,
-                    "memory_max_ratio": settings.memory_max_ratio,
-                    "pack_util_max": settings.pack_util_max,
-                    "pack_memory_max_ratio": settings.pack_memory_max_ratio,
-                    "price_per_gpu_hour": float(price.per_gpu_hour),
-                    "price_source": price.source,
-                    "hours_per_month": 720,
-                },
-                assumptions=(
-                    "the pods' peaks over the window are their peaks from now on",
-                    "the workloads tolerate sharing a GPU (cGPU memory isolation or MIG)",
-                ),
-                confidence="medium",
-                action=f"share {len(items)} {model} GPUs in {pool} as {len(bins)} "
-                "(cGPU or MIG), per the plan",
-                gpu_uuids=freed_uuids,
-                plan=plan,
-            )
-        )
-    return savings, excluded
+        draft = _group(inputs, model, pool, items)
+        if draft is not None:
+            yield draft
+
+
+def _group(
+    inputs: SavingsInputs, model: str, pool: str, items: list[_Item]
+) -> Draft | Excluded | None:
+    settings = inputs.settings.sharing
+    total_mib = min(finite(inputs.fb_total_mib, it.index) or 0.0 for it in items)
+    bins = pack(items, total_mib * settings.pack_memory_max_ratio, settings.pack_util_max)
+    freed = len(items) - len(bins)
+    price = inputs.price(items[0].ctx)
+    scope = {"team": None, "pool": pool, "workload": None}
+    if freed <= 0 or price is None:
+        if freed <= 0 and len(items) > 1:
+            return Excluded(KIND, scope, "the candidates do not fit together")
+        return None
+    entry = inputs.book.model(model)
+    plan = [
+        {
+            "gpu_uuid": b.items[0].ctx.device.uuid if b.items[0].ctx.device else None,
+            "node": b.items[0].ctx.node_name,
+            "pods": [
+                {
+                    "namespace": it.holder.namespace,
+                    "pod": it.holder.pod,
+                    "workload": it.holder.workload,
+                    "peak_memory_gib": round(it.memory_mib / 1024, 2),
+                    "busiest_hour": round(it.peak, 4),
+                    "mig_profile": _mig_profile(entry.mig_slices if entry else {}, it.memory_mib),
+                }
+                for it in b.items
+            ],
+            "memory_gib": round(b.memory_mib / 1024, 2),
+            "busiest_hours_sum": round(b.util, 4),
+        }
+        for b in bins
+    ]
+    kept = {id(b.items[0]) for b in bins}
+    freed_rows = tuple(it.index for it in items if id(it) not in kept)
+    fractions = sum(inputs.contexts[r].gpu_fraction for r in freed_rows)
+    hours = inputs.use.observed([it.index for it in items])
+    cash = inputs.per_gpu_billing(pool)
+    confidence, short = measured(LOW, hours, inputs.use.lookback_hours)
+
+    def claim(claims: Claims) -> None:
+        for r in freed_rows:
+            claims.freed[r] |= True
+
+    return Draft(
+        kind=KIND,
+        scope=scope,
+        value=monthly(price.per_gpu_hour * Decimal(str(fractions))),
+        currency=price.currency,
+        formula="(candidate_gpus - packed_gpus) x price per GPU-hour x 720",
+        inputs={
+            "model": model,
+            "candidate_gpus": len(items),
+            "packed_gpus": len(bins),
+            "gpu_memory_gib": round(total_mib / 1024, 2),
+            "hours_with_data": hours,
+            "peak_load_max": settings.peak_load_max,
+            "memory_max_ratio": settings.memory_max_ratio,
+            "pack_util_max": settings.pack_util_max,
+            "pack_memory_max_ratio": settings.pack_memory_max_ratio,
+            "price_per_gpu_hour": float(price.per_gpu_hour),
+            "price_source": price.source,
+            "billing": "per-gpu" if cash else "per-node",
+            "hours_per_month": 720,
+        },
+        assumptions=(
+            "the pods' busiest hours and peak memory over the lookback are their peaks from now on",
+            "the workloads tolerate sharing a GPU (cGPU memory isolation or MIG)",
+            "a bill changes only where a node then goes, or the pool is billed per GPU"
+            if not cash
+            else "the pool is billed per GPU",
+            *short,
+        ),
+        confidence=confidence,
+        action=f"share {len(items)} {model} GPUs in {pool} as {len(bins)} "
+        "(cGPU or MIG), per the plan",
+        cash=cash,
+        reclaimed_gpu_hours=float(fractions) * 720,
+        gpu_rows=freed_rows,
+        hours_counted=hours,
+        plan=plan,
+        claim=claim,
+    )
+
+
+def _peak(values: np.ndarray) -> float | None:
+    """The largest hourly value, None without any."""
+    if values.size == 0 or np.all(np.isnan(values)):
+        return None
+    return float(np.nanmax(values))
 
 
 def pack(items: list[_Item], memory_cap_mib: float, util_cap: float) -> list[_Bin]:
-    """First-fit decreasing on peak memory, with a utilization cap per GPU."""
+    """First-fit decreasing on peak memory, with a utilization cap per GPU. Two replicas
+    of one workload never share a GPU: they are apart for availability, and fewer of
+    them is right-sizing (lever 3), not sharing."""
     bins: list[_Bin] = []
-    for item in sorted(items, key=lambda it: (-it.memory_mib, -it.util_p95)):
+    for item in sorted(items, key=lambda it: (-it.memory_mib, -it.peak)):
         for candidate in bins:
             if (
                 candidate.memory_mib + item.memory_mib <= memory_cap_mib
-                and candidate.util + item.util_p95 <= util_cap
+                and candidate.util + item.peak <= util_cap
+                and all(other.holder.workload != item.holder.workload for other in candidate.items)
             ):
                 candidate.items.append(item)
                 candidate.memory_mib += item.memory_mib
-                candidate.util += item.util_p95
+                candidate.util += item.peak
                 break
         else:
-            bins.append(_Bin([item], item.memory_mib, item.util_p95))
+            bins.append(_Bin([item], item.memory_mib, item.peak))
     return bins
 
 

@@ -1,14 +1,23 @@
-"""Settings of the analysis: which rules run, how GPU-hours are priced, and how each
-kind of saving is estimated (spot, sharing, quantization, reserved capacity, floors).
+"""Settings of the analysis: which rules run, how GPU-hours are priced, and how the
+savings plan measures each lever (spot, sharing, quantization, reserved capacity,
+floors, billing, the lookback).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from gpuwatch.config.sections.base import Count, DurationS, NonNegative, Ratio, Section
+from gpuwatch.config.sections.base import (
+    Count,
+    DurationS,
+    NonNegative,
+    Ratio,
+    Section,
+    moved_keys,
+)
 
 
 class RulesSettings(Section):
@@ -66,25 +75,32 @@ class SpotSavingsSettings(Section):
 
 
 class SharingSavingsSettings(Section):
-    window_s: DurationS = Field(
-        7 * 86400,
-        alias="window",
-        gt=0,
-        description="How far back utilization and memory are judged: a week sees daily "
-        "peaks that a night would hide.",
-    )
-    util_p95_max: Ratio = Field(
-        0.3, description="Share only GPUs whose p95 utilization is below this."
+    peak_load_max: Ratio = Field(
+        0.3,
+        description="Share only GPUs whose busiest hour of the lookback stays below this "
+        "mean utilization.",
     )
     memory_max_ratio: Ratio = Field(
-        0.5, description="Share only GPUs whose peak memory is below this ratio."
+        0.5, description="Share only GPUs whose peak memory over the lookback is below this."
     )
     pack_util_max: float = Field(
-        0.8, gt=0, le=1, description="The p95 utilizations packed onto one GPU sum to at most this."
+        0.8,
+        gt=0,
+        le=1,
+        description="The busiest-hour utilizations packed onto one GPU sum to at most this.",
     )
     pack_memory_max_ratio: float = Field(
         0.9, gt=0, le=1, description="The peak memories packed onto one GPU sum to at most this."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved(cls, data: Any) -> Any:
+        return moved_keys(
+            data,
+            "savings.sharing",
+            {"window": "savings.lookback", "util_p95_max": "savings.sharing.peak_load_max"},
+        )
 
 
 class QuantizationSavingsSettings(Section):
@@ -100,23 +116,37 @@ class QuantizationSavingsSettings(Section):
 
 
 class ReservedSavingsSettings(Section):
-    window_s: DurationS = Field(
-        7 * 86400,
-        alias="window",
-        gt=0,
-        description="History whose steady baseline could be reserved capacity.",
-    )
     percentile: float = Field(
         10,
         ge=0,
         le=100,
-        description="The baseline is this percentile of hourly on-demand GPUs in use: "
-        "capacity busy 90 % of hours.",
+        description="The steady baseline is this percentile of the lookback's hourly "
+        "on-demand GPUs in use: capacity busy 90 % of hours.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved(cls, data: Any) -> Any:
+        return moved_keys(data, "savings.reserved", {"window": "savings.lookback"})
 
 
 class SavingsSettings(Section):
-    """Savings calculations; each is documented in the README."""
+    """The savings plan: the levers, measured over the lookback (docs/cost-and-savings.md)."""
+
+    lookback_s: DurationS = Field(
+        7 * 86400,
+        alias="lookback",
+        gt=0,
+        description="The hourly history every saving is measured over: a week sees the "
+        "daily and weekly cycles a night would hide. Monthly = the lookback's saving x "
+        "720 / its hours with data.",
+    )
+    billing: dict[str, Literal["per-node", "per-gpu"]] = Field(
+        default_factory=dict,
+        description="How each pool is billed (default `per-node`). Where a pool is billed "
+        "per GPU (serverless GPUs, some chargeback), a GPU released or shared away is cash; "
+        "elsewhere it is reclaimed capacity until a node goes.",
+    )
 
     spot: SpotSavingsSettings = Field(default_factory=SpotSavingsSettings)
     sharing: SharingSavingsSettings = Field(default_factory=SharingSavingsSettings)

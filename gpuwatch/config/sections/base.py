@@ -10,7 +10,7 @@ past ``ge``/``le`` and poison every sum it enters (a cost, a saving, a budget).
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
@@ -70,3 +70,13 @@ def known_time_zone(value: str, *, hint: str = "") -> str:
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise ValueError(f"unknown time zone {value!r}{hint}") from exc
     return value
+
+
+def moved_keys(data: Any, where: str, moved: dict[str, str]) -> Any:
+    """Refuse settings that moved, saying where they went (a renamed key would otherwise
+    be only "extra inputs are not permitted")."""
+    if isinstance(data, dict):
+        for key, target in moved.items():
+            if key in data:
+                raise ValueError(f"{where}.{key} is no longer read: use {target}")
+    return data

@@ -1,0 +1,201 @@
+"""Lever 4, remove nodes: the hours a node could have gone, as the scale-down planner
+would take it.
+
+A node can go in an hour when every GPU on it was sampled and either held by nobody or
+held only by idle pods annotated reclaimable that may be evicted, and nothing pins it
+(``scale-down-disabled``, ``do-not-disrupt``, a pod that may not be evicted): exactly the
+planner's candidate, hour by hour. Per pool and hour, at most ``nodes - floor`` go:
+
+    monthly = sum over hours of the removable nodes' GPU price per hour x 720 / hours
+              with data
+
+Cash: the node's bill stops. Blocked while the pool is not in ``actions.pools`` (the
+planner would not act) or a GPU pod is pending for it (it needs the capacity). Pools
+billed per GPU are left out: their released GPUs are cash already (lever 1).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+from decimal import Decimal
+
+import numpy as np
+
+from gpuwatch.analysis.attribution import GpuContext
+from gpuwatch.analysis.feasibility import evictable_or_why
+from gpuwatch.analysis.pools import pending_gpu_pods_for
+from gpuwatch.analysis.savings.base import Claims, Draft, SavingsInputs, measured
+from gpuwatch.model.cluster import Node, Pod, gpu_request_kind
+from gpuwatch.model.cost import money
+from gpuwatch.model.savings import HIGH
+from gpuwatch.model.savings import SavingExcluded as Excluded
+from gpuwatch.model.tenant import DO_NOT_DISRUPT, SCALE_DOWN_DISABLED, protects
+
+KIND = "remove_nodes"
+
+
+def levers(inputs: SavingsInputs, claims: Claims) -> Iterator[Draft | Excluded]:
+    """The lever's drafts (and why not, where not), one at a time: the plan takes each
+    draft's claims before the next is drawn."""
+    pools: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    for i, ctx in enumerate(inputs.contexts):
+        if ctx.in_gpu_pool and ctx.pool and ctx.node is not None:
+            pools[ctx.pool][ctx.node_name].append(i)
+    for pool, nodes in sorted(pools.items()):
+        if inputs.per_gpu_billing(pool):
+            continue
+        draft = _pool(inputs, claims, pool, nodes)
+        if draft is not None:
+            yield draft
+
+
+def _pool(
+    inputs: SavingsInputs, claims: Claims, pool: str, nodes: dict[str, list[int]]
+) -> Draft | Excluded | None:
+    use, contexts = inputs.use, inputs.contexts
+    scope = {"team": None, "pool": pool, "workload": None}
+    rows = [r for members in nodes.values() for r in members]
+    hours = use.observed(rows)
+    prices = {r: inputs.price(contexts[r]) for r in rows}
+    if any(p is None for p in prices.values()):
+        return Excluded(KIND, scope, f"no price for {contexts[rows[0]].model}")
+    currency = next(iter(prices.values())).currency  # type: ignore[union-attr]
+    pods_on = _pods_by_node(inputs.cluster.pods)
+    reclaim = inputs.actions.reclaimable_annotation
+    policy = inputs.actions.pools.get(pool)
+    floor = max(inputs.settings.floors.get(pool, 0), policy.floor if policy else 0)
+    # Per node and hour: could it go? Per node: its price per hour.
+    free = {}
+    pinned = {}
+    for name, members in sorted(nodes.items()):
+        node = contexts[members[0]].node
+        assert node is not None
+        pinned[name] = _pinned(node, pods_on.get(name, []), reclaim)
+        free[name] = _free_hours(inputs, members, pods_on.get(name, []), reclaim)
+    price_of = {
+        name: sum(
+            (prices[r].per_gpu_hour * Decimal(str(contexts[r].gpu_fraction)) for r in members),  # type: ignore[union-attr]
+            Decimal(0),
+        )
+        for name, members in nodes.items()
+    }
+    candidates = [n for n in sorted(nodes) if not pinned[n]]
+    removable = max(len(nodes) - floor, 0)
+    chosen: dict[str, np.ndarray] = {n: np.zeros(use.hours, dtype=bool) for n in candidates}
+    for h in range(use.hours):
+        going = [n for n in candidates if free[n][h]][:removable]
+        for n in going:
+            chosen[n][h] = True
+    node_hours = {n: int(mask.sum()) for n, mask in chosen.items() if mask.any()}
+    value = sum((price_of[n] * hours_ for n, hours_ in node_hours.items()), Decimal(0))
+    if not node_hours:
+        why = "no node of the pool could go in any hour of the lookback"
+        pins = [f"{n}: {p}" for n, p in pinned.items() if p]
+        return Excluded(KIND, scope, why + (f" ({'; '.join(pins[:3])})" if pins else ""))
+    blocked, unblock = _blocked(inputs, pool, nodes)
+    confidence, short = measured(HIGH, hours, use.lookback_hours)
+    names = tuple(sorted(node_hours, key=lambda n: (-node_hours[n], n)))
+    per_node = max(len(m) for m in nodes.values())
+
+    def claim(claims: Claims) -> None:
+        for name, mask in chosen.items():
+            for r in nodes[name]:
+                claims.freed[r] |= mask
+            claims.removed[name] = claims.removed.get(name, mask) | mask
+
+    return Draft(
+        kind=KIND,
+        scope=scope,
+        value=money(inputs.to_month(value, hours)),
+        currency=currency,
+        formula="sum over hours of the price per hour of the nodes that could go "
+        "(every GPU free or held only by idle reclaimable pods; at most nodes - floor) "
+        "x 720 / hours with data",
+        inputs={
+            "nodes": len(nodes),
+            "gpus_per_node": per_node,
+            "floor_nodes": floor,
+            "node_hours_removable": node_hours,
+            "hours_with_data": hours,
+            "price_per_node_hour": {n: float(price_of[n]) for n in names},
+            "pinned": {n: p for n, p in pinned.items() if p},
+            "hours_per_month": 720,
+        },
+        assumptions=(
+            "the lookback's empty hours repeat, and the cluster autoscaler (or "
+            "gpuwatch's scale-down) removes the nodes then",
+            *short,
+        ),
+        confidence=confidence,
+        action=f"scale {pool} down when its nodes empty (up to {len(names)} node(s): "
+        f"{', '.join(names[:3])}{'...' if len(names) > 3 else ''})",
+        gpu_rows=tuple(r for n in names for r in nodes[n]),
+        nodes=names,
+        blocked=blocked,
+        unblock=unblock,
+        hours_counted=hours,
+        claim=claim,
+    )
+
+
+def _free_hours(
+    inputs: SavingsInputs, rows: list[int], pods: list[Pod], reclaim: str
+) -> np.ndarray:
+    """Per hour: every GPU of the node sampled, and held by nobody or only by idle pods
+    that may be evicted. (Hours lever 1 released count: releasing is reclaimed capacity,
+    the node going is the cash.)"""
+    use = inputs.use
+    evictable = all(not evictable_or_why(p, reclaim) for p in pods if gpu_request_kind(p.requests))
+    free = np.ones(use.hours, dtype=bool)
+    for r in rows:
+        with np.errstate(invalid="ignore"):
+            sampled = ~np.isnan(use.util[r])
+            idle = use.util[r] < inputs.idle_threshold
+        unheld = use.held[r] <= 0
+        free &= sampled & (unheld | (idle & evictable))
+    return free
+
+
+def _pinned(node: Node, pods: list[Pod], reclaim: str) -> str:
+    """What keeps the node from going at any hour (empty: nothing)."""
+    for protection in (SCALE_DOWN_DISABLED, DO_NOT_DISRUPT):
+        if protects(protection, node.annotations):
+            return f"{protection.key} on the node"
+    for pod in pods:
+        if pod.owner is not None and pod.owner.kind == "DaemonSet":
+            continue
+        if gpu_request_kind(pod.requests):
+            continue  # judged hour by hour: idle and evictable, or busy
+        why = evictable_or_why(pod, reclaim)
+        if why:
+            return why
+    return ""
+
+
+def _blocked(
+    inputs: SavingsInputs, pool: str, nodes: dict[str, list[int]]
+) -> tuple[str | None, str | None]:
+    """Why the planner would not take these nodes now, and what would change that."""
+    if pool not in inputs.actions.pools:
+        return (
+            f"{pool} is not in actions.pools: gpuwatch's scale-down does not act on it",
+            f"add {pool} to actions.pools (or let the cluster autoscaler remove empty nodes)",
+        )
+    sample: GpuContext = inputs.contexts[next(iter(nodes.values()))[0]]
+    pending = pending_gpu_pods_for(inputs.cluster.pods, sample.node)
+    if pending:
+        pod = pending[0]
+        return (
+            f"GPU pod {pod.namespace}/{pod.name} is pending for {pool}: it needs the capacity",
+            "schedule the pending GPU pods first",
+        )
+    return None, None
+
+
+def _pods_by_node(pods: tuple[Pod, ...]) -> dict[str, list[Pod]]:
+    by_node: dict[str, list[Pod]] = defaultdict(list)
+    for pod in pods:
+        if pod.node_name and pod.phase in ("Running", "Pending", "Unknown"):
+            by_node[pod.node_name].append(pod)
+    return by_node
