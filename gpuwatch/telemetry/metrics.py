@@ -73,14 +73,13 @@ IDLE_COST = _GaugeSpec(
 )
 SAVINGS = _GaugeSpec(
     "gpuwatch_savings_per_month",
-    "Gross savings per 30 days by kind from the last successful cycle: the sum of each "
-    "saving's monthly amount, overlaps between savings not removed.",
+    "Net cash savings per 30 days by lever from the last successful cycle's savings plan "
+    "(each GPU-hour and node counted once; reclaimed capacity and blocked levers are 0).",
     ("kind", "currency"),
 )
 SAVINGS_NET = _GaugeSpec(
     "gpuwatch_savings_net_per_month",
-    "Net savings per 30 days from the last successful cycle: gross less what two savings "
-    "claim twice.",
+    "Net cash savings per 30 days from the last successful cycle: the sum of the plan's items.",
     ("currency",),
 )
 UNDELIVERED = _GaugeSpec(
@@ -171,7 +170,7 @@ class SelfMetrics:
         current = {
             FINDINGS.name: _count((f.rule, str(f.severity)) for f in result.findings),
             IDLE_COST.name: _idle_cost_per_hour(result),
-            SAVINGS.name: _sum(((s.kind, s.currency), s.monthly) for s in result.savings),
+            SAVINGS.name: _sum(((s.kind, s.currency), s.net_monthly) for s in result.savings),
             SAVINGS_NET.name: _sum(((t.currency,), t.net_monthly) for t in result.savings_totals),
             UNDELIVERED.name: {
                 (): float(sum(1 for n in result.notifications if n.status == "failed"))

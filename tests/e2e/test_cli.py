@@ -176,30 +176,29 @@ def test_installed_wheel_finds_shipped_rules_from_another_directory(tmp_path):
     assert (elsewhere / "gpuwatch-demo" / "cycle-latest.json").is_file()
 
 
-def test_savings_command_lists_every_kind_with_inputs(tmp_path):
+def test_savings_command_shows_the_plan_with_every_lever(tmp_path):
     run = gpuwatch("savings", "--at", "2026-11-24T02:00:00Z", "--output", "json", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     data = json.loads(run.stdout)
     kinds = [s["kind"] for s in data["savings"]]
-    assert set(kinds) == {
-        "spot",
-        "sharing",
-        "quantization",
-        "idle_release",
-        "scale_down",
-        "reserved",
-    }
-    monthly = [s["monthly"] for s in data["savings"]]
-    assert monthly == sorted(monthly, reverse=True)
+    # The demo's levers, each shown (blocked ones with their reason) in the plan's order.
+    assert {"spot", "sharing", "quantization", "release", "remove_nodes", "reserved"} <= set(kinds)
+    assert [s["order"] for s in data["savings"]] == sorted(s["order"] for s in data["savings"])
+    (total,) = data["savings_total"]
+    assert round(sum(s["net_monthly"] for s in data["savings"]), 2) == total["net_monthly"]
     for item in data["savings"]:
         assert item["currency"] == "CNY" and item["inputs"] and item["formula"] and item["action"]
+        assert item["net_monthly"] <= item["gross_monthly"]
+        if item["blocked"]:
+            assert item["net_monthly"] == 0 and item["unblock"]
     assert any("no checkpoints" in e["reason"] for e in data["savings_excluded"])
     table = gpuwatch("savings", "--at", "2026-11-24T02:00:00Z", cwd=tmp_path)
-    assert "Savings per 30 days, largest first" in table.stdout
+    assert "Savings per 30 days: the plan, lever by lever (EXAMPLE prices" in table.stdout
+    assert "How to read these figures" in table.stdout and "reclaimed capacity" in table.stdout
     assert "would post to Slack" not in table.stdout
 
 
 def test_demo_prints_cost_and_savings(tmp_path):
     run = gpuwatch("demo", cwd=tmp_path)
-    assert "Cost of the last 1 h: 1,271.20 CNY (64 GPU-hours)" in run.stdout
-    assert "Total " in run.stdout and "per 30 days" in run.stdout
+    assert "Cost of the last 1 h (example prices): 1,271.20 CNY (64 GPU-hours)" in run.stdout
+    assert "Net " in run.stdout and "per 30 days in cash" in run.stdout

@@ -90,16 +90,16 @@ def pod(name: str, node_name: str, kind: str = "StatefulSet", gpus: float = 1.0,
     )  # fmt: skip
 
 
-def hours(n: int, **rows: tuple[list[float], list[float]]) -> HourlyUse:
+def hours(n: int, memory: float = 0.2, **rows: tuple[list[float], list[float]]) -> HourlyUse:
     """Hourly use for ``n`` GPUs: ``rows[f"g{i}"] = (util per hour, held per hour)``; GPUs
-    not given are sampled, unheld and idle."""
+    not given are sampled, unheld and idle; every GPU's memory peaks at ``memory``."""
     width = len(next(iter(rows.values()))[0]) if rows else 4
     util = np.zeros((n, width))
     held = np.zeros((n, width))
     for key, (u, h) in rows.items():
         util[int(key[1:])] = u
         held[int(key[1:])] = h
-    memory = np.full((n, width), 0.2)
+    memory = np.full((n, width), memory)
     times = np.arange(1, width + 1, dtype=np.int64) * 3600
     return HourlyUse(util, memory, held, width * 3600, times)
 
@@ -325,7 +325,8 @@ def _serving(peak: float, *extra_models: str):
     contexts = [gpu(n, i, A10, pod=srv, workload="Deployment/ns/chat") for i in range(4)]
     contexts.append(gpu(t4, 0, T4))
     rows = {f"g{i}": ([peak, peak / 2, 0.1, 0.1], [1] * 4) for i in range(4)}
-    return contexts, hours(5, **rows), [srv], book(A100, A10, T4, *extra_models)
+    # A vLLM server preallocates most of its GPU's memory: never a sharing candidate.
+    return contexts, hours(5, memory=0.9, **rows), [srv], book(A100, A10, T4, *extra_models)
 
 
 def test_a_cheaper_gpu_must_carry_the_measured_peak_load():

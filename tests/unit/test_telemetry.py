@@ -53,6 +53,7 @@ def saving(kind: str, monthly: str, currency: str = "USD") -> Saving:
         kind=kind,
         scope={"node": "node-a"},
         monthly=Decimal(monthly),
+        net_monthly=Decimal(monthly),
         currency=currency,
         inputs={},
         formula="hours x price",

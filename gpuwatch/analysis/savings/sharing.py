@@ -5,7 +5,7 @@ utilization stays under ``peak_load_max`` and its peak memory under
 ``memory_max_ratio``. Per GPU model and pool, candidates are packed first-fit decreasing
 on peak memory onto shared GPUs (cGPU memory shares, or that model's MIG profiles),
 keeping each GPU's summed peak memory under ``pack_memory_max_ratio`` and summed busiest
-hours under ``pack_util_max``, and no two replicas of one workload together:
+hours under ``pack_util_max``:
 
     freed GPU-hours = (candidate GPUs - packed GPUs) x 720
     monthly         = freed GPU-hours x price per GPU-hour
@@ -187,16 +187,13 @@ def _peak(values: np.ndarray) -> float | None:
 
 
 def pack(items: list[_Item], memory_cap_mib: float, util_cap: float) -> list[_Bin]:
-    """First-fit decreasing on peak memory, with a utilization cap per GPU. Two replicas
-    of one workload never share a GPU: they are apart for availability, and fewer of
-    them is right-sizing (lever 3), not sharing."""
+    """First-fit decreasing on peak memory, with a utilization cap per GPU."""
     bins: list[_Bin] = []
     for item in sorted(items, key=lambda it: (-it.memory_mib, -it.peak)):
         for candidate in bins:
             if (
                 candidate.memory_mib + item.memory_mib <= memory_cap_mib
                 and candidate.util + item.peak <= util_cap
-                and all(other.holder.workload != item.holder.workload for other in candidate.items)
             ):
                 candidate.items.append(item)
                 candidate.memory_mib += item.memory_mib
