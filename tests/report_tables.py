@@ -22,7 +22,14 @@ from gpuwatch.config.settings import ReportSettings
 from gpuwatch.model.findings import DataQualityNote
 from gpuwatch.report.data import NearOom, ReportData, ReportPeriod
 from gpuwatch.report.figures import NO_POOL, NO_TEAM, NO_WORKLOAD
-from gpuwatch.report.schema import ACTIONS, FINDINGS, GPU_HOURLY, SAVINGS, SCHEMAS
+from gpuwatch.report.schema import (
+    ACTIONS,
+    FINDINGS,
+    GPU_HOURLY,
+    HOLDER_HOURLY,
+    SAVINGS,
+    SCHEMAS,
+)
 
 WEEK = ReportPeriod.iso_week("2026-W48")
 PRICE_PER_GPU_HOUR = Decimal("2.500000")
@@ -67,6 +74,7 @@ def report_tables(
                 "cost": PRICE_PER_GPU_HOUR,
                 "idle_cost": idle,
                 "currency": "USD",
+                "allocated_ratio": 1.0,
             }
             for name, value in row.items():
                 hourly[name].append(value)
@@ -114,9 +122,9 @@ def report_tables(
         "details": [json.dumps({"from": gpus, "to": gpus - 1})],
     }
     columns = {"gpu_hourly": hourly, "findings": findings, "savings": savings, "actions": actions}
-    return {
-        name: pa.Table.from_pydict(columns[name], schema=schema) for name, schema in SCHEMAS.items()
-    }
+    tables = {name: pa.Table.from_pydict(columns[name], schema=SCHEMAS[name]) for name in columns}
+    tables["holder_hourly"] = holders_of(tables["gpu_hourly"])
+    return {name: tables[name] for name in SCHEMAS}
 
 
 def report_data(
@@ -154,9 +162,14 @@ def hourly_row(
     **extra: Any,
 ) -> dict[str, Any]:
     """One ``gpu_hourly`` row at hour ``hour`` of ``period``, with cost = price and
-    idle cost = price x (1 - util), null when util is (as the report writer does)."""
+    idle cost = price x coverage x (1 - util), null when util is (as the report writer
+    does)."""
     cost = None if price is None else Decimal(price)
-    idle = None if cost is None or util is None else (cost * (1 - Decimal(str(util))))
+    idle = (
+        None
+        if cost is None or util is None
+        else cost * Decimal(str(coverage)) * (1 - Decimal(str(util)))
+    )
     row = {
         "hour": period.start + timedelta(hours=hour),
         "gpu_uuid": gpu,
@@ -181,6 +194,7 @@ def hourly_row(
         "cost": None if cost is None else cost.quantize(Decimal("0.000001")),
         "idle_cost": None if idle is None else idle.quantize(Decimal("0.000001")),
         "currency": currency if cost is not None else None,
+        "allocated_ratio": 0.0 if team is None else 1.0,
     }
     row.update(extra)
     return row
@@ -194,6 +208,22 @@ def gap_row(hour: int, **kwargs: Any) -> dict[str, Any]:
 
 def hourly_table(rows: Iterable[Mapping[str, Any]]) -> pa.Table:
     return pa.Table.from_pylist(list(rows), schema=GPU_HOURLY)
+
+
+def holders_of(hourly: pa.Table) -> pa.Table:
+    """``holder_hourly`` for GPU-hours each held whole by their ``gpu_hourly`` holder, or
+    by nobody where it names none (as the writer makes it for whole GPUs)."""
+    rows = []
+    for row in hourly.to_pylist():
+        held = row["pod"] is not None or row["team"] is not None
+        rows.append(
+            {
+                **{name: row.get(name) for name in HOLDER_HOURLY.names},
+                "share_ratio": 1.0,
+                "evidence": "exporter" if held else None,
+            }
+        )
+    return pa.Table.from_pylist(rows, schema=HOLDER_HOURLY)
 
 
 def saving_row(kind: str, monthly: str, currency: str = "USD", **extra: Any) -> dict[str, Any]:
@@ -256,9 +286,18 @@ def tables_of(
     savings: Iterable[Mapping[str, Any]] = (),
     actions: Iterable[Mapping[str, Any]] = (),
     findings: Iterable[Mapping[str, Any]] = (),
+    holders: Iterable[Mapping[str, Any]] | None = None,
 ) -> dict[str, pa.Table]:
+    """Report tables of these rows; ``holder_hourly`` from ``holders``, else each GPU-hour
+    held whole by its ``gpu_hourly`` holder."""
+    gpu_hourly = hourly_table(hourly)
     return {
-        "gpu_hourly": hourly_table(hourly),
+        "gpu_hourly": gpu_hourly,
+        "holder_hourly": (
+            holders_of(gpu_hourly)
+            if holders is None
+            else pa.Table.from_pylist(list(holders), schema=HOLDER_HOURLY)
+        ),
         "findings": pa.Table.from_pylist(list(findings), schema=FINDINGS),
         "savings": pa.Table.from_pylist(list(savings), schema=SAVINGS),
         "actions": pa.Table.from_pylist(list(actions), schema=ACTIONS),
@@ -397,6 +436,7 @@ def _sums(table: pa.Table, value: str, key: str | None, missing: str) -> dict[tu
 def expected_money(data: ReportData) -> dict[tuple[str, str], Decimal]:
     """Every money figure the page may show, recomputed from the tables with pyarrow."""
     hourly, savings = data.tables["gpu_hourly"], data.tables["savings"]
+    holders = data.tables["holder_hourly"]
     expected: dict[tuple[str, str], Decimal] = {}
     sources: list[tuple[str, Mapping[str, pa.Table]]] = [("headline", data.tables)]
     if data.previous is not None:
@@ -411,13 +451,13 @@ def expected_money(data: ReportData) -> dict[tuple[str, str], Decimal]:
                 continue
             for (currency,), total in _sums(table, column, None, "").items():
                 expected[(f"{prefix}.{figure}", currency)] = total
-    for figure, column, key, missing in (
-        ("cost.team", "cost", "team", NO_TEAM),
-        ("cost.pool", "cost", "pool", NO_POOL),
-        ("idle.team", "idle_cost", "team", NO_TEAM),
-        ("idle.workload", "idle_cost", "workload", NO_WORKLOAD),
+    for figure, table, column, key, missing in (
+        ("cost.team", holders, "cost", "team", NO_TEAM),
+        ("cost.pool", hourly, "cost", "pool", NO_POOL),
+        ("idle.team", holders, "idle_cost", "team", NO_TEAM),
+        ("idle.workload", holders, "idle_cost", "workload", NO_WORKLOAD),
     ):
-        for (name, currency), total in _sums(hourly, column, key, missing).items():
+        for (name, currency), total in _sums(table, column, key, missing).items():
             expected[(f"{figure}.{name}", currency)] = total
     for index, row in enumerate(savings.select(["monthly", "currency"]).to_pylist()):
         expected[(f"saving.{index}", row["currency"])] = row["monthly"]

@@ -108,6 +108,7 @@ def template_environment(folder: Path | None) -> jinja2.Environment:
         change=change_text,
         count=lambda n: f"{n:,}",
         hours=lambda h: f"{h:,.0f}",
+        share_hours=share_hours_text,
         when=lambda t: t.strftime("%a %d %b %H:%M"),
         jsonish=_json_text,
     )
@@ -129,6 +130,11 @@ def money_text(amount: Decimal | None, currency: str) -> str:
 def exact_decimal(amount: Decimal) -> str:
     """The value as the Parquet decimal holds it: six places, never an exponent."""
     return f"{amount:.6f}"
+
+
+def share_hours_text(hours: float) -> str:
+    """GPU-hours a group held: whole numbers as they are, shares of GPUs to a tenth."""
+    return f"{hours:,.0f}" if float(hours).is_integer() else f"{hours:,.1f}"
 
 
 def percent_text(ratio: float | None, digits: int = 0) -> str:

@@ -7,7 +7,17 @@ columns (and bump ``SCHEMA_VERSION``'s minor part); never rename or retype one.
 Layout (hive partitioning; ``cluster`` and ``week`` live in the path, not the files):
 
     <location>/table=gpu_hourly/cluster=<cluster>/week=<YYYY-Www>/part-0.parquet
-    <location>/table=findings/...   table=savings/...   table=actions/...
+    <location>/table=holder_hourly/...   table=findings/...   table=savings/...
+    <location>/table=actions/...
+
+``gpu_hourly`` has one row per GPU (or MIG instance) and hour: the GPU's metrics, cost
+and its main holder. ``holder_hourly`` splits each of those rows between the pods that
+held the GPU in that hour (whole GPUs, cGPU shares, time-slicing) and the unallocated
+rest: its rows of one GPU-hour add up to the GPU-hour's cost and idle cost to the last
+digit, so money by team or workload is summed from it, and GPU-level figures
+(utilization, memory, coverage) from ``gpu_hourly``.
+
+A table added in a minor version (``TABLE_SINCE``) is missing from weeks written before.
 
 Money is ``decimal128(18, 6)`` in the price book's currency (``currency`` column), never
 summed across currencies. Ratios are 0..1. Times are UTC.
@@ -17,8 +27,10 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "1.0"
-TABLES = ("gpu_hourly", "findings", "savings", "actions")
+SCHEMA_VERSION = "1.1"
+TABLES = ("gpu_hourly", "holder_hourly", "findings", "savings", "actions")
+TABLE_SINCE = {"holder_hourly": "1.1"}
+"""The version that added each table added after 1.0."""
 PARTITIONS = ("cluster", "week")
 MONEY = pa.decimal128(18, 6)
 UTC_S = pa.timestamp("s", tz="UTC")
@@ -40,7 +52,11 @@ GPU_HOURLY = pa.schema(
         pa.field("capacity_type", pa.string()),
         pa.field("namespace", pa.string()),
         pa.field("pod", pa.string()).with_metadata(
-            {"doc": "The pod that held the GPU for most of the hour (exporter labels)."}
+            {
+                "doc": "The GPU-hour's main holder: the pod with the largest share of it "
+                "(the exporter's label, else the cluster's allocation); null when nobody "
+                "held it. Every holder is in holder_hourly."
+            }
         ),
         pa.field("workload", pa.string()),
         pa.field("team", pa.string()),
@@ -64,13 +80,65 @@ GPU_HOURLY = pa.schema(
         ),
         pa.field("idle_cost", MONEY).with_metadata(
             {
-                "doc": "cost x (1 - util_mean_ratio); null when utilization is unknown (a gap "
-                "is not idle time)."
+                "doc": "cost x coverage_ratio x (1 - util_mean_ratio): minutes without "
+                "samples are not idle; null when utilization is unknown (a gap is not idle "
+                "time)."
             }
         ),
         pa.field("currency", pa.string()),
+        pa.field("allocated_ratio", pa.float64()).with_metadata(
+            {
+                "doc": "Part of the GPU-hour its holders held together (0..1, since 1.1); "
+                "the rest is unallocated."
+            }
+        ),
     ],
     metadata={"gpuwatch.table": "gpu_hourly", "gpuwatch.schema_version": SCHEMA_VERSION},
+)
+
+HOLDER_HOURLY = pa.schema(
+    [
+        pa.field("hour", UTC_S, nullable=False),
+        pa.field("gpu_uuid", pa.string(), nullable=False),
+        pa.field("device_id", pa.string(), nullable=False),
+        pa.field("node", pa.string(), nullable=False),
+        pa.field("pool", pa.string()),
+        pa.field("namespace", pa.string()).with_metadata(
+            {
+                "doc": "The holder's; namespace, pod, workload and team are null on the row of "
+                "the unallocated rest."
+            }
+        ),
+        pa.field("pod", pa.string()),
+        pa.field("workload", pa.string()),
+        pa.field("team", pa.string()),
+        pa.field("share_ratio", pa.float64(), nullable=False).with_metadata(
+            {
+                "doc": "The row's part of the GPU-hour: the holder's share of the GPU (1 "
+                "whole, the memory share on cGPU, by request when time-sliced) x the part "
+                "of the hour its pod ran; a GPU-hour's rows add up to 1."
+            }
+        ),
+        pa.field("evidence", pa.string()).with_metadata(
+            {
+                "doc": "exporter: the exporter labelled the GPU with this pod in the hour; "
+                "allocation: the cluster's allocations name it; null on the unallocated rest."
+            }
+        ),
+        pa.field("util_mean_ratio", pa.float64()).with_metadata({"doc": "The GPU's."}),
+        pa.field("coverage_ratio", pa.float64(), nullable=False).with_metadata(
+            {"doc": "The GPU's."}
+        ),
+        pa.field("cost", MONEY).with_metadata(
+            {
+                "doc": "The GPU-hour's cost x share_ratio; a GPU-hour's rows add up to its "
+                "gpu_hourly.cost exactly (the last row takes the rounding)."
+            }
+        ),
+        pa.field("idle_cost", MONEY).with_metadata({"doc": "Likewise of gpu_hourly.idle_cost."}),
+        pa.field("currency", pa.string()),
+    ],
+    metadata={"gpuwatch.table": "holder_hourly", "gpuwatch.schema_version": SCHEMA_VERSION},
 )
 
 FINDINGS = pa.schema(
@@ -131,6 +199,7 @@ ACTIONS = pa.schema(
 
 SCHEMAS: dict[str, pa.Schema] = {
     "gpu_hourly": GPU_HOURLY,
+    "holder_hourly": HOLDER_HOURLY,
     "findings": FINDINGS,
     "savings": SAVINGS,
     "actions": ACTIONS,

@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from gpuwatch.config.settings import ReportSettings
 from gpuwatch.report.data import ReportData, ReportPeriod
-from gpuwatch.report.schema import PARTITIONS, SCHEMA_VERSION, SCHEMAS, TABLES
+from gpuwatch.report.schema import PARTITIONS, SCHEMA_VERSION, SCHEMAS, TABLE_SINCE, TABLES
 from gpuwatch.report.store_errors import ReportStoreError, translated
 from gpuwatch.report.store_location import bucket_of, open_location, shown_with_endpoint
 from gpuwatch.util.atomic import write_atomic, write_atomic_bytes
@@ -130,12 +130,14 @@ class ReportStore:
 
         None when that week was never written. Each table has exactly its schema in
         ``SCHEMAS`` (the partition columns are not in it); columns a later minor version
-        added are dropped and columns an earlier one lacked come back null.
+        added are dropped and columns an earlier one lacked come back null. A table added
+        after the version the week was written with (``TABLE_SINCE``) is left out.
         """
         cluster = _segment("cluster", cluster, self.location)
         week = _segment("week", label, self.location)
         tables: dict[str, pa.Table] = {}
         missing = []
+        versions = []
         for name in TABLES:
             relative = f"table={name}/cluster={cluster}/week={week}/{PART_FILE}"
             with self._errors(f"read {relative}"):
@@ -148,9 +150,16 @@ class ReportStore:
                     missing.append(name)
                     continue
             tables[name] = self._conform(table, name, written_as, relative)
+            versions.append(_version(written_as.get(b"gpuwatch.schema_version", b"").decode()))
         if not tables:
             self._check_bucket(f"read cluster={cluster}/week={week}")
             return None
+        newest = max(versions)
+        missing = [
+            name
+            for name in missing
+            if name not in TABLE_SINCE or _version(TABLE_SINCE[name]) <= newest
+        ]
         if missing:
             raise ReportStoreError(
                 self.location,
@@ -290,6 +299,14 @@ class ReportStore:
 
     def _errors(self, operation: str) -> AbstractContextManager[None]:
         return translated(self.location, operation, bucket=self._bucket, endpoint=self._endpoint)
+
+
+def _version(text: str) -> tuple[int, ...]:
+    """``1.10`` -> (1, 10), to compare versions as numbers; () when unreadable."""
+    try:
+        return tuple(int(part) for part in text.split("."))
+    except ValueError:
+        return ()
 
 
 def _segment(what: str, value: str, location: str) -> str:

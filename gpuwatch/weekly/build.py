@@ -20,13 +20,12 @@ from typing import Any
 import pyarrow as pa
 
 from gpuwatch.analysis.attribution import attribute
-from gpuwatch.analysis.ownership import OwnerIndex, team_of
 from gpuwatch.analysis.rules.evaluate import lookback_s, required_specs
 from gpuwatch.analysis.rules.roles import rule_for
 from gpuwatch.analysis.rules.schema import Rule, ThresholdRule
 from gpuwatch.config.settings import Settings
 from gpuwatch.model.durations import parse_instant
-from gpuwatch.model.findings import DataQualityNote, GpuHolder, Role
+from gpuwatch.model.findings import DataQualityNote, Role
 from gpuwatch.model.metrics import HistoryFrame, HistoryRequest
 from gpuwatch.model.savings import Saving
 from gpuwatch.pipeline import Components, analyse, gather
@@ -34,7 +33,7 @@ from gpuwatch.report.data import NearOom, ReportData, ReportPeriod
 from gpuwatch.report.schema import ACTIONS, SAVINGS
 from gpuwatch.sources.base import Progress
 from gpuwatch.weekly.episodes import findings_table
-from gpuwatch.weekly.hourly import HOUR_S, SPECS, HourlyInputs, gpu_hourly
+from gpuwatch.weekly.hourly import HOUR_S, SPECS, HourlyInputs, hourly_tables
 
 log = logging.getLogger(__name__)
 Stage = Callable[[str], None]
@@ -104,7 +103,8 @@ def build_tables(
     progress: Progress | None = None,
     stage: Stage | None = None,
 ) -> Built:
-    """``gpu_hourly`` (and, with ``findings``, the ``findings`` episodes) of a period."""
+    """``gpu_hourly``, ``holder_hourly`` (and, with ``findings``, the ``findings``
+    episodes) of a period."""
     rules = components.rules
     if stage:
         stage("cluster")
@@ -123,7 +123,7 @@ def build_tables(
         frame.devices, cluster, settings.attribution, period.end, lookback_s(rules)
     )
     contexts = attribution.contexts[: len(frame.devices)]
-    table, notes = gpu_hourly(
+    hourly = hourly_tables(
         HourlyInputs(
             frame=frame,
             holders=holders,
@@ -134,29 +134,16 @@ def build_tables(
             sample_interval_s=sample_interval_s,
         )
     )
-    tables = {"gpu_hourly": table}
+    tables = {"gpu_hourly": hourly.gpu_hourly, "holder_hourly": hourly.holder_hourly}
     if findings:
-        owners = OwnerIndex(cluster.controllers)
-        pods = {(p.namespace, p.name): p for p in cluster.pods}
-        namespace_labels = {ns.name: ns.labels for ns in cluster.namespaces}
-        vocabulary = []
-        for ref in holders.pods:
-            pod = pods.get((ref.namespace, ref.name))
-            workload = owners.workload_of(pod) if pod is not None else None
-            team = (
-                team_of(pod, settings.attribution.team_label, namespace_labels)
-                if pod is not None
-                else ref.namespace
-            )
-            vocabulary.append(GpuHolder(ref.namespace, ref.name, workload, team))
         rule_frame = HistoryFrame(
             frame.devices, frame.times_s, {s: frame.values[s] for s in rule_specs}
         )
         codes = holders.aligned([d.device_id for d in frame.devices])
         tables["findings"] = findings_table(
-            rules, rule_frame, contexts, codes, vocabulary, sample_interval_s
+            rules, rule_frame, contexts, codes, hourly.exporter, sample_interval_s
         )
-    return Built(tables, tuple(notes))
+    return Built(tables, hourly.notes)
 
 
 def _savings(

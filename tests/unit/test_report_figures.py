@@ -134,9 +134,11 @@ def test_a_gap_is_a_gap_not_idle_time():
     assert (q.gap_gpu_hours, q.incomplete_gpu_hours, q.gpu_hours) == (1, 2, 3)
     assert [(g.node, g.gpu_hours, g.hours) for g in q.node_gaps] == [("node-a", 1, 1)]
     assert q.node_gaps[0].first == PERIOD.start + timedelta(hours=1)
-    # The gap is billed, but it is not idle cost.
-    assert figures.headline.idle_cost == {"USD": Decimal("2.500000") + Decimal("1.000000")}
-    assert figures.idle_by_team[0].measured_cost == Decimal("5.000000")
+    # The gap is billed, but it is not idle cost; nor are the unseen minutes of the hour
+    # half covered: 2.5 x 0.5 x (1 - 0.6).
+    assert figures.headline.idle_cost == {"USD": Decimal("2.500000") + Decimal("0.500000")}
+    assert figures.idle_by_team[0].measured_cost == pytest.approx(2.5 + 2.5 * 0.5)
+    assert figures.idle_by_team[0].idle_ratio == pytest.approx(3.0 / 3.75)
 
 
 def test_the_heatmap_draws_a_gap_grey_and_idle_dark():

@@ -1,4 +1,4 @@
-"""The numbers the weekly report shows, computed from its four tables and nothing else.
+"""The numbers the weekly report shows, computed from its tables and nothing else.
 
 The HTML page is a view of these figures, and the figures are a view of the Parquet
 tables finance receives, so that every number a reader sees can be recomputed from the
@@ -9,8 +9,11 @@ dataclasses out) and why its definitions are spelled out here:
   present for one hour, whether or not it had samples. ``covered_gpu_hours`` is the sum
   of ``coverage_ratio``: the part of those hours the metrics actually saw.
 - **Cost** and **idle cost** are sums of their columns, per currency; a null (an unpriced
-  GPU, or a gap: a gap is not idle time) adds nothing. Money is ``Decimal`` and never
-  summed across currencies: every money figure is a mapping currency -> amount.
+  GPU, or a gap: a gap is not idle time) adds nothing. By team and by workload they are
+  sums over ``holder_hourly`` (a shared GPU-hour split between its holders and the
+  unallocated rest), by pool over ``gpu_hourly``; both add up to the same totals. Money
+  is ``Decimal`` and never summed across currencies: every money figure is a mapping
+  currency -> amount.
 - **Mean utilization** is the mean of ``util_mean_ratio`` weighted by ``coverage_ratio``
   over the rows that have a utilization: an hour half seen counts half, a gap not at all.
 - **Savings available** is the sum of ``savings.monthly`` per currency (per 30 days).
@@ -106,6 +109,7 @@ class ReportFigures:
 def compute_figures(data: ReportData, *, heatmap_max_rows: int = 240) -> ReportFigures:
     """Every figure of the page, from ``data``'s tables."""
     hourly = data.tables["gpu_hourly"]
+    holders = data.tables["holder_hourly"]
     savings, saving_notes = ranked_savings(data.tables["savings"])
     current = headline(data.tables)
     previous = previous_headline(data.previous)
@@ -123,10 +127,10 @@ def compute_figures(data: ReportData, *, heatmap_max_rows: int = 240) -> ReportF
         generated_at=data.generated_at,
         headline=current,
         previous=previous,
-        cost_by_team=cost_by(hourly, "team", NO_TEAM),
+        cost_by_team=cost_by(holders, "team", NO_TEAM),
         cost_by_pool=cost_by(hourly, "pool", NO_POOL),
-        idle_by_team=idle_by(hourly, "team", NO_TEAM),
-        idle_by_workload=idle_by(hourly, "workload", NO_WORKLOAD, with_teams=True),
+        idle_by_team=idle_by(holders, "team", NO_TEAM),
+        idle_by_workload=idle_by(holders, "workload", NO_WORKLOAD, with_teams=True),
         memory=memory_headroom(hourly, data.tables["findings"], data.near_oom),
         savings=savings,
         actions=recent_actions(data.tables["actions"]),
