@@ -99,8 +99,9 @@ GPU_HOURLY = pa.schema(
 HOLDER_HOURLY = pa.schema(
     [
         pa.field("hour", UTC_S, nullable=False),
-        pa.field("gpu_uuid", pa.string(), nullable=False),
-        pa.field("device_id", pa.string(), nullable=False),
+        pa.field("device_id", pa.string(), nullable=False).with_metadata(
+            {"doc": "With hour, the key of the gpu_hourly row this row is a part of."}
+        ),
         pa.field("node", pa.string(), nullable=False),
         pa.field("pool", pa.string()),
         pa.field("namespace", pa.string()).with_metadata(

@@ -59,16 +59,16 @@ def build_report(
 ) -> ReportData:
     """The period's report. Raises ``SourceError`` when a source cannot answer: a report
     with a hole where a source failed would be read as a quiet week."""
-    built = build_tables(
-        components, settings, period, sample_interval_s, progress=progress, stage=stage
-    )
-    tables = dict(built.tables)
-    notes = list(built.notes)
+    # The savings first: the cycle's analysis then runs before the period's big tables
+    # are held, and the peak memory is the larger of the two, not their sum.
     if stage:
         stage("savings")
     savings, cycle_notes = _savings(components, settings, period.end)
-    tables["savings"] = savings
-    notes.extend(cycle_notes)
+    built = build_tables(
+        components, settings, period, sample_interval_s, progress=progress, stage=stage
+    )
+    tables = {**built.tables, "savings": savings}
+    notes = [*built.notes, *cycle_notes]
     tables["actions"] = actions_table(_recorded_actions(cycles_dir, period, notes))
     if previous is None:
         notes.append(

@@ -59,7 +59,7 @@ SPECS: dict[str, AggregateSpec] = {
 }
 """The hourly aggregates the table is made of."""
 _HOLDER_COLUMNS = ("namespace", "pod", "workload", "team")
-_PER_GPU = ("hour", "gpu_uuid", "device_id", "node", "pool")
+_PER_GPU = ("hour", "device_id", "node", "pool")
 _PER_HOUR = ("util_mean_ratio", "coverage_ratio", "currency")
 
 
