@@ -168,10 +168,15 @@ def summary_text(data: ReportData, page: str) -> str:
         return ", ".join(f"{amount:,.2f} {cur}" for cur, amount in sorted(money.items()))
 
     util = f"{head.mean_util_ratio:.0%}" if head.mean_util_ratio is not None else "no data"
+    examples = (
+        f" Prices are examples ({data.prices.book}), not yours."
+        if data.prices is not None and data.prices.examples
+        else ""
+    )
     return (
         f"GPU report {data.cluster} {data.period.label}: {head.gpu_hours:,} GPU-hours, "
         f"cost {amounts(head.cost) or 'none priced'}, mean utilization {util}, idle "
         f"{amounts(head.idle_cost) or '0'}, savings available "
         f"{amounts(head.savings_monthly or {}) or 'none'} per 30 days (gross), actions "
-        f"taken {head.actions_taken or 0}.\nHTML: {page}"
+        f"taken {head.actions_taken or 0}.{examples}\nHTML: {page}"
     )

@@ -19,6 +19,11 @@ digit, so money by team or workload is summed from it, and GPU-level figures
 
 A table added in a minor version (``TABLE_SINCE``) is missing from weeks written before.
 
+Each file's schema metadata names its table and version (``gpuwatch.table``,
+``gpuwatch.schema_version``) and, since 1.1, the price book its money came from:
+``gpuwatch.price_book`` (its path) and ``gpuwatch.prices_are_examples`` (``true`` when
+the book says ``example: true``: the figures are not anybody's prices).
+
 Money is ``decimal128(18, 6)`` in the price book's currency (``currency`` column), never
 summed across currencies. Ratios are 0..1. Times are UTC.
 """
@@ -197,6 +202,15 @@ ACTIONS = pa.schema(
     ],
     metadata={"gpuwatch.table": "actions", "gpuwatch.schema_version": SCHEMA_VERSION},
 )
+
+PRICE_BOOK_KEY = "gpuwatch.price_book"
+PRICES_ARE_EXAMPLES_KEY = "gpuwatch.prices_are_examples"
+
+
+def price_metadata(book: str, examples: bool) -> dict[str, str]:
+    """The file metadata that says which price book the money came from."""
+    return {PRICE_BOOK_KEY: book, PRICES_ARE_EXAMPLES_KEY: "true" if examples else "false"}
+
 
 SCHEMAS: dict[str, pa.Schema] = {
     "gpu_hourly": GPU_HOURLY,

@@ -29,7 +29,7 @@ from gpuwatch.model.findings import DataQualityNote, Role
 from gpuwatch.model.metrics import HistoryFrame, HistoryRequest
 from gpuwatch.model.savings import Saving
 from gpuwatch.pipeline import Components, analyse, gather
-from gpuwatch.report.data import NearOom, ReportData, ReportPeriod
+from gpuwatch.report.data import NearOom, PricesUsed, ReportData, ReportPeriod
 from gpuwatch.report.schema import ACTIONS, SAVINGS
 from gpuwatch.sources.base import Progress
 from gpuwatch.weekly.episodes import findings_table
@@ -81,6 +81,7 @@ def build_report(
         previous,
         tuple(notes),
         near_oom=near_oom_of(components.rules),
+        prices=PricesUsed(components.price_book.path, components.price_book.is_example),
     )
 
 

@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from gpuwatch.report.data import ReportData, ReportPeriod
+from gpuwatch.report.data import PricesUsed, ReportData, ReportPeriod
 from gpuwatch.report.figures.columns import NO_POOL, NO_TEAM, NO_WORKLOAD, Money
 from gpuwatch.report.figures.heatmap import Heatmap, heatmap
 from gpuwatch.report.figures.lists import (
@@ -99,6 +99,13 @@ class ReportFigures:
     heatmap: Heatmap
     currencies: tuple[str, ...]
     """Every currency some money figure is in, sorted."""
+    prices: PricesUsed | None = None
+    """The price book the money came from; None when unknown."""
+
+    @property
+    def example_prices(self) -> bool:
+        """The money is in an example book's prices: the page must say so first."""
+        return self.prices is not None and self.prices.examples
 
     @property
     def empty(self) -> bool:
@@ -138,4 +145,5 @@ def compute_figures(data: ReportData, *, heatmap_max_rows: int = 240) -> ReportF
         quality=data_quality(hourly, (*data.notes, *saving_notes)),
         heatmap=heatmap(hourly, data.period, max_rows=heatmap_max_rows),
         currencies=tuple(sorted(currencies)),
+        prices=data.prices,
     )
