@@ -109,6 +109,17 @@ def report_tables(
         "assumptions": [json.dumps(["the pattern holds for a month"])],
         "action": ["scale gpu-training down by 1"],
         "at": [end],
+        "net_monthly": [Decimal("1825.000000")],
+        "cash": [True],
+        "reclaimed_gpu_hours_monthly": [0.0],
+        "reclaimed_monthly": [Decimal(0)],
+        "gpus": [json.dumps(["GPU-0000"])],
+        "nodes": [json.dumps(["node-0"])],
+        "blocked": [None],
+        "unblock": [None],
+        "lookback_s": [604800],
+        "hours_counted": [168.0],
+        "order": [1],
     }
     actions = {
         "at": [end],
@@ -227,6 +238,7 @@ def holders_of(hourly: pa.Table) -> pa.Table:
 
 
 def saving_row(kind: str, monthly: str, currency: str = "USD", **extra: Any) -> dict[str, Any]:
+    """A cash lever taken alone (its net is its gross) unless ``extra`` says otherwise."""
     row = {
         "kind": kind,
         "scope": json.dumps({"pool": "gpu-training", "workload": None}),
@@ -238,6 +250,17 @@ def saving_row(kind: str, monthly: str, currency: str = "USD", **extra: Any) -> 
         "assumptions": json.dumps(["spot capacity is available", "checkpoints every 5 min"]),
         "action": "migrate to spot",
         "at": PERIOD.end - timedelta(hours=1),
+        "net_monthly": Decimal(monthly),
+        "cash": True,
+        "reclaimed_gpu_hours_monthly": 0.0,
+        "reclaimed_monthly": Decimal(0),
+        "gpus": json.dumps(["GPU-t0", "GPU-t1"]),
+        "nodes": json.dumps([]),
+        "blocked": None,
+        "unblock": None,
+        "lookback_s": 604800,
+        "hours_counted": 168.0,
+        "order": 4,
     }
     row.update(extra)
     return row
@@ -368,9 +391,31 @@ def realistic_report(**changes: Any) -> ReportData:
         "tables": tables_of(
             hourly=rows,
             savings=[
-                saving_row("sharing", "310.250000"),
-                saving_row("spot", "1520.400000", scope=json.dumps({"workload": "llm/pretrain"})),
-                saving_row("release-idle", "88.000000", confidence="medium"),
+                saving_row(
+                    "sharing",
+                    "310.250000",
+                    cash=False,
+                    net_monthly=Decimal(0),
+                    reclaimed_gpu_hours_monthly=124.1,
+                    reclaimed_monthly=Decimal("310.250000"),
+                    order=2,
+                ),
+                saving_row(
+                    "spot",
+                    "1520.400000",
+                    scope=json.dumps({"workload": "llm/pretrain"}),
+                    net_monthly=Decimal("1402.100000"),
+                ),
+                saving_row(
+                    "release-idle",
+                    "88.000000",
+                    confidence="medium",
+                    net_monthly=Decimal(0),
+                    blocked="a pending pod of research/big-sweep needs the pool",
+                    unblock="give research/big-sweep room in another pool",
+                    nodes=json.dumps(["infer-1"]),
+                    order=1,
+                ),
             ],
             actions=[
                 action_row(20, "done", "Node/train-9"),
@@ -442,10 +487,19 @@ def expected_money(data: ReportData) -> dict[tuple[str, str], Decimal]:
     if data.previous is not None:
         sources.append(("previous", data.previous))
     for prefix, tables in sources:
+        savings_table = tables.get("savings")
+        blocked = (
+            None
+            if savings_table is None
+            else savings_table.filter(pc.is_valid(savings_table["blocked"]))
+        )
         for figure, table, column in (
             ("cost", tables["gpu_hourly"], "cost"),
             ("idle_cost", tables["gpu_hourly"], "idle_cost"),
-            ("savings", tables.get("savings"), "monthly"),
+            ("net_savings", savings_table, "net_monthly"),
+            # Last week's reclaimed capacity is shown in GPU-hours, its blocked not at all.
+            ("reclaimed", savings_table if prefix == "headline" else None, "reclaimed_monthly"),
+            ("blocked", blocked if prefix == "headline" else None, "monthly"),
         ):
             if table is None:
                 continue
@@ -459,8 +513,12 @@ def expected_money(data: ReportData) -> dict[tuple[str, str], Decimal]:
     ):
         for (name, currency), total in _sums(table, column, key, missing).items():
             expected[(f"{figure}.{name}", currency)] = total
-    for index, row in enumerate(savings.select(["monthly", "currency"]).to_pylist()):
+    for index, row in enumerate(savings.to_pylist()):
         expected[(f"saving.{index}", row["currency"])] = row["monthly"]
+        if row["cash"] is False:
+            expected[(f"saving_reclaimed.{index}", row["currency"])] = row["reclaimed_monthly"]
+        elif row["net_monthly"] is not None:
+            expected[(f"saving_net.{index}", row["currency"])] = row["net_monthly"]
     return expected
 
 

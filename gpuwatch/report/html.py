@@ -10,14 +10,19 @@ Every money figure is an element carrying its figure id, currency and exact deci
 so that a test, or a sceptical reader with DuckDB, can check each against the Parquet
 sums. The ids:
 
-========================  ==========================================================
-``headline.cost``         sum of ``gpu_hourly.cost`` (``previous.cost``: last week's)
-``headline.idle_cost``    sum of ``gpu_hourly.idle_cost`` (``previous.idle_cost``)
-``headline.savings``      sum of ``savings.monthly`` (``previous.savings``)
-``cost.team.<team>``      ``gpu_hourly.cost`` of the team (``cost.pool.<pool>``)
-``idle.team.<team>``      ``gpu_hourly.idle_cost`` of the team (``idle.workload.<w>``)
-``saving.<row>``          ``savings.monthly`` of the savings table's row ``<row>``
-========================  ==========================================================
+==========================  ========================================================
+``headline.cost``           sum of ``gpu_hourly.cost`` (``previous.cost``: last week's)
+``headline.idle_cost``      sum of ``gpu_hourly.idle_cost`` (``previous.idle_cost``)
+``headline.net_savings``    sum of ``savings.net_monthly`` (``previous.net_savings``)
+``headline.reclaimed``      sum of ``savings.reclaimed_monthly``
+``headline.blocked``        sum of ``savings.monthly`` where ``blocked`` is set
+``cost.team.<team>``        ``holder_hourly.cost`` of the team (``cost.pool.<pool>``:
+                            ``gpu_hourly.cost`` of the pool)
+``idle.team.<team>``        ``holder_hourly.idle_cost`` of the team (``idle.workload.<w>``)
+``saving.<row>``            ``savings.monthly`` (gross) of the savings table's row
+``saving_net.<row>``        its ``net_monthly`` (a cash lever)
+``saving_reclaimed.<row>``  its ``reclaimed_monthly`` (reclaimed capacity)
+==========================  ========================================================
 
 A missing team, pool or workload is keyed as ``figures.NO_TEAM`` and friends.
 """

@@ -176,7 +176,13 @@ SAVINGS = pa.schema(
     [
         pa.field("kind", pa.string(), nullable=False),
         pa.field("scope", pa.string(), nullable=False).with_metadata({"doc": "JSON object."}),
-        pa.field("monthly", MONEY, nullable=False),
+        pa.field("monthly", MONEY, nullable=False).with_metadata(
+            {
+                "doc": "Gross, per 30 days: the lever alone, on the cluster as it is (what a "
+                "blocked lever would save once unblocked). Never a total anyone can bank: "
+                "sum net_monthly for that."
+            }
+        ),
         pa.field("currency", pa.string(), nullable=False),
         pa.field("confidence", pa.string()),
         pa.field("formula", pa.string()),
@@ -184,6 +190,46 @@ SAVINGS = pa.schema(
         pa.field("assumptions", pa.string()).with_metadata({"doc": "JSON list."}),
         pa.field("action", pa.string()),
         pa.field("at", UTC_S, nullable=False),
+        pa.field("net_monthly", MONEY).with_metadata(
+            {
+                "doc": "Since 1.1. What the lever adds to the plan's cash, in the plan's "
+                "order (after the levers before it claimed their GPU-hours and nodes); 0 "
+                "when blocked or not cash. Their sum per currency is the cash the plan banks."
+            }
+        ),
+        pa.field("cash", pa.bool_()).with_metadata(
+            {
+                "doc": "Since 1.1. A bill changes (a node goes, a capacity type or GPU type "
+                "changes); false: reclaimed capacity, never added to the cash."
+            }
+        ),
+        pa.field("reclaimed_gpu_hours_monthly", pa.float64()).with_metadata(
+            {"doc": "Since 1.1. GPU-hours a month freed without a bill changing."}
+        ),
+        pa.field("reclaimed_monthly", MONEY).with_metadata(
+            {"doc": "Since 1.1. What buying the reclaimed GPU-hours would cost a month."}
+        ),
+        pa.field("gpus", pa.string()).with_metadata(
+            {"doc": "Since 1.1. JSON list of the GPU UUIDs whose hours the lever claims."}
+        ),
+        pa.field("nodes", pa.string()).with_metadata(
+            {"doc": "Since 1.1. JSON list of the nodes the lever removes."}
+        ),
+        pa.field("blocked", pa.string()).with_metadata(
+            {"doc": "Since 1.1. Why the lever cannot be taken now; null when it can."}
+        ),
+        pa.field("unblock", pa.string()).with_metadata(
+            {"doc": "Since 1.1. What would unblock it (it would then save monthly)."}
+        ),
+        pa.field("lookback_s", pa.int64()).with_metadata(
+            {"doc": "Since 1.1. The history the lever looked at, in seconds."}
+        ),
+        pa.field("hours_counted", pa.float64()).with_metadata(
+            {"doc": "Since 1.1. Hours of that history the figure rests on (with data)."}
+        ),
+        pa.field("order", pa.int32()).with_metadata(
+            {"doc": "Since 1.1. The lever's place in the plan (net_monthly is in this order)."}
+        ),
     ],
     metadata={"gpuwatch.table": "savings", "gpuwatch.schema_version": SCHEMA_VERSION},
 )

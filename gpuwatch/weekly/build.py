@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from gpuwatch.weekly.episodes import findings_table
 from gpuwatch.weekly.hourly import HOUR_S, SPECS, HourlyInputs, hourly_tables
 
 log = logging.getLogger(__name__)
+MICRO = Decimal("0.000001")
 Stage = Callable[[str], None]
 """Told the name of each stage as the build enters it (for a progress display)."""
 
@@ -159,13 +161,16 @@ def _savings(
 
 
 def savings_table(savings: Sequence[Saving], at: datetime) -> pa.Table:
-    ordered = sorted(savings, key=lambda s: s.monthly, reverse=True)
+    """The ``savings`` table: every figure the plan computed, so that the page's (the net
+    cash, the reclaimed capacity beside it, each lever's gross and net, what blocks it)
+    recomputes from the Parquet. Rows in the plan's order."""
+    ordered = sorted(savings, key=lambda s: (s.order, -s.net_monthly, -s.monthly))
     return pa.Table.from_pylist(
         [
             {
                 "kind": s.kind,
                 "scope": json.dumps(dict(s.scope), sort_keys=True),
-                "monthly": s.monthly,
+                "monthly": _micro(s.monthly),
                 "currency": s.currency,
                 "confidence": s.confidence,
                 "formula": s.formula,
@@ -173,6 +178,17 @@ def savings_table(savings: Sequence[Saving], at: datetime) -> pa.Table:
                 "assumptions": json.dumps(list(s.assumptions)),
                 "action": s.action,
                 "at": at,
+                "net_monthly": _micro(s.net_monthly),
+                "cash": s.cash,
+                "reclaimed_gpu_hours_monthly": s.reclaimed_gpu_hours_monthly,
+                "reclaimed_monthly": _micro(s.reclaimed_monthly),
+                "gpus": json.dumps(list(s.gpu_uuids)),
+                "nodes": json.dumps(list(s.nodes)),
+                "blocked": s.blocked,
+                "unblock": s.unblock,
+                "lookback_s": s.lookback_s,
+                "hours_counted": s.hours_counted,
+                "order": s.order,
             }
             for s in ordered
         ],
@@ -226,6 +242,11 @@ def _recorded_actions(
             key = (str(action.get("key") or action.get("target")), str(action.get("status")))
             seen.setdefault(key, (at.astimezone(UTC), action))
     return list(seen.values())
+
+
+def _micro(amount: Decimal) -> Decimal:
+    """To the sixth place, as the Parquet decimal holds it (pyarrow refuses to round)."""
+    return amount.quantize(MICRO, rounding=ROUND_HALF_EVEN)
 
 
 def _jsonable(value: Any) -> Any:

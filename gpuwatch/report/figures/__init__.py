@@ -16,7 +16,12 @@ dataclasses out) and why its definitions are spelled out here:
   currency -> amount.
 - **Mean utilization** is the mean of ``util_mean_ratio`` weighted by ``coverage_ratio``
   over the rows that have a utilization: an hour half seen counts half, a gap not at all.
-- **Savings available** is the sum of ``savings.monthly`` per currency (per 30 days).
+- **Net savings** is the sum of ``savings.net_monthly`` per currency (per 30 days): the
+  cash the plan banks, each lever counted in the plan's order after those before it
+  claimed their GPU-hours and nodes. **Reclaimed capacity** (``reclaimed_gpu_hours_monthly``
+  and ``reclaimed_monthly`` summed) is shown beside it, never added: no bill changes.
+  Each lever's ``monthly`` is its gross (the lever alone); **blocked** is the gross of
+  the levers that cannot be taken now.
 - **Actions taken** are the actions with status ``done``; refused, failed and planned
   (dry-run) ones are counted separately.
 - The **heatmap** keeps gaps as NaN: a GPU nobody could see is drawn as a gap, never as
@@ -126,7 +131,7 @@ def compute_figures(data: ReportData, *, heatmap_max_rows: int = 240) -> ReportF
         | {row.currency for row in savings}
         | set(previous.cost if previous else ())
         | set(previous.idle_cost if previous else ())
-        | set(previous.savings_monthly or () if previous else ())
+        | set(previous.net_savings_monthly or () if previous else ())
     )
     return ReportFigures(
         cluster=data.cluster,

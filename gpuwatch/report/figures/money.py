@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -32,11 +33,19 @@ class Headline:
     """None when no GPU-hour has a utilization (no data at all)."""
     cost: Money
     idle_cost: Money
-    savings_monthly: Money | None
-    """None when the period's savings table is unknown (a previous week given as
-    ``gpu_hourly`` only)."""
+    net_savings_monthly: Money | None
+    """The cash the plan banks per 30 days: ``savings.net_monthly`` summed. None when the
+    period's savings table is unknown (a previous week given as ``gpu_hourly`` only) or
+    has no net figures (written before 1.1)."""
     actions_taken: int | None
     actions_refused: int | None
+    reclaimed_gpu_hours_monthly: float | None = None
+    """GPU-hours a month the plan frees without a bill changing: beside the cash, never
+    added to it."""
+    reclaimed_monthly: Money | None = None
+    """What buying those GPU-hours would cost a month."""
+    blocked_monthly: Money | None = None
+    """What the blocked levers would save once unblocked, each alone (gross)."""
 
 
 @dataclass(frozen=True)
@@ -84,10 +93,27 @@ def headline(tables: Mapping[str, pa.Table]) -> Headline:
         mean_util_ratio=_weighted_util(hourly),
         cost=money_by_currency(hourly, "cost"),
         idle_cost=money_by_currency(hourly, "idle_cost"),
-        savings_monthly=money_by_currency(savings, "monthly") if savings is not None else None,
+        **_savings(savings),
         actions_taken=statuses.get("done", 0) if statuses is not None else None,
         actions_refused=statuses.get("refused", 0) if statuses is not None else None,
     )
+
+
+def _savings(savings: pa.Table | None) -> dict[str, Any]:
+    """The headline's savings figures: the net cash and, beside it, the reclaimed capacity
+    and the blocked levers; all None when unknown."""
+    if savings is None or (
+        savings.num_rows and savings["net_monthly"].null_count == savings.num_rows
+    ):
+        return {"net_savings_monthly": None}
+    hours = pc.sum(savings["reclaimed_gpu_hours_monthly"]).as_py()
+    blocked = savings.filter(pc.is_valid(savings["blocked"]))
+    return {
+        "net_savings_monthly": money_by_currency(savings, "net_monthly"),
+        "reclaimed_gpu_hours_monthly": float(hours or 0.0),
+        "reclaimed_monthly": money_by_currency(savings, "reclaimed_monthly"),
+        "blocked_monthly": money_by_currency(blocked, "monthly"),
+    }
 
 
 def previous_headline(previous: Mapping[str, pa.Table] | None) -> Headline | None:
