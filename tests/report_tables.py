@@ -27,6 +27,7 @@ from gpuwatch.report.schema import (
     FINDINGS,
     GPU_HOURLY,
     HOLDER_HOURLY,
+    REALIZED,
     SAVINGS,
     SCHEMAS,
 )
@@ -135,6 +136,7 @@ def report_tables(
     columns = {"gpu_hourly": hourly, "findings": findings, "savings": savings, "actions": actions}
     tables = {name: pa.Table.from_pydict(columns[name], schema=SCHEMAS[name]) for name in columns}
     tables["holder_hourly"] = holders_of(tables["gpu_hourly"])
+    tables["realized"] = REALIZED.empty_table()
     return {name: tables[name] for name in SCHEMAS}
 
 
@@ -282,6 +284,29 @@ def action_row(hour: int, status: str, target: str = "Node/idle-1", **extra: Any
     return row
 
 
+def realized_row(hour: int, target: str, projected: str | None, **extra: Any) -> dict:
+    """A node removed at ``hour``: 20 hours compared, its cost gone after."""
+    at = PERIOD.start + timedelta(hours=hour)
+    row = {
+        "at": at,
+        "kind": "scale_down_node",
+        "target": target,
+        "key": f"scale_down_node:{target}",
+        "scope": json.dumps({"node": target.split("/", 1)[-1]}),
+        "currency": "USD",
+        "projected_monthly": None if projected is None else Decimal(projected),
+        "projected_from": "action details.monthly_saving",
+        "hours_compared": 20,
+        "before_start": at - timedelta(hours=20),
+        "before_cost": Decimal("50.000000"),
+        "after_start": at,
+        "after_cost": Decimal("0.000000"),
+        "measured_monthly": Decimal("1800.000000"),
+    }
+    row.update(extra)
+    return row
+
+
 def finding_row(node: str, gpu: str, worst: float, start_hour: int, hours: int) -> dict:
     return {
         "rule": "gpu-near-oom",
@@ -310,6 +335,7 @@ def tables_of(
     actions: Iterable[Mapping[str, Any]] = (),
     findings: Iterable[Mapping[str, Any]] = (),
     holders: Iterable[Mapping[str, Any]] | None = None,
+    realized: Iterable[Mapping[str, Any]] = (),
 ) -> dict[str, pa.Table]:
     """Report tables of these rows; ``holder_hourly`` from ``holders``, else each GPU-hour
     held whole by its ``gpu_hourly`` holder."""
@@ -324,6 +350,7 @@ def tables_of(
         "findings": pa.Table.from_pylist(list(findings), schema=FINDINGS),
         "savings": pa.Table.from_pylist(list(savings), schema=SAVINGS),
         "actions": pa.Table.from_pylist(list(actions), schema=ACTIONS),
+        "realized": pa.Table.from_pylist(list(realized), schema=REALIZED),
     }
 
 
@@ -427,6 +454,7 @@ def realistic_report(**changes: Any) -> ReportData:
                 finding_row("train-1", "GPU-t1", 0.97, 7, 1),
                 finding_row("train-1", "GPU-t1", 0.99, 15, 1),
             ],
+            realized=[realized_row(20, "Node/train-9", projected="1800.000000")],
         ),
         "previous": previous,
         "notes": (
@@ -513,6 +541,25 @@ def expected_money(data: ReportData) -> dict[tuple[str, str], Decimal]:
     ):
         for (name, currency), total in _sums(table, column, key, missing).items():
             expected[(f"{figure}.{name}", currency)] = total
+    realized = data.tables["realized"]
+    for figure, column in (
+        ("realized", "measured_monthly"),
+        ("realized_projected", "projected_monthly"),
+    ):
+        for (currency,), total in _sums(realized, column, None, "").items():
+            expected[(f"headline.{figure}", currency)] = total
+    for index, row in enumerate(realized.to_pylist()):
+        if row["currency"] is None:
+            continue
+        for figure, column in (
+            ("projected", "projected_monthly"),
+            ("measured", "measured_monthly"),
+        ):
+            if row[column] is not None:
+                expected[(f"realized.{figure}.{index}", row["currency"])] = row[column]
+        if row["hours_compared"]:
+            expected[(f"realized.before.{index}", row["currency"])] = row["before_cost"]
+            expected[(f"realized.after.{index}", row["currency"])] = row["after_cost"]
     for index, row in enumerate(savings.to_pylist()):
         expected[(f"saving.{index}", row["currency"])] = row["monthly"]
         if row["cash"] is False:

@@ -22,6 +22,11 @@ sums. The ids:
 ``saving.<row>``            ``savings.monthly`` (gross) of the savings table's row
 ``saving_net.<row>``        its ``net_monthly`` (a cash lever)
 ``saving_reclaimed.<row>``  its ``reclaimed_monthly`` (reclaimed capacity)
+``realized.<col>.<row>``    the ``realized`` table's row: ``projected``, ``measured``,
+                            ``before``, ``after`` (``projected_monthly``,
+                            ``measured_monthly``, ``before_cost``, ``after_cost``)
+``headline.realized``       sum of ``realized.measured_monthly``
+                            (``headline.realized_projected``: of ``projected_monthly``)
 ==========================  ========================================================
 
 A missing team, pool or workload is keyed as ``figures.NO_TEAM`` and friends.

@@ -8,7 +8,7 @@ Layout (hive partitioning; ``cluster`` and ``week`` live in the path, not the fi
 
     <location>/table=gpu_hourly/cluster=<cluster>/week=<YYYY-Www>/part-0.parquet
     <location>/table=holder_hourly/...   table=findings/...   table=savings/...
-    <location>/table=actions/...
+    <location>/table=actions/...   table=realized/...
 
 ``gpu_hourly`` has one row per GPU (or MIG instance) and hour: the GPU's metrics, cost
 and its main holder. ``holder_hourly`` splits each of those rows between the pods that
@@ -33,8 +33,8 @@ from __future__ import annotations
 import pyarrow as pa
 
 SCHEMA_VERSION = "1.1"
-TABLES = ("gpu_hourly", "holder_hourly", "findings", "savings", "actions")
-TABLE_SINCE = {"holder_hourly": "1.1"}
+TABLES = ("gpu_hourly", "holder_hourly", "findings", "savings", "actions", "realized")
+TABLE_SINCE = {"holder_hourly": "1.1", "realized": "1.1"}
 """The version that added each table added after 1.0."""
 PARTITIONS = ("cluster", "week")
 MONEY = pa.decimal128(18, 6)
@@ -249,6 +249,54 @@ ACTIONS = pa.schema(
     metadata={"gpuwatch.table": "actions", "gpuwatch.schema_version": SCHEMA_VERSION},
 )
 
+REALIZED = pa.schema(
+    [
+        pa.field("at", UTC_S, nullable=False).with_metadata(
+            {
+                "doc": "When the action took effect (the cycle that recorded it done; a "
+                "job's move, also when the move is confirmed later)."
+            }
+        ),
+        pa.field("kind", pa.string(), nullable=False).with_metadata(
+            {"doc": "scale_down_node (a node removed) or migrate_to_spot (a job moved)."}
+        ),
+        pa.field("target", pa.string(), nullable=False),
+        pa.field("key", pa.string()),
+        pa.field("scope", pa.string(), nullable=False).with_metadata(
+            {"doc": 'JSON object: {"node": ...} or {"workload": ...}: whose cost is measured.'}
+        ),
+        pa.field("currency", pa.string()),
+        pa.field("projected_monthly", MONEY).with_metadata(
+            {
+                "doc": "Per 30 days, as projected when the action was taken: the action's "
+                "details.monthly_saving, else the matching lever of that cycle's plan."
+            }
+        ),
+        pa.field("projected_from", pa.string()),
+        pa.field("hours_compared", pa.int32(), nullable=False).with_metadata(
+            {
+                "doc": "Whole hours measured on each side of the action (as many as the "
+                "data has on both)."
+            }
+        ),
+        pa.field("before_start", UTC_S, nullable=False),
+        pa.field("before_cost", MONEY).with_metadata(
+            {"doc": "The scope's cost in [before_start, before_start + hours_compared)."}
+        ),
+        pa.field("after_start", UTC_S, nullable=False),
+        pa.field("after_cost", MONEY).with_metadata(
+            {"doc": "The scope's cost in [after_start, after_start + hours_compared)."}
+        ),
+        pa.field("measured_monthly", MONEY).with_metadata(
+            {
+                "doc": "(before_cost - after_cost) x 720 / hours_compared: the cost change "
+                "measured since the action, per 30 days; null without hours to compare."
+            }
+        ),
+    ],
+    metadata={"gpuwatch.table": "realized", "gpuwatch.schema_version": SCHEMA_VERSION},
+)
+
 PRICE_BOOK_KEY = "gpuwatch.price_book"
 PRICES_ARE_EXAMPLES_KEY = "gpuwatch.prices_are_examples"
 
@@ -264,4 +312,5 @@ SCHEMAS: dict[str, pa.Schema] = {
     "findings": FINDINGS,
     "savings": SAVINGS,
     "actions": ACTIONS,
+    "realized": REALIZED,
 }

@@ -13,7 +13,7 @@ import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Any
@@ -25,16 +25,17 @@ from gpuwatch.analysis.rules.evaluate import lookback_s, required_specs
 from gpuwatch.analysis.rules.roles import rule_for
 from gpuwatch.analysis.rules.schema import Rule, ThresholdRule
 from gpuwatch.config.settings import Settings
-from gpuwatch.model.durations import parse_instant
 from gpuwatch.model.findings import DataQualityNote, Role
 from gpuwatch.model.metrics import HistoryFrame, HistoryRequest
 from gpuwatch.model.savings import Saving
 from gpuwatch.pipeline import Components, analyse, gather
 from gpuwatch.report.data import NearOom, PricesUsed, ReportData, ReportPeriod
-from gpuwatch.report.schema import ACTIONS, SAVINGS
+from gpuwatch.report.schema import SAVINGS
 from gpuwatch.sources.base import Progress
+from gpuwatch.weekly.cycles import actions_table, period_actions, read_cycles
 from gpuwatch.weekly.episodes import findings_table
 from gpuwatch.weekly.hourly import HOUR_S, SPECS, HourlyInputs, hourly_tables
+from gpuwatch.weekly.realized import CostHistory, realized_table, taken_in
 
 log = logging.getLogger(__name__)
 MICRO = Decimal("0.000001")
@@ -71,7 +72,14 @@ def build_report(
     )
     tables = {**built.tables, "savings": savings}
     notes = [*built.notes, *cycle_notes]
-    tables["actions"] = actions_table(_recorded_actions(cycles_dir, period, notes))
+    cycles = read_cycles(cycles_dir, notes)
+    tables["actions"] = actions_table(period_actions(cycles, period))
+    tables["realized"] = realized_table(
+        taken_in(cycles, period),
+        _history(tables["gpu_hourly"], previous, "gpu_hourly", period),
+        _history(tables["holder_hourly"], previous, "holder_hourly", period),
+        period.end,
+    )
     if previous is None:
         notes.append(
             DataQualityNote(kind="previous", message=f"no report for {period.previous().label}")
@@ -196,52 +204,18 @@ def savings_table(savings: Sequence[Saving], at: datetime) -> pa.Table:
     )
 
 
-def actions_table(actions: Sequence[tuple[datetime, Mapping[str, Any]]]) -> pa.Table:
-    """Actions as the cycle JSON records them (``actions[]``), with the cycle's time."""
-    return pa.Table.from_pylist(
-        [
-            {
-                "at": at,
-                "kind": a["kind"],
-                "target": a["target"],
-                "pool": a.get("pool"),
-                "status": a["status"],
-                "reason": a.get("reason"),
-                "dry_run": bool(a.get("dry_run", True)),
-                "key": a.get("key"),
-                "details": json.dumps(a.get("details") or {}, sort_keys=True),
-            }
-            for at, a in sorted(actions, key=lambda item: item[0], reverse=True)
-        ],
-        schema=ACTIONS,
-    )
-
-
-def _recorded_actions(
-    cycles_dir: Path | None, period: ReportPeriod, notes: list[DataQualityNote]
-) -> list[tuple[datetime, Mapping[str, Any]]]:
-    """The actions of every cycle whose JSON result lies in ``cycles_dir`` and whose
-    instant is in ``(start, end]``; each action once per (key, status), at its first
-    cycle."""
-    if cycles_dir is None or not cycles_dir.is_dir():
-        return []
-    seen: dict[tuple[str, str], tuple[datetime, Mapping[str, Any]]] = {}
-    for path in sorted(cycles_dir.glob("cycle-2*.json")):
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            at = parse_instant(str(data["at"]))
-            actions = list(data.get("actions") or [])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            notes.append(DataQualityNote(kind="actions", message=f"{path}: unreadable: {exc}"))
-            continue
-        # A cycle at t judged (t - window, t]: it belongs to the period that ends at or
-        # after t, so a cycle exactly at a week's boundary is in the week before.
-        if not period.start < at <= period.end:
-            continue
-        for action in actions:
-            key = (str(action.get("key") or action.get("target")), str(action.get("status")))
-            seen.setdefault(key, (at.astimezone(UTC), action))
-    return list(seen.values())
+def _history(
+    table: pa.Table, previous: Mapping[str, pa.Table] | None, name: str, period: ReportPeriod
+) -> CostHistory:
+    """The period's cost rows, and the previous period's where it is known (so that an
+    action early in the week has hours before it to compare)."""
+    columns = ["hour", "node", "namespace", "pod", "workload", "cost", "currency"]
+    mine = table.select([c for c in columns if c in table.column_names])
+    before = (previous or {}).get(name)
+    if before is None or not before.num_rows:
+        return CostHistory(mine, period.start)
+    earlier = before.select(mine.column_names).cast(mine.schema)
+    return CostHistory(pa.concat_tables([earlier, mine]), period.previous().start)
 
 
 def _micro(amount: Decimal) -> Decimal:

@@ -24,6 +24,8 @@ dataclasses out) and why its definitions are spelled out here:
   the levers that cannot be taken now.
 - **Actions taken** are the actions with status ``done``; refused, failed and planned
   (dry-run) ones are counted separately.
+- **Realized savings** are the ``realized`` table's rows: for each node removed or job
+  moved, ``projected_monthly`` beside ``measured_monthly``, each summed per currency.
 - The **heatmap** keeps gaps as NaN: a GPU nobody could see is drawn as a gap, never as
   0 % (which would read as idle, and be billed to somebody as waste).
 
@@ -61,6 +63,7 @@ from gpuwatch.report.figures.money import (
     previous_headline,
     relative_change,
 )
+from gpuwatch.report.figures.realized import Realized, RealizedRow, realized
 
 __all__ = [
     "NO_POOL",
@@ -76,6 +79,8 @@ __all__ = [
     "Money",
     "NearOomFinding",
     "NodeGaps",
+    "Realized",
+    "RealizedRow",
     "ReportFigures",
     "SavingRow",
     "compute_figures",
@@ -102,6 +107,7 @@ class ReportFigures:
     action_counts: Mapping[str, int]
     quality: DataQuality
     heatmap: Heatmap
+    realized: Realized
     currencies: tuple[str, ...]
     """Every currency some money figure is in, sorted."""
     prices: PricesUsed | None = None
@@ -115,7 +121,7 @@ class ReportFigures:
     @property
     def empty(self) -> bool:
         """Nothing to report: no GPU-hours, no savings, no actions."""
-        return not (self.headline.gpu_hours or self.savings or self.actions)
+        return not (self.headline.gpu_hours or self.savings or self.actions or self.realized.rows)
 
 
 def compute_figures(data: ReportData, *, heatmap_max_rows: int = 240) -> ReportFigures:
@@ -123,12 +129,14 @@ def compute_figures(data: ReportData, *, heatmap_max_rows: int = 240) -> ReportF
     hourly = data.tables["gpu_hourly"]
     holders = data.tables["holder_hourly"]
     savings, saving_notes = ranked_savings(data.tables["savings"])
+    found = realized(data.tables.get("realized"))
     current = headline(data.tables)
     previous = previous_headline(data.previous)
     currencies = (
         set(current.cost)
         | set(current.idle_cost)
         | {row.currency for row in savings}
+        | {row.currency for row in found.rows if row.currency}
         | set(previous.cost if previous else ())
         | set(previous.idle_cost if previous else ())
         | set(previous.net_savings_monthly or () if previous else ())
@@ -149,6 +157,7 @@ def compute_figures(data: ReportData, *, heatmap_max_rows: int = 240) -> ReportF
         action_counts=count_statuses(data.tables["actions"]),
         quality=data_quality(hourly, (*data.notes, *saving_notes)),
         heatmap=heatmap(hourly, data.period, max_rows=heatmap_max_rows),
+        realized=found,
         currencies=tuple(sorted(currencies)),
         prices=data.prices,
     )
