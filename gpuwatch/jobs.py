@@ -23,7 +23,7 @@ from gpuwatch.model.result import CycleResult
 from gpuwatch.pipeline import Components, run_cycle
 from gpuwatch.report.cycle_json import write_cycle_json
 from gpuwatch.report.data import ReportData, ReportPeriod
-from gpuwatch.report.figures import compute_figures
+from gpuwatch.report.figures import Headline, compute_figures
 from gpuwatch.report.html import render_html
 from gpuwatch.report.store import ReportStore, ReportStoreError
 from gpuwatch.util.redact import redact, redact_tree
@@ -160,6 +160,12 @@ def _previous(
     return {"gpu_hourly": hourly} if hourly.num_rows else None
 
 
+def _reclaimed(head: Headline) -> str:
+    """ ", plus N GPU-hours a month reclaimed": capacity beside the cash, never in it."""
+    hours = head.reclaimed_gpu_hours_monthly
+    return f", plus {hours:,.0f} GPU-hours a month reclaimed" if hours else ""
+
+
 def summary_text(data: ReportData, page: str) -> str:
     """A few lines for a terminal and for Slack."""
     head = compute_figures(data).headline
@@ -168,10 +174,16 @@ def summary_text(data: ReportData, page: str) -> str:
         return ", ".join(f"{amount:,.2f} {cur}" for cur, amount in sorted(money.items()))
 
     util = f"{head.mean_util_ratio:.0%}" if head.mean_util_ratio is not None else "no data"
+    examples = (
+        f" Prices are examples ({data.prices.book}), not yours."
+        if data.prices is not None and data.prices.examples
+        else ""
+    )
     return (
         f"GPU report {data.cluster} {data.period.label}: {head.gpu_hours:,} GPU-hours, "
         f"cost {amounts(head.cost) or 'none priced'}, mean utilization {util}, idle "
-        f"{amounts(head.idle_cost) or '0'}, savings available "
-        f"{amounts(head.savings_monthly or {}) or 'none'} per 30 days (gross), actions "
-        f"taken {head.actions_taken or 0}.\nHTML: {page}"
+        f"{amounts(head.idle_cost) or '0'}, net savings "
+        f"{amounts(head.net_savings_monthly or {}) or 'none'} per 30 days"
+        f"{_reclaimed(head)}, actions "
+        f"taken {head.actions_taken or 0}.{examples}\nHTML: {page}"
     )

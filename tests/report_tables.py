@@ -22,7 +22,15 @@ from gpuwatch.config.settings import ReportSettings
 from gpuwatch.model.findings import DataQualityNote
 from gpuwatch.report.data import NearOom, ReportData, ReportPeriod
 from gpuwatch.report.figures import NO_POOL, NO_TEAM, NO_WORKLOAD
-from gpuwatch.report.schema import ACTIONS, FINDINGS, GPU_HOURLY, SAVINGS, SCHEMAS
+from gpuwatch.report.schema import (
+    ACTIONS,
+    FINDINGS,
+    GPU_HOURLY,
+    HOLDER_HOURLY,
+    REALIZED,
+    SAVINGS,
+    SCHEMAS,
+)
 
 WEEK = ReportPeriod.iso_week("2026-W48")
 PRICE_PER_GPU_HOUR = Decimal("2.500000")
@@ -67,6 +75,7 @@ def report_tables(
                 "cost": PRICE_PER_GPU_HOUR,
                 "idle_cost": idle,
                 "currency": "USD",
+                "allocated_ratio": 1.0,
             }
             for name, value in row.items():
                 hourly[name].append(value)
@@ -101,6 +110,17 @@ def report_tables(
         "assumptions": [json.dumps(["the pattern holds for a month"])],
         "action": ["scale gpu-training down by 1"],
         "at": [end],
+        "net_monthly": [Decimal("1825.000000")],
+        "cash": [True],
+        "reclaimed_gpu_hours_monthly": [0.0],
+        "reclaimed_monthly": [Decimal(0)],
+        "gpus": [json.dumps(["GPU-0000"])],
+        "nodes": [json.dumps(["node-0"])],
+        "blocked": [None],
+        "unblock": [None],
+        "lookback_s": [604800],
+        "hours_counted": [168.0],
+        "order": [1],
     }
     actions = {
         "at": [end],
@@ -114,9 +134,10 @@ def report_tables(
         "details": [json.dumps({"from": gpus, "to": gpus - 1})],
     }
     columns = {"gpu_hourly": hourly, "findings": findings, "savings": savings, "actions": actions}
-    return {
-        name: pa.Table.from_pydict(columns[name], schema=schema) for name, schema in SCHEMAS.items()
-    }
+    tables = {name: pa.Table.from_pydict(columns[name], schema=SCHEMAS[name]) for name in columns}
+    tables["holder_hourly"] = holders_of(tables["gpu_hourly"])
+    tables["realized"] = REALIZED.empty_table()
+    return {name: tables[name] for name in SCHEMAS}
 
 
 def report_data(
@@ -154,9 +175,14 @@ def hourly_row(
     **extra: Any,
 ) -> dict[str, Any]:
     """One ``gpu_hourly`` row at hour ``hour`` of ``period``, with cost = price and
-    idle cost = price x (1 - util), null when util is (as the report writer does)."""
+    idle cost = price x coverage x (1 - util), null when util is (as the report writer
+    does)."""
     cost = None if price is None else Decimal(price)
-    idle = None if cost is None or util is None else (cost * (1 - Decimal(str(util))))
+    idle = (
+        None
+        if cost is None or util is None
+        else cost * Decimal(str(coverage)) * (1 - Decimal(str(util)))
+    )
     row = {
         "hour": period.start + timedelta(hours=hour),
         "gpu_uuid": gpu,
@@ -181,6 +207,7 @@ def hourly_row(
         "cost": None if cost is None else cost.quantize(Decimal("0.000001")),
         "idle_cost": None if idle is None else idle.quantize(Decimal("0.000001")),
         "currency": currency if cost is not None else None,
+        "allocated_ratio": 0.0 if team is None else 1.0,
     }
     row.update(extra)
     return row
@@ -196,7 +223,24 @@ def hourly_table(rows: Iterable[Mapping[str, Any]]) -> pa.Table:
     return pa.Table.from_pylist(list(rows), schema=GPU_HOURLY)
 
 
+def holders_of(hourly: pa.Table) -> pa.Table:
+    """``holder_hourly`` for GPU-hours each held whole by their ``gpu_hourly`` holder, or
+    by nobody where it names none (as the writer makes it for whole GPUs)."""
+    rows = []
+    for row in hourly.to_pylist():
+        held = row["pod"] is not None or row["team"] is not None
+        rows.append(
+            {
+                **{name: row.get(name) for name in HOLDER_HOURLY.names},
+                "share_ratio": 1.0,
+                "evidence": "exporter" if held else None,
+            }
+        )
+    return pa.Table.from_pylist(rows, schema=HOLDER_HOURLY)
+
+
 def saving_row(kind: str, monthly: str, currency: str = "USD", **extra: Any) -> dict[str, Any]:
+    """A cash lever taken alone (its net is its gross) unless ``extra`` says otherwise."""
     row = {
         "kind": kind,
         "scope": json.dumps({"pool": "gpu-training", "workload": None}),
@@ -208,6 +252,17 @@ def saving_row(kind: str, monthly: str, currency: str = "USD", **extra: Any) -> 
         "assumptions": json.dumps(["spot capacity is available", "checkpoints every 5 min"]),
         "action": "migrate to spot",
         "at": PERIOD.end - timedelta(hours=1),
+        "net_monthly": Decimal(monthly),
+        "cash": True,
+        "reclaimed_gpu_hours_monthly": 0.0,
+        "reclaimed_monthly": Decimal(0),
+        "gpus": json.dumps(["GPU-t0", "GPU-t1"]),
+        "nodes": json.dumps([]),
+        "blocked": None,
+        "unblock": None,
+        "lookback_s": 604800,
+        "hours_counted": 168.0,
+        "order": 4,
     }
     row.update(extra)
     return row
@@ -224,6 +279,29 @@ def action_row(hour: int, status: str, target: str = "Node/idle-1", **extra: Any
         "dry_run": status == "planned",
         "key": f"scale_down_node|{target}|{hour}",
         "details": json.dumps({"gpus": 8}),
+    }
+    row.update(extra)
+    return row
+
+
+def realized_row(hour: int, target: str, projected: str | None, **extra: Any) -> dict:
+    """A node removed at ``hour``: 20 hours compared, its cost gone after."""
+    at = PERIOD.start + timedelta(hours=hour)
+    row = {
+        "at": at,
+        "kind": "scale_down_node",
+        "target": target,
+        "key": f"scale_down_node:{target}",
+        "scope": json.dumps({"node": target.split("/", 1)[-1]}),
+        "currency": "USD",
+        "projected_monthly": None if projected is None else Decimal(projected),
+        "projected_from": "action details.monthly_saving",
+        "hours_compared": 20,
+        "before_start": at - timedelta(hours=20),
+        "before_cost": Decimal("50.000000"),
+        "after_start": at,
+        "after_cost": Decimal("0.000000"),
+        "measured_monthly": Decimal("1800.000000"),
     }
     row.update(extra)
     return row
@@ -256,12 +334,23 @@ def tables_of(
     savings: Iterable[Mapping[str, Any]] = (),
     actions: Iterable[Mapping[str, Any]] = (),
     findings: Iterable[Mapping[str, Any]] = (),
+    holders: Iterable[Mapping[str, Any]] | None = None,
+    realized: Iterable[Mapping[str, Any]] = (),
 ) -> dict[str, pa.Table]:
+    """Report tables of these rows; ``holder_hourly`` from ``holders``, else each GPU-hour
+    held whole by its ``gpu_hourly`` holder."""
+    gpu_hourly = hourly_table(hourly)
     return {
-        "gpu_hourly": hourly_table(hourly),
+        "gpu_hourly": gpu_hourly,
+        "holder_hourly": (
+            holders_of(gpu_hourly)
+            if holders is None
+            else pa.Table.from_pylist(list(holders), schema=HOLDER_HOURLY)
+        ),
         "findings": pa.Table.from_pylist(list(findings), schema=FINDINGS),
         "savings": pa.Table.from_pylist(list(savings), schema=SAVINGS),
         "actions": pa.Table.from_pylist(list(actions), schema=ACTIONS),
+        "realized": pa.Table.from_pylist(list(realized), schema=REALIZED),
     }
 
 
@@ -329,9 +418,31 @@ def realistic_report(**changes: Any) -> ReportData:
         "tables": tables_of(
             hourly=rows,
             savings=[
-                saving_row("sharing", "310.250000"),
-                saving_row("spot", "1520.400000", scope=json.dumps({"workload": "llm/pretrain"})),
-                saving_row("release-idle", "88.000000", confidence="medium"),
+                saving_row(
+                    "sharing",
+                    "310.250000",
+                    cash=False,
+                    net_monthly=Decimal(0),
+                    reclaimed_gpu_hours_monthly=124.1,
+                    reclaimed_monthly=Decimal("310.250000"),
+                    order=2,
+                ),
+                saving_row(
+                    "spot",
+                    "1520.400000",
+                    scope=json.dumps({"workload": "llm/pretrain"}),
+                    net_monthly=Decimal("1402.100000"),
+                ),
+                saving_row(
+                    "release-idle",
+                    "88.000000",
+                    confidence="medium",
+                    net_monthly=Decimal(0),
+                    blocked="a pending pod of research/big-sweep needs the pool",
+                    unblock="give research/big-sweep room in another pool",
+                    nodes=json.dumps(["infer-1"]),
+                    order=1,
+                ),
             ],
             actions=[
                 action_row(20, "done", "Node/train-9"),
@@ -343,6 +454,7 @@ def realistic_report(**changes: Any) -> ReportData:
                 finding_row("train-1", "GPU-t1", 0.97, 7, 1),
                 finding_row("train-1", "GPU-t1", 0.99, 15, 1),
             ],
+            realized=[realized_row(20, "Node/train-9", projected="1800.000000")],
         ),
         "previous": previous,
         "notes": (
@@ -397,30 +509,63 @@ def _sums(table: pa.Table, value: str, key: str | None, missing: str) -> dict[tu
 def expected_money(data: ReportData) -> dict[tuple[str, str], Decimal]:
     """Every money figure the page may show, recomputed from the tables with pyarrow."""
     hourly, savings = data.tables["gpu_hourly"], data.tables["savings"]
+    holders = data.tables["holder_hourly"]
     expected: dict[tuple[str, str], Decimal] = {}
     sources: list[tuple[str, Mapping[str, pa.Table]]] = [("headline", data.tables)]
     if data.previous is not None:
         sources.append(("previous", data.previous))
     for prefix, tables in sources:
+        savings_table = tables.get("savings")
+        blocked = (
+            None
+            if savings_table is None
+            else savings_table.filter(pc.is_valid(savings_table["blocked"]))
+        )
         for figure, table, column in (
             ("cost", tables["gpu_hourly"], "cost"),
             ("idle_cost", tables["gpu_hourly"], "idle_cost"),
-            ("savings", tables.get("savings"), "monthly"),
+            ("net_savings", savings_table, "net_monthly"),
+            # Last week's reclaimed capacity is shown in GPU-hours, its blocked not at all.
+            ("reclaimed", savings_table if prefix == "headline" else None, "reclaimed_monthly"),
+            ("blocked", blocked if prefix == "headline" else None, "monthly"),
         ):
             if table is None:
                 continue
             for (currency,), total in _sums(table, column, None, "").items():
                 expected[(f"{prefix}.{figure}", currency)] = total
-    for figure, column, key, missing in (
-        ("cost.team", "cost", "team", NO_TEAM),
-        ("cost.pool", "cost", "pool", NO_POOL),
-        ("idle.team", "idle_cost", "team", NO_TEAM),
-        ("idle.workload", "idle_cost", "workload", NO_WORKLOAD),
+    for figure, table, column, key, missing in (
+        ("cost.team", holders, "cost", "team", NO_TEAM),
+        ("cost.pool", hourly, "cost", "pool", NO_POOL),
+        ("idle.team", holders, "idle_cost", "team", NO_TEAM),
+        ("idle.workload", holders, "idle_cost", "workload", NO_WORKLOAD),
     ):
-        for (name, currency), total in _sums(hourly, column, key, missing).items():
+        for (name, currency), total in _sums(table, column, key, missing).items():
             expected[(f"{figure}.{name}", currency)] = total
-    for index, row in enumerate(savings.select(["monthly", "currency"]).to_pylist()):
+    realized = data.tables["realized"]
+    for figure, column in (
+        ("realized", "measured_monthly"),
+        ("realized_projected", "projected_monthly"),
+    ):
+        for (currency,), total in _sums(realized, column, None, "").items():
+            expected[(f"headline.{figure}", currency)] = total
+    for index, row in enumerate(realized.to_pylist()):
+        if row["currency"] is None:
+            continue
+        for figure, column in (
+            ("projected", "projected_monthly"),
+            ("measured", "measured_monthly"),
+        ):
+            if row[column] is not None:
+                expected[(f"realized.{figure}.{index}", row["currency"])] = row[column]
+        if row["hours_compared"]:
+            expected[(f"realized.before.{index}", row["currency"])] = row["before_cost"]
+            expected[(f"realized.after.{index}", row["currency"])] = row["after_cost"]
+    for index, row in enumerate(savings.to_pylist()):
         expected[(f"saving.{index}", row["currency"])] = row["monthly"]
+        if row["cash"] is False:
+            expected[(f"saving_reclaimed.{index}", row["currency"])] = row["reclaimed_monthly"]
+        elif row["net_monthly"] is not None:
+            expected[(f"saving_net.{index}", row["currency"])] = row["net_monthly"]
     return expected
 
 

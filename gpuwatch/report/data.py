@@ -90,12 +90,22 @@ class NearOom:
 
 
 @dataclass(frozen=True)
+class PricesUsed:
+    """The price book the money was computed with, so that a reader knows whose prices
+    they are: an example book's figures are not anybody's bill."""
+
+    book: str
+    """Its path (or another name of where it came from)."""
+    examples: bool
+    """The book says ``example: true``: its prices are examples, not yours."""
+
+
+@dataclass(frozen=True)
 class ReportData:
     cluster: str
     period: ReportPeriod
     tables: Mapping[str, pa.Table]
-    """``gpu_hourly``, ``findings``, ``savings``, ``actions``, each with its schema in
-    ``gpuwatch.report.schema``."""
+    """Every table of ``gpuwatch.report.schema.TABLES``, each with its schema there."""
     previous: Mapping[str, pa.Table] | None = None
     """The previous period's tables (``gpu_hourly`` at least) when known."""
     notes: tuple[DataQualityNote, ...] = ()
@@ -103,6 +113,8 @@ class ReportData:
     generated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     near_oom: NearOom | None = None
     """None when no enabled rule has role ``near_oom``: no near-OOM figures."""
+    prices: PricesUsed | None = None
+    """None when unknown (tables read back, or built by hand)."""
 
     def __post_init__(self) -> None:
         for name, schema in SCHEMAS.items():

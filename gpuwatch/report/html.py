@@ -10,14 +10,24 @@ Every money figure is an element carrying its figure id, currency and exact deci
 so that a test, or a sceptical reader with DuckDB, can check each against the Parquet
 sums. The ids:
 
-========================  ==========================================================
-``headline.cost``         sum of ``gpu_hourly.cost`` (``previous.cost``: last week's)
-``headline.idle_cost``    sum of ``gpu_hourly.idle_cost`` (``previous.idle_cost``)
-``headline.savings``      sum of ``savings.monthly`` (``previous.savings``)
-``cost.team.<team>``      ``gpu_hourly.cost`` of the team (``cost.pool.<pool>``)
-``idle.team.<team>``      ``gpu_hourly.idle_cost`` of the team (``idle.workload.<w>``)
-``saving.<row>``          ``savings.monthly`` of the savings table's row ``<row>``
-========================  ==========================================================
+==========================  ========================================================
+``headline.cost``           sum of ``gpu_hourly.cost`` (``previous.cost``: last week's)
+``headline.idle_cost``      sum of ``gpu_hourly.idle_cost`` (``previous.idle_cost``)
+``headline.net_savings``    sum of ``savings.net_monthly`` (``previous.net_savings``)
+``headline.reclaimed``      sum of ``savings.reclaimed_monthly``
+``headline.blocked``        sum of ``savings.monthly`` where ``blocked`` is set
+``cost.team.<team>``        ``holder_hourly.cost`` of the team (``cost.pool.<pool>``:
+                            ``gpu_hourly.cost`` of the pool)
+``idle.team.<team>``        ``holder_hourly.idle_cost`` of the team (``idle.workload.<w>``)
+``saving.<row>``            ``savings.monthly`` (gross) of the savings table's row
+``saving_net.<row>``        its ``net_monthly`` (a cash lever)
+``saving_reclaimed.<row>``  its ``reclaimed_monthly`` (reclaimed capacity)
+``realized.<col>.<row>``    the ``realized`` table's row: ``projected``, ``measured``,
+                            ``before``, ``after`` (``projected_monthly``,
+                            ``measured_monthly``, ``before_cost``, ``after_cost``)
+``headline.realized``       sum of ``realized.measured_monthly``
+                            (``headline.realized_projected``: of ``projected_monthly``)
+==========================  ========================================================
 
 A missing team, pool or workload is keyed as ``figures.NO_TEAM`` and friends.
 """
@@ -108,6 +118,7 @@ def template_environment(folder: Path | None) -> jinja2.Environment:
         change=change_text,
         count=lambda n: f"{n:,}",
         hours=lambda h: f"{h:,.0f}",
+        share_hours=share_hours_text,
         when=lambda t: t.strftime("%a %d %b %H:%M"),
         jsonish=_json_text,
     )
@@ -129,6 +140,11 @@ def money_text(amount: Decimal | None, currency: str) -> str:
 def exact_decimal(amount: Decimal) -> str:
     """The value as the Parquet decimal holds it: six places, never an exponent."""
     return f"{amount:.6f}"
+
+
+def share_hours_text(hours: float) -> str:
+    """GPU-hours a group held: whole numbers as they are, shares of GPUs to a tenth."""
+    return f"{hours:,.0f}" if float(hours).is_integer() else f"{hours:,.1f}"
 
 
 def percent_text(ratio: float | None, digits: int = 0) -> str:

@@ -7,7 +7,22 @@ columns (and bump ``SCHEMA_VERSION``'s minor part); never rename or retype one.
 Layout (hive partitioning; ``cluster`` and ``week`` live in the path, not the files):
 
     <location>/table=gpu_hourly/cluster=<cluster>/week=<YYYY-Www>/part-0.parquet
-    <location>/table=findings/...   table=savings/...   table=actions/...
+    <location>/table=holder_hourly/...   table=findings/...   table=savings/...
+    <location>/table=actions/...   table=realized/...
+
+``gpu_hourly`` has one row per GPU (or MIG instance) and hour: the GPU's metrics, cost
+and its main holder. ``holder_hourly`` splits each of those rows between the pods that
+held the GPU in that hour (whole GPUs, cGPU shares, time-slicing) and the unallocated
+rest: its rows of one GPU-hour add up to the GPU-hour's cost and idle cost to the last
+digit, so money by team or workload is summed from it, and GPU-level figures
+(utilization, memory, coverage) from ``gpu_hourly``.
+
+A table added in a minor version (``TABLE_SINCE``) is missing from weeks written before.
+
+Each file's schema metadata names its table and version (``gpuwatch.table``,
+``gpuwatch.schema_version``) and, since 1.1, the price book its money came from:
+``gpuwatch.price_book`` (its path) and ``gpuwatch.prices_are_examples`` (``true`` when
+the book says ``example: true``: the figures are not anybody's prices).
 
 Money is ``decimal128(18, 6)`` in the price book's currency (``currency`` column), never
 summed across currencies. Ratios are 0..1. Times are UTC.
@@ -17,8 +32,10 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "1.0"
-TABLES = ("gpu_hourly", "findings", "savings", "actions")
+SCHEMA_VERSION = "1.1"
+TABLES = ("gpu_hourly", "holder_hourly", "findings", "savings", "actions", "realized")
+TABLE_SINCE = {"holder_hourly": "1.1", "realized": "1.1"}
+"""The version that added each table added after 1.0."""
 PARTITIONS = ("cluster", "week")
 MONEY = pa.decimal128(18, 6)
 UTC_S = pa.timestamp("s", tz="UTC")
@@ -40,7 +57,11 @@ GPU_HOURLY = pa.schema(
         pa.field("capacity_type", pa.string()),
         pa.field("namespace", pa.string()),
         pa.field("pod", pa.string()).with_metadata(
-            {"doc": "The pod that held the GPU for most of the hour (exporter labels)."}
+            {
+                "doc": "The GPU-hour's main holder: the pod with the largest share of it "
+                "(the exporter's label, else the cluster's allocation); null when nobody "
+                "held it. Every holder is in holder_hourly."
+            }
         ),
         pa.field("workload", pa.string()),
         pa.field("team", pa.string()),
@@ -64,13 +85,66 @@ GPU_HOURLY = pa.schema(
         ),
         pa.field("idle_cost", MONEY).with_metadata(
             {
-                "doc": "cost x (1 - util_mean_ratio); null when utilization is unknown (a gap "
-                "is not idle time)."
+                "doc": "cost x coverage_ratio x (1 - util_mean_ratio): minutes without "
+                "samples are not idle; null when utilization is unknown (a gap is not idle "
+                "time)."
             }
         ),
         pa.field("currency", pa.string()),
+        pa.field("allocated_ratio", pa.float64()).with_metadata(
+            {
+                "doc": "Part of the GPU-hour its holders held together (0..1, since 1.1); "
+                "the rest is unallocated."
+            }
+        ),
     ],
     metadata={"gpuwatch.table": "gpu_hourly", "gpuwatch.schema_version": SCHEMA_VERSION},
+)
+
+HOLDER_HOURLY = pa.schema(
+    [
+        pa.field("hour", UTC_S, nullable=False),
+        pa.field("device_id", pa.string(), nullable=False).with_metadata(
+            {"doc": "With hour, the key of the gpu_hourly row this row is a part of."}
+        ),
+        pa.field("node", pa.string(), nullable=False),
+        pa.field("pool", pa.string()),
+        pa.field("namespace", pa.string()).with_metadata(
+            {
+                "doc": "The holder's; namespace, pod, workload and team are null on the row of "
+                "the unallocated rest."
+            }
+        ),
+        pa.field("pod", pa.string()),
+        pa.field("workload", pa.string()),
+        pa.field("team", pa.string()),
+        pa.field("share_ratio", pa.float64(), nullable=False).with_metadata(
+            {
+                "doc": "The row's part of the GPU-hour: the holder's share of the GPU (1 "
+                "whole, the memory share on cGPU, by request when time-sliced) x the part "
+                "of the hour its pod ran; a GPU-hour's rows add up to 1."
+            }
+        ),
+        pa.field("evidence", pa.string()).with_metadata(
+            {
+                "doc": "exporter: the exporter labelled the GPU with this pod in the hour; "
+                "allocation: the cluster's allocations name it; null on the unallocated rest."
+            }
+        ),
+        pa.field("util_mean_ratio", pa.float64()).with_metadata({"doc": "The GPU's."}),
+        pa.field("coverage_ratio", pa.float64(), nullable=False).with_metadata(
+            {"doc": "The GPU's."}
+        ),
+        pa.field("cost", MONEY).with_metadata(
+            {
+                "doc": "The GPU-hour's cost x share_ratio; a GPU-hour's rows add up to its "
+                "gpu_hourly.cost exactly (the last row takes the rounding)."
+            }
+        ),
+        pa.field("idle_cost", MONEY).with_metadata({"doc": "Likewise of gpu_hourly.idle_cost."}),
+        pa.field("currency", pa.string()),
+    ],
+    metadata={"gpuwatch.table": "holder_hourly", "gpuwatch.schema_version": SCHEMA_VERSION},
 )
 
 FINDINGS = pa.schema(
@@ -102,7 +176,13 @@ SAVINGS = pa.schema(
     [
         pa.field("kind", pa.string(), nullable=False),
         pa.field("scope", pa.string(), nullable=False).with_metadata({"doc": "JSON object."}),
-        pa.field("monthly", MONEY, nullable=False),
+        pa.field("monthly", MONEY, nullable=False).with_metadata(
+            {
+                "doc": "Gross, per 30 days: the lever alone, on the cluster as it is (what a "
+                "blocked lever would save once unblocked). Never a total anyone can bank: "
+                "sum net_monthly for that."
+            }
+        ),
         pa.field("currency", pa.string(), nullable=False),
         pa.field("confidence", pa.string()),
         pa.field("formula", pa.string()),
@@ -110,6 +190,46 @@ SAVINGS = pa.schema(
         pa.field("assumptions", pa.string()).with_metadata({"doc": "JSON list."}),
         pa.field("action", pa.string()),
         pa.field("at", UTC_S, nullable=False),
+        pa.field("net_monthly", MONEY).with_metadata(
+            {
+                "doc": "Since 1.1. What the lever adds to the plan's cash, in the plan's "
+                "order (after the levers before it claimed their GPU-hours and nodes); 0 "
+                "when blocked or not cash. Their sum per currency is the cash the plan banks."
+            }
+        ),
+        pa.field("cash", pa.bool_()).with_metadata(
+            {
+                "doc": "Since 1.1. A bill changes (a node goes, a capacity type or GPU type "
+                "changes); false: reclaimed capacity, never added to the cash."
+            }
+        ),
+        pa.field("reclaimed_gpu_hours_monthly", pa.float64()).with_metadata(
+            {"doc": "Since 1.1. GPU-hours a month freed without a bill changing."}
+        ),
+        pa.field("reclaimed_monthly", MONEY).with_metadata(
+            {"doc": "Since 1.1. What buying the reclaimed GPU-hours would cost a month."}
+        ),
+        pa.field("gpus", pa.string()).with_metadata(
+            {"doc": "Since 1.1. JSON list of the GPU UUIDs whose hours the lever claims."}
+        ),
+        pa.field("nodes", pa.string()).with_metadata(
+            {"doc": "Since 1.1. JSON list of the nodes the lever removes."}
+        ),
+        pa.field("blocked", pa.string()).with_metadata(
+            {"doc": "Since 1.1. Why the lever cannot be taken now; null when it can."}
+        ),
+        pa.field("unblock", pa.string()).with_metadata(
+            {"doc": "Since 1.1. What would unblock it (it would then save monthly)."}
+        ),
+        pa.field("lookback_s", pa.int64()).with_metadata(
+            {"doc": "Since 1.1. The history the lever looked at, in seconds."}
+        ),
+        pa.field("hours_counted", pa.float64()).with_metadata(
+            {"doc": "Since 1.1. Hours of that history the figure rests on (with data)."}
+        ),
+        pa.field("order", pa.int32()).with_metadata(
+            {"doc": "Since 1.1. The lever's place in the plan (net_monthly is in this order)."}
+        ),
     ],
     metadata={"gpuwatch.table": "savings", "gpuwatch.schema_version": SCHEMA_VERSION},
 )
@@ -129,9 +249,68 @@ ACTIONS = pa.schema(
     metadata={"gpuwatch.table": "actions", "gpuwatch.schema_version": SCHEMA_VERSION},
 )
 
+REALIZED = pa.schema(
+    [
+        pa.field("at", UTC_S, nullable=False).with_metadata(
+            {
+                "doc": "When the action took effect (the cycle that recorded it done; a "
+                "job's move, also when the move is confirmed later)."
+            }
+        ),
+        pa.field("kind", pa.string(), nullable=False).with_metadata(
+            {"doc": "scale_down_node (a node removed) or migrate_to_spot (a job moved)."}
+        ),
+        pa.field("target", pa.string(), nullable=False),
+        pa.field("key", pa.string()),
+        pa.field("scope", pa.string(), nullable=False).with_metadata(
+            {"doc": 'JSON object: {"node": ...} or {"workload": ...}: whose cost is measured.'}
+        ),
+        pa.field("currency", pa.string()),
+        pa.field("projected_monthly", MONEY).with_metadata(
+            {
+                "doc": "Per 30 days, as projected when the action was taken: the action's "
+                "details.monthly_saving, else the matching lever of that cycle's plan."
+            }
+        ),
+        pa.field("projected_from", pa.string()),
+        pa.field("hours_compared", pa.int32(), nullable=False).with_metadata(
+            {
+                "doc": "Whole hours measured on each side of the action (as many as the "
+                "data has on both)."
+            }
+        ),
+        pa.field("before_start", UTC_S, nullable=False),
+        pa.field("before_cost", MONEY).with_metadata(
+            {"doc": "The scope's cost in [before_start, before_start + hours_compared)."}
+        ),
+        pa.field("after_start", UTC_S, nullable=False),
+        pa.field("after_cost", MONEY).with_metadata(
+            {"doc": "The scope's cost in [after_start, after_start + hours_compared)."}
+        ),
+        pa.field("measured_monthly", MONEY).with_metadata(
+            {
+                "doc": "(before_cost - after_cost) x 720 / hours_compared: the cost change "
+                "measured since the action, per 30 days; null without hours to compare."
+            }
+        ),
+    ],
+    metadata={"gpuwatch.table": "realized", "gpuwatch.schema_version": SCHEMA_VERSION},
+)
+
+PRICE_BOOK_KEY = "gpuwatch.price_book"
+PRICES_ARE_EXAMPLES_KEY = "gpuwatch.prices_are_examples"
+
+
+def price_metadata(book: str, examples: bool) -> dict[str, str]:
+    """The file metadata that says which price book the money came from."""
+    return {PRICE_BOOK_KEY: book, PRICES_ARE_EXAMPLES_KEY: "true" if examples else "false"}
+
+
 SCHEMAS: dict[str, pa.Schema] = {
     "gpu_hourly": GPU_HOURLY,
+    "holder_hourly": HOLDER_HOURLY,
     "findings": FINDINGS,
     "savings": SAVINGS,
     "actions": ACTIONS,
+    "realized": REALIZED,
 }

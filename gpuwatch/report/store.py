@@ -34,7 +34,14 @@ import pyarrow.parquet as pq
 
 from gpuwatch.config.settings import ReportSettings
 from gpuwatch.report.data import ReportData, ReportPeriod
-from gpuwatch.report.schema import PARTITIONS, SCHEMA_VERSION, SCHEMAS, TABLES
+from gpuwatch.report.schema import (
+    PARTITIONS,
+    SCHEMA_VERSION,
+    SCHEMAS,
+    TABLE_SINCE,
+    TABLES,
+    price_metadata,
+)
 from gpuwatch.report.store_errors import ReportStoreError, translated
 from gpuwatch.report.store_location import bucket_of, open_location, shown_with_endpoint
 from gpuwatch.util.atomic import write_atomic, write_atomic_bytes
@@ -113,7 +120,8 @@ class ReportStore:
         cluster = _segment("cluster", data.cluster, self.location)
         week = _segment("week", data.period.label, self.location)
         # Every table is checked before the first is written: no half-written week.
-        tables = {name: _with_schema(data.tables[name], SCHEMAS[name]) for name in TABLES}
+        extra = price_metadata(data.prices.book, data.prices.examples) if data.prices else {}
+        tables = {name: _with_schema(data.tables[name], SCHEMAS[name], extra) for name in TABLES}
         written = []
         for name, table in tables.items():
             partition = f"table={name}/cluster={cluster}/week={week}"
@@ -130,12 +138,14 @@ class ReportStore:
 
         None when that week was never written. Each table has exactly its schema in
         ``SCHEMAS`` (the partition columns are not in it); columns a later minor version
-        added are dropped and columns an earlier one lacked come back null.
+        added are dropped and columns an earlier one lacked come back null. A table added
+        after the version the week was written with (``TABLE_SINCE``) is left out.
         """
         cluster = _segment("cluster", cluster, self.location)
         week = _segment("week", label, self.location)
         tables: dict[str, pa.Table] = {}
         missing = []
+        versions = []
         for name in TABLES:
             relative = f"table={name}/cluster={cluster}/week={week}/{PART_FILE}"
             with self._errors(f"read {relative}"):
@@ -148,9 +158,16 @@ class ReportStore:
                     missing.append(name)
                     continue
             tables[name] = self._conform(table, name, written_as, relative)
+            versions.append(_version(written_as.get(b"gpuwatch.schema_version", b"").decode()))
         if not tables:
             self._check_bucket(f"read cluster={cluster}/week={week}")
             return None
+        newest = max(versions)
+        missing = [
+            name
+            for name in missing
+            if name not in TABLE_SINCE or _version(TABLE_SINCE[name]) <= newest
+        ]
         if missing:
             raise ReportStoreError(
                 self.location,
@@ -292,6 +309,14 @@ class ReportStore:
         return translated(self.location, operation, bucket=self._bucket, endpoint=self._endpoint)
 
 
+def _version(text: str) -> tuple[int, ...]:
+    """``1.10`` -> (1, 10), to compare versions as numbers; () when unreadable."""
+    try:
+        return tuple(int(part) for part in text.split("."))
+    except ValueError:
+        return ()
+
+
 def _segment(what: str, value: str, location: str) -> str:
     """``value`` when it is safe as a hive partition value, else a ReportStoreError."""
     if _SAFE_SEGMENT.fullmatch(value):
@@ -305,17 +330,19 @@ def _segment(what: str, value: str, location: str) -> str:
     )
 
 
-def _with_schema(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """``table`` carrying ``schema``'s metadata (the docs, the table name and version),
-    which ``ReportData`` does not require of its tables. A table that breaks its schema
-    is a bug upstream, a ValueError: not a storage problem."""
+def _with_schema(table: pa.Table, schema: pa.Schema, extra: Mapping[str, str]) -> pa.Table:
+    """``table`` carrying ``schema``'s metadata (the docs, the table name and version)
+    and ``extra`` (the price book), which ``ReportData`` does not require of its tables.
+    A table that breaks its schema is a bug upstream, a ValueError: not a storage
+    problem."""
     name = schema.metadata[b"gpuwatch.table"].decode()
     if not table.schema.equals(schema, check_metadata=False):
         raise ValueError(f"report table {name}: not the {name} schema")
     for field in schema:
         if not field.nullable and table.column(field.name).null_count:
             raise ValueError(f"report table {name}: nulls in the non-null column {field.name}")
-    return pa.Table.from_arrays(table.columns, schema=schema)
+    metadata = {**{k.decode(): v.decode() for k, v in (schema.metadata or {}).items()}, **extra}
+    return pa.Table.from_arrays(table.columns, schema=schema.with_metadata(metadata))
 
 
 def _parquet_bytes(table: pa.Table) -> pa.Buffer:

@@ -13,30 +13,32 @@ import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
+from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
 from gpuwatch.analysis.attribution import attribute
-from gpuwatch.analysis.ownership import OwnerIndex, team_of
 from gpuwatch.analysis.rules.evaluate import lookback_s, required_specs
 from gpuwatch.analysis.rules.roles import rule_for
 from gpuwatch.analysis.rules.schema import Rule, ThresholdRule
 from gpuwatch.config.settings import Settings
-from gpuwatch.model.durations import parse_instant
-from gpuwatch.model.findings import DataQualityNote, GpuHolder, Role
+from gpuwatch.model.findings import DataQualityNote, Role
 from gpuwatch.model.metrics import HistoryFrame, HistoryRequest
 from gpuwatch.model.savings import Saving
 from gpuwatch.pipeline import Components, analyse, gather
-from gpuwatch.report.data import NearOom, ReportData, ReportPeriod
-from gpuwatch.report.schema import ACTIONS, SAVINGS
+from gpuwatch.report.data import NearOom, PricesUsed, ReportData, ReportPeriod
+from gpuwatch.report.schema import SAVINGS
 from gpuwatch.sources.base import Progress
+from gpuwatch.weekly.cycles import actions_table, period_actions, read_cycles
 from gpuwatch.weekly.episodes import findings_table
-from gpuwatch.weekly.hourly import HOUR_S, SPECS, HourlyInputs, gpu_hourly
+from gpuwatch.weekly.hourly import HOUR_S, SPECS, HourlyInputs, hourly_tables
+from gpuwatch.weekly.realized import CostHistory, realized_table, taken_in
 
 log = logging.getLogger(__name__)
+MICRO = Decimal("0.000001")
 Stage = Callable[[str], None]
 """Told the name of each stage as the build enters it (for a progress display)."""
 
@@ -60,17 +62,24 @@ def build_report(
 ) -> ReportData:
     """The period's report. Raises ``SourceError`` when a source cannot answer: a report
     with a hole where a source failed would be read as a quiet week."""
-    built = build_tables(
-        components, settings, period, sample_interval_s, progress=progress, stage=stage
-    )
-    tables = dict(built.tables)
-    notes = list(built.notes)
+    # The savings first: the cycle's analysis then runs before the period's big tables
+    # are held, and the peak memory is the larger of the two, not their sum.
     if stage:
         stage("savings")
     savings, cycle_notes = _savings(components, settings, period.end)
-    tables["savings"] = savings
-    notes.extend(cycle_notes)
-    tables["actions"] = actions_table(_recorded_actions(cycles_dir, period, notes))
+    built = build_tables(
+        components, settings, period, sample_interval_s, progress=progress, stage=stage
+    )
+    tables = {**built.tables, "savings": savings}
+    notes = [*built.notes, *cycle_notes]
+    cycles = read_cycles(cycles_dir, notes)
+    tables["actions"] = actions_table(period_actions(cycles, period))
+    tables["realized"] = realized_table(
+        taken_in(cycles, period),
+        _history(tables["gpu_hourly"], previous, "gpu_hourly", period),
+        _history(tables["holder_hourly"], previous, "holder_hourly", period),
+        period.end,
+    )
     if previous is None:
         notes.append(
             DataQualityNote(kind="previous", message=f"no report for {period.previous().label}")
@@ -82,6 +91,7 @@ def build_report(
         previous,
         tuple(notes),
         near_oom=near_oom_of(components.rules),
+        prices=PricesUsed(components.price_book.path, components.price_book.is_example),
     )
 
 
@@ -104,7 +114,8 @@ def build_tables(
     progress: Progress | None = None,
     stage: Stage | None = None,
 ) -> Built:
-    """``gpu_hourly`` (and, with ``findings``, the ``findings`` episodes) of a period."""
+    """``gpu_hourly``, ``holder_hourly`` (and, with ``findings``, the ``findings``
+    episodes) of a period."""
     rules = components.rules
     if stage:
         stage("cluster")
@@ -123,7 +134,7 @@ def build_tables(
         frame.devices, cluster, settings.attribution, period.end, lookback_s(rules)
     )
     contexts = attribution.contexts[: len(frame.devices)]
-    table, notes = gpu_hourly(
+    hourly = hourly_tables(
         HourlyInputs(
             frame=frame,
             holders=holders,
@@ -134,29 +145,16 @@ def build_tables(
             sample_interval_s=sample_interval_s,
         )
     )
-    tables = {"gpu_hourly": table}
+    tables = {"gpu_hourly": hourly.gpu_hourly, "holder_hourly": hourly.holder_hourly}
     if findings:
-        owners = OwnerIndex(cluster.controllers)
-        pods = {(p.namespace, p.name): p for p in cluster.pods}
-        namespace_labels = {ns.name: ns.labels for ns in cluster.namespaces}
-        vocabulary = []
-        for ref in holders.pods:
-            pod = pods.get((ref.namespace, ref.name))
-            workload = owners.workload_of(pod) if pod is not None else None
-            team = (
-                team_of(pod, settings.attribution.team_label, namespace_labels)
-                if pod is not None
-                else ref.namespace
-            )
-            vocabulary.append(GpuHolder(ref.namespace, ref.name, workload, team))
         rule_frame = HistoryFrame(
             frame.devices, frame.times_s, {s: frame.values[s] for s in rule_specs}
         )
         codes = holders.aligned([d.device_id for d in frame.devices])
         tables["findings"] = findings_table(
-            rules, rule_frame, contexts, codes, vocabulary, sample_interval_s
+            rules, rule_frame, contexts, codes, hourly.exporter, sample_interval_s
         )
-    return Built(tables, tuple(notes))
+    return Built(tables, hourly.notes)
 
 
 def _savings(
@@ -171,13 +169,16 @@ def _savings(
 
 
 def savings_table(savings: Sequence[Saving], at: datetime) -> pa.Table:
-    ordered = sorted(savings, key=lambda s: s.monthly, reverse=True)
+    """The ``savings`` table: every figure the plan computed, so that the page's (the net
+    cash, the reclaimed capacity beside it, each lever's gross and net, what blocks it)
+    recomputes from the Parquet. Rows in the plan's order."""
+    ordered = sorted(savings, key=lambda s: (s.order, -s.net_monthly, -s.monthly))
     return pa.Table.from_pylist(
         [
             {
                 "kind": s.kind,
                 "scope": json.dumps(dict(s.scope), sort_keys=True),
-                "monthly": s.monthly,
+                "monthly": _micro(s.monthly),
                 "currency": s.currency,
                 "confidence": s.confidence,
                 "formula": s.formula,
@@ -185,6 +186,17 @@ def savings_table(savings: Sequence[Saving], at: datetime) -> pa.Table:
                 "assumptions": json.dumps(list(s.assumptions)),
                 "action": s.action,
                 "at": at,
+                "net_monthly": _micro(s.net_monthly),
+                "cash": s.cash,
+                "reclaimed_gpu_hours_monthly": s.reclaimed_gpu_hours_monthly,
+                "reclaimed_monthly": _micro(s.reclaimed_monthly),
+                "gpus": json.dumps(list(s.gpu_uuids)),
+                "nodes": json.dumps(list(s.nodes)),
+                "blocked": s.blocked,
+                "unblock": s.unblock,
+                "lookback_s": s.lookback_s,
+                "hours_counted": s.hours_counted,
+                "order": s.order,
             }
             for s in ordered
         ],
@@ -192,52 +204,23 @@ def savings_table(savings: Sequence[Saving], at: datetime) -> pa.Table:
     )
 
 
-def actions_table(actions: Sequence[tuple[datetime, Mapping[str, Any]]]) -> pa.Table:
-    """Actions as the cycle JSON records them (``actions[]``), with the cycle's time."""
-    return pa.Table.from_pylist(
-        [
-            {
-                "at": at,
-                "kind": a["kind"],
-                "target": a["target"],
-                "pool": a.get("pool"),
-                "status": a["status"],
-                "reason": a.get("reason"),
-                "dry_run": bool(a.get("dry_run", True)),
-                "key": a.get("key"),
-                "details": json.dumps(a.get("details") or {}, sort_keys=True),
-            }
-            for at, a in sorted(actions, key=lambda item: item[0], reverse=True)
-        ],
-        schema=ACTIONS,
-    )
+def _history(
+    table: pa.Table, previous: Mapping[str, pa.Table] | None, name: str, period: ReportPeriod
+) -> CostHistory:
+    """The period's cost rows, and the previous period's where it is known (so that an
+    action early in the week has hours before it to compare)."""
+    columns = ["hour", "node", "namespace", "pod", "workload", "cost", "currency"]
+    mine = table.select([c for c in columns if c in table.column_names])
+    before = (previous or {}).get(name)
+    if before is None or not before.num_rows:
+        return CostHistory(mine, period.start)
+    earlier = before.select(mine.column_names).cast(mine.schema)
+    return CostHistory(pa.concat_tables([earlier, mine]), period.previous().start)
 
 
-def _recorded_actions(
-    cycles_dir: Path | None, period: ReportPeriod, notes: list[DataQualityNote]
-) -> list[tuple[datetime, Mapping[str, Any]]]:
-    """The actions of every cycle whose JSON result lies in ``cycles_dir`` and whose
-    instant is in ``(start, end]``; each action once per (key, status), at its first
-    cycle."""
-    if cycles_dir is None or not cycles_dir.is_dir():
-        return []
-    seen: dict[tuple[str, str], tuple[datetime, Mapping[str, Any]]] = {}
-    for path in sorted(cycles_dir.glob("cycle-2*.json")):
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            at = parse_instant(str(data["at"]))
-            actions = list(data.get("actions") or [])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            notes.append(DataQualityNote(kind="actions", message=f"{path}: unreadable: {exc}"))
-            continue
-        # A cycle at t judged (t - window, t]: it belongs to the period that ends at or
-        # after t, so a cycle exactly at a week's boundary is in the week before.
-        if not period.start < at <= period.end:
-            continue
-        for action in actions:
-            key = (str(action.get("key") or action.get("target")), str(action.get("status")))
-            seen.setdefault(key, (at.astimezone(UTC), action))
-    return list(seen.values())
+def _micro(amount: Decimal) -> Decimal:
+    """To the sixth place, as the Parquet decimal holds it (pyarrow refuses to round)."""
+    return amount.quantize(MICRO, rounding=ROUND_HALF_EVEN)
 
 
 def _jsonable(value: Any) -> Any:

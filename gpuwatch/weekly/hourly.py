@@ -1,25 +1,29 @@
-"""The ``gpu_hourly`` table: one row per GPU per hour, built column by column.
+"""The ``gpu_hourly`` and ``holder_hourly`` tables: one row per GPU per hour, and one per
+GPU, hour and holder, built column by column.
 
 A 10,000-GPU week is 1.7 million rows, so nothing here loops over rows in Python: device
 attributes are computed once per GPU and spread with dictionary arrays, metrics come as
-(GPUs x hours) arrays from the history, and money is multiplied as decimals by pyarrow.
+(GPUs x hours) arrays from the history, and money is multiplied as decimals by pyarrow
+(and split between holders as exact micro-units, ``gpuwatch.weekly.micro``).
 
 What the columns mean is in ``gpuwatch.report.schema``; how they are derived:
 
-- the holder of a GPU-hour is the pod the exporter labelled it with for most of the
-  hour; its workload and team come from the cluster as it is at the end of the period
-  (a pod gone by then keeps its namespace, with no workload, and its namespace's team);
+- the holders of a GPU-hour and their shares are those ``gpuwatch.weekly.holders``
+  finds (the exporter's label, else the cluster's allocations, as the cycle's cost
+  takes them); ``gpu_hourly`` names the main one, ``holder_hourly`` has every one and
+  the unallocated rest, the cost split between them to the micro-unit;
 - a GPU costs from when its node was created (the cluster's record); a node gone by the
   end of the period has no pool or capacity type to price it by, so its hours are listed
   without cost and a data-quality note counts them; a MIG instance costs its share of
   the GPU (one slice of the profile's ``mig_slices`` in the price book);
-- ``idle_cost`` is the cost times the idle fraction; an hour without samples has no
-  utilization and so no idle cost: a gap is not idle time.
+- ``idle_cost`` is the cost times the part of the hour with samples times the idle
+  fraction: minutes without samples are not idle time, and an hour without any has no
+  utilization and so no idle cost.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -29,20 +33,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from gpuwatch.analysis.attribution import GpuContext
-from gpuwatch.analysis.ownership import OwnerIndex, team_of
 from gpuwatch.analysis.pricing import PriceBook
-from gpuwatch.model.cluster import ClusterState, Pod
-from gpuwatch.model.findings import DataQualityNote
+from gpuwatch.model.cluster import ClusterState
+from gpuwatch.model.findings import DataQualityNote, GpuHolder
 from gpuwatch.model.metrics import (
     Aggregate,
     AggregateSpec,
     GpuDevice,
     HistoryFrame,
     HolderHistory,
-    PodRef,
     Signal,
 )
-from gpuwatch.report.schema import GPU_HOURLY, MONEY
+from gpuwatch.report.schema import GPU_HOURLY, HOLDER_HOURLY, MONEY
+from gpuwatch.weekly.holders import EVIDENCE, HeldHours, exporter_holders, held_hours
+from gpuwatch.weekly.micro import from_micro, split, to_micro
 
 HOUR_S = 3600
 SPECS: dict[str, AggregateSpec] = {
@@ -54,6 +58,9 @@ SPECS: dict[str, AggregateSpec] = {
     "samples": AggregateSpec(Signal.UTIL_RATIO, Aggregate.COUNT, HOUR_S),
 }
 """The hourly aggregates the table is made of."""
+_HOLDER_COLUMNS = ("namespace", "pod", "workload", "team")
+_PER_GPU = ("hour", "device_id", "node", "pool")
+_PER_HOUR = ("util_mean_ratio", "coverage_ratio", "currency")
 
 
 @dataclass(frozen=True)
@@ -62,7 +69,8 @@ class HourlyInputs:
     """``SPECS`` at every hour end of the period."""
     holders: HolderHistory
     contexts: Sequence[GpuContext]
-    """``contexts[i]`` describes ``frame.devices[i]`` (node, pool, capacity type)."""
+    """``contexts[i]`` describes ``frame.devices[i]`` (node, pool, capacity type, and the
+    cluster's allocations at the end of the period)."""
     cluster: ClusterState
     book: PriceBook
     team_label: str | None
@@ -70,13 +78,25 @@ class HourlyInputs:
     """Seconds between two samples of one GPU: turns sample counts into coverage."""
 
 
-def gpu_hourly(inputs: HourlyInputs) -> tuple[pa.Table, list[DataQualityNote]]:
-    """The table, and notes on what could not be priced."""
+@dataclass(frozen=True)
+class Hourly:
+    gpu_hourly: pa.Table
+    holder_hourly: pa.Table
+    notes: tuple[DataQualityNote, ...]
+    exporter: tuple[GpuHolder, ...]
+    """The exporter's pods (``inputs.holders.pods``) as holders, for the findings."""
+
+
+def hourly_tables(inputs: HourlyInputs) -> Hourly:
+    """Both tables, and notes on what could not be priced."""
     frame = inputs.frame
     devices = frame.devices
     n, h = len(devices), frame.times_s.size
+    exporter = tuple(exporter_holders(inputs.holders.pods, inputs.cluster, inputs.team_label))
     if n == 0 or h == 0:
-        return GPU_HOURLY.empty_table(), []
+        return Hourly(GPU_HOURLY.empty_table(), HOLDER_HOURLY.empty_table(), (), exporter)
+    if inputs.holders.times_s.size != h:
+        raise ValueError("holders and history must cover the same hours")
     row_device = pa.array(np.repeat(np.arange(n, dtype=np.int32), h))
     hour_start_s = np.tile(frame.times_s - HOUR_S, n)
 
@@ -93,10 +113,17 @@ def gpu_hourly(inputs: HourlyInputs) -> tuple[pa.Table, list[DataQualityNote]]:
     power = frame.values[SPECS["power_mean_w"]].reshape(-1)
     energy = power * coverage / 1000.0
 
-    holder_columns = _holders(inputs, [d.device_id for d in devices])
     prices, currencies, notes = _prices(inputs.book, contexts, devices)
-    cost, idle = _money(inputs, prices, hour_start_s, row_device)
-
+    cost, idle, existed = _money(inputs, prices, hour_start_s, row_device, coverage)
+    held = held_hours(
+        inputs.holders,
+        exporter,
+        [d.device_id for d in devices],
+        contexts,
+        inputs.cluster,
+        coverage.reshape(n, h) > 0,
+        existed.reshape(n, h),
+    )
     columns = {
         "hour": pa.array(hour_start_s, type=pa.timestamp("s", tz="UTC")),
         "gpu_uuid": per_device([d.uuid for d in devices]),
@@ -109,7 +136,7 @@ def gpu_hourly(inputs: HourlyInputs) -> tuple[pa.Table, list[DataQualityNote]]:
             [c.model or d.model_name or None for c, d in zip(contexts, devices, strict=True)]
         ),
         "capacity_type": per_device([c.capacity_type if c.node else None for c in contexts]),
-        **holder_columns,
+        **_named(held.holders, held.main),
         "util_mean_ratio": per_hour("util_mean_ratio"),
         "util_p95_ratio": per_hour("util_p95_ratio"),
         "fb_used_max_mib": per_hour("fb_used_max_mib"),
@@ -120,52 +147,53 @@ def gpu_hourly(inputs: HourlyInputs) -> tuple[pa.Table, list[DataQualityNote]]:
         "cost": cost,
         "idle_cost": idle,
         "currency": per_device(currencies),
+        "allocated_ratio": pa.array(np.round(held.allocated, 6)),
     }
-    return pa.Table.from_arrays(list(columns.values()), schema=GPU_HOURLY), notes
+    table = pa.Table.from_arrays(list(columns.values()), schema=GPU_HOURLY)
+    return Hourly(table, holder_table(table, held), tuple(notes), exporter)
 
 
-def _holders(inputs: HourlyInputs, device_ids: Sequence[str]) -> dict[str, pa.Array]:
-    """namespace, pod, workload, team per row, from the pod vocabulary."""
-    history = inputs.holders
-    codes = history.aligned(device_ids).reshape(-1)
-    if history.times_s.size != inputs.frame.times_s.size:
-        raise ValueError("holders and history must cover the same hours")
-    pods = {(p.namespace, p.name): p for p in inputs.cluster.pods}
-    owners = OwnerIndex(inputs.cluster.controllers)
-    namespace_labels = {ns.name: ns.labels for ns in inputs.cluster.namespaces}
-    vocabulary: dict[str, list[str | None]] = {
-        "namespace": [],
-        "pod": [],
-        "workload": [],
-        "team": [],
+def holder_table(hourly: pa.Table, held: HeldHours) -> pa.Table:
+    """``holder_hourly``: a row per holder of each row of ``hourly`` (and one for the
+    unallocated rest), its part of the hour's cost and idle cost."""
+    rows = pa.array(held.cell)
+    taken = {name: pc.take(hourly[name], rows) for name in (*_PER_GPU, *_PER_HOUR)}
+    cost, cost_valid = to_micro(hourly["cost"])
+    idle, idle_valid = to_micro(hourly["idle_cost"])
+    rest = held.code < 0
+    columns = {
+        **{name: taken[name] for name in _PER_GPU},
+        **_named(held.holders, held.code),
+        "share_ratio": pa.array(np.round(held.fraction, 6)),
+        "evidence": pa.DictionaryArray.from_arrays(
+            pa.array(np.where(rest, 0, held.evidence).astype(np.int32), mask=rest),
+            pa.array(EVIDENCE),
+        ).cast(pa.string()),
+        "util_mean_ratio": taken["util_mean_ratio"],
+        "coverage_ratio": taken["coverage_ratio"],
+        "cost": from_micro(split(cost, held.cell, held.fraction), cost_valid[held.cell]),
+        "idle_cost": from_micro(split(idle, held.cell, held.fraction), idle_valid[held.cell]),
+        "currency": taken["currency"],
     }
-    for ref in history.pods:
-        pod = pods.get((ref.namespace, ref.name))
-        vocabulary["namespace"].append(ref.namespace or None)
-        vocabulary["pod"].append(ref.name)
-        vocabulary["workload"].append(owners.workload_of(pod) if pod is not None else None)
-        vocabulary["team"].append(_team(ref, pod, inputs.team_label, namespace_labels))
+    return pa.Table.from_arrays(list(columns.values()), schema=HOLDER_HOURLY)
+
+
+def _named(vocabulary: Sequence[GpuHolder], codes: np.ndarray) -> dict[str, pa.Array]:
+    """namespace, pod, workload, team of each row, from ``vocabulary`` (-1: nobody)."""
     held = codes >= 0
     indices = pa.array(np.where(held, codes, 0).astype(np.int32), mask=~held)
+    values = {
+        "namespace": [v.namespace or None for v in vocabulary],
+        "pod": [v.pod for v in vocabulary],
+        "workload": [v.workload for v in vocabulary],
+        "team": [v.team or None for v in vocabulary],
+    }
     return {
-        name: pa.DictionaryArray.from_arrays(indices, pa.array(values, pa.string())).cast(
+        name: pa.DictionaryArray.from_arrays(indices, pa.array(values[name], pa.string())).cast(
             pa.string()
         )
-        for name, values in vocabulary.items()
+        for name in _HOLDER_COLUMNS
     }
-
-
-def _team(
-    ref: PodRef,
-    pod: Pod | None,
-    team_label: str | None,
-    namespace_labels: Mapping[str, Mapping[str, str]],
-) -> str | None:
-    if pod is not None:
-        return team_of(pod, team_label, namespace_labels)
-    if team_label and namespace_labels.get(ref.namespace, {}).get(team_label):
-        return namespace_labels[ref.namespace][team_label]
-    return ref.namespace or None
 
 
 def _prices(
@@ -210,8 +238,11 @@ def _money(
     prices: Sequence[Decimal | None],
     hour_start_s: np.ndarray,
     row_device: pa.Array,
-) -> tuple[pa.Array, pa.Array]:
-    """cost = price x the part of the hour the GPU existed; idle = cost x (1 - util)."""
+    coverage: np.ndarray,
+) -> tuple[pa.Array, pa.Array, np.ndarray]:
+    """cost = price x the part of the hour the GPU existed; idle = cost x the part of the
+    hour with samples x (1 - util): a minute nobody measured is not an idle minute. Also
+    the part of each hour the GPU existed."""
     n = len(inputs.frame.devices)
     created = np.array(
         [_created_s(c.node.created_at) if c.node is not None else np.nan for c in inputs.contexts],
@@ -226,10 +257,10 @@ def _money(
     cost = pc.round(pc.multiply(price, factor), 6).cast(MONEY)
     cost = pc.if_else(pa.array(existed > 0), cost, pa.scalar(None, MONEY))
     util = inputs.frame.values[SPECS["util_mean_ratio"]].reshape(-1)
-    idle_fraction = np.clip(1.0 - util, 0.0, 1.0)
+    idle_fraction = coverage * np.clip(1.0 - util, 0.0, 1.0)
     idle_dec = pc.round(pa.array(idle_fraction, mask=np.isnan(util)), 6).cast(MONEY)
     idle = pc.round(pc.multiply(cost, idle_dec), 6).cast(MONEY)
-    return cost, idle
+    return cost, idle, existed
 
 
 def _created_s(created: datetime | None) -> float:

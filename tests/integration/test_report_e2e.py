@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 
 from gpuwatch.analysis.pricing import load_price_book
@@ -121,6 +122,13 @@ def test_the_demo_writes_a_report_whose_money_is_the_parquet_sums_and_that_opens
     assert {"planned", "refused"} <= set(tables["actions"]["status"].to_pylist())
     html = root / "html" / "cluster=simulated" / "latest.html"
     page = html.read_text()
+    # The shipped price book is examples: the page and every file say so.
+    assert 'id="example-prices"' in page and "Prices are examples" in run.stdout
+    for name in tables:
+        part = root / f"table={name}/cluster=simulated/week={period.label}/part-0.parquet"
+        metadata = pq.read_schema(part).metadata
+        assert metadata[b"gpuwatch.prices_are_examples"] == b"true", name
+        assert metadata[b"gpuwatch.price_book"].endswith(b"pricing.yaml"), name
     expected = expected_money(ReportData("simulated", period, tables))
     found = [m for m in money_elements(page) if not m[0].startswith("previous.")]
     assert len(found) > 10

@@ -17,7 +17,7 @@ import pytest
 
 from gpuwatch.config.settings import ReportSettings
 from gpuwatch.report.data import ReportData, ReportPeriod
-from gpuwatch.report.schema import SCHEMA_VERSION, SCHEMAS, TABLES
+from gpuwatch.report.schema import SCHEMA_VERSION, SCHEMAS, TABLE_SINCE, TABLES
 from gpuwatch.report.store import ReportStore, ReportStoreError
 from tests.integration.moto_s3 import (
     ACCESS_KEY,
@@ -155,6 +155,34 @@ def test_a_file_of_a_newer_minor_version_reads_in_this_schema(tmp_path):
     pq.write_table(newer.replace_schema_metadata(metadata), path)
 
     assert_same_tables(store.read_tables("prod-a", "2026-W48"), data)
+
+
+def test_a_week_written_before_a_table_existed_reads_without_it(tmp_path):
+    """A 1.0 week has no holder_hourly: that is not a half-written week."""
+    store = local_store(tmp_path)
+    data = report_data("prod-a", WEEK)
+    store.write_tables(data)
+    root = tmp_path / "reports"
+    for name in TABLES:
+        path = root / f"table={name}/cluster=prod-a/week=2026-W48/part-0.parquet"
+        if name in TABLE_SINCE:
+            path.unlink()
+            continue
+        old = pq.read_table(path)
+        if name == "gpu_hourly":
+            old = old.drop_columns(["allocated_ratio"])  # added in 1.1
+        metadata = {"gpuwatch.table": name, "gpuwatch.schema_version": "1.0"}
+        pq.write_table(old.replace_schema_metadata(metadata), path)
+
+    read = store.read_tables("prod-a", "2026-W48")
+    assert read is not None and set(read) == set(TABLES) - set(TABLE_SINCE)
+    assert read["gpu_hourly"]["allocated_ratio"].null_count == read["gpu_hourly"].num_rows
+
+    # Written with this version, a missing table is a half-written week.
+    store.write_tables(data)
+    (root / "table=holder_hourly/cluster=prod-a/week=2026-W48/part-0.parquet").unlink()
+    with pytest.raises(ReportStoreError, match="holder_hourly missing"):
+        store.read_tables("prod-a", "2026-W48")
 
 
 def test_local_dataset_reads_clusters_and_weeks_as_string_columns(tmp_path):

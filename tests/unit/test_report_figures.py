@@ -72,7 +72,7 @@ def test_headline_is_exact_to_the_cent():
     assert h.idle_cost == {"USD": Decimal("3.250000")}
     # Weighted by coverage: (0.5 + 0.2 + 1.0 x 0.5) / (1 + 1 + 0.5); the gap not at all.
     assert h.mean_util_ratio == pytest.approx(1.2 / 2.5)
-    assert h.savings_monthly == {"USD": Decimal("100.110000")}
+    assert h.net_savings_monthly == {"USD": Decimal("100.110000")}
     assert (h.actions_taken, h.actions_refused) == (2, 1)
     assert figures.previous is None
 
@@ -86,7 +86,7 @@ def test_two_currencies_are_never_added():
     savings = [saving_row("spot", "5", "USD"), saving_row("spot", "50", "CNY")]
     figures = compute_figures(ReportData("c", PERIOD, tables_of(rows, savings=savings)))
     assert figures.headline.cost == {"CNY": Decimal("20.000000"), "USD": Decimal("2.000000")}
-    assert figures.headline.savings_monthly == {"CNY": Decimal(50), "USD": Decimal(5)}
+    assert figures.headline.net_savings_monthly == {"CNY": Decimal(50), "USD": Decimal(5)}
     team_a = {(r.key, r.currency): r.cost for r in figures.cost_by_team if r.key == "a"}
     assert team_a == {("a", "CNY"): Decimal("10.000000"), ("a", "USD"): Decimal("2.000000")}
     # Shares are within a currency: team a is all of USD and half of CNY.
@@ -134,9 +134,11 @@ def test_a_gap_is_a_gap_not_idle_time():
     assert (q.gap_gpu_hours, q.incomplete_gpu_hours, q.gpu_hours) == (1, 2, 3)
     assert [(g.node, g.gpu_hours, g.hours) for g in q.node_gaps] == [("node-a", 1, 1)]
     assert q.node_gaps[0].first == PERIOD.start + timedelta(hours=1)
-    # The gap is billed, but it is not idle cost.
-    assert figures.headline.idle_cost == {"USD": Decimal("2.500000") + Decimal("1.000000")}
-    assert figures.idle_by_team[0].measured_cost == Decimal("5.000000")
+    # The gap is billed, but it is not idle cost; nor are the unseen minutes of the hour
+    # half covered: 2.5 x 0.5 x (1 - 0.6).
+    assert figures.headline.idle_cost == {"USD": Decimal("2.500000") + Decimal("0.500000")}
+    assert figures.idle_by_team[0].measured_cost == pytest.approx(2.5 + 2.5 * 0.5)
+    assert figures.idle_by_team[0].idle_ratio == pytest.approx(3.0 / 3.75)
 
 
 def test_the_heatmap_draws_a_gap_grey_and_idle_dark():
@@ -269,12 +271,12 @@ def test_previous_week_figures():
     assert figures.previous is not None
     assert figures.previous.gpu_hours == 168
     assert figures.previous.cost == {"USD": Decimal("336.000000")}
-    assert figures.previous.savings_monthly == {"USD": Decimal("900.000000")}
+    assert figures.previous.net_savings_monthly == {"USD": Decimal("900.000000")}
     only_hourly = realistic_report(
         previous={"gpu_hourly": realistic_report().previous["gpu_hourly"]}
     )
     previous = compute_figures(only_hourly).previous
-    assert previous is not None and previous.savings_monthly is None
+    assert previous is not None and previous.net_savings_monthly is None
     assert previous.actions_taken is None
 
 

@@ -26,6 +26,7 @@ class SavingRow:
     kind: str
     scope: Mapping[str, Any]
     monthly: Decimal
+    """Gross: the lever alone."""
     currency: str
     confidence: str | None
     formula: str | None
@@ -33,6 +34,32 @@ class SavingRow:
     assumptions: tuple[str, ...]
     action: str | None
     at: datetime
+    net_monthly: Decimal | None = None
+    """What it adds to the plan's cash; None in a week written before 1.1."""
+    cash: bool = True
+    reclaimed_gpu_hours_monthly: float = 0.0
+    reclaimed_monthly: Decimal | None = None
+    gpus: tuple[str, ...] = ()
+    nodes: tuple[str, ...] = ()
+    blocked: str | None = None
+    unblock: str | None = None
+    lookback_s: int | None = None
+    hours_counted: float | None = None
+    order: int = 0
+
+    @property
+    def reclaims(self) -> bool:
+        """Capacity freed without a bill changing: shown beside the cash, never in it."""
+        return not self.cash
+
+
+_JSON_COLUMNS = (
+    ("scope", dict),
+    ("inputs", dict),
+    ("assumptions", list),
+    ("gpus", list),
+    ("nodes", list),
+)
 
 
 @dataclass(frozen=True)
@@ -83,13 +110,14 @@ class DataQuality:
 
 
 def ranked_savings(savings: pa.Table) -> tuple[tuple[SavingRow, ...], tuple[DataQualityNote, ...]]:
-    """Savings per currency (currencies in order), monthly desc; and a note for every JSON
-    cell that does not parse (the saving is still shown, with that cell as text)."""
+    """Savings per currency (currencies in order), in the plan's order, the larger first
+    within one place; and a note for every JSON cell that does not parse (the saving is
+    still shown, with that cell as text)."""
     rows: list[SavingRow] = []
     notes: list[DataQualityNote] = []
     for index, row in enumerate(savings.to_pylist()):
         parsed = {}
-        for column, expected in (("scope", dict), ("inputs", dict), ("assumptions", list)):
+        for column, expected in _JSON_COLUMNS:
             value, problem = _parse_json(row[column], expected)
             parsed[column] = value
             if problem:
@@ -112,9 +140,20 @@ def ranked_savings(savings: pa.Table) -> tuple[tuple[SavingRow, ...], tuple[Data
                 assumptions=tuple(str(item) for item in parsed["assumptions"]),
                 action=row["action"],
                 at=row["at"],
+                net_monthly=row["net_monthly"],
+                cash=row["cash"] is not False,
+                reclaimed_gpu_hours_monthly=row["reclaimed_gpu_hours_monthly"] or 0.0,
+                reclaimed_monthly=row["reclaimed_monthly"],
+                gpus=tuple(str(item) for item in parsed["gpus"]),
+                nodes=tuple(str(item) for item in parsed["nodes"]),
+                blocked=row["blocked"],
+                unblock=row["unblock"],
+                lookback_s=row["lookback_s"],
+                hours_counted=row["hours_counted"],
+                order=row["order"] or 0,
             )
         )
-    rows.sort(key=lambda row: (row.currency, -row.monthly, row.index))
+    rows.sort(key=lambda row: (row.currency, row.order, -row.monthly, row.index))
     return tuple(rows), tuple(notes)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -32,11 +33,19 @@ class Headline:
     """None when no GPU-hour has a utilization (no data at all)."""
     cost: Money
     idle_cost: Money
-    savings_monthly: Money | None
-    """None when the period's savings table is unknown (a previous week given as
-    ``gpu_hourly`` only)."""
+    net_savings_monthly: Money | None
+    """The cash the plan banks per 30 days: ``savings.net_monthly`` summed. None when the
+    period's savings table is unknown (a previous week given as ``gpu_hourly`` only) or
+    has no net figures (written before 1.1)."""
     actions_taken: int | None
     actions_refused: int | None
+    reclaimed_gpu_hours_monthly: float | None = None
+    """GPU-hours a month the plan frees without a bill changing: beside the cash, never
+    added to it."""
+    reclaimed_monthly: Money | None = None
+    """What buying those GPU-hours would cost a month."""
+    blocked_monthly: Money | None = None
+    """What the blocked levers would save once unblocked, each alone (gross)."""
 
 
 @dataclass(frozen=True)
@@ -46,7 +55,9 @@ class CostRow:
     key: str
     currency: str
     cost: Decimal
-    gpu_hours: int
+    gpu_hours: float
+    """GPU-hours, or the holders' shares of them (a cGPU pod's 0.4 of a GPU for an hour
+    is 0.4)."""
     mean_util_ratio: float | None
     share_ratio: float
     """This row's cost over the currency's total."""
@@ -59,8 +70,9 @@ class IdleRow:
     key: str
     currency: str
     idle_cost: Decimal
-    measured_cost: Decimal
-    """Cost of the hours that have a utilization (the base idle cost is a part of)."""
+    measured_cost: float
+    """Cost of the hours that have a utilization, times the part of each with samples:
+    what idle cost is a part of."""
     idle_ratio: float | None
     """``idle_cost / measured_cost``: the share of what was measured that was idle."""
     teams: tuple[str, ...] = ()
@@ -81,10 +93,27 @@ def headline(tables: Mapping[str, pa.Table]) -> Headline:
         mean_util_ratio=_weighted_util(hourly),
         cost=money_by_currency(hourly, "cost"),
         idle_cost=money_by_currency(hourly, "idle_cost"),
-        savings_monthly=money_by_currency(savings, "monthly") if savings is not None else None,
+        **_savings(savings),
         actions_taken=statuses.get("done", 0) if statuses is not None else None,
         actions_refused=statuses.get("refused", 0) if statuses is not None else None,
     )
+
+
+def _savings(savings: pa.Table | None) -> dict[str, Any]:
+    """The headline's savings figures: the net cash and, beside it, the reclaimed capacity
+    and the blocked levers; all None when unknown."""
+    if savings is None or (
+        savings.num_rows and savings["net_monthly"].null_count == savings.num_rows
+    ):
+        return {"net_savings_monthly": None}
+    hours = pc.sum(savings["reclaimed_gpu_hours_monthly"]).as_py()
+    blocked = savings.filter(pc.is_valid(savings["blocked"]))
+    return {
+        "net_savings_monthly": money_by_currency(savings, "net_monthly"),
+        "reclaimed_gpu_hours_monthly": float(hours or 0.0),
+        "reclaimed_monthly": money_by_currency(savings, "reclaimed_monthly"),
+        "blocked_monthly": money_by_currency(blocked, "monthly"),
+    }
 
 
 def previous_headline(previous: Mapping[str, pa.Table] | None) -> Headline | None:
@@ -113,22 +142,31 @@ def _weighted_util(hourly: pa.Table) -> float | None:
     return float(np.nansum(util * weight) / total)
 
 
-def cost_by(hourly: pa.Table, column: str, missing: str) -> tuple[CostRow, ...]:
-    """Priced GPU-hours grouped by ``column`` (team, pool) and currency, cost desc."""
-    narrow = hourly.select([column, "currency", "cost", "util_mean_ratio", "coverage_ratio"])
+def cost_by(table: pa.Table, column: str, missing: str) -> tuple[CostRow, ...]:
+    """Priced GPU-hours grouped by ``column`` (team, pool) and currency, cost desc.
+
+    ``table`` is ``gpu_hourly`` (a row is a GPU-hour) or ``holder_hourly`` (a row is its
+    ``share_ratio`` of one): the GPU-hours and the utilization's weights are the shares."""
+    shared = "share_ratio" in table.column_names
+    names = [column, "currency", "cost", "util_mean_ratio", "coverage_ratio"]
+    narrow = table.select(names + (["share_ratio"] if shared else []))
     priced = with_currency(narrow.filter(pc.is_valid(narrow["cost"])))
     if not priced.num_rows:
         return ()
+    share = priced["share_ratio"] if shared else pa.array(np.ones(priced.num_rows))
     util = pc.fill_null(priced["util_mean_ratio"], 0.0)
-    weight = pc.if_else(pc.is_valid(priced["util_mean_ratio"]), priced["coverage_ratio"], 0.0)
+    weight = pc.if_else(
+        pc.is_valid(priced["util_mean_ratio"]), pc.multiply(priced["coverage_ratio"], share), 0.0
+    )
     grouped = (
         priced.set_column(
             priced.schema.get_field_index(column), column, keyed(priced[column], missing)
         )
         .append_column("_uw", pc.multiply(util, weight))
         .append_column("_w", weight)
+        .append_column("_h", share)
         .group_by([column, "currency"])
-        .aggregate([("cost", "sum"), ("cost", "count"), ("_uw", "sum"), ("_w", "sum")])
+        .aggregate([("cost", "sum"), ("_h", "sum"), ("_uw", "sum"), ("_w", "sum")])
     )
     totals = money_by_currency(priced, "cost")
     rows = [
@@ -136,15 +174,15 @@ def cost_by(hourly: pa.Table, column: str, missing: str) -> tuple[CostRow, ...]:
             key=key,
             currency=currency,
             cost=cost,
-            gpu_hours=count,
+            gpu_hours=hours,
             mean_util_ratio=uw / w if w > 0 else None,
             share_ratio=float(cost / totals[currency]) if totals[currency] else 0.0,
         )
-        for key, currency, cost, count, uw, w in zip(
+        for key, currency, cost, hours, uw, w in zip(
             grouped[column].to_pylist(),
             grouped["currency"].to_pylist(),
             grouped["cost_sum"].to_pylist(),
-            grouped["cost_count"].to_pylist(),
+            grouped["_h_sum"].to_pylist(),
             grouped["_uw_sum"].to_pylist(),
             grouped["_w_sum"].to_pylist(),
             strict=True,
@@ -154,16 +192,19 @@ def cost_by(hourly: pa.Table, column: str, missing: str) -> tuple[CostRow, ...]:
 
 
 def idle_by(
-    hourly: pa.Table, column: str, missing: str, *, with_teams: bool = False
+    table: pa.Table, column: str, missing: str, *, with_teams: bool = False
 ) -> tuple[IdleRow, ...]:
     """Idle cost grouped by ``column`` (team, workload) and currency, idle cost desc.
-    Only hours with a utilization count (idle cost is null in a gap)."""
+    Only hours with a utilization count (idle cost is null in a gap), each for the part
+    of it with samples (what its idle cost is a part of)."""
     columns = list(dict.fromkeys([column, "team", "currency", "idle_cost", "cost"]))
-    narrow = hourly.select(columns)
+    narrow = table.select([*columns, "coverage_ratio"])
     measured = with_currency(narrow.filter(pc.is_valid(narrow["idle_cost"])))
     if not measured.num_rows:
         return ()
-    aggregates: list[tuple[str, str]] = [("idle_cost", "sum"), ("cost", "sum")]
+    seen = pc.multiply(pc.cast(measured["cost"], pa.float64()), measured["coverage_ratio"])
+    measured = measured.append_column("_seen", seen)
+    aggregates: list[tuple[str, str]] = [("idle_cost", "sum"), ("_seen", "sum")]
     if with_teams:
         aggregates.append(("team", "distinct"))
         measured = measured.set_column(
@@ -177,22 +218,21 @@ def idle_by(
     )
     teams = grouped["team_distinct"].to_pylist() if with_teams else [[]] * grouped.num_rows
     rows = []
-    for key, currency, idle, measured_cost, team_list in zip(
+    for key, currency, idle, seen_cost, team_list in zip(
         grouped[column].to_pylist(),
         grouped["currency"].to_pylist(),
         grouped["idle_cost_sum"].to_pylist(),
-        grouped["cost_sum"].to_pylist(),
+        grouped["_seen_sum"].to_pylist(),
         teams,
         strict=True,
     ):
-        cost = measured_cost if measured_cost is not None else Decimal(0)
         rows.append(
             IdleRow(
                 key=key,
                 currency=currency,
                 idle_cost=idle,
-                measured_cost=cost,
-                idle_ratio=float(idle / cost) if cost else None,
+                measured_cost=seen_cost or 0.0,
+                idle_ratio=float(idle) / seen_cost if seen_cost else None,
                 teams=tuple(sorted(team_list)),
             )
         )

@@ -1,0 +1,204 @@
+"""Who held each GPU-hour, and what share of it: the exporter's labels where they name a
+pod, the cluster's allocations where they do not.
+
+The cycle's cost (``gpuwatch.analysis.cost``) takes holders and shares from the
+cluster's allocations (``gpuwatch.analysis.attribution``): whole GPUs, cGPU memory
+shares, MIG slices, time-sliced GPUs split by request; a holder counts from its pod's
+``started_at``. The report does the same for every hour of the period, and keeps the
+exporter's pod label as the evidence of who held a whole GPU in an hour where it
+changed hands. For each GPU and hour:
+
+- the exporter labels a pod the allocations do not name (the GPU changed hands, or the
+  pod is gone): that pod held the whole GPU-hour;
+- the exporter labels a pod the allocations name: the allocations' holders, each with
+  its share (the labelled pod whole; the others from their pods' start);
+- the exporter labels nothing while it reports the GPU and has labelled it in some hour
+  of the period: nobody held it (it speaks for that GPU);
+- otherwise (a GPU the exporter never labels, as cGPU-shared ones; an hour without
+  samples): the allocations' holders, each from its pod's start.
+
+What the holders leave of the hour is unallocated; shares adding up to more than the
+GPU are scaled down to it. Everything is computed on (GPUs x hours) arrays; Python
+loops only over a GPU's few allocation slots.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from gpuwatch.analysis.attribution import GpuContext
+from gpuwatch.analysis.ownership import OwnerIndex, team_of
+from gpuwatch.model.cluster import ClusterState, Pod
+from gpuwatch.model.findings import GpuHolder
+from gpuwatch.model.metrics import HolderHistory, PodRef
+
+HOUR_S = 3600
+EXPORTER, ALLOCATION = 0, 1
+EVIDENCE = ("exporter", "allocation")
+"""What each ``evidence`` code says named the holder."""
+_EPSILON = 1e-9
+
+
+@dataclass(frozen=True)
+class HeldHours:
+    """The holder rows of every GPU-hour, grouped by cell (``device x hours + hour``),
+    holders by share (largest first), the unallocated rest last."""
+
+    holders: tuple[GpuHolder, ...]
+    """The vocabulary ``code`` indexes (``share`` there means nothing)."""
+    cell: npt.NDArray[np.int64]
+    code: npt.NDArray[np.int32]
+    """-1 on the row of the unallocated rest."""
+    fraction: npt.NDArray[np.float64]
+    """The row's part of the GPU-hour's cost; a cell's rows add up to 1."""
+    evidence: npt.NDArray[np.int8]
+    """``EXPORTER`` or ``ALLOCATION`` (-1 on the unallocated rest)."""
+    main: npt.NDArray[np.int32]
+    """Per cell: the code of the holder with the largest share; -1 for none."""
+    allocated: npt.NDArray[np.float64]
+    """Per cell: the holders' fractions together (0..1)."""
+
+
+def exporter_holders(
+    pods: Sequence[PodRef], cluster: ClusterState, team_label: str | None
+) -> list[GpuHolder]:
+    """The exporter's pods as holders: workload and team from the cluster as it is at
+    the end of the period; a pod gone by then keeps its namespace, with no workload,
+    and its namespace's team."""
+    by_key = {(p.namespace, p.name): p for p in cluster.pods}
+    owners = OwnerIndex(cluster.controllers)
+    namespace_labels = {ns.name: ns.labels for ns in cluster.namespaces}
+    out = []
+    for ref in pods:
+        pod = by_key.get((ref.namespace, ref.name))
+        workload = owners.workload_of(pod) if pod is not None else None
+        team = _team(ref, pod, team_label, namespace_labels)
+        out.append(GpuHolder(ref.namespace, ref.name, workload, team))
+    return out
+
+
+def _team(
+    ref: PodRef,
+    pod: Pod | None,
+    team_label: str | None,
+    namespace_labels: Mapping[str, Mapping[str, str]],
+) -> str:
+    if pod is not None:
+        return team_of(pod, team_label, namespace_labels)
+    if team_label and namespace_labels.get(ref.namespace, {}).get(team_label):
+        return namespace_labels[ref.namespace][team_label]
+    return ref.namespace
+
+
+def held_hours(
+    history: HolderHistory,
+    exporter: Sequence[GpuHolder],
+    device_ids: Sequence[str],
+    contexts: Sequence[GpuContext],
+    cluster: ClusterState,
+    covered: npt.NDArray[np.bool_],
+    existed: npt.NDArray[np.float64],
+) -> HeldHours:
+    """The holder rows of the devices ``device_ids`` at ``history``'s hours.
+
+    ``contexts[i]`` describes ``device_ids[i]`` (its allocations); ``exporter[k]`` is
+    ``history.pods[k]`` as a holder; ``covered[i, j]``: the hour has samples;
+    ``existed[i, j]``: the part of the hour the GPU's node existed (0..1)."""
+    n, h = covered.shape
+    codes = history.aligned(device_ids)
+    vocabulary = list(exporter)
+    index = {(v.namespace, v.pod): i for i, v in enumerate(vocabulary)}
+    allocations = sorted(
+        {(a.namespace, a.pod): a for ctx in contexts[:n] for a in ctx.holders}.items()
+    )
+    for key, holder in allocations:
+        if key not in index:
+            index[key] = len(vocabulary)
+            vocabulary.append(GpuHolder(holder.namespace, holder.pod, holder.workload, holder.team))
+    started = {p.key: p.started_at.timestamp() for p in cluster.pods if p.started_at is not None}
+    hour_end = history.times_s.astype(np.float64)[None, :]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        to_existed = np.where(existed > 0, 1.0 / existed, 0.0)
+
+    slots = max((len(ctx.holders) for ctx in contexts[:n]), default=0)
+    slot_code = np.full((n, slots), -1, dtype=np.int32)
+    slot_share = np.zeros((n, slots))
+    slot_start = np.full((n, slots), -np.inf)
+    for i, ctx in enumerate(contexts[:n]):
+        for k, holder in enumerate(ctx.holders):
+            slot_code[i, k] = index[(holder.namespace, holder.pod)]
+            slot_share[i, k] = holder.share
+            slot_start[i, k] = started.get((holder.namespace, holder.pod), -np.inf)
+
+    labelled = codes >= 0
+    named = np.zeros((n, h), dtype=bool)
+    exporter_share = np.ones((n, h))
+    for k in range(slots):
+        same = labelled & (codes == slot_code[:, k : k + 1])
+        named |= same
+        exporter_share = np.where(same, slot_share[:, k : k + 1], exporter_share)
+    speaks = labelled.any(axis=1, keepdims=True) & covered
+    use_allocations = (labelled & named) | (~labelled & ~speaks)
+
+    cells: list[np.ndarray] = [np.flatnonzero(labelled)]
+    row_codes: list[np.ndarray] = [codes.reshape(-1)[cells[0]]]
+    fractions: list[np.ndarray] = [exporter_share.reshape(-1)[cells[0]]]
+    evidence: list[np.ndarray] = [np.full(cells[0].size, EXPORTER, np.int8)]
+    for k in range(slots):
+        ran = np.clip((hour_end - slot_start[:, k : k + 1]) / HOUR_S, 0.0, 1.0)
+        fraction = np.minimum(slot_share[:, k : k + 1] * ran * to_existed, slot_share[:, k : k + 1])
+        take = use_allocations & (codes != slot_code[:, k : k + 1]) & (fraction > _EPSILON)
+        take &= slot_code[:, k : k + 1] >= 0
+        where = np.flatnonzero(take)
+        cells.append(where)
+        row_codes.append(np.broadcast_to(slot_code[:, k : k + 1], (n, h)).reshape(-1)[where])
+        fractions.append(fraction.reshape(-1)[where])
+        evidence.append(np.full(where.size, ALLOCATION, np.int8))
+    return _with_rest(
+        tuple(vocabulary),
+        n * h,
+        np.concatenate(cells).astype(np.int64),
+        np.concatenate(row_codes).astype(np.int32),
+        np.concatenate(fractions),
+        np.concatenate(evidence),
+    )
+
+
+def _with_rest(
+    vocabulary: tuple[GpuHolder, ...],
+    size: int,
+    cell: npt.NDArray[np.int64],
+    code: npt.NDArray[np.int32],
+    fraction: npt.NDArray[np.float64],
+    evidence: npt.NDArray[np.int8],
+) -> HeldHours:
+    """The holder rows with each cell's unallocated rest added, sorted by cell, share
+    (largest first) and holder, the rest last."""
+    total = np.bincount(cell, weights=fraction, minlength=size)
+    over = total > 1.0
+    if over.any():
+        fraction = np.where(over[cell], fraction / np.where(over, total, 1.0)[cell], fraction)
+        total = np.minimum(total, 1.0)
+    rest_cells = np.flatnonzero(total < 1.0 - _EPSILON)
+    cell = np.concatenate([cell, rest_cells])
+    code = np.concatenate([code, np.full(rest_cells.size, -1, np.int32)])
+    fraction = np.concatenate([fraction, 1.0 - total[rest_cells]])
+    evidence = np.concatenate([evidence, np.full(rest_cells.size, -1, np.int8)])
+    rest = code < 0
+    order = np.lexsort((code, -fraction, rest, cell))
+    cell, code, fraction, evidence, rest = (
+        cell[order],
+        code[order],
+        fraction[order],
+        evidence[order],
+        rest[order],
+    )
+    main = np.full(size, -1, dtype=np.int32)
+    held = np.flatnonzero(~rest)
+    first = np.unique(cell[held], return_index=True)[1]
+    main[cell[held[first]]] = code[held[first]]
+    return HeldHours(vocabulary, cell, code, fraction, evidence, main, total)
