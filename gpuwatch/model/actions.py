@@ -19,6 +19,8 @@ class ActionStatus(StrEnum):
     REFUSED = "refused"
     """A safety guard said no; ``reason`` says which."""
     FAILED = "failed"
+    AWAITING_APPROVAL = "awaiting_approval"
+    """Planned, and waiting for a person to approve it in Slack (``actions.approval``)."""
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from gpuwatch.model.actions import Action
+from gpuwatch.model.approvals import ApprovalRecord
 from gpuwatch.model.cost import CostReport
 from gpuwatch.model.durations import rfc3339
 from gpuwatch.model.findings import DataQualityNote, Finding, PendingGpuPod
@@ -111,6 +112,9 @@ class CycleResult:
     savings_excluded: tuple[SavingExcluded, ...] = ()
     savings_totals: tuple[SavingsTotal, ...] = ()
     actions: tuple[Action, ...] = ()
+    approvals: tuple[ApprovalRecord, ...] = ()
+    """This cycle's audit trail of approval in Slack: requests, decisions (who, when,
+    which key, by which way), outcomes, snoozes."""
     """Planned, refused (with the guard that said no), done or failed."""
     pending_gpu_pods: tuple[PendingGpuPod, ...] = ()
     errors: tuple[str, ...] = ()
@@ -148,6 +152,7 @@ class CycleResult:
             "savings_total": [t.to_dict() for t in self.savings_totals],
             "savings_excluded": [e.to_dict() for e in self.savings_excluded],
             "actions": [a.to_dict() for a in self.actions],
+            "approvals": [r.to_dict() for r in self.approvals],
             "data_quality": [n.to_dict() for n in self.data_quality],
             "pending_gpu_pods": [p.to_dict() for p in self.pending_gpu_pods],
             "notifications": [n.to_dict() for n in self.notifications],

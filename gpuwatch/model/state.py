@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from gpuwatch.model.approvals import ApprovalRequest, Snooze
 from gpuwatch.model.durations import parse_instant, rfc3339
 
-STATE_VERSION = 2
-_READABLE_VERSIONS = (1, 2)
+STATE_VERSION = 3
+_READABLE_VERSIONS = (1, 2, 3)
 
 
 @dataclass
@@ -154,6 +155,11 @@ class CycleState:
     """``notifier|group key`` -> groups told through another notifier than this cycle's
     (Slack, while its token is missing and messages go to the console): kept untouched
     until that notifier is back, so that its messages are updated and resolved then."""
+    approvals: dict[str, ApprovalRequest] = field(default_factory=dict)
+    """Action key -> its request for approval in Slack (``actions.approval``): open ones,
+    and closed ones until their message says how they ended."""
+    snoozes: list[Snooze] = field(default_factory=list)
+    """Silences people set with an alert's Snooze button, until they end."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -164,6 +170,8 @@ class CycleState:
             "outbox": [m.to_dict() for m in self.outbox],
             "reported_actions": {k: rfc3339(v) for k, v in sorted(self.reported_actions.items())},
             "parked": {k: v.to_dict() for k, v in sorted(self.parked.items())},
+            "approvals": {k: v.to_dict() for k, v in sorted(self.approvals.items())},
+            "snoozes": [s.to_dict() for s in self.snoozes],
         }
 
     @classmethod
@@ -189,6 +197,12 @@ class CycleState:
         parked = data.get("parked") or {}
         if not isinstance(parked, dict):
             raise ValueError("parked: expected a mapping of notifier|group key to alert state")
+        approvals = data.get("approvals") or {}
+        if not isinstance(approvals, dict):
+            raise ValueError("approvals: expected a mapping of action key to request")
+        snoozes = data.get("snoozes") or []
+        if not isinstance(snoozes, list):
+            raise ValueError("snoozes: expected a list of snoozes")
         last = data.get("last_cycle_at")
         return cls(
             findings_since={str(k): parse_instant(str(v)) for k, v in since.items()},
@@ -200,6 +214,8 @@ class CycleState:
                 str(k): AlertGroupState.from_dict(str(k).split("|", 1)[-1], v)
                 for k, v in parked.items()
             },
+            approvals={str(k): ApprovalRequest.from_dict(str(k), v) for k, v in approvals.items()},
+            snoozes=[Snooze.from_dict(v) for v in snoozes],
         )
 
     def copy(self) -> CycleState:

@@ -12,8 +12,12 @@ What a notifier can do is said by its capability flags, never by its class: call
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal, Protocol
+
+from gpuwatch.model.approvals import ApprovalPolicy, ApprovalRequest, Decision, SnoozeRequest
 
 DeliveryKind = Literal["post", "update", "reply"]
 
@@ -76,4 +80,32 @@ class Notifier(Protocol):
         """Attach a file in the thread of the message ``posted`` (the result of this
         notifier's post); never raises for a failure, and fails when ``can_attach`` is
         False or ``posted`` names no delivered message."""
+        ...
+
+
+@dataclass(frozen=True)
+class Answers:
+    """What people said in Slack since the last cycle, as an approval source read it."""
+
+    decisions: tuple[Decision, ...] = ()
+    snoozes: tuple[SnoozeRequest, ...] = ()
+    members: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    """User group -> its members, for the groups the policy names."""
+    errors: tuple[str, ...] = ()
+    """What could not be read (a group's members, a message's reactions): each becomes
+    a data-quality note; what was read still counts."""
+
+
+class ApprovalSource(Protocol):
+    """Where decisions come from: reactions on the request messages (read every cycle),
+    and clicks a daemon received since the last cycle."""
+
+    interactive: bool
+    """Clicks are answered: requests carry buttons, alerts carry Snooze."""
+
+    def read(
+        self, requests: Sequence[ApprovalRequest], policy: ApprovalPolicy, at: datetime
+    ) -> Answers:
+        """The decisions on the open ``requests`` and the snoozes; never raises for
+        Slack's failures (they are ``errors``)."""
         ...

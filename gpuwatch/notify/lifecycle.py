@@ -29,15 +29,18 @@ from datetime import datetime
 
 from gpuwatch.model.actions import Action
 from gpuwatch.model.alerts import AlertPolicy, RulePolicy, Silence
+from gpuwatch.model.approvals import ApprovalPolicy, ApprovalRecord, ApprovalRequest
 from gpuwatch.model.cost import Price
 from gpuwatch.model.findings import DataQualityNote, Finding
 from gpuwatch.model.result import AlertSummary, Notification
 from gpuwatch.model.state import AlertGroupState, CycleState
+from gpuwatch.notify.approval_delivery import Thread, tell_requests
 from gpuwatch.notify.base import Notifier
 from gpuwatch.notify.delivery import deliver
 from gpuwatch.notify.grouping import Grouping, group_findings
 from gpuwatch.notify.outbox import actions_message, flush_outbox
 from gpuwatch.notify.planning import plan
+from gpuwatch.notify.snoozes import with_snooze_buttons
 
 
 @dataclass
@@ -52,6 +55,17 @@ class NotifyResult:
     summary: AlertSummary
 
 
+@dataclass
+class ApprovalsToTell:
+    """The approval requests after this cycle's decisions and outcomes, to be told."""
+
+    requests: dict[str, ApprovalRequest]
+    """Mutated as deliveries succeed; the next state's."""
+    records: Sequence[ApprovalRecord]
+    """This cycle's decisions and outcomes: each is said in its request's thread."""
+    policy: ApprovalPolicy
+
+
 def notify_cycle(
     findings: Sequence[Finding],
     actions: Sequence[Action],
@@ -64,13 +78,19 @@ def notify_cycle(
     prices: Mapping[tuple[str, str], Price] | None = None,
     dry_run: bool = True,
     hold_new: bool = False,
+    approvals: ApprovalsToTell | None = None,
+    snoozable: bool = False,
 ) -> NotifyResult:
     """One cycle of the lifecycle: group, plan, deliver; then the actions message and
     whatever one-off messages are still owed. ``state`` is not changed.
 
     ``hold_new``: post no new group this cycle (the silences could not be read, so a new
-    group might be one somebody muted); changes and resolutions still go out."""
+    group might be one somebody muted); changes and resolutions still go out.
+    ``approvals``: requests to post or update after the alerts (in their threads).
+    ``snoozable``: alert messages carry Snooze buttons (their clicks are answered)."""
     grouping = group_findings(findings, policy, rules, silences, prices or {}, at)
+    if snoozable:
+        grouping = with_snooze_buttons(grouping)
     planned = plan(grouping, state, policy, at, notifier.name, notifier.updates_in_place)
     if hold_new:
         planned = planned.without_new_posts()
@@ -83,7 +103,15 @@ def notify_cycle(
         outbox=[replace(m) for m in state.outbox],
         reported_actions=dict(state.reported_actions),
         parked=planned.parked,
+        approvals=dict(state.approvals),
+        snoozes=list(state.snoozes),
     )
+    if approvals is not None:
+        threads = _threads(actions, grouping, planned.alerts)
+        tell_requests(
+            approvals.requests, approvals.records, approvals.policy, notifier, at, threads, outcome
+        )
+        after.approvals = approvals.requests
     pending = actions_message(actions, after, policy, at, dry_run)
     if pending is not None:
         after.outbox.append(pending)
@@ -111,3 +139,21 @@ def summarize(
         deferred_groups=tuple(sorted(deferred)),
         outbox=outbox,
     )
+
+
+def _threads(
+    actions: Sequence[Action], grouping: Grouping, alerts: Mapping[str, AlertGroupState]
+) -> dict[str, Thread]:
+    """Action key -> the message of the most severe told group among the findings that
+    caused it (a node's, for a scale-down; a workload's, for a move)."""
+    threads: dict[str, Thread] = {}
+    for action in actions:
+        node = action.target.removeprefix("Node/") if action.target.startswith("Node/") else None
+        for group in grouping.groups:
+            known = alerts.get(group.key)
+            if known is None or not known.ts or not known.channel_id or known.digest:
+                continue
+            if any(f.node == node or f.workload == action.target for f in group.findings):
+                threads[action.key] = Thread(known.channel, known.channel_id, known.ts)
+                break
+    return threads

@@ -38,6 +38,7 @@ class Intent(StrEnum):
     DIGEST = "digest"
     RESOLVED_DIGEST = "resolved-digest"
     ACTIONS = "actions"
+    APPROVAL = "approval"
 
 
 _POSTS = frozenset({Intent.NEW, Intent.REMINDER})

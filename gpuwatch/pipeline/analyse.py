@@ -25,6 +25,7 @@ from gpuwatch.analysis.rules.schema import Rule
 from gpuwatch.analysis.savings import SavingsInputs, SavingsResult, compute_savings
 from gpuwatch.analysis.savings.base import IDLE_THRESHOLD
 from gpuwatch.analysis.savings.use import hourly_use
+from gpuwatch.analysis.savings.words import saving_words
 from gpuwatch.config.settings import Settings
 from gpuwatch.model.actions import Action
 from gpuwatch.model.cluster import ClusterState, gpu_share
@@ -35,6 +36,7 @@ from gpuwatch.model.result import SourceInfo
 from gpuwatch.model.tenant import notes_for
 from gpuwatch.pipeline.gather import Gathered
 from gpuwatch.pipeline.specs import NEWEST_SAMPLE, fb_total_max, util_avg
+from gpuwatch.planners.approval import Admission, ApprovalInputs, admit
 from gpuwatch.planners.freshness import DEFAULT_STALE_AFTER_S, Freshness
 from gpuwatch.planners.migration import MigrationInputs, plan_migrations
 from gpuwatch.planners.scale_down import ScaleDownInputs, plan_scale_down
@@ -64,7 +66,11 @@ class Analysis:
     cost: CostReport | None = None
     savings: SavingsResult = field(default_factory=SavingsResult)
     actions: tuple[Action, ...] = ()
-    """Planned, or refused with the guard that said no; dry runs when not writable."""
+    """Planned, or refused with the guard that said no; dry runs when not writable.
+    Under approval: waiting ones ``awaiting_approval``, rejected ones refused."""
+    admission: Admission | None = None
+    """The approval requests after this cycle's decisions (None: no action waits for
+    anybody)."""
     progress: Mapping[str, tuple[int, int]] = field(default_factory=dict)
     """Workload -> (step, newest checkpoint's step): what follow-ups confirm moves by."""
     pending: tuple[PendingGpuPod, ...] = ()
@@ -178,6 +184,20 @@ def analyse(
             book=book,
         )
     )
+    admission = None
+    if gathered.approval.active or gathered.state.approvals:
+        admission = admit(
+            ApprovalInputs(
+                at,
+                actions,
+                gathered.state.approvals,
+                gathered.answers.decisions,
+                gathered.approval,
+                gathered.answers.members,
+                savings=saving_words(actions, savings.savings),
+            )
+        )
+        actions = list(admission.actions)
     if not settings.dry_run and not gathered.writable and actions:
         notes.append(
             DataQualityNote(
@@ -206,6 +226,7 @@ def analyse(
         cost=cost,
         savings=savings,
         actions=tuple(actions),
+        admission=admission,
         progress=progress,
         pending=pending,
         notes=tuple(notes),

@@ -10,7 +10,7 @@ from types import TracebackType
 from gpuwatch.actuators.base import Actuator
 from gpuwatch.analysis.pricing import PriceBook
 from gpuwatch.analysis.rules.schema import Rule
-from gpuwatch.notify.base import Notifier
+from gpuwatch.notify.base import ApprovalSource, Notifier
 from gpuwatch.sources.base import (
     ClusterSource,
     MetricsSource,
@@ -37,6 +37,9 @@ class Components:
     """When training jobs last checkpointed (their metric), where it is scraped."""
     silences: SilenceSource | None = None
     """Silences kept in the cluster (a ConfigMap), besides those in the settings."""
+    approvals: ApprovalSource | None = None
+    """Where people's decisions on approval requests and their snoozes come from (Slack);
+    None where nobody can answer."""
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     """The wall clock: writes happen only when the data is live by it."""
     closers: tuple[Callable[[], None], ...] = ()

@@ -23,11 +23,15 @@ from gpuwatch.model.errors import StateError
 from gpuwatch.model.findings import DataQualityNote
 from gpuwatch.model.result import AlertSummary, CycleResult, Notification
 from gpuwatch.model.state import CycleState
-from gpuwatch.notify.lifecycle import NotifyResult, notify_cycle
+from gpuwatch.notify.approval_delivery import tell_running
+from gpuwatch.notify.delivery import Outcome
+from gpuwatch.notify.lifecycle import ApprovalsToTell, NotifyResult, notify_cycle
 from gpuwatch.notify.outbox import flush_outbox
+from gpuwatch.notify.snoozes import SnoozeOutcome, apply_snoozes, as_silences
 from gpuwatch.pipeline.analyse import Analysis
 from gpuwatch.pipeline.components import Components
 from gpuwatch.pipeline.gather import Gathered
+from gpuwatch.planners.approval import settle
 from gpuwatch.planners.freshness import Freshness
 from gpuwatch.state.base import StateStore
 
@@ -63,17 +67,30 @@ def effect(
             dry_run=settings.dry_run,
             duration_s=time.monotonic() - started,
         )
+    admission = analysis.admission
+    running = Outcome()
+    if admission is not None and gathered.writable and gathered.state_readable:
+        tell_running(
+            admission.approved(), gathered.approval, components.notifier, analysis.at, running
+        )
     actions = act(gathered, analysis, components, settings, started)
-    delivered: tuple[Notification, ...] = ()
+    if admission is not None:
+        settle(admission, actions, analysis.at)
+    snoozed = _snoozes(gathered, settings)
+    delivered: tuple[Notification, ...] = tuple(running.notifications)
     summary = AlertSummary()
     if gathered.state_readable:
-        told = _tell(gathered, analysis, actions, components, settings)
+        told = _tell(gathered, analysis, actions, components, settings, snoozed)
         notes.extend(told.notes)
-        delivered, summary = tuple(told.notifications), told.summary
-        # What people were told (alerts, outbox, parked groups) and since when each
-        # finding has fired: all the next cycle needs.
+        delivered += tuple(told.notifications)
+        summary = told.summary
+        # What people were told (alerts, outbox, parked groups, approval requests),
+        # since when each finding has fired, and the snoozes: all the next cycle needs.
         new_state = replace(
-            told.state, findings_since=analysis.findings_since(), last_cycle_at=analysis.at
+            told.state,
+            findings_since=analysis.findings_since(),
+            last_cycle_at=analysis.at,
+            snoozes=snoozed.snoozes,
         )
         notes.extend(_save(components.state, new_state))
     else:
@@ -97,6 +114,7 @@ def effect(
         savings_excluded=analysis.savings.excluded,
         savings_totals=totals(analysis.savings.savings),
         actions=tuple(actions),
+        approvals=(*(admission.records if admission else ()), *snoozed.records),
         dry_run=settings.dry_run,
         duration_s=time.monotonic() - started,
     )
@@ -177,6 +195,7 @@ def _tell(
     actions: list[Action],
     components: Components,
     settings: Settings,
+    snoozed: SnoozeOutcome,
 ) -> NotifyResult:
     """Tell people what changed; the result holds the state of what they were told."""
     rules = components.rules
@@ -193,10 +212,31 @@ def _tell(
         analysis.at,
         settings.notify.policy(),
         policy,
-        [silence.to_domain() for silence in (*settings.notify.silences, *gathered.silences)],
+        [
+            *(silence.to_domain() for silence in (*settings.notify.silences, *gathered.silences)),
+            *as_silences(snoozed.snoozes),
+        ],
         analysis.gpu_prices(),
         settings.dry_run,
         hold_new=gathered.silences_unknown,
+        approvals=ApprovalsToTell(
+            analysis.admission.requests, analysis.admission.records, gathered.approval
+        )
+        if analysis.admission is not None
+        else None,
+        snoozable=gathered.approval.interactive,
+    )
+
+
+def _snoozes(gathered: Gathered, settings: Settings) -> SnoozeOutcome:
+    """The snoozes in force after this cycle's Snooze clicks (each checked against the
+    owners of the group's teams)."""
+    return apply_snoozes(
+        gathered.answers.snoozes,
+        gathered.state.snoozes,
+        settings.notify.slack.interactivity.owners(),
+        gathered.answers.members,
+        gathered.at,
     )
 
 

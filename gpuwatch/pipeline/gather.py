@@ -18,7 +18,9 @@ from typing import TypeVar
 from gpuwatch.analysis.rules.evaluate import required_specs
 from gpuwatch.analysis.savings.use import HOUR_S
 from gpuwatch.analysis.savings.use import SPECS as SAVINGS_SPECS
+from gpuwatch.config.sections.approval import approval_policy
 from gpuwatch.config.settings import Settings, Silence
+from gpuwatch.model.approvals import ApprovalPolicy
 from gpuwatch.model.cluster import ClusterState
 from gpuwatch.model.cost import Price
 from gpuwatch.model.errors import SourceError, StateError
@@ -26,6 +28,7 @@ from gpuwatch.model.findings import DataQualityNote
 from gpuwatch.model.metrics import HistoryFrame, HistoryRequest, WindowRequest, WindowStats
 from gpuwatch.model.result import SourceInfo
 from gpuwatch.model.state import CycleState
+from gpuwatch.notify.base import Answers
 from gpuwatch.pipeline.components import Components
 from gpuwatch.pipeline.specs import cost_specs
 from gpuwatch.sources.base import PodKey
@@ -64,6 +67,10 @@ class Gathered:
     """The kill switch read this cycle; False when it was not or could not be read."""
     clock_at: datetime | None = None
     """The wall clock when the data was read; None for a read-only analysis."""
+    approval: ApprovalPolicy = field(default_factory=ApprovalPolicy)
+    """Which actions wait for a person (``actions.approval``), and how people answer."""
+    answers: Answers = field(default_factory=Answers)
+    """What people said in Slack since the last cycle (decisions, snoozes)."""
     errors: tuple[str, ...] = ()
     notes: tuple[DataQualityNote, ...] = ()
 
@@ -170,6 +177,7 @@ def _with_optional_reads(
     )
     times, progress = both if both is not None else ({}, {})
     notes = (history_note, prices_note, training_note, silences_note, switch_note)
+    policy, answers = _answers(gathered, components, settings, for_effects)
     return replace(
         gathered,
         history=history,
@@ -179,8 +187,32 @@ def _with_optional_reads(
         silences=tuple(silences or ()),
         silences_unknown=silences_note is not None,
         kill_switch_on=switch is not None and switch.on,
-        notes=(*gathered.notes, *(n for n in notes if n)),
+        approval=policy,
+        answers=answers,
+        notes=(
+            *gathered.notes,
+            *(n for n in notes if n),
+            *(DataQualityNote(kind="approval", message=e) for e in answers.errors),
+        ),
     )
+
+
+def _answers(
+    gathered: Gathered, components: Components, settings: Settings, for_effects: bool
+) -> tuple[ApprovalPolicy, Answers]:
+    """The approval policy, and what people said: decisions on the open requests and
+    snoozes (none for a read-only analysis, or without an approval source)."""
+    source = components.approvals if for_effects else None
+    policy = approval_policy(
+        settings.actions.approval,
+        settings.actions.pools,
+        settings.notify.channel,
+        interactive=source is not None and source.interactive,
+    )
+    if source is None:
+        return policy, Answers()
+    open_requests = [r for r in gathered.state.approvals.values() if r.open]
+    return policy, source.read(open_requests, policy, gathered.at)
 
 
 def _state(store: StateStore) -> tuple[CycleState, bool, DataQualityNote | None]:

@@ -464,7 +464,7 @@ def test_version_1_state_is_read_without_alert_memory():
     state = CycleState.from_dict({"version": 1, "findings_since": {"k": "2026-11-24T00:00:00Z"}})
     assert state.alerts == {} and state.outbox == []
     with pytest.raises(ValueError, match="version"):
-        CycleState.from_dict({"version": 3})
+        CycleState.from_dict({"version": 4})
     with pytest.raises(ValueError, match="alerts"):
         CycleState.from_dict({"version": 2, "alerts": {"k": {"channel": "#x"}}})
 

@@ -17,7 +17,7 @@ from gpuwatch.model.actions import ActionStatus
 from gpuwatch.model.cluster import ClusterState
 from gpuwatch.model.errors import SourceUnreachable, StateError
 from gpuwatch.model.metrics import WindowRequest, WindowStats
-from gpuwatch.model.state import AlertGroupState, CycleState
+from gpuwatch.model.state import STATE_VERSION, AlertGroupState, CycleState
 from gpuwatch.notify.console import RecordingNotifier
 from gpuwatch.pipeline import Components, analyse, gather, run_cycle
 from gpuwatch.pipeline.effect import effect
@@ -189,7 +189,7 @@ def test_corrupt_state_file_is_moved_aside_not_lost(tmp_path):
     assert any(n.kind == "state" and "moved to" in n.message for n in result.data_quality)
     aside = list(tmp_path.glob("state.json.corrupt-*"))
     assert len(aside) == 1 and "yesterday" in aside[0].read_text()
-    assert json.loads(path.read_text())["version"] == 2
+    assert json.loads(path.read_text())["version"] == STATE_VERSION
 
 
 def test_empty_cluster_runs_clean():

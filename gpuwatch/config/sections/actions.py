@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from gpuwatch.config.sections.approval import ApprovalSettings, Mode, SlackId
 from gpuwatch.config.sections.base import Count, DurationS, Section, known_time_zone
 
 
@@ -38,6 +39,13 @@ class PoolActionPolicy(Section):
     )
     machine_deployment: str | None = Field(
         None, description="`namespace/name` of the pool's MachineDeployment (cluster-api)."
+    )
+    approval: Mode | None = Field(
+        None,
+        description="`slack` or `auto` for this pool's actions; unset: `actions.approval`'s mode.",
+    )
+    approvers: list[SlackId] | None = Field(
+        None, description="Who may approve this pool's actions; unset: `actions.approval`'s."
     )
 
 
@@ -108,6 +116,7 @@ class ActionsSettings(Section):
     ``dry_run`` is false."""
 
     migration: MigrationSettings = Field(default_factory=MigrationSettings)
+    approval: ApprovalSettings = Field(default_factory=ApprovalSettings)
 
     pools: dict[str, PoolActionPolicy] = Field(
         default_factory=dict,
@@ -163,6 +172,22 @@ class ActionsSettings(Section):
         "that would run past it is rolled back. Keep it under the CronJob's "
         "`activeDeadlineSeconds` (270) by the time a rollback takes.",
     )
+
+    @model_validator(mode="after")
+    def _approvers_named(self) -> ActionsSettings:
+        modes = [(None, self.approval.mode, self.approval.approvers)] + [
+            (name, p.approval or self.approval.mode, self.approval.approvers
+             if p.approvers is None else p.approvers)
+            for name, p in self.pools.items()
+        ]  # fmt: skip
+        for pool, mode, approvers in modes:
+            if mode == "slack" and not approvers:
+                where = f"actions.pools.{pool}" if pool else "actions.approval"
+                raise ValueError(
+                    f"{where}: approval is slack but nobody may approve: set approvers "
+                    "(Slack user ids U…, user groups S…)"
+                )
+        return self
 
     @model_validator(mode="after")
     def _deadlines_agree(self) -> ActionsSettings:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
 
+from gpuwatch.config.sections.approval import InteractivitySettings
 from gpuwatch.config.sections.base import DurationS, Section, secret
 from gpuwatch.model import alerts as domain
 
@@ -150,6 +151,10 @@ class SlackSettings(Section):
         "same backoff (or the answer's `Retry-After`, up to `max_retry_after_s`). Counted "
         "apart from 429s and connection errors, so that waiting out rate limits never "
         "spends them.",
+    )
+    interactivity: InteractivitySettings = Field(
+        default_factory=InteractivitySettings,
+        description="Buttons (Approve, Reject, Snooze) and how their clicks reach the daemon.",
     )
 
 
