@@ -71,6 +71,8 @@ def admit(inputs: ApprovalInputs) -> Admission:
         _decide(decision, requests, inputs, records)
     for request in requests.values():
         _expire(request, at, records)
+    for key in [k for k, r in requests.items() if _finished_hold(r, at)]:
+        del requests[key]
     gated: list[Action] = []
     seen: set[str] = set()
     for action in inputs.actions:
@@ -96,8 +98,6 @@ def admit(inputs: ApprovalInputs) -> Admission:
     for key, request in requests.items():
         if key not in seen and request.status is not RequestStatus.REJECTED:
             _close_unrun(request, "no longer planned on this cycle's data", at, records)
-    for key in [k for k, r in requests.items() if _finished_hold(r, at)]:
-        del requests[key]
     return Admission(tuple(gated), requests, records)
 
 
