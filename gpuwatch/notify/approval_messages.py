@@ -147,7 +147,7 @@ def _decision_buttons(request: ApprovalRequest) -> dict[str, Any]:
                 "action_id": APPROVE_ACTION,
                 "style": "primary",
                 "text": {"type": "plain_text", "text": "Approve"},
-                "value": request.key,
+                "value": _value(request),
                 "confirm": {
                     "title": {"type": "plain_text", "text": "Approve this action?"},
                     "text": {"type": "mrkdwn", "text": request.what[:300]},
@@ -160,10 +160,15 @@ def _decision_buttons(request: ApprovalRequest) -> dict[str, Any]:
                 "action_id": REJECT_ACTION,
                 "style": "danger",
                 "text": {"type": "plain_text", "text": "Reject"},
-                "value": request.key,
+                "value": _value(request),
             },
         ],
     }
+
+
+def _value(request: ApprovalRequest) -> str:
+    """What an Approve or Reject button carries: the action key and its pool."""
+    return json.dumps({"k": request.key, "p": request.pool})
 
 
 def _status_line(request: ApprovalRequest, running: bool) -> str:

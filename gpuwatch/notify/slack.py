@@ -132,7 +132,7 @@ class SlackNotifier:
         self._client = WebClient(
             token=token,
             base_url=settings.base_url,
-            **_client_options("slack_sdk.web.base_client", settings, sleep),
+            **client_options("slack_sdk.web.base_client", settings, sleep),
         )
         self._refused: DeliveryResult | None = None
         """Slack refused the token: every later delivery fails with this at once."""
@@ -277,7 +277,7 @@ class WebhookNotifier:
         self._pacer = Pacer(settings.min_interval_s, clock, sleep)
         register_webhook(url)
         self._client = WebhookClient(
-            url, **_client_options("slack_sdk.webhook.client", settings, sleep)
+            url, **client_options("slack_sdk.webhook.client", settings, sleep)
         )
         self._refused: DeliveryResult | None = None
         """Slack refused the webhook: every later delivery fails with this at once."""
@@ -332,7 +332,7 @@ class WebhookNotifier:
         ), code
 
 
-def _client_options(logger_name: str, settings: SlackSettings, sleep: Sleep) -> dict[str, Any]:
+def client_options(logger_name: str, settings: SlackSettings, sleep: Sleep) -> dict[str, Any]:
     """What both slack_sdk clients are built with: the timeout, the retry handlers, and
     their logger, which redacts: slack_sdk redacts the Authorization header in its debug
     log, but its webhook client logs the URL (debug: every request; info: every retry),
