@@ -35,11 +35,12 @@ from gpuwatch.config.settings import Settings
 from gpuwatch.jobs import cycle_job, make_report, write_result
 from gpuwatch.model.errors import GpuwatchError
 from gpuwatch.model.result import CycleResult, SourceInfo
+from gpuwatch.notify.interactions import Inbox
 from gpuwatch.report.data import ReportPeriod
 from gpuwatch.telemetry.metrics import SelfMetrics
 from gpuwatch.telemetry.serve import TelemetryServer, freshness, serve
 from gpuwatch.util.redact import redact
-from gpuwatch.wiring import build_lease
+from gpuwatch.wiring import Listener, build_lease, build_listeners
 
 log = logging.getLogger(__name__)
 CYCLE_JOB, REPORT_JOB = "cycle", "report"
@@ -80,6 +81,9 @@ class Daemon:
         self._lease_lock = threading.Lock()
         """The cycle and the report run on two threads; one Lease holder between them."""
         self._server: TelemetryServer | None = None
+        self.inbox = Inbox()
+        """Clicks from Slack (Approve, Reject, Snooze), queued for the next cycle."""
+        self._listeners: list[Listener] = []
         self._scheduler = BackgroundScheduler(
             timezone=UTC,
             executors={"default": ThreadPoolExecutor(max_workers=2)},
@@ -113,6 +117,7 @@ class Daemon:
         )
         self._schedule()
         self._scheduler.start()
+        self._listen()
         log.info("gpuwatch daemon: a cycle every %s s, metrics on port %s", d.interval_s, self.port)
 
     def _schedule(self) -> None:
@@ -136,6 +141,29 @@ class Daemon:
         elif self._scheduler.get_job(REPORT_JOB):
             self._scheduler.remove_job(REPORT_JOB)
 
+    def _listen(self) -> None:
+        """Start hearing Slack's clicks, where the settings give a way in. A listener
+        that cannot start is logged: the cycles go on, and people can still decide with
+        reactions."""
+        try:
+            listeners = build_listeners(lambda: self.settings, self.inbox, self.wake)
+        except GpuwatchError as exc:
+            log.error("Slack interactivity not started: %s", exc)
+            return
+        for listener in listeners:
+            try:
+                listener.start()
+            except Exception as exc:  # a listener that cannot start must not stop the daemon
+                log.error("Slack interactivity not started: %s", redact(str(exc)))
+                continue
+            self._listeners.append(listener)
+        self.inbox.listening = bool(self._listeners)
+
+    def wake(self) -> None:
+        """Run the next cycle now (an approval was given): it still plans afresh."""
+        if self._scheduler.running and not self._stopping.is_set():
+            self._scheduler.modify_job(CYCLE_JOB, next_run_time=datetime.now(UTC))
+
     def run_until_signalled(self) -> None:
         """Start, then block until SIGTERM or SIGINT; then stop cleanly."""
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -148,6 +176,8 @@ class Daemon:
         """Stop scheduling and wait for the job in flight (its state is saved by the
         cycle itself); release the Lease so that another replica takes over at once."""
         self._stopping.set()
+        for listener in self._listeners:
+            listener.close()
         if self._scheduler.running:
             self._scheduler.shutdown(wait=True)
         if self._lease is not None:
@@ -167,7 +197,7 @@ class Daemon:
             if not self._leader():
                 log.info("another replica holds the lease; standing by")
                 return
-            run = cycle_job(self.settings, at, self._console, push=False)
+            run = cycle_job(self.settings, at, self._console, push=False, inbox=self.inbox)
             result, error = run.result, run.write_error
         except (GpuwatchError, OSError) as exc:
             log.error("cycle failed: %s", exc)

@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from gpuwatch.config.settings import Settings
 from gpuwatch.model.result import CycleResult
+from gpuwatch.notify.interactions import Inbox
 from gpuwatch.pipeline import Components, run_cycle
 from gpuwatch.report.cycle_json import write_cycle_json
 from gpuwatch.report.data import ReportData, ReportPeriod
@@ -54,12 +55,14 @@ def cycle_job(
     *,
     push: bool,
     starting: Callable[[Components], None] | None = None,
+    inbox: Inbox | None = None,
 ) -> CycleRun:
     """One cycle as of ``at``: build the adapters, run it, push the self-metrics when
     ``push`` (CronJob mode: the daemon serves its own), write the result JSON.
-    ``starting`` is told the adapters before the cycle runs. Raises ``ConfigError``
+    ``starting`` is told the adapters before the cycle runs; ``inbox`` holds the clicks
+    a daemon's listeners queued since the last cycle. Raises ``ConfigError``
     before anything is read when the settings or rules cannot be used."""
-    with build_components(settings, at, console) as components:
+    with build_components(settings, at, console, inbox=inbox) as components:
         if starting is not None:
             starting(components)
         result = run_cycle(components, settings, at)

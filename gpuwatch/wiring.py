@@ -13,7 +13,7 @@ from dataclasses import replace
 from datetime import datetime
 from functools import cache
 from pathlib import Path
-from typing import TextIO
+from typing import Protocol, TextIO
 
 from prometheus_client import CollectorRegistry
 
@@ -21,16 +21,21 @@ from gpuwatch.actuators.drain import DrainOptions
 from gpuwatch.actuators.kubernetes import KubernetesActuator
 from gpuwatch.analysis.pricing import load_price_book
 from gpuwatch.analysis.rules import load_rules
+from gpuwatch.config.sections.approval import approval_policy
 from gpuwatch.config.settings import Settings
 from gpuwatch.kube.api import KubeApi, RetryPolicy
 from gpuwatch.kube.client import Credentials, connect
 from gpuwatch.kube.lease import Lease
+from gpuwatch.model.approvals import ApprovalPolicy
 from gpuwatch.model.errors import ConfigError, StateError
 from gpuwatch.model.findings import DataQualityNote, Role
 from gpuwatch.model.result import CycleResult
 from gpuwatch.notify.base import Delivery, Notifier
 from gpuwatch.notify.console import ConsoleNotifier, RecordingNotifier
+from gpuwatch.notify.interactions import ClickHandler, Inbox
 from gpuwatch.notify.slack import SlackNotifier, WebhookNotifier
+from gpuwatch.notify.slack_approvals import SlackApprovals
+from gpuwatch.notify.slack_listeners import InteractionsEndpoint, SocketModeListener
 from gpuwatch.pipeline import Components
 from gpuwatch.report.data import ReportData
 from gpuwatch.sources.base import ClusterSource, MetricsSource
@@ -64,9 +69,14 @@ def build_metrics_source(
 
 
 def build_components(
-    settings: Settings, at: datetime, console: TextIO, env: Mapping[str, str] | None = None
+    settings: Settings,
+    at: datetime,
+    console: TextIO,
+    env: Mapping[str, str] | None = None,
+    inbox: Inbox | None = None,
 ) -> Components:
-    """Adapters for one cycle evaluated at ``at``; ``console`` receives printed messages.
+    """Adapters for one cycle evaluated at ``at``; ``console`` receives printed messages;
+    ``inbox``: the clicks a daemon's listeners queued.
 
     Secrets (tokens, passwords) are read here, on every cycle, so rotation needs no restart.
     """
@@ -129,7 +139,76 @@ def build_components(
         actuator=actuator,
         checkpoints=checkpoints,
         silences=silences,
+        approvals=_approvals(settings, env, inbox),
     )
+
+
+def _approvals(
+    settings: Settings, env: Mapping[str, str], inbox: Inbox | None
+) -> SlackApprovals | None:
+    """Slack's answers, where there is a bot token to read them with."""
+    slack = settings.notify.slack
+    token = _secret(slack.token_file, slack.token_env, env, "notify.slack.token")
+    return SlackApprovals(token, slack, inbox) if token else None
+
+
+class Listener(Protocol):
+    def start(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def build_listeners(
+    settings: Callable[[], Settings],
+    inbox: Inbox,
+    woken: Callable[[], None],
+    env: Mapping[str, str] | None = None,
+) -> list[Listener]:
+    """The daemon's ways of hearing clicks: Socket Mode when an app-level token is
+    found, the HTTP endpoint when ``http_port`` is set (its signing secret then
+    required). Both need the bot token, to check user groups and answer privately;
+    without it there is nobody to answer and no listener. Not started yet."""
+    env = os.environ if env is None else env
+    first = settings()
+    slack, ways = first.notify.slack, first.notify.slack.interactivity
+    token = _secret(slack.token_file, slack.token_env, env, "notify.slack.token")
+    if not token:
+        return []
+    replies = SlackApprovals(token, slack)
+    handler = ClickHandler(
+        inbox,
+        policy=lambda: _policy(settings()),
+        members=replies.members,
+        answer=replies.answer,
+        woken=woken,
+    )
+    listeners: list[Listener] = []
+    app = _secret(
+        ways.app_token_file, ways.app_token_env, env, "notify.slack.interactivity.app_token"
+    )
+    if app:
+        listeners.append(SocketModeListener(app, slack, handler))
+    if ways.http_port is not None:
+        secret = _secret(
+            ways.signing_secret_file,
+            ways.signing_secret_env,
+            env,
+            "notify.slack.interactivity.signing_secret",
+        )
+        if not secret:
+            raise ConfigError(
+                "notify.slack.interactivity.http_port is set, but no signing secret was found "
+                f"(${ways.signing_secret_env} or signing_secret_file): requests could not be "
+                "verified"
+            )
+        listeners.append(InteractionsEndpoint(secret, handler, ways.http_address, ways.http_port))
+    return listeners
+
+
+def _policy(settings: Settings) -> ApprovalPolicy:
+    """The approval policy a click is checked against (clicks are answered: a daemon)."""
+    a = settings.actions
+    return approval_policy(a.approval, a.pools, settings.notify.channel, interactive=True)
 
 
 def required_roles(settings: Settings) -> dict[Role, str]:

@@ -104,6 +104,10 @@ def once(ctx: click.Context, **kwargs: Any) -> None:
     _run(ctx, load_settings_or_exit(ctx, _flags(**kwargs)))
 
 
+DEMO_APPROVER = "U0PLATFORM"
+"""A made-up Slack user id: who the demo's approval request names."""
+
+
 @cli.command()
 @_cycle_options
 @click.pass_context
@@ -115,8 +119,15 @@ def demo(ctx: click.Context, **kwargs: Any) -> None:
     """
     flags = _flags(**kwargs)
     flags.setdefault("at", SHOWCASE_AT)
-    # The simulated pools are open to (dry-run) scale-down, so the demo shows the planner.
-    flags.setdefault("actions.pools", {p: {} for p in ("gpu-training", "gpu-inference")})
+    # The simulated pools are open to (dry-run) scale-down, so the demo shows the planner;
+    # gpu-training's actions wait for approval in Slack, so it shows the request too.
+    flags.setdefault(
+        "actions.pools",
+        {
+            "gpu-training": {"approval": "slack", "approvers": [DEMO_APPROVER]},
+            "gpu-inference": {},
+        },
+    )
     flags.setdefault("output.dir", "gpuwatch-demo")
     # Every demo run shows the messages a first cycle sends; a kept state would make
     # the second run (at the same instant) rightly say nothing new.
