@@ -76,7 +76,7 @@ def as_silences(snoozes: Sequence[Snooze]) -> list[Silence]:
 
 
 def labels_of(group_key: str) -> dict[str, str]:
-    """A group key's labels: ``#chan|rule=gpu-idle,pool=a`` -> ``{rule: gpu-idle, pool: a}``."""
+    """A group key's labels: ``#chan|rule=r,pool=a`` -> ``{rule: r, pool: a}``."""
     _, _, labels = group_key.partition("|")
     pairs = (item.partition("=") for item in labels.split(",") if "=" in item)
     return {name: value for name, _, value in pairs}
