@@ -38,6 +38,7 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 
 from tests.integration.loopback import LoopbackHTTPServer, ServedDouble, Serving
+from tests.integration.slack_server_interactive import InteractiveApi, InteractiveState
 
 TOKEN = "xoxb-1234567890-0987654321-gpuwatchTestToken0001"
 """The bot token the server expects unless told otherwise."""
@@ -139,7 +140,7 @@ class _Answer:
     headers: tuple[tuple[str, str], ...] = ()
 
 
-class SlackServer(ServedDouble):
+class SlackServer(InteractiveApi, ServedDouble):
     """The server. Use as a context manager, or ``start()``/``stop()``."""
 
     thread_name = "slack-server"
@@ -178,6 +179,7 @@ class SlackServer(ServedDouble):
         self._stopping = threading.Event()
         self._server: _Server | None = None
         self._serving: Serving | None = None
+        self.interactive = InteractiveState()
 
     # -- addresses -----------------------------------------------------------------------
     @property
@@ -368,9 +370,18 @@ class SlackServer(ServedDouble):
             return _Answer(404, b"no_service", "text/plain")
         if not path.startswith(API_PREFIX):
             return _Answer(404, b"not found", "text/plain")
+        if method == "apps.connections.open":
+            auth = headers.get("authorization", "").removeprefix("Bearer ")
+            ok, fields = self.connections_open(auth or params.get("token"))
+            return _ok(**fields) if ok else _refusal(fields["error"])
         refused = self._check_token(params, headers)
         if refused is not None:
             return _refusal(refused)
+        more = self.interactive_methods().get(method)
+        if more is not None:
+            with self._lock:
+                ok, fields = more(params)
+            return _ok(**fields) if ok else _refusal(fields["error"])
         serve = {
             "auth.test": self._auth_test,
             "chat.postMessage": self._post_message,
@@ -430,7 +441,7 @@ class SlackServer(ServedDouble):
             return _refusal("channel_not_found")
         if channel in self._channel_refusals:
             return _refusal(self._channel_refusals[channel])
-        message = self._find(channel, str(params.get("ts", "")))
+        message = self._any_message(channel, str(params.get("ts", "")))
         if message is None:
             return _refusal("message_not_found")
         text, blocks = params.get("text"), params.get("blocks")
@@ -529,6 +540,10 @@ class SlackServer(ServedDouble):
             (m for m in self._messages if m.channel == channel and m.ts == ts and not m.thread_ts),
             None,
         )
+
+    def _any_message(self, channel: str, ts: str) -> Message | None:
+        """A message or a reply in a thread: either may be updated or reacted to."""
+        return next((m for m in self._messages if m.channel == channel and m.ts == ts), None)
 
     def _rate_limit(self, channel: str) -> _Answer | None:
         """429 for a post sooner than ``min_interval_s`` after the last to ``channel``."""
