@@ -45,7 +45,8 @@ class Inbox:
     """Clicks waiting for the next cycle; filled by the listeners' threads, drained by
     the cycle's."""
 
-    def __init__(self) -> None:
+    def __init__(self, capacity: int = MAX_QUEUED) -> None:
+        self._capacity = capacity
         self._lock = threading.Lock()
         self._decisions: deque[Decision] = deque()
         self._snoozes: deque[SnoozeRequest] = deque()
@@ -54,7 +55,7 @@ class Inbox:
 
     def put(self, item: Decision | SnoozeRequest) -> bool:
         with self._lock:
-            if len(self._decisions) + len(self._snoozes) >= MAX_QUEUED:
+            if len(self._decisions) + len(self._snoozes) >= self._capacity:
                 return False
             (self._decisions if isinstance(item, Decision) else self._snoozes).append(item)
             return True

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import json
 import time
 import urllib.error
@@ -19,13 +20,15 @@ import urllib.request
 
 import pytest
 
-from gpuwatch.config.settings import SlackSettings
+from gpuwatch.config.settings import Settings, SlackSettings
+from gpuwatch.daemon import Daemon
 from gpuwatch.model.actions import ActionStatus
 from gpuwatch.notify.approval_messages import APPROVE_ACTION, REJECT_ACTION, SNOOZE_ACTION
 from gpuwatch.notify.slack_listeners import InteractionsEndpoint, SocketModeListener
 from gpuwatch.sources.simulator.layout import SHOWCASE_AT
 from tests.integration.approval_world import ALICE, BOB, EVE, KEY, NODE, ApprovalWorld
-from tests.integration.slack_server import SlackServer
+from tests.integration.prometheus_server import free_port
+from tests.integration.slack_server import TOKEN, SlackServer
 from tests.integration.slack_server_interactive import APP_TOKEN
 from tests.integration.socket_mode_server import SocketModeServer, block_actions
 
@@ -264,3 +267,47 @@ def test_the_http_endpoint_takes_only_signed_fresh_requests_once(world):
         assert [(d.key, d.user, d.via) for d in decisions] == [(KEY, ALICE, "button")]
     finally:
         endpoint.close()
+
+
+# -- the daemon ----------------------------------------------------------------------
+
+
+def test_the_daemon_takes_clicks_over_socket_mode_and_runs_the_next_cycle_at_once(
+    slack, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("SLACK_BOT_TOKEN", TOKEN)
+    monkeypatch.setenv("SLACK_APP_TOKEN", APP_TOKEN)
+    settings = Settings.model_validate(
+        {
+            "daemon": {"interval": "1h", "report_cron": None},
+            "self_metrics": {"address": "127.0.0.1", "port": free_port()},
+            "output": {"dir": str(tmp_path / "out")},
+            "state": {"backend": "memory"},
+            "notify": {"slack": {"base_url": slack.base_url, "min_interval_s": 0}},
+            "actions": {"pools": {"gpu-training": {"approval": "slack", "approvers": [ALICE]}}},
+        }
+    )
+    with SocketModeServer() as server:
+        slack.interactive.socket_url = server.url
+        daemon = Daemon(lambda: settings, io.StringIO())
+        daemon.start()
+        try:
+            server.wait_connected()
+            assert daemon.inbox.listening
+            deadline = time.monotonic() + 60
+            while daemon.cycles < 1:
+                assert time.monotonic() < deadline, "the first cycle never ran"
+                time.sleep(0.05)
+            payload = block_actions(ALICE, APPROVE_ACTION, approve_value(), "C0001",
+                                    "1.000001", f"{time.time():.6f}")  # fmt: skip
+            server.wait_ack(server.send_interactive(payload))
+            while daemon.cycles < 2:  # an hour's interval: only the click runs it now
+                assert time.monotonic() < deadline, "the click did not run a cycle"
+                time.sleep(0.05)
+        finally:
+            daemon.stop()
+    assert "Approved scale_down_node:train-a100-3" in slack.ephemeral_to(ALICE)[0]
+    result = daemon.last_result
+    assert result is not None
+    (record,) = [r for r in result.approvals if r.user == ALICE]
+    assert record.event == "ignored" and "closed" in record.detail, "no such request is open"
