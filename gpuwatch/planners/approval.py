@@ -58,7 +58,11 @@ class Admission:
 
     def approved(self) -> list[ApprovalRequest]:
         """The requests whose action goes to the actuator this cycle."""
-        keys = {a.key for a in self.actions if "approval" in a.details}
+        keys = {
+            a.key
+            for a in self.actions
+            if a.status is ActionStatus.PLANNED and "approval" in a.details
+        }
         return [r for k, r in self.requests.items() if k in keys]
 
 
@@ -193,21 +197,24 @@ def _gate(action: Action, request: ApprovalRequest, approvers: str) -> Action:
             status=ActionStatus.AWAITING_APPROVAL,
             reason=f"awaiting approval ({approvers}): {action.reason}",
         )
-    if request.status is RequestStatus.REJECTED:
-        assert request.decided_at is not None and request.until is not None
+    assert request.decided_at is not None and request.until is not None
+    rejected = request.status is RequestStatus.REJECTED
+    approval = {
+        "decision": "reject" if rejected else "approve",
+        "by": request.decided_by,
+        "at": rfc3339(request.decided_at),
+        "until": rfc3339(request.until),
+    }
+    details = {**action.details, "approval": approval}
+    if rejected:
         return replace(
             action,
             status=ActionStatus.REFUSED,
             reason=f"rejected by <@{request.decided_by}> at {rfc3339(request.decided_at)}; "
             f"held back until {rfc3339(request.until)}",
+            details=details,
         )
-    assert request.decided_at is not None and request.until is not None
-    approval = {
-        "by": request.decided_by,
-        "at": rfc3339(request.decided_at),
-        "until": rfc3339(request.until),
-    }
-    return replace(action, details={**action.details, "approval": approval})
+    return replace(action, details=details)
 
 
 def _request(action: Action, inputs: ApprovalInputs) -> ApprovalRequest:

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 TABLES = ("gpu_hourly", "holder_hourly", "findings", "savings", "actions", "realized")
 TABLE_SINCE = {"holder_hourly": "1.1", "realized": "1.1"}
 """The version that added each table added after 1.0."""
@@ -245,6 +245,13 @@ ACTIONS = pa.schema(
         pa.field("dry_run", pa.bool_(), nullable=False),
         pa.field("key", pa.string()),
         pa.field("details", pa.string()).with_metadata({"doc": "JSON object."}),
+        pa.field("decision", pa.string()).with_metadata(
+            {"doc": "approve or reject, for an action under approval in Slack (since 1.2)."}
+        ),
+        pa.field("decided_by", pa.string()).with_metadata(
+            {"doc": "The Slack user id who decided (since 1.2)."}
+        ),
+        pa.field("decided_at", UTC_S).with_metadata({"doc": "When they decided (since 1.2)."}),
     ],
     metadata={"gpuwatch.table": "actions", "gpuwatch.schema_version": SCHEMA_VERSION},
 )

@@ -85,8 +85,21 @@ def actions_table(actions: Sequence[tuple[datetime, Json]]) -> pa.Table:
                 "dry_run": bool(a.get("dry_run", True)),
                 "key": a.get("key"),
                 "details": json.dumps(a.get("details") or {}, sort_keys=True),
+                **_decision((a.get("details") or {}).get("approval")),
             }
             for at, a in sorted(actions, key=lambda item: item[0], reverse=True)
         ],
         schema=ACTIONS,
     )
+
+
+def _decision(approval: object) -> dict[str, Any]:
+    """The actions table's decision columns, from an action's ``details.approval``."""
+    if not isinstance(approval, dict):
+        return {"decision": None, "decided_by": None, "decided_at": None}
+    at = approval.get("at")
+    return {
+        "decision": approval.get("decision"),
+        "decided_by": approval.get("by"),
+        "decided_at": parse_instant(at) if isinstance(at, str) else None,
+    }

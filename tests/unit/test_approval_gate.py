@@ -100,6 +100,7 @@ def test_an_approvers_approval_lets_the_same_action_run_on_the_next_cycle(user):
     (action,) = second.actions
     assert action.status is ActionStatus.PLANNED
     assert action.details["approval"] == {
+        "decision": "approve",
         "by": user,
         "at": "2026-11-24T02:02:00Z",
         "until": "2026-11-24T03:02:00Z",

@@ -73,6 +73,10 @@ class ActionRow:
     dry_run: bool
     key: str | None
     details: Mapping[str, Any]
+    decision: str | None = None
+    """``approve`` or ``reject`` (approval in Slack), with who and when."""
+    decided_by: str | None = None
+    decided_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -173,6 +177,10 @@ def recent_actions(actions: pa.Table) -> tuple[ActionRow, ...]:
                 dry_run=row["dry_run"],
                 key=row["key"],
                 details=details,
+                # Weeks written before 1.2 have no decision columns.
+                decision=row.get("decision"),
+                decided_by=row.get("decided_by"),
+                decided_at=row.get("decided_at"),
             )
         )
     rows.sort(key=lambda row: (row.kind, row.target))
