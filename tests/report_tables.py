@@ -132,6 +132,9 @@ def report_tables(
         "dry_run": [True],
         "key": ["scale_down/gpu-training"],
         "details": [json.dumps({"from": gpus, "to": gpus - 1})],
+        "decision": [None],
+        "decided_by": [None],
+        "decided_at": [None],
     }
     columns = {"gpu_hourly": hourly, "findings": findings, "savings": savings, "actions": actions}
     tables = {name: pa.Table.from_pydict(columns[name], schema=SCHEMAS[name]) for name in columns}
@@ -279,6 +282,9 @@ def action_row(hour: int, status: str, target: str = "Node/idle-1", **extra: Any
         "dry_run": status == "planned",
         "key": f"scale_down_node|{target}|{hour}",
         "details": json.dumps({"gpus": 8}),
+        "decision": None,
+        "decided_by": None,
+        "decided_at": None,
     }
     row.update(extra)
     return row

@@ -119,7 +119,8 @@ def test_the_demo_writes_a_report_whose_money_is_the_parquet_sums_and_that_opens
     tables = store.read_tables("simulated", period.label)
     assert tables is not None
     assert tables["findings"].num_rows > 0 and tables["savings"].num_rows > 0
-    assert {"planned", "refused"} <= set(tables["actions"]["status"].to_pylist())
+    # The demo's gpu-training pool is under approval in Slack: its scale-down waits.
+    assert {"awaiting_approval", "refused"} <= set(tables["actions"]["status"].to_pylist())
     html = root / "html" / "cluster=simulated" / "latest.html"
     page = html.read_text()
     # The shipped price book is examples: the page and every file say so.

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from gpuwatch.model.approvals import ApprovalRequest, RequestStatus, Snooze
 from gpuwatch.model.state import AlertGroupState, CycleState, PendingMessage
 from gpuwatch.state.base import MemoryState, StateStore
 from gpuwatch.state.configmap import ConfigMapState
@@ -51,6 +52,39 @@ TOLD = AlertGroupState(
 )
 
 
+REQUEST = ApprovalRequest(
+    key="scale_down_node:train-a100-3",
+    kind="scale_down_node",
+    target="Node/train-a100-3",
+    pool="gpu-training",
+    channel="#gpu-alerts",
+    requested_at=AT - 30 * MIN,
+    status=RequestStatus.REJECTED,
+    what="Scale down Node/train-a100-3 in gpu-training (cordon-drain): 6 of 8 unallocated",
+    saving="107,520.00 CNY net per 30 days (107,520.00 gross)",
+    dry_run=False,
+    channel_id="C0001",
+    ts="1795486800.000200",
+    thread_ts="1795486800.000100",
+    decided_by="U0ALICE",
+    decided_at=AT - 20 * MIN,
+    until=AT + 23 * 60 * MIN,
+    reason="rejected in Slack",
+    told="rejected",
+    replied="reject",
+    ignored=["U0EVE"],
+    failed_since=AT - 2 * MIN,
+    last_error="Slack chat.update: internal_error (HTTP 500)",
+)
+SNOOZE = Snooze(
+    group_key=TOLD.key,
+    match={"rule": "gpu-idle", "pool": "gpu-training"},
+    user="U0ALICE",
+    at=AT - 10 * MIN,
+    until=AT + 50 * MIN,
+)
+
+
 def rich_state() -> CycleState:
     """A state in which every field, and every field of its parts, differs from its
     default: a store that drops or mangles one is caught."""
@@ -76,6 +110,8 @@ def rich_state() -> CycleState:
         ],
         reported_actions={"scale_down_node/train-a100-3|planned": AT - 5 * MIN},
         parked={f"slack|{parked.key}": parked},
+        approvals={REQUEST.key: replace(REQUEST, ignored=list(REQUEST.ignored))},
+        snoozes=[SNOOZE],
     )
 
 
@@ -102,6 +138,8 @@ def test_the_rich_state_leaves_no_field_at_its_default() -> None:
     assert at_default(state.alerts[TOLD.key], bare) == ["key", "channel", "title", "started_at"]
     pending = state.outbox[0]
     assert at_default(pending, PendingMessage("", "", "", "", [], AT)) == []
+    bare_request = ApprovalRequest(REQUEST.key, REQUEST.kind, REQUEST.target, None, "", AT)
+    assert at_default(state.approvals[REQUEST.key], bare_request) == ["key", "kind", "target"]
 
 
 def test_a_store_has_a_name(open_store: Open) -> None:
