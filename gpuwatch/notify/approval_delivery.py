@@ -117,9 +117,13 @@ def _update(
     if result.ok:
         request.told = RUNNING if running else str(request.status)
         request.failed_since = request.last_error = None
-    else:
-        request.failed_since = request.failed_since or at
-        request.last_error = result.error
+        return
+    request.failed_since = request.failed_since or at
+    request.last_error = result.error
+    if result.error and "message_not_found" in result.error:
+        # Deleted in Slack: an open request is posted afresh (its reactions are gone with
+        # it), a closed one is let go.
+        request.ts = request.channel_id = request.thread_ts = None
 
 
 def _reply(

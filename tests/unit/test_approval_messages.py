@@ -15,6 +15,7 @@ from gpuwatch.model.approvals import (
     SnoozeRequest,
     Verdict,
 )
+from gpuwatch.notify.approval_delivery import tell_requests
 from gpuwatch.notify.approval_messages import (
     APPROVE_ACTION,
     REJECT_ACTION,
@@ -23,6 +24,8 @@ from gpuwatch.notify.approval_messages import (
     compose_request,
     snooze_buttons,
 )
+from gpuwatch.notify.base import Delivery, DeliveryResult
+from gpuwatch.notify.delivery import Outcome
 from gpuwatch.notify.interactions import ClickHandler, Inbox, clicks
 from gpuwatch.notify.snoozes import apply_snoozes, as_silences, labels_of
 from tests.builders import AT
@@ -203,3 +206,36 @@ def test_a_group_of_no_listed_team_may_be_snoozed_by_anyone():
 def test_labels_of_a_group_key():
     assert labels_of("#gpu|rule=r,pool=a") == {"rule": "r", "pool": "a"}
     assert labels_of("#gpu") == {}
+
+
+class Refusing:
+    """A notifier whose every update finds the message deleted in Slack."""
+
+    name, updates_in_place, delivered_status = "slack", True, "sent"
+    can_attach, posts_to_chat = False, True
+
+    def __init__(self) -> None:
+        self.sent: list[Delivery] = []
+
+    def send(self, delivery: Delivery) -> DeliveryResult:
+        self.sent.append(delivery)
+        if delivery.kind == "update":
+            return DeliveryResult(ok=False, error="Slack chat.update: message_not_found")
+        return DeliveryResult(ok=True, ts=f"2.{len(self.sent):06d}", channel="C1")
+
+    def attach(self, posted, filename, content, title):  # pragma: no cover - unused
+        raise AssertionError
+
+
+def test_a_request_deleted_in_slack_is_posted_afresh_while_open_and_let_go_once_closed():
+    notifier = Refusing()
+    waiting = request(status=RequestStatus.APPROVED, ts="1.0", channel_id="C1", told="awaiting",
+                      decided_by=ALICE, decided_at=AT, until=AT + timedelta(hours=1))  # fmt: skip
+    done = request(key="k2", status=RequestStatus.DONE, ts="1.5", channel_id="C1", told="approved")
+    requests = {waiting.key: waiting, done.key: done}
+    tell_requests(requests, [], POLICY, notifier, AT, {}, Outcome())
+    assert list(requests) == [waiting.key], "the closed one is let go"
+    assert waiting.ts is None and waiting.told == "awaiting"
+    tell_requests(requests, [], POLICY, notifier, AT, {}, Outcome())
+    assert waiting.ts is not None and waiting.told == "approved"
+    assert [d.kind for d in notifier.sent] == ["update", "update", "post"]
