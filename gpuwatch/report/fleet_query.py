@@ -5,12 +5,15 @@ the dataset's documented tables and a one-row ``fleet_period`` (``week``,
 ``previous_week``), so that a fleet too big for one machine runs the same files on
 Trino or Spark SQL with those names bound to its tables (``docs/report.md`` says how).
 
-Here the tables are the report store's pyarrow datasets (a folder, ``s3://`` or any
-location ``report.location`` accepts, opened by the same code as the weekly report's),
-which DuckDB scans in streaming batches, reading only the columns a query names. Each
-is bound already limited to the reported week and the one before: DuckDB does not push
-a join with ``fleet_period`` down into a scan, and the queries' own ``WHERE`` clauses
-say the same, so the answer is the same and only two weeks' files are read.
+Here the tables come from the report store (a folder, ``s3://`` or any location
+``report.location`` accepts, opened by the same code as the weekly report's): a local
+folder's files are read by DuckDB's own Parquet reader, object storage is scanned
+through the store's pyarrow filesystem in streaming batches (DuckDB's own S3 support is
+an extension it downloads at run time, which a cluster without egress cannot). Either
+way only the columns a query names are read, and each table is bound already limited to
+the reported week and the one before: DuckDB does not push a join with ``fleet_period``
+down into a scan, and the queries' own ``WHERE`` clauses say the same, so the answer is
+the same and only two weeks' files are read.
 ``not_reported.sql`` reads only the partition columns over every earlier week; it gets
 ``gpu_hourly`` as the list of its partitions (one row per cluster and week), which gives
 it the same answer without opening a file.
@@ -32,6 +35,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 
 from gpuwatch.report.data import ReportPeriod
 from gpuwatch.report.schema import PARTITIONS, SCHEMAS
@@ -92,21 +96,56 @@ def run_fleet_queries(store: ReportStore, week: str | None = None) -> FleetRows:
         week = weeks[-1]
     before = previous_week(week)
     in_period = ds.field("week").isin([week, before])
-    bound: dict[str, Any] = {}
-    for name, dataset in datasets.items():
-        bound[name] = _empty(name) if dataset is None else dataset.filter(in_period)
     period = pa.table({"week": [week], "previous_week": [before]})
     rows: dict[str, list[Row]] = {}
     with duckdb.connect(config={"threads": os.cpu_count() or 1}) as con:
         con.register("fleet_period", period)
+        con.register("fleet_partitions", partitions)
+        for name, dataset in datasets.items():
+            _bind(con, name, dataset, in_period)
         for name in QUERIES:
-            tables = {**bound, "gpu_hourly": partitions} if name in PARTITION_ONLY else bound
-            for table, relation in tables.items():
-                con.register(table, relation)
+            if name in PARTITION_ONLY:
+                con.execute("CREATE OR REPLACE TEMP VIEW gpu_hourly AS FROM fleet_partitions")
             cursor = con.execute(query_text(name))
             columns = [column[0] for column in cursor.description]
             rows[name] = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+            if name in PARTITION_ONLY:
+                _bind(con, "gpu_hourly", datasets["gpu_hourly"], in_period)
     return FleetRows(week=week, previous_week=before, rows=rows)
+
+
+def _bind(
+    con: duckdb.DuckDBPyConnection, name: str, dataset: ds.Dataset | None, where: ds.Expression
+) -> None:
+    """Make ``name`` the table ``name`` in the weeks ``where`` selects.
+
+    A local folder's files are read by DuckDB's own Parquet reader (several times faster
+    than scanning through pyarrow); files of an earlier minor version lack the columns
+    added since, which come back null (``UNION ALL BY NAME`` with the empty table of the
+    whole schema). Object storage is scanned through the pyarrow filesystem the report
+    store opened, with its credentials and endpoint settings.
+    """
+    schema_table = f"{name}__schema"
+    con.register(schema_table, _empty(name))
+    if dataset is None:
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS FROM {schema_table}")
+        return
+    if not isinstance(dataset.filesystem, pafs.LocalFileSystem):
+        con.execute(f"DROP VIEW IF EXISTS {name}")
+        con.register(name, dataset.filter(where))
+        return
+    files = [fragment.path for fragment in dataset.get_fragments(filter=where)]
+    if not files:
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS FROM {schema_table}")
+        return
+    listed = ", ".join("'" + path.replace("'", "''") + "'" for path in files)
+    # cluster and week stay strings: a cluster named 42 is not a number.
+    con.execute(
+        f"CREATE OR REPLACE TEMP VIEW {name} AS "
+        f"FROM read_parquet([{listed}], hive_partitioning = true, union_by_name = true, "
+        f"hive_types = {{'cluster': VARCHAR, 'week': VARCHAR}}) "
+        f"UNION ALL BY NAME FROM {schema_table}"
+    )
 
 
 def partition_list(dataset: ds.Dataset) -> pa.Table:

@@ -20,6 +20,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 
 from gpuwatch.config.settings import ReportSettings
@@ -324,3 +325,44 @@ def test_the_queries_read_only_the_documented_tables():
     for name in QUERIES:
         tables = set(re.findall(r"\b(?:FROM|JOIN)\s+(\w+)", query_text(name)))
         assert tables <= {"gpu_hourly", "holder_hourly", "findings", "savings", "fleet_period"}
+
+
+def _write_as_1_0(folder: Path, cluster: str, tables: Mapping[str, Any]) -> None:
+    """A week as schema 1.0 wrote it: no holder_hourly or realized, none of 1.1's columns."""
+    added = {
+        "allocated_ratio",
+        "net_monthly",
+        "cash",
+        "reclaimed_gpu_hours_monthly",
+        "reclaimed_monthly",
+        "gpus",
+        "nodes",
+        "blocked",
+        "unblock",
+        "lookback_s",
+        "hours_counted",
+        "order",
+    }
+    for name in ("gpu_hourly", "findings", "savings", "actions"):
+        table = tables[name]
+        table = table.select([c for c in table.column_names if c not in added])
+        table = table.replace_schema_metadata(
+            {"gpuwatch.table": name, "gpuwatch.schema_version": "1.0"}
+        )
+        partition = folder / f"table={name}/cluster={cluster}/week=2026-W48"
+        partition.mkdir(parents=True)
+        pq.write_table(table, partition / "part-0.parquet")
+
+
+def test_a_week_written_by_schema_1_0_counts_without_the_figures_it_lacks(tmp_path: Path, written):
+    store = ReportStore.from_settings(ReportSettings(location=str(tmp_path)))
+    _write(store, {key: tables for key, tables in written.items() if key[0] == "prod-us"})
+    _write_as_1_0(tmp_path, "legacy", written[("prod-us", "2026-W48")])
+    result = write_fleet_report(ReportSettings(location=str(tmp_path)))
+    shown = _shown(Path(result.path).read_text())
+    assert result.figures.reporting == ["legacy", "prod-us"]
+    assert shown[("cluster.cost.legacy", "USD")] == shown[("cluster.cost.prod-us", "USD")]
+    assert ("cluster.net.legacy", "USD") not in shown  # 1.0 recorded no net: n/a, not 0
+    assert shown[("headline.cost", "USD")] == 2 * Decimal(25)
+    # Money by team comes from holder_hourly, which 1.0 did not write.
+    assert shown[("team.cost.vision", "USD")] == Decimal("1.25") + Decimal("2.5")
