@@ -15,7 +15,6 @@ from gpuwatch.config.settings import Settings
 from gpuwatch.jobs import Written, make_report
 from gpuwatch.model.errors import ConfigError, SourceError
 from gpuwatch.report.data import ReportPeriod
-from gpuwatch.report.fleet_html import write_fleet_report
 from gpuwatch.report.store import ReportStoreError
 
 
@@ -88,6 +87,9 @@ def _fleet(ctx: click.Context, kwargs: dict[str, Any]) -> None:
             raise click.BadParameter(str(exc)) from exc
     flags = {"report.location": kwargs["location"]} if kwargs["location"] else {}
     settings = load_settings_or_exit(ctx, flags)
+    # DuckDB loads only here: every other command, and the daemon, start without it.
+    from gpuwatch.report.fleet_html import write_fleet_report  # noqa: PLC0415
+
     try:
         written = write_fleet_report(settings.report, week)
     except ConfigError as exc:

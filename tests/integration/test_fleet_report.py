@@ -313,6 +313,18 @@ def test_the_fleet_page_opens_in_a_browser_loading_and_logging_nothing(tmp_path:
     assert (load.screenshot != 255).any(axis=2).mean() > 0.03
 
 
+def test_only_the_fleet_report_loads_duckdb():
+    """Every other command, and the daemon, start without importing it."""
+    run = subprocess.run(
+        [sys.executable, "-c", "import sys, gpuwatch.cli; print('duckdb' in sys.modules)"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert run.stdout.strip() == "False"
+
+
 def test_previous_weeks_cross_years_as_iso_weeks_do():
     assert previous_week("2026-W48") == "2026-W47"
     assert previous_week("2027-W01") == "2026-W53"
