@@ -71,7 +71,7 @@ def fleet_summary(figures: FleetFigures) -> str:
         for line in figures.headlines
     )
     missing = ", ".join(f"{row.cluster} (last {row.last_week})" for row in figures.not_reported)
-    text = (
-        f"Fleet {figures.week}: {len(figures.reporting)} clusters reported; cost {money or 'none'}"
-    )
+    reported = len(figures.reporting)
+    text = f"Fleet {figures.week}: {reported} cluster{'' if reported == 1 else 's'} reported; "
+    text += f"cost {money or 'none'}"
     return text + (f"; not reported: {missing}" if missing else "")

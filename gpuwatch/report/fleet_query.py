@@ -91,7 +91,11 @@ def run_fleet_queries(store: ReportStore, week: str | None = None) -> FleetRows:
     if week is None:
         if not weeks:
             raise ReportStoreError(
-                store.location, "read the fleet", "not_found", "no ISO week written yet"
+                store.location,
+                "read the fleet",
+                "not_found",
+                "no ISO week written yet (the fleet report reads weeks; a --from/--to "
+                "range is not one)",
             )
         week = weeks[-1]
     before = previous_week(week)

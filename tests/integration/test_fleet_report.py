@@ -28,6 +28,7 @@ from gpuwatch.report.data import ReportData, ReportPeriod
 from gpuwatch.report.fleet_html import write_fleet_report
 from gpuwatch.report.fleet_query import QUERIES, previous_week, query_text
 from gpuwatch.report.store import ReportStore
+from tests.builders import run_gpuwatch
 from tests.integration.browser import load_page
 from tests.integration.moto_s3 import (
     MotoS3,
@@ -270,24 +271,12 @@ def test_the_fleet_page_sums_every_cluster_and_names_those_that_did_not_report(
 
 def test_the_command_line_writes_the_page_of_the_newest_week(tmp_path: Path, written):
     _write(ReportStore.from_settings(ReportSettings(location=str(tmp_path))), written)
-    run = subprocess.run(
-        [sys.executable, "-m", "gpuwatch", "report", "--fleet", "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    run = run_gpuwatch("report", "--fleet", "--out", str(tmp_path), cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith("Fleet 2026-W48: 2 clusters reported; cost CNY 204.00")
     assert "not reported: edge-1 (last 2026-W47), old-1 (last 2026-W45)" in run.stdout
     _check_page((tmp_path / "html/fleet/week=2026-W48/report.html").read_text(), written)
-    refused = subprocess.run(
-        [sys.executable, "-m", "gpuwatch", "report", "--fleet", "--gpus", "8"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    refused = run_gpuwatch("report", "--fleet", "--gpus", "8", cwd=tmp_path)
     assert refused.returncode == 2 and "--fleet reads the dataset" in refused.stderr
 
 
@@ -311,6 +300,40 @@ def test_the_fleet_page_opens_in_a_browser_loading_and_logging_nothing(tmp_path:
     assert load.console == (), f"console messages: {load.console}"
     assert load.requests == (), f"the page made requests: {load.requests}"
     assert (load.screenshot != 255).any(axis=2).mean() > 0.03
+
+
+@pytest.mark.slow
+def test_the_fleet_of_weeks_the_weekly_report_wrote(tmp_path: Path):
+    """Two simulated clusters' reports, written by `gpuwatch report` itself: every figure
+    of the fleet page is the sum of what those reports wrote."""
+    out = tmp_path / "reports"
+    for cluster, week in (("east", "2026-W47"), ("west", "2026-W47"), ("east", "2026-W48")):
+        done = run_gpuwatch(
+            "report",
+            "--week",
+            week,
+            "--out",
+            str(out),
+            cwd=tmp_path,
+            env={"GPUWATCH_CLUSTER__NAME": cluster},
+            timeout=240,
+        )
+        assert done.returncode == 0, done.stderr
+    done = run_gpuwatch("report", "--fleet", "--out", str(out), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("Fleet 2026-W48: 1 cluster reported; cost CNY ")
+    assert done.stdout.rstrip().endswith("not reported: west (last 2026-W47)")
+    store = ReportStore.from_settings(ReportSettings(location=str(out)))
+    written = {
+        (cluster, week): store.read_tables(cluster, week)
+        for cluster, week in (("east", "2026-W47"), ("west", "2026-W47"), ("east", "2026-W48"))
+    }
+    page = out / "html/fleet/week=2026-W48/report.html"
+    shown = _shown(page.read_text())
+    assert shown == expected_money(written)
+    assert shown[("headline.cost", "CNY")] > 0 and shown[("headline.idle_cost", "CNY")] > 0
+    load = load_page(page)
+    assert load.console == () and load.requests == ()
 
 
 def test_only_the_fleet_report_loads_duckdb():
