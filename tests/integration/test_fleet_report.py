@@ -12,10 +12,12 @@ open in headless Chromium with nothing logged and nothing requested.
 from __future__ import annotations
 
 import re
+import sqlite3
 import subprocess
 import sys
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,7 @@ import pytest
 from gpuwatch.config.settings import ReportSettings
 from gpuwatch.report.data import ReportData, ReportPeriod
 from gpuwatch.report.fleet_html import write_fleet_report
-from gpuwatch.report.fleet_query import QUERIES, previous_week, query_text
+from gpuwatch.report.fleet_query import QUERIES, previous_week, query_text, run_fleet_queries
 from gpuwatch.report.store import ReportStore
 from tests.builders import run_gpuwatch
 from tests.integration.browser import load_page
@@ -334,6 +336,57 @@ def test_the_fleet_of_weeks_the_weekly_report_wrote(tmp_path: Path):
     assert shown[("headline.cost", "CNY")] > 0 and shown[("headline.idle_cost", "CNY")] > 0
     load = load_page(page)
     assert load.console == () and load.requests == ()
+
+
+def _sqlite_rows(store: ReportStore, name: str, week: str) -> list[dict[str, Any]]:
+    """``fleet_sql/<name>.sql`` run unchanged on SQLite over the same dataset."""
+    with sqlite3.connect(":memory:") as con:
+        for table in ("gpu_hourly", "holder_hourly", "findings", "savings"):
+            data = store.dataset(table).to_table()
+            columns = ", ".join(f'"{column}"' for column in data.column_names)
+            con.execute(f"CREATE TABLE {table} ({columns})")
+            rows = [
+                tuple(str(v) if isinstance(v, (Decimal, datetime)) else v for v in row.values())
+                for row in data.to_pylist()
+            ]
+            marks = ", ".join("?" * data.num_columns)
+            con.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
+        con.execute(
+            f"CREATE VIEW fleet_period AS SELECT '{week}' AS week, "
+            f"'{previous_week(week)}' AS previous_week"
+        )
+        cursor = con.execute(query_text(name))
+        columns = [column[0] for column in cursor.description]
+        return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+
+
+def _comparable(rows: Iterable[Mapping[str, Any]]) -> list[tuple]:
+    """Rows as sorted tuples, numbers to 6 places (SQLite sums money as floats)."""
+    out = []
+    for row in rows:
+        out.append(
+            tuple(
+                None
+                if v is None
+                else round(float(v), 6)
+                if isinstance(v, (int, float, Decimal))
+                else v
+                for v in row.values()
+            )
+        )
+    return sorted(out, key=repr)
+
+
+@pytest.mark.parametrize("name", QUERIES)
+def test_the_same_sql_runs_unchanged_on_another_engine(tmp_path: Path, written, name):
+    """The queries are plain SQL: SQLite (the standard library's) runs each file as it is
+    and gets the rows DuckDB gets (in its own order: engines sort nulls differently)."""
+    store = ReportStore.from_settings(ReportSettings(location=str(tmp_path)))
+    _write(store, written)
+    for week in ("2026-W48", "2026-W47"):
+        duck = run_fleet_queries(store, week).rows[name]
+        assert duck or name in ("not_reported",)
+        assert _comparable(_sqlite_rows(store, name, week)) == _comparable(duck)
 
 
 def test_only_the_fleet_report_loads_duckdb():
