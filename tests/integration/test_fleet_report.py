@@ -288,6 +288,8 @@ def test_the_fleet_page_reads_object_storage(s3_env: MotoS3, written):
     _write(ReportStore.from_settings(settings), written)
     result = write_fleet_report(settings)
     assert result.path == f"s3://{bucket}/gpuwatch/html/fleet/week=2026-W48/report.html"
+    assert [row.cluster for row in result.figures.not_reported] == ["edge-1", "old-1"]
+    assert result.figures.reporting == ["prod-cn", "prod-us"]
     body = s3_env.client().get_object(
         Bucket=bucket, Key="gpuwatch/html/fleet/week=2026-W48/report.html"
     )
