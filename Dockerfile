@@ -29,6 +29,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN groupadd --system --gid 10001 gpuwatch \
  && useradd --system --uid 10001 --gid 10001 --home-dir /tmp --no-create-home \
       --shell /usr/sbin/nologin gpuwatch
+# The versions the test suite passed with (`make lock` keeps the file).
+COPY requirements/constraints.txt /etc/gpuwatch/constraints.txt
 
 FROM runtime AS training
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
@@ -37,8 +39,11 @@ ARG TORCH_VERSION=2.13.0
 # nothing bigger from PyPI.
 RUN pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"
 COPY --from=build /wheels /wheels
-RUN for wheel in /wheels/gpuwatch-*.whl; do pip install "${wheel}[train]"; done \
- && rm -rf /wheels
+# The pinned versions of everything but torch, which TORCH_VERSION chose above.
+RUN grep -v '^torch==' /etc/gpuwatch/constraints.txt > /tmp/constraints.txt \
+ && for wheel in /wheels/gpuwatch-*.whl; do \
+      pip install --constraint /tmp/constraints.txt "${wheel}[train]"; done \
+ && rm -rf /wheels /tmp/constraints.txt
 USER 10001:10001
 WORKDIR /tmp
 ENTRYPOINT ["gpuwatch"]
@@ -47,7 +52,8 @@ CMD ["--help"]
 # Last, so that a plain `docker build .` builds it.
 FROM runtime AS daemon
 COPY --from=build /wheels /wheels
-RUN pip install /wheels/gpuwatch-*.whl && rm -rf /wheels
+RUN pip install --constraint /etc/gpuwatch/constraints.txt /wheels/gpuwatch-*.whl \
+ && rm -rf /wheels
 USER 10001:10001
 WORKDIR /tmp
 EXPOSE 9400

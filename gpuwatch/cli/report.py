@@ -28,6 +28,13 @@ from gpuwatch.report.store import ReportStoreError
 @click.option("--prometheus-url", help="Read from this PromQL API instead of the simulator.")
 @click.option("--cluster-snapshot", help="Cluster objects from `kubectl get -o json` output.")
 @click.option("--gpus", type=int, help="Simulator: GPUs in the cluster.")
+@click.option(
+    "--fleet",
+    is_flag=True,
+    help="Read every cluster's week from the dataset at the location (--out, else "
+    "report.location) and write one page over the fleet; --week defaults to the newest "
+    "week written.",
+)
 @click.pass_context
 def report(ctx: click.Context, **kwargs: Any) -> None:
     """Write a period's GPU report: Parquet tables and one self-contained HTML file.
@@ -35,6 +42,9 @@ def report(ctx: click.Context, **kwargs: Any) -> None:
     Posts a summary with the HTML attached to Slack when a bot token is configured.
     """
     week, start, end = kwargs["week"], kwargs["start"], kwargs["end"]
+    if kwargs["fleet"]:
+        _fleet(ctx, kwargs)
+        return
     try:
         if week and (start or end):
             raise ValueError("give --week or --from/--to, not both")
@@ -62,6 +72,32 @@ def report(ctx: click.Context, **kwargs: Any) -> None:
     settings = load_settings_or_exit(ctx, flags)
     written = write_report(settings, period, sys.stdout)
     click.echo(f"Report written to {written.paths[0].rsplit('/table=', 1)[0]}", err=True)
+
+
+def _fleet(ctx: click.Context, kwargs: dict[str, Any]) -> None:
+    """``report --fleet``: the fleet page of a week from the dataset, nothing collected."""
+    alone = ("start", "end", "prometheus_url", "cluster_snapshot", "gpus")
+    if any(kwargs[name] for name in alone):
+        raise click.BadParameter("--fleet reads the dataset: it takes --week and --out only")
+    week = kwargs["week"]
+    if week:
+        try:
+            week = ReportPeriod.iso_week(week).label
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from exc
+    flags = {"report.location": kwargs["location"]} if kwargs["location"] else {}
+    settings = load_settings_or_exit(ctx, flags)
+    # DuckDB loads only here: every other command, and the daemon, start without it.
+    from gpuwatch.report.fleet_html import write_fleet_report  # noqa: PLC0415
+
+    try:
+        written = write_fleet_report(settings.report, week)
+    except ConfigError as exc:
+        fail_config(exc)
+    except ReportStoreError as exc:
+        _fail(str(exc))
+    click.echo(written.summary)
+    click.echo(f"Fleet report written to {written.path}", err=True)
 
 
 def write_report(settings: Settings, period: ReportPeriod, console: TextIO) -> Written:

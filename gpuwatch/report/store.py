@@ -8,6 +8,7 @@ so that no other code builds a path into it:
     <location>/table=<table>/cluster=<cluster>/week=<label>/part-0.parquet
     <location>/html/cluster=<cluster>/week=<label>/report.html
     <location>/html/cluster=<cluster>/latest.html
+    <location>/html/fleet/week=<label>/report.html      (the fleet report, every cluster)
 
 Re-running a report for a cluster and week replaces that partition and nothing else, so
 a fleet's writers never step on each other and a backfill is just a re-run. Readers see
@@ -214,17 +215,30 @@ class ReportStore:
         ``latest.html`` (the report written last); return the week's file."""
         cluster = _segment("cluster", cluster, self.location)
         week = _segment("week", period.label, self.location)
-        payload = html.encode("utf-8")
         relative = f"{HTML_FOLDER}/cluster={cluster}/week={week}/report.html"
         for target in (relative, f"{HTML_FOLDER}/cluster={cluster}/latest.html"):
             with self._errors(f"write {target}"):
-                if self._local:
-                    write_atomic(Path(self._path(target)), html)
-                else:
-                    self._put(target, payload, HTML_CONTENT_TYPE)
+                self._put_html(target, html)
+        return self._public(relative)
+
+    def write_fleet_html(self, label: str, html: str) -> str:
+        """Write the fleet report of the week ``label`` as ``html/fleet/week=<label>/
+        report.html`` and ``html/fleet/latest.html``; return the week's file. (``fleet``
+        cannot clash with a cluster's folder, which is ``cluster=<name>``.)"""
+        week = _segment("week", label, self.location)
+        relative = f"{HTML_FOLDER}/fleet/week={week}/report.html"
+        for target in (relative, f"{HTML_FOLDER}/fleet/latest.html"):
+            with self._errors(f"write {target}"):
+                self._put_html(target, html)
         return self._public(relative)
 
     # -- filesystem plumbing ------------------------------------------------------------
+
+    def _put_html(self, relative: str, html: str) -> None:
+        if self._local:
+            write_atomic(Path(self._path(relative)), html)
+        else:
+            self._put(relative, html.encode("utf-8"), HTML_CONTENT_TYPE)
 
     def _path(self, relative: str) -> str:
         return f"{self._root}/{relative}"

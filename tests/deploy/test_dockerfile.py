@@ -101,3 +101,34 @@ def test_build_context_holds_what_the_dockerfile_copies() -> None:
                 assert not any(fnmatch.fnmatch(source, p) for p in ignored), source
     for needed in ("rules", "reports", "README.md"):  # the wheel force-includes them
         assert needed not in ignored
+
+
+@pytest.mark.parametrize("target", ["daemon", "training"])
+def test_images_install_the_versions_the_suite_passed_with(target: str) -> None:
+    """The wheel is installed under requirements/constraints.txt (`make lock` keeps it),
+    as `make demo` and `make test` install it: an image gets the pinned versions."""
+    lines = _chain(_stages(), target)
+    copied = [rest for inst, rest in lines if inst == "COPY" and "constraints.txt" in rest]
+    assert copied == ["requirements/constraints.txt /etc/gpuwatch/constraints.txt"]
+    installs = [rest for inst, rest in lines if inst == "RUN" and "gpuwatch-*.whl" in rest]
+    assert installs, f"{target}: no RUN installs the wheel"
+    for rest in installs:
+        assert re.search(r"pip install --constraint \S*constraints\.txt ", rest), rest
+    constraints = (REPO / "requirements/constraints.txt").read_text().splitlines()
+    pins = [line for line in constraints if line and not line.startswith("#")]
+    assert pins and all(re.fullmatch(r"[A-Za-z0-9_.-]+==[0-9][0-9A-Za-z.]*", p) for p in pins)
+    assert "torch==2.13.0" in pins  # the CPU build's version, without its +cpu label
+
+
+def test_the_makefile_installs_under_the_constraints() -> None:
+    """`make demo` and `make test` both pin every install to requirements/constraints.txt,
+    and `make demo` installs neither torch nor the test tools."""
+    makefile = (REPO / "Makefile").read_text()
+    assert "CONSTRAINTS := requirements/constraints.txt" in makefile
+    recipes = re.findall(r"^\t(\$\((?:PIP|UV)_INSTALL\).*)$", makefile, flags=re.MULTILINE)
+    assert recipes and all("--constraint" not in r for r in recipes)  # in the variables
+    for name in ("PIP_INSTALL", "UV_INSTALL"):
+        assert re.search(rf"^{name} := .*--constraint \$\(CONSTRAINTS\)", makefile, re.M)
+    demo = makefile.split("$(DEMO_STAMP):", 1)[1].split("\n\n", 1)[0]
+    assert "-e ." in demo and "torch" not in demo and "[dev" not in demo
+    assert re.search(r"^lock:", makefile, flags=re.MULTILINE)

@@ -229,6 +229,8 @@ RUNS = [
     Run("report", ("--week", WEEK)),
     Run("report", ("--week", WEEK, "--out", "reports"), simulated=True),
     Run("report", ("--week", WEEK, "--out", "reports"), simulated=True, plain=SLACK_API),
+    Run("report", ("--fleet",)),
+    Run("report", ("--fleet", "--out", "reports")),
     Run("rules export", ("--format", "prometheus-rule", "--out", "rules.yaml")),
     Run("config show"),
     Run("run"),

@@ -1,0 +1,418 @@
+"""Benchmark: the fleet report over a fleet's dataset, against the same roll-up in pandas.
+
+A fleet of ``--clusters`` clusters of ``--gpus`` GPUs each writes a week of ``--days``
+days (100 x 1,000 x 7: 16.8 million GPU-hours), and the week before it, into one
+dataset, by the weekly report's own writer (``ReportStore.write_tables``): every table,
+``holder_hourly`` one row per GPU-hour, a tenth of the clusters priced in CNY, and two
+more clusters that reported only the week before. The dataset is generated before
+anything is timed and cached in ``.bench-cache/``.
+
+Then, side by side, each in its own process (so that peak RSS is its own):
+
+(a) pandas: the same roll-up a user writes with pandas at its best: ``pd.read_parquet``
+    of the two weeks' partitions with only the columns needed and Arrow-backed dtypes
+    (``dtype_backend="pyarrow"``: money stays exact decimals, as the page needs; the
+    default object dtype of ``Decimal`` values is several times slower and larger), then
+    ``groupby`` per cluster, pool, team, lever and finding, the clusters that did not
+    report from the folder listing;
+(b) gpuwatch: ``gpuwatch report --fleet`` without the command line: the SQL of
+    ``gpuwatch/report/fleet_sql/`` on DuckDB embedded over the dataset, the figures,
+    the HTML page written back to the dataset.
+
+Both must give the same cost and idle cost per currency to the last digit. Run:
+
+    .venv/bin/python bench/fleet.py                  # 100 clusters x 1,000 GPUs x 7 days
+    .venv/bin/python bench/fleet.py --clusters 10    # a quick look
+
+The last line is one JSON object with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+WEEK, PREVIOUS = "2026-W48", "2026-W47"
+RETIRED = 2
+"""Clusters that reported the week before only: the page must name them."""
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def dataset_folder(clusters: int, gpus: int, days: int) -> Path:
+    return REPO / ".bench-cache" / f"fleet-{clusters}x{gpus}x{days}d"
+
+
+# --------------------------------------------------------------------------- the dataset
+
+
+def generate(folder: Path, clusters: int, gpus: int, days: int) -> None:
+    """The fleet's two weeks, by the report's writer; ``folder/.complete`` when done."""
+    from gpuwatch.config.settings import ReportSettings
+    from gpuwatch.report.data import ReportData, ReportPeriod
+    from gpuwatch.report.store import ReportStore
+
+    if (folder / ".complete").exists():
+        return
+    store = ReportStore.from_settings(ReportSettings(location=str(folder)))
+    started = time.perf_counter()
+    names = [f"c{index:03d}" for index in range(clusters + RETIRED)]
+    for index, name in enumerate(names):
+        weeks = (PREVIOUS,) if index >= clusters else (PREVIOUS, WEEK)
+        for label in weeks:
+            period = ReportPeriod.iso_week(label)
+            tables = cluster_week(
+                index, gpus, days, period.start, seed=zlib.crc32(f"{name}/{label}".encode())
+            )
+            store.write_tables(ReportData(name, period, tables))
+        print(f"  generated {index + 1}/{len(names)} clusters", file=sys.stderr, end="\r")
+    (folder / ".complete").write_text(f"{time.perf_counter() - started:.1f} s\n")
+    print(file=sys.stderr)
+
+
+def cluster_week(index: int, gpus: int, days: int, start, seed: int) -> dict:
+    """One cluster's week as the report writes it, built with numpy (no Python rows)."""
+    import numpy as np
+
+    from gpuwatch.report.schema import SCHEMAS
+
+    rng = np.random.default_rng(seed)
+    hours = days * 24
+    rows = gpus * hours
+    currency = "CNY" if index % 10 == 9 else "USD"
+    rate = 7 if currency == "CNY" else 1
+    gpu = np.tile(np.arange(gpus), hours)
+    hour = np.repeat(np.arange(hours), gpus)
+    node = gpu // 8
+    # Half the nodes train, three tenths serve, a fifth are spot.
+    share = np.arange(gpus // 8 + 1) / max(gpus // 8, 1)
+    pool_of_node = np.select(
+        [share < 0.5, share < 0.8], ["gpu-training", "gpu-inference"], "gpu-spot"
+    )
+    team_ids = (np.arange(gpus // 8 + 1) * 7 + index) % 20
+    unallocated = (np.arange(gpus // 8 + 1) % 7) == 3
+    free = unallocated[node]
+    util_pct = rng.integers(0, 101, rows)
+    util_pct[free] = 0
+    price_micro = (
+        np.select(
+            [pool_of_node == "gpu-training", pool_of_node == "gpu-inference"],
+            [2_500_000, 1_200_000],
+            900_000,
+        )[node]
+        * rate
+    )
+    idle_micro = price_micro * (100 - util_pct) // 100
+    uuid = np.array([f"GPU-{index:03d}-{g:05d}" for g in range(gpus)], dtype=object)
+    nodes = np.array([f"node-{n:04d}" for n in range(gpus // 8 + 1)], dtype=object)
+    teams = np.array([f"team-{t:02d}" for t in range(20)], dtype=object)
+    team = np.where(free, None, teams[team_ids[node]])
+    workload = np.where(free, None, "PyTorchJob/" + teams[team_ids[node]] + "/train")
+    utc = np.datetime64(start.replace(tzinfo=None), "s") + hour.astype("timedelta64[h]")
+    util = util_pct / 100
+    common = {
+        "hour": utc,
+        "device_id": uuid[gpu],
+        "node": nodes[node],
+        "pool": pool_of_node[node],
+        "namespace": team,
+        "pod": np.where(free, None, "train-0"),
+        "workload": workload,
+        "team": team,
+        "util_mean_ratio": util,
+        "coverage_ratio": np.ones(rows),
+        "cost": _decimals(price_micro),
+        "idle_cost": _decimals(idle_micro),
+        "currency": np.full(rows, currency, dtype=object),
+    }
+    hourly = {
+        **common,
+        "gpu_uuid": uuid[gpu],
+        "gpu_index": (gpu % 8).astype(np.int32),
+        "model": np.full(rows, "NVIDIA A100-SXM4-80GB", dtype=object),
+        "capacity_type": np.where(pool_of_node[node] == "gpu-spot", "spot", "on-demand"),
+        "util_p95_ratio": np.minimum(util + 0.1, 1.0),
+        "fb_used_max_mib": util * 60000,
+        "fb_used_max_ratio": util * 0.73,
+        "power_mean_w": 100 + 300 * util,
+        "energy_kwh": (100 + 300 * util) / 1000,
+        "allocated_ratio": np.where(free, 0.0, 1.0),
+    }
+    holders = {
+        **common,
+        "share_ratio": np.ones(rows),
+        "evidence": np.where(free, None, "exporter"),
+    }
+    tables = {
+        "gpu_hourly": _table(SCHEMAS["gpu_hourly"], hourly, rows),
+        "holder_hourly": _table(SCHEMAS["holder_hourly"], holders, rows),
+        "findings": _findings(SCHEMAS["findings"], uuid, start, rng),
+        "savings": _savings(SCHEMAS["savings"], currency, start, days, index),
+    }
+    for name in ("actions", "realized"):
+        tables[name] = SCHEMAS[name].empty_table()
+    return tables
+
+
+def _decimals(micro):
+    """int64 micro-units as ``decimal128(18, 6)``, exactly (no float on the way)."""
+    import numpy as np
+    import pyarrow as pa
+
+    words = np.zeros((len(micro), 2), dtype=np.int64)
+    words[:, 0] = micro
+    words[:, 1] = np.where(micro < 0, -1, 0)
+    return pa.Array.from_buffers(
+        pa.decimal128(18, 6), len(micro), [None, pa.py_buffer(words.tobytes())]
+    )
+
+
+def _table(schema, columns: dict, rows: int):
+    import pyarrow as pa
+
+    arrays = []
+    for field in schema:
+        value = columns.get(field.name)
+        if value is None:
+            arrays.append(pa.nulls(rows, field.type))
+        elif isinstance(value, pa.Array):
+            arrays.append(value)
+        else:
+            arrays.append(pa.array(value, type=field.type, from_pandas=True))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _findings(schema, uuid, start, rng):
+    import datetime as dt
+
+    import pyarrow as pa
+
+    rows = []
+    for number in range(40):
+        first = int(rng.integers(0, 150))
+        rows.append(
+            {
+                "rule": ("gpu-idle", "gpu-near-oom", "gpu-xid")[number % 3],
+                "severity": "critical" if number % 3 == 2 else "warning",
+                "gpu_uuid": uuid[number],
+                "device_id": uuid[number],
+                "node": f"node-{number // 8:04d}",
+                "pool": "gpu-training",
+                "team": f"team-{number % 20:02d}",
+                "start": start + dt.timedelta(hours=first + 1),
+                "end": start + dt.timedelta(hours=first + 5),
+                "hours": 4,
+            }
+        )
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def _savings(schema, currency: str, start, days: int, index: int):
+    import datetime as dt
+    from decimal import Decimal
+
+    import pyarrow as pa
+
+    at = start + dt.timedelta(days=days)
+    rows = []
+    for order, kind in enumerate(("release_idle", "share", "scale_down", "spot", "reserve")):
+        monthly = Decimal(1000 + 37 * index + 11 * order).quantize(Decimal("0.000001"))
+        rows.append(
+            {
+                "kind": kind,
+                "scope": "{}",
+                "monthly": monthly,
+                "currency": currency,
+                "at": at,
+                "net_monthly": Decimal(0) if kind == "release_idle" else monthly,
+                "cash": kind != "release_idle",
+                "reclaimed_monthly": monthly if kind == "release_idle" else Decimal(0),
+                "blocked": "no spot capacity" if kind == "spot" and index % 4 == 0 else None,
+                "order": order,
+            }
+        )
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+# --------------------------------------------------------------------------- the sides
+
+
+def run_gpuwatch(folder: Path) -> dict:
+    from gpuwatch.config.settings import ReportSettings
+    from gpuwatch.report.fleet_html import write_fleet_report
+
+    started = time.perf_counter()
+    written = write_fleet_report(ReportSettings(location=str(folder)), WEEK)
+    wall = time.perf_counter() - started
+    totals = {
+        line.currency: [str(line.cost), str(line.idle_cost)] for line in written.figures.headlines
+    }
+    return {
+        "wall_s": wall,
+        "peak_rss_mib": peak_rss_mib(),
+        "totals": totals,
+        "not_reported": [row.cluster for row in written.figures.not_reported],
+    }
+
+
+def run_pandas(folder: Path) -> dict:
+    import pandas as pd
+
+    started = time.perf_counter()
+    weeks = [("week", "in", [WEEK, PREVIOUS])]
+
+    def read(table: str, columns: list[str]) -> pd.DataFrame:
+        return pd.read_parquet(
+            folder / f"table={table}",
+            columns=columns,
+            filters=weeks,
+            partitioning="hive",
+            dtype_backend="pyarrow",
+        )
+
+    money = ["cost", "idle_cost"]
+    hourly = read(
+        "gpu_hourly",
+        ["cluster", "week", "currency", "pool", "device_id", "util_mean_ratio", *money],
+    )
+    by_cluster = hourly.groupby(["cluster", "currency", "week"], observed=True).agg(
+        gpus=("device_id", "nunique"),
+        gpu_hours=("device_id", "size"),
+        cost=("cost", "sum"),
+        idle_cost=("idle_cost", "sum"),
+        util=("util_mean_ratio", "mean"),
+    )
+    by_pool = hourly.groupby(["pool", "currency", "week"], observed=True)[money].sum()
+    del hourly
+    holders = read("holder_hourly", ["team", "currency", "week", "share_ratio", *money])
+    by_team = holders.groupby(["team", "currency", "week"], observed=True, dropna=False).agg(
+        gpu_hours=("share_ratio", "sum"), cost=("cost", "sum"), idle_cost=("idle_cost", "sum")
+    )
+    del holders
+    savings = read(
+        "savings",
+        [
+            "cluster",
+            "week",
+            "kind",
+            "currency",
+            "monthly",
+            "net_monthly",
+            "reclaimed_monthly",
+            "blocked",
+        ],
+    )
+    savings["blocked_monthly"] = savings["monthly"].where(savings["blocked"].notna())
+    plan = savings.groupby(["cluster", "currency", "week"], observed=True)[
+        ["net_monthly", "reclaimed_monthly", "blocked_monthly"]
+    ].sum()
+    levers = (
+        savings[savings["week"] == WEEK]
+        .groupby(["kind", "currency"], observed=True)[["monthly", "net_monthly", "blocked_monthly"]]
+        .sum()
+    )
+    findings = read("findings", ["cluster", "team", "pool", "rule", "severity", "week", "hours"])
+    found = findings.groupby(
+        ["cluster", "team", "pool", "rule", "severity", "week"], observed=True, dropna=False
+    )["hours"].agg(["size", "sum"])
+    listed = {
+        (path.parent.parent.name[len("cluster=") :], path.parent.name[len("week=") :])
+        for path in (folder / "table=gpu_hourly").glob("cluster=*/week=*/*.parquet")
+    }
+    reported = {cluster for cluster, week in listed if week == WEEK}
+    not_reported = sorted({c for c, week in listed if week < WEEK} - reported)
+    wall = time.perf_counter() - started
+    this_week = by_cluster.xs(WEEK, level="week").groupby(level="currency")[money].sum()
+    totals = {
+        currency: [f"{row.cost:.6f}", f"{row.idle_cost:.6f}"]
+        for currency, row in this_week.iterrows()
+    }
+    assert len(by_pool) and len(by_team) and len(plan) and len(levers) and len(found)
+    return {
+        "wall_s": wall,
+        "peak_rss_mib": peak_rss_mib(),
+        "totals": totals,
+        "not_reported": not_reported,
+    }
+
+
+def child(side: str, folder: Path) -> dict:
+    command = [sys.executable, __file__, "--side", side, "--folder", str(folder)]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=3600, check=False)
+    if run.returncode != 0:
+        raise SystemExit(f"{side} failed:\n{run.stderr[-3000:]}")
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clusters", type=int, default=100)
+    parser.add_argument("--gpus", type=int, default=1000, help="GPUs per cluster.")
+    parser.add_argument("--days", type=int, default=7, choices=range(1, 8))
+    parser.add_argument("--no-baseline", action="store_true", help="Measure gpuwatch only.")
+    parser.add_argument("--side", choices=("gpuwatch", "pandas"), help=argparse.SUPPRESS)
+    parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.side:
+        run = run_gpuwatch if args.side == "gpuwatch" else run_pandas
+        print(json.dumps(run(args.folder)))
+        return
+
+    folder = dataset_folder(args.clusters, args.gpus, args.days)
+    generate(folder, args.clusters, args.gpus, args.days)
+    gpu_hours = args.clusters * args.gpus * args.days * 24
+    size_mib = sum(p.stat().st_size for p in folder.rglob("*.parquet")) / 2**20
+    print(
+        f"{args.clusters} clusters x {args.gpus} GPUs x {args.days} days: {gpu_hours:,} "
+        f"GPU-hours this week, {gpu_hours + RETIRED * args.gpus * args.days * 24:,} the week "
+        f"before; dataset {size_mib:,.0f} MiB in {folder}"
+    )
+    ours = child("gpuwatch", folder)
+    print(f"gpuwatch (DuckDB)  {ours['wall_s']:7.1f} s  {ours['peak_rss_mib']:7.0f} MiB")
+    result = {
+        "bench": "fleet",
+        "clusters": args.clusters,
+        "gpus": args.gpus,
+        "days": args.days,
+        "gpu_hours": gpu_hours,
+        "wall_s": round(ours["wall_s"], 2),
+        "peak_rss_mib": round(ours["peak_rss_mib"]),
+        "baseline_s": None,
+        "speedup": None,
+    }
+    if not args.no_baseline:
+        theirs = child("pandas", folder)
+        print(f"pandas             {theirs['wall_s']:7.1f} s  {theirs['peak_rss_mib']:7.0f} MiB")
+        same = theirs["totals"] == ours["totals"]
+        print(
+            f"same cost and idle cost per currency: {same}; same clusters not reported: "
+            f"{theirs['not_reported'] == ours['not_reported']}"
+        )
+        if not same:
+            print(f"  gpuwatch {ours['totals']}\n  pandas   {theirs['totals']}")
+        speedup = theirs["wall_s"] / ours["wall_s"]
+        memory = theirs["peak_rss_mib"] / ours["peak_rss_mib"]
+        print(f"gpuwatch: {speedup:.1f}x the speed, 1/{memory:.1f} of the peak memory")
+        result.update(
+            baseline_s=round(theirs["wall_s"], 2),
+            baseline_peak_rss_mib=round(theirs["peak_rss_mib"]),
+            speedup=round(speedup, 2),
+            memory_ratio=round(memory, 2),
+            same_figures=same,
+        )
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
