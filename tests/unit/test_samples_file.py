@@ -1,0 +1,98 @@
+"""A Parquet file of raw exporter samples answers as the samples it was written from:
+the simulator's week, exported as a user exports raw samples, gives the same devices,
+the same hourly aggregates and the same holders."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from gpuwatch.analysis.rules.evaluate import required_specs
+from gpuwatch.analysis.rules.loader import load_rules
+from gpuwatch.config.settings import SimulatorSettings
+from gpuwatch.model.metrics import HistoryRequest, PodRef, WindowRequest
+from gpuwatch.sources.samples_file import SampleFile, SampleFileMetricsSource, _mode
+from gpuwatch.sources.simulator import SimulatedCluster, SimulatorMetricsSource
+from gpuwatch.sources.simulator.exposition import write_samples_parquet
+from gpuwatch.sources.simulator.layout import SHOWCASE_AT
+from gpuwatch.weekly.hourly import SPECS
+
+END = SHOWCASE_AT.replace(minute=0)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[SimulatedCluster, Path]:
+    cluster = SimulatedCluster(SimulatorSettings(gpus=64, days=3, step_s=60), end=END)
+    start = cluster.history_start
+    days = [
+        cluster.samples(start + timedelta(days=k), start + timedelta(days=k + 1)) for k in range(3)
+    ]
+    path = tmp_path_factory.mktemp("samples") / "samples.parquet"
+    assert write_samples_parquet(path, days, cluster.layout.gpus) > 0
+    return cluster, path
+
+
+def _rows(reference: tuple, devices: tuple) -> list[int]:
+    order = {d.device_id: i for i, d in enumerate(reference)}
+    return [order[d.device_id] for d in devices]
+
+
+def test_the_file_holds_the_exporter_s_columns_a_row_group_a_day(exported):
+    _, path = exported
+    parquet = pq.ParquetFile(path)
+    assert parquet.num_row_groups == 3
+    names = parquet.schema_arrow.names
+    assert {"timestamp", "UUID", "Hostname", "pod", "DCGM_FI_DEV_FB_USED"} <= set(names)
+    assert pa.types.is_timestamp(parquet.schema_arrow.field("timestamp").type)
+
+
+def test_samples_devices_and_interval_are_the_simulator_s(exported):
+    cluster, path = exported
+    samples = SampleFile(path)
+    assert samples.step_s == 60
+    mine = cluster.samples(END - timedelta(hours=30), END)
+    theirs = samples.samples(END - timedelta(hours=30), END)
+    rows = _rows(mine.devices, theirs.devices)
+    assert [mine.devices[i] for i in rows] == list(theirs.devices)
+    for signal, values in mine.values.items():
+        assert np.array_equal(values[rows], theirs.values[signal], equal_nan=True), signal
+
+
+def test_history_window_and_holders_are_the_simulator_s(exported):
+    cluster, path = exported
+    specs = frozenset(SPECS.values()) | required_specs(load_rules())
+    request = HistoryRequest(END - timedelta(days=2), END, 3600, specs)
+    simulator, from_file = (
+        SimulatorMetricsSource(cluster),
+        SampleFileMetricsSource(SampleFile(path)),
+    )
+    for first, second in ((simulator.history(request), from_file.history(request)),):
+        rows = _rows(first.devices, second.devices)
+        for spec in specs:
+            assert np.array_equal(first.values[spec][rows], second.values[spec], equal_nan=True)
+    window = WindowRequest(END, specs)
+    a, b = simulator.window_stats(window), from_file.window_stats(window)
+    rows = _rows(a.devices, b.devices)
+    assert all(np.array_equal(a.values[s][rows], b.values[s], equal_nan=True) for s in specs)
+    # The holders: served from the history's read, and read afresh, alike.
+    ids = [d.device_id for d in a.devices]
+    expected = simulator.holders(request)
+    for held in (
+        from_file.holders(request),
+        SampleFileMetricsSource(SampleFile(path)).holders(request),
+    ):
+        names = np.array([str(p) for p in held.pods] + ["-"])[held.aligned(ids)]
+        assert np.array_equal(
+            np.array([str(p) for p in expected.pods] + ["-"])[expected.aligned(ids)], names
+        )
+    assert isinstance(expected.pods[0], PodRef)
+
+
+def test_the_holder_of_a_step_is_the_pod_named_most():
+    codes = np.array([[2, 2, 1, -1, -1, -1], [-1, -1, -1, -1, -1, -1], [3, 1, 3, 1, 0, -1]])
+    assert _mode(codes).tolist() == [2, -1, 1]
