@@ -2,8 +2,8 @@
 
 It answers a window request the way Prometheus answers the equivalent PromQL: a GPU with
 no sample in the inventory window (``inventory_window_s``) is absent; aggregates skip
-missing samples. Samples are asked of the store a day at a time, so memory holds a day
-of every signal, whatever the range.
+missing samples. Samples are asked of the store a few hours at a time, so memory holds
+those hours of every signal, whatever the range.
 """
 
 from __future__ import annotations
@@ -31,6 +31,9 @@ from gpuwatch.model.series import nan_percentile, reduce_window, window_mask
 from gpuwatch.sources.base import Progress
 
 _DAY_S = 86400
+CHUNK_S = 6 * 3600
+"""History is read this much at a time: at 10,000 GPUs and a sample a minute, six hours
+of every signal is about 300 MB."""
 
 
 class SampleStore(Protocol):
@@ -139,32 +142,35 @@ class BlockMetricsSource:
         return out
 
     def history(self, request: HistoryRequest, progress: Progress | None = None) -> HistoryFrame:
-        """Aggregates at every step, one day of samples at a time to bound memory."""
+        """Aggregates at every step, six hours of samples at a time to bound memory,
+        newest first: each chunk's windows reach back into the chunk read before it,
+        which a store that keeps its newest samples still holds."""
         times = request.times_s()
         specs = sorted(request.specs)
         longest = max((s.window_s for s in specs), default=0)
         n = len(self.store.devices)
         values = {spec: np.full((n, times.size), np.nan) for spec in specs}
-        day_of = (times - times[0]) // 86400 if times.size else times
-        days = np.unique(day_of)
-        for done, day in enumerate(days, start=1):
-            cols = np.flatnonzero(day_of == day)
+        chunk_of = (times[-1] - times) // CHUNK_S if times.size else times
+        chunks = np.unique(chunk_of)
+        for done, chunk in enumerate(chunks, start=1):
+            cols = np.flatnonzero(chunk_of == chunk)
             block = self.store.samples(_utc(times[cols[0]] - longest), _utc(times[cols[-1]]))
             for col in cols:
                 at = _utc(times[col])
                 for spec in specs:
                     values[spec][:, col] = reduce_window(block, spec, at)
-            self._day_read(request, cols)
+            del block
+            self._chunk_read(request, cols)
             if progress is not None:
-                progress(done, len(days))
+                progress(done, len(chunks))
         has_data = np.zeros(n, dtype=bool)
         for array in values.values():
             has_data |= ~np.isnan(array).all(axis=1)
         devices = tuple(d for d, keep in zip(self.store.devices, has_data, strict=True) if keep)
         return HistoryFrame(devices, times, {spec: v[has_data] for spec, v in values.items()})
 
-    def _day_read(self, request: HistoryRequest, cols: np.ndarray) -> None:
-        """Told, while ``history`` holds a day's samples, which steps they served: a
+    def _chunk_read(self, request: HistoryRequest, cols: np.ndarray) -> None:
+        """Told, while ``history`` holds a chunk's samples, which steps they served: a
         store that can derive more from them at no cost (the holders) does it here."""
 
     def holders(self, request: HistoryRequest, progress: Progress | None = None) -> HolderHistory:

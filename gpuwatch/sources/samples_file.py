@@ -226,8 +226,8 @@ class SampleFileMetricsSource(BlockMetricsSource):
         self.samples = samples
         self._held: tuple[tuple[datetime, datetime, int], _Held] | None = None
 
-    def _day_read(self, request: HistoryRequest, cols: np.ndarray) -> None:
-        """The day's holders, from the row groups ``history`` just decoded: a report
+    def _chunk_read(self, request: HistoryRequest, cols: np.ndarray) -> None:
+        """The chunk's holders, from the row groups ``history`` just decoded: a report
         asks for the holders of the same hours next, and reading the file again for
         them would decode every row a second time."""
         key = (request.start, request.end, request.step_s)
