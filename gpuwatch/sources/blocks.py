@@ -27,7 +27,7 @@ from gpuwatch.model.metrics import (
     WindowStats,
     inventory_window_s,
 )
-from gpuwatch.model.series import nan_percentile, reduce_window, window_mask
+from gpuwatch.model.series import nan_percentile, reduce_window, reduce_windows, window_mask
 from gpuwatch.sources.base import Progress
 
 _DAY_S = 86400
@@ -155,10 +155,8 @@ class BlockMetricsSource:
         for done, chunk in enumerate(chunks, start=1):
             cols = np.flatnonzero(chunk_of == chunk)
             block = self.store.samples(_utc(times[cols[0]] - longest), _utc(times[cols[-1]]))
-            for col in cols:
-                at = _utc(times[col])
-                for spec in specs:
-                    values[spec][:, col] = reduce_window(block, spec, at)
+            for spec in specs:
+                values[spec][:, cols] = reduce_windows(block, spec, times[cols])
             del block
             self._chunk_read(request, cols)
             if progress is not None:
