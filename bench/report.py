@@ -79,6 +79,8 @@ def samples_file(gpus: int, days: float, step_s: int) -> Path:
 
 
 def run_gpuwatch(gpus: int, days: float, step_s: int, path: Path, out: Path) -> dict:
+    import pyarrow.compute as pc
+
     from gpuwatch.analysis.pricing import load_price_book
     from gpuwatch.analysis.rules.loader import load_rules
     from gpuwatch.config.settings import ReportSettings
@@ -103,11 +105,13 @@ def run_gpuwatch(gpus: int, days: float, step_s: int, path: Path, out: Path) -> 
     )
     period = ReportPeriod.between(END - timedelta(days=days), END)
     stages: dict[str, float] = {}
+    peaks: dict[str, int] = {}
     last = [time.perf_counter(), "setup"]
 
     def stage(name: str) -> None:
         now = time.perf_counter()
         stages[str(last[1])] = round(now - float(last[0]), 2)
+        peaks[str(last[1])] = round(peak_rss_mib())
         last[:] = [now, name]
 
     data = build_report(components, Settings(), period, float(step_s), stage=stage)
@@ -121,11 +125,12 @@ def run_gpuwatch(gpus: int, days: float, step_s: int, path: Path, out: Path) -> 
         "wall_s": time.perf_counter() - started,
         "peak_rss_mib": peak_rss_mib(),
         "rows": hourly.num_rows,
-        "cost": float(sum(v for v in hourly["cost"].to_pylist() if v is not None)),
+        "cost": float(pc.sum(hourly["cost"]).as_py() or 0),
         "findings": data.tables["findings"].num_rows,
         "savings": data.tables["savings"].num_rows,
         "html_bytes": len(html),
         "stages_s": stages,
+        "peak_rss_after_stage_mib": peaks,
     }
 
 

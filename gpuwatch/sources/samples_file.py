@@ -4,8 +4,8 @@ A week of raw samples exported from Prometheus (one row per GPU per scrape: the
 exporter's labels and one column per metric) is what a platform team has at hand when
 it wants a report without gpuwatch querying the server; it is also how the report
 benchmark feeds gpuwatch and pandas the same samples. The file is read a row group at a
-time (write one per day, rows in time order) and the two newest groups kept decoded,
-so memory holds about a day of samples however long the file is.
+time (write one per day, rows in time order) and the last one kept decoded, so memory
+holds about a day of samples however long the file is.
 
 Columns: ``timestamp`` (UTC), the labels ``UUID``, ``gpu``, ``modelName``,
 ``Hostname``, ``pci_bus_id``, ``pod``, ``namespace``, ``container`` (``GPU_I_PROFILE``
@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 from gpuwatch.model.errors import SourceUnreachable
 from gpuwatch.model.metrics import (
     GpuDevice,
+    HistoryFrame,
     HistoryRequest,
     HolderHistory,
     PodRef,
@@ -55,7 +56,7 @@ METRICS = (
     "DCGM_FI_DEV_XID_ERRORS",
     "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE",
 )
-_KEPT_GROUPS = 2
+_KEPT_GROUPS = 1
 _DAY_S = 86400
 
 
@@ -104,6 +105,7 @@ class SampleFile:
         self.row_of = {d.device_id: i for i, d in enumerate(self._devices)}
         self._step_s = step_s or _interval(newest)
         self._cache: OrderedDict[int, _Group] = OrderedDict()
+        self._last: tuple[tuple[int, int], tuple[np.ndarray, list[_Part]]] | None = None
 
     @property
     def devices(self) -> tuple[GpuDevice, ...]:
@@ -164,15 +166,23 @@ class SampleFile:
             self._cache.popitem(last=False)
         return decoded
 
-    def _rows(
-        self, start: datetime, end: datetime
-    ) -> tuple[np.ndarray, list[tuple[_Group, np.ndarray]]]:
-        """The grid of ``(start, end]`` and, per row group it touches, its rows there."""
+    def forget(self) -> None:
+        """Let the decoded row groups go (the next read decodes again)."""
+        self._cache.clear()
+        self._last = None
+
+    def _rows(self, start: datetime, end: datetime) -> tuple[np.ndarray, list[_Part]]:
+        """The grid of ``(start, end]`` and, per row group it touches, its rows there;
+        the last range's answer is kept (its samples, then its pods, are asked in turn).
+        Groups are visited newest first, as history reads its chunks: the group a chunk
+        ends in is then the one the next chunk starts in."""
         step = self.step_s
         start_s, end_s = int(start.timestamp()), int(end.timestamp())
+        if self._last is not None and self._last[0] == (start_s, end_s):
+            return self._last[1]
         grid = np.arange((start_s // step + 1) * step, end_s + 1, step, dtype=np.int64)
         parts = []
-        for group, (low, high) in enumerate(self.spans):
+        for group, (low, high) in sorted(enumerate(self.spans), key=lambda g: -g[1][1]):
             if -(-high // step) * step <= start_s or -(-low // step) * step > end_s:
                 continue
             decoded = self._group(group)
@@ -180,6 +190,7 @@ class SampleFile:
             rows = np.flatnonzero(inside & (decoded.device >= 0))
             col = (decoded.time_s[rows] - grid[0]) // step
             parts.append(_Part(decoded, rows, decoded.device[rows], col))
+        self._last = ((start_s, end_s), (grid, parts))
         return grid, parts
 
     def samples(self, start: datetime, end: datetime) -> SeriesBlock:
@@ -225,6 +236,13 @@ class SampleFileMetricsSource(BlockMetricsSource):
         super().__init__(samples)
         self.samples = samples
         self._held: tuple[tuple[datetime, datetime, int], _Held] | None = None
+
+    def history(self, request: HistoryRequest, progress: Progress | None = None) -> HistoryFrame:
+        """As ``BlockMetricsSource.history``; then the decoded row groups are let go (a
+        report reads the file once, and holds its big tables next)."""
+        frame = super().history(request, progress)
+        self.samples.forget()
+        return frame
 
     def _chunk_read(self, request: HistoryRequest, cols: np.ndarray) -> None:
         """The chunk's holders, from the row groups ``history`` just decoded: a report

@@ -80,6 +80,8 @@ def build_report(
     built = build_tables(
         components, settings, period, sample_interval_s, progress=progress, stage=stage
     )
+    if isinstance(components.metrics, _OneHistory):
+        components.metrics.forget()  # the tables hold what they need of it
     tables = {**built.tables, "savings": savings}
     notes = [*built.notes, *cycle_notes]
     cycles = read_cycles(cycles_dir, notes)
@@ -121,6 +123,9 @@ class _OneHistory:
 
     def window_stats(self, request: WindowRequest) -> WindowStats:
         return self.metrics.window_stats(request)
+
+    def forget(self) -> None:
+        self._frame = None
 
     def holders(self, request: HistoryRequest, progress: Progress | None = None) -> HolderHistory:
         return self.metrics.holders(request, progress)

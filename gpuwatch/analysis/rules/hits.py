@@ -89,6 +89,19 @@ def in_pools(rule: Rule, contexts: Sequence[GpuContext]) -> BoolArray:
     return np.fromiter((c.pool in pools for c in contexts), dtype=bool, count=len(contexts))
 
 
+def _eligible(contexts: Sequence[GpuContext]) -> BoolArray:
+    """In a GPU pool (asked once per node: its GPUs share the answer) and not released
+    within the look-back."""
+    pooled: dict[str, bool] = {}
+    out = np.empty(len(contexts), dtype=bool)
+    for i, ctx in enumerate(contexts):
+        known = pooled.get(ctx.node_name)
+        if known is None:
+            known = pooled[ctx.node_name] = ctx.in_gpu_pool
+        out[i] = known and not ctx.recently_released
+    return out
+
+
 def rule_hits(rule: Rule, grid: Grid, contexts: Sequence[GpuContext], allocated: BoolArray) -> Hits:
     """Where ``rule`` fires on ``grid``; ``contexts[i]`` describes GPU i (exactly n of
     them) and ``allocated`` (the grid's shape) says whether a pod held it."""
@@ -125,12 +138,7 @@ def _unallocated(
     attached = grid.get(AggregateSpec(Signal.POD_ATTACHED, Aggregate.MAX, w))
     util = grid.get(AggregateSpec(Signal.UTIL_RATIO, Aggregate.AVG, w))
     coverage = grid.coverage_ratio(Signal.UTIL_RATIO, w)
-    eligible = np.fromiter(
-        (c.in_gpu_pool and not c.recently_released for c in contexts),
-        dtype=bool,
-        count=len(contexts),
-    )
-    scope = grid.per_gpu(eligible & in_pools(rule, contexts)) & ~allocated
+    scope = grid.per_gpu(_eligible(contexts) & in_pools(rule, contexts)) & ~allocated
     judged = coverage >= rule.min_coverage
     # Any sample in the window carrying a pod label means a pod held the GPU then.
     fired = scope & judged & ~(np.nan_to_num(attached, nan=0.0) > 0)

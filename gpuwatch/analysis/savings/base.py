@@ -57,9 +57,11 @@ class SavingsInputs:
     pods: Mapping[tuple[str, str], Pod] = field(init=False)
     controllers: Mapping[tuple[str, str, str], Controller] = field(init=False)
     _prices: dict[tuple[str | None, ...], Price | None] = field(init=False, repr=False)
+    _roles: dict[tuple[str, str], str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_prices", {})
+        object.__setattr__(self, "_roles", {})
         object.__setattr__(self, "owners", OwnerIndex(self.cluster.controllers))
         object.__setattr__(self, "pods", {p.key: p for p in self.cluster.pods})
         object.__setattr__(
@@ -122,7 +124,14 @@ class SavingsInputs:
         return field.get({field.key: text}), True
 
     def role(self, pod: Pod) -> str:
-        """``inference``, ``notebook`` or ``training``/``other`` for a GPU pod."""
+        """``inference``, ``notebook`` or ``training``/``other`` for a GPU pod (each
+        pod's worked out once: every lever asks it of every GPU's holders)."""
+        found = self._roles.get(pod.key)
+        if found is None:
+            found = self._roles[pod.key] = self._role(pod)
+        return found
+
+    def _role(self, pod: Pod) -> str:
         labelled = ROLE.get(pod.labels)
         if labelled is not None:
             return labelled
