@@ -159,7 +159,9 @@ class SampleFile:
         if cached is not None:
             self._cache.move_to_end(group)
             return cached
-        table = self.file.read_row_group(group, columns=self.columns)
+        # The samples need a row's device, time and pod, not the rest of its labels.
+        wanted = ("timestamp", "UUID", "GPU_I_ID", "pod", "namespace", *METRICS)
+        table = self.file.read_row_group(group, columns=[c for c in self.columns if c in wanted])
         decoded = _Group(table, self.row_of, self.step_s)
         self._cache[group] = decoded
         while len(self._cache) > _KEPT_GROUPS:
