@@ -96,3 +96,60 @@ def test_history_window_and_holders_are_the_simulator_s(exported):
 def test_the_holder_of_a_step_is_the_pod_named_most():
     codes = np.array([[2, 2, 1, -1, -1, -1], [-1, -1, -1, -1, -1, -1], [3, 1, 3, 1, 0, -1]])
     assert _mode(codes).tolist() == [2, -1, 1]
+
+
+def test_a_user_export_with_mig_jitter_and_a_gpu_gone_mid_file(tmp_path: Path):
+    """Labels as dcgm-exporter writes them (MIG instances, a GPU seen only in the older
+    row group), times a few seconds off the grid, and no pod on some samples."""
+    base = int(END.timestamp()) - 2 * 3600
+
+    def rows(start: int, gpus: list[tuple[str, str | None]], pod: str | None) -> pa.Table:
+        times, uuids, migs, pods = [], [], [], []
+        for k in range(60):  # an hour at 60 s, each sample 3 s late
+            for uuid, mig in gpus:
+                times.append(start + 60 * k + 63)
+                uuids.append(uuid)
+                migs.append(mig)
+                pods.append(pod if k % 2 == 1 else None)
+        n = len(times)
+        return pa.table(
+            {
+                "timestamp": pa.array(times, pa.timestamp("s", tz="UTC")),
+                "UUID": uuids,
+                "GPU_I_ID": migs,
+                "GPU_I_PROFILE": ["1g.10gb" if m else None for m in migs],
+                "gpu": ["0"] * n,
+                "Hostname": ["node-a"] * n,
+                "modelName": ["NVIDIA A100-SXM4-80GB"] * n,
+                "pod": pods,
+                "namespace": ["team" if p else None for p in pods],
+                "DCGM_FI_DEV_GPU_UTIL": [50.0] * n,
+                "DCGM_FI_DEV_FB_USED": [100.0] * n,
+                "DCGM_FI_DEV_FB_FREE": [900.0] * n,
+            }
+        )
+
+    path = tmp_path / "export.parquet"
+    older = rows(base, [("GPU-a", "1"), ("GPU-a", "2"), ("GPU-gone", None)], "job-0")
+    newer = rows(base + 3600, [("GPU-a", "1"), ("GPU-a", "2")], "job-1")
+    with pq.ParquetWriter(path, older.schema) as writer:
+        writer.write_table(older)
+        writer.write_table(newer)
+    samples = SampleFile(path)
+    assert samples.step_s == 60
+    ids = [d.device_id for d in samples.devices]
+    assert sorted(ids) == ["GPU-a/mig-1", "GPU-a/mig-2", "GPU-gone"]
+    mig = samples.devices[ids.index("GPU-a/mig-1")]
+    assert (mig.mig_profile, mig.pod) == ("1g.10gb", PodRef("team", "job-1"))
+    block = samples.samples(END - timedelta(hours=2), END)
+    util = block.values[next(iter(s for s in block.values if s.value == "util_ratio"))]
+    assert block.times_s[0] % 60 == 0 and np.nanmax(util) == 0.5
+    gone = ids.index("GPU-gone")
+    # 3 s late: each sample is on the next grid time (the older hour's fill columns 1-60).
+    assert not np.isnan(util[gone, 1:61]).any()
+    assert np.isnan(util[gone, 61:]).all() and np.isnan(util[gone, 0])
+    source = SampleFileMetricsSource(samples)
+    held = source.holders(HistoryRequest(END - timedelta(hours=2), END, 3600, frozenset()))
+    names = [[str(held.pods[c]) if c >= 0 else None for c in row] for row in held.codes]
+    assert names[ids.index("GPU-a/mig-1")] == ["team/job-0", "team/job-1"]
+    assert names[gone] == ["team/job-0", "team/job-0"]  # its last sample is in hour two
