@@ -20,6 +20,7 @@ multiple), as a PromQL step would see it.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +32,7 @@ import pyarrow.parquet as pq
 
 from gpuwatch.model.errors import SourceUnreachable
 from gpuwatch.model.metrics import (
+    FloatArray,
     GpuDevice,
     HistoryFrame,
     HistoryRequest,
@@ -197,12 +199,7 @@ class SampleFile:
 
     def samples(self, start: datetime, end: datetime) -> SeriesBlock:
         grid, parts = self._rows(start, end)
-        n = len(self._devices)
-        raw = {name: np.full((n, grid.size), np.nan) for name in METRICS}
-        for part in parts:
-            for name, values in part.group.values.items():
-                raw[name][part.device, part.col] = values[part.rows]
-        return SeriesBlock(self._devices, grid, _signals(raw, self._pod_attached(grid, parts)))
+        return SeriesBlock(self._devices, grid, _Signals(len(self._devices), grid, parts))
 
     def present(self, start: datetime, end: datetime) -> tuple[np.ndarray, np.ndarray]:
         grid, parts = self._rows(start, end)
@@ -221,12 +218,6 @@ class SampleFile:
             lut = np.array([index.setdefault(p, len(index)) for p in part.group.pods] + [-1])
             codes[part.device, part.col] = lut[part.group.pod[part.rows]]
         return grid, codes, list(index)
-
-    def _pod_attached(self, grid: np.ndarray, parts: list[_Part]) -> np.ndarray:
-        attached = np.full((len(self._devices), grid.size), np.nan)
-        for part in parts:
-            attached[part.device, part.col] = part.group.pod[part.rows] >= 0
-        return attached
 
 
 class SampleFileMetricsSource(BlockMetricsSource):
@@ -291,8 +282,16 @@ class _Held:
         grid, local, pods = samples.pods(_utc(first), _utc(last))
         lut = np.array([self.index.setdefault(p, len(self.index)) for p in pods] + [-1])
         step_of = np.searchsorted(times, grid, side="left")
-        day = np.stack([lut[_mode(local[:, step_of == col])] for col in cols], axis=1)
-        self.parts.append((cols, day.astype(np.int32)))
+        counts = np.array([(step_of == col).sum() for col in cols])
+        if counts.size and (counts == counts[0]).all() and counts[0] > 0:
+            # Every step has as many samples, one after the other: all steps at once.
+            width = int(counts[0])
+            starts = np.searchsorted(step_of, cols, side="left")
+            index = starts[:, None] + np.arange(width)
+            modes = _mode(local[:, index].reshape(-1, width)).reshape(len(local), cols.size)
+        else:
+            modes = np.stack([_mode(local[:, step_of == col]) for col in cols], axis=1)
+        self.parts.append((cols, lut[modes].astype(np.int32)))
         self.done[cols] = True
 
     def codes(self, n: int) -> np.ndarray:
@@ -371,14 +370,16 @@ def _pod_codes(table: pa.Table) -> tuple[np.ndarray, list[PodRef]]:
     else:
         n_idx, n_names = np.full(table.num_rows, -1, dtype=np.int64), []
     labelled = p_idx >= 0
-    # (pod, namespace + 1) pairs seen, numbered in order: no sort over the rows.
-    seen = np.zeros((len(p_names), len(n_names) + 1), dtype=bool)
-    seen[p_idx[labelled], n_idx[labelled] + 1] = True
-    pairs = np.argwhere(seen)
-    number = np.full(seen.shape, -1, dtype=np.int64)
-    number[pairs[:, 0], pairs[:, 1]] = np.arange(len(pairs))
-    codes = np.where(labelled, number[np.maximum(p_idx, 0), n_idx + 1], -1)
-    pods = [PodRef(n_names[n - 1] if n else "", p_names[p]) for p, n in pairs.tolist()]
+    # (pod, namespace) pairs as one number, those seen numbered in order: no sort.
+    width = len(n_names) + 1
+    pair = p_idx * width + n_idx + 1
+    seen = np.bincount(pair[labelled], minlength=len(p_names) * width) > 0
+    number = np.cumsum(seen) - 1
+    codes = np.where(labelled, number[np.maximum(pair, 0)], -1)
+    pods = [
+        PodRef(n_names[n - 1] if n else "", p_names[p])
+        for p, n in (divmod(int(k), width) for k in np.flatnonzero(seen))
+    ]
     return codes, pods
 
 
@@ -406,23 +407,65 @@ def _interval(times_s: np.ndarray) -> int:
     return int(np.median(gaps)) if gaps.size else 60
 
 
-def _signals(raw: dict[str, np.ndarray], attached: np.ndarray) -> dict[Signal, np.ndarray]:
-    """The signals of ``gpuwatch.model.metrics`` from the exporter's metrics."""
-    active = raw["DCGM_FI_PROF_GR_ENGINE_ACTIVE"]
-    util = np.where(np.isnan(active), raw["DCGM_FI_DEV_GPU_UTIL"] / 100.0, active)
-    used, free = raw["DCGM_FI_DEV_FB_USED"], raw["DCGM_FI_DEV_FB_FREE"]
-    reserved = np.nan_to_num(raw["DCGM_FI_DEV_FB_RESERVED"], nan=0.0)
-    return {
-        Signal.UTIL_RATIO: util,
-        Signal.FB_USED_MIB: used,
-        Signal.FB_TOTAL_MIB: used + free + reserved,
-        Signal.FB_USED_RATIO: fb_used_ratio(used, free, reserved),
-        Signal.TEMP_C: raw["DCGM_FI_DEV_GPU_TEMP"],
-        Signal.POWER_W: raw["DCGM_FI_DEV_POWER_USAGE"],
-        Signal.XID: raw["DCGM_FI_DEV_XID_ERRORS"],
-        Signal.TENSOR_ACTIVE_RATIO: raw["DCGM_FI_PROF_PIPE_TENSOR_ACTIVE"],
-        Signal.POD_ATTACHED: attached,
-    }
+class _Signals(Mapping[Signal, FloatArray]):
+    """The signals of ``gpuwatch.model.metrics`` from the exporter's metrics, each put
+    on the grid when first asked for: a history asks for a few of them."""
+
+    def __init__(self, n: int, grid: np.ndarray, parts: list[_Part]) -> None:
+        self.shape = (n, grid.size)
+        self.parts = parts
+        self._raw: dict[str, FloatArray] = {}
+        self._made: dict[Signal, FloatArray] = {}
+
+    def raw(self, name: str) -> FloatArray:
+        found = self._raw.get(name)
+        if found is None:
+            found = self._raw[name] = np.full(self.shape, np.nan)
+            for part in self.parts:
+                values = part.group.values.get(name)
+                if values is not None:
+                    found[part.device, part.col] = values[part.rows]
+        return found
+
+    def __getitem__(self, signal: Signal) -> FloatArray:
+        found = self._made.get(signal)
+        if found is None:
+            found = self._made[signal] = self._make(signal)
+        return found
+
+    def __iter__(self) -> Iterator[Signal]:
+        return iter(Signal)
+
+    def __len__(self) -> int:
+        return len(Signal)
+
+    def _make(self, signal: Signal) -> FloatArray:
+        if signal is Signal.UTIL_RATIO:
+            active = self.raw("DCGM_FI_PROF_GR_ENGINE_ACTIVE")
+            return np.where(np.isnan(active), self.raw("DCGM_FI_DEV_GPU_UTIL") / 100.0, active)
+        if signal is Signal.POD_ATTACHED:
+            attached = np.full(self.shape, np.nan)
+            for part in self.parts:
+                attached[part.device, part.col] = part.group.pod[part.rows] >= 0
+            return attached
+        used, free = self.raw("DCGM_FI_DEV_FB_USED"), self.raw("DCGM_FI_DEV_FB_FREE")
+        reserved = np.nan_to_num(self.raw("DCGM_FI_DEV_FB_RESERVED"), nan=0.0)
+        if signal is Signal.FB_TOTAL_MIB:
+            return used + free + reserved
+        if signal is Signal.FB_USED_RATIO:
+            return fb_used_ratio(used, free, reserved)
+        if signal is Signal.FB_USED_MIB:
+            return used
+        return self.raw(_PLAIN[signal])
+
+
+_PLAIN = {
+    Signal.TEMP_C: "DCGM_FI_DEV_GPU_TEMP",
+    Signal.POWER_W: "DCGM_FI_DEV_POWER_USAGE",
+    Signal.XID: "DCGM_FI_DEV_XID_ERRORS",
+    Signal.TENSOR_ACTIVE_RATIO: "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE",
+}
+"""Signals that are an exporter metric as it is."""
 
 
 def _seconds(column: pa.ChunkedArray) -> np.ndarray:
