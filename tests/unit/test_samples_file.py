@@ -12,15 +12,26 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from gpuwatch.analysis.pricing import load_price_book
 from gpuwatch.analysis.rules.evaluate import required_specs
 from gpuwatch.analysis.rules.loader import load_rules
-from gpuwatch.config.settings import SimulatorSettings
+from gpuwatch.config.settings import Settings, SimulatorSettings
 from gpuwatch.model.metrics import HistoryRequest, PodRef, WindowRequest
+from gpuwatch.notify.console import RecordingNotifier
+from gpuwatch.pipeline import Components
+from gpuwatch.report.data import ReportPeriod
 from gpuwatch.sources.samples_file import SampleFile, SampleFileMetricsSource, _mode
-from gpuwatch.sources.simulator import SimulatedCluster, SimulatorMetricsSource
+from gpuwatch.sources.simulator import (
+    SimulatedCluster,
+    SimulatorClusterSource,
+    SimulatorMetricsSource,
+)
 from gpuwatch.sources.simulator.exposition import write_samples_parquet
 from gpuwatch.sources.simulator.layout import SHOWCASE_AT
+from gpuwatch.state.base import MemoryState
+from gpuwatch.weekly.build import build_tables
 from gpuwatch.weekly.hourly import SPECS
+from gpuwatch.wiring import build_metrics_source, sample_interval_s
 
 END = SHOWCASE_AT.replace(minute=0)
 
@@ -153,3 +164,41 @@ def test_a_user_export_with_mig_jitter_and_a_gpu_gone_mid_file(tmp_path: Path):
     names = [[str(held.pods[c]) if c >= 0 else None for c in row] for row in held.codes]
     assert names[ids.index("GPU-a/mig-1")] == ["team/job-0", "team/job-1"]
     assert names[gone] == ["team/job-0", "team/job-0"]  # its last sample is in hour two
+
+
+def test_settings_select_the_file_and_its_report_is_the_simulator_s(exported, tmp_path: Path):
+    cluster, path = exported
+    with pytest.raises(ValueError, match="samples_path"):
+        Settings.model_validate({"metrics": {"source": "samples-file"}})
+    settings = Settings.model_validate(
+        {
+            "metrics": {"source": "samples-file", "samples_path": str(path)},
+            "cluster": {"source": "snapshot", "snapshot_path": str(tmp_path / "none.json")},
+        }
+    )
+    metrics = build_metrics_source(settings, {}, lambda: cluster)
+    assert isinstance(metrics, SampleFileMetricsSource)
+    assert sample_interval_s(settings) == 60.0
+    period = ReportPeriod.between(END - timedelta(days=1), END)
+    tables = []
+    for source in (SimulatorMetricsSource(cluster), metrics):
+        components = Components(
+            metrics=source,
+            cluster=SimulatorClusterSource(cluster),
+            rules=tuple(load_rules()),
+            state=MemoryState(),
+            notifier=RecordingNotifier(),
+            price_book=load_price_book(),
+        )
+        tables.append(build_tables(components, Settings(), period, 60.0).tables)
+    simulated, from_file = tables
+    for name in ("gpu_hourly", "holder_hourly", "findings"):
+        order = [
+            ("device_id", "ascending"),
+            ("hour" if name != "findings" else "start", "ascending"),
+        ]
+        if name == "holder_hourly":
+            order.append(("pod", "ascending"))
+        if name == "findings":
+            order.append(("rule", "ascending"))
+        assert simulated[name].sort_by(order).equals(from_file[name].sort_by(order)), name
