@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from gpuwatch.model.errors import SourceUnreachable
@@ -44,6 +43,14 @@ from gpuwatch.model.metrics import (
 )
 from gpuwatch.sources.base import Progress
 from gpuwatch.sources.blocks import BlockMetricsSource
+from gpuwatch.sources.samples_columns import (
+    device_of,
+    interval_s,
+    key_codes,
+    last_rows,
+    pod_codes,
+    seconds,
+)
 
 LABELS = ("UUID", "gpu", "modelName", "Hostname", "pci_bus_id", "pod", "namespace", "container")
 MIG_LABELS = ("GPU_I_PROFILE", "GPU_I_ID")
@@ -66,12 +73,12 @@ class _Group:
     """One row group, decoded: each row's device, grid time, pod and metric values."""
 
     def __init__(self, table: pa.Table, row_of: dict[str, int], step_s: int) -> None:
-        seconds = _seconds(table["timestamp"])
-        self.time_s = -(-seconds // step_s) * step_s
-        codes, keys = _key_codes(table)
+        unix_s = seconds(table["timestamp"])
+        self.time_s = -(-unix_s // step_s) * step_s
+        codes, keys = key_codes(table)
         lut = np.array([row_of.get(k, -1) for k in keys], dtype=np.int64)
         self.device = lut[codes] if len(keys) else np.full(len(codes), -1, dtype=np.int64)
-        self.pod, self.pods = _pod_codes(table)
+        self.pod, self.pods = pod_codes(table)
         self.values = {
             name: np.asarray(table[name].to_numpy(zero_copy_only=False), dtype=np.float64)
             for name in METRICS
@@ -105,7 +112,7 @@ class SampleFile:
         self.spans = [self._span(i) for i in range(self.file.num_row_groups)]
         self._devices, newest = self._inventory()
         self.row_of = {d.device_id: i for i, d in enumerate(self._devices)}
-        self._step_s = step_s or _interval(newest)
+        self._step_s = step_s or interval_s(newest)
         self._cache: OrderedDict[int, _Group] = OrderedDict()
         self._last: tuple[tuple[int, int], tuple[np.ndarray, list[_Part]]] | None = None
 
@@ -127,8 +134,8 @@ class SampleFile:
             if isinstance(low, datetime) and isinstance(high, datetime):
                 return int(low.timestamp()), int(high.timestamp())
             return int(low), int(high)
-        seconds = _seconds(self.file.read_row_group(group, columns=["timestamp"])["timestamp"])
-        return int(seconds.min()), int(seconds.max())
+        unix_s = seconds(self.file.read_row_group(group, columns=["timestamp"])["timestamp"])
+        return int(unix_s.min()), int(unix_s.max())
 
     def _inventory(self) -> tuple[tuple[GpuDevice, ...], np.ndarray]:
         """Every device in the file, labelled as in its newest sample; and one device's
@@ -140,19 +147,19 @@ class SampleFile:
         labels = [c for c in self.columns if c not in METRICS]
         for group in sorted(range(len(self.spans)), key=lambda g: -self.spans[g][1]):
             table = self.file.read_row_group(group, columns=keys_only if found else labels)
-            codes, keys = _key_codes(table)
+            codes, keys = key_codes(table)
             wanted = np.array([k not in found for k in keys], dtype=bool)
             if not wanted.any():
                 continue
             if found:
                 table = self.file.read_row_group(group, columns=labels)
-            last = _last_rows(codes, len(keys), wanted)
+            last = last_rows(codes, len(keys), wanted)
             if not newest.size and len(codes):
-                newest = _seconds(table["timestamp"])[codes == codes[-1]]
+                newest = seconds(table["timestamp"])[codes == codes[-1]]
             picked = np.flatnonzero(last >= 0)
             rows = table.take(pa.array(last[picked])).to_pylist()
             for code, row in zip(picked.tolist(), rows, strict=True):
-                found[keys[code]] = _device(row)
+                found[keys[code]] = device_of(row)
         devices = sorted(found.values(), key=lambda d: (d.node, d.index, d.device_id))
         return tuple(devices), newest
 
@@ -318,95 +325,6 @@ def _mode(codes: np.ndarray) -> np.ndarray:
     return np.where(length[rows, best] > 0, ordered[rows, best], -1).astype(np.int32)
 
 
-def _encoded(column: pa.ChunkedArray) -> tuple[np.ndarray, list[str]]:
-    """A label column as codes (-1 where null) and the values they index; read as the
-    dictionary Parquet stores, the labels of a million rows are never strings."""
-    if not pa.types.is_dictionary(column.type):
-        column = pc.dictionary_encode(column.cast(pa.string()))
-    combined = column.unify_dictionaries().combine_chunks()
-    codes = combined.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
-    return codes, [str(v) for v in combined.dictionary.to_pylist()]
-
-
-def _last_rows(codes: np.ndarray, count: int, wanted: np.ndarray) -> np.ndarray:
-    """For each of ``count`` codes, the last row that has it (-1: none, or not wanted),
-    read from the end a slice at a time: in time order, the newest rows name every
-    device, so the scan seldom goes further back than a few sample times."""
-    last = np.full(count, -1, dtype=np.int64)
-    missing = wanted.copy()
-    end, size = len(codes), max(4 * count, 4096)
-    while end > 0 and missing.any():
-        start = max(end - size, 0)
-        unique, first = np.unique(codes[start:end][::-1], return_index=True)
-        new = missing[unique]
-        last[unique[new]] = end - 1 - first[new]
-        missing[unique[new]] = False
-        end = start
-    return last
-
-
-def _key_codes(table: pa.Table) -> tuple[np.ndarray, list[str]]:
-    """Each row's device as a code, and the device ids (``device_id``) the codes index."""
-    u_idx, u_names = _encoded(table["UUID"])
-    if "GPU_I_ID" not in table.column_names:
-        return u_idx, u_names
-    m_idx, m_names = _encoded(table["GPU_I_ID"])
-    combined = u_idx * (len(m_names) + 1) + m_idx + 1
-    unique, codes = np.unique(combined, return_inverse=True)
-    keys = []
-    for value in unique.tolist():
-        u, m = divmod(value, len(m_names) + 1)
-        keys.append(u_names[u] if m == 0 else f"{u_names[u]}/mig-{m_names[m - 1]}")
-    return codes.astype(np.int64), keys
-
-
-def _pod_codes(table: pa.Table) -> tuple[np.ndarray, list[PodRef]]:
-    """Each row's pod as a code (-1: no pod label), and the pods the codes index."""
-    if "pod" not in table.column_names:
-        return np.full(table.num_rows, -1, dtype=np.int64), []
-    p_idx, p_names = _encoded(table["pod"])
-    if "namespace" in table.column_names:
-        n_idx, n_names = _encoded(table["namespace"])
-    else:
-        n_idx, n_names = np.full(table.num_rows, -1, dtype=np.int64), []
-    labelled = p_idx >= 0
-    # (pod, namespace) pairs as one number, those seen numbered in order: no sort.
-    width = len(n_names) + 1
-    pair = p_idx * width + n_idx + 1
-    seen = np.bincount(pair[labelled], minlength=len(p_names) * width) > 0
-    number = np.cumsum(seen) - 1
-    codes = np.where(labelled, number[np.maximum(pair, 0)], -1)
-    pods = [
-        PodRef(n_names[n - 1] if n else "", p_names[p])
-        for p, n in (divmod(int(k), width) for k in np.flatnonzero(seen))
-    ]
-    return codes, pods
-
-
-def _device(row: dict[str, object]) -> GpuDevice:
-    pod, namespace = row.get("pod"), row.get("namespace")
-    mig = row.get("GPU_I_ID")
-    gpu = row.get("gpu")
-    return GpuDevice(
-        uuid=str(row["UUID"]),
-        index=int(str(gpu)) if gpu is not None and str(gpu).isdigit() else -1,
-        node=str(row.get("Hostname") or ""),
-        model_name=str(row.get("modelName") or ""),
-        pci_bus_id=str(row.get("pci_bus_id") or ""),
-        mig_profile=str(row["GPU_I_PROFILE"]) if row.get("GPU_I_PROFILE") else None,
-        mig_instance_id=int(str(mig)) if mig is not None and str(mig).isdigit() else None,
-        pod=PodRef(str(namespace or ""), str(pod)) if pod else None,
-        container=str(row["container"]) if row.get("container") else None,
-    )
-
-
-def _interval(times_s: np.ndarray) -> int:
-    """The sample interval: the median gap between one device's samples (60 s when a
-    device has a single sample)."""
-    gaps = np.diff(np.unique(times_s))
-    return int(np.median(gaps)) if gaps.size else 60
-
-
 class _Signals(Mapping[Signal, FloatArray]):
     """The signals of ``gpuwatch.model.metrics`` from the exporter's metrics, each put
     on the grid when first asked for: a history asks for a few of them."""
@@ -466,14 +384,6 @@ _PLAIN = {
     Signal.TENSOR_ACTIVE_RATIO: "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE",
 }
 """Signals that are an exporter metric as it is."""
-
-
-def _seconds(column: pa.ChunkedArray) -> np.ndarray:
-    """Unix seconds of a timestamp column (Parquet keeps milliseconds or finer)."""
-    unit = getattr(column.type, "unit", "s")
-    scale = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}[unit]
-    raw = column.to_numpy() if isinstance(column, pa.ChunkedArray) else np.asarray(column)
-    return raw.view(np.int64) // scale
 
 
 def _utc(unix_s: int) -> datetime:
