@@ -172,8 +172,9 @@ class BlockMetricsSource:
         store that can derive more from them at no cost (the holders) does it here."""
 
     def holders(self, request: HistoryRequest, progress: Progress | None = None) -> HolderHistory:
-        """The simulated pods hold their GPUs all week: each device's pod in every step
-        with a sample, none in a gap (the exporter labels nothing it does not report)."""
+        """Each device's pod (``GpuDevice.pod``) in every step with a sample, none in a
+        gap (the exporter labels nothing it does not report): the simulator's pods hold
+        their GPUs all week. A store whose pods change overrides this (the file's)."""
         times = request.times_s()
         step = request.step_s
         devices = self.store.devices
