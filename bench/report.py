@@ -1,19 +1,24 @@
-"""Benchmark: the weekly report of a simulated fleet, against a straightforward pandas one.
+"""Benchmark: the weekly report of a fleet from its raw samples, against pandas.
 
-Two ways to get a week's per-GPU-hour table (utilization mean and p95, memory, power,
-energy, holder, team, cost, idle cost) and the figures a report shows (cost and idle
-cost by team and by pool, the utilization heatmap), side by side in one run:
+Both sides start from the same raw samples: a Parquet file of DCGM exporter samples
+(one row per GPU per scrape, the exporter's labels and metrics, as a user exports them
+from Prometheus), written once before anything is timed and cached in
+``.bench-cache/``. From it, side by side in one run:
 
-(a) baseline: what a user writes with pandas: the week's samples in one DataFrame, a
-    ``groupby`` per GPU and hour, pods and nodes merged in, the price looked up per row
-    with ``apply``, the figures by ``groupby`` and ``pivot_table``, Parquet by pandas;
-(b) gpuwatch: the whole report (``gpuwatch report`` without the command line): hourly
-    aggregates a day at a time, columnar tables, the findings of every rule at every
-    hour, the savings, Parquet and the HTML page.
+(a) baseline: what a competent pandas user writes: ``read_parquet`` of the period (the
+    columns needed, the period pushed down as a filter), utilization and memory ratio
+    derived per row, ``groupby`` per GPU and hour (mean, p95, max, count, the pod seen
+    most), nodes, pools and prices merged per GPU, cost and idle cost as columns, the
+    figures by ``groupby``/``pivot_table``, Parquet by pandas;
+(b) gpuwatch: the whole report (``gpuwatch report`` without the command line) over the
+    same file (``gpuwatch.sources.samples_file``): hourly aggregates a row group at a
+    time, columnar tables, the findings of every rule over the GPU x hour grid, the
+    savings of a cycle at the period's end, the Parquet dataset and the HTML page.
 
 The baseline does less than gpuwatch (no findings, savings or page), so the speedup is a
-floor. Each runs in its own process, so that peak RSS is its own; both read the same
-simulated samples. Run:
+floor. Each side runs in its own process, so that peak RSS is its own; afterwards the
+two ``gpu_hourly`` tables are compared cell by cell (utilization mean and p95, memory,
+power, samples, cost). Run:
 
     .venv/bin/python bench/report.py --gpus 10000        # 7 days, samples every 300 s
 
@@ -40,18 +45,42 @@ from gpuwatch.sources.simulator import SimulatedCluster
 from gpuwatch.sources.simulator.layout import SHOWCASE_AT
 
 END = SHOWCASE_AT.replace(hour=0)
+CACHE = REPO / ".bench-cache"
+COMPARED = ("util_mean_ratio", "util_p95_ratio", "fb_used_max_mib", "power_mean_w", "cost")
 
 
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def simulator(gpus: int, days: float, step_s: int) -> SimulatorSettings:
+def simulated(gpus: int, days: float, step_s: int) -> SimulatedCluster:
     # One more day than the report: the savings look back a week from its end.
-    return SimulatorSettings(gpus=gpus, days=days + 1, step_s=step_s)
+    return SimulatedCluster(SimulatorSettings(gpus=gpus, days=days + 1, step_s=step_s), end=END)
 
 
-def run_gpuwatch(gpus: int, days: float, step_s: int, out: Path) -> dict:
+def samples_file(gpus: int, days: float, step_s: int) -> Path:
+    """The raw samples both sides read, written once (a row group per day)."""
+    from gpuwatch.sources.simulator.exposition import write_samples_parquet
+
+    path = CACHE / f"report-samples-{gpus}g-{days:g}d-{step_s}s.parquet"
+    if path.exists():
+        return path
+    CACHE.mkdir(exist_ok=True)
+    cluster = simulated(gpus, days, step_s)
+    start = cluster.history_start
+    blocks = (
+        cluster.samples(start + timedelta(days=k), start + timedelta(days=k + 1))
+        for k in range(int(days + 1))
+    )
+    partial = path.with_suffix(".partial")
+    write_samples_parquet(partial, blocks, cluster.layout.gpus)
+    partial.replace(path)
+    return path
+
+
+def run_gpuwatch(gpus: int, days: float, step_s: int, path: Path, out: Path) -> dict:
+    import pyarrow.compute as pc
+
     from gpuwatch.analysis.pricing import load_price_book
     from gpuwatch.analysis.rules.loader import load_rules
     from gpuwatch.config.settings import ReportSettings
@@ -60,15 +89,15 @@ def run_gpuwatch(gpus: int, days: float, step_s: int, out: Path) -> dict:
     from gpuwatch.report.data import ReportPeriod
     from gpuwatch.report.html import render_html
     from gpuwatch.report.store import ReportStore
-    from gpuwatch.sources.simulator import SimulatorClusterSource, SimulatorMetricsSource
+    from gpuwatch.sources.samples_file import SampleFile, SampleFileMetricsSource
+    from gpuwatch.sources.simulator import SimulatorClusterSource
     from gpuwatch.state.base import MemoryState
     from gpuwatch.weekly.build import build_report
 
     started = time.perf_counter()
-    cluster = SimulatedCluster(simulator(gpus, days, step_s), end=END)
     components = Components(
-        metrics=SimulatorMetricsSource(cluster),
-        cluster=SimulatorClusterSource(cluster),
+        metrics=SampleFileMetricsSource(SampleFile(path)),
+        cluster=SimulatorClusterSource(simulated(gpus, days, step_s)),
         rules=tuple(load_rules()),
         state=MemoryState(),
         notifier=RecordingNotifier(),
@@ -76,11 +105,13 @@ def run_gpuwatch(gpus: int, days: float, step_s: int, out: Path) -> dict:
     )
     period = ReportPeriod.between(END - timedelta(days=days), END)
     stages: dict[str, float] = {}
+    peaks: dict[str, int] = {}
     last = [time.perf_counter(), "setup"]
 
     def stage(name: str) -> None:
         now = time.perf_counter()
         stages[str(last[1])] = round(now - float(last[0]), 2)
+        peaks[str(last[1])] = round(peak_rss_mib())
         last[:] = [now, name]
 
     data = build_report(components, Settings(), period, float(step_s), stage=stage)
@@ -94,81 +125,114 @@ def run_gpuwatch(gpus: int, days: float, step_s: int, out: Path) -> dict:
         "wall_s": time.perf_counter() - started,
         "peak_rss_mib": peak_rss_mib(),
         "rows": hourly.num_rows,
-        "cost": float(sum(v for v in hourly["cost"].to_pylist() if v is not None)),
+        "cost": float(pc.sum(hourly["cost"]).as_py() or 0),
         "findings": data.tables["findings"].num_rows,
+        "savings": data.tables["savings"].num_rows,
         "html_bytes": len(html),
         "stages_s": stages,
+        "peak_rss_after_stage_mib": peaks,
     }
 
 
-def run_baseline(gpus: int, days: float, step_s: int, out: Path) -> dict:
+def run_baseline(gpus: int, days: float, step_s: int, path: Path, out: Path) -> dict:
     import numpy as np
     import pandas as pd
 
     from gpuwatch.analysis.attribution import attribute
     from gpuwatch.analysis.pricing import load_price_book
-    from gpuwatch.model.metrics import Signal
+    from gpuwatch.model.metrics import GpuDevice
 
     started = time.perf_counter()
-    cluster = SimulatedCluster(simulator(gpus, days, step_s), end=END)
-    state = cluster.state()
-    start = END - timedelta(days=days)
-    # The week's samples, as a user gets them: one long DataFrame.
-    block = cluster.samples(start, END)
-    n, t = len(block.devices), block.times_s.size
-    samples = pd.DataFrame(
-        {
-            "device": np.repeat(np.arange(n), t),
-            "time": pd.to_datetime(np.tile(block.times_s, n), unit="s", utc=True),
-            "util": block.values[Signal.UTIL_RATIO].reshape(-1),
-            "fb_used": block.values[Signal.FB_USED_MIB].reshape(-1),
-            "fb_ratio": block.values[Signal.FB_USED_RATIO].reshape(-1),
-            "power": block.values[Signal.POWER_W].reshape(-1),
-        }
+    start = pd.Timestamp(END - timedelta(days=days))
+    samples = pd.read_parquet(
+        path,
+        columns=[
+            "timestamp",
+            "UUID",
+            "gpu",
+            "modelName",
+            "Hostname",
+            "pod",
+            "namespace",
+            "DCGM_FI_DEV_GPU_UTIL",
+            "DCGM_FI_PROF_GR_ENGINE_ACTIVE",
+            "DCGM_FI_DEV_FB_USED",
+            "DCGM_FI_DEV_FB_FREE",
+            "DCGM_FI_DEV_FB_RESERVED",
+            "DCGM_FI_DEV_POWER_USAGE",
+        ],
+        filters=[("timestamp", ">", start), ("timestamp", "<=", pd.Timestamp(END))],
     )
-    del block
+    # Utilization: GR_ENGINE_ACTIVE where the GPU has it, else GPU_UTIL / 100.
+    samples["util"] = samples["DCGM_FI_PROF_GR_ENGINE_ACTIVE"].fillna(
+        samples["DCGM_FI_DEV_GPU_UTIL"] / 100
+    )
+    used = samples["DCGM_FI_DEV_FB_USED"]
+    samples["fb_ratio"] = used / (
+        used + samples["DCGM_FI_DEV_FB_FREE"] + samples["DCGM_FI_DEV_FB_RESERVED"].fillna(0)
+    )
     # Samples in (h, h + 1h] belong to the hour that starts at h, as in gpuwatch.
-    samples["hour"] = (samples["time"] - pd.Timedelta(seconds=1)).dt.floor("h")
-    groups = samples.groupby(["device", "hour"])
+    samples["hour"] = (samples["timestamp"] - pd.Timedelta(seconds=1)).dt.floor("h")
+    groups = samples.groupby(["UUID", "hour"], observed=True)
     hourly = groups.agg(
         util_mean=("util", "mean"),
-        fb_used_max=("fb_used", "max"),
+        fb_used_max=("DCGM_FI_DEV_FB_USED", "max"),
         fb_ratio_max=("fb_ratio", "max"),
-        power_mean=("power", "mean"),
+        power_mean=("DCGM_FI_DEV_POWER_USAGE", "mean"),
         samples=("util", "count"),
     )
     hourly["util_p95"] = groups["util"].quantile(0.95)
     hourly = hourly.reset_index()
-    del samples
-    # Who held each GPU, on which node and pool: merged in from the cluster.
-    contexts = attribute(block_devices := cluster.devices, state, Settings().attribution, END, 0)
-    devices = pd.DataFrame(
+    # The pod the exporter named most often in each GPU-hour.
+    held = (
+        samples.dropna(subset=["pod"])
+        .groupby(["UUID", "hour", "namespace", "pod"], observed=True)
+        .size()
+        .reset_index(name="n")
+        .sort_values("n", ascending=False)
+        .drop_duplicates(["UUID", "hour"])
+    )
+    hourly = hourly.merge(
+        held[["UUID", "hour", "namespace", "pod"]], on=["UUID", "hour"], how="left"
+    )
+    # Each GPU's node, pool and price: from the labels and the cluster, once per GPU.
+    labels = samples.drop_duplicates("UUID", keep="last")
+    del samples, groups
+    cluster = simulated(gpus, days, step_s)
+    state = cluster.state()
+    devices = [
+        GpuDevice(
+            uuid=str(r.UUID), index=int(r.gpu), node=str(r.Hostname), model_name=str(r.modelName)
+        )
+        for r in labels.itertuples()
+    ]
+    contexts = attribute(devices, state, Settings().attribution, END, 0).contexts[: len(devices)]
+    book = load_price_book()
+    per_gpu = pd.DataFrame(
         {
-            "device": range(len(block_devices)),
-            "node": [d.node for d in block_devices],
-            "pool": [c.pool for c in contexts.contexts[: len(block_devices)]],
-            "model": [c.model for c in contexts.contexts[: len(block_devices)]],
-            "capacity_type": [c.capacity_type for c in contexts.contexts[: len(block_devices)]],
-            "namespace": [d.pod.namespace if d.pod else None for d in block_devices],
-            "pod": [d.pod.name if d.pod else None for d in block_devices],
+            "UUID": [d.uuid for d in devices],
+            "node": [d.node for d in devices],
+            "pool": [c.pool for c in contexts],
+            "model": [c.model for c in contexts],
+            "capacity_type": [c.capacity_type for c in contexts],
         }
     )
-    teams = {ns.name: ns.name for ns in state.namespaces}
-    hourly = hourly.merge(devices, on="device", how="left")
-    hourly["team"] = hourly["namespace"].map(teams)
-    book = load_price_book()
 
     def price(row: pd.Series) -> float:
         found, _ = book.price(row["model"], row["capacity_type"], row["pool"])
         return float(found.per_gpu_hour) if found is not None else np.nan
 
-    hourly["price"] = hourly.apply(price, axis=1)
+    per_gpu["price"] = per_gpu.apply(price, axis=1)
+    hourly = hourly.merge(per_gpu, on="UUID", how="left")
+    teams = {ns.name: ns.labels.get("team", ns.name) for ns in state.namespaces}
+    hourly["team"] = hourly["namespace"].map(teams)
+    coverage = (hourly["samples"] * step_s / 3600).clip(upper=1)
     hourly["cost"] = hourly["price"]
-    hourly["idle_cost"] = hourly["cost"] * (1 - hourly["util_mean"].clip(0, 1))
-    hourly["energy_kwh"] = hourly["power_mean"] * hourly["samples"] * step_s / 3600 / 1000
+    hourly["idle_cost"] = hourly["cost"] * coverage * (1 - hourly["util_mean"].clip(0, 1))
+    hourly["energy_kwh"] = hourly["power_mean"] * coverage / 1000
     by_team = hourly.groupby("team", dropna=False)[["cost", "idle_cost"]].sum()
     by_pool = hourly.groupby("pool", dropna=False)[["cost", "idle_cost"]].sum()
-    heatmap = hourly.pivot_table(index="device", columns="hour", values="util_mean")
+    heatmap = hourly.pivot_table(index="UUID", columns="hour", values="util_mean")
     out.mkdir(parents=True, exist_ok=True)
     hourly.to_parquet(out / "gpu_hourly.parquet")
     return {
@@ -182,26 +246,62 @@ def run_baseline(gpus: int, days: float, step_s: int, out: Path) -> dict:
     }
 
 
-def child(side: str, gpus: int, days: float, step_s: int) -> dict:
-    with tempfile.TemporaryDirectory(prefix=f"gpuwatch-bench-{side}-") as tmp:
-        command = [
-            sys.executable,
-            __file__,
-            "--side",
-            side,
-            "--gpus",
-            str(gpus),
-            "--days",
-            str(days),
-            "--step",
-            str(step_s),
-            "--out",
-            tmp,
-        ]
-        run = subprocess.run(command, capture_output=True, text=True, timeout=3600, check=False)
-        if run.returncode != 0:
-            raise SystemExit(f"{side} failed:\n{run.stderr[-3000:]}")
-        return json.loads(run.stdout.strip().splitlines()[-1])
+def child(side: str, args: argparse.Namespace, path: Path, out: Path) -> dict:
+    command = [
+        sys.executable,
+        __file__,
+        "--side",
+        side,
+        "--gpus",
+        str(args.gpus),
+        "--days",
+        str(args.days),
+        "--step",
+        str(args.step),
+        "--samples",
+        str(path),
+        "--out",
+        str(out),
+    ]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=3600, check=False)
+    if run.returncode != 0:
+        raise SystemExit(f"{side} failed:\n{run.stderr[-3000:]}")
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def compare(ours: Path, theirs: Path) -> dict[str, float]:
+    """The largest difference per compared column between the two ``gpu_hourly``
+    tables as each side wrote them, joined on GPU and hour (NaN on one side only counts
+    as a difference)."""
+    import numpy as np
+    import pandas as pd
+
+    (part,) = ours.glob("table=gpu_hourly/**/*.parquet")
+    a = pd.read_parquet(part, columns=["gpu_uuid", "hour", *COMPARED, "coverage_ratio"])
+    b = pd.read_parquet(
+        theirs / "gpu_hourly.parquet",
+        columns=["UUID", "hour", "util_mean", "util_p95", "fb_used_max", "power_mean", "cost"],
+    ).rename(
+        columns={
+            "UUID": "gpu_uuid",
+            "util_mean": "util_mean_ratio",
+            "util_p95": "util_p95_ratio",
+            "fb_used_max": "fb_used_max_mib",
+            "power_mean": "power_mean_w",
+        }
+    )
+    a["hour"] = pd.to_datetime(a["hour"], utc=True)
+    b["hour"] = pd.to_datetime(b["hour"], utc=True)
+    a = a[a["coverage_ratio"] > 0]  # gpuwatch lists hours without samples too
+    joined = a.merge(b, on=["gpu_uuid", "hour"], how="outer", suffixes=("_a", "_b"), indicator=True)
+    result = {"unmatched_rows": float((joined["_merge"] != "both").sum())}
+    for column in COMPARED:
+        x = joined[f"{column}_a"].astype(float).to_numpy()
+        y = joined[f"{column}_b"].astype(float).to_numpy()
+        one_side = np.isnan(x) != np.isnan(y)
+        diff = np.nan_to_num(np.abs(x - y), nan=0.0)
+        result[column] = float(np.inf if one_side.any() else diff.max(initial=0.0))
+    return result
 
 
 def main() -> None:
@@ -211,45 +311,53 @@ def main() -> None:
     parser.add_argument("--step", type=int, default=300, help="Seconds between samples.")
     parser.add_argument("--no-baseline", action="store_true", help="Measure gpuwatch only.")
     parser.add_argument("--side", choices=("gpuwatch", "baseline"), help=argparse.SUPPRESS)
+    parser.add_argument("--samples", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
         run = run_gpuwatch if args.side == "gpuwatch" else run_baseline
-        print(json.dumps(run(args.gpus, args.days, args.step, args.out)))
+        print(json.dumps(run(args.gpus, args.days, args.step, args.samples, args.out)))
         return
 
-    ours = child("gpuwatch", args.gpus, args.days, args.step)
-    gpu_hours = ours["rows"]
-    print(f"{args.gpus} GPUs x {args.days:g} days, samples every {args.step} s")
+    prepared = time.perf_counter()
+    path = samples_file(args.gpus, args.days, args.step)
     print(
-        f"gpuwatch  {ours['wall_s']:7.1f} s  {ours['peak_rss_mib']:7.0f} MiB  "
-        f"{gpu_hours / ours['wall_s']:9.0f} GPU-hours/s  (stages {ours['stages_s']})"
+        f"{args.gpus} GPUs x {args.days:g} days, samples every {args.step} s: raw samples in "
+        f"{path.name} ({path.stat().st_size / 2**20:.0f} MiB, ready in "
+        f"{time.perf_counter() - prepared:.1f} s, not timed)"
     )
-    result = {
-        "bench": "report",
-        "gpus": args.gpus,
-        "days": args.days,
-        "wall_s": round(ours["wall_s"], 2),
-        "peak_rss_mib": round(ours["peak_rss_mib"]),
-        "baseline_s": None,
-        "speedup": None,
-    }
-    if not args.no_baseline:
-        theirs = child("baseline", args.gpus, args.days, args.step)
+    with tempfile.TemporaryDirectory(prefix="gpuwatch-bench-report-") as tmp:
+        ours = child("gpuwatch", args, path, Path(tmp) / "gpuwatch")
+        gpu_hours = ours["rows"]
         print(
-            f"baseline  {theirs['wall_s']:7.1f} s  {theirs['peak_rss_mib']:7.0f} MiB  "
-            f"{theirs['rows'] / theirs['wall_s']:9.0f} GPU-hours/s"
+            f"gpuwatch  {ours['wall_s']:7.1f} s  {ours['peak_rss_mib']:7.0f} MiB  "
+            f"{gpu_hours / ours['wall_s']:9.0f} GPU-hours/s  (stages {ours['stages_s']})"
         )
-        print(
-            f"same GPU-hours: {theirs['rows'] == gpu_hours}; cost differs by "
-            f"{abs(theirs['cost'] - ours['cost']) / max(ours['cost'], 1):.2e} (relative)"
-        )
-        result.update(
-            baseline_s=round(theirs["wall_s"], 2),
-            baseline_peak_rss_mib=round(theirs["peak_rss_mib"]),
-            speedup=round(theirs["wall_s"] / ours["wall_s"], 2),
-            memory_ratio=round(theirs["peak_rss_mib"] / ours["peak_rss_mib"], 2),
-        )
+        result = {
+            "bench": "report",
+            "gpus": args.gpus,
+            "days": args.days,
+            "wall_s": round(ours["wall_s"], 2),
+            "peak_rss_mib": round(ours["peak_rss_mib"]),
+            "findings": ours["findings"],
+            "baseline_s": None,
+            "speedup": None,
+        }
+        if not args.no_baseline:
+            theirs = child("baseline", args, path, Path(tmp) / "baseline")
+            print(
+                f"pandas    {theirs['wall_s']:7.1f} s  {theirs['peak_rss_mib']:7.0f} MiB  "
+                f"{theirs['rows'] / theirs['wall_s']:9.0f} GPU-hours/s"
+            )
+            differences = compare(Path(tmp) / "gpuwatch", Path(tmp) / "baseline")
+            print(f"largest difference per column (same GPU and hour): {differences}")
+            result.update(
+                baseline_s=round(theirs["wall_s"], 2),
+                baseline_peak_rss_mib=round(theirs["peak_rss_mib"]),
+                speedup=round(theirs["wall_s"] / ours["wall_s"], 2),
+                memory_ratio=round(ours["peak_rss_mib"] / theirs["peak_rss_mib"], 3),
+                max_difference=max(differences.values()),
+            )
     print(json.dumps(result))
 
 

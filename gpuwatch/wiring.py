@@ -43,6 +43,7 @@ from gpuwatch.sources.kubernetes import ClusterReadOptions, KubernetesClusterSou
 from gpuwatch.sources.opencost import OpenCostPrices
 from gpuwatch.sources.prometheus import PrometheusClient, PrometheusMetricsSource
 from gpuwatch.sources.prometheus.client import Connection
+from gpuwatch.sources.samples_file import SampleFile, SampleFileMetricsSource
 from gpuwatch.sources.silences import ConfigMapSilences
 from gpuwatch.sources.simulator import (
     SimulatedCluster,
@@ -65,6 +66,8 @@ def build_metrics_source(
     if settings.metrics.source == "prometheus":
         client = PrometheusClient(Connection.from_settings(settings.prometheus, env))
         return PrometheusMetricsSource(client, settings.prometheus)
+    if settings.metrics.source == "samples-file":
+        return SampleFileMetricsSource(SampleFile(str(settings.metrics.samples_path)))
     return SimulatorMetricsSource(simulated())
 
 
@@ -331,6 +334,8 @@ def sample_interval_s(settings: Settings) -> float:
     """Seconds between two samples of one GPU in the configured metrics source."""
     if settings.metrics.source == "prometheus":
         return settings.prometheus.scrape_interval_s
+    if settings.metrics.source == "samples-file":
+        return float(SampleFile(str(settings.metrics.samples_path)).step_s)
     return float(settings.simulator.step_s)
 
 

@@ -165,7 +165,8 @@ def attribute(
                     )
                 )
 
-    contexts = [_context(slot, nodes, settings, released_nodes) for slot in slots]
+    facts: dict[str, tuple[str | None, str]] = {}
+    contexts = [_context(slot, nodes, settings, released_nodes, facts) for slot in slots]
     for slot in slots:
         if slot.device.node not in nodes:
             notes.append(
@@ -379,15 +380,26 @@ def _context(
     nodes: dict[str, Node],
     settings: AttributionSettings,
     released_nodes: set[str],
+    facts: dict[str, tuple[str | None, str]],
 ) -> GpuContext:
+    """``facts``: each node's pool and capacity type, filled as nodes are met (a node's
+    GPUs share them)."""
     node = nodes.get(slot.device.node)
     attribution = (EXACT if slot.exact else APPROXIMATE) if slot.holders else NONE
+    if node is None:
+        pool, capacity_type = None, "unknown"
+    elif node.name in facts:
+        pool, capacity_type = facts[node.name]
+    else:
+        pool = pool_of(node, settings.pool_label, settings.pool_label_fallbacks)
+        capacity_type = capacity_type_of(node)
+        facts[node.name] = (pool, capacity_type)
     return GpuContext(
         node_name=slot.device.node,
         device=slot.device,
         node=node,
-        pool=pool_of(node, settings.pool_label, settings.pool_label_fallbacks) if node else None,
-        capacity_type=capacity_type_of(node) if node else "unknown",
+        pool=pool,
+        capacity_type=capacity_type,
         model=gpu_model_of(node, slot.device.model_name),
         holders=tuple(sorted(slot.holders, key=lambda h: -h.share)),
         attribution=attribution,

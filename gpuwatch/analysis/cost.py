@@ -48,11 +48,16 @@ def allocate_cost(
     started = {(p.namespace, p.name): p.started_at for p in pods}
     lines: list[CostLine] = []
     unpriced: list[dict[str, str | None]] = []
+    # GPUs on one node share its price: look each node's models up once.
+    prices: dict[tuple[str | None, str, str | None, str, bool], tuple[Price | None, str]] = {}
     for i, ctx in enumerate(contexts):
         capacity_from = _capacity_from(ctx, start)
         capacity_h = max((at - capacity_from).total_seconds(), 0.0) / 3600.0 * ctx.gpu_fraction
         usage = float(util_avg[i]) if i < len(util_avg) and not np.isnan(util_avg[i]) else None
-        price, reason = _price(ctx, book)
+        key = (ctx.model, ctx.capacity_type, ctx.pool, ctx.node_name, ctx.node is None)
+        if key not in prices:
+            prices[key] = _price(ctx, book)
+        price, reason = prices[key]
         if price is None:
             unpriced.append(
                 {

@@ -33,13 +33,17 @@ def spot_pools(contexts: Sequence[GpuContext]) -> list[SpotPool]:
     """Every spot pool per GPU model, with its unallocated GPUs and the tolerations for
     its nodes' taints."""
     pools: dict[tuple[str, str], SpotPool] = {}
+    seen: set[tuple[tuple[str, str], str]] = set()
     for ctx in contexts:
         if ctx.capacity_type != "spot" or not ctx.pool or ctx.node is None:
             continue
-        entry = pools.setdefault((ctx.model or "", ctx.pool), SpotPool(ctx.pool, ctx.model or ""))
+        key = (ctx.model or "", ctx.pool)
+        entry = pools.setdefault(key, SpotPool(ctx.pool, ctx.model or ""))
         entry.free += 0.0 if ctx.holders else ctx.gpu_fraction
-        if ctx.node not in entry.nodes:
-            entry.nodes.append(ctx.node)
+        if (key, ctx.node.name) in seen:
+            continue  # the node's taints are in already
+        seen.add((key, ctx.node.name))
+        entry.nodes.append(ctx.node)
         for taint in ctx.node.taints:
             toleration = {"key": taint.key, "operator": "Exists", "effect": taint.effect}
             if toleration not in entry.tolerations:

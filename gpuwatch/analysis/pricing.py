@@ -7,6 +7,7 @@ book cannot price is unpriced (with the reason), never free.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -65,6 +66,7 @@ class PriceBookFile(_Strict):
     overrides: list[PriceOverride] = Field(default_factory=list)
 
 
+@functools.lru_cache(maxsize=4096)
 def normalize_model(name: str) -> str:
     """``NVIDIA-A100-SXM4-80GB``, ``NVIDIA A100-SXM4-80GB`` -> ``a100 sxm4 80gb``."""
     words = re.split(r"[\s_\-]+", name.lower())

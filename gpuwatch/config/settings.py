@@ -137,6 +137,8 @@ class Settings(Section):
                 "metrics.source is prometheus but prometheus.url is unset "
                 "(set it, or pass --prometheus-url)"
             )
+        if self.metrics.source == "samples-file" and not self.metrics.samples_path:
+            raise ValueError("metrics.source is samples-file but metrics.samples_path is unset")
         if self.cluster.source == "snapshot" and not self.cluster.snapshot_path:
             raise ValueError(
                 "cluster.source is snapshot but cluster.snapshot_path is unset "

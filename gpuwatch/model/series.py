@@ -9,7 +9,7 @@ device with no sample in the window yields NaN (PromQL returns no series).
 from __future__ import annotations
 
 import warnings
-from datetime import datetime
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -25,37 +25,79 @@ def window_mask(times_s: np.ndarray, at: datetime, window_s: int) -> np.ndarray:
 def reduce_window(block: SeriesBlock, spec: AggregateSpec, at: datetime) -> FloatArray:
     """One aggregate for every device of ``block``, NaN where a device has no sample."""
     mask = window_mask(block.times_s, at, spec.window_s)
-    values = block.values[spec.signal][:, mask]
-    times = block.times_s[mask].astype(np.float64)
+    return reduce_rows(block.values[spec.signal][:, mask], block.times_s[mask], spec.aggregate)
+
+
+def reduce_windows(block: SeriesBlock, spec: AggregateSpec, at_s: np.ndarray) -> FloatArray:
+    """``reduce_window`` at each of the instants ``at_s``: an array (devices, instants).
+
+    Where the block's times are a regular grid holding every window whole (the windows'
+    ends on the grid, their length a whole number of steps), the windows are gathered
+    into one (devices x instants, samples) array and reduced in one call; the rows are
+    the very samples ``reduce_window`` would take, in the same order, so the results are
+    the same to the bit. Otherwise, one instant at a time."""
+    times = block.times_s
+    values = block.values[spec.signal]
+    out = np.empty((values.shape[0], at_s.size))
+    step = int(times[1] - times[0]) if times.size > 1 else 0
+    ends = np.searchsorted(times, at_s, side="right")
+    width = spec.window_s // step if step else 0
+    regular = (
+        step > 0
+        and spec.window_s % step == 0
+        and bool(np.all(np.diff(times) == step))
+        and bool(np.all(times[np.maximum(ends - 1, 0)] == at_s))
+        and bool(np.all(ends - width >= 0))
+    )
+    if not regular or width == 0:
+        for col, at in enumerate(at_s.tolist()):
+            out[:, col] = reduce_window(block, spec, datetime.fromtimestamp(at, tz=UTC))
+        return out
+    index = ends[:, None] - width + np.arange(width)  # (instants, samples)
+    # Column-major, as ``values[:, mask]`` is: a row then sums in the same order.
+    gathered = np.asfortranarray(values[:, index].reshape(-1, width))
+    reduced = reduce_rows(gathered, times[index], spec.aggregate, per_row_times=at_s.size)
+    return reduced.reshape(values.shape[0], at_s.size)
+
+
+def reduce_rows(
+    values: FloatArray, times: np.ndarray, aggregate: Aggregate, per_row_times: int = 0
+) -> FloatArray:
+    """``aggregate`` of each row of ``values`` (its samples at ``times``), NaN for a row
+    without a sample. ``times`` is one row of times for every row, or with
+    ``per_row_times`` = k one row of times per row modulo k (gathered windows)."""
     present = ~np.isnan(values)
     count = present.sum(axis=1).astype(np.float64)
     empty = count == 0
-    if spec.aggregate is Aggregate.COUNT:
+    if aggregate is Aggregate.COUNT:
         return count
     with warnings.catch_warnings():
         # All-NaN rows are expected (a GPU with no data); they are set to NaN below.
         warnings.simplefilter("ignore", category=RuntimeWarning)
-        if spec.aggregate is Aggregate.AVG:
+        if aggregate is Aggregate.AVG:
             result = np.nanmean(values, axis=1)
-        elif spec.aggregate is Aggregate.MAX:
+        elif aggregate is Aggregate.MAX:
             result = np.nanmax(values, axis=1) if values.shape[1] else count * np.nan
-        elif spec.aggregate is Aggregate.MIN:
+        elif aggregate is Aggregate.MIN:
             result = np.nanmin(values, axis=1) if values.shape[1] else count * np.nan
-        elif spec.aggregate in (Aggregate.LAST, Aggregate.LAST_TS):
+        elif aggregate in (Aggregate.LAST, Aggregate.LAST_TS):
             # Index of the newest present sample in each row.
             last_idx = values.shape[1] - 1 - np.argmax(present[:, ::-1], axis=1)
             if values.shape[1] == 0:
                 result = count * np.nan
-            elif spec.aggregate is Aggregate.LAST:
+            elif aggregate is Aggregate.LAST:
                 result = values[np.arange(values.shape[0]), last_idx]
+            elif per_row_times:
+                rows = np.arange(values.shape[0]) % per_row_times
+                result = times[rows, last_idx].astype(np.float64)
             else:
-                result = times[last_idx]
-        elif spec.aggregate is Aggregate.P95:
+                result = times[last_idx].astype(np.float64)
+        elif aggregate is Aggregate.P95:
             result = nan_percentile(values, 95.0) if values.shape[1] else count * np.nan
-        elif spec.aggregate is Aggregate.CHANGES:
+        elif aggregate is Aggregate.CHANGES:
             result = changes(values)
         else:  # pragma: no cover - exhaustive over Aggregate
-            raise ValueError(f"unknown aggregate {spec.aggregate}")
+            raise ValueError(f"unknown aggregate {aggregate}")
     result = np.asarray(result, dtype=np.float64)
     result[empty] = np.nan
     return result

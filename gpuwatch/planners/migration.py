@@ -75,6 +75,11 @@ def plan_migrations(inputs: MigrationInputs) -> list[Action]:
     pools = spot_pools(inputs.contexts)
     pending = pending_for(inputs.cluster.pods)
     moving = sum(1 for c in inputs.cluster.controllers if MIGRATION_KEY.get(c.annotations))
+    # Each GPU's contexts by UUID, in their order: one pass, not one per saving.
+    by_uuid: dict[str, list[tuple[int, GpuContext]]] = {}
+    for i, ctx in enumerate(inputs.contexts):
+        if ctx.device:
+            by_uuid.setdefault(ctx.device.uuid, []).append((i, ctx))
     actions = []
     for saving in inputs.savings:
         workload = saving.scope.get("workload") or ""
@@ -89,7 +94,9 @@ def plan_migrations(inputs: MigrationInputs) -> list[Action]:
         if flag(settings.opt_in_annotation).get(annotations) is not True:
             continue
         gpus = float(saving.inputs.get("gpus", 0))
-        job_gpus = [c for c in inputs.contexts if c.device and c.device.uuid in saving.gpu_uuids]
+        job_gpus = [
+            ctx for _, ctx in sorted(p for u in set(saving.gpu_uuids) for p in by_uuid.get(u, ()))
+        ]
         model = next((c.model for c in job_gpus), None)
         target = spot_target(pools, model, gpus, pending, inputs.book)
         pool = target.pool.pool if target.pool else None

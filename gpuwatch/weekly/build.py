@@ -18,20 +18,29 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from gpuwatch.analysis.attribution import attribute
 from gpuwatch.analysis.rules.evaluate import lookback_s, required_specs
 from gpuwatch.analysis.rules.roles import rule_for
 from gpuwatch.analysis.rules.schema import Rule, ThresholdRule
+from gpuwatch.analysis.savings.use import SPECS as SAVINGS_SPECS
 from gpuwatch.config.settings import Settings
 from gpuwatch.model.findings import DataQualityNote, Role
-from gpuwatch.model.metrics import HistoryFrame, HistoryRequest
+from gpuwatch.model.metrics import (
+    AggregateSpec,
+    HistoryFrame,
+    HistoryRequest,
+    HolderHistory,
+    WindowRequest,
+    WindowStats,
+)
 from gpuwatch.model.savings import Saving
 from gpuwatch.pipeline import Components, analyse, gather
 from gpuwatch.report.data import NearOom, PricesUsed, ReportData, ReportPeriod
 from gpuwatch.report.schema import SAVINGS
-from gpuwatch.sources.base import Progress
+from gpuwatch.sources.base import MetricsSource, Progress
 from gpuwatch.weekly.cycles import actions_table, period_actions, read_cycles
 from gpuwatch.weekly.episodes import findings_table
 from gpuwatch.weekly.hourly import HOUR_S, SPECS, HourlyInputs, hourly_tables
@@ -64,12 +73,15 @@ def build_report(
     with a hole where a source failed would be read as a quiet week."""
     # The savings first: the cycle's analysis then runs before the period's big tables
     # are held, and the peak memory is the larger of the two, not their sum.
+    components = _one_history(components, settings, period, progress)
     if stage:
         stage("savings")
     savings, cycle_notes = _savings(components, settings, period.end)
     built = build_tables(
         components, settings, period, sample_interval_s, progress=progress, stage=stage
     )
+    if isinstance(components.metrics, _OneHistory):
+        components.metrics.forget()  # the tables hold what they need of it
     tables = {**built.tables, "savings": savings}
     notes = [*built.notes, *cycle_notes]
     cycles = read_cycles(cycles_dir, notes)
@@ -93,6 +105,63 @@ def build_report(
         near_oom=near_oom_of(components.rules),
         prices=PricesUsed(components.price_book.path, components.price_book.is_example),
     )
+
+
+class _OneHistory:
+    """The metrics source, with one hourly history of the period serving the savings (a
+    cycle at the period's end looks back over the same hours) and the report's tables:
+    the samples are read once, not once for each."""
+
+    def __init__(
+        self, metrics: MetricsSource, request: HistoryRequest, progress: Progress | None
+    ) -> None:
+        self.metrics = metrics
+        self.name = metrics.name
+        self.request = request
+        self.progress = progress
+        self._frame: HistoryFrame | None = None
+
+    def window_stats(self, request: WindowRequest) -> WindowStats:
+        return self.metrics.window_stats(request)
+
+    def forget(self) -> None:
+        self._frame = None
+
+    def holders(self, request: HistoryRequest, progress: Progress | None = None) -> HolderHistory:
+        return self.metrics.holders(request, progress)
+
+    def history(self, request: HistoryRequest, progress: Progress | None = None) -> HistoryFrame:
+        mine = self.request
+        same = (request.start, request.end, request.step_s) == (mine.start, mine.end, mine.step_s)
+        if not same or not request.specs <= mine.specs:
+            return self.metrics.history(request, progress)
+        if self._frame is None:
+            self._frame = self.metrics.history(mine, progress or self.progress)
+        frame = self._frame
+        # The GPUs with data in these aggregates, as a history of them alone lists them.
+        kept = np.zeros(len(frame.devices), dtype=bool)
+        for spec in request.specs:
+            kept |= ~np.isnan(frame.values[spec]).all(axis=1)
+        devices = tuple(d for d, keep in zip(frame.devices, kept, strict=True) if keep)
+        values = {spec: frame.values[spec][kept] for spec in request.specs}
+        return HistoryFrame(devices, frame.times_s, values)
+
+
+def _one_history(
+    components: Components, settings: Settings, period: ReportPeriod, progress: Progress | None
+) -> Components:
+    """``components`` reading the period's hourly history once, where the savings' look
+    back covers exactly the period (the default: a week)."""
+    if settings.savings.lookback_s != int((period.end - period.start).total_seconds()):
+        return components
+    specs = _table_specs(components.rules, findings=True) | SAVINGS_SPECS
+    request = HistoryRequest(period.start, period.end, HOUR_S, specs)
+    return replace(components, metrics=_OneHistory(components.metrics, request, progress))
+
+
+def _table_specs(rules: Sequence[Rule], findings: bool) -> frozenset[AggregateSpec]:
+    """What the tables read of every hour (and the findings, the rules' aggregates)."""
+    return frozenset(SPECS.values()) | (required_specs(rules) if findings else frozenset())
 
 
 def near_oom_of(rules: Sequence[Rule]) -> NearOom | None:
@@ -121,7 +190,7 @@ def build_tables(
         stage("cluster")
     cluster = components.cluster.snapshot(period.end)
     rule_specs = required_specs(rules) if findings else frozenset()
-    hours = HistoryRequest(period.start, period.end, HOUR_S, frozenset(SPECS.values()) | rule_specs)
+    hours = HistoryRequest(period.start, period.end, HOUR_S, _table_specs(rules, findings))
     if stage:
         stage("history")
     frame = components.metrics.history(hours, progress)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
 
+from gpuwatch.config.settings import SimulatorSettings
 from gpuwatch.model.metrics import Aggregate, AggregateSpec, SeriesBlock, Signal
-from gpuwatch.model.series import reduce_window
+from gpuwatch.model.series import reduce_window, reduce_windows
+from gpuwatch.sources.simulator import SimulatedCluster
+from gpuwatch.sources.simulator.layout import SHOWCASE_AT
 from tests.builders import AT, device
 
 NAN = np.nan
@@ -64,3 +67,20 @@ def test_empty_window():
     empty = SeriesBlock(block.devices, block.times_s[:0], {Signal.UTIL_RATIO: np.empty((1, 0))})
     assert np.isnan(_reduce(empty, Aggregate.MAX, 60)[0])
     assert _reduce(empty, Aggregate.COUNT, 60)[0] == 0
+
+
+def test_windows_reduced_together_are_bit_for_bit_those_reduced_one_by_one():
+    cluster = SimulatedCluster(SimulatorSettings(gpus=64, days=1, step_s=60), end=SHOWCASE_AT)
+    end = SHOWCASE_AT.replace(minute=0)
+    block = cluster.samples(end - timedelta(hours=8), end)  # exporter gaps included
+    at = np.arange(int(end.timestamp()) - 5 * 3600, int(end.timestamp()) + 1, 3600)
+    for signal in Signal:
+        for aggregate in Aggregate:
+            for window_s in (300, 1800, 3600):
+                spec = AggregateSpec(signal, aggregate, window_s)
+                together = reduce_windows(block, spec, at)
+                one_by_one = np.stack(
+                    [reduce_window(block, spec, datetime.fromtimestamp(t, tz=UTC)) for t in at],
+                    axis=1,
+                )
+                assert np.array_equal(together, one_by_one, equal_nan=True), spec

@@ -13,8 +13,7 @@ Rules of thought that hold for every kind:
 from __future__ import annotations
 
 import math
-import operator
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from gpuwatch.analysis.attribution import GpuContext
+from gpuwatch.analysis.rules.hits import Grid, in_pools, rule_hits
 from gpuwatch.analysis.rules.schema import (
     DataGapRule,
     Rule,
@@ -31,14 +31,8 @@ from gpuwatch.analysis.rules.schema import (
 )
 from gpuwatch.model.durations import format_duration
 from gpuwatch.model.findings import DataQualityNote, Finding, GpuHolder, Severity, format_value
-from gpuwatch.model.metrics import SIGNAL_UNITS, Aggregate, AggregateSpec, Signal, WindowStats
+from gpuwatch.model.metrics import Aggregate, AggregateSpec, Signal, WindowStats
 
-_OPS: Mapping[str, Callable[[float, float], bool]] = {
-    "<": operator.lt,
-    "<=": operator.le,
-    ">": operator.gt,
-    ">=": operator.ge,
-}
 _DEFAULT_MESSAGES = {
     "threshold": "GPU {gpu} on {node} ({holder}): {value} {op} {threshold} over {window}",
     "unallocated": "GPU {gpu} on {node} in pool {pool}: no pod held it for {window}",
@@ -102,29 +96,24 @@ def evaluate(
     for rule in rules:
         if not rule.enabled:
             continue
-        if isinstance(rule, ThresholdRule):
-            found = _threshold(rule, stats, contexts[:n], allocated, notes if explain else None)
-        elif isinstance(rule, UnallocatedRule):
-            found = _unallocated(rule, stats, contexts[:n], allocated, notes if explain else None)
-        elif isinstance(rule, XidRule):
-            found = _xid(rule, stats, contexts[:n])
-        else:
-            found = _data_gap(rule, stats, contexts)
+        found = _candidates(rule, stats, contexts, allocated, notes if explain else None)
         for candidate in found:
             finding = candidate.build(rule, stats.at, explain)
             prior = since_by_key.get(finding.key)
             if prior is not None and prior < finding.since:
                 finding = replace(finding, since=prior)
             findings.append(finding)
-    findings.sort(key=lambda f: (_SEVERITY_ORDER[f.severity], f.rule, f.node, f.gpu_index or 0))
+    findings.sort(key=lambda f: (SEVERITY_ORDER[f.severity], f.rule, f.node, f.gpu_index or 0))
     return Evaluation(tuple(findings), tuple(notes))
 
 
-_SEVERITY_ORDER = {Severity.CRITICAL: 0, Severity.WARNING: 1, Severity.INFO: 2}
+SEVERITY_ORDER = {Severity.CRITICAL: 0, Severity.WARNING: 1, Severity.INFO: 2}
 
 
 @dataclass(frozen=True)
-class _Candidate:
+class Candidate:
+    """A rule firing on one GPU, before it is a ``Finding`` (which needs the instant)."""
+
     ctx: GpuContext
     value: float | None
     threshold: float | None
@@ -219,10 +208,6 @@ def _holder_text(ctx: GpuContext) -> str:
     return text
 
 
-def _in_pools(rule: Rule, ctx: GpuContext) -> bool:
-    return rule.pools is None or ctx.pool in rule.pools
-
-
 def _not_judged(rule: Rule, ctx: GpuContext, coverage: float, minimum: float) -> DataQualityNote:
     device = ctx.device
     return DataQualityNote(
@@ -239,121 +224,42 @@ def _not_judged(rule: Rule, ctx: GpuContext, coverage: float, minimum: float) ->
     )
 
 
-def _scope(rule: Rule, contexts: Sequence[GpuContext]) -> np.ndarray:
-    """GPUs in the rule's pools (every GPU when it names none)."""
-    if rule.pools is None:
-        return np.ones(len(contexts), dtype=bool)
-    pools = set(rule.pools)
-    return np.fromiter((c.pool in pools for c in contexts), dtype=bool, count=len(contexts))
-
-
-def _threshold(
-    rule: ThresholdRule,
+def _candidates(
+    rule: Rule,
     stats: WindowStats,
     contexts: Sequence[GpuContext],
     allocated: np.ndarray,
     notes: list[DataQualityNote] | None,
-) -> list[_Candidate]:
-    values = stats.get(AggregateSpec(rule.signal, Aggregate(rule.aggregate), rule.window_s))
-    coverage = stats.coverage_ratio(rule.signal, rule.window_s)
-    unit = SIGNAL_UNITS[rule.signal]
-    scope = _scope(rule, contexts)
-    if rule.scope == "allocated":
-        scope &= allocated
-    elif rule.scope == "unallocated":
-        scope &= ~allocated
-    judged = coverage >= rule.min_coverage
-    if notes is not None:
-        for i in np.flatnonzero(scope & ~judged).tolist():
-            notes.append(_not_judged(rule, contexts[i], float(coverage[i]), rule.min_coverage))
-    with np.errstate(invalid="ignore"):
-        hit = scope & judged & ~np.isnan(values) & _OPS[rule.op](values, rule.threshold)
-    return [
-        _Candidate(contexts[i], float(values[i]), rule.threshold, float(coverage[i]), unit)
-        for i in np.flatnonzero(hit).tolist()
-    ]
-
-
-def _unallocated(
-    rule: UnallocatedRule,
-    stats: WindowStats,
-    contexts: Sequence[GpuContext],
-    allocated: np.ndarray,
-    notes: list[DataQualityNote] | None,
-) -> list[_Candidate]:
-    w = rule.window_s
-    attached = stats.get(AggregateSpec(Signal.POD_ATTACHED, Aggregate.MAX, w))
-    util = stats.get(AggregateSpec(Signal.UTIL_RATIO, Aggregate.AVG, w))
-    coverage = stats.coverage_ratio(Signal.UTIL_RATIO, w)
-    eligible = np.fromiter(
-        (c.in_gpu_pool and not c.recently_released for c in contexts),
-        dtype=bool,
-        count=len(contexts),
-    )
-    scope = eligible & ~allocated & _scope(rule, contexts)
-    judged = coverage >= rule.min_coverage
-    if notes is not None:
-        for i in np.flatnonzero(scope & ~judged).tolist():
-            notes.append(_not_judged(rule, contexts[i], float(coverage[i]), rule.min_coverage))
-    # Any sample in the window carrying a pod label means a pod held the GPU then.
-    hit = scope & judged & ~(np.nan_to_num(attached, nan=0.0) > 0)
-    return [
-        _Candidate(
-            contexts[i],
-            None if np.isnan(util[i]) else float(util[i]),
-            None,
-            float(coverage[i]),
-            "ratio",
-        )
-        for i in np.flatnonzero(hit).tolist()
-    ]
-
-
-def _xid(rule: XidRule, stats: WindowStats, contexts: Sequence[GpuContext]) -> list[_Candidate]:
-    w = rule.window_s
-    changes = stats.get(AggregateSpec(Signal.XID, Aggregate.CHANGES, w))
-    highest = stats.get(AggregateSpec(Signal.XID, Aggregate.MAX, w))
-    last = stats.get(AggregateSpec(Signal.XID, Aggregate.LAST, w))
-    coverage = stats.coverage_ratio(Signal.XID, w)
-    found = []
-    with np.errstate(invalid="ignore"):
-        changed = _scope(rule, contexts) & (np.nan_to_num(changes, nan=0.0) >= 1)
-    for i in np.flatnonzero(changed).tolist():
-        ctx = contexts[i]
-        code = float(last[i]) if last[i] > 0 else float(highest[i])
-        if not code > 0 or int(code) in rule.ignore_codes:
-            continue
-        severity = Severity.CRITICAL if int(code) in rule.critical_codes else None
-        found.append(_Candidate(ctx, code, None, float(coverage[i]), "code", severity=severity))
-    return found
-
-
-def _data_gap(
-    rule: DataGapRule, stats: WindowStats, contexts: Sequence[GpuContext]
-) -> list[_Candidate]:
-    w = rule.window_s
-    coverage = stats.coverage_ratio(Signal.UTIL_RATIO, w)
-    last_ts = stats.get(AggregateSpec(Signal.UTIL_RATIO, Aggregate.LAST_TS, w))
-    at_s = stats.at.timestamp()
-    found = []
+) -> list[Candidate]:
+    """The rule's findings among the GPUs with metrics (``contexts[:n]``), and for the
+    data_gap kind the GPUs the cluster advertises that the metrics lack."""
     n = len(stats.devices)
-    scope = _scope(rule, contexts)
-    with np.errstate(invalid="ignore"):
-        age = np.where(np.isnan(last_ts), np.inf, at_s - last_ts)
-    gapped = (coverage < rule.min_coverage) | (age > rule.stale_after_s)
-    for i in np.flatnonzero(scope[:n] & gapped).tolist():
-        ctx = contexts[i]
-        age_s = float(age[i])
-        stale = age_s > rule.stale_after_s
-        since = None
-        if stale and math.isfinite(age_s):
-            since = datetime.fromtimestamp(float(last_ts[i]), tz=stats.at.tzinfo)
+    grid = Grid(stats.values, (n,), stats.at.timestamp(), stats.sample_interval_s)
+    hits = rule_hits(rule, grid, contexts[:n], allocated)
+    if notes is not None and hits.unjudged is not None:
+        minimum = float(getattr(rule, "min_coverage", 0.0))
+        for i in np.flatnonzero(hits.unjudged).tolist():
+            notes.append(_not_judged(rule, contexts[i], float(hits.coverage[i]), minimum))
+    found = []
+    for i in np.flatnonzero(hits.fired).tolist():
+        value = float(hits.value[i])
+        since_s = float(hits.since_s[i]) if hits.since_s is not None else math.nan
+        critical = hits.critical is not None and bool(hits.critical[i])
         found.append(
-            _Candidate(
-                ctx, float(coverage[i]), rule.min_coverage, float(coverage[i]), "ratio", since=since
+            Candidate(
+                contexts[i],
+                None if math.isnan(value) else value,
+                hits.threshold,
+                float(hits.coverage[i]),
+                hits.unit,
+                since=None
+                if math.isnan(since_s)
+                else datetime.fromtimestamp(since_s, tz=stats.at.tzinfo),
+                severity=Severity.CRITICAL if critical else None,
             )
         )
-    # Advertised by the node, absent from the metrics for the whole window.
-    for i in np.flatnonzero(scope[n:]).tolist():
-        found.append(_Candidate(contexts[n + i], 0.0, rule.min_coverage, 0.0, "ratio"))
+    if isinstance(rule, DataGapRule):
+        # Advertised by the node, absent from the metrics for the whole window.
+        for i in np.flatnonzero(in_pools(rule, contexts)[n:]).tolist():
+            found.append(Candidate(contexts[n + i], 0.0, rule.min_coverage, 0.0, "ratio"))
     return found

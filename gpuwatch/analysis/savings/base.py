@@ -56,8 +56,12 @@ class SavingsInputs:
     owners: OwnerIndex = field(init=False)
     pods: Mapping[tuple[str, str], Pod] = field(init=False)
     controllers: Mapping[tuple[str, str, str], Controller] = field(init=False)
+    _prices: dict[tuple[str | None, ...], Price | None] = field(init=False, repr=False)
+    _roles: dict[tuple[str, str], str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "_prices", {})
+        object.__setattr__(self, "_roles", {})
         object.__setattr__(self, "owners", OwnerIndex(self.cluster.controllers))
         object.__setattr__(self, "pods", {p.key: p for p in self.cluster.pods})
         object.__setattr__(
@@ -78,12 +82,17 @@ class SavingsInputs:
         return Decimal(str(amount)) * HOURS_PER_MONTH / Decimal(hours)
 
     def price(self, ctx: GpuContext, capacity_type: str | None = None) -> Price | None:
-        """What the GPU costs now, or (``capacity_type``) would cost on other capacity."""
+        """What the GPU costs now, or (``capacity_type``) would cost on other capacity;
+        each node's answer looked up once (its GPUs share its labels and price)."""
+        key = (ctx.model, capacity_type, ctx.capacity_type, ctx.pool, ctx.node_name)
+        if key in self._prices:
+            return self._prices[key]
         labels = ctx.node.labels if ctx.node is not None else {}
         own = ctx.node_name if capacity_type is None else None
         found, _ = self.book.price(
             ctx.model, capacity_type or ctx.capacity_type, ctx.pool, labels, own
         )
+        self._prices[key] = found
         return found
 
     def annotation(self, pod: Pod, key: str) -> str | None:
@@ -115,7 +124,14 @@ class SavingsInputs:
         return field.get({field.key: text}), True
 
     def role(self, pod: Pod) -> str:
-        """``inference``, ``notebook`` or ``training``/``other`` for a GPU pod."""
+        """``inference``, ``notebook`` or ``training``/``other`` for a GPU pod (each
+        pod's worked out once: every lever asks it of every GPU's holders)."""
+        found = self._roles.get(pod.key)
+        if found is None:
+            found = self._roles[pod.key] = self._role(pod)
+        return found
+
+    def _role(self, pod: Pod) -> str:
         labelled = ROLE.get(pod.labels)
         if labelled is not None:
             return labelled

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from decimal import Decimal
 
 import numpy as np
@@ -53,14 +53,19 @@ def levers(inputs: SavingsInputs, claims: Claims) -> Iterator[Draft | Excluded]:
             if pod is not None and inputs.role(pod) == "inference":
                 workload = holder.workload or f"Pod/{holder.namespace}/{holder.pod}"
                 by_workload[workload].append((i, holder))
+    present = _present(inputs)
     for workload, held in sorted(by_workload.items()):
-        found = _lever(inputs, claims, workload, held)
-        if found is not None:
-            yield found
+        drawn = _lever(inputs, claims, workload, held, present)
+        if drawn is not None:
+            yield drawn
 
 
 def _lever(
-    inputs: SavingsInputs, claims: Claims, workload: str, held: list[tuple[int, GpuHolder]]
+    inputs: SavingsInputs,
+    claims: Claims,
+    workload: str,
+    held: list[tuple[int, GpuHolder]],
+    present_by_type: Mapping[str, set[str]],
 ) -> Draft | Excluded | None:
     row, holder = held[0]
     ctx = inputs.contexts[row]
@@ -96,7 +101,7 @@ def _lever(
         return Excluded(KIND, scope, "no hourly utilization over the lookback")
     gpus = sum(h.share * inputs.contexts[r].gpu_fraction for r, h in held)
     now = price.per_gpu_hour * Decimal(str(gpus))
-    present = _present(inputs, ctx.capacity_type)
+    present = present_by_type.get(ctx.capacity_type, set())
     options = {bits: _best(inputs, ctx.capacity_type, price, current, params, bits, load, present)
                for bits in BITS}  # fmt: skip
     saving = {b: now - o[2] for b, o in options.items() if o is not None}
@@ -236,13 +241,14 @@ def _best(
     return best
 
 
-def _present(inputs: SavingsInputs, capacity_type: str) -> set[str]:
-    """The GPU models the cluster has capacity of, of ``capacity_type``."""
-    found = set()
+def _present(inputs: SavingsInputs) -> dict[str, set[str]]:
+    """Per capacity type, the GPU models the cluster has capacity of (one pass over the
+    GPUs for every workload, not one per workload)."""
+    found: dict[str, set[str]] = defaultdict(set)
     for ctx in inputs.contexts:
         entry = inputs.book.model(ctx.model)
-        if entry is not None and ctx.capacity_type == capacity_type:
-            found.add(entry.name)
+        if entry is not None:
+            found[ctx.capacity_type].add(entry.name)
     return found
 
 

@@ -64,10 +64,19 @@ class SimulatorSettings(Section):
 class MetricsSettings(Section):
     """Where DCGM exporter metrics come from."""
 
-    source: Literal["simulator", "prometheus"] = Field(
+    source: Literal["simulator", "prometheus", "samples-file"] = Field(
         "simulator",
         description="`simulator`: the embedded simulated cluster; `prometheus`: any PromQL "
-        "API (Prometheus, Thanos Query, Mimir, VictoriaMetrics) at `prometheus.url`.",
+        "API (Prometheus, Thanos Query, Mimir, VictoriaMetrics) at `prometheus.url`; "
+        "`samples-file`: a Parquet file of raw exporter samples at `metrics.samples_path`.",
+    )
+    samples_path: str | None = Field(
+        None,
+        description="A Parquet file of raw DCGM exporter samples, as exported from "
+        "Prometheus: a row per GPU per scrape, a `timestamp` column, the exporter's labels "
+        "(`UUID`, `gpu`, `Hostname`, `modelName`, `pod`, `namespace`, ...) and one column "
+        "per metric (`DCGM_FI_DEV_GPU_UTIL`, ...); a row group per day, in time order. "
+        "Reports on a week without querying the server.",
     )
 
 

@@ -2,7 +2,8 @@
 
 ``render_text`` is what ``gpuwatch simulate serve`` answers on ``/metrics`` (the
 Prometheus text format dcgm-exporter serves); ``write_openmetrics`` writes history with
-timestamps for ``promtool tsdb create-blocks-from openmetrics``. Both carry the real
+timestamps for ``promtool tsdb create-blocks-from openmetrics``, and
+``write_samples_parquet`` the same samples as a Parquet export of raw samples. Both carry the real
 metric names, units and labels, so a Prometheus fed by either answers gpuwatch's
 queries exactly as one scraping dcgm-exporter in a cluster would. ``kubectl_json`` is
 the cluster's objects as ``kubectl get -A -o json`` prints them.
@@ -13,9 +14,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TextIO
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from gpuwatch.kube.objects import kube_list, state_to_kube
 from gpuwatch.model.cluster import ClusterState
@@ -146,6 +150,58 @@ def write_openmetrics(
                 )
                 written += int(keep.sum())
     out.write("# EOF\n")
+    return written
+
+
+def write_samples_parquet(path: Path, blocks: Iterable[SeriesBlock], gpus: Sequence[SimGpu]) -> int:
+    """Write every sample of ``blocks`` as a Parquet file of raw exporter samples (the
+    layout ``gpuwatch.sources.samples_file`` reads): a row per GPU per sample time, in
+    time order, one row group per block. Return the number of rows."""
+    d = [g.device for g in gpus]
+    labels = {
+        "UUID": [x.uuid for x in d],
+        "gpu": [str(x.index) for x in d],
+        "modelName": [x.model_name for x in d],
+        "Hostname": [x.node for x in d],
+        "pci_bus_id": [x.pci_bus_id for x in d],
+        "pod": [x.pod.name if x.pod else None for x in d],
+        "namespace": [x.pod.namespace if x.pod else None for x in d],
+        "container": [(x.container or "main") if x.pod else None for x in d],
+    }
+    # Per label, each device's index in a dictionary of the distinct values (-1: none).
+    encoded = {}
+    for name, values in labels.items():
+        distinct = sorted({v for v in values if v is not None})
+        at = {v: i for i, v in enumerate(distinct)}
+        codes = np.array([-1 if v is None else at[v] for v in values], dtype=np.int32)
+        encoded[name] = (codes, pa.array(distinct, pa.string()))
+    written = 0
+    writer: pq.ParquetWriter | None = None
+    try:
+        for block in blocks:
+            values = family_values(block, gpus)
+            sampled = ~np.isnan(values["DCGM_FI_DEV_GPU_UTIL"])
+            col, row = np.nonzero(sampled.T)  # time-major: every GPU at one time, then the next
+            columns: dict[str, pa.Array] = {
+                "timestamp": pa.array(block.times_s[col], pa.timestamp("s", tz="UTC")),
+                **{
+                    name: pa.DictionaryArray.from_arrays(
+                        pa.array(codes[row], mask=codes[row] < 0), dictionary
+                    )
+                    for name, (codes, dictionary) in encoded.items()
+                },
+            }
+            for name in FAMILY_NAMES:
+                picked = values[name][row, col]
+                columns[name] = pa.array(picked, mask=np.isnan(picked))
+            table = pa.table(columns)
+            if writer is None:
+                writer = pq.ParquetWriter(path, table.schema, compression="zstd")
+            writer.write_table(table, row_group_size=max(table.num_rows, 1))
+            written += table.num_rows
+    finally:
+        if writer is not None:
+            writer.close()
     return written
 
 

@@ -1,0 +1,171 @@
+"""Benchmark: one cycle against a real Prometheus, and how it grows with the fleet.
+
+For each fleet size (500, 1,000 and 2,000 simulated GPUs by default) a TSDB is built
+with ``promtool tsdb create-blocks-from openmetrics`` from the simulator's history (one
+day, a sample every 300 s, cached under ``.bench-cache/``: promtool backfills about ten
+thousand samples a second here, so a week of thousands of GPUs would take hours), a
+real Prometheus (Debian's package) serves it on loopback, and one whole cycle runs in
+its own process: ``PrometheusMetricsSource`` for the metrics, the simulated cluster for
+the objects, the savings looking back over the day. Reported per size: the cycle's wall
+time, the requests it sent, the samples Prometheus answered with, the bytes, and the
+cycle process' peak RSS (the fastest of three cycles per size); then the growth of each
+from the smallest fleet to the largest against the growth of the fleet (1.0 = linear;
+the cycle must grow no worse). Run:
+
+    .venv/bin/python bench/prometheus_cycle.py [--sizes 500,1000,2000]
+
+The last line is one JSON object with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from gpuwatch.config.settings import Settings, SimulatorSettings
+from gpuwatch.sources.simulator import SimulatedCluster
+from gpuwatch.sources.simulator.exposition import write_openmetrics
+from gpuwatch.sources.simulator.layout import SHOWCASE_AT
+
+AT = SHOWCASE_AT
+DAYS = 1.0
+STEP_S = 300
+METRICS = ("count", "wall_s", "requests", "samples", "bytes", "peak_rss_mib")
+
+
+def simulated(gpus: int) -> SimulatedCluster:
+    return SimulatedCluster(SimulatorSettings(gpus=gpus, days=DAYS, step_s=STEP_S), end=AT)
+
+
+def build_tsdb(gpus: int) -> Path:
+    from tests.integration.prometheus_server import backfill
+
+    cache = REPO / ".bench-cache" / f"prometheus-cycle-{gpus}gpus-{DAYS:g}d-{STEP_S}s"
+    if (cache / "complete").exists():
+        return cache / "data"
+    cache.mkdir(parents=True, exist_ok=True)
+    cluster = simulated(gpus)
+    began = time.perf_counter()
+    openmetrics = cache / "history.om"
+    with openmetrics.open("w") as handle:
+        exported = write_openmetrics(
+            handle, [cluster.samples(cluster.history_start, AT)], cluster.layout.gpus
+        )
+    backfill(openmetrics, cache / "data")
+    openmetrics.unlink()
+    print(f"{gpus} GPUs: {exported:,} samples backfilled in {time.perf_counter() - began:.0f} s")
+    (cache / "complete").write_text("ok\n")
+    return cache / "data"
+
+
+def run_cycle_side(gpus: int, url: str) -> dict:
+    from gpuwatch.analysis.pricing import load_price_book
+    from gpuwatch.analysis.rules.loader import load_rules
+    from gpuwatch.config.settings import PrometheusSettings
+    from gpuwatch.notify.console import RecordingNotifier
+    from gpuwatch.pipeline import Components, run_cycle
+    from gpuwatch.sources.prometheus import PrometheusClient, PrometheusMetricsSource
+    from gpuwatch.sources.prometheus.client import Connection
+    from gpuwatch.sources.simulator import SimulatorClusterSource
+    from gpuwatch.state.base import MemoryState
+
+    prometheus = PrometheusSettings(url=url, scrape_interval_s=STEP_S)
+    client = PrometheusClient(Connection.from_settings(prometheus, {}))
+    settings = Settings.model_validate({"savings": {"lookback": f"{int(DAYS * 24)}h"}})
+    components = Components(
+        metrics=PrometheusMetricsSource(client, prometheus),
+        cluster=SimulatorClusterSource(simulated(gpus)),
+        rules=tuple(load_rules()),
+        state=MemoryState(),
+        notifier=RecordingNotifier(),
+        price_book=load_price_book(),
+    )
+    began = time.perf_counter()
+    result = run_cycle(components, settings, AT)
+    return {
+        "wall_s": time.perf_counter() - began,
+        "requests": client.requests_made,
+        "samples": client.samples_received,
+        "bytes": client.bytes_received,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "count": result.source.gpus_in_metrics,
+        "findings": len(result.findings),
+        "errors": list(result.errors),
+    }
+
+
+def measure(gpus: int, repeat: int) -> dict:
+    """The fastest of ``repeat`` cycles, each in a fresh process against one server (on
+    a shared machine the fastest is the one least slowed by others)."""
+    from tests.integration.prometheus_server import PrometheusServer
+
+    server = PrometheusServer(build_tsdb(gpus)).start()
+    runs = []
+    try:
+        for _ in range(repeat):
+            command = [sys.executable, __file__, "--side", str(gpus), "--url", server.url]
+            run = subprocess.run(command, capture_output=True, text=True, timeout=1800, check=False)
+            if run.returncode != 0:
+                raise SystemExit(f"{gpus} GPUs failed:\n{run.stderr[-3000:]}")
+            runs.append(json.loads(run.stdout.strip().splitlines()[-1]))
+    finally:
+        server.stop()
+    fastest = min(runs, key=lambda r: r["wall_s"])
+    return {**fastest, "all_wall_s": [round(r["wall_s"], 2) for r in runs]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="500,1000,2000", help="Fleet sizes, in GPUs.")
+    parser.add_argument("--repeat", type=int, default=3, help="Cycles per size (fastest kept).")
+    parser.add_argument("--side", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.side:
+        print(json.dumps(run_cycle_side(args.side, args.url)))
+        return
+
+    sizes = [int(s) for s in args.sizes.split(",")]
+    runs = {gpus: measure(gpus, args.repeat) for gpus in sizes}
+    print(f"one cycle at {AT:%Y-%m-%dT%H:%MZ}, {DAYS:g} day of history every {STEP_S} s")
+    print(f"{'GPUs':>6} {'wall s':>8} {'requests':>9} {'samples':>11} {'bytes':>13} {'RSS MiB':>8}")
+    for run in runs.values():
+        print(
+            f"{run['count']:6} {run['wall_s']:8.2f} {run['requests']:9} {run['samples']:11,} "
+            f"{run['bytes']:13,} {run['peak_rss_mib']:8.0f}"
+            + f"  (of {run['all_wall_s']})"
+            + (f"  errors: {run['errors']}" if run["errors"] else "")
+        )
+    small, large = runs[sizes[0]], runs[sizes[-1]]
+    fleet = large["count"] / small["count"]
+    growth = {m: round(large[m] / small[m] / fleet, 2) for m in METRICS[1:] if small[m]}
+    print(
+        f"growth from {small['count']} to {large['count']} GPUs ({fleet:.1f}x), each over the "
+        f"fleet's growth (<= 1.0: linear or better): {growth}"
+    )
+    print(
+        json.dumps(
+            {
+                "bench": "prometheus_cycle",
+                "gpus": [runs[g]["count"] for g in sizes],
+                "wall_s": [round(runs[g]["wall_s"], 2) for g in sizes],
+                "requests": [runs[g]["requests"] for g in sizes],
+                "samples": [runs[g]["samples"] for g in sizes],
+                "peak_rss_mib": [round(runs[g]["peak_rss_mib"]) for g in sizes],
+                "growth_over_linear": growth,
+                "linear_or_better": all(v <= 1.0 for v in growth.values()),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

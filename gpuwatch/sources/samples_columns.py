@@ -1,0 +1,112 @@
+"""Decoding the columns of a Parquet export of raw exporter samples into arrays: label
+columns as the dictionaries Parquet stores them (a million rows' labels are never turned
+into strings), devices and pods as codes, timestamps as unix seconds.
+
+Kept apart from ``gpuwatch.sources.samples_file`` (which reads row groups and answers the
+metrics seam) so that each stays one job.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from gpuwatch.model.metrics import GpuDevice, PodRef
+
+
+def encoded(column: pa.ChunkedArray) -> tuple[np.ndarray, list[str]]:
+    """A label column as codes (-1 where null) and the values they index; read as the
+    dictionary Parquet stores, the labels of a million rows are never strings."""
+    if not pa.types.is_dictionary(column.type):
+        column = pc.dictionary_encode(column.cast(pa.string()))
+    combined = column.unify_dictionaries().combine_chunks()
+    codes = combined.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    return codes, [str(v) for v in combined.dictionary.to_pylist()]
+
+
+def last_rows(codes: np.ndarray, count: int, wanted: np.ndarray) -> np.ndarray:
+    """For each of ``count`` codes, the last row that has it (-1: none, or not wanted),
+    read from the end a slice at a time: in time order, the newest rows name every
+    device, so the scan seldom goes further back than a few sample times."""
+    last = np.full(count, -1, dtype=np.int64)
+    missing = wanted.copy()
+    end, size = len(codes), max(4 * count, 4096)
+    while end > 0 and missing.any():
+        start = max(end - size, 0)
+        unique, first = np.unique(codes[start:end][::-1], return_index=True)
+        new = missing[unique]
+        last[unique[new]] = end - 1 - first[new]
+        missing[unique[new]] = False
+        end = start
+    return last
+
+
+def key_codes(table: pa.Table) -> tuple[np.ndarray, list[str]]:
+    """Each row's device as a code, and the device ids (``device_id``) the codes index."""
+    u_idx, u_names = encoded(table["UUID"])
+    if "GPU_I_ID" not in table.column_names:
+        return u_idx, u_names
+    m_idx, m_names = encoded(table["GPU_I_ID"])
+    combined = u_idx * (len(m_names) + 1) + m_idx + 1
+    unique, codes = np.unique(combined, return_inverse=True)
+    keys = []
+    for value in unique.tolist():
+        u, m = divmod(value, len(m_names) + 1)
+        keys.append(u_names[u] if m == 0 else f"{u_names[u]}/mig-{m_names[m - 1]}")
+    return codes.astype(np.int64), keys
+
+
+def pod_codes(table: pa.Table) -> tuple[np.ndarray, list[PodRef]]:
+    """Each row's pod as a code (-1: no pod label), and the pods the codes index."""
+    if "pod" not in table.column_names:
+        return np.full(table.num_rows, -1, dtype=np.int64), []
+    p_idx, p_names = encoded(table["pod"])
+    if "namespace" in table.column_names:
+        n_idx, n_names = encoded(table["namespace"])
+    else:
+        n_idx, n_names = np.full(table.num_rows, -1, dtype=np.int64), []
+    labelled = p_idx >= 0
+    # (pod, namespace) pairs as one number, those seen numbered in order: no sort.
+    width = len(n_names) + 1
+    pair = p_idx * width + n_idx + 1
+    seen = np.bincount(pair[labelled], minlength=len(p_names) * width) > 0
+    number = np.cumsum(seen) - 1
+    codes = np.where(labelled, number[np.maximum(pair, 0)], -1)
+    pods = [
+        PodRef(n_names[n - 1] if n else "", p_names[p])
+        for p, n in (divmod(int(k), width) for k in np.flatnonzero(seen))
+    ]
+    return codes, pods
+
+
+def device_of(row: dict[str, object]) -> GpuDevice:
+    pod, namespace = row.get("pod"), row.get("namespace")
+    mig = row.get("GPU_I_ID")
+    gpu = row.get("gpu")
+    return GpuDevice(
+        uuid=str(row["UUID"]),
+        index=int(str(gpu)) if gpu is not None and str(gpu).isdigit() else -1,
+        node=str(row.get("Hostname") or ""),
+        model_name=str(row.get("modelName") or ""),
+        pci_bus_id=str(row.get("pci_bus_id") or ""),
+        mig_profile=str(row["GPU_I_PROFILE"]) if row.get("GPU_I_PROFILE") else None,
+        mig_instance_id=int(str(mig)) if mig is not None and str(mig).isdigit() else None,
+        pod=PodRef(str(namespace or ""), str(pod)) if pod else None,
+        container=str(row["container"]) if row.get("container") else None,
+    )
+
+
+def interval_s(times_s: np.ndarray) -> int:
+    """The sample interval: the median gap between one device's samples (60 s when a
+    device has a single sample)."""
+    gaps = np.diff(np.unique(times_s))
+    return int(np.median(gaps)) if gaps.size else 60
+
+
+def seconds(column: pa.ChunkedArray) -> np.ndarray:
+    """Unix seconds of a timestamp column (Parquet keeps milliseconds or finer)."""
+    unit = getattr(column.type, "unit", "s")
+    scale = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}[unit]
+    raw = column.to_numpy() if isinstance(column, pa.ChunkedArray) else np.asarray(column)
+    return raw.view(np.int64) // scale
