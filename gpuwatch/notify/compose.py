@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 from gpuwatch.model.actions import Action
 from gpuwatch.model.cost import Price
-from gpuwatch.model.durations import format_duration, rfc3339
+from gpuwatch.model.durations import format_duration, format_eta, rfc3339
 from gpuwatch.model.findings import Finding, Severity, format_value
 from gpuwatch.util.redact import redact_url
 
@@ -233,6 +233,8 @@ def _row(finding: Finding) -> str:
     value = format_value(finding.value, finding.unit)
     if finding.threshold is not None:
         value += f" (limit {format_value(finding.threshold, finding.unit)})"
+    if finding.eta_s is not None:
+        value += f", at this rate, full in {format_eta(finding.eta_s)}"
     return f"{where:<20} {who:<36} {value}"
 
 

@@ -110,7 +110,13 @@ def analyse(
         )
     )
     attribution = attribute(stats.devices, cluster, settings.attribution, at, lookback_s(rules))
-    evaluation = evaluate(rules, stats, attribution.contexts, gathered.state.findings_since)
+    evaluation = evaluate(
+        rules,
+        stats,
+        attribution.contexts,
+        gathered.state.findings_since,
+        series=gathered.series,
+    )
     notes.extend(attribution.notes)
     notes.extend(evaluation.notes)
     if gathered.node_prices:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TypeVar
 
-from gpuwatch.analysis.rules.evaluate import required_specs
+from gpuwatch.analysis.rules.evaluate import required_specs, series_request
 from gpuwatch.analysis.savings.use import HOUR_S
 from gpuwatch.analysis.savings.use import SPECS as SAVINGS_SPECS
 from gpuwatch.config.settings import Settings, Silence
@@ -47,6 +47,9 @@ class Gathered:
     """None when the cluster could not be read."""
     history: HistoryFrame | None = None
     """Every GPU's hours over the savings lookback; None when unread."""
+    series: HistoryFrame | None = None
+    """The recent samples forecast rules fit lines through; None without such a rule,
+    or when unread (then those rules judge no GPU, and a note says so)."""
     node_prices: Mapping[str, Price] = field(default_factory=dict)
     checkpoint_times: Mapping[PodKey, datetime] = field(default_factory=dict)
     progress: Mapping[PodKey, tuple[int, int]] = field(default_factory=dict)
@@ -140,6 +143,12 @@ def _with_optional_reads(
         "savings measured on no history (none counted)",
         lambda: components.metrics.history(hourly),
     )
+    recent = series_request(components.rules, at)
+    series, series_note = _optional(
+        "series",
+        "no forecast this cycle",
+        lambda: components.metrics.history(recent) if recent else None,
+    )
     prices = components.node_prices
     node_prices, prices_note = _optional(
         "prices", "OpenCost prices", lambda: prices.node_prices(at) if prices else {}
@@ -169,10 +178,11 @@ def _with_optional_reads(
         else None
     )
     times, progress = both if both is not None else ({}, {})
-    notes = (history_note, prices_note, training_note, silences_note, switch_note)
+    notes = (history_note, series_note, prices_note, training_note, silences_note, switch_note)
     return replace(
         gathered,
         history=history,
+        series=series,
         node_prices=node_prices or {},
         checkpoint_times=times,
         progress=progress,

@@ -46,6 +46,7 @@ def test_shipped_rules_have_every_builtin():
         "gpu-overheat",
         "gpu-xid",
         "data-gap",
+        "gpu-oom-forecast",
     }
     assert shipped_dir("rules").joinpath("gpu.yaml").is_file()
 
