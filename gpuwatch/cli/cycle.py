@@ -30,6 +30,7 @@ from gpuwatch.model.result import CycleResult
 from gpuwatch.model.savings import CONFIDENCE, METHOD
 from gpuwatch.pipeline import Components
 from gpuwatch.report.data import ReportPeriod
+from gpuwatch.sources.simulator.budgets import DEMO_BUDGET_TIME_ZONE, DEMO_BUDGETS, DEMO_DAYS
 from gpuwatch.sources.simulator.layout import SHOWCASE_AT
 
 
@@ -122,6 +123,13 @@ def demo(ctx: click.Context, **kwargs: Any) -> None:
     # the second run (at the same instant) rightly say nothing new.
     flags.setdefault("state.backend", "memory")
     flags.setdefault("report.location", "gpuwatch-demo/reports")
+    # Budgets for the simulated teams, counted in Shanghai's months (the demo's
+    # November began at 16:00 UTC on October 31st): vision spends over its budget.
+    flags.setdefault("budgets.time_zone", DEMO_BUDGET_TIME_ZONE)
+    flags.setdefault("budgets.monthly", DEMO_BUDGETS)
+    # The month so far: history back to before the month began, so that the budgets
+    # are judged on all of it.
+    flags.setdefault("simulator.days", DEMO_DAYS)
     settings = load_settings_or_exit(ctx, flags)
     _run(ctx, settings)
     # The report of the simulated week that ends at the demo's instant.

@@ -149,8 +149,10 @@ def alerting_rules(
     attribution: AttributionSettings,
 ) -> list[dict[str, Any]]:
     """The alerting rules for ``rules``: one per enabled rule (two for an XID rule with
-    critical codes). A rule with ``pools: []`` selects no GPU and is left out."""
-    enabled = [r for r in rules if r.enabled]
+    critical codes). A rule with ``pools: []`` selects no GPU and is left out, and so is
+    a budget rule: spend needs the price book, the holders from the Kubernetes API and
+    the month in the budgets' time zone, none of which PromQL has."""
+    enabled = [r for r in rules if r.enabled and r.kind != "budget"]
     translator = _Translator(prometheus, attribution, enabled)
     exported = [r for r in enabled if r.pools != []]
     return [alert for rule in exported for alert in translator.alerts(rule)]

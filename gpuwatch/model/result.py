@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from gpuwatch.model.actions import Action
+from gpuwatch.model.budgets import BudgetStatus
 from gpuwatch.model.cost import CostReport
 from gpuwatch.model.durations import rfc3339
 from gpuwatch.model.findings import DataQualityNote, Finding, PendingGpuPod
@@ -113,6 +114,7 @@ class CycleResult:
     actions: tuple[Action, ...] = ()
     """Planned, refused (with the guard that said no), done or failed."""
     pending_gpu_pods: tuple[PendingGpuPod, ...] = ()
+    budgets: tuple[BudgetStatus, ...] = ()
     errors: tuple[str, ...] = ()
     dry_run: bool = True
     duration_s: float = 0.0
@@ -150,6 +152,7 @@ class CycleResult:
             "actions": [a.to_dict() for a in self.actions],
             "data_quality": [n.to_dict() for n in self.data_quality],
             "pending_gpu_pods": [p.to_dict() for p in self.pending_gpu_pods],
+            "budgets": [b.to_dict() for b in self.budgets],
             "notifications": [n.to_dict() for n in self.notifications],
             "alerts": self.alerts.to_dict(),
             "errors": list(self.errors),

@@ -15,7 +15,9 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TypeVar
 
+from gpuwatch.analysis.budgets import month_bounds
 from gpuwatch.analysis.rules.evaluate import required_specs, series_request
+from gpuwatch.analysis.rules.schema import BudgetRule
 from gpuwatch.analysis.savings.use import HOUR_S
 from gpuwatch.analysis.savings.use import SPECS as SAVINGS_SPECS
 from gpuwatch.config.settings import Settings, Silence
@@ -23,7 +25,13 @@ from gpuwatch.model.cluster import ClusterState
 from gpuwatch.model.cost import Price
 from gpuwatch.model.errors import SourceError, StateError
 from gpuwatch.model.findings import DataQualityNote
-from gpuwatch.model.metrics import HistoryFrame, HistoryRequest, WindowRequest, WindowStats
+from gpuwatch.model.metrics import (
+    HistoryFrame,
+    HistoryRequest,
+    HolderHistory,
+    WindowRequest,
+    WindowStats,
+)
 from gpuwatch.model.result import SourceInfo
 from gpuwatch.model.state import CycleState
 from gpuwatch.pipeline.components import Components
@@ -50,6 +58,9 @@ class Gathered:
     series: HistoryFrame | None = None
     """The recent samples forecast rules fit lines through; None without such a rule,
     or when unread (then those rules judge no GPU, and a note says so)."""
+    month: tuple[HistoryFrame, HolderHistory] | None = None
+    """The month so far, hourly, and who held each GPU in each hour: what budgets are
+    judged on. None without budgets and a budget rule, or when unread."""
     node_prices: Mapping[str, Price] = field(default_factory=dict)
     checkpoint_times: Mapping[PodKey, datetime] = field(default_factory=dict)
     progress: Mapping[PodKey, tuple[int, int]] = field(default_factory=dict)
@@ -149,6 +160,9 @@ def _with_optional_reads(
         "no forecast this cycle",
         lambda: components.metrics.history(recent) if recent else None,
     )
+    month, month_note = _optional(
+        "budgets", "no budget judged this cycle", lambda: _month(components, settings, at)
+    )
     prices = components.node_prices
     node_prices, prices_note = _optional(
         "prices", "OpenCost prices", lambda: prices.node_prices(at) if prices else {}
@@ -178,11 +192,20 @@ def _with_optional_reads(
         else None
     )
     times, progress = both if both is not None else ({}, {})
-    notes = (history_note, series_note, prices_note, training_note, silences_note, switch_note)
+    notes = (
+        history_note,
+        series_note,
+        month_note,
+        prices_note,
+        training_note,
+        silences_note,
+        switch_note,
+    )
     return replace(
         gathered,
         history=history,
         series=series,
+        month=month,
         node_prices=node_prices or {},
         checkpoint_times=times,
         progress=progress,
@@ -191,6 +214,24 @@ def _with_optional_reads(
         kill_switch_on=switch is not None and switch.on,
         notes=(*gathered.notes, *(n for n in notes if n)),
     )
+
+
+def _month(
+    components: Components, settings: Settings, at: datetime
+) -> tuple[HistoryFrame, HolderHistory] | None:
+    """The month's hours so far, when a budget is set and an enabled rule judges it:
+    two range queries of at most 744 hourly points a GPU."""
+    judged = any(isinstance(r, BudgetRule) and r.enabled for r in components.rules)
+    if not (judged and settings.budgets.monthly):
+        return None
+    start, _ = month_bounds(at, settings.budgets.time_zone)
+    hours = int((at - start).total_seconds() // HOUR_S)
+    if hours <= 0:
+        return None
+    request = HistoryRequest(
+        start, start + timedelta(seconds=hours * HOUR_S), HOUR_S, SAVINGS_SPECS
+    )
+    return components.metrics.history(request), components.metrics.holders(request)
 
 
 def _state(store: StateStore) -> tuple[CycleState, bool, DataQualityNote | None]:

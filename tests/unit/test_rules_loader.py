@@ -47,6 +47,7 @@ def test_shipped_rules_have_every_builtin():
         "gpu-xid",
         "data-gap",
         "gpu-oom-forecast",
+        "team-budget",
     }
     assert shipped_dir("rules").joinpath("gpu.yaml").is_file()
 

@@ -24,6 +24,7 @@ import numpy as np
 from gpuwatch.analysis.attribution import GpuContext
 from gpuwatch.analysis.forecast import FitSettings, FitVerdict, GrowthFit, fit_growth
 from gpuwatch.analysis.rules.schema import (
+    BudgetRule,
     DataGapRule,
     ForecastRule,
     Rule,
@@ -107,7 +108,8 @@ def lookback_s(rules: Sequence[Rule]) -> int:
     window is the sample history its line is fitted to, not a window a GPU is judged
     held or unheld over, so it does not count."""
     return max(
-        (r.window_s for r in rules if r.enabled and not isinstance(r, ForecastRule)), default=0
+        (r.window_s for r in rules if r.enabled and not isinstance(r, ForecastRule | BudgetRule)),
+        default=0,
     )
 
 
@@ -143,6 +145,8 @@ def evaluate(
             found = _xid(rule, stats, contexts[:n])
         elif isinstance(rule, ForecastRule):
             found = _forecast(rule, stats, contexts[:n], allocated, series)
+        elif isinstance(rule, BudgetRule):
+            continue  # judged on the month's spend (``analysis/budgets.py``), not a window
         else:
             found = _data_gap(rule, stats, contexts)
         for candidate in found:

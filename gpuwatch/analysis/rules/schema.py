@@ -78,7 +78,7 @@ class _RuleBase(BaseModel):
     role: Role | None = Field(
         None,
         description="What the rule means to the rest of gpuwatch (`idle`, `unallocated`, "
-        "`near_oom`, `data_gap`, `overheat`, `xid`, `oom_forecast`): the savings, the "
+        "`near_oom`, `data_gap`, `overheat`, `xid`, `oom_forecast`, `budget`): the savings, the "
         "planners and the report find their rules by role, never by id. At most one "
         "enabled rule per role.",
     )
@@ -217,6 +217,42 @@ class ForecastRule(_RuleBase):
         return self
 
 
+class BudgetRule(_RuleBase):
+    """A team, namespace or pool (``budgets.monthly``) near or over its monthly budget:
+    by what it has spent this month, or by where its month is heading."""
+
+    kind: Literal["budget"]
+    window_s: DurationS = Field(
+        7 * 86400,
+        alias="window",
+        gt=0,
+        description="The run-rate the month-end projection extends: the hours of this "
+        "month within this window, by weekday and hour.",
+    )
+    spent_ratios: list[float] = Field(
+        default_factory=lambda: [0.8, 1.0],
+        description="Shares of the budget spent at which it fires; spending the whole "
+        "budget is critical.",
+    )
+    projected_ratio: float | None = Field(
+        1.0, gt=0, description="Fire when the month-end projection reaches this share."
+    )
+    top_workloads: int = Field(3, ge=0, le=20, description="Workloads named in messages.")
+
+    @field_validator("spent_ratios")
+    @classmethod
+    def _positive(cls, ratios: list[float]) -> list[float]:
+        if any(r <= 0 for r in ratios):
+            raise ValueError("spent_ratios must be above 0")
+        return sorted(set(ratios))
+
+    @model_validator(mode="after")
+    def _own_message(self) -> BudgetRule:
+        if self.message is not None:
+            raise ValueError("a budget rule's message is its figures: leave message unset")
+        return self
+
+
 # What each role needs of a rule: the consumers rely on it (the scale-down planner
 # drains nodes on the idle rule's findings, so an "idle" rule that fired at 90 %
 # utilization would drain busy nodes).
@@ -228,6 +264,7 @@ _ROLE_SHAPES: dict[Role, str] = {
     Role.DATA_GAP: "kind data_gap",
     Role.OVERHEAT: "kind threshold, signal temp_c, op > or >=",
     Role.XID: "kind xid",
+    Role.BUDGET: "kind budget",
     Role.OOM_FORECAST: "kind forecast, signal fb_used_ratio, threshold from 0.5 to 1",
 }
 
@@ -257,6 +294,7 @@ def role_misfit(rule: object) -> str | None:
         Role.DATA_GAP: kind == "data_gap",
         Role.OVERHEAT: kind == "threshold" and signal is Signal.TEMP_C and op in (">", ">="),
         Role.XID: kind == "xid",
+        Role.BUDGET: kind == "budget",
         Role.OOM_FORECAST: kind == "forecast"
         and signal is Signal.FB_USED_RATIO
         and threshold is not None
@@ -266,10 +304,10 @@ def role_misfit(rule: object) -> str | None:
 
 
 Rule = Annotated[
-    ThresholdRule | UnallocatedRule | XidRule | DataGapRule | ForecastRule,
+    ThresholdRule | UnallocatedRule | XidRule | DataGapRule | ForecastRule | BudgetRule,
     Field(discriminator="kind"),
 ]
-RULE_KINDS = ("threshold", "unallocated", "xid", "data_gap", "forecast")
+RULE_KINDS = ("threshold", "unallocated", "xid", "data_gap", "forecast", "budget")
 
 
 class RuleFile(BaseModel):
