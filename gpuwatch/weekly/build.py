@@ -36,6 +36,7 @@ from gpuwatch.weekly.cycles import actions_table, period_actions, read_cycles
 from gpuwatch.weekly.episodes import findings_table
 from gpuwatch.weekly.hourly import HOUR_S, SPECS, HourlyInputs, hourly_tables
 from gpuwatch.weekly.realized import CostHistory, realized_table, taken_in
+from gpuwatch.weekly.teams import budgets_table, team_weekly_table
 
 log = logging.getLogger(__name__)
 MICRO = Decimal("0.000001")
@@ -56,6 +57,7 @@ def build_report(
     sample_interval_s: float,
     *,
     previous: Mapping[str, pa.Table] | None = None,
+    trend: tuple[tuple[str, pa.Table], ...] = (),
     cycles_dir: Path | None = None,
     progress: Progress | None = None,
     stage: Stage | None = None,
@@ -66,11 +68,12 @@ def build_report(
     # are held, and the peak memory is the larger of the two, not their sum.
     if stage:
         stage("savings")
-    savings, cycle_notes = _savings(components, settings, period.end)
+    savings, budgets, cycle_notes = _savings(components, settings, period.end)
     built = build_tables(
         components, settings, period, sample_interval_s, progress=progress, stage=stage
     )
-    tables = {**built.tables, "savings": savings}
+    tables = {**built.tables, "savings": savings, "budgets": budgets}
+    tables["team_weekly"] = team_weekly_table(tables["holder_hourly"])
     notes = [*built.notes, *cycle_notes]
     cycles = read_cycles(cycles_dir, notes)
     tables["actions"] = actions_table(period_actions(cycles, period))
@@ -91,6 +94,7 @@ def build_report(
         previous,
         tuple(notes),
         near_oom=near_oom_of(components.rules),
+        trend=trend,
         prices=PricesUsed(components.price_book.path, components.price_book.is_example),
     )
 
@@ -159,13 +163,14 @@ def build_tables(
 
 def _savings(
     components: Components, settings: Settings, at: datetime
-) -> tuple[pa.Table, list[DataQualityNote]]:
-    """What each change would save, as a cycle at ``at`` computes it: the cycle's first
-    two phases (its reads and its analysis), never its effects."""
+) -> tuple[pa.Table, pa.Table, list[DataQualityNote]]:
+    """What each change would save, and where each budget stands, as a cycle at ``at``
+    computes them: the cycle's first two phases (its reads and its analysis), never its
+    effects."""
     gathered = gather(components, settings, at, for_effects=False)
     analysis = analyse(gathered, components.rules, components.price_book, settings)
     notes = [DataQualityNote(kind="savings", message=e) for e in analysis.errors]
-    return savings_table(analysis.savings.savings, at), notes
+    return savings_table(analysis.savings.savings, at), budgets_table(analysis.budgets), notes
 
 
 def savings_table(savings: Sequence[Saving], at: datetime) -> pa.Table:

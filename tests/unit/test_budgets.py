@@ -19,11 +19,22 @@ from gpuwatch.analysis.budgets import (
     month_bounds,
     project,
 )
+from gpuwatch.analysis.pricing import load_price_book
+from gpuwatch.analysis.rules.loader import load_rules
 from gpuwatch.config.settings import Settings
 from gpuwatch.model.budgets import Budget
 from gpuwatch.model.cost import Price
 from gpuwatch.model.findings import GpuHolder, Severity
+from gpuwatch.notify.console import RecordingNotifier
 from gpuwatch.notify.routing import route
+from gpuwatch.pipeline import Components, run_cycle
+from gpuwatch.sources.simulator import (
+    SimulatedCluster,
+    SimulatorClusterSource,
+    SimulatorMetricsSource,
+)
+from gpuwatch.sources.simulator.layout import SHOWCASE_AT
+from gpuwatch.state.base import MemoryState
 from tests.builders import context, device, finding
 
 APRIL = datetime(2026, 4, 1, tzinfo=UTC)
@@ -252,3 +263,39 @@ class TestSettings:
     def test_unknown_time_zone_refused(self):
         with pytest.raises(ValidationError, match="unknown time zone"):
             Settings.model_validate({"budgets": {"time_zone": "Mars/Olympus"}})
+
+
+def test_the_simulated_vision_team_overspends_in_a_cycle():
+    """The demo's figures: 8 A100-80GB at 32.00 CNY for the 562 hours of Shanghai's
+    November before 02:00Z on the 24th, and for all 720 of its hours at that rate."""
+    settings = Settings.model_validate(
+        {
+            "simulator": {"days": 24},
+            "budgets": {
+                "time_zone": "Asia/Shanghai",
+                "monthly": [
+                    {"team": "vision", "amount": 150000, "currency": "CNY", "channel": "#v"},
+                    {"team": "llm", "amount": 450000, "currency": "CNY"},
+                ],
+            },
+        }
+    )
+    cluster = SimulatedCluster(settings.simulator, end=SHOWCASE_AT)
+    notifier = RecordingNotifier()
+    components = Components(
+        metrics=SimulatorMetricsSource(cluster),
+        cluster=SimulatorClusterSource(cluster),
+        rules=load_rules(),
+        state=MemoryState(),
+        notifier=notifier,
+        price_book=load_price_book(),
+    )
+    result = run_cycle(components, settings, SHOWCASE_AT)
+    vision, llm = result.budgets
+    assert (vision.spent, vision.projected) == (Decimal("143872.00"), Decimal("184320.00"))
+    assert (vision.measured_hours, vision.elapsed_hours) == (562, 562)
+    assert (llm.spent, llm.projected) == (Decimal("320115.20"), Decimal("410112.00"))
+    (found,) = [f for f in result.findings if f.rule == "team-budget"]
+    assert found.team == "vision" and found.threshold == 0.8
+    assert "PyTorchJob/vision/detector-train 71,936.00 CNY" in found.message
+    assert any(n.channel == "#v" for n in result.notifications)
