@@ -140,6 +140,7 @@ def report_tables(
     tables["realized"] = REALIZED.empty_table()
     tables["team_weekly"] = team_weekly_table(tables["holder_hourly"])
     tables["budgets"] = SCHEMAS["budgets"].empty_table()
+    tables["forecasts"] = SCHEMAS["forecasts"].empty_table()
     return {name: tables[name] for name in SCHEMAS}
 
 
@@ -356,6 +357,7 @@ def tables_of(
         "realized": pa.Table.from_pylist(list(realized), schema=REALIZED),
         "team_weekly": SCHEMAS["team_weekly"].empty_table(),
         "budgets": SCHEMAS["budgets"].empty_table(),
+        "forecasts": SCHEMAS["forecasts"].empty_table(),
     }
 
 

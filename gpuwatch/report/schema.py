@@ -9,7 +9,7 @@ Layout (hive partitioning; ``cluster`` and ``week`` live in the path, not the fi
     <location>/table=gpu_hourly/cluster=<cluster>/week=<YYYY-Www>/part-0.parquet
     <location>/table=holder_hourly/...   table=findings/...   table=savings/...
     <location>/table=actions/...   table=realized/...   table=team_weekly/...
-    <location>/table=budgets/...
+    <location>/table=budgets/...   table=forecasts/...
 
 ``gpu_hourly`` has one row per GPU (or MIG instance) and hour: the GPU's metrics, cost
 and its main holder. ``holder_hourly`` splits each of those rows between the pods that
@@ -43,12 +43,14 @@ TABLES = (
     "realized",
     "team_weekly",
     "budgets",
+    "forecasts",
 )
 TABLE_SINCE = {
     "holder_hourly": "1.1",
     "realized": "1.1",
     "team_weekly": "1.2",
     "budgets": "1.2",
+    "forecasts": "1.2",
 }
 """The version that added each table added after 1.0."""
 PARTITIONS = ("cluster", "week")
@@ -365,6 +367,38 @@ BUDGETS = pa.schema(
     metadata={"gpuwatch.table": "budgets", "gpuwatch.schema_version": SCHEMA_VERSION},
 )
 
+FORECASTS = pa.schema(
+    [
+        pa.field("device_id", pa.string(), nullable=False),
+        pa.field("node", pa.string()),
+        pa.field("gpu_index", pa.int32()),
+        pa.field("workload", pa.string()),
+        pa.field("team", pa.string()),
+        pa.field("first_at", UTC_S, nullable=False).with_metadata(
+            {
+                "doc": "The first cycle that warned (cycles warning within the horizon of the "
+                "one before are one warning)."
+            }
+        ),
+        pa.field("last_at", UTC_S, nullable=False),
+        pa.field("cycles", pa.int32(), nullable=False),
+        pa.field("eta_s", pa.float64()).with_metadata(
+            {"doc": "Seconds to the predicted crossing, as the first cycle said."}
+        ),
+        pa.field("outcome", pa.string(), nullable=False).with_metadata(
+            {
+                "doc": "reached (the GPU's hourly peak reached the threshold from the hour "
+                "of the warning to the horizon after its last cycle), false_alarm (it did "
+                "not, and that time has passed), pending (the period ends before it)."
+            }
+        ),
+        pa.field("reached_hour", UTC_S).with_metadata(
+            {"doc": "Start of the first hour whose peak reached the threshold."}
+        ),
+    ],
+    metadata={"gpuwatch.table": "forecasts", "gpuwatch.schema_version": SCHEMA_VERSION},
+)
+
 PRICE_BOOK_KEY = "gpuwatch.price_book"
 PRICES_ARE_EXAMPLES_KEY = "gpuwatch.prices_are_examples"
 
@@ -383,4 +417,5 @@ SCHEMAS: dict[str, pa.Schema] = {
     "realized": REALIZED,
     "team_weekly": TEAM_WEEKLY,
     "budgets": BUDGETS,
+    "forecasts": FORECASTS,
 }

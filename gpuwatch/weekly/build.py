@@ -23,17 +23,18 @@ import pyarrow as pa
 from gpuwatch.analysis.attribution import attribute
 from gpuwatch.analysis.rules.evaluate import lookback_s, required_specs
 from gpuwatch.analysis.rules.roles import rule_for
-from gpuwatch.analysis.rules.schema import Rule, ThresholdRule
+from gpuwatch.analysis.rules.schema import ForecastRule, Rule, ThresholdRule
 from gpuwatch.config.settings import Settings
 from gpuwatch.model.findings import DataQualityNote, Role
 from gpuwatch.model.metrics import HistoryFrame, HistoryRequest
 from gpuwatch.model.savings import Saving
 from gpuwatch.pipeline import Components, analyse, gather
 from gpuwatch.report.data import NearOom, PricesUsed, ReportData, ReportPeriod
-from gpuwatch.report.schema import SAVINGS
+from gpuwatch.report.schema import FORECASTS, SAVINGS
 from gpuwatch.sources.base import Progress
 from gpuwatch.weekly.cycles import actions_table, period_actions, read_cycles
 from gpuwatch.weekly.episodes import findings_table
+from gpuwatch.weekly.forecasts import forecasts_table
 from gpuwatch.weekly.hourly import HOUR_S, SPECS, HourlyInputs, hourly_tables
 from gpuwatch.weekly.realized import CostHistory, realized_table, taken_in
 from gpuwatch.weekly.teams import budgets_table, team_weekly_table
@@ -77,6 +78,14 @@ def build_report(
     notes = [*built.notes, *cycle_notes]
     cycles = read_cycles(cycles_dir, notes)
     tables["actions"] = actions_table(period_actions(cycles, period))
+    forecast = rule_for(components.rules, Role.OOM_FORECAST)
+    tables["forecasts"] = (
+        forecasts_table(
+            cycles, period, tables["gpu_hourly"], forecast.horizon_s, forecast.threshold
+        )
+        if isinstance(forecast, ForecastRule)
+        else FORECASTS.empty_table()
+    )
     tables["realized"] = realized_table(
         taken_in(cycles, period),
         _history(tables["gpu_hourly"], previous, "gpu_hourly", period),

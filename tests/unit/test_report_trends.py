@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from gpuwatch.model.budgets import Budget, BudgetStatus
 from gpuwatch.report.data import ReportData
 from gpuwatch.report.figures import compute_figures
 from gpuwatch.report.schema import SCHEMAS
+from gpuwatch.weekly.cycles import RecordedCycle
+from gpuwatch.weekly.forecasts import forecasts_table
 from gpuwatch.weekly.teams import budgets_table, team_weekly_table, trend_weeks
-from tests.report_tables import NEAR_OOM, WEEK, report_tables
+from tests.report_tables import NEAR_OOM, PERIOD, WEEK, hourly_row, hourly_table, report_tables
 
 BEFORE = WEEK.previous()
 TWO_BEFORE = BEFORE.previous()
@@ -84,3 +86,55 @@ def test_budgets_table_round_trips_the_status():
     )
     assert round(row.spent_ratio, 4) == 0.9591 and round(row.projected_ratio, 4) == 1.2288
     assert '"workload": "PyTorchJob/vision/detector-train"' in table["top_workloads"][0].as_py()
+
+
+def _cycle(hours: float, *warned: str) -> RecordedCycle:
+    at = PERIOD.start + timedelta(hours=hours)
+    return RecordedCycle(
+        at,
+        (),
+        (),
+        tuple(
+            {
+                "device_id": d,
+                "node": "node-a",
+                "gpu_index": 0,
+                "eta_s": 1200.0,
+                "role": "oom_forecast",
+            }
+            for d in warned
+        ),
+    )
+
+
+def test_forecast_warnings_reached_false_and_pending():
+    hourly = hourly_table(
+        [
+            hourly_row(10, gpu="GPU-a", fb_ratio=0.97),  # reached the hour after the warning
+            hourly_row(30, gpu="GPU-b", fb_ratio=0.93),  # never reached: a false alarm
+            hourly_row(8, gpu="GPU-c", fb_ratio=0.99),  # the hour before its warning: not counted
+        ]
+    )
+    cycles = [
+        _cycle(9.5, "GPU-a", "GPU-c"),
+        _cycle(9.75, "GPU-a"),  # within the horizon of the one before: the same warning
+        _cycle(30, "GPU-b"),
+        _cycle(PERIOD.hours - 0.25, "GPU-a"),  # the period ends within its horizon
+        _cycle(PERIOD.hours + 1, "GPU-b"),  # after the period
+    ]
+    table = forecasts_table(cycles, PERIOD, hourly, 1800, 0.95)
+    rows = {(r["device_id"], r["cycles"]): r["outcome"] for r in table.to_pylist()}
+    assert rows == {
+        ("GPU-a", 2): "reached",
+        ("GPU-a", 1): "pending",
+        ("GPU-b", 1): "false_alarm",
+        ("GPU-c", 1): "false_alarm",
+    }
+    tables = {**report_tables(), "forecasts": table}
+    quality = compute_figures(ReportData("c", WEEK, tables, near_oom=NEAR_OOM)).trends.forecasts
+    assert (quality.warnings, quality.reached, quality.false_alarms, quality.pending) == (
+        4,
+        1,
+        2,
+        1,
+    )

@@ -1,4 +1,5 @@
-"""Each team's cost and utilization week by week, and the budgets at the period's end.
+"""Each team's cost and utilization week by week, the budgets at the period's end, and
+how the OOM forecast's warnings of the period turned out.
 
 From ``team_weekly`` of this period and of the earlier ones the dataset holds (oldest
 first), and from ``budgets``: a team's row shows every week it spent in, a week it did
@@ -59,10 +60,22 @@ class BudgetRow:
 
 
 @dataclass(frozen=True)
+class ForecastQuality:
+    """The OOM forecast's warnings of the period (``forecasts``), by what became of them."""
+
+    warnings: int
+    reached: int
+    false_alarms: int
+    pending: int
+    rows: tuple[dict[str, object], ...]
+
+
+@dataclass(frozen=True)
 class Trends:
     labels: tuple[str, ...]
     teams: tuple[TeamTrend, ...]
     budgets: tuple[BudgetRow, ...]
+    forecasts: ForecastQuality
 
 
 def trends(data: ReportData) -> Trends:
@@ -89,7 +102,21 @@ def trends(data: ReportData) -> Trends:
         )
         for team, currency in sorted(cells, key=order)
     )
-    return Trends(labels, teams, _budgets(data.tables["budgets"]))
+    return Trends(
+        labels, teams, _budgets(data.tables["budgets"]), _forecasts(data.tables["forecasts"])
+    )
+
+
+def _forecasts(table: pa.Table) -> ForecastQuality:
+    rows = tuple(table.to_pylist())
+    outcomes = [str(r["outcome"]) for r in rows]
+    return ForecastQuality(
+        warnings=len(rows),
+        reached=outcomes.count("reached"),
+        false_alarms=outcomes.count("false_alarm"),
+        pending=outcomes.count("pending"),
+        rows=rows,
+    )
 
 
 def _budgets(table: pa.Table) -> tuple[BudgetRow, ...]:
