@@ -18,7 +18,7 @@ from typing import TypeVar
 from gpuwatch.analysis.budgets import month_bounds
 from gpuwatch.analysis.rules.evaluate import required_specs, series_request
 from gpuwatch.analysis.rules.schema import BudgetRule
-from gpuwatch.analysis.savings.use import HOUR_S
+from gpuwatch.analysis.savings.use import ATTACHED_HOURLY, HOUR_S, UTIL_HOURLY
 from gpuwatch.analysis.savings.use import SPECS as SAVINGS_SPECS
 from gpuwatch.config.settings import Settings, Silence
 from gpuwatch.model.cluster import ClusterState
@@ -40,6 +40,9 @@ from gpuwatch.sources.base import PodKey
 from gpuwatch.state.base import StateStore
 
 log = logging.getLogger(__name__)
+MONTH_SPECS = frozenset({UTIL_HOURLY, ATTACHED_HOURLY})
+"""What budgets read of every hour of the month: whether it had samples (the mean
+utilization's presence) and whether a pod held it; the holders come apart."""
 T = TypeVar("T")
 
 
@@ -228,9 +231,7 @@ def _month(
     hours = int((at - start).total_seconds() // HOUR_S)
     if hours <= 0:
         return None
-    request = HistoryRequest(
-        start, start + timedelta(seconds=hours * HOUR_S), HOUR_S, SAVINGS_SPECS
-    )
+    request = HistoryRequest(start, start + timedelta(seconds=hours * HOUR_S), HOUR_S, MONTH_SPECS)
     return components.metrics.history(request), components.metrics.holders(request)
 
 
