@@ -124,13 +124,15 @@ def demo(ctx: click.Context, **kwargs: Any) -> None:
     flags.setdefault("state.backend", "memory")
     flags.setdefault("report.location", "gpuwatch-demo/reports")
     # Budgets for the simulated teams, counted in Shanghai's months (the demo's
-    # November began at 16:00 UTC on October 31st): vision spends over its budget.
-    flags.setdefault("budgets.time_zone", DEMO_BUDGET_TIME_ZONE)
-    flags.setdefault("budgets.monthly", DEMO_BUDGETS)
-    # The month so far: history back to before the month began, so that the budgets
-    # are judged on all of it.
-    flags.setdefault("simulator.days", DEMO_DAYS)
-    settings = load_settings_or_exit(ctx, flags)
+    # November began at 16:00 UTC on October 31st): vision spends over its budget. The
+    # history reaches back before the month began, so that all of it is judged. These
+    # are defaults: a config file, GPUWATCH_* variable or flag overrides them.
+    defaults = {
+        "budgets.time_zone": DEMO_BUDGET_TIME_ZONE,
+        "budgets.monthly": DEMO_BUDGETS,
+        "simulator.days": DEMO_DAYS,
+    }
+    settings = load_settings_or_exit(ctx, flags, defaults)
     _run(ctx, settings)
     # The report of the simulated week that ends at the demo's instant.
     at = (settings.at or datetime.now(UTC)).replace(minute=0, second=0, microsecond=0)
