@@ -250,8 +250,10 @@ def budget_message(status: BudgetStatus) -> str:
     """What a finance reader checks: the budget, the month so far, the projection, the
     workloads behind it, and what was not counted."""
     b = status.budget
-    local = status.month_start.astimezone(ZoneInfo("UTC"))
-    month = (status.month_start + timedelta(days=1)).strftime("%B %Y")
+    start = status.month_start.astimezone(UTC)
+    # A day into the month names it whatever the zone's offset (its start in UTC may
+    # still be the last day of the month before).
+    month = (start + timedelta(days=1)).strftime("%B %Y")
     text = (
         f"{b.name} ({b.scope}): {_amount(status.spent, b.currency)} spent of the "
         f"{_amount(b.amount, b.currency)} {month} budget "
@@ -269,7 +271,7 @@ def budget_message(status: BudgetStatus) -> str:
     if status.measured_hours < status.elapsed_hours:
         text += (
             f"; metrics for {status.measured_hours} of the {status.elapsed_hours} hours "
-            f"since {local:%Y-%m-%d %H:%M}Z (the rest not counted)"
+            f"since {start:%Y-%m-%d %H:%M}Z (the rest not counted)"
         )
     if status.unpriced:
         text += "; unpriced, not counted: " + ", ".join(status.unpriced)
