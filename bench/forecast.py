@@ -22,7 +22,10 @@ crossing the first such warning came; *ETA error* is predicted minus actual time
 crossing over those warnings. A warning is *false* when no crossing follows within the
 horizon plus 10 minutes; consecutive false minutes are one *false alarm* (one message).
 
-    .venv/bin/python bench/forecast.py [--days 3 --seed 20]
+It also times one cycle's reads and analysis on the simulator with the shipped rules and
+without the forecast rule, side by side: what the forecast adds to a cycle.
+
+    .venv/bin/python bench/forecast.py [--days 3 --seed 20 --cycle-gpus 1024]
 
 The last line is one JSON object: ``{"bench": "forecast", ...}``.
 """
@@ -39,12 +42,20 @@ from typing import Any
 import numpy as np
 
 from gpuwatch.analysis.forecast import FitSettings, FitVerdict, fit_growth
+from gpuwatch.analysis.pricing import load_price_book
 from gpuwatch.analysis.rules.loader import load_rules
 from gpuwatch.analysis.rules.schema import ForecastRule
-from gpuwatch.config.settings import SimulatorSettings
+from gpuwatch.config.settings import Settings, SimulatorSettings
 from gpuwatch.model.metrics import Aggregate, AggregateSpec, HistoryRequest, Signal
-from gpuwatch.sources.simulator import SimulatedCluster, SimulatorMetricsSource
+from gpuwatch.notify.console import RecordingNotifier
+from gpuwatch.pipeline import Components, analyse, gather
+from gpuwatch.sources.simulator import (
+    SimulatedCluster,
+    SimulatorClusterSource,
+    SimulatorMetricsSource,
+)
 from gpuwatch.sources.simulator.layout import SHOWCASE_AT
+from gpuwatch.state.base import MemoryState
 
 MIN_S = 60
 GRACE_S = 600
@@ -163,10 +174,40 @@ def score(series: np.ndarray, method: Method, rule: ForecastRule) -> dict[str, A
     }
 
 
+def cycle_cost(gpus: int, repeats: int = 3) -> dict[str, float]:
+    """Seconds of one cycle's reads and analysis on the simulator (``gpus`` GPUs) with the
+    shipped rules, and without the forecast rule: what the forecast adds to a cycle."""
+    cluster = SimulatedCluster(SimulatorSettings(gpus=gpus, days=1), end=SHOWCASE_AT)
+    settings = Settings()
+    rules = tuple(load_rules())
+    timings: dict[str, list[float]] = {"with": [], "without": []}
+    for _ in range(repeats):
+        for label, chosen in (
+            ("with", rules),
+            ("without", tuple(r for r in rules if not isinstance(r, ForecastRule))),
+        ):
+            components = Components(
+                metrics=SimulatorMetricsSource(cluster),
+                cluster=SimulatorClusterSource(cluster),
+                rules=chosen,
+                state=MemoryState(),
+                notifier=RecordingNotifier(),
+                price_book=load_price_book(),
+            )
+            started = time.perf_counter()
+            gathered = gather(components, settings, SHOWCASE_AT, for_effects=False)
+            analyse(gathered, chosen, components.price_book, settings)
+            timings[label].append(time.perf_counter() - started)
+    return {k: float(np.median(v)) for k, v in timings.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--days", type=int, default=3)
     parser.add_argument("--seed", type=int, default=20)
+    parser.add_argument(
+        "--cycle-gpus", type=int, default=1024, help="GPUs of the cycle-cost measurement"
+    )
     args = parser.parse_args()
     rule = next(r for r in load_rules() if isinstance(r, ForecastRule))
     minutes = args.days * 1440
@@ -209,6 +250,11 @@ def main() -> None:
         f"against {caught['predict_linear']}/{crossings}; a fit costs {cost:.1f}x "
         "predict_linear's"
     )
+    cycle = cycle_cost(args.cycle_gpus)
+    print(
+        f"a cycle on {args.cycle_gpus} simulated GPUs: {cycle['with']:.2f} s with the "
+        f"forecast, {cycle['without']:.2f} s without ({cycle['with'] / cycle['without']:.2f}x)"
+    )
     print(
         json.dumps(
             {
@@ -223,6 +269,10 @@ def main() -> None:
                 },
                 "ooms_caught": {**caught, "of": crossings},
                 "ratio_fit_cost_gpuwatch_over_predict_linear": round(float(cost), 2),
+                "cycle_gpus": args.cycle_gpus,
+                "cycle_s_with_forecast": round(cycle["with"], 3),
+                "cycle_s_without_forecast": round(cycle["without"], 3),
+                "ratio_cycle_with_over_without": round(cycle["with"] / cycle["without"], 2),
             }
         )
     )
