@@ -96,11 +96,9 @@ def hourly_spend(
     """(per hour, the budget's spend: NaN for hours without metrics; per workload, its
     month so far; GPUs in scope without a price; GPUs in scope priced in another
     currency). ``prices[i]`` is the price of a GPU-hour of ``contexts[i]``."""
-    n, hours = use.covered.shape
     price = np.array(
         [float(p.per_gpu_hour) if p and p.currency == budget.currency else 0.0 for p in prices]
     )
-    share = np.zeros((n, hours))
     by_workload: dict[str, float] = {}
     if budget.scope == "pool":
         in_pool = np.array([c.pool == budget.value for c in contexts], dtype=bool)
