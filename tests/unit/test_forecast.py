@@ -170,6 +170,7 @@ class TestForecastRule:
         assert finding.fit_r2 == pytest.approx(1.0)
         assert finding.rate_per_h == pytest.approx(0.15)
         assert finding.value == pytest.approx(0.90)
+        assert finding.since == AT  # a new prediction holds from now, not the window's start
         assert "at this rate, full (95%) in ~20 min" in finding.message
         data = finding.to_dict()
         assert data["eta_s"] == 1200.0 and data["fit_r2"] == 1.0

@@ -446,5 +446,11 @@ def _forecast(
             "rate": f"{format_value(fit.rate_per_h, unit)}/h",
             "fit_r2": f"{fit.fit_r2:.2f}",
         }
-        found.append(_Candidate(ctx, fit.last, rule.threshold, None, unit, extra=extra, fit=fit))
+        # A prediction holds from the cycle that makes it, not from the start of the
+        # samples behind it.
+        found.append(
+            _Candidate(
+                ctx, fit.last, rule.threshold, None, unit, since=stats.at, extra=extra, fit=fit
+            )
+        )
     return found
