@@ -33,6 +33,7 @@ from gpuwatch.notify.console import ConsoleNotifier, RecordingNotifier
 from gpuwatch.notify.slack import SlackNotifier, WebhookNotifier
 from gpuwatch.pipeline import Components
 from gpuwatch.report.data import ReportData
+from gpuwatch.report.spend import DatasetSpend
 from gpuwatch.sources.base import ClusterSource, MetricsSource
 from gpuwatch.sources.kubernetes import ClusterReadOptions, KubernetesClusterSource
 from gpuwatch.sources.opencost import OpenCostPrices
@@ -128,6 +129,9 @@ def build_components(
         node_prices=node_prices,
         actuator=actuator,
         checkpoints=checkpoints,
+        recorded=DatasetSpend(settings.report, settings.cluster.name)
+        if settings.budgets.monthly
+        else None,
         silences=silences,
     )
 

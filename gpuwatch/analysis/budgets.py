@@ -4,8 +4,9 @@ Spend is priced GPU-hours: for every hour of the month so far and every GPU, who
 it (the exporter's pod label; where the exporter names none, the current holders from
 their pods' start, as the savings count it) times the GPU's price. A pool's budget
 counts every GPU-hour of its nodes, held or not: the pool's bill includes its idle
-capacity. Hours without metrics are not counted, and the status says how many there
-were.
+capacity. Hours without metrics are taken from the weekly report's dataset where it
+holds them (``holder_hourly``, priced when the week was written), else not counted, and
+the status says how many hours it stands on.
 
 The month-end projection is the spend so far plus, for every hour left in the month,
 the mean spend of the same hour of the same weekday within the rule's window (this
@@ -28,7 +29,7 @@ import numpy.typing as npt
 from gpuwatch.analysis.attribution import GpuContext
 from gpuwatch.analysis.ownership import exporter_holders
 from gpuwatch.analysis.savings.use import hourly_use
-from gpuwatch.model.budgets import Budget, BudgetStatus, budget_subject
+from gpuwatch.model.budgets import Budget, BudgetStatus, RecordedSpend, budget_subject
 from gpuwatch.model.cluster import ClusterState
 from gpuwatch.model.cost import Price
 from gpuwatch.model.findings import Finding, GpuHolder, Role, Severity, format_value
@@ -172,10 +173,14 @@ def budget_status(
     window_s: int,
     time_zone: str,
     top: int = 3,
+    recorded: RecordedSpend | None = None,
 ) -> BudgetStatus:
-    """Where ``budget`` stands at ``at``, and where its month is heading."""
+    """Where ``budget`` stands at ``at``, and where its month is heading. Hours the
+    metrics lack are taken from ``recorded`` (the report's dataset) where it holds them."""
     start, end = month_bounds(at, time_zone)
     spend, by_workload, unpriced, other = hourly_spend(budget, use, contexts, prices)
+    if recorded is not None:
+        spend, other = _with_recorded(budget, recorded, use.times_s, spend, by_workload, other)
     projected = project(use.times_s, spend, end, window_s, time_zone)
     ranked = sorted(by_workload.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
     return BudgetStatus(
@@ -268,7 +273,7 @@ def budget_message(status: BudgetStatus) -> str:
         )
     if status.measured_hours < status.elapsed_hours:
         text += (
-            f"; metrics for {status.measured_hours} of the {status.elapsed_hours} hours "
+            f"; data for {status.measured_hours} of the {status.elapsed_hours} hours "
             f"since {start:%Y-%m-%d %H:%M}Z (the rest not counted)"
         )
     if status.unpriced:
@@ -276,6 +281,41 @@ def budget_message(status: BudgetStatus) -> str:
     if status.other_currency:
         text += "; priced in another currency, not counted: " + ", ".join(status.other_currency)
     return text
+
+
+def _with_recorded(
+    budget: Budget,
+    recorded: RecordedSpend,
+    times_s: npt.NDArray[np.int64],
+    spend: npt.NDArray[np.float64],
+    by_workload: dict[str, float],
+    other: tuple[str, ...],
+) -> tuple[npt.NDArray[np.float64], tuple[str, ...]]:
+    """``spend`` with its hours without metrics filled from the dataset's rows of those
+    hours (an hour the dataset holds counts as measured, at what the budget's scope
+    spent in it); ``by_workload`` gains those rows, ``other`` their other currencies."""
+    if times_s.size == 0 or recorded.cost.size == 0:
+        return spend, other
+    slot = np.searchsorted(times_s, recorded.hour_end_s)
+    slot = np.minimum(slot, max(times_s.size - 1, 0))
+    rows = (times_s[slot] == recorded.hour_end_s) & np.isnan(spend)[slot]
+    if not rows.any():
+        return spend, other
+    column = {"team": recorded.team, "namespace": recorded.namespace, "pool": recorded.pool}
+    scoped = np.array([v == budget.value for v in column[budget.scope]], dtype=bool) & rows
+    currency = np.array([c == budget.currency for c in recorded.currency], dtype=bool)
+    counted = scoped & currency
+    filled = spend.copy()
+    held = np.zeros(times_s.size, dtype=bool)
+    held[slot[rows]] = True
+    amounts = np.bincount(slot[counted], weights=recorded.cost[counted], minlength=times_s.size)
+    filled[held] = amounts[held]
+    for k in np.flatnonzero(counted).tolist():
+        _add(by_workload, recorded.workload[k] or "(unallocated)", float(recorded.cost[k]))
+    foreign = sorted(
+        {f"recorded spend in {recorded.currency[k]}" for k in np.flatnonzero(scoped & ~currency)}
+    )
+    return filled, (*other, *foreign)
 
 
 def _matches(budget: Budget, holder: GpuHolder) -> bool:

@@ -12,6 +12,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
+import numpy as np
+import numpy.typing as npt
+
 from gpuwatch.model.durations import rfc3339
 
 BudgetScope = Literal["team", "namespace", "pool"]
@@ -29,6 +32,21 @@ class Budget:
     currency: str
     channel: str | None = None
     """Where its findings go; None: routed like any finding (a team's route)."""
+
+
+@dataclass(frozen=True)
+class RecordedSpend:
+    """Priced GPU-hours as the weekly report's dataset recorded them (``holder_hourly``):
+    one entry per holder and hour, aligned arrays. Fills the hours of a month the
+    metrics no longer hold (a Prometheus that keeps 15 days)."""
+
+    hour_end_s: npt.NDArray[np.int64]
+    cost: npt.NDArray[np.float64]
+    currency: tuple[str | None, ...]
+    team: tuple[str | None, ...]
+    namespace: tuple[str | None, ...]
+    pool: tuple[str | None, ...]
+    workload: tuple[str | None, ...]
 
 
 def budget_subject(name: str) -> str:

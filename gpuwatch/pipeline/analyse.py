@@ -253,14 +253,14 @@ def _budgets(
     rule = next((r for r in rules if r.enabled and isinstance(r, BudgetRule)), None)
     if rule is None or gathered.month is None or gathered.cluster is None:
         return ()
-    frame, holders = gathered.month
+    frame, holders, recorded = gathered.month
     use = month_use(frame, holders, contexts, gathered.cluster, settings.attribution.team_label)
     by_gpu = {(line.node, line.gpu_uuid or ""): line.price for line in cost.lines if line.price}
     prices = prices_of(contexts, by_gpu)
     zone = settings.budgets.time_zone
     return tuple(
         budget_status(
-            b, use, contexts, prices, gathered.at, rule.window_s, zone, rule.top_workloads
+            b, use, contexts, prices, gathered.at, rule.window_s, zone, rule.top_workloads, recorded
         )
         for b in settings.budgets.to_domain()
     )

@@ -16,6 +16,7 @@ from gpuwatch.sources.base import (
     MetricsSource,
     NodePriceSource,
     SilenceSource,
+    SpendRecord,
     TrainingProgress,
 )
 from gpuwatch.state.base import StateStore
@@ -37,6 +38,8 @@ class Components:
     """When training jobs last checkpointed (their metric), where it is scraped."""
     silences: SilenceSource | None = None
     """Silences kept in the cluster (a ConfigMap), besides those in the settings."""
+    recorded: SpendRecord | None = None
+    """Spend the weekly report recorded: budgets' hours the metrics no longer hold."""
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     """The wall clock: writes happen only when the data is live by it."""
     closers: tuple[Callable[[], None], ...] = ()

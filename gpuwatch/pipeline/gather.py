@@ -15,12 +15,15 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TypeVar
 
+import numpy as np
+
 from gpuwatch.analysis.budgets import month_bounds
 from gpuwatch.analysis.rules.evaluate import required_specs, series_request
 from gpuwatch.analysis.rules.schema import BudgetRule
 from gpuwatch.analysis.savings.use import ATTACHED_HOURLY, HOUR_S, UTIL_HOURLY
 from gpuwatch.analysis.savings.use import SPECS as SAVINGS_SPECS
 from gpuwatch.config.settings import Settings, Silence
+from gpuwatch.model.budgets import RecordedSpend
 from gpuwatch.model.cluster import ClusterState
 from gpuwatch.model.cost import Price
 from gpuwatch.model.errors import SourceError, StateError
@@ -61,9 +64,10 @@ class Gathered:
     series: HistoryFrame | None = None
     """The recent samples forecast rules fit lines through; None without such a rule,
     or when unread (then those rules judge no GPU, and a note says so)."""
-    month: tuple[HistoryFrame, HolderHistory] | None = None
-    """The month so far, hourly, and who held each GPU in each hour: what budgets are
-    judged on. None without budgets and a budget rule, or when unread."""
+    month: tuple[HistoryFrame, HolderHistory, RecordedSpend | None] | None = None
+    """The month so far, hourly, who held each GPU in each hour, and the spend the
+    report's dataset recorded for the hours the metrics lack: what budgets are judged
+    on. None without budgets and a budget rule, or when unread."""
     node_prices: Mapping[str, Price] = field(default_factory=dict)
     checkpoint_times: Mapping[PodKey, datetime] = field(default_factory=dict)
     progress: Mapping[PodKey, tuple[int, int]] = field(default_factory=dict)
@@ -221,9 +225,10 @@ def _with_optional_reads(
 
 def _month(
     components: Components, settings: Settings, at: datetime
-) -> tuple[HistoryFrame, HolderHistory] | None:
+) -> tuple[HistoryFrame, HolderHistory, RecordedSpend | None] | None:
     """The month's hours so far, when a budget is set and an enabled rule judges it:
-    two range queries of at most 744 hourly points a GPU."""
+    two range queries of at most 744 hourly points a GPU, and the report's dataset when
+    the metrics lack some of the month's hours."""
     judged = any(isinstance(r, BudgetRule) and r.enabled for r in components.rules)
     if not (judged and settings.budgets.monthly):
         return None
@@ -231,8 +236,16 @@ def _month(
     hours = int((at - start).total_seconds() // HOUR_S)
     if hours <= 0:
         return None
-    request = HistoryRequest(start, start + timedelta(seconds=hours * HOUR_S), HOUR_S, MONTH_SPECS)
-    return components.metrics.history(request), components.metrics.holders(request)
+    end = start + timedelta(seconds=hours * HOUR_S)
+    request = HistoryRequest(start, end, HOUR_S, MONTH_SPECS)
+    frame = components.metrics.history(request)
+    holders = components.metrics.holders(request)
+    util = frame.values.get(UTIL_HOURLY)
+    measured = int(np.any(~np.isnan(util), axis=0).sum()) if util is not None and util.size else 0
+    recorded = None
+    if components.recorded is not None and measured < hours:
+        recorded = components.recorded.recorded_spend(start, end)
+    return frame, holders, recorded
 
 
 def _state(store: StateStore) -> tuple[CycleState, bool, DataQualityNote | None]:

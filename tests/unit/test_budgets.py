@@ -22,7 +22,7 @@ from gpuwatch.analysis.budgets import (
 from gpuwatch.analysis.pricing import load_price_book
 from gpuwatch.analysis.rules.loader import load_rules
 from gpuwatch.config.settings import Settings
-from gpuwatch.model.budgets import Budget
+from gpuwatch.model.budgets import Budget, RecordedSpend
 from gpuwatch.model.cost import Price
 from gpuwatch.model.findings import GpuHolder, Severity
 from gpuwatch.notify.console import RecordingNotifier
@@ -178,7 +178,7 @@ class TestWhatCounts:
         (found,) = budget_findings(
             BudgetLimits("b", Severity.WARNING, (0.3,), None, 86400), [status]
         )
-        assert "metrics for 192 of the 240 hours" in found.message
+        assert "data for 192 of the 240 hours" in found.message
 
     def test_unlabelled_gpus_count_for_their_current_holders(self):
         use = _april_use()
@@ -299,3 +299,40 @@ def test_the_simulated_vision_team_overspends_in_a_cycle():
     assert found.team == "vision" and found.threshold == 0.8
     assert "PyTorchJob/vision/detector-train 71,936.00 CNY" in found.message
     assert any(n.channel == "#v" for n in result.notifications)
+
+
+def test_hours_the_metrics_lack_come_from_the_recorded_dataset():
+    """April 1st and 2nd are gone from the metrics; the report's dataset recorded them:
+    team-a 64.00 an hour (its 2 GPUs), team-b 10.00 and a USD row that are not its."""
+    use = _april_use()
+    covered = use.covered.copy()
+    covered[:, :48] = False
+    gap = MonthUse(
+        use.times_s,
+        covered,
+        np.where(covered, use.codes, -1).astype(np.int32),
+        use.holders,
+        use.held,
+    )
+    hours = use.times_s[:48]
+    recorded = RecordedSpend(
+        hour_end_s=np.concatenate([hours, hours, hours[:1]]),
+        cost=np.concatenate([np.full(48, 64.0), np.full(48, 10.0), [99.0]]),
+        currency=("CNY",) * 96 + ("USD",),
+        team=("team-a",) * 48 + ("team-b",) * 48 + ("team-a",),
+        namespace=("team-a",) * 48 + ("team-b",) * 48 + ("team-a",),
+        pool=("gpu-training",) * 97,
+        workload=("PyTorchJob/team-a/train",) * 48 + (None,) * 49,
+    )
+    status = budget_status(
+        BUDGET, gap, CONTEXTS, [CNY_32] * 2, AT_APRIL_11, 7 * 86400, "UTC", recorded=recorded
+    )
+    assert status.spent == Decimal("12288.00")  # as if the metrics had held them
+    assert (status.measured_hours, status.elapsed_hours) == (240, 240)
+    assert status.top_workloads == (("PyTorchJob/team-a/train", Decimal("12288.00")),)
+    assert status.other_currency == ("recorded spend in USD",)
+    # Hours the metrics hold are never replaced by the record.
+    full = budget_status(
+        BUDGET, use, CONTEXTS, [CNY_32] * 2, AT_APRIL_11, 7 * 86400, "UTC", recorded=recorded
+    )
+    assert full.spent == Decimal("12288.00") and full.other_currency == ()
