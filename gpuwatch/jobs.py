@@ -29,6 +29,7 @@ from gpuwatch.report.html import render_html
 from gpuwatch.report.store import ReportStore, ReportStoreError
 from gpuwatch.util.redact import redact, redact_tree
 from gpuwatch.weekly.build import build_report, build_tables
+from gpuwatch.weekly.teams import trend_weeks
 from gpuwatch.wiring import (
     build_components,
     publish_report,
@@ -116,12 +117,18 @@ def make_report(
     interval = sample_interval_s(settings)
     with build_components(settings, period.end, console) as components:
         previous = _previous(store, settings, period, components, interval, stage, step)
+        trend = trend_weeks(
+            lambda label: _stored(store, settings.cluster.name, label),
+            period,
+            settings.report.trend_weeks,
+        )
         data = build_report(
             components,
             settings,
             period,
             interval,
             previous=previous,
+            trend=trend,
             cycles_dir=settings.output.dir,
             progress=step,
             stage=stage,
@@ -161,6 +168,16 @@ def _previous(
     built = build_tables(components, settings, before, interval, findings=False, progress=step)
     hourly = built.tables["gpu_hourly"]
     return {"gpu_hourly": hourly} if hourly.num_rows else None
+
+
+def _stored(store: ReportStore, cluster: str, label: str) -> dict[str, pa.Table] | None:
+    """A week's tables from the dataset; None when never written or half written."""
+    try:
+        return store.read_tables(cluster, label)
+    except ReportStoreError as exc:
+        if exc.kind != "incomplete":
+            raise
+        return None
 
 
 def _reclaimed(head: Headline) -> str:

@@ -38,6 +38,7 @@ from gpuwatch.notify.slack_approvals import SlackApprovals
 from gpuwatch.notify.slack_listeners import InteractionsEndpoint, SocketModeListener
 from gpuwatch.pipeline import Components
 from gpuwatch.report.data import ReportData
+from gpuwatch.report.spend import DatasetSpend
 from gpuwatch.sources.base import ClusterSource, MetricsSource
 from gpuwatch.sources.kubernetes import ClusterReadOptions, KubernetesClusterSource
 from gpuwatch.sources.opencost import OpenCostPrices
@@ -141,6 +142,9 @@ def build_components(
         node_prices=node_prices,
         actuator=actuator,
         checkpoints=checkpoints,
+        recorded=DatasetSpend(settings.report, settings.cluster.name)
+        if settings.budgets.monthly
+        else None,
         silences=silences,
         approvals=_approvals(settings, env, inbox),
     )

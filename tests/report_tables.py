@@ -31,6 +31,7 @@ from gpuwatch.report.schema import (
     SAVINGS,
     SCHEMAS,
 )
+from gpuwatch.weekly.teams import team_weekly_table
 
 WEEK = ReportPeriod.iso_week("2026-W48")
 PRICE_PER_GPU_HOUR = Decimal("2.500000")
@@ -140,6 +141,9 @@ def report_tables(
     tables = {name: pa.Table.from_pydict(columns[name], schema=SCHEMAS[name]) for name in columns}
     tables["holder_hourly"] = holders_of(tables["gpu_hourly"])
     tables["realized"] = REALIZED.empty_table()
+    tables["team_weekly"] = team_weekly_table(tables["holder_hourly"])
+    tables["budgets"] = SCHEMAS["budgets"].empty_table()
+    tables["forecasts"] = SCHEMAS["forecasts"].empty_table()
     return {name: tables[name] for name in SCHEMAS}
 
 
@@ -357,6 +361,9 @@ def tables_of(
         "savings": pa.Table.from_pylist(list(savings), schema=SAVINGS),
         "actions": pa.Table.from_pylist(list(actions), schema=ACTIONS),
         "realized": pa.Table.from_pylist(list(realized), schema=REALIZED),
+        "team_weekly": SCHEMAS["team_weekly"].empty_table(),
+        "budgets": SCHEMAS["budgets"].empty_table(),
+        "forecasts": SCHEMAS["forecasts"].empty_table(),
     }
 
 
@@ -566,6 +573,14 @@ def expected_money(data: ReportData) -> dict[tuple[str, str], Decimal]:
         if row["hours_compared"]:
             expected[(f"realized.before.{index}", row["currency"])] = row["before_cost"]
             expected[(f"realized.after.{index}", row["currency"])] = row["after_cost"]
+    weeks = [*data.trend, (data.period.label, data.tables["team_weekly"])]
+    for label, table in weeks:
+        for row in table.to_pylist():
+            expected[(f"trend.{row['team']}.{label}", row["currency"])] = row["cost"]
+    for row in data.tables["budgets"].to_pylist():
+        for figure in ("amount", "spent", "projected"):
+            if row[figure] is not None:
+                expected[(f"budget.{figure}.{row['budget']}", row["currency"])] = row[figure]
     for index, row in enumerate(savings.to_pylist()):
         expected[(f"saving.{index}", row["currency"])] = row["monthly"]
         if row["cash"] is False:

@@ -8,9 +8,11 @@ without ReplicaSets) the chain stops at the last known owner.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
-from gpuwatch.model.cluster import Controller, Pod
+from gpuwatch.model.cluster import ClusterState, Controller, Pod
+from gpuwatch.model.findings import GpuHolder
+from gpuwatch.model.metrics import PodRef
 
 _MAX_DEPTH = 16  # ownerReferences cannot legally cycle, but a bad snapshot could
 
@@ -47,3 +49,34 @@ def team_of(
         if from_namespace:
             return from_namespace
     return pod.namespace
+
+
+def exporter_holders(
+    pods: Sequence[PodRef], cluster: ClusterState, team_label: str | None
+) -> list[GpuHolder]:
+    """The exporter's pods as holders: workload and team from the cluster as it is at
+    the end of the period; a pod gone by then keeps its namespace, with no workload,
+    and its namespace's team."""
+    by_key = {(p.namespace, p.name): p for p in cluster.pods}
+    owners = OwnerIndex(cluster.controllers)
+    namespace_labels = {ns.name: ns.labels for ns in cluster.namespaces}
+    out = []
+    for ref in pods:
+        pod = by_key.get((ref.namespace, ref.name))
+        workload = owners.workload_of(pod) if pod is not None else None
+        team = _team(ref, pod, team_label, namespace_labels)
+        out.append(GpuHolder(ref.namespace, ref.name, workload, team))
+    return out
+
+
+def _team(
+    ref: PodRef,
+    pod: Pod | None,
+    team_label: str | None,
+    namespace_labels: Mapping[str, Mapping[str, str]],
+) -> str:
+    if pod is not None:
+        return team_of(pod, team_label, namespace_labels)
+    if team_label and namespace_labels.get(ref.namespace, {}).get(team_label):
+        return namespace_labels[ref.namespace][team_label]
+    return ref.namespace

@@ -58,9 +58,11 @@ def cli(ctx: click.Context, config_file: Path | None, log_level: str) -> None:
     ctx.obj = {"config_file": config_file}
 
 
-def load_settings_or_exit(ctx: click.Context, flags: dict[str, Any]) -> Settings:
+def load_settings_or_exit(
+    ctx: click.Context, flags: dict[str, Any], defaults: dict[str, Any] | None = None
+) -> Settings:
     try:
-        return load_settings(ctx.obj["config_file"], os.environ, flags)
+        return load_settings(ctx.obj["config_file"], os.environ, flags, defaults)
     except ConfigError as exc:
         fail_config(exc)
 

@@ -30,6 +30,7 @@ from gpuwatch.model.result import CycleResult
 from gpuwatch.model.savings import CONFIDENCE, METHOD
 from gpuwatch.pipeline import Components
 from gpuwatch.report.data import ReportPeriod
+from gpuwatch.sources.simulator.budgets import DEMO_BUDGET_TIME_ZONE, DEMO_BUDGETS, DEMO_DAYS
 from gpuwatch.sources.simulator.layout import SHOWCASE_AT
 
 
@@ -133,7 +134,16 @@ def demo(ctx: click.Context, **kwargs: Any) -> None:
     # the second run (at the same instant) rightly say nothing new.
     flags.setdefault("state.backend", "memory")
     flags.setdefault("report.location", "gpuwatch-demo/reports")
-    settings = load_settings_or_exit(ctx, flags)
+    # Budgets for the simulated teams, counted in Shanghai's months (the demo's
+    # November began at 16:00 UTC on October 31st): vision spends over its budget. The
+    # history reaches back before the month began, so that all of it is judged. These
+    # are defaults: a config file, GPUWATCH_* variable or flag overrides them.
+    defaults = {
+        "budgets.time_zone": DEMO_BUDGET_TIME_ZONE,
+        "budgets.monthly": DEMO_BUDGETS,
+        "simulator.days": DEMO_DAYS,
+    }
+    settings = load_settings_or_exit(ctx, flags, defaults)
     _run(ctx, settings)
     # The report of the simulated week that ends at the demo's instant.
     at = (settings.at or datetime.now(UTC)).replace(minute=0, second=0, microsecond=0)

@@ -1,7 +1,8 @@
 """Build Settings from a YAML file, ``GPUWATCH_*`` environment variables and flags.
 
-Precedence is file < environment < flags. Each value remembers where it came from, so
-that a validation error names the file and line, the variable, or the flag to fix.
+Precedence is a command's defaults < file < environment < flags. Each value remembers
+where it came from, so that a validation error names the file and line, the variable,
+or the flag to fix.
 Environment variables nest with a double underscore: ``GPUWATCH_SIMULATOR__GPUS=128``
 sets ``simulator.gpus``; values are read as YAML scalars (``true``, ``128``, ``[a, b]``).
 """
@@ -29,12 +30,19 @@ def load_settings(
     config_file: Path | None = None,
     env: Mapping[str, str] | None = None,
     flags: Mapping[str, Any] | None = None,
+    defaults: Mapping[str, Any] | None = None,
 ) -> Settings:
     """Merge the three sources and validate; raise ConfigError listing every problem.
-    The secrets the settings hold or name are registered for redaction."""
+    The secrets the settings hold or name are registered for redaction. ``defaults``
+    (dotted keys, as ``flags``) sit under all three: a command's own defaults, such as
+    the demo's budgets, that any file, variable or flag overrides."""
     merged: dict[str, Any] = {}
     origins: dict[tuple[str, ...], str] = {}
     doc: YamlDocument | None = None
+    for dotted, value in (defaults or {}).items():
+        path = tuple(dotted.split("."))
+        _set(merged, path, value)
+        origins[path] = f"default of the command for {dotted}"
 
     if config_file is not None:
         doc = load_yaml_file(config_file)
@@ -45,7 +53,7 @@ def load_settings(
                 f"{config_file}: expected a mapping of settings at the top level, "
                 f"got {type(doc.data).__name__}"
             )
-        merged = _deep_copy(doc.data)
+        merged = _merged(merged, _deep_copy(doc.data))
 
     for name, raw in sorted((env or {}).items()):
         if not name.startswith(ENV_PREFIX) or name in META_ENV:
@@ -141,6 +149,17 @@ def _set(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
             node[part] = child
         node = child
     node[path[-1]] = value
+
+
+def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` laid on ``base``: mappings merge key by key, anything else replaces."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def _deep_copy(value: Any) -> Any:

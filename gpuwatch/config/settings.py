@@ -9,6 +9,7 @@ from here.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from gpuwatch.config.sections.analysis import (
     SpotSavingsSettings,
 )
 from gpuwatch.config.sections.base import DurationS, Section
+from gpuwatch.config.sections.budgets import BudgetItem, BudgetsSettings
 from gpuwatch.config.sections.notify import (
     AlertMatch,
     MatchPatterns,
@@ -56,12 +58,17 @@ from gpuwatch.config.sections.sources import (
     PrometheusSettings,
     SimulatorSettings,
 )
+from gpuwatch.model.alerts import AlertPolicy, Matcher
+from gpuwatch.model.alerts import Route as RouteRule
+from gpuwatch.model.budgets import budget_subject
 
 __all__ = [
     "CLOUD_POOL_LABELS",
     "ActionsSettings",
     "AlertMatch",
     "AttributionSettings",
+    "BudgetItem",
+    "BudgetsSettings",
     "ClusterSettings",
     "CostSettings",
     "DaemonSettings",
@@ -122,6 +129,7 @@ class Settings(Section):
     cost: CostSettings = Field(default_factory=CostSettings)
     savings: SavingsSettings = Field(default_factory=SavingsSettings)
     actions: ActionsSettings = Field(default_factory=ActionsSettings)
+    budgets: BudgetsSettings = Field(default_factory=BudgetsSettings)
 
     @field_validator("at")
     @classmethod
@@ -161,6 +169,17 @@ class Settings(Section):
         if self.cluster.source != "auto":
             return self.cluster.source
         return "simulator" if self.metrics.source == "simulator" else "kubernetes"
+
+    def alert_policy(self) -> AlertPolicy:
+        """``notify``'s policy, with a route first for each budget that names its own
+        channel (a budget's findings go where its owner said)."""
+        policy = self.notify.policy()
+        own = tuple(
+            RouteRule(b.channel, Matcher(gpu=(budget_subject(b.name),)))
+            for b in self.budgets.to_domain()
+            if b.channel
+        )
+        return replace(policy, routes=own + policy.routes)
 
     @property
     def state_path(self) -> Path:

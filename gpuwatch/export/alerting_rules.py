@@ -60,6 +60,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol, cast
 
 from gpuwatch.config.settings import AttributionSettings, PrometheusSettings
+from gpuwatch.export.forecast_alert import FORECAST_NOTE, ForecastLike, forecast_clauses
 from gpuwatch.model.durations import format_duration
 from gpuwatch.model.findings import Severity, format_value
 from gpuwatch.model.metrics import (
@@ -148,8 +149,10 @@ def alerting_rules(
     attribution: AttributionSettings,
 ) -> list[dict[str, Any]]:
     """The alerting rules for ``rules``: one per enabled rule (two for an XID rule with
-    critical codes). A rule with ``pools: []`` selects no GPU and is left out."""
-    enabled = [r for r in rules if r.enabled]
+    critical codes). A rule with ``pools: []`` selects no GPU and is left out, and so is
+    a budget rule: spend needs the price book, the holders from the Kubernetes API and
+    the month in the budgets' time zone, none of which PromQL has."""
+    enabled = [r for r in rules if r.enabled and r.kind != "budget"]
     translator = _Translator(prometheus, attribution, enabled)
     exported = [r for r in enabled if r.pools != []]
     return [alert for rule in exported for alert in translator.alerts(rule)]
@@ -183,8 +186,10 @@ class _Translator:
         }
         self.pod_mode = self.labels.pod_labels
         # The Prometheus source decides ``auto`` from the series seen in its inventory
-        # window: the longest rule window, at most INVENTORY_MAX_S.
-        longest = max((r.window_s for r in rules), default=INVENTORY_MAX_S)
+        # window: the longest window it aggregates over (a forecast's samples are a
+        # range query, not one of them), at most INVENTORY_MAX_S.
+        windows = [r.window_s for r in rules if r.kind != "forecast"]
+        longest = max(windows, default=INVENTORY_MAX_S)
         self.inventory_s = min(longest, INVENTORY_MAX_S)
 
     def alerts(self, rule: ExportedRule) -> list[dict[str, Any]]:
@@ -196,6 +201,8 @@ class _Translator:
             return self._xid(cast(_Xid, rule))
         if rule.kind == "data_gap":
             return [self._data_gap(cast(_DataGap, rule))]
+        if rule.kind == "forecast":
+            return [self._forecast(cast(ForecastLike, rule))]
         raise ValueError(f"rule {rule.id}: kind {rule.kind!r} has no PromQL translation")
 
     # -- kinds -----------------------------------------------------------------------
@@ -279,6 +286,18 @@ class _Translator:
             f"{format_duration(rule.stale_after_s)}."
         )
         return self._alert(rule, alert_name(rule.id), clauses, facts, shown, [_SILENT_NOTE])
+
+    def _forecast(self, rule: ForecastLike) -> dict[str, Any]:
+        peak = self._aggregate(AggregateSpec(rule.signal, Aggregate.MAX, rule.step_s))
+        (predicted, below), facts = forecast_clauses(rule, peak)
+        clauses = [predicted, self._on_key(below)]
+        if getattr(rule, "scope", "any") == "allocated":
+            attached = self._aggregate(AggregateSpec(Signal.POD_ATTACHED, Aggregate.LAST, 300))
+            clauses.append(self._on_key(f"{_group(attached)} == 1"))
+        notes = [FORECAST_NOTE, _ALLOCATION_NOTE]
+        shown = _shown_value(SIGNAL_UNITS[Signal(rule.signal)])
+        name = alert_name(rule.id)
+        return self._alert(cast(ExportedRule, rule), name, clauses, facts, shown, notes)
 
     # -- building blocks -------------------------------------------------------------
 

@@ -48,6 +48,13 @@ def format_duration(seconds: float) -> str:
     return "".join(parts)
 
 
+def format_eta(seconds: float) -> str:
+    """``~18 min``, ``~2.5 h``: an estimate's precision, not a countdown's."""
+    if seconds < 7200:
+        return f"~{max(round(seconds / 60), 1)} min"
+    return f"~{seconds / 3600:.1f} h"
+
+
 def rfc3339(moment: datetime) -> str:
     """RFC 3339 in UTC with a ``Z`` suffix, second precision (what the cycle JSON uses)."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

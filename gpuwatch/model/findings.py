@@ -42,6 +42,12 @@ class Role(StrEnum):
     """Metrics missing or stale: the planners act on no GPU that has a gap."""
     OVERHEAT = "overheat"
     XID = "xid"
+    BUDGET = "budget"
+    """A team, namespace or pool near or over its monthly budget: the weekly report's
+    budget figures."""
+    OOM_FORECAST = "oom_forecast"
+    """GPU memory predicted to reach the near-OOM level soon: the weekly report's
+    forecast quality (warnings given, OOMs that followed, false alarms)."""
 
 
 @dataclass(frozen=True)
@@ -106,6 +112,15 @@ class Finding:
     """The GPU's UUID, or ``UUID/mig-N`` for a MIG instance (``GpuDevice.device_id``)."""
     role: Role | None = None
     """The role of the rule that fired, where it has one."""
+    eta_s: float | None = None
+    """Forecasts: seconds from the newest sample until the signal is predicted to cross
+    the threshold."""
+    fit_r2: float | None = None
+    """Forecasts: the share of the samples' variance the fitted line explains (0..1)."""
+    rate_per_h: float | None = None
+    """Forecasts: the fitted growth per hour, in the finding's unit."""
+    subject: str | None = None
+    """What the finding is about when it is not a GPU (``budget perception``)."""
 
     @property
     def key(self) -> str:
@@ -115,7 +130,10 @@ class Finding:
 
     @property
     def where(self) -> str:
-        """``node-a/gpu3`` (the node alone when the exporter gives no GPU index)."""
+        """``node-a/gpu3`` (the node alone when the exporter gives no GPU index); the
+        subject of a finding about no GPU."""
+        if self.subject:
+            return self.subject
         node = self.node or NO_NODE
         return node if self.gpu_index is None else f"{node}/gpu{self.gpu_index}"
 
@@ -133,6 +151,10 @@ class Finding:
             "since": rfc3339(self.since),
             "attribution": self.attribution,
             "holders": [h.to_dict() for h in self.holders],
+            "eta_s": None if self.eta_s is None else round(self.eta_s, 1),
+            "fit_r2": _round(self.fit_r2),
+            "rate_per_h": _round(self.rate_per_h),
+            "subject": self.subject,
             "message": self.message,
         }
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from gpuwatch.model.actions import Action
 from gpuwatch.model.approvals import ApprovalRecord
+from gpuwatch.model.budgets import BudgetStatus
 from gpuwatch.model.cost import CostReport
 from gpuwatch.model.durations import rfc3339
 from gpuwatch.model.findings import DataQualityNote, Finding, PendingGpuPod
@@ -117,6 +118,7 @@ class CycleResult:
     which key, by which way), outcomes, snoozes."""
     """Planned, refused (with the guard that said no), done or failed."""
     pending_gpu_pods: tuple[PendingGpuPod, ...] = ()
+    budgets: tuple[BudgetStatus, ...] = ()
     errors: tuple[str, ...] = ()
     dry_run: bool = True
     duration_s: float = 0.0
@@ -155,6 +157,7 @@ class CycleResult:
             "approvals": [r.to_dict() for r in self.approvals],
             "data_quality": [n.to_dict() for n in self.data_quality],
             "pending_gpu_pods": [p.to_dict() for p in self.pending_gpu_pods],
+            "budgets": [b.to_dict() for b in self.budgets],
             "notifications": [n.to_dict() for n in self.notifications],
             "alerts": self.alerts.to_dict(),
             "errors": list(self.errors),

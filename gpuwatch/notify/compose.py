@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 from gpuwatch.model.actions import Action
 from gpuwatch.model.cost import Price
-from gpuwatch.model.durations import format_duration, rfc3339
+from gpuwatch.model.durations import format_duration, format_eta, rfc3339
 from gpuwatch.model.findings import Finding, Severity, format_value
 from gpuwatch.util.redact import redact_url
 
@@ -86,6 +86,14 @@ def example_prices(findings: Sequence[Finding], prices: Mapping[tuple[str, str],
 
 
 def headline(findings: Sequence[Finding], context: GroupContext) -> str:
+    if all(f.subject for f in findings):  # about budgets, not GPUs
+        shown = [
+            f"{f.subject}: {format_value(f.value, f.unit)} spent "
+            f"(limit {format_value(f.threshold, f.unit)})"
+            for f in findings[:3]
+        ]
+        more = f" and {len(findings) - 3} more" if len(findings) > 3 else ""
+        return "; ".join(shown) + more
     models = sorted({_short_model(f.model) for f in findings})
     model = models[0] if len(models) == 1 else "GPU"
     n = len(findings)
@@ -228,11 +236,15 @@ def _links(findings: Sequence[Finding], context: GroupContext) -> str:
 
 
 def _row(finding: Finding) -> str:
+    if finding.subject:
+        return finding.message
     where = finding.where
     who = finding.workload or (f"{finding.namespace}/{finding.pod}" if finding.pod else "-")
     value = format_value(finding.value, finding.unit)
     if finding.threshold is not None:
         value += f" (limit {format_value(finding.threshold, finding.unit)})"
+    if finding.eta_s is not None:
+        value += f", at this rate, full in {format_eta(finding.eta_s)}"
     return f"{where:<20} {who:<36} {value}"
 
 

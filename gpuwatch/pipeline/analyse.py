@@ -15,19 +15,27 @@ from datetime import datetime
 from typing import TypeVar
 
 from gpuwatch.analysis.attribution import GpuContext, attribute
+from gpuwatch.analysis.budgets import (
+    BudgetLimits,
+    budget_findings,
+    budget_status,
+    month_use,
+    prices_of,
+)
 from gpuwatch.analysis.cost import allocate_cost
 from gpuwatch.analysis.mig import with_gpu_fractions
 from gpuwatch.analysis.ownership import OwnerIndex, team_of
 from gpuwatch.analysis.pricing import PriceBook
 from gpuwatch.analysis.rules.evaluate import evaluate, lookback_s
 from gpuwatch.analysis.rules.roles import rule_for
-from gpuwatch.analysis.rules.schema import Rule
+from gpuwatch.analysis.rules.schema import BudgetRule, Rule
 from gpuwatch.analysis.savings import SavingsInputs, SavingsResult, compute_savings
 from gpuwatch.analysis.savings.base import IDLE_THRESHOLD
 from gpuwatch.analysis.savings.use import hourly_use
 from gpuwatch.analysis.savings.words import saving_words
 from gpuwatch.config.settings import Settings
 from gpuwatch.model.actions import Action
+from gpuwatch.model.budgets import BudgetStatus
 from gpuwatch.model.cluster import ClusterState, gpu_share
 from gpuwatch.model.cost import CostReport, Price
 from gpuwatch.model.findings import DataQualityNote, Finding, PendingGpuPod, Role
@@ -74,6 +82,8 @@ class Analysis:
     progress: Mapping[str, tuple[int, int]] = field(default_factory=dict)
     """Workload -> (step, newest checkpoint's step): what follow-ups confirm moves by."""
     pending: tuple[PendingGpuPod, ...] = ()
+    budgets: tuple[BudgetStatus, ...] = ()
+    """Each budget's month so far and projection (none without a budget rule)."""
     notes: tuple[DataQualityNote, ...] = ()
     errors: tuple[str, ...] = ()
 
@@ -116,7 +126,13 @@ def analyse(
         )
     )
     attribution = attribute(stats.devices, cluster, settings.attribution, at, lookback_s(rules))
-    evaluation = evaluate(rules, stats, attribution.contexts, gathered.state.findings_since)
+    evaluation = evaluate(
+        rules,
+        stats,
+        attribution.contexts,
+        gathered.state.findings_since,
+        series=gathered.series,
+    )
     notes.extend(attribution.notes)
     notes.extend(evaluation.notes)
     if gathered.node_prices:
@@ -131,6 +147,10 @@ def analyse(
         at,
         settings.cost.window_s,
         partitioned,
+    )
+    budgets = _budgets(gathered, rules, contexts, cost, settings)
+    findings = evaluation.findings + tuple(
+        budget_findings(limits, budgets) if (limits := _limits(rules)) else ()
     )
     idle = rule_for(rules, Role.IDLE)
     savings = compute_savings(
@@ -222,14 +242,48 @@ def analyse(
         at=at,
         source=replace(gathered.source, gpus_in_cluster=placed),
         contexts=contexts,
-        findings=evaluation.findings,
+        findings=findings,
         cost=cost,
         savings=savings,
         actions=tuple(actions),
         admission=admission,
         progress=progress,
         pending=pending,
+        budgets=budgets,
         notes=tuple(notes),
+    )
+
+
+def _limits(rules: tuple[Rule, ...]) -> BudgetLimits | None:
+    rule = next((r for r in rules if r.enabled and isinstance(r, BudgetRule)), None)
+    if rule is None:
+        return None
+    return BudgetLimits(
+        rule.id, rule.severity, tuple(rule.spent_ratios), rule.projected_ratio, rule.window_s
+    )
+
+
+def _budgets(
+    gathered: Gathered,
+    rules: tuple[Rule, ...],
+    contexts: tuple[GpuContext, ...],
+    cost: CostReport,
+    settings: Settings,
+) -> tuple[BudgetStatus, ...]:
+    """Every budget's month so far, priced as the cycle's cost lines price each GPU."""
+    rule = next((r for r in rules if r.enabled and isinstance(r, BudgetRule)), None)
+    if rule is None or gathered.month is None or gathered.cluster is None:
+        return ()
+    frame, holders, recorded = gathered.month
+    use = month_use(frame, holders, contexts, gathered.cluster, settings.attribution.team_label)
+    by_gpu = {(line.node, line.gpu_uuid or ""): line.price for line in cost.lines if line.price}
+    prices = prices_of(contexts, by_gpu)
+    zone = settings.budgets.time_zone
+    return tuple(
+        budget_status(
+            b, use, contexts, prices, gathered.at, rule.window_s, zone, rule.top_workloads, recorded
+        )
+        for b in settings.budgets.to_domain()
     )
 
 

@@ -16,6 +16,7 @@ from gpuwatch.sources.base import (
     MetricsSource,
     NodePriceSource,
     SilenceSource,
+    SpendRecord,
     TrainingProgress,
 )
 from gpuwatch.state.base import StateStore
@@ -40,6 +41,8 @@ class Components:
     approvals: ApprovalSource | None = None
     """Where people's decisions on approval requests and their snoozes come from (Slack);
     None where nobody can answer."""
+    recorded: SpendRecord | None = None
+    """Spend the weekly report recorded: budgets' hours the metrics no longer hold."""
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     """The wall clock: writes happen only when the data is live by it."""
     closers: tuple[Callable[[], None], ...] = ()

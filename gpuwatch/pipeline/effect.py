@@ -52,7 +52,7 @@ def effect(
         # Nothing was judged: keep the state as it was, act on nothing, and deliver
         # only the messages already owed (the outbox).
         state = gathered.state
-        outcome = flush_outbox(state, components.notifier, analysis.at, settings.notify.policy())
+        outcome = flush_outbox(state, components.notifier, analysis.at, settings.alert_policy())
         notes.extend(outcome.notes)
         if outcome.notifications:
             notes.extend(_save(components.state, state))
@@ -109,6 +109,7 @@ def effect(
         notifications=delivered,
         alerts=summary,
         pending_gpu_pods=analysis.pending,
+        budgets=analysis.budgets,
         cost=analysis.cost,
         savings=analysis.savings.savings,
         savings_excluded=analysis.savings.excluded,
@@ -210,7 +211,7 @@ def _tell(
         gathered.state,
         components.notifier,
         analysis.at,
-        settings.notify.policy(),
+        settings.alert_policy(),
         policy,
         [
             *(silence.to_domain() for silence in (*settings.notify.silences, *gathered.silences)),

@@ -15,17 +15,28 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TypeVar
 
-from gpuwatch.analysis.rules.evaluate import required_specs
-from gpuwatch.analysis.savings.use import HOUR_S
+import numpy as np
+
+from gpuwatch.analysis.budgets import month_bounds
+from gpuwatch.analysis.rules.evaluate import required_specs, series_request
+from gpuwatch.analysis.rules.schema import BudgetRule
+from gpuwatch.analysis.savings.use import ATTACHED_HOURLY, HOUR_S, UTIL_HOURLY
 from gpuwatch.analysis.savings.use import SPECS as SAVINGS_SPECS
 from gpuwatch.config.sections.approval import approval_policy
 from gpuwatch.config.settings import Settings, Silence
 from gpuwatch.model.approvals import ApprovalPolicy
+from gpuwatch.model.budgets import RecordedSpend
 from gpuwatch.model.cluster import ClusterState
 from gpuwatch.model.cost import Price
 from gpuwatch.model.errors import SourceError, StateError
 from gpuwatch.model.findings import DataQualityNote
-from gpuwatch.model.metrics import HistoryFrame, HistoryRequest, WindowRequest, WindowStats
+from gpuwatch.model.metrics import (
+    HistoryFrame,
+    HistoryRequest,
+    HolderHistory,
+    WindowRequest,
+    WindowStats,
+)
 from gpuwatch.model.result import SourceInfo
 from gpuwatch.model.state import CycleState
 from gpuwatch.notify.base import Answers
@@ -35,6 +46,9 @@ from gpuwatch.sources.base import PodKey
 from gpuwatch.state.base import StateStore
 
 log = logging.getLogger(__name__)
+MONTH_SPECS = frozenset({UTIL_HOURLY, ATTACHED_HOURLY})
+"""What budgets read of every hour of the month: whether it had samples (the mean
+utilization's presence) and whether a pod held it; the holders come apart."""
 T = TypeVar("T")
 
 
@@ -50,6 +64,13 @@ class Gathered:
     """None when the cluster could not be read."""
     history: HistoryFrame | None = None
     """Every GPU's hours over the savings lookback; None when unread."""
+    series: HistoryFrame | None = None
+    """The recent samples forecast rules fit lines through; None without such a rule,
+    or when unread (then those rules judge no GPU, and a note says so)."""
+    month: tuple[HistoryFrame, HolderHistory, RecordedSpend | None] | None = None
+    """The month so far, hourly, who held each GPU in each hour, and the spend the
+    report's dataset recorded for the hours the metrics lack: what budgets are judged
+    on. None without budgets and a budget rule, or when unread."""
     node_prices: Mapping[str, Price] = field(default_factory=dict)
     checkpoint_times: Mapping[PodKey, datetime] = field(default_factory=dict)
     progress: Mapping[PodKey, tuple[int, int]] = field(default_factory=dict)
@@ -147,6 +168,15 @@ def _with_optional_reads(
         "savings measured on no history (none counted)",
         lambda: components.metrics.history(hourly),
     )
+    recent = series_request(components.rules, at)
+    series, series_note = _optional(
+        "series",
+        "no forecast this cycle",
+        lambda: components.metrics.history(recent) if recent else None,
+    )
+    month, month_note = _optional(
+        "budgets", "no budget judged this cycle", lambda: _month(components, settings, at)
+    )
     prices = components.node_prices
     node_prices, prices_note = _optional(
         "prices", "OpenCost prices", lambda: prices.node_prices(at) if prices else {}
@@ -176,11 +206,21 @@ def _with_optional_reads(
         else None
     )
     times, progress = both if both is not None else ({}, {})
-    notes = (history_note, prices_note, training_note, silences_note, switch_note)
+    notes = (
+        history_note,
+        series_note,
+        month_note,
+        prices_note,
+        training_note,
+        silences_note,
+        switch_note,
+    )
     policy, answers = _answers(gathered, components, settings, for_effects)
     return replace(
         gathered,
         history=history,
+        series=series,
+        month=month,
         node_prices=node_prices or {},
         checkpoint_times=times,
         progress=progress,
@@ -213,6 +253,31 @@ def _answers(
         return policy, Answers()
     open_requests = [r for r in gathered.state.approvals.values() if r.open]
     return policy, source.read(open_requests, policy, gathered.at)
+
+
+def _month(
+    components: Components, settings: Settings, at: datetime
+) -> tuple[HistoryFrame, HolderHistory, RecordedSpend | None] | None:
+    """The month's hours so far, when a budget is set and an enabled rule judges it:
+    two range queries of at most 744 hourly points a GPU, and the report's dataset when
+    the metrics lack some of the month's hours."""
+    judged = any(isinstance(r, BudgetRule) and r.enabled for r in components.rules)
+    if not (judged and settings.budgets.monthly):
+        return None
+    start, _ = month_bounds(at, settings.budgets.time_zone)
+    hours = int((at - start).total_seconds() // HOUR_S)
+    if hours <= 0:
+        return None
+    end = start + timedelta(seconds=hours * HOUR_S)
+    request = HistoryRequest(start, end, HOUR_S, MONTH_SPECS)
+    frame = components.metrics.history(request)
+    holders = components.metrics.holders(request)
+    util = frame.values.get(UTIL_HOURLY)
+    measured = int(np.any(~np.isnan(util), axis=0).sum()) if util is not None and util.size else 0
+    recorded = None
+    if components.recorded is not None and measured < hours:
+        recorded = components.recorded.recorded_spend(start, end)
+    return frame, holders, recorded
 
 
 def _state(store: StateStore) -> tuple[CycleState, bool, DataQualityNote | None]:

@@ -115,6 +115,8 @@ class ReportData:
     """None when no enabled rule has role ``near_oom``: no near-OOM figures."""
     prices: PricesUsed | None = None
     """None when unknown (tables read back, or built by hand)."""
+    trend: tuple[tuple[str, pa.Table], ...] = ()
+    """Earlier periods' ``team_weekly`` tables from the dataset, oldest first, labelled."""
 
     def __post_init__(self) -> None:
         for name, schema in SCHEMAS.items():

@@ -8,7 +8,8 @@ Layout (hive partitioning; ``cluster`` and ``week`` live in the path, not the fi
 
     <location>/table=gpu_hourly/cluster=<cluster>/week=<YYYY-Www>/part-0.parquet
     <location>/table=holder_hourly/...   table=findings/...   table=savings/...
-    <location>/table=actions/...   table=realized/...
+    <location>/table=actions/...   table=realized/...   table=team_weekly/...
+    <location>/table=budgets/...   table=forecasts/...
 
 ``gpu_hourly`` has one row per GPU (or MIG instance) and hour: the GPU's metrics, cost
 and its main holder. ``holder_hourly`` splits each of those rows between the pods that
@@ -33,8 +34,24 @@ from __future__ import annotations
 import pyarrow as pa
 
 SCHEMA_VERSION = "1.2"
-TABLES = ("gpu_hourly", "holder_hourly", "findings", "savings", "actions", "realized")
-TABLE_SINCE = {"holder_hourly": "1.1", "realized": "1.1"}
+TABLES = (
+    "gpu_hourly",
+    "holder_hourly",
+    "findings",
+    "savings",
+    "actions",
+    "realized",
+    "team_weekly",
+    "budgets",
+    "forecasts",
+)
+TABLE_SINCE = {
+    "holder_hourly": "1.1",
+    "realized": "1.1",
+    "team_weekly": "1.2",
+    "budgets": "1.2",
+    "forecasts": "1.2",
+}
 """The version that added each table added after 1.0."""
 PARTITIONS = ("cluster", "week")
 MONEY = pa.decimal128(18, 6)
@@ -304,6 +321,91 @@ REALIZED = pa.schema(
     metadata={"gpuwatch.table": "realized", "gpuwatch.schema_version": SCHEMA_VERSION},
 )
 
+TEAM_WEEKLY = pa.schema(
+    [
+        pa.field("team", pa.string(), nullable=False).with_metadata(
+            {"doc": "(no team) for the unallocated rest."}
+        ),
+        pa.field("currency", pa.string(), nullable=False),
+        pa.field("gpu_hours", pa.float64(), nullable=False).with_metadata(
+            {"doc": "The team's shares of priced GPU-hours (holder_hourly.share_ratio summed)."}
+        ),
+        pa.field("util_mean_ratio", pa.float64()).with_metadata(
+            {"doc": "Mean utilization weighted by share x coverage; null with no samples."}
+        ),
+        pa.field("cost", MONEY, nullable=False).with_metadata(
+            {"doc": "holder_hourly.cost summed: the period's cost by team, per currency."}
+        ),
+    ],
+    metadata={"gpuwatch.table": "team_weekly", "gpuwatch.schema_version": SCHEMA_VERSION},
+)
+
+BUDGETS = pa.schema(
+    [
+        pa.field("budget", pa.string(), nullable=False),
+        pa.field("scope", pa.string(), nullable=False).with_metadata(
+            {"doc": "team, namespace or pool."}
+        ),
+        pa.field("value", pa.string(), nullable=False),
+        pa.field("currency", pa.string(), nullable=False),
+        pa.field("amount", MONEY, nullable=False).with_metadata(
+            {"doc": "The budget for the calendar month, in its time zone."}
+        ),
+        pa.field("month_start", UTC_S, nullable=False),
+        pa.field("month_end", UTC_S, nullable=False),
+        pa.field("at", UTC_S, nullable=False).with_metadata(
+            {"doc": "The end of the period: when spent and projected were measured."}
+        ),
+        pa.field("spent", MONEY, nullable=False).with_metadata(
+            {"doc": "Month to date, over the hours with metrics (measured_hours)."}
+        ),
+        pa.field("projected", MONEY).with_metadata(
+            {
+                "doc": "Month-end projection: spent, plus every hour left at the mean of its "
+                "weekday and hour over the budget rule's window; null with nothing measured."
+            }
+        ),
+        pa.field("measured_hours", pa.int32(), nullable=False),
+        pa.field("elapsed_hours", pa.int32(), nullable=False),
+        pa.field("top_workloads", pa.string()).with_metadata(
+            {"doc": 'JSON list of {"workload", "spent"}, largest first.'}
+        ),
+    ],
+    metadata={"gpuwatch.table": "budgets", "gpuwatch.schema_version": SCHEMA_VERSION},
+)
+
+FORECASTS = pa.schema(
+    [
+        pa.field("device_id", pa.string(), nullable=False),
+        pa.field("node", pa.string()),
+        pa.field("gpu_index", pa.int32()),
+        pa.field("workload", pa.string()),
+        pa.field("team", pa.string()),
+        pa.field("first_at", UTC_S, nullable=False).with_metadata(
+            {
+                "doc": "The first cycle that warned (cycles warning within the horizon of the "
+                "one before are one warning)."
+            }
+        ),
+        pa.field("last_at", UTC_S, nullable=False),
+        pa.field("cycles", pa.int32(), nullable=False),
+        pa.field("eta_s", pa.float64()).with_metadata(
+            {"doc": "Seconds to the predicted crossing, as the first cycle said."}
+        ),
+        pa.field("outcome", pa.string(), nullable=False).with_metadata(
+            {
+                "doc": "reached (the GPU's hourly peak reached the threshold from the hour "
+                "of the warning to the horizon after its last cycle), false_alarm (it did "
+                "not, and that time has passed), pending (the period ends before it)."
+            }
+        ),
+        pa.field("reached_hour", UTC_S).with_metadata(
+            {"doc": "Start of the first hour whose peak reached the threshold."}
+        ),
+    ],
+    metadata={"gpuwatch.table": "forecasts", "gpuwatch.schema_version": SCHEMA_VERSION},
+)
+
 PRICE_BOOK_KEY = "gpuwatch.price_book"
 PRICES_ARE_EXAMPLES_KEY = "gpuwatch.prices_are_examples"
 
@@ -320,4 +422,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     "savings": SAVINGS,
     "actions": ACTIONS,
     "realized": REALIZED,
+    "team_weekly": TEAM_WEEKLY,
+    "budgets": BUDGETS,
+    "forecasts": FORECASTS,
 }

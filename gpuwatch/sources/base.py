@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from gpuwatch.config.settings import Silence
+from gpuwatch.model.budgets import RecordedSpend
 from gpuwatch.model.cluster import ClusterState
 from gpuwatch.model.cost import Price
 from gpuwatch.model.metrics import (
@@ -97,4 +98,15 @@ class NodePriceSource(Protocol):
 
     def node_prices(self, at: datetime) -> Mapping[str, Price]:
         """Node -> price of one of its GPU-hours."""
+        ...
+
+
+class SpendRecord(Protocol):
+    """Spend recorded earlier (the weekly report's dataset): what budgets count for the
+    hours of a month the metrics no longer hold."""
+
+    name: str
+
+    def recorded_spend(self, start: datetime, end: datetime) -> RecordedSpend | None:
+        """Priced GPU-hours of ``[start, end)``; None when nothing was ever recorded."""
         ...

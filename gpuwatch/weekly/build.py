@@ -24,7 +24,7 @@ import pyarrow as pa
 from gpuwatch.analysis.attribution import attribute
 from gpuwatch.analysis.rules.evaluate import lookback_s, required_specs
 from gpuwatch.analysis.rules.roles import rule_for
-from gpuwatch.analysis.rules.schema import Rule, ThresholdRule
+from gpuwatch.analysis.rules.schema import ForecastRule, Rule, ThresholdRule
 from gpuwatch.analysis.savings.use import SPECS as SAVINGS_SPECS
 from gpuwatch.config.settings import Settings
 from gpuwatch.model.findings import DataQualityNote, Role
@@ -39,12 +39,14 @@ from gpuwatch.model.metrics import (
 from gpuwatch.model.savings import Saving
 from gpuwatch.pipeline import Components, analyse, gather
 from gpuwatch.report.data import NearOom, PricesUsed, ReportData, ReportPeriod
-from gpuwatch.report.schema import SAVINGS
+from gpuwatch.report.schema import FORECASTS, SAVINGS
 from gpuwatch.sources.base import MetricsSource, Progress
 from gpuwatch.weekly.cycles import actions_table, period_actions, read_cycles
 from gpuwatch.weekly.episodes import findings_table
+from gpuwatch.weekly.forecasts import forecasts_table
 from gpuwatch.weekly.hourly import HOUR_S, SPECS, HourlyInputs, hourly_tables
 from gpuwatch.weekly.realized import CostHistory, realized_table, taken_in
+from gpuwatch.weekly.teams import budgets_table, team_weekly_table
 
 log = logging.getLogger(__name__)
 MICRO = Decimal("0.000001")
@@ -65,6 +67,7 @@ def build_report(
     sample_interval_s: float,
     *,
     previous: Mapping[str, pa.Table] | None = None,
+    trend: tuple[tuple[str, pa.Table], ...] = (),
     cycles_dir: Path | None = None,
     progress: Progress | None = None,
     stage: Stage | None = None,
@@ -76,16 +79,25 @@ def build_report(
     components = _one_history(components, settings, period, progress)
     if stage:
         stage("savings")
-    savings, cycle_notes = _savings(components, settings, period.end)
+    savings, budgets, cycle_notes = _savings(components, settings, period.end)
     built = build_tables(
         components, settings, period, sample_interval_s, progress=progress, stage=stage
     )
     if isinstance(components.metrics, _OneHistory):
         components.metrics.forget()  # the tables hold what they need of it
-    tables = {**built.tables, "savings": savings}
+    tables = {**built.tables, "savings": savings, "budgets": budgets}
+    tables["team_weekly"] = team_weekly_table(tables["holder_hourly"])
     notes = [*built.notes, *cycle_notes]
     cycles = read_cycles(cycles_dir, notes)
     tables["actions"] = actions_table(period_actions(cycles, period))
+    forecast = rule_for(components.rules, Role.OOM_FORECAST)
+    tables["forecasts"] = (
+        forecasts_table(
+            cycles, period, tables["gpu_hourly"], forecast.horizon_s, forecast.threshold
+        )
+        if isinstance(forecast, ForecastRule)
+        else FORECASTS.empty_table()
+    )
     tables["realized"] = realized_table(
         taken_in(cycles, period),
         _history(tables["gpu_hourly"], previous, "gpu_hourly", period),
@@ -103,6 +115,7 @@ def build_report(
         previous,
         tuple(notes),
         near_oom=near_oom_of(components.rules),
+        trend=trend,
         prices=PricesUsed(components.price_book.path, components.price_book.is_example),
     )
 
@@ -228,13 +241,14 @@ def build_tables(
 
 def _savings(
     components: Components, settings: Settings, at: datetime
-) -> tuple[pa.Table, list[DataQualityNote]]:
-    """What each change would save, as a cycle at ``at`` computes it: the cycle's first
-    two phases (its reads and its analysis), never its effects."""
+) -> tuple[pa.Table, pa.Table, list[DataQualityNote]]:
+    """What each change would save, and where each budget stands, as a cycle at ``at``
+    computes them: the cycle's first two phases (its reads and its analysis), never its
+    effects."""
     gathered = gather(components, settings, at, for_effects=False)
     analysis = analyse(gathered, components.rules, components.price_book, settings)
     notes = [DataQualityNote(kind="savings", message=e) for e in analysis.errors]
-    return savings_table(analysis.savings.savings, at), notes
+    return savings_table(analysis.savings.savings, at), budgets_table(analysis.budgets), notes
 
 
 def savings_table(savings: Sequence[Saving], at: datetime) -> pa.Table:

@@ -32,6 +32,8 @@ class RecordedCycle:
     actions: tuple[Json, ...]
     savings: tuple[Json, ...]
     """The cycle's ``savings[]``: what its plan projected for each lever."""
+    forecasts: tuple[Json, ...] = ()
+    """The cycle's findings of the rule with role ``oom_forecast``: its warnings."""
 
 
 def read_cycles(cycles_dir: Path | None, notes: list[DataQualityNote]) -> list[RecordedCycle]:
@@ -46,10 +48,13 @@ def read_cycles(cycles_dir: Path | None, notes: list[DataQualityNote]) -> list[R
             at = parse_instant(str(data["at"])).astimezone(UTC)
             actions = tuple(dict(a) for a in data.get("actions") or [])
             savings = tuple(dict(s) for s in data.get("savings") or [])
+            forecasts = tuple(
+                dict(f) for f in data.get("findings") or [] if f.get("role") == "oom_forecast"
+            )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             notes.append(DataQualityNote(kind="actions", message=f"{path}: unreadable: {exc}"))
             continue
-        cycles.append(RecordedCycle(at, actions, savings))
+        cycles.append(RecordedCycle(at, actions, savings, forecasts))
     cycles.sort(key=lambda cycle: cycle.at)
     return cycles
 

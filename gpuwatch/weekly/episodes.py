@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from gpuwatch.analysis.attribution import EXACT, NONE, GpuContext
 from gpuwatch.analysis.rules.evaluate import SEVERITY_ORDER, Candidate
-from gpuwatch.analysis.rules.hits import Grid, Hits, rule_hits
+from gpuwatch.analysis.rules.hits import Grid, Hits, on_grid, rule_hits
 from gpuwatch.analysis.rules.schema import Rule
 from gpuwatch.model.findings import Finding, GpuHolder, Severity, format_value
 from gpuwatch.model.metrics import HistoryFrame
@@ -84,7 +84,9 @@ def findings_table(
     allocated = held.allocated()
     episodes: list[_Episode] = []
     for rule in rules:
-        if rule.enabled:
+        # A forecast's warnings come from the cycles' results (``weekly.forecasts``);
+        # a budget is the month's, not an hour's.
+        if rule.enabled and on_grid(rule):
             hits = rule_hits(rule, grid, contexts, allocated)
             episodes.extend(_episodes(rule, hits, held, frame.times_s))
     # The order hourly evaluation gave: by start, rule and place; then as they closed,

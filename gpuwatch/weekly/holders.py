@@ -24,17 +24,16 @@ loops only over a GPU's few allocation slots.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
 from gpuwatch.analysis.attribution import GpuContext
-from gpuwatch.analysis.ownership import OwnerIndex, team_of
-from gpuwatch.model.cluster import ClusterState, Pod
+from gpuwatch.model.cluster import ClusterState
 from gpuwatch.model.findings import GpuHolder
-from gpuwatch.model.metrics import HolderHistory, PodRef
+from gpuwatch.model.metrics import HolderHistory
 
 HOUR_S = 3600
 EXPORTER, ALLOCATION = 0, 1
@@ -61,37 +60,6 @@ class HeldHours:
     """Per cell: the code of the holder with the largest share; -1 for none."""
     allocated: npt.NDArray[np.float64]
     """Per cell: the holders' fractions together (0..1)."""
-
-
-def exporter_holders(
-    pods: Sequence[PodRef], cluster: ClusterState, team_label: str | None
-) -> list[GpuHolder]:
-    """The exporter's pods as holders: workload and team from the cluster as it is at
-    the end of the period; a pod gone by then keeps its namespace, with no workload,
-    and its namespace's team."""
-    by_key = {(p.namespace, p.name): p for p in cluster.pods}
-    owners = OwnerIndex(cluster.controllers)
-    namespace_labels = {ns.name: ns.labels for ns in cluster.namespaces}
-    out = []
-    for ref in pods:
-        pod = by_key.get((ref.namespace, ref.name))
-        workload = owners.workload_of(pod) if pod is not None else None
-        team = _team(ref, pod, team_label, namespace_labels)
-        out.append(GpuHolder(ref.namespace, ref.name, workload, team))
-    return out
-
-
-def _team(
-    ref: PodRef,
-    pod: Pod | None,
-    team_label: str | None,
-    namespace_labels: Mapping[str, Mapping[str, str]],
-) -> str:
-    if pod is not None:
-        return team_of(pod, team_label, namespace_labels)
-    if team_label and namespace_labels.get(ref.namespace, {}).get(team_label):
-        return namespace_labels[ref.namespace][team_label]
-    return ref.namespace
 
 
 def held_hours(

@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from gpuwatch.analysis.attribution import GpuContext
+from gpuwatch.analysis.ownership import exporter_holders
 from gpuwatch.analysis.pricing import PriceBook
 from gpuwatch.model.cluster import ClusterState
 from gpuwatch.model.findings import DataQualityNote, GpuHolder
@@ -45,7 +46,7 @@ from gpuwatch.model.metrics import (
     Signal,
 )
 from gpuwatch.report.schema import GPU_HOURLY, HOLDER_HOURLY, MONEY
-from gpuwatch.weekly.holders import EVIDENCE, HeldHours, exporter_holders, held_hours
+from gpuwatch.weekly.holders import EVIDENCE, HeldHours, held_hours
 from gpuwatch.weekly.micro import from_micro, split, to_micro
 
 HOUR_S = 3600

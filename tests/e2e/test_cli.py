@@ -13,7 +13,16 @@ import pytest
 from tests.builders import run_gpuwatch
 
 REPO = Path(__file__).resolve().parents[2]
-ALL_RULES = {"gpu-idle", "gpu-near-oom", "gpu-unallocated", "gpu-overheat", "gpu-xid", "data-gap"}
+ALL_RULES = {
+    "gpu-idle",
+    "gpu-near-oom",
+    "gpu-unallocated",
+    "gpu-overheat",
+    "gpu-xid",
+    "data-gap",
+    "gpu-oom-forecast",
+    "team-budget",
+}
 
 
 gpuwatch = run_gpuwatch
@@ -123,7 +132,7 @@ def test_bad_config_file_exits_2_naming_file_and_line(tmp_path):
 
 def test_rules_validate(tmp_path):
     ok = gpuwatch("rules", "validate", cwd=tmp_path)
-    assert ok.returncode == 0 and "6 rules OK" in ok.stdout
+    assert ok.returncode == 0 and "8 rules OK" in ok.stdout
     bad = tmp_path / "bad.yaml"
     bad.write_text("version: 1\nrules:\n  - id: x\n    kind: threshold\n    window: 5m\n")
     run = gpuwatch("rules", "validate", str(bad), cwd=tmp_path)

@@ -147,7 +147,7 @@ class TestCheckRules:
         path.write_text(yaml.safe_dump({"groups": manifest["spec"]["groups"]}))
         run = promtool("check", "rules", path)
         assert run.returncode == 0, run.stdout + run.stderr
-        assert "SUCCESS: 7 rules found" in run.stdout
+        assert "SUCCESS: 8 rules found" in run.stdout
 
     def test_every_kind_with_pools_for_and_custom_names_passes(self, tmp_path):
         rules = [
@@ -266,6 +266,33 @@ class TestIdleAndUnallocated:
                 ]
             },
         )  # fmt: skip
+
+
+class TestOomForecast:
+    def test_rising_held_gpus_fire_before_the_threshold(self, tmp_path, shipped):
+        rising, flat, full, slow, unheld = (
+            gpu("GPU-a", 0), gpu("GPU-b", 1), gpu("GPU-c", 2), gpu("GPU-d", 3), gpu("GPU-e", 4),
+        )  # fmt: skip
+        ramp = [("60+0.25x160", "40-0.25x160")]  # +0.5 %/min: 90 % at 60 min, 105 % by 90
+        check(
+            tmp_path,
+            [shipped["gpu-oom-forecast"]],
+            [
+                *(series(FB_USED, held(rising, "train-0"), u) for u, _ in ramp),
+                *(series(FB_FREE, held(rising, "train-0"), f) for _, f in ramp),
+                series(FB_USED, held(flat, "train-1"), "90x160"),
+                series(FB_FREE, held(flat, "train-1"), "10x160"),
+                series(FB_USED, held(full, "train-2"), "97x160"),
+                series(FB_FREE, held(full, "train-2"), "3x160"),
+                # +0.05 %/min: 53 % at 60 min, nowhere near 95 % in 30 minutes.
+                series(FB_USED, held(slow, "train-3"), "50+0.025x160"),
+                series(FB_FREE, held(slow, "train-3"), "50-0.025x160"),
+                # Rising as fast, but no pod holds it: the rule's scope is allocated.
+                *(series(FB_USED, unheld, u) for u, _ in ramp),
+                *(series(FB_FREE, unheld, f) for _, f in ramp),
+            ],
+            {("60m", "GpuwatchGpuOomForecast"): [fired("gpu-oom-forecast", rising)]},
+        )
 
 
 class TestNearOom:

@@ -53,7 +53,11 @@ def test_snapshot_file_and_stdin_with_prometheus_give_the_demo_findings(
     def key(finding):
         return (finding["rule"], finding["gpu_uuid"], finding["workload"])
 
-    expected = sorted(map(key, results[2]["findings"]))
+    # The demo's own budgets (a default of the demo, judged on its month of history) are
+    # not given to `once`: every GPU finding is the same.
+    demo_findings = [f for f in results[2]["findings"] if f["role"] != "budget"]
+    assert len(demo_findings) == len(results[2]["findings"]) - 1
+    expected = sorted(map(key, demo_findings))
     assert sorted(map(key, results[0]["findings"])) == expected
     assert sorted(map(key, results[1]["findings"])) == expected
 

@@ -153,3 +153,17 @@ def test_the_notify_settings_become_the_alert_lifecycle_terms(tmp_path):
     assert silence == Silence(
         Matcher(gpu=("node-a/gpu0",)), datetime(2026, 12, 1, 9, tzinfo=UTC), "ticket 42"
     )
+
+
+def test_a_commands_defaults_yield_to_the_file_the_environment_and_flags(tmp_path):
+    defaults = {"simulator.days": 24.0, "budgets.time_zone": "Asia/Shanghai"}
+    assert load_settings(defaults=defaults).simulator.days == 24.0
+    config = tmp_path / "gpuwatch.yaml"
+    config.write_text("simulator: {gpus: 128}\nbudgets: {time_zone: Europe/Berlin}\n")
+    from_file = load_settings(config, defaults=defaults)
+    assert (from_file.simulator.days, from_file.simulator.gpus) == (24.0, 128)
+    assert from_file.budgets.time_zone == "Europe/Berlin"
+    env = {"GPUWATCH_SIMULATOR__DAYS": "0.5"}
+    assert load_settings(config, env, defaults=defaults).simulator.days == 0.5
+    flags = {"simulator.days": 2.0}
+    assert load_settings(config, env, flags, defaults).simulator.days == 2.0

@@ -23,7 +23,7 @@ from pydantic import BaseModel
 
 from gpuwatch.analysis.pricing import GpuModelEntry, PriceBookFile, PriceOverride, load_price_book
 from gpuwatch.config.load import load_settings
-from gpuwatch.config.settings import MaintenanceWindow, Route, Settings, Silence
+from gpuwatch.config.settings import BudgetItem, MaintenanceWindow, Route, Settings, Silence
 from gpuwatch.model.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,6 +34,7 @@ BOOK = {"version": 1, "currency": "CNY", "models": []}
 
 EXAMPLES: dict[type[BaseModel], dict[str, Any]] = {
     Route: {"channel": "#gpu"},
+    BudgetItem: {"team": "a", "amount": 1, "currency": "CNY"},
     Silence: {"match": {"pool": ["a"]}, "until": "2026-12-01T09:00:00Z"},
     MaintenanceWindow: {"start": "01:00", "end": "02:00"},
     GpuModelEntry: {"name": "A", "memory_gib": 8},

@@ -68,8 +68,8 @@ def test_showcase_fires_every_rule_from_the_workload_the_readme_names(showcase):
     }
     assert found["gpu-xid"] == {"Deployment/serving/rerank"}
     assert found["gpu-overheat"] == {"Deployment/serving/asr"}
+    assert found["gpu-oom-forecast"] == {"PyTorchJob/vision/segmenter-finetune"}
     assert {w.split(" ")[0] for w in found["gpu-unallocated"]} == {
-        "train-a100-2",
         "train-a100-3",
         "infer-a10-1",
         "infer-t4-1",

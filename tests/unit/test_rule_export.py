@@ -33,6 +33,7 @@ SHIPPED_ALERTS = [
     ("GpuwatchGpuXid", "gpu-xid", "warning"),
     ("GpuwatchGpuXidCritical", "gpu-xid", "critical"),
     ("GpuwatchDataGap", "data-gap", "info"),
+    ("GpuwatchGpuOomForecast", "gpu-oom-forecast", "warning"),
 ]
 
 

@@ -46,6 +46,8 @@ def test_shipped_rules_have_every_builtin():
         "gpu-overheat",
         "gpu-xid",
         "data-gap",
+        "gpu-oom-forecast",
+        "team-budget",
     }
     assert shipped_dir("rules").joinpath("gpu.yaml").is_file()
 
@@ -210,3 +212,21 @@ def test_renaming_a_rule_keeps_what_is_built_on_it(tmp_path):
     renamed = shipped.replace("id: gpu-idle", "id: notebook-asleep")
     (rule,) = [r for r in load_rules([_write(tmp_path, renamed)]) if r.role is Role.IDLE]
     assert rule.id == "notebook-asleep" and rule.threshold == 0.1
+
+
+@pytest.mark.parametrize(
+    ("rule", "problem"),
+    [
+        ("{id: f, kind: forecast, threshold: 0.95, horizon: 30m, window: 2m}", "3 steps"),
+        ("{id: f, kind: forecast, threshold: 0.95, window: 2h}", "horizon"),
+        ("{id: b, kind: budget, message: 'x'}", "leave message unset"),
+        ("{id: b, kind: budget, spent_ratios: [0, 1]}", "above 0"),
+        ("{id: b, kind: budget, role: oom_forecast}", "role oom_forecast needs kind forecast"),
+    ],
+)
+def test_new_kinds_are_validated(tmp_path, rule, problem):
+    path = tmp_path / "r.yaml"
+    path.write_text(f"version: 1\nrules:\n  - {rule}\n")
+    with pytest.raises(ConfigError) as raised:
+        load_rules([path])
+    assert problem in "\n".join(raised.value.problems)

@@ -21,23 +21,36 @@ from typing import Any
 import numpy as np
 
 from gpuwatch.analysis.attribution import GpuContext
+from gpuwatch.analysis.forecast import FitSettings, FitVerdict, GrowthFit, fit_growth
 from gpuwatch.analysis.rules.hits import Grid, in_pools, rule_hits
 from gpuwatch.analysis.rules.schema import (
+    BudgetRule,
     DataGapRule,
+    ForecastRule,
     Rule,
     ThresholdRule,
     UnallocatedRule,
     XidRule,
 )
-from gpuwatch.model.durations import format_duration
+from gpuwatch.model.durations import format_duration, format_eta
 from gpuwatch.model.findings import DataQualityNote, Finding, GpuHolder, Severity, format_value
-from gpuwatch.model.metrics import Aggregate, AggregateSpec, Signal, WindowStats
+from gpuwatch.model.metrics import (
+    SIGNAL_UNITS,
+    Aggregate,
+    AggregateSpec,
+    HistoryFrame,
+    HistoryRequest,
+    Signal,
+    WindowStats,
+)
 
 _DEFAULT_MESSAGES = {
     "threshold": "GPU {gpu} on {node} ({holder}): {value} {op} {threshold} over {window}",
     "unallocated": "GPU {gpu} on {node} in pool {pool}: no pod held it for {window}",
     "xid": "GPU {gpu} on {node} ({holder}) reported XID {value} within {window}",
     "data_gap": "GPU {gpu} on {node}: metrics cover {coverage} of the last {window}",
+    "forecast": "GPU {gpu} on {node} ({holder}) at {value}, rising {rate}: at this rate, "
+    "full ({threshold}) in {eta}",
 }
 
 
@@ -70,9 +83,28 @@ def required_specs(rules: Sequence[Rule]) -> frozenset[AggregateSpec]:
     return frozenset(specs)
 
 
+def series_request(rules: Sequence[Rule], at: datetime) -> HistoryRequest | None:
+    """The recent samples the enabled forecast rules fit lines through: each step's
+    highest value over the longest forecast window, at the finest step asked for. None
+    when no forecast rule is enabled."""
+    forecasts = [r for r in rules if r.enabled and isinstance(r, ForecastRule)]
+    if not forecasts:
+        return None
+    step_s = min(r.step_s for r in forecasts)
+    window_s = max(r.window_s for r in forecasts)
+    specs = frozenset(AggregateSpec(r.signal, Aggregate.MAX, step_s) for r in forecasts)
+    return HistoryRequest(at - timedelta(seconds=window_s), at, step_s, specs)
+
+
 def lookback_s(rules: Sequence[Rule]) -> int:
-    """The longest window among enabled rules (0 when there are none)."""
-    return max((r.window_s for r in rules if r.enabled), default=0)
+    """The longest window among enabled rules (0 when there are none), which is how
+    far back a pod that finished still counts as having held its GPUs. A forecast's
+    window is the sample history its line is fitted to, not a window a GPU is judged
+    held or unheld over, so it does not count."""
+    return max(
+        (r.window_s for r in rules if r.enabled and not isinstance(r, ForecastRule | BudgetRule)),
+        default=0,
+    )
 
 
 def evaluate(
@@ -81,13 +113,16 @@ def evaluate(
     contexts: Sequence[GpuContext],
     since_by_key: Mapping[str, datetime] | None = None,
     explain: bool = True,
+    series: HistoryFrame | None = None,
 ) -> Evaluation:
     """Every finding of every enabled rule; ``contexts[i]`` describes ``stats.devices[i]``
     for i < len(devices), the rest are GPUs the cluster has but the metrics lack.
 
     ``explain=False`` leaves each finding's message empty and writes no note for GPUs
     not judged: evaluating every hour of a week, only the findings' identities and
-    values are wanted, and a sentence per GPU per hour would be most of the work."""
+    values are wanted, and a sentence per GPU per hour would be most of the work.
+    ``series`` holds the recent samples ``series_request`` asked for; forecast rules
+    judge no GPU without them."""
     since_by_key = since_by_key or {}
     findings: list[Finding] = []
     notes: list[DataQualityNote] = []
@@ -96,7 +131,12 @@ def evaluate(
     for rule in rules:
         if not rule.enabled:
             continue
-        found = _candidates(rule, stats, contexts, allocated, notes if explain else None)
+        if isinstance(rule, ForecastRule):
+            found = _forecast(rule, stats, contexts[:n], allocated, series)
+        elif isinstance(rule, BudgetRule):
+            continue  # judged on the month's spend (``analysis/budgets.py``), not a window
+        else:
+            found = _candidates(rule, stats, contexts, allocated, notes if explain else None)
         for candidate in found:
             finding = candidate.build(rule, stats.at, explain)
             prior = since_by_key.get(finding.key)
@@ -122,6 +162,7 @@ class Candidate:
     since: datetime | None = None
     severity: Severity | None = None
     extra: Mapping[str, Any] | None = None
+    fit: GrowthFit | None = None
 
     def build(self, rule: Rule, at: datetime, messages: bool = True) -> Finding:
         ctx = self.ctx
@@ -153,6 +194,9 @@ class Candidate:
             message=message,
             attribution=ctx.attribution,
             holders=ctx.holders,
+            eta_s=self.fit.eta_s if self.fit else None,
+            fit_r2=self.fit.fit_r2 if self.fit else None,
+            rate_per_h=self.fit.rate_per_h if self.fit else None,
         )
 
     def _message(self, rule: Rule, primary: GpuHolder | None) -> str:
@@ -262,4 +306,58 @@ def _candidates(
         # Advertised by the node, absent from the metrics for the whole window.
         for i in np.flatnonzero(in_pools(rule, contexts)[n:]).tolist():
             found.append(Candidate(contexts[n + i], 0.0, rule.min_coverage, 0.0, "ratio"))
+    return found
+
+
+def _forecast(
+    rule: ForecastRule,
+    stats: WindowStats,
+    contexts: Sequence[GpuContext],
+    allocated: np.ndarray,
+    series: HistoryFrame | None,
+) -> list[Candidate]:
+    """GPUs whose fitted line crosses the threshold within the horizon, not yet past it
+    (the threshold rule of the same signal reports those)."""
+    spec = AggregateSpec(rule.signal, Aggregate.MAX, rule.step_s)
+    if series is None or spec not in series.values:
+        return []
+    in_window = series.times_s > stats.at.timestamp() - rule.window_s
+    times = series.times_s[in_window].astype(np.float64)
+    rows = {d.device_id: i for i, d in enumerate(series.devices)}
+    values = series.values[spec]
+    scope = in_pools(rule, contexts)
+    if rule.scope == "allocated":
+        scope &= allocated
+    elif rule.scope == "unallocated":
+        scope &= ~allocated
+    settings = FitSettings(
+        min_samples=rule.min_samples,
+        min_span_s=float(rule.min_span_s),
+        min_fit_r2=rule.min_fit_r2,
+        restart_drop=rule.restart_drop,
+    )
+    unit = SIGNAL_UNITS[rule.signal]
+    found = []
+    for i in np.flatnonzero(scope).tolist():
+        ctx = contexts[i]
+        row = rows.get(ctx.device.device_id) if ctx.device else None
+        if row is None:
+            continue
+        fit = fit_growth(times, values[row, in_window], rule.threshold, settings)
+        if fit.verdict is not FitVerdict.RISING or fit.eta_s is None:
+            continue
+        if fit.eta_s > rule.horizon_s:
+            continue
+        extra = {
+            "eta": format_eta(fit.eta_s),
+            "rate": f"{format_value(fit.rate_per_h, unit)}/h",
+            "fit_r2": f"{fit.fit_r2:.2f}",
+        }
+        # A prediction holds from the cycle that makes it, not from the start of the
+        # samples behind it.
+        found.append(
+            Candidate(
+                ctx, fit.last, rule.threshold, None, unit, since=stats.at, extra=extra, fit=fit
+            )
+        )
     return found

@@ -102,16 +102,25 @@ def _eligible(contexts: Sequence[GpuContext]) -> BoolArray:
     return out
 
 
+def on_grid(rule: Rule) -> bool:
+    """The rule is judged on window aggregates, so on a grid. A forecast fits a line to
+    recent samples and a budget reads the month's spend: neither is."""
+    return isinstance(rule, ThresholdRule | UnallocatedRule | XidRule | DataGapRule)
+
+
 def rule_hits(rule: Rule, grid: Grid, contexts: Sequence[GpuContext], allocated: BoolArray) -> Hits:
     """Where ``rule`` fires on ``grid``; ``contexts[i]`` describes GPU i (exactly n of
-    them) and ``allocated`` (the grid's shape) says whether a pod held it."""
+    them) and ``allocated`` (the grid's shape) says whether a pod held it. Only for a
+    rule ``on_grid``."""
     if isinstance(rule, ThresholdRule):
         return _threshold(rule, grid, contexts, allocated)
     if isinstance(rule, UnallocatedRule):
         return _unallocated(rule, grid, contexts, allocated)
     if isinstance(rule, XidRule):
         return _xid(rule, grid, contexts)
-    return _data_gap(rule, grid, contexts)
+    if isinstance(rule, DataGapRule):
+        return _data_gap(rule, grid, contexts)
+    raise TypeError(f"rule {rule.id} ({type(rule).__name__}) is not judged on a grid")
 
 
 def _threshold(

@@ -38,6 +38,9 @@ MESSAGE_FIELDS = frozenset(
         "window",
         "coverage",
         "unit",
+        "eta",
+        "rate",
+        "fit_r2",
     }
 )
 
@@ -75,8 +78,9 @@ class _RuleBase(BaseModel):
     role: Role | None = Field(
         None,
         description="What the rule means to the rest of gpuwatch (`idle`, `unallocated`, "
-        "`near_oom`, `data_gap`, `overheat`, `xid`): the savings, the planners and the "
-        "report find their rules by role, never by id. At most one enabled rule per role.",
+        "`near_oom`, `data_gap`, `overheat`, `xid`, `oom_forecast`, `budget`): the savings, the "
+        "planners and the report find their rules by role, never by id. At most one "
+        "enabled rule per role.",
     )
 
     @model_validator(mode="after")
@@ -163,6 +167,92 @@ class DataGapRule(_RuleBase):
     )
 
 
+class ForecastRule(_RuleBase):
+    """A rising signal predicted to cross a threshold within a horizon, from a robust
+    line through its samples since the last restart (``analysis/forecast.py``)."""
+
+    kind: Literal["forecast"]
+    signal: Signal = Signal.FB_USED_RATIO
+    threshold: float = Field(description="The level the signal is predicted to reach.")
+    horizon_s: DurationS = Field(
+        alias="horizon",
+        gt=0,
+        description="Fire when the predicted crossing is at most this far ahead.",
+    )
+    step_s: DurationS = Field(
+        60,
+        alias="step",
+        ge=30,
+        description="The samples' spacing: each is the highest value within one step "
+        "(DCGM's exporter collects every 30 s; a shorter step adds nothing).",
+    )
+    scope: Literal["allocated", "unallocated", "any"] = "allocated"
+    min_samples: int = Field(
+        10, ge=3, description="Samples since the last restart below which there is no fit."
+    )
+    min_span_s: DurationS = Field(
+        600,
+        alias="min_span",
+        ge=0,
+        description="Least time since the last restart the samples must span.",
+    )
+    min_fit_r2: float = Field(
+        0.6,
+        ge=0.0,
+        le=1.0,
+        description="Least share of the samples' variance the line must explain; below "
+        "it the fit is poor and gives no estimate.",
+    )
+    restart_drop: float = Field(
+        0.10,
+        gt=0.0,
+        description="A fall between consecutive samples larger than this is a restart: "
+        "the fit starts after the last one.",
+    )
+
+    @model_validator(mode="after")
+    def _window_holds_steps(self) -> ForecastRule:
+        if self.step_s * 3 > self.window_s:
+            raise ValueError("window must hold at least 3 steps")
+        return self
+
+
+class BudgetRule(_RuleBase):
+    """A team, namespace or pool (``budgets.monthly``) near or over its monthly budget:
+    by what it has spent this month, or by where its month is heading."""
+
+    kind: Literal["budget"]
+    window_s: DurationS = Field(
+        7 * 86400,
+        alias="window",
+        gt=0,
+        description="The run-rate the month-end projection extends: the hours of this "
+        "month within this window, by weekday and hour.",
+    )
+    spent_ratios: list[float] = Field(
+        default_factory=lambda: [0.8, 1.0],
+        description="Shares of the budget spent at which it fires; spending the whole "
+        "budget is critical.",
+    )
+    projected_ratio: float | None = Field(
+        1.0, gt=0, description="Fire when the month-end projection reaches this share."
+    )
+    top_workloads: int = Field(3, ge=0, le=20, description="Workloads named in messages.")
+
+    @field_validator("spent_ratios")
+    @classmethod
+    def _positive(cls, ratios: list[float]) -> list[float]:
+        if any(r <= 0 for r in ratios):
+            raise ValueError("spent_ratios must be above 0")
+        return sorted(set(ratios))
+
+    @model_validator(mode="after")
+    def _own_message(self) -> BudgetRule:
+        if self.message is not None:
+            raise ValueError("a budget rule's message is its figures: leave message unset")
+        return self
+
+
 # What each role needs of a rule: the consumers rely on it (the scale-down planner
 # drains nodes on the idle rule's findings, so an "idle" rule that fired at 90 %
 # utilization would drain busy nodes).
@@ -174,6 +264,8 @@ _ROLE_SHAPES: dict[Role, str] = {
     Role.DATA_GAP: "kind data_gap",
     Role.OVERHEAT: "kind threshold, signal temp_c, op > or >=",
     Role.XID: "kind xid",
+    Role.BUDGET: "kind budget",
+    Role.OOM_FORECAST: "kind forecast, signal fb_used_ratio, threshold from 0.5 to 1",
 }
 
 
@@ -202,14 +294,20 @@ def role_misfit(rule: object) -> str | None:
         Role.DATA_GAP: kind == "data_gap",
         Role.OVERHEAT: kind == "threshold" and signal is Signal.TEMP_C and op in (">", ">="),
         Role.XID: kind == "xid",
+        Role.BUDGET: kind == "budget",
+        Role.OOM_FORECAST: kind == "forecast"
+        and signal is Signal.FB_USED_RATIO
+        and threshold is not None
+        and 0.5 <= threshold <= 1.0,
     }[role]
     return None if fits else f"role {role} needs {_ROLE_SHAPES[role]}"
 
 
 Rule = Annotated[
-    ThresholdRule | UnallocatedRule | XidRule | DataGapRule, Field(discriminator="kind")
+    ThresholdRule | UnallocatedRule | XidRule | DataGapRule | ForecastRule | BudgetRule,
+    Field(discriminator="kind"),
 ]
-RULE_KINDS = ("threshold", "unallocated", "xid", "data_gap")
+RULE_KINDS = ("threshold", "unallocated", "xid", "data_gap", "forecast", "budget")
 
 
 class RuleFile(BaseModel):

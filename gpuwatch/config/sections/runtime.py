@@ -95,6 +95,13 @@ class ReportSettings(Section):
         description="Where the weekly summary and the HTML go when Slack is configured. "
         "Unset: `notify.channel`.",
     )
+    trend_weeks: int = Field(
+        8,
+        ge=1,
+        le=104,
+        description="Weeks of each team's cost and utilization the report shows, this one "
+        "included, read from the dataset (weeks never written are left out).",
+    )
 
 
 class DaemonSettings(Section):

@@ -64,6 +64,7 @@ from gpuwatch.report.figures.money import (
     relative_change,
 )
 from gpuwatch.report.figures.realized import Realized, RealizedRow, realized
+from gpuwatch.report.figures.trends import Trends, trends
 
 __all__ = [
     "NO_POOL",
@@ -83,6 +84,7 @@ __all__ = [
     "RealizedRow",
     "ReportFigures",
     "SavingRow",
+    "Trends",
     "compute_figures",
     "heatmap",
     "relative_change",
@@ -112,6 +114,8 @@ class ReportFigures:
     """Every currency some money figure is in, sorted."""
     prices: PricesUsed | None = None
     """The price book the money came from; None when unknown."""
+    trends: Trends | None = None
+    """Each team's weeks from the dataset, and the budgets at the period's end."""
 
     @property
     def example_prices(self) -> bool:
@@ -160,4 +164,5 @@ def compute_figures(data: ReportData, *, heatmap_max_rows: int = 240) -> ReportF
         realized=found,
         currencies=tuple(sorted(currencies)),
         prices=data.prices,
+        trends=trends(data),
     )

@@ -10,7 +10,8 @@ until N GPUs are reached. Per block:
 | gpu-training (A100-80GB, on-demand) | train-a100-0,1 | PyTorchJob llm/llm-pretrain, 2x8 GPUs, checkpointing | busy | none |
 | | train-a100-2 | PyTorchJob vision/detector-train, 4 GPUs, no checkpoints | memory creeps towards OOM, resets every 8 h | near_oom |
 | | train-a100-2 | Job vision/nightly-eval (from a CronJob), 2 GPUs | hung in a collective: 0 % | idle |
-| | train-a100-2, -3 | nobody (2 + 6 GPUs) | unallocated | unallocated |
+| | train-a100-2 | PyTorchJob vision/segmenter-finetune, 2 GPUs, no checkpoints | memory grows in steps of 5.5 % every 30 min (a curriculum raising the resolution), OOMs every 4 h at hh:50 | oom_forecast (at 02:00: 91 %, 95 % predicted in ~25 min, reached at 02:20), near_oom (hh:20-hh:50) |
+| | train-a100-3 | nobody (6 GPUs) | unallocated | unallocated |
 | | train-a100-3 | Notebooks research/alice and research/bob, 1 GPU each, opted in to reclamation | busy 09-19 UTC, idle overnight | idle (at night); a planned scale-down of the node |
 | gpu-inference (A10) | infer-a10-0 | Deployment serving/llm-chat (vLLM), 4 replicas | daily traffic cycle, 90 % memory preallocated | none |
 | | infer-a10-1 | Deployment serving/rerank (Triton), 2 replicas | light traffic (p95 15 %, 30 % memory): each replica holds a whole A10 it could share; GPU 1 reports XID 94 at 01:52, 07:52, 13:52, 19:52 | xid, idle (at night) |
@@ -72,6 +73,7 @@ class Behaviour(IntEnum):
     UNALLOCATED = 6
     SWEEP = 7
     LIGHT = 8
+    STEPUP = 9
 
 
 @dataclass(frozen=True)
@@ -334,8 +336,17 @@ class _Block:
         )
         for i in (4, 5):
             self._gpu(train[2], i, A100_80, Behaviour.STUCK, pod)
+        job = self._pytorchjob("vision", f"segmenter-finetune{s}", checkpoint=False)
+        pod = self._pod(
+            "vision",
+            f"segmenter-finetune{s}-worker-0",
+            train[2],
+            {WHOLE_GPU_RESOURCE: 2.0},
+            job,
+            labels=job_labels(f"segmenter-finetune{s}"),
+        )
         for i in (6, 7):
-            self._gpu(train[2], i, A100_80, Behaviour.UNALLOCATED)
+            self._gpu(train[2], i, A100_80, Behaviour.STEPUP, pod)
 
         for i, user in enumerate(("alice", "bob")):
             nb = self._controller("Notebook", "research", f"{user}{s}")

@@ -20,6 +20,11 @@ _DAY_S = 86400
 _CREEP_PERIOD_S = 8 * 3600
 # Creeping-memory jobs restart (OOM-killed) at 02:10 + k*8h; at 02:00 they are near the top.
 _CREEP_RESET_S = 2 * 3600 + 10 * 60
+# Stepping jobs grow 5.5 % every 30 min from 58 % and OOM at 22:50 + k*4h, so at 02:00
+# they sit at 91 % with the step to 96.5 % due at 02:20.
+_STEP_PERIOD_S = 4 * 3600
+_STEP_RESET_S = 22 * 3600 + 50 * 60
+_STEP_S = 1800
 _XID_HOURS = (1, 7, 13, 19)  # an XID at hh:52 that the exporter reports for 30 minutes
 
 
@@ -78,6 +83,7 @@ class SignalGenerator:
         util = np.zeros((len(self.gpus), times_s.size))
         util = np.where(b == Behaviour.TRAIN, 0.92 + 0.03 * n_util, util)
         util = np.where(b == Behaviour.CREEP, 0.78 + 0.04 * n_util, util)
+        util = np.where(b == Behaviour.STEPUP, 0.85 + 0.03 * n_util, util)
         util = np.where(b == Behaviour.STUCK, 0.0, util)
         util = np.where(
             b == Behaviour.NOTEBOOK,
@@ -94,6 +100,8 @@ class SignalGenerator:
         mem = np.zeros_like(util)
         mem = np.where(b == Behaviour.TRAIN, 0.86 + 0.005 * n_mem, mem)
         mem = np.where(b == Behaviour.CREEP, 0.55 + 0.44 * creep_phase, mem)
+        steps = np.floor(((t - _STEP_RESET_S) % _STEP_PERIOD_S) / _STEP_S)
+        mem = np.where(b == Behaviour.STEPUP, 0.58 + 0.055 * steps + 0.002 * n_mem, mem)
         mem = np.where(b == Behaviour.STUCK, 0.62, mem)
         mem = np.where(b == Behaviour.NOTEBOOK, 0.35 + 0.002 * n_mem, mem)
         mem = np.where(b == Behaviour.INFERENCE, 0.90, mem)  # vLLM preallocates 90 %
