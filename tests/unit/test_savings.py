@@ -532,3 +532,28 @@ def test_controllers_carry_the_checkpoint_for_their_pods():
     # Interval 1800 s assumed: (32 - 9.6) - 0.05 x (900 + 300)/3600 x 9.6 = 22.24 x 8 x 720
     assert saving.monthly == Decimal("128102.40") and saving.confidence == MEDIUM
     assert saving.blocked == "PyTorchJob/ns/llm did not opt in to moves"
+
+
+def test_a_node_whose_workload_was_quantized_away_is_not_removed_for_its_price_again():
+    """Found by the property above: an idle, reclaimable vLLM server alone on an A10
+    node. Quantizing it onto a T4 banks the A10's price less the T4's; removing the A10
+    node afterwards would bank the A10's price a second time (net above the cluster's
+    whole bill)."""
+    n0, n1 = node("n0", pool="p0", gpus=1), node("n1", pool="p1", gpus=1)
+    notes = {"gpuwatch.io/reclaimable": "true", MODEL_PARAMS.key: "7B"}
+    server = pod("llm-0", "n0", kind="Deployment", annotations=notes, image="vllm/vllm")
+    contexts = [gpu(n0, 0, A10, pod=server, workload="Deployment/ns/llm-0"), gpu(n1, 0, T4)]
+    use = HourlyUse(np.zeros((2, 1)), np.full((2, 1), 0.2), np.array([[1.0], [0.0]]), 3600,
+                    np.array([3600]))  # fmt: skip
+    pools = {"pools": {"p0": {"floor": 0}, "p1": {"floor": 0}}}
+    result, _ = plan(contexts, use, [server], actions=pools)
+    by_kind = {(s.kind, s.scope.get("pool")): s for s in result.savings}
+    quantized = by_kind[("quantization", "p0")]
+    assert quantized.net_monthly == Decimal("3240.00")  # (10.50 - 6.00) x 720
+    a10_node = by_kind[("remove_nodes", "p0")]
+    assert a10_node.net_monthly == 0 and a10_node.counted_before
+    assert by_kind[("remove_nodes", "p1")].net_monthly == Decimal("4320.00")  # the idle T4
+    (total,) = totals(result.savings)
+    # Either the server moves onto that T4 (the A10 goes: 7,560) or onto a new one (3,240
+    # plus the idle T4's 4,320): the same money, once, under the bill of 11,880.
+    assert total.net_monthly == Decimal("7560.00") <= (Decimal("10.50") + Decimal("6.00")) * 720

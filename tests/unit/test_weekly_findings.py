@@ -14,6 +14,7 @@ import pyarrow as pa
 import pytest
 
 from gpuwatch.analysis.attribution import EXACT, NONE, GpuContext, attribute
+from gpuwatch.analysis.ownership import exporter_holders
 from gpuwatch.analysis.rules.evaluate import evaluate, lookback_s, required_specs
 from gpuwatch.analysis.rules.loader import load_rules
 from gpuwatch.analysis.rules.schema import DataGapRule, Rule, ThresholdRule, UnallocatedRule
@@ -31,7 +32,6 @@ from gpuwatch.sources.simulator import SimulatedCluster, SimulatorMetricsSource
 from gpuwatch.sources.simulator.layout import SHOWCASE_AT
 from gpuwatch.weekly import episodes
 from gpuwatch.weekly.episodes import findings_table
-from gpuwatch.weekly.holders import exporter_holders
 
 STEP_S = 60
 UTIL_30M = AggregateSpec(Signal.UTIL_RATIO, Aggregate.AVG, 1800)

@@ -162,11 +162,16 @@ class Claims:
     removed: dict[str, npt.NDArray[np.bool_]]
     """Node -> the hours a lever removed it."""
     spot: list[SpotPool]
+    banked: npt.NDArray[np.bool_]
+    """(GPUs x hours): a cash lever already counted what this GPU-hour costs (a workload
+    moved to cheaper GPUs, a GPU released where it is billed alone). Removing its node
+    in that hour would count the same money again."""
 
     @classmethod
     def fresh(cls, inputs: SavingsInputs) -> Claims:
         n, hours = len(inputs.contexts), inputs.use.hours
-        return cls(np.zeros((n, hours), dtype=bool), {}, spot_pools(inputs.contexts))
+        nothing = np.zeros((n, hours), dtype=bool)
+        return cls(nothing, {}, spot_pools(inputs.contexts), nothing.copy())
 
     def untouched(self, rows: Sequence[int]) -> bool:
         return not bool(self.freed[list(rows)].any()) if rows else True

@@ -72,7 +72,7 @@ def _pool(
         node = contexts[members[0]].node
         assert node is not None
         pinned[name] = _pinned(node, pods_on.get(name, []), reclaim)
-        free[name] = _free_hours(inputs, members, pods_on.get(name, []), reclaim)
+        free[name] = _free_hours(inputs, claims, members, pods_on.get(name, []), reclaim)
     price_of = {
         name: sum(
             (prices[r].per_gpu_hour * Decimal(str(contexts[r].gpu_fraction)) for r in members),  # type: ignore[union-attr]
@@ -140,11 +140,13 @@ def _pool(
 
 
 def _free_hours(
-    inputs: SavingsInputs, rows: list[int], pods: list[Pod], reclaim: str
+    inputs: SavingsInputs, claims: Claims, rows: list[int], pods: list[Pod], reclaim: str
 ) -> np.ndarray:
     """Per hour: every GPU of the node sampled, and held by nobody or only by idle pods
     that may be evicted. (Hours lever 1 released count: releasing is reclaimed capacity,
-    the node going is the cash.)"""
+    the node going is the cash. Hours whose cost a cash lever before it counted do not:
+    a workload quantized onto cheaper GPUs already banked its node's price, less the
+    new GPUs'.)"""
     use = inputs.use
     evictable = all(not evictable_or_why(p, reclaim) for p in pods if gpu_request_kind(p.requests))
     free = np.ones(use.hours, dtype=bool)
@@ -153,7 +155,7 @@ def _free_hours(
             sampled = ~np.isnan(use.util[r])
             idle = use.util[r] < inputs.idle_threshold
         unheld = use.held[r] <= 0
-        free &= sampled & (unheld | (idle & evictable))
+        free &= sampled & (unheld | (idle & evictable)) & ~claims.banked[r]
     return free
 
 

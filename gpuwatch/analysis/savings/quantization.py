@@ -148,6 +148,7 @@ def _lever(
     def claim(claims: Claims) -> None:
         for r in rows:
             claims.freed[r] |= True
+            claims.banked[r] |= True  # the move to cheaper GPUs counts their cost
 
     return Draft(
         kind=KIND,

@@ -137,6 +137,8 @@ def _group(
     def claim(claims: Claims) -> None:
         for r in freed_rows:
             claims.freed[r] |= True
+            if cash:
+                claims.banked[r] |= True
 
     return Draft(
         kind=KIND,
