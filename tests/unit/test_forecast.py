@@ -194,6 +194,51 @@ class TestForecastRule:
         assert result.findings == ()
 
 
+class TestTimeToFull:
+    """Near-OOM findings (already past 95 %) carry how long until the card is full."""
+
+    def _near_oom(self, shipped_rules, rows, *, forecast=True):
+        k = len(rows)
+        devices = [device(i) for i in range(k)]
+        peaks = [float(r[-1]) for r in rows]
+        window = shipped_rules["gpu-near-oom"].window_s
+        rules = [shipped_rules["gpu-near-oom"]]
+        if forecast:
+            rules.append(shipped_rules["gpu-oom-forecast"])
+        return evaluate(
+            rules,
+            stats(
+                devices,
+                {
+                    (Signal.FB_USED_RATIO, Aggregate.MAX, window): peaks,
+                    (Signal.FB_USED_RATIO, Aggregate.COUNT, window): [window / 60.0] * k,
+                },
+            ),
+            [context(d) for d in devices],
+            series=_frame(rows),
+        )
+
+    def test_a_rising_card_is_full_when_its_line_reaches_100_percent(self, shipped_rules):
+        k = np.arange(121)
+        rising = 0.66 + 0.0025 * k  # 0.96 now, +15 %/h: 100 % in 16 min
+        (near,) = [f for f in self._near_oom(shipped_rules, [rising]).findings
+                   if f.rule == "gpu-near-oom"]  # fmt: skip
+        assert near.eta_s == pytest.approx(960.0)
+        assert near.fit_r2 == pytest.approx(1.0) and near.rate_per_h == pytest.approx(0.15)
+
+    def test_a_flat_or_noisy_card_gets_no_estimate(self, shipped_rules):
+        rng = np.random.default_rng(3)
+        rows = [np.full(121, 0.97), 0.96 + 0.02 * rng.random(121)]
+        found = [f for f in self._near_oom(shipped_rules, rows).findings
+                 if f.rule == "gpu-near-oom"]  # fmt: skip
+        assert len(found) == 2 and all(f.eta_s is None for f in found)
+
+    def test_without_the_forecast_rule_there_are_no_samples_to_fit(self, shipped_rules):
+        rising = 0.66 + 0.0025 * np.arange(121)
+        (near,) = self._near_oom(shipped_rules, [rising], forecast=False).findings
+        assert near.eta_s is None and near.fit_r2 is None
+
+
 def test_the_slack_message_says_when_it_will_be_full():
     warned = finding(3, rule="gpu-oom-forecast", role=Role.OOM_FORECAST, eta_s=1080.0)
     context = GroupContext({"rule": "gpu-oom-forecast"}, "filling up", False, {})

@@ -33,7 +33,14 @@ from gpuwatch.analysis.rules.schema import (
     XidRule,
 )
 from gpuwatch.model.durations import format_duration, format_eta
-from gpuwatch.model.findings import DataQualityNote, Finding, GpuHolder, Severity, format_value
+from gpuwatch.model.findings import (
+    DataQualityNote,
+    Finding,
+    GpuHolder,
+    Role,
+    Severity,
+    format_value,
+)
 from gpuwatch.model.metrics import (
     SIGNAL_UNITS,
     Aggregate,
@@ -137,6 +144,8 @@ def evaluate(
             continue  # judged on the month's spend (``analysis/budgets.py``), not a window
         else:
             found = _candidates(rule, stats, contexts, allocated, notes if explain else None)
+            if rule.role is Role.NEAR_OOM and isinstance(rule, ThresholdRule):
+                found = _time_to_full(rule, found, stats, series, rules)
         for candidate in found:
             finding = candidate.build(rule, stats.at, explain)
             prior = since_by_key.get(finding.key)
@@ -318,32 +327,21 @@ def _forecast(
 ) -> list[Candidate]:
     """GPUs whose fitted line crosses the threshold within the horizon, not yet past it
     (the threshold rule of the same signal reports those)."""
-    spec = AggregateSpec(rule.signal, Aggregate.MAX, rule.step_s)
-    if series is None or spec not in series.values:
+    recent = _Recent.of(rule, stats, series)
+    if recent is None:
         return []
-    in_window = series.times_s > stats.at.timestamp() - rule.window_s
-    times = series.times_s[in_window].astype(np.float64)
-    rows = {d.device_id: i for i, d in enumerate(series.devices)}
-    values = series.values[spec]
     scope = in_pools(rule, contexts)
     if rule.scope == "allocated":
         scope &= allocated
     elif rule.scope == "unallocated":
         scope &= ~allocated
-    settings = FitSettings(
-        min_samples=rule.min_samples,
-        min_span_s=float(rule.min_span_s),
-        min_fit_r2=rule.min_fit_r2,
-        restart_drop=rule.restart_drop,
-    )
     unit = SIGNAL_UNITS[rule.signal]
     found = []
     for i in np.flatnonzero(scope).tolist():
         ctx = contexts[i]
-        row = rows.get(ctx.device.device_id) if ctx.device else None
-        if row is None:
+        fit = recent.fit(ctx, rule.threshold)
+        if fit is None:
             continue
-        fit = fit_growth(times, values[row, in_window], rule.threshold, settings)
         if fit.verdict is not FitVerdict.RISING or fit.eta_s is None:
             continue
         if fit.eta_s > rule.horizon_s:
@@ -361,3 +359,66 @@ def _forecast(
             )
         )
     return found
+
+
+FULL_RATIO = 1.0
+"""The framebuffer ratio of a full card (used + free + reserved, reserved counted as not
+used: a card with reserved memory runs out a little before it)."""
+
+
+def _time_to_full(
+    rule: ThresholdRule,
+    found: list[Candidate],
+    stats: WindowStats,
+    series: HistoryFrame | None,
+    rules: Sequence[Rule],
+) -> list[Candidate]:
+    """Near-OOM findings with the time until the card is full at the rate its memory
+    grows: the forecast's robust fit through the same recent samples, to 100 %. A flat,
+    falling or poorly fitted series gives no estimate (the fit's quality says why);
+    without an enabled forecast rule on the signal there are no recent samples to fit."""
+    forecast = next(
+        (r for r in rules if r.enabled and isinstance(r, ForecastRule) and r.signal == rule.signal),
+        None,
+    )
+    recent = _Recent.of(forecast, stats, series) if forecast is not None else None
+    if recent is None:
+        return found
+    return [replace(c, fit=recent.fit(c.ctx, FULL_RATIO) or c.fit) for c in found]
+
+
+@dataclass(frozen=True)
+class _Recent:
+    """The recent samples a forecast rule fits lines through, over its window."""
+
+    times: np.ndarray
+    values: np.ndarray
+    rows: Mapping[str, int]
+    settings: FitSettings
+
+    @classmethod
+    def of(
+        cls, rule: ForecastRule, stats: WindowStats, series: HistoryFrame | None
+    ) -> _Recent | None:
+        spec = AggregateSpec(rule.signal, Aggregate.MAX, rule.step_s)
+        if series is None or spec not in series.values:
+            return None
+        in_window = series.times_s > stats.at.timestamp() - rule.window_s
+        return cls(
+            series.times_s[in_window].astype(np.float64),
+            series.values[spec][:, in_window],
+            {d.device_id: i for i, d in enumerate(series.devices)},
+            FitSettings(
+                min_samples=rule.min_samples,
+                min_span_s=float(rule.min_span_s),
+                min_fit_r2=rule.min_fit_r2,
+                restart_drop=rule.restart_drop,
+            ),
+        )
+
+    def fit(self, ctx: GpuContext, threshold: float) -> GrowthFit | None:
+        """The GPU's fit toward ``threshold``; None when it has no recent samples."""
+        row = self.rows.get(ctx.device.device_id) if ctx.device else None
+        if row is None:
+            return None
+        return fit_growth(self.times, self.values[row], threshold, self.settings)
