@@ -77,9 +77,7 @@ def levers(inputs: SavingsInputs, claims: Claims) -> Iterator[Draft | Excluded]:
         cash = inputs.per_gpu_billing(first.pool)
         monthly = money(inputs.to_month(value, hours))
 
-        def claim(
-            claims: Claims, masks: dict[int, np.ndarray] = masks, cash: bool = cash
-        ) -> None:
+        def claim(claims: Claims, masks: dict[int, np.ndarray] = masks, cash: bool = cash) -> None:
             for row, mask in masks.items():
                 claims.freed[row] |= mask
                 if cash:
