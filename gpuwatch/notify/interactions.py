@@ -134,7 +134,11 @@ class ClickHandler:
         if key is None:
             return "This button carries no action; nothing changed."
         approvers = self._policy().approvers_for(pool)
-        members = {g: self._members(g) for g in (approvers.groups if approvers else ())}
+        try:
+            members = {g: self._members(g) for g in (approvers.groups if approvers else ())}
+        except Exception as exc:  # Slack would not say who is in a group: decide nothing
+            log.warning("approvers' user groups not read: %s", exc)
+            return "gpuwatch could not read who may approve just now; try again in a minute."
         if approvers is None or not approvers.allows(click.user, members):
             who = approvers.mention() if approvers else "nobody: it needs no approval now"
             return (

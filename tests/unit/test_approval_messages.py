@@ -239,3 +239,16 @@ def test_a_request_deleted_in_slack_is_posted_afresh_while_open_and_let_go_once_
     tell_requests(requests, [], POLICY, notifier, AT, {}, Outcome())
     assert waiting.ts is not None and waiting.told == "approved"
     assert [d.kind for d in notifier.sent] == ["update", "update", "post"]
+
+
+def test_a_click_while_slack_will_not_list_a_user_group_is_answered_and_queues_nothing():
+    def unreadable(group: str) -> frozenset[str]:
+        raise OSError("usergroups.users.list: HTTP 503")
+
+    inbox, answers = Inbox(), Answers()
+    policy = ApprovalPolicy(pools={"gpu-training": Approvers(groups=("S0SRE",))}, channel="#a")
+    handler = ClickHandler(inbox, lambda: policy, unreadable, answers.answer, answers.wake)
+    value = json.dumps({"k": "scale_down_node:n1", "p": "gpu-training"})
+    (said,) = handler.handle(_payload(ALICE, APPROVE_ACTION, value))
+    assert "could not read who may approve" in said and answers.said[0][2] == said
+    assert inbox.drain() == ((), ()) and answers.woken == 0
