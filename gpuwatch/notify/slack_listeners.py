@@ -128,7 +128,11 @@ class InteractionsEndpoint:
             return 400, "expected a form with a JSON payload"
         if not isinstance(payload, dict):
             return 400, "expected a form with a JSON payload"
-        self._handler.handle(payload)
+        try:
+            self._handler.handle(payload)
+        except Exception:  # a bug must not take the endpoint down; Slack shows the error
+            log.exception("Slack interaction not handled")
+            return 500, "not handled"
         return 200, ""
 
     def _refusal(self, headers: dict[str, str], body: bytes) -> str:
