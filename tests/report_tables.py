@@ -122,6 +122,9 @@ def report_tables(
         "lookback_s": [604800],
         "hours_counted": [168.0],
         "order": [1],
+        "team": [None],
+        "pool": ["gpu-training"],
+        "workload": [None],
     }
     actions = {
         "at": [end],
@@ -270,6 +273,9 @@ def saving_row(kind: str, monthly: str, currency: str = "USD", **extra: Any) -> 
         "lookback_s": 604800,
         "hours_counted": 168.0,
         "order": 4,
+        "team": None,
+        "pool": "gpu-training",
+        "workload": None,
     }
     row.update(extra)
     return row

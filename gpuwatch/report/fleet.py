@@ -23,6 +23,11 @@ from gpuwatch.report.fleet_query import FleetRows, Row
 ZERO = Decimal(0)
 MONEY_COLUMNS = ("cost", "idle_cost", "previous_cost", "previous_idle_cost")
 
+NO_TEAM_LEVER = "(a pool's or the fleet's)"
+"""Where levers of no team (removing nodes, reserving capacity) are counted by team."""
+NO_POOL_LEVER = "(the fleet's)"
+"""Where levers of no pool (reserving capacity) are counted by pool."""
+
 
 @dataclass(frozen=True)
 class MoneyRow:
@@ -69,6 +74,17 @@ class LeverRow:
 
 
 @dataclass(frozen=True)
+class SavingsRow:
+    """What the plans bank per 30 days for one team or pool, in one currency."""
+
+    key: str
+    currency: str
+    levers: int
+    net_monthly: Decimal | None
+    previous_net_monthly: Decimal | None
+
+
+@dataclass(frozen=True)
 class Headline:
     """The fleet's figures in one currency."""
 
@@ -99,6 +115,9 @@ class FleetFigures:
     not_reported: list[NotReported]
     teams: list[MoneyRow]
     pools: list[MoneyRow]
+    team_savings: list[SavingsRow]
+    """Each lever's net by its scope's team; a pool's or the fleet's levers together."""
+    pool_savings: list[SavingsRow]
     levers: list[LeverRow]
     findings_by: Mapping[str, list[FindingCount]]
     """``cluster``, ``team`` and ``pool``: findings added up by each."""
@@ -135,6 +154,8 @@ def fleet_figures(result: FleetRows) -> FleetFigures:
         ],
         teams=_money_rows(rows["teams"], "team", NO_TEAM),
         pools=_money_rows(rows["pools"], "pool", NO_POOL),
+        team_savings=_savings_rows(rows["team_savings"], "team", NO_TEAM_LEVER),
+        pool_savings=_savings_rows(rows["pool_savings"], "pool", NO_POOL_LEVER),
         levers=[
             LeverRow(
                 kind=row["kind"],
@@ -214,6 +235,20 @@ def _money_rows(rows: Iterable[Row], key: str, missing: str) -> list[MoneyRow]:
         if row["currency"] is not None
     ]
     return sorted(out, key=lambda row: (row.currency, -(row.cost or ZERO), row.key))
+
+
+def _savings_rows(rows: Iterable[Row], key: str, missing: str) -> list[SavingsRow]:
+    out = [
+        SavingsRow(
+            key=row[key] if row[key] is not None else missing,
+            currency=row["currency"],
+            levers=int(row["levers"] or 0),
+            net_monthly=row["net_monthly"],
+            previous_net_monthly=row["previous_net_monthly"],
+        )
+        for row in rows
+    ]
+    return sorted(out, key=lambda row: (row.currency, -(row.net_monthly or ZERO), row.key))
 
 
 def _findings_by(rows: Iterable[Row], key: str, missing: str) -> list[FindingCount]:

@@ -41,7 +41,17 @@ from gpuwatch.report.data import ReportPeriod
 from gpuwatch.report.schema import PARTITIONS, SCHEMAS
 from gpuwatch.report.store import ReportStore, ReportStoreError
 
-QUERIES = ("clusters", "pools", "teams", "savings", "levers", "findings", "not_reported")
+QUERIES = (
+    "clusters",
+    "pools",
+    "teams",
+    "savings",
+    "team_savings",
+    "pool_savings",
+    "levers",
+    "findings",
+    "not_reported",
+)
 """The files of ``fleet_sql``, in the order they run."""
 FLEET_TABLES = ("gpu_hourly", "holder_hourly", "findings", "savings")
 """The dataset's tables the queries read."""

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 TABLES = (
     "gpu_hourly",
     "holder_hourly",
@@ -246,6 +246,15 @@ SAVINGS = pa.schema(
         ),
         pa.field("order", pa.int32()).with_metadata(
             {"doc": "Since 1.1. The lever's place in the plan (net_monthly is in this order)."}
+        ),
+        pa.field("team", pa.string()).with_metadata(
+            {"doc": "Since 1.3. The scope's team (null for a pool's or the fleet's lever)."}
+        ),
+        pa.field("pool", pa.string()).with_metadata(
+            {"doc": "Since 1.3. The scope's pool (null for a fleet-wide lever: reserved)."}
+        ),
+        pa.field("workload", pa.string()).with_metadata(
+            {"doc": "Since 1.3. The scope's workload (or the GPU model reserved)."}
         ),
     ],
     metadata={"gpuwatch.table": "savings", "gpuwatch.schema_version": SCHEMA_VERSION},

@@ -280,6 +280,8 @@ def savings_table(savings: Sequence[Saving], at: datetime) -> pa.Table:
                 "lookback_s": s.lookback_s,
                 "hours_counted": s.hours_counted,
                 "order": s.order,
+                # The scope again as plain columns: SQL groups by them on any engine.
+                **{name: s.scope.get(name) for name in ("team", "pool", "workload")},
             }
             for s in ordered
         ],

@@ -27,6 +27,7 @@ import pytest
 
 from gpuwatch.config.settings import ReportSettings
 from gpuwatch.report.data import ReportData, ReportPeriod
+from gpuwatch.report.fleet import NO_POOL_LEVER, NO_TEAM_LEVER
 from gpuwatch.report.fleet_html import write_fleet_report
 from gpuwatch.report.fleet_query import QUERIES, previous_week, query_text, run_fleet_queries
 from gpuwatch.report.store import ReportStore
@@ -87,7 +88,14 @@ def _week(cluster: str, period: ReportPeriod, currency: str, hours: int) -> dict
         )
     gross = Decimal(hours * 40)
     savings = [
-        saving_row("spot", f"{gross}.125", currency, at=period.end),
+        saving_row(
+            "spot",
+            f"{gross}.125",
+            currency,
+            at=period.end,
+            team="ml-research",
+            workload="PyTorchJob/ml/pretrain",
+        ),
         saving_row(
             "scale_down_node",
             "40.000000",
@@ -196,6 +204,8 @@ def expected_money(written: Mapping[tuple[str, str], Mapping[str, Any]]) -> dict
                 put(f"{group}.previous", _sum(source, "cost", table, missing))
                 if group != "cluster":
                     put(f"{group}.previous_idle", _sum(source, "idle_cost", table, missing))
+            put("team_savings.previous_net", _sum(plan, "net_monthly", "team", NO_TEAM_LEVER))
+            put("pool_savings.previous_net", _sum(plan, "net_monthly", "pool", NO_POOL_LEVER))
             continue
         put("headline.cost", _sum(hourly, "cost", None, ""))
         put("headline.idle_cost", _sum(hourly, "idle_cost", None, ""))
@@ -211,6 +221,8 @@ def expected_money(written: Mapping[tuple[str, str], Mapping[str, Any]]) -> dict
         put("pool.idle", _sum(hourly, "idle_cost", "pool", "(no pool)"))
         put("team.cost", _sum(holders, "cost", "team", "(unallocated)"))
         put("team.idle", _sum(holders, "idle_cost", "team", "(unallocated)"))
+        put("team_savings.net", _sum(plan, "net_monthly", "team", NO_TEAM_LEVER))
+        put("pool_savings.net", _sum(plan, "net_monthly", "pool", NO_POOL_LEVER))
         put("lever.gross", _sum(plan, "monthly", "kind", ""))
         put("lever.net", _sum(plan, "net_monthly", "kind", ""))
         put("lever.blocked", _sum(plan, "monthly", "kind", "", lambda r: r["blocked"]))

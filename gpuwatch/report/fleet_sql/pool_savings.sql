@@ -1,0 +1,14 @@
+-- By node pool (the scope of each lever of each cluster's plan at the end of the reported
+-- week) and currency: what the plans bank per 30 days, and the week before. pool is
+-- null for the fleet's levers (reserving capacity).
+SELECT
+  s.pool,
+  s.currency,
+  SUM(CASE WHEN s.week = p.week THEN 1 ELSE 0 END) AS levers,
+  SUM(CASE WHEN s.week = p.week THEN s.net_monthly END) AS net_monthly,
+  SUM(CASE WHEN s.week = p.previous_week THEN s.net_monthly END) AS previous_net_monthly
+FROM savings AS s
+CROSS JOIN fleet_period AS p
+WHERE s.week IN (p.week, p.previous_week)
+GROUP BY s.pool, s.currency
+ORDER BY s.pool, s.currency
