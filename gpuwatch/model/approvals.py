@@ -184,8 +184,6 @@ class ApprovalRequest:
     """Why it ended as it did (refused, failed, withdrawn, expired)."""
     told: str = ""
     """The status its message last showed: a change is an update in place."""
-    replied: str = ""
-    """The last outcome said in its thread, so that it is said once."""
     ignored: list[str] = field(default_factory=list)
     """Users whose decision was not taken (not approvers), told once each."""
     failed_since: datetime | None = None
@@ -214,7 +212,6 @@ class ApprovalRequest:
             "until": _instant(self.until),
             "reason": self.reason,
             "told": self.told,
-            "replied": self.replied,
             "ignored": list(self.ignored),
             "failed_since": _instant(self.failed_since),
             "last_error": self.last_error,
@@ -242,7 +239,6 @@ class ApprovalRequest:
                 until=_parse(data.get("until")),
                 reason=str(data.get("reason", "")),
                 told=str(data.get("told", "")),
-                replied=str(data.get("replied", "")),
                 ignored=[str(u) for u in data.get("ignored") or []],
                 failed_since=_parse(data.get("failed_since")),
                 last_error=data.get("last_error"),

@@ -104,8 +104,13 @@ class ApprovalSource(Protocol):
     """Clicks are answered: requests carry buttons, alerts carry Snooze."""
 
     def read(
-        self, requests: Sequence[ApprovalRequest], policy: ApprovalPolicy, at: datetime
+        self,
+        requests: Sequence[ApprovalRequest],
+        policy: ApprovalPolicy,
+        at: datetime,
+        owner_groups: frozenset[str] = frozenset(),
     ) -> Answers:
-        """The decisions on the open ``requests`` and the snoozes; never raises for
-        Slack's failures (they are ``errors``)."""
+        """The decisions on the open ``requests`` and the snoozes, with the members of the
+        user groups that judge them (the policy's approvers; ``owner_groups``, who may
+        snooze); never raises for Slack's failures (they are ``errors``)."""
         ...

@@ -48,15 +48,13 @@ class SlackApprovals:
         self.interactive = inbox is not None and inbox.listening
 
     def read(
-        self, requests: Sequence[ApprovalRequest], policy: ApprovalPolicy, at: datetime
+        self,
+        requests: Sequence[ApprovalRequest],
+        policy: ApprovalPolicy,
+        at: datetime,
+        owner_groups: frozenset[str] = frozenset(),
     ) -> Answers:
         errors: list[str] = []
-        members: dict[str, frozenset[str]] = {}
-        for group in sorted(policy.groups()):
-            try:
-                members[group] = self.members(group)
-            except SlackError as exc:
-                errors.append(f"approvers in user group {group} not read: {exc}")
         decisions: list[Decision] = []
         for request in requests:
             if request.ts is None or request.channel_id is None:
@@ -66,7 +64,18 @@ class SlackApprovals:
             except SlackError as exc:
                 errors.append(f"reactions on the request for {request.target} not read: {exc}")
         clicked, snoozes = self._inbox.drain() if self._inbox is not None else ((), ())
-        return Answers((*decisions, *clicked), snoozes, members, tuple(errors))
+        decisions.extend(clicked)
+        # Who is in a group matters only to judge somebody's answer: none, no lookup.
+        groups = (policy.groups() if decisions else frozenset()) | (
+            owner_groups if snoozes else frozenset()
+        )
+        members: dict[str, frozenset[str]] = {}
+        for group in sorted(groups):
+            try:
+                members[group] = self.members(group)
+            except SlackError as exc:
+                errors.append(f"members of user group {group} not read: {exc}")
+        return Answers(tuple(decisions), snoozes, members, tuple(errors))
 
     def members(self, group: str) -> frozenset[str]:
         """A user group's members; ``SlackError`` when Slack would not say."""

@@ -252,7 +252,9 @@ def _answers(
     if source is None:
         return policy, Answers()
     open_requests = [r for r in gathered.state.approvals.values() if r.open]
-    return policy, source.read(open_requests, policy, gathered.at)
+    owners = settings.notify.slack.interactivity.owners().values()
+    owner_groups = frozenset(g for o in owners for g in o.groups)
+    return policy, source.read(open_requests, policy, gathered.at, owner_groups)
 
 
 def _month(

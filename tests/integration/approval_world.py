@@ -46,7 +46,7 @@ KEY = f"scale_down_node:{NODE}"
 CHANNEL = "#gpu-alerts"
 
 
-def settings(**approval: Any) -> Settings:
+def settings(snooze_owners: dict[str, list[str]] | None = None, **approval: Any) -> Settings:
     return Settings.model_validate(
         {
             "dry_run": False,
@@ -60,7 +60,11 @@ def settings(**approval: Any) -> Settings:
                     }
                 },
             },
-            "notify": {"channel": CHANNEL, "silences_configmap": None},
+            "notify": {
+                "channel": CHANNEL,
+                "silences_configmap": None,
+                "slack": {"interactivity": {"snooze_owners": snooze_owners or {}}},
+            },
         }
     )
 

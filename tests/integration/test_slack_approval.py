@@ -221,6 +221,44 @@ def test_snooze_mutes_the_group_and_its_message_says_who(world, socket_mode, sla
     assert state["snoozes"][0]["user"] == ALICE
 
 
+RESEARCHERS = "S0RESEARCH"
+
+
+def test_only_the_owners_of_a_group_s_teams_may_snooze_it_a_user_group_counting(
+    kube_emulator, slack, tmp_path
+):
+    """Owners named as a user group (not an approver group): its members are read from
+    Slack when a snooze asks."""
+    slack.interactive.usergroups[RESEARCHERS] = [BOB]
+    owners = {"research": [RESEARCHERS]}
+    world = ApprovalWorld.build(kube_emulator, slack, tmp_path, T, snooze_owners=owners)
+    world.inbox.listening = True  # a daemon's: alerts carry Snooze
+    world.cycle()
+    channel = slack.channel_id("#gpu-alerts")
+    alert, button = next(
+        (m, e)
+        for m in slack._messages
+        if m.channel == channel and m.thread_ts is None
+        for b in m.blocks
+        if b.get("block_id") == "gpuwatch_snooze"
+        for e in b["elements"]
+        if "research" in json.loads(e["value"])["t"] and e["action_id"].endswith("_3600")
+    )
+    at = f"{T.timestamp():.6f}"
+    clicked = world.handler()  # as the daemon's listeners hand it the clicks
+    for user in (EVE, BOB):
+        clicked.handle(
+            block_actions(user, button["action_id"], button["value"], alert.channel, alert.ts, at)
+        )
+    second = world.cycle(after_s=120)
+    group = json.loads(button["value"])["g"]
+    events = [(r.event, r.user) for r in second.approvals if r.key == group]
+    assert events == [("ignored", EVE), ("snooze", BOB)]
+    assert ("usergroups.users.list", RESEARCHERS) in [
+        (c.method, c.params.get("usergroup")) for c in slack.calls
+    ]
+
+
 # -- the HTTP endpoint -------------------------------------------------------------------
 
 

@@ -71,7 +71,6 @@ REQUEST = ApprovalRequest(
     until=AT + 23 * 60 * MIN,
     reason="rejected in Slack",
     told="rejected",
-    replied="reject",
     ignored=["U0EVE"],
     failed_since=AT - 2 * MIN,
     last_error="Slack chat.update: internal_error (HTTP 500)",
