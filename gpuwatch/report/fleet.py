@@ -154,8 +154,8 @@ def fleet_figures(result: FleetRows) -> FleetFigures:
         ],
         teams=_money_rows(rows["teams"], "team", NO_TEAM),
         pools=_money_rows(rows["pools"], "pool", NO_POOL),
-        team_savings=_savings_rows(rows["team_savings"], "team", NO_TEAM_LEVER),
-        pool_savings=_savings_rows(rows["pool_savings"], "pool", NO_POOL_LEVER),
+        team_savings=_savings_rows(rows["scoped_savings"], "team", NO_TEAM_LEVER),
+        pool_savings=_savings_rows(rows["scoped_savings"], "pool", NO_POOL_LEVER),
         levers=[
             LeverRow(
                 kind=row["kind"],
@@ -238,16 +238,17 @@ def _money_rows(rows: Iterable[Row], key: str, missing: str) -> list[MoneyRow]:
 
 
 def _savings_rows(rows: Iterable[Row], key: str, missing: str) -> list[SavingsRow]:
-    out = [
-        SavingsRow(
-            key=row[key] if row[key] is not None else missing,
-            currency=row["currency"],
-            levers=int(row["levers"] or 0),
-            net_monthly=row["net_monthly"],
-            previous_net_monthly=row["previous_net_monthly"],
-        )
-        for row in rows
-    ]
+    """The scoped rows added up by ``key`` (team or pool) and currency; a week with no
+    lever of that scope stays None, not zero."""
+    sums: dict[tuple[str, str], list[Any]] = defaultdict(lambda: [0, None, None])
+    for row in rows:
+        name = row[key] if row[key] is not None else missing
+        total = sums[(name, row["currency"])]
+        total[0] += int(row["levers"] or 0)
+        for i, column in ((1, "net_monthly"), (2, "previous_net_monthly")):
+            if row[column] is not None:
+                total[i] = (total[i] or ZERO) + row[column]
+    out = [SavingsRow(name, currency, *total) for (name, currency), total in sums.items()]
     return sorted(out, key=lambda row: (row.currency, -(row.net_monthly or ZERO), row.key))
 
 
