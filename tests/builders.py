@@ -25,6 +25,19 @@ from gpuwatch.model.metrics import (
 )
 
 AT = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
+SHIPPED_RULES = frozenset(
+    {
+        "gpu-idle",
+        "gpu-near-oom",
+        "gpu-unallocated",
+        "gpu-overheat",
+        "gpu-xid",
+        "data-gap",
+        "gpu-oom-forecast",
+        "team-budget",
+    }
+)
+"""The ids of the rules in ``rules/``: the demo fires each of them once."""
 STEP_S = 60.0
 
 

@@ -10,19 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.builders import run_gpuwatch
+from tests.builders import SHIPPED_RULES, run_gpuwatch
 
 REPO = Path(__file__).resolve().parents[2]
-ALL_RULES = {
-    "gpu-idle",
-    "gpu-near-oom",
-    "gpu-unallocated",
-    "gpu-overheat",
-    "gpu-xid",
-    "data-gap",
-    "gpu-oom-forecast",
-    "team-budget",
-}
+ALL_RULES = SHIPPED_RULES
 
 
 gpuwatch = run_gpuwatch

@@ -11,6 +11,7 @@ from gpuwatch.analysis.rules.schema import ThresholdRule
 from gpuwatch.config.resources import shipped_dir
 from gpuwatch.model.errors import ConfigError
 from gpuwatch.model.findings import Role
+from tests.builders import SHIPPED_RULES
 
 GOOD = """\
 version: 1
@@ -39,16 +40,7 @@ def _problems(*paths: Path) -> list[str]:
 
 def test_shipped_rules_have_every_builtin():
     ids = {r.id for r in load_rules()}
-    assert ids == {
-        "gpu-idle",
-        "gpu-near-oom",
-        "gpu-unallocated",
-        "gpu-overheat",
-        "gpu-xid",
-        "data-gap",
-        "gpu-oom-forecast",
-        "team-budget",
-    }
+    assert ids == SHIPPED_RULES
     assert shipped_dir("rules").joinpath("gpu.yaml").is_file()
 
 
