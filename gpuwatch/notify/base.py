@@ -96,6 +96,17 @@ class Answers:
     a data-quality note; what was read still counts."""
 
 
+@dataclass(frozen=True)
+class Asked:
+    """What a cycle asks an approval source: the open requests, and what judges answers."""
+
+    requests: Sequence[ApprovalRequest]
+    policy: ApprovalPolicy
+    at: datetime
+    owner_groups: frozenset[str] = frozenset()
+    """User groups named as the owners who may snooze (besides the policy's approvers)."""
+
+
 class ApprovalSource(Protocol):
     """Where decisions come from: reactions on the request messages (read every cycle),
     and clicks a daemon received since the last cycle."""
@@ -103,14 +114,8 @@ class ApprovalSource(Protocol):
     interactive: bool
     """Clicks are answered: requests carry buttons, alerts carry Snooze."""
 
-    def read(
-        self,
-        requests: Sequence[ApprovalRequest],
-        policy: ApprovalPolicy,
-        at: datetime,
-        owner_groups: frozenset[str] = frozenset(),
-    ) -> Answers:
-        """The decisions on the open ``requests`` and the snoozes, with the members of the
-        user groups that judge them (the policy's approvers; ``owner_groups``, who may
-        snooze); never raises for Slack's failures (they are ``errors``)."""
+    def read(self, asked: Asked) -> Answers:
+        """The decisions on the open requests and the snoozes, with the members of the
+        user groups that judge them; never raises for Slack's failures (they are
+        ``errors``)."""
         ...

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime
 from http.client import HTTPException
 from typing import Any
@@ -25,7 +25,7 @@ from slack_sdk.web import SlackResponse, WebClient
 
 from gpuwatch.config.settings import SlackSettings
 from gpuwatch.model.approvals import ApprovalPolicy, ApprovalRequest, Decision, Verdict
-from gpuwatch.notify.base import Answers
+from gpuwatch.notify.base import Answers, Asked
 from gpuwatch.notify.interactions import Inbox
 from gpuwatch.notify.slack import client_options
 from gpuwatch.util.redact import redact, register_secret
@@ -47,27 +47,22 @@ class SlackApprovals:
         self._inbox = inbox
         self.interactive = inbox is not None and inbox.listening
 
-    def read(
-        self,
-        requests: Sequence[ApprovalRequest],
-        policy: ApprovalPolicy,
-        at: datetime,
-        owner_groups: frozenset[str] = frozenset(),
-    ) -> Answers:
+    def read(self, asked: Asked) -> Answers:
+        policy = asked.policy
         errors: list[str] = []
         decisions: list[Decision] = []
-        for request in requests:
+        for request in asked.requests:
             if request.ts is None or request.channel_id is None:
                 continue
             try:
-                decisions.extend(self._reactions(request, policy, at))
+                decisions.extend(self._reactions(request, policy, asked.at))
             except SlackError as exc:
                 errors.append(f"reactions on the request for {request.target} not read: {exc}")
         clicked, snoozes = self._inbox.drain() if self._inbox is not None else ((), ())
         decisions.extend(clicked)
         # Who is in a group matters only to judge somebody's answer: none, no lookup.
         groups = (policy.groups() if decisions else frozenset()) | (
-            owner_groups if snoozes else frozenset()
+            asked.owner_groups if snoozes else frozenset()
         )
         members: dict[str, frozenset[str]] = {}
         for group in sorted(groups):

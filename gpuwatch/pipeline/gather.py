@@ -39,7 +39,7 @@ from gpuwatch.model.metrics import (
 )
 from gpuwatch.model.result import SourceInfo
 from gpuwatch.model.state import CycleState
-from gpuwatch.notify.base import Answers
+from gpuwatch.notify.base import Answers, Asked
 from gpuwatch.pipeline.components import Components
 from gpuwatch.pipeline.specs import cost_specs
 from gpuwatch.sources.base import PodKey
@@ -254,7 +254,7 @@ def _answers(
     open_requests = [r for r in gathered.state.approvals.values() if r.open]
     owners = settings.notify.slack.interactivity.owners().values()
     owner_groups = frozenset(g for o in owners for g in o.groups)
-    return policy, source.read(open_requests, policy, gathered.at, owner_groups)
+    return policy, source.read(Asked(open_requests, policy, gathered.at, owner_groups))
 
 
 def _month(
