@@ -141,28 +141,57 @@ class QueryBuilder:
         # takes a sample exactly at at - window; one millisecond less makes both agree.
         return f"{window_s * 1000 - 1}ms"
 
+    def _families(self) -> str:
+        """Every exporter family, each series keeping its name."""
+        names = sorted({self.names.device_families, *self.names.model_dump().values()} - {""})
+        return f'{{__name__=~"{"|".join(names)}",$SEL}}'
+
+    def _relabelled(self) -> str:
+        """Every family, its name copied into ``family_`` so that a function that drops
+        the name leaves two families of one device apart, until they are merged away."""
+        return f'label_replace({self._families()}, "family_", "$1", "__name__", "(.*)")'
+
     def inventory(self, window_s: int) -> QueryPart:
         """Every device (GPU or MIG instance) that any of the exporter's families
-        reported in the window, with its identity and pod labels; the value is the unix
-        time of its newest sample. Series that differ in pod labels (another pod on the
-        same device) stay apart.
+        reported in the window, with its identity and pod labels: one series per set of
+        those labels (another pod on the same device stays apart); the value counts the
+        families. Any family counts: exporters differ in which they send (no GPU_UTIL for
+        MIG, no framebuffer for MIG on some versions, custom counter lists).
 
-        Any family counts: exporters differ in which they send (no GPU_UTIL for MIG, no
-        framebuffer for MIG on some versions, custom counter lists). The family name is
-        copied into a label before ``timestamp()`` drops it, so that two families of one
-        device do not collide, then merged away. The subquery's step is the lookback
-        delta's default (5 min): each step's ``timestamp()`` still sees every sample,
-        and the query costs a tenth of one stepped at the scrape interval."""
-        names = sorted({self.names.device_families, *self.names.model_dump().values()} - {""})
-        regex = "|".join(names)
-        families = (
-            f'label_replace({{__name__=~"{regex}",$SEL}}, "family_", "$1", "__name__", "(.*)")'
+        One pass over each series' samples in the window: ``last_over_time`` keeps the
+        metric name (PromQL drops it for every other range function), so two families
+        of one device do not collide before ``count by`` merges them. An engine that
+        drops it anyway refuses the query; ``inventory_stepped`` then answers."""
+        kept = ", ".join(self.inventory_labels())
+        window = self._range(window_s)
+        return QueryPart(f"count by ({kept}) (last_over_time({self._families()}[{window}]))")
+
+    def inventory_newest(self) -> QueryPart:
+        """The inventory's series with a sample of a named family (``prometheus.metrics``)
+        within the lookback delta (5 minutes by default), valued at the unix time of their
+        newest sample. ``timestamp()`` gives a sample's own time only applied to a
+        selector (to anything else, the evaluation's), so each family is asked on its
+        own; families scraped together carry one time, so the first that has a series
+        answers for it."""
+        kept = ", ".join(self.inventory_labels())
+        names = sorted(set(self.names.model_dump().values()) - {"", self.names.device_families})
+        return QueryPart(
+            " or ".join(f"max by ({kept}) (timestamp({self._m(name)}))" for name in names)
         )
+
+    def inventory_stepped(self, window_s: int) -> QueryPart:
+        """The inventory valued at the unix time of each series' newest sample in the
+        window, however old: ``timestamp()`` at every step of a subquery. Its step is the
+        lookback delta's default (5 min): each step's ``timestamp()`` still sees every
+        sample, and the query costs a tenth of one stepped at the scrape interval; but it
+        is a step per 5 minutes of window over every series of every family, and its
+        value the time of the step that saw the sample: the cycle asks it only for the
+        series ``inventory_newest`` did not time."""
         kept = ", ".join(self.inventory_labels())
         step = f"{min(300, max(window_s, self.step_s))}s"
         return QueryPart(
             f"max by ({kept}) "
-            f"(max_over_time(timestamp({families})[{self._range(window_s)}:{step}]))"
+            f"(max_over_time(timestamp({self._relabelled()})[{self._range(window_s)}:{step}]))"
         )
 
     def inventory_labels(self) -> list[str]:

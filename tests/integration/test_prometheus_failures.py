@@ -101,10 +101,32 @@ def test_auth_refused(history_prometheus, status):
         source(proxy.url).window_stats(REQUEST)
 
 
+def test_an_engine_that_drops_names_in_last_over_time_gets_the_stepped_inventory(
+    history_prometheus,
+):
+    """An engine whose last_over_time drops the metric name (two families of one GPU
+    then collide) refuses the one-pass inventory; the stepped one answers, with the
+    same result, and the refusal is not halved as if it were too big."""
+    server, _ = history_prometheus
+    expected = source(server.url).window_stats(REQUEST)
+    collide = Answer(
+        422,
+        b'{"status":"error","errorType":"execution","error":"vector cannot contain '
+        b'metrics with the same labelset"}',
+    )
+    decide = lambda seen: collide if "last_over_time({__name__" in seen.query else None  # noqa: E731
+    with FaultProxy(server.url, decide) as proxy:
+        actual = source(proxy.url).window_stats(REQUEST)
+    assert_same_stats(expected, actual, REQUEST.specs)
+    refused = [s for s in proxy.seen if "last_over_time({__name__" in s.query]
+    assert len(refused) == 1
+
+
 def test_bad_query_names_the_query(history_prometheus):
+    """The message quotes the query where the server says it broke, however long."""
     server, _ = history_prometheus
     broken = source(server.url, metrics={"gpu_util": "DCGM_FI_DEV_GPU_UTIL{"})
-    with pytest.raises(SourceBadQuery, match=r"HTTP 400.*\(query: .*DCGM_FI_DEV_GPU_UTIL\{\{"):
+    with pytest.raises(SourceBadQuery, match=r"HTTP 400.*\(query: .*DCGM_FI_DEV_GPU_UTIL\{"):
         broken.window_stats(REQUEST)
 
 

@@ -26,6 +26,7 @@ from gpuwatch.model.metrics import (
 )
 from gpuwatch.notify.console import RecordingNotifier
 from gpuwatch.pipeline import Components, analyse, gather
+from gpuwatch.promql import QueryBuilder, Shard
 from gpuwatch.sources.prometheus import PrometheusClient, PrometheusMetricsSource
 from gpuwatch.sources.prometheus.client import Connection
 from gpuwatch.sources.simulator import SimulatorClusterSource, SimulatorMetricsSource
@@ -108,6 +109,32 @@ def test_gpu_whose_series_stops_mid_window(history_prometheus):
     assert set(stats.get(spec_count)[rows]) == {7.0}
     last = (SHOWCASE_AT - timedelta(minutes=23)).timestamp()
     assert set(stats.get(spec_last)[rows]) == {last}
+
+
+def test_inventory_times_only_the_silent_gpus_with_the_stepped_query(history_prometheus):
+    """The cheap inventory (the window's series, then each one's newest sample within
+    the lookback) finds the devices the one-hour stepped subquery finds, pods included;
+    the subquery runs for the GPUs silent since (spot-a100-1's exporter, down from
+    01:38) and names those alone."""
+    server, _ = history_prometheus
+    metrics = prometheus_source(server.url)
+    metrics.client.recorded = []
+    probe = QueryBuilder(metrics.settings.metrics, metrics.labels, 60, "pod")
+    cheap = metrics._inventory(3600, SHOWCASE_AT, timed=True)
+    stepped = metrics._sharded(probe.inventory_stepped(3600), [Shard()], SHOWCASE_AT)
+
+    def devices(series):
+        pods = metrics._pod_labels(series)
+        return metrics._devices(series, pods)
+
+    assert devices(cheap) == devices(stepped)
+    silent = {d.uuid for d in devices(cheap) if d.node == "spot-a100-1"}
+    queries = [params["query"] for _, params in metrics.client.recorded]
+    assert len(queries) == 4 and "[3599999ms:300s]" in queries[2]
+    named = {u for u in silent if u[4:] in queries[2]}
+    assert len(silent) == 8 and named == silent
+    others = [d.uuid for d in devices(cheap) if d.node != "spot-a100-1"]
+    assert not any(u[4:] in queries[2] for u in others)
 
 
 def test_rules_see_the_same_cycle(history_prometheus):

@@ -166,6 +166,26 @@ def test_status_to_error(status, kind):
     assert 'went "wrong"' in str(error) and f"HTTP {status}" in str(error)
 
 
+def test_duplicate_labelset_is_a_bad_query_not_a_size_to_split():
+    """An engine that cannot run a query says so with a 422; halving it would not help."""
+    body = repr(
+        b'{"status":"error","error":"vector cannot contain metrics with the same labelset"}'
+    )
+    error = _from_status("http://p", f"HTTP Status Code 422 ({body})", "count(x)")
+    assert isinstance(error, SourceBadQuery) and "same labelset" in str(error)
+
+
+def test_a_long_query_is_quoted_where_the_parse_error_is():
+    promql = "sum(a)" + " or sum(b)" * 100 + " or sum(broken{)" + " or sum(c)" * 100
+    position = promql.index("broken{") + len("broken{") + 1
+    body = repr(f'{{"status":"error","error":"1:{position}: parse error: x"}}'.encode())
+    error = str(_from_status("http://p", f"HTTP Status Code 400 ({body})", promql))
+    assert "broken{)" in error and error.count("…") == 2
+    assert len(error) < 450
+    short = str(_from_status("http://p", f"HTTP Status Code 400 ({body})", "sum(broken{)"))
+    assert short.endswith("(query: sum(broken{))")
+
+
 def test_error_text_of_non_json_body():
     assert _error_text(repr(b"<html>\n oops </html>")) == "<html> oops </html>"
 

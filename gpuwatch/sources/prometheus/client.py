@@ -261,13 +261,37 @@ def _from_status(url: str, message: str, promql: str) -> SourceError:
         return SourceAuthRefused(
             f"{where}: {detail}; check prometheus.bearer_token_*, username/password_*, or tenant"
         )
+    if "same labelset" in detail:
+        # The query itself cannot run here (an execution error, 422 on Prometheus): no
+        # smaller piece of it would.
+        return SourceBadQuery(f"{where}: {detail} (query: {_near_error(promql, detail)})")
     if status in (422, 503) or "too many" in detail.lower() or "timeout" in detail.lower():
         return SourceTooLarge(f"{where}: {detail}")
     if status == 400:
-        return SourceBadQuery(f"{where}: {detail} (query: {promql[:300]})")
+        return SourceBadQuery(f"{where}: {detail} (query: {_near_error(promql, detail)})")
     if status == 429 or status >= 500:
         return SourceUnreachable(f"{where}: {detail}")
     return SourceBadResponse(f"{where}: {detail}")
+
+
+def _near_error(promql: str, detail: str, width: int = 300) -> str:
+    """The query, shortened to ``width`` characters around the position a parse error
+    names (``1:1342: parse error``), so that the part at fault is the part shown."""
+    if len(promql) <= width:
+        return promql
+    found = _PARSE_POSITION.search(detail)
+    lines = promql.split("\n")
+    if found is None or int(found.group(1)) > len(lines):
+        return promql[:width] + "…"
+    offset = sum(len(line) + 1 for line in lines[: int(found.group(1)) - 1])
+    at = offset + int(found.group(2)) - 1
+    start = max(0, min(at - width * 2 // 3, len(promql) - width))
+    return (
+        ("…" if start else "") + promql[start : start + width] + "…" * (start + width < len(promql))
+    )
+
+
+_PARSE_POSITION = re.compile(r"(\d+):(\d+): parse error")
 
 
 def _error_text(body: str) -> str:

@@ -21,7 +21,7 @@ from datetime import datetime
 import numpy as np
 
 from gpuwatch.config.settings import PrometheusSettings
-from gpuwatch.model.errors import SourcePartialData, SourceTooLarge
+from gpuwatch.model.errors import SourceBadQuery, SourcePartialData, SourceTooLarge
 from gpuwatch.model.metrics import (
     Aggregate,
     AggregateSpec,
@@ -60,8 +60,7 @@ class PrometheusMetricsSource:
         at = request.at
         longest = max((s.window_s for s in request.specs), default=300)
         seen_within = inventory_window_s(request)
-        probe = QueryBuilder(self.settings.metrics, self.labels, self._step(), "pod")
-        inventory = self._sharded(probe.inventory(seen_within), [Shard()], at)
+        inventory = self._inventory(seen_within, at, timed=True)
         present = [s for s in inventory if s.value > at.timestamp() - seen_within]
         pods = self._pod_labels(present)
         devices = self._devices(present, pods)
@@ -103,8 +102,7 @@ class PrometheusMetricsSource:
         if times.size == 0 or not specs:
             return HistoryFrame((), times, {spec: np.empty((0, times.size)) for spec in specs})
         step = request.step_s
-        probe = QueryBuilder(self.settings.metrics, self.labels, self._step(), "pod")
-        recent = self._sharded(probe.inventory(max(step, 300)), [Shard()], request.end)
+        recent = self._inventory(max(step, 300), request.end, timed=False)
         pod_label = self._pod_labels(recent).pod
         labels = self.labels
         identity = (*labels.node, labels.gpu, labels.model)
@@ -167,8 +165,7 @@ class PrometheusMetricsSource:
         step = request.step_s
         if times.size == 0:
             return HolderHistory((), times, (), np.empty((0, 0), dtype=np.int32))
-        probe = QueryBuilder(self.settings.metrics, self.labels, self._step(), "pod")
-        recent = self._sharded(probe.inventory(max(step, 300)), [Shard()], request.end)
+        recent = self._inventory(max(step, 300), request.end, timed=False)
         pods = self._pod_labels(recent)
         pod_label, namespace_label = pods.pod, pods.namespace
         builder = QueryBuilder(self.settings.metrics, self.labels, self._step(), pod_label)
@@ -282,6 +279,62 @@ class PrometheusMetricsSource:
                 part, right, at, depth + 1
             )
 
+    def _inventory(self, window_s: int, at: datetime, timed: bool) -> list[InstantSeries]:
+        """The series of the devices seen in ``(at - window_s, at]`` (``QueryBuilder.
+        inventory``); ``timed``: valued at the unix time of each one's newest sample.
+
+        Two cheap reads answer for nearly every series: the window's series, then the
+        newest sample of those scraped within the lookback delta. Only a series silent
+        since (an exporter gone quiet in the window) is timed by the stepped subquery,
+        which costs a step per 5 minutes of window, for its GPUs alone."""
+        probe = QueryBuilder(self.settings.metrics, self.labels, self._step(), "pod")
+        try:
+            listed = self._sharded(probe.inventory(window_s), [Shard()], at)
+        except SourceBadQuery as exc:
+            if "same labelset" not in str(exc):
+                raise
+            log.info("this engine drops metric names in last_over_time: %s", exc)
+            return self._sharded(probe.inventory_stepped(window_s), [Shard()], at)
+        if not timed:
+            return listed
+        newest = {
+            _key_of(s.labels): s.value
+            for s in self._sharded(probe.inventory_newest(), [Shard()], at)
+        }
+        timed_series = [
+            InstantSeries(s.labels, newest[_key_of(s.labels)])
+            for s in listed
+            if _key_of(s.labels) in newest
+        ]
+        silent = [s for s in listed if _key_of(s.labels) not in newest]
+        if silent:
+            older = {
+                _key_of(s.labels): s.value
+                for s in self._sharded(
+                    probe.inventory_stepped(window_s), self._shards_of(silent), at
+                )
+            }
+            timed_series += [
+                InstantSeries(s.labels, older[_key_of(s.labels)])
+                for s in silent
+                if _key_of(s.labels) in older
+            ]
+        return timed_series
+
+    def _shards_of(self, series: Sequence[InstantSeries]) -> list[Shard]:
+        """Shards naming exactly these series' GPUs, ``_LISTED_PER_QUERY`` to a query to
+        keep its URL short, where their UUIDs allow it (few enough, each ``GPU-…``);
+        else every GPU in one."""
+        uuids = sorted({s.labels.get(self.labels.uuid, "") for s in series})
+        if len(uuids) > 4 * _LISTED_PER_QUERY or not all(
+            u[:4].upper() == "GPU-" and u[4:] for u in uuids
+        ):
+            return [Shard()]
+        return [
+            Shard(tuple(u[4:] for u in uuids[i : i + _LISTED_PER_QUERY]))
+            for i in range(0, len(uuids), _LISTED_PER_QUERY)
+        ]
+
     def _pod_labels(self, series: Sequence[InstantSeries]) -> PodLabels:
         """Which labels name pods on these series (``prometheus.labels.pod_labels``)."""
         seen = {name for item in series for name in item.labels}
@@ -350,6 +403,14 @@ class PrometheusMetricsSource:
             if index is not None:
                 column[index] = item.value * scale
         return column
+
+
+_LISTED_PER_QUERY = 64
+"""The most GPUs one query names in a UUID matcher (about 2.5 KB of URL)."""
+
+
+def _key_of(labels: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(labels.items()))
 
 
 def _profile(text: str | None) -> str | None:
