@@ -14,6 +14,9 @@ import pyarrow.compute as pc
 
 from gpuwatch.model.metrics import GpuDevice, PodRef
 
+UNIT_SCALE = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
+"""Ticks of a timestamp unit in a second."""
+
 
 def encoded(column: pa.ChunkedArray) -> tuple[np.ndarray, list[str]]:
     """A label column as codes (-1 where null) and the values they index; read as the
@@ -97,6 +100,17 @@ def device_of(row: dict[str, object]) -> GpuDevice:
     )
 
 
+def floats(column: pa.ChunkedArray) -> np.ndarray:
+    """A metric column as float64, NaN where null (the exporter sent no value); nulls
+    filled by Arrow, as numpy's conversion of a column with nulls is a slow path."""
+    combined = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if combined.type != pa.float64():
+        combined = combined.cast(pa.float64(), safe=False)
+    if combined.null_count:
+        combined = pc.fill_null(combined, np.nan)
+    return np.asarray(combined.to_numpy(zero_copy_only=False), dtype=np.float64)
+
+
 def interval_s(times_s: np.ndarray) -> int:
     """The sample interval: the median gap between one device's samples (60 s when a
     device has a single sample)."""
@@ -106,7 +120,6 @@ def interval_s(times_s: np.ndarray) -> int:
 
 def seconds(column: pa.ChunkedArray) -> np.ndarray:
     """Unix seconds of a timestamp column (Parquet keeps milliseconds or finer)."""
-    unit = getattr(column.type, "unit", "s")
-    scale = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}[unit]
+    scale = UNIT_SCALE[getattr(column.type, "unit", "s")]
     raw = column.to_numpy() if isinstance(column, pa.ChunkedArray) else np.asarray(column)
     return raw.view(np.int64) // scale

@@ -44,7 +44,9 @@ from gpuwatch.model.metrics import (
 from gpuwatch.sources.base import Progress
 from gpuwatch.sources.blocks import BlockMetricsSource
 from gpuwatch.sources.samples_columns import (
+    UNIT_SCALE,
     device_of,
+    floats,
     interval_s,
     key_codes,
     last_rows,
@@ -66,34 +68,73 @@ METRICS = (
     "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE",
 )
 _KEPT_GROUPS = 1
+_KEPT_HOLDERS = 4
 _DAY_S = 86400
 
 
 class _Group:
-    """One row group, decoded: each row's device, grid time, pod and metric values."""
+    """One row group, decoded: each row's device and grid time; its pods and metric
+    columns read when first asked for (a read of a few signals reads those columns)."""
 
-    def __init__(self, table: pa.Table, row_of: dict[str, int], step_s: int) -> None:
+    def __init__(self, file: pq.ParquetFile, group: int, row_of: dict[str, int], step_s: int):
+        self.file, self.group = file, group
+        names = file.schema_arrow.names
+        keys = [c for c in ("timestamp", "UUID", "GPU_I_ID") if c in names]
+        table = file.read_row_group(group, columns=keys)
         unix_s = seconds(table["timestamp"])
         self.time_s = -(-unix_s // step_s) * step_s
-        codes, keys = key_codes(table)
-        lut = np.array([row_of.get(k, -1) for k in keys], dtype=np.int64)
-        self.device = lut[codes] if len(keys) else np.full(len(codes), -1, dtype=np.int64)
-        self.pod, self.pods = pod_codes(table)
-        self.values = {
-            name: np.asarray(table[name].to_numpy(zero_copy_only=False), dtype=np.float64)
-            for name in METRICS
-            if name in table.column_names
-        }
+        # Rows in time order (as exporters write them) are found by bisection.
+        self.ordered = bool(np.all(self.time_s[1:] >= self.time_s[:-1]))
+        codes, keys_found = key_codes(table)
+        lut = np.array([row_of.get(k, -1) for k in keys_found] + [-1], dtype=np.int64)
+        self.device = lut[codes]
+        self.known = bool(np.all(self.device >= 0))
+        self.metrics = frozenset(m for m in METRICS if m in names)
+        self._values: dict[str, np.ndarray] = {}
+        self._pods: tuple[np.ndarray, list[PodRef]] | None = None
+
+    def values(self, name: str) -> np.ndarray | None:
+        """A metric's column as floats, NaN where the exporter sent none."""
+        if name not in self.metrics:
+            return None
+        found = self._values.get(name)
+        if found is None:
+            column = self.file.read_row_group(self.group, columns=[name])[name]
+            found = self._values[name] = floats(column)
+        return found
+
+    @property
+    def pod(self) -> np.ndarray:
+        return self._pod_codes()[0]
+
+    @property
+    def pods(self) -> list[PodRef]:
+        return self._pod_codes()[1]
+
+    def _pod_codes(self) -> tuple[np.ndarray, list[PodRef]]:
+        if self._pods is None:
+            names = self.file.schema_arrow.names
+            wanted = [c for c in ("pod", "namespace") if c in names]
+            table = self.file.read_row_group(self.group, columns=wanted)
+            if not wanted:
+                table = pa.table({"rows": pa.nulls(self.time_s.size)})
+            self._pods = pod_codes(table)
+        return self._pods
 
 
 @dataclass(frozen=True)
 class _Part:
-    """The rows of one group inside a range: their devices and grid columns."""
+    """The rows of one group inside a range (a slice where the group is in time order
+    and every row's device is known), and where they go in a (devices, grid) array."""
 
     group: _Group
-    rows: np.ndarray
-    device: np.ndarray
-    col: np.ndarray
+    rows: slice | np.ndarray
+    flat: np.ndarray
+    """``device * grid size + grid column`` of each row."""
+
+    def put(self, out: np.ndarray, column: np.ndarray) -> None:
+        """Each row's value of ``column`` into its cell of ``out`` (devices, grid)."""
+        out.reshape(-1)[self.flat] = column[self.rows]
 
 
 class SampleFile:
@@ -126,14 +167,19 @@ class SampleFile:
 
     def _span(self, group: int) -> tuple[int, int]:
         """The first and last unix second of a row group (its statistics, else read)."""
-        meta = self.file.metadata.row_group(group)
-        column = meta.column(self.file.schema_arrow.get_field_index("timestamp"))
+        index = self.file.schema_arrow.get_field_index("timestamp")
+        column = self.file.metadata.row_group(group).column(index)
         stats = column.statistics
-        if stats is not None and stats.has_min_max:
-            low, high = stats.min, stats.max
-            if isinstance(low, datetime) and isinstance(high, datetime):
-                return int(low.timestamp()), int(high.timestamp())
-            return int(low), int(high)
+        unit = getattr(self.file.schema_arrow.field(index).type, "unit", None)
+        if (
+            stats is not None
+            and stats.has_min_max
+            and column.physical_type == "INT64"
+            and unit in UNIT_SCALE
+        ):
+            # The raw values: their conversion to datetimes would import pandas.
+            scale = UNIT_SCALE[unit]
+            return int(stats.min_raw) // scale, int(stats.max_raw) // scale
         unix_s = seconds(self.file.read_row_group(group, columns=["timestamp"])["timestamp"])
         return int(unix_s.min()), int(unix_s.max())
 
@@ -168,10 +214,7 @@ class SampleFile:
         if cached is not None:
             self._cache.move_to_end(group)
             return cached
-        # The samples need a row's device, time and pod, not the rest of its labels.
-        wanted = ("timestamp", "UUID", "GPU_I_ID", "pod", "namespace", *METRICS)
-        table = self.file.read_row_group(group, columns=[c for c in self.columns if c in wanted])
-        decoded = _Group(table, self.row_of, self.step_s)
+        decoded = _Group(self.file, group, self.row_of, self.step_s)
         self._cache[group] = decoded
         while len(self._cache) > _KEPT_GROUPS:
             self._cache.popitem(last=False)
@@ -197,10 +240,18 @@ class SampleFile:
             if -(-high // step) * step <= start_s or -(-low // step) * step > end_s:
                 continue
             decoded = self._group(group)
-            inside = (decoded.time_s > start_s) & (decoded.time_s <= end_s)
-            rows = np.flatnonzero(inside & (decoded.device >= 0))
-            col = (decoded.time_s[rows] - grid[0]) // step
-            parts.append(_Part(decoded, rows, decoded.device[rows], col))
+            times = decoded.time_s
+            if decoded.ordered:
+                first = int(np.searchsorted(times, start_s, side="right"))
+                after = int(np.searchsorted(times, end_s, side="right"))
+                rows: slice | np.ndarray = slice(first, after)
+                if not decoded.known:
+                    rows = first + np.flatnonzero(decoded.device[first:after] >= 0)
+            else:
+                inside = (times > start_s) & (times <= end_s)
+                rows = np.flatnonzero(inside & (decoded.device >= 0))
+            flat = decoded.device[rows] * grid.size + (times[rows] - grid[0]) // step
+            parts.append(_Part(decoded, rows, flat))
         self._last = ((start_s, end_s), (grid, parts))
         return grid, parts
 
@@ -212,7 +263,7 @@ class SampleFile:
         grid, parts = self._rows(start, end)
         mask = np.zeros((len(self._devices), grid.size), dtype=bool)
         for part in parts:
-            mask[part.device, part.col] = True
+            mask.reshape(-1)[part.flat] = True
         return grid, mask
 
     def pods(self, start: datetime, end: datetime) -> tuple[np.ndarray, np.ndarray, list[PodRef]]:
@@ -223,7 +274,7 @@ class SampleFile:
         index: dict[PodRef, int] = {}
         for part in parts:
             lut = np.array([index.setdefault(p, len(index)) for p in part.group.pods] + [-1])
-            codes[part.device, part.col] = lut[part.group.pod[part.rows]]
+            codes.reshape(-1)[part.flat] = lut[part.group.pod[part.rows]]
         return grid, codes, list(index)
 
 
@@ -235,7 +286,9 @@ class SampleFileMetricsSource(BlockMetricsSource):
     def __init__(self, samples: SampleFile) -> None:
         super().__init__(samples)
         self.samples = samples
-        self._held: tuple[tuple[datetime, datetime, int], _Held] | None = None
+        # The holders of the ranges histories read, by range: another read between a
+        # history and its holders (a cycle's forecast series) must not drop them.
+        self._held: OrderedDict[tuple[datetime, datetime, int], _Held] = OrderedDict()
 
     def history(self, request: HistoryRequest, progress: Progress | None = None) -> HistoryFrame:
         """As ``BlockMetricsSource.history``; then the decoded row groups are let go (a
@@ -249,15 +302,18 @@ class SampleFileMetricsSource(BlockMetricsSource):
         asks for the holders of the same hours next, and reading the file again for
         them would decode every row a second time."""
         key = (request.start, request.end, request.step_s)
-        if self._held is None or self._held[0] != key:
-            self._held = (key, _Held(request.times_s()))
-        self._held[1].add(self.samples, request.step_s, cols)
+        held = self._held.get(key)
+        if held is None:
+            held = self._held[key] = _Held(request.times_s())
+            while len(self._held) > _KEPT_HOLDERS:
+                self._held.popitem(last=False)
+        held.add(self.samples, request.step_s, cols)
 
     def holders(self, request: HistoryRequest, progress: Progress | None = None) -> HolderHistory:
         """Per step, the pod the exporter labelled each GPU with for most of its samples
         in the step (the smallest pod code among equals), a day at a time."""
         key = (request.start, request.end, request.step_s)
-        held = self._held[1] if self._held is not None and self._held[0] == key else None
+        held = self._held.get(key)
         times = request.times_s()
         if held is None or not held.done.all():
             held = _Held(times)
@@ -340,9 +396,9 @@ class _Signals(Mapping[Signal, FloatArray]):
         if found is None:
             found = self._raw[name] = np.full(self.shape, np.nan)
             for part in self.parts:
-                values = part.group.values.get(name)
+                values = part.group.values(name)
                 if values is not None:
-                    found[part.device, part.col] = values[part.rows]
+                    part.put(found, values)
         return found
 
     def __getitem__(self, signal: Signal) -> FloatArray:
@@ -364,7 +420,7 @@ class _Signals(Mapping[Signal, FloatArray]):
         if signal is Signal.POD_ATTACHED:
             attached = np.full(self.shape, np.nan)
             for part in self.parts:
-                attached[part.device, part.col] = part.group.pod[part.rows] >= 0
+                attached.reshape(-1)[part.flat] = part.group.pod[part.rows] >= 0
             return attached
         used, free = self.raw("DCGM_FI_DEV_FB_USED"), self.raw("DCGM_FI_DEV_FB_FREE")
         reserved = np.nan_to_num(self.raw("DCGM_FI_DEV_FB_RESERVED"), nan=0.0)
