@@ -24,7 +24,11 @@ def encoded(column: pa.ChunkedArray) -> tuple[np.ndarray, list[str]]:
     if not pa.types.is_dictionary(column.type):
         column = pc.dictionary_encode(column.cast(pa.string()))
     combined = column.unify_dictionaries().combine_chunks()
-    codes = combined.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    indices = combined.indices
+    if indices.null_count:
+        indices = indices.fill_null(-1)
+    codes = indices.to_numpy(zero_copy_only=False)
+    codes = codes.astype(np.int32 if codes.itemsize <= 4 else np.int64, copy=False)
     return codes, [str(v) for v in combined.dictionary.to_pylist()]
 
 
@@ -51,7 +55,7 @@ def key_codes(table: pa.Table) -> tuple[np.ndarray, list[str]]:
     if "GPU_I_ID" not in table.column_names:
         return u_idx, u_names
     m_idx, m_names = encoded(table["GPU_I_ID"])
-    combined = u_idx * (len(m_names) + 1) + m_idx + 1
+    combined = u_idx.astype(np.int64) * (len(m_names) + 1) + m_idx + 1
     unique, codes = np.unique(combined, return_inverse=True)
     keys = []
     for value in unique.tolist():
@@ -69,16 +73,19 @@ def pod_codes(table: pa.Table) -> tuple[np.ndarray, list[PodRef]]:
         n_idx, n_names = encoded(table["namespace"])
     else:
         n_idx, n_names = np.full(table.num_rows, -1, dtype=np.int64), []
-    labelled = p_idx >= 0
-    # (pod, namespace) pairs as one number, those seen numbered in order: no sort.
+    # (pod, namespace) pairs as one number, those seen numbered in order: no sort. An
+    # unlabelled row's number is below every pod's (its pod index is -1).
     width = len(n_names) + 1
-    pair = p_idx * width + n_idx + 1
-    seen = np.bincount(pair[labelled], minlength=len(p_names) * width) > 0
-    number = np.cumsum(seen) - 1
-    codes = np.where(labelled, number[np.maximum(pair, 0)], -1)
+    kind = np.int32 if (len(p_names) + 1) * width < 2**31 else np.int64
+    pair = (p_idx + 1).astype(kind) * kind(width)
+    pair += n_idx.astype(kind) + kind(1)
+    seen = np.bincount(pair, minlength=(len(p_names) + 1) * width) > 0
+    seen[:width] = False
+    number = np.where(seen, np.cumsum(seen) - 1, -1).astype(kind)
+    codes = number[pair]
     pods = [
         PodRef(n_names[n - 1] if n else "", p_names[p])
-        for p, n in (divmod(int(k), width) for k in np.flatnonzero(seen))
+        for p, n in (divmod(int(k) - width, width) for k in np.flatnonzero(seen))
     ]
     return codes, pods
 

@@ -74,24 +74,39 @@ _DAY_S = 86400
 
 class _Group:
     """One row group, decoded: each row's device and grid time; its pods and metric
-    columns read when first asked for (a read of a few signals reads those columns)."""
+    columns read when first asked for (a read of a few signals reads those columns),
+    and with the keys in one read where an earlier group was asked for them."""
 
-    def __init__(self, file: pq.ParquetFile, group: int, row_of: dict[str, int], step_s: int):
-        self.file, self.group = file, group
+    def __init__(
+        self, file: pq.ParquetFile, group: int, row_of: dict[str, int], step_s: int, wanted: set
+    ) -> None:
+        self.file, self.group, self.wanted = file, group, wanted
         names = file.schema_arrow.names
         keys = [c for c in ("timestamp", "UUID", "GPU_I_ID") if c in names]
-        table = file.read_row_group(group, columns=keys)
-        unix_s = seconds(table["timestamp"])
+        self._columns = self._read([*keys, *sorted(wanted)])
+        unix_s = seconds(self._columns.pop("timestamp"))
         self.time_s = -(-unix_s // step_s) * step_s
         # Rows in time order (as exporters write them) are found by bisection.
         self.ordered = bool(np.all(self.time_s[1:] >= self.time_s[:-1]))
-        codes, keys_found = key_codes(table)
+        codes, keys_found = key_codes(pa.table({k: self._columns.pop(k) for k in keys[1:]}))
         lut = np.array([row_of.get(k, -1) for k in keys_found] + [-1], dtype=np.int64)
         self.device = lut[codes]
         self.known = bool(np.all(self.device >= 0))
         self.metrics = frozenset(m for m in METRICS if m in names)
         self._values: dict[str, np.ndarray] = {}
         self._pods: tuple[np.ndarray, list[PodRef]] | None = None
+        self.pods_distinct = False
+
+    def _read(self, columns: list[str]) -> dict[str, pa.ChunkedArray]:
+        """``columns`` of the group that the file has, in one read."""
+        names = self.file.schema_arrow.names
+        table = self.file.read_row_group(self.group, columns=[c for c in columns if c in names])
+        return {name: table[name] for name in table.column_names}
+
+    def _column(self, name: str) -> pa.ChunkedArray:
+        self.wanted.add(name)  # and read with the keys of the next groups
+        found = self._columns.pop(name, None)
+        return found if found is not None else self._read([name])[name]
 
     def values(self, name: str) -> np.ndarray | None:
         """A metric's column as floats, NaN where the exporter sent none."""
@@ -99,8 +114,7 @@ class _Group:
             return None
         found = self._values.get(name)
         if found is None:
-            column = self.file.read_row_group(self.group, columns=[name])[name]
-            found = self._values[name] = floats(column)
+            found = self._values[name] = floats(self._column(name))
         return found
 
     @property
@@ -114,11 +128,11 @@ class _Group:
     def _pod_codes(self) -> tuple[np.ndarray, list[PodRef]]:
         if self._pods is None:
             names = self.file.schema_arrow.names
-            wanted = [c for c in ("pod", "namespace") if c in names]
-            table = self.file.read_row_group(self.group, columns=wanted)
-            if not wanted:
-                table = pa.table({"rows": pa.nulls(self.time_s.size)})
+            labels = {c: self._column(c) for c in ("pod", "namespace") if c in names}
+            table = pa.table(labels) if labels else pa.table({"rows": pa.nulls(self.time_s.size)})
             self._pods = pod_codes(table)
+            # A pod without a namespace and one in namespace "" are one PodRef.
+            self.pods_distinct = len(set(self._pods[1])) == len(self._pods[1])
         return self._pods
 
 
@@ -155,6 +169,7 @@ class SampleFile:
         self.row_of = {d.device_id: i for i, d in enumerate(self._devices)}
         self._step_s = step_s or interval_s(newest)
         self._cache: OrderedDict[int, _Group] = OrderedDict()
+        self._wanted: set[str] = set()  # the columns reads have asked for, beyond the keys
         self._last: tuple[tuple[int, int], tuple[np.ndarray, list[_Part]]] | None = None
 
     @property
@@ -214,16 +229,18 @@ class SampleFile:
         if cached is not None:
             self._cache.move_to_end(group)
             return cached
-        decoded = _Group(self.file, group, self.row_of, self.step_s)
-        self._cache[group] = decoded
-        while len(self._cache) > _KEPT_GROUPS:
+        while len(self._cache) >= _KEPT_GROUPS:  # let it go before the next is read
             self._cache.popitem(last=False)
+        decoded = self._cache[group] = _Group(
+            self.file, group, self.row_of, self.step_s, self._wanted
+        )
         return decoded
 
     def forget(self) -> None:
         """Let the decoded row groups go (the next read decodes again)."""
         self._cache.clear()
         self._last = None
+        self._wanted.clear()
 
     def _rows(self, start: datetime, end: datetime) -> tuple[np.ndarray, list[_Part]]:
         """The grid of ``(start, end]`` and, per row group it touches, its rows there;
@@ -234,6 +251,7 @@ class SampleFile:
         start_s, end_s = int(start.timestamp()), int(end.timestamp())
         if self._last is not None and self._last[0] == (start_s, end_s):
             return self._last[1]
+        self._last = None  # its groups may be let go
         grid = np.arange((start_s // step + 1) * step, end_s + 1, step, dtype=np.int64)
         parts = []
         for group, (low, high) in sorted(enumerate(self.spans), key=lambda g: -g[1][1]):
@@ -271,6 +289,10 @@ class SampleFile:
         the pods the codes index)."""
         grid, parts = self._rows(start, end)
         codes = np.full((len(self._devices), grid.size), -1, dtype=np.int32)
+        if len(parts) == 1 and parts[0].group.pods and parts[0].group.pods_distinct:
+            # The codes are the group's own.
+            codes.reshape(-1)[parts[0].flat] = parts[0].group.pod[parts[0].rows]
+            return grid, codes, parts[0].group.pods
         index: dict[PodRef, int] = {}
         for part in parts:
             lut = np.array([index.setdefault(p, len(index)) for p in part.group.pods] + [-1])
@@ -336,6 +358,7 @@ class _Held:
         self.index: dict[PodRef, int] = {}
         self.parts: list[tuple[np.ndarray, np.ndarray]] = []
         self.done = np.zeros(times_s.size, dtype=bool)
+        self._luts: dict[int, tuple[list[PodRef], np.ndarray]] = {}
 
     def add(self, samples: SampleFile, step_s: int, cols: np.ndarray) -> None:
         if not cols.size or self.done[cols].all():
@@ -343,7 +366,12 @@ class _Held:
         times = self.times_s
         first, last = int(times[cols[0]] - step_s), int(times[cols[-1]])
         grid, local, pods = samples.pods(_utc(first), _utc(last))
-        lut = np.array([self.index.setdefault(p, len(self.index)) for p in pods] + [-1])
+        known = self._luts.get(id(pods))
+        if known is not None and known[0] is pods:
+            lut = known[1]  # a row group's pods, met in an earlier step
+        else:
+            lut = np.array([self.index.setdefault(p, len(self.index)) for p in pods] + [-1])
+            self._luts[id(pods)] = (pods, lut)  # the list held: its id stays its own
         step_of = np.searchsorted(times, grid, side="left")
         counts = np.array([(step_of == col).sum() for col in cols])
         if counts.size and (counts == counts[0]).all() and counts[0] > 0:
