@@ -397,6 +397,14 @@ def _mode(codes: np.ndarray) -> np.ndarray:
     for a row without one."""
     if codes.shape[1] == 0:
         return np.full(codes.shape[0], -1, dtype=np.int32)
+    # Most rows name one pod all along (or none): their mode is their first code.
+    alike = (codes == codes[:, :1]).all(axis=1)
+    if alike.all():
+        return codes[:, 0].astype(np.int32)
+    if alike.any():
+        out = codes[:, 0].astype(np.int32)
+        out[~alike] = _mode(codes[~alike])
+        return out
     ordered = np.sort(codes, axis=1)
     k = ordered.shape[1]
     starts = np.ones(ordered.shape, dtype=bool)

@@ -22,7 +22,7 @@ from gpuwatch.model.metrics import (
     fb_used_ratio,
 )
 from gpuwatch.model.series import reduce_window
-from gpuwatch.sources.samples_file import SampleFile, SampleFileMetricsSource
+from gpuwatch.sources.samples_file import SampleFile, SampleFileMetricsSource, _mode
 
 END = datetime(2026, 11, 24, 0, 0, tzinfo=UTC)
 GPUS = [("GPU-a", None), ("GPU-b", "1"), ("GPU-b", "2"), ("GPU-c", None), ("GPU-d", None)]
@@ -182,3 +182,18 @@ def test_hourly_history_is_each_window_reduced_alone(tmp_path: Path, step_s: int
     assert held.device_ids == again.device_ids
     assert np.array_equal(names, names_again)
     assert (held.codes >= 0).any() and (held.codes[:, 0] == -1).all()  # the hour before
+
+
+def test_the_mode_of_rows_alike_is_their_code():
+    rng = np.random.default_rng(3)
+    codes = rng.integers(-1, 4, size=(200, 12))
+    codes[::3] = codes[::3, :1]  # a third of the rows name one pod (or none) all along
+
+    def naive(row: np.ndarray) -> int:
+        named = [int(c) for c in row if c >= 0]
+        if not named:
+            return -1
+        return min(named, key=lambda c: (-named.count(c), c))
+
+    assert _mode(codes).tolist() == [naive(row) for row in codes]
+    assert _mode(codes[::3]).tolist() == [naive(row) for row in codes[::3]]
