@@ -1,9 +1,10 @@
 """Decoding the columns of a Parquet export of raw exporter samples into arrays: label
 columns as the dictionaries Parquet stores them (a million rows' labels are never turned
-into strings), devices and pods as codes, timestamps as unix seconds.
+into strings), devices and pods as codes, timestamps as unix seconds; a row group decoded
+(``RowGroup``), each column when first asked for.
 
-Kept apart from ``gpuwatch.sources.samples_file`` (which reads row groups and answers the
-metrics seam) so that each stays one job.
+Kept apart from ``gpuwatch.sources.samples_file`` (which finds the row groups of a range,
+puts their rows on the grid and answers the metrics seam) so that each stays one job.
 """
 
 from __future__ import annotations
@@ -11,11 +12,89 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from gpuwatch.model.metrics import GpuDevice, PodRef
 
 UNIT_SCALE = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 """Ticks of a timestamp unit in a second."""
+
+
+KEYS = ("timestamp", "UUID", "GPU_I_ID")
+"""The columns that place a row: its time and device."""
+
+
+def read_columns(file: pq.ParquetFile, group: int, wanted: set[str]) -> dict[str, pa.ChunkedArray]:
+    """A row group's keys and the ``wanted`` columns that the file has, in one read."""
+    names = file.schema_arrow.names
+    columns = [c for c in (*KEYS, *sorted(wanted)) if c in names]
+    table = file.read_row_group(group, columns=columns)
+    return {name: table[name] for name in table.column_names}
+
+
+class RowGroup:
+    """One row group, decoded: each row's device and grid time; its pods and metric
+    columns read when first asked for (a read of a few signals reads those columns),
+    and with the keys in one read where an earlier group was asked for them."""
+
+    def __init__(
+        self,
+        file: pq.ParquetFile,
+        group: int,
+        row_of: dict[str, int],
+        step_s: int,
+        wanted: set[str],
+        read: dict[str, pa.ChunkedArray] | None = None,
+    ) -> None:
+        """``wanted``: the columns to read with the keys, and where a column asked for
+        later is added; ``read``: the keys and columns already read (ahead)."""
+        self.file, self.group, self.wanted = file, group, wanted
+        names = file.schema_arrow.names
+        keys = [c for c in KEYS if c in names]
+        self._columns = read if read is not None else read_columns(file, group, wanted)
+        unix_s = seconds(self._columns.pop("timestamp"))
+        self.time_s = -(-unix_s // step_s) * step_s
+        # Rows in time order (as exporters write them) are found by bisection.
+        self.ordered = bool(np.all(self.time_s[1:] >= self.time_s[:-1]))
+        codes, keys_found = key_codes(pa.table({k: self._columns.pop(k) for k in keys[1:]}))
+        lut = np.array([row_of.get(k, -1) for k in keys_found] + [-1], dtype=np.int64)
+        self.device = lut[codes]
+        self.known = bool(np.all(self.device >= 0))
+        self._values: dict[str, np.ndarray] = {}
+        self._pods: tuple[np.ndarray, list[PodRef]] | None = None
+        self.pods_distinct = False
+
+    def _column(self, name: str) -> pa.ChunkedArray:
+        self.wanted.add(name)  # and read with the keys of the next groups
+        found = self._columns.pop(name, None)
+        return found if found is not None else self.file.read_row_group(self.group, [name])[name]
+
+    def values(self, name: str) -> np.ndarray | None:
+        """A metric's column as floats, NaN where the exporter sent none."""
+        if name not in self.file.schema_arrow.names:
+            return None
+        found = self._values.get(name)
+        if found is None:
+            found = self._values[name] = floats(self._column(name))
+        return found
+
+    @property
+    def pod(self) -> np.ndarray:
+        return self._pod_codes()[0]
+
+    @property
+    def pods(self) -> list[PodRef]:
+        return self._pod_codes()[1]
+
+    def _pod_codes(self) -> tuple[np.ndarray, list[PodRef]]:
+        if self._pods is None:
+            names = self.file.schema_arrow.names
+            labels = {c: self._column(c) for c in ("pod", "namespace") if c in names}
+            table = pa.table(labels) if labels else pa.table({"rows": pa.nulls(self.time_s.size)})
+            self._pods = pod_codes(table)
+            # A pod without a namespace and one in namespace "" are one PodRef.
+            self.pods_distinct = len(set(self._pods[1])) == len(self._pods[1])
+        return self._pods
 
 
 def encoded(column: pa.ChunkedArray) -> tuple[np.ndarray, list[str]]:

@@ -45,12 +45,11 @@ from gpuwatch.sources.base import Progress
 from gpuwatch.sources.blocks import BlockMetricsSource
 from gpuwatch.sources.samples_columns import (
     UNIT_SCALE,
+    RowGroup,
     device_of,
-    floats,
     interval_s,
     key_codes,
     last_rows,
-    pod_codes,
     seconds,
 )
 
@@ -72,76 +71,12 @@ _KEPT_HOLDERS = 4
 _DAY_S = 86400
 
 
-class _Group:
-    """One row group, decoded: each row's device and grid time; its pods and metric
-    columns read when first asked for (a read of a few signals reads those columns),
-    and with the keys in one read where an earlier group was asked for them."""
-
-    def __init__(
-        self, file: pq.ParquetFile, group: int, row_of: dict[str, int], step_s: int, wanted: set
-    ) -> None:
-        self.file, self.group, self.wanted = file, group, wanted
-        names = file.schema_arrow.names
-        keys = [c for c in ("timestamp", "UUID", "GPU_I_ID") if c in names]
-        self._columns = self._read([*keys, *sorted(wanted)])
-        unix_s = seconds(self._columns.pop("timestamp"))
-        self.time_s = -(-unix_s // step_s) * step_s
-        # Rows in time order (as exporters write them) are found by bisection.
-        self.ordered = bool(np.all(self.time_s[1:] >= self.time_s[:-1]))
-        codes, keys_found = key_codes(pa.table({k: self._columns.pop(k) for k in keys[1:]}))
-        lut = np.array([row_of.get(k, -1) for k in keys_found] + [-1], dtype=np.int64)
-        self.device = lut[codes]
-        self.known = bool(np.all(self.device >= 0))
-        self.metrics = frozenset(m for m in METRICS if m in names)
-        self._values: dict[str, np.ndarray] = {}
-        self._pods: tuple[np.ndarray, list[PodRef]] | None = None
-        self.pods_distinct = False
-
-    def _read(self, columns: list[str]) -> dict[str, pa.ChunkedArray]:
-        """``columns`` of the group that the file has, in one read."""
-        names = self.file.schema_arrow.names
-        table = self.file.read_row_group(self.group, columns=[c for c in columns if c in names])
-        return {name: table[name] for name in table.column_names}
-
-    def _column(self, name: str) -> pa.ChunkedArray:
-        self.wanted.add(name)  # and read with the keys of the next groups
-        found = self._columns.pop(name, None)
-        return found if found is not None else self._read([name])[name]
-
-    def values(self, name: str) -> np.ndarray | None:
-        """A metric's column as floats, NaN where the exporter sent none."""
-        if name not in self.metrics:
-            return None
-        found = self._values.get(name)
-        if found is None:
-            found = self._values[name] = floats(self._column(name))
-        return found
-
-    @property
-    def pod(self) -> np.ndarray:
-        return self._pod_codes()[0]
-
-    @property
-    def pods(self) -> list[PodRef]:
-        return self._pod_codes()[1]
-
-    def _pod_codes(self) -> tuple[np.ndarray, list[PodRef]]:
-        if self._pods is None:
-            names = self.file.schema_arrow.names
-            labels = {c: self._column(c) for c in ("pod", "namespace") if c in names}
-            table = pa.table(labels) if labels else pa.table({"rows": pa.nulls(self.time_s.size)})
-            self._pods = pod_codes(table)
-            # A pod without a namespace and one in namespace "" are one PodRef.
-            self.pods_distinct = len(set(self._pods[1])) == len(self._pods[1])
-        return self._pods
-
-
 @dataclass(frozen=True)
 class _Part:
     """The rows of one group inside a range (a slice where the group is in time order
     and every row's device is known), and where they go in a (devices, grid) array."""
 
-    group: _Group
+    group: RowGroup
     rows: slice | np.ndarray
     flat: np.ndarray
     """``device * grid size + grid column`` of each row."""
@@ -168,7 +103,7 @@ class SampleFile:
         self._devices, newest = self._inventory()
         self.row_of = {d.device_id: i for i, d in enumerate(self._devices)}
         self._step_s = step_s or interval_s(newest)
-        self._cache: OrderedDict[int, _Group] = OrderedDict()
+        self._cache: OrderedDict[int, RowGroup] = OrderedDict()
         self._wanted: set[str] = set()  # the columns reads have asked for, beyond the keys
         self._last: tuple[tuple[int, int], tuple[np.ndarray, list[_Part]]] | None = None
 
@@ -224,14 +159,14 @@ class SampleFile:
         devices = sorted(found.values(), key=lambda d: (d.node, d.index, d.device_id))
         return tuple(devices), newest
 
-    def _group(self, group: int) -> _Group:
+    def _group(self, group: int) -> RowGroup:
         cached = self._cache.get(group)
         if cached is not None:
             self._cache.move_to_end(group)
             return cached
         while len(self._cache) >= _KEPT_GROUPS:  # let it go before the next is read
             self._cache.popitem(last=False)
-        decoded = self._cache[group] = _Group(
+        decoded = self._cache[group] = RowGroup(
             self.file, group, self.row_of, self.step_s, self._wanted
         )
         return decoded
