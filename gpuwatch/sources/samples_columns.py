@@ -49,7 +49,7 @@ class RowGroup:
         """``wanted``: the columns to read with the keys, and where a column asked for
         later is added; ``read``: the keys and columns already read (ahead)."""
         self.file, self.group, self.wanted = file, group, wanted
-        names = file.schema_arrow.names
+        names = self.names = frozenset(file.schema_arrow.names)
         keys = [c for c in KEYS if c in names]
         self._columns = read if read is not None else read_columns(file, group, wanted)
         unix_s = seconds(self._columns.pop("timestamp"))
@@ -71,7 +71,7 @@ class RowGroup:
 
     def values(self, name: str) -> np.ndarray | None:
         """A metric's column as floats, NaN where the exporter sent none."""
-        if name not in self.file.schema_arrow.names:
+        if name not in self.names:
             return None
         found = self._values.get(name)
         if found is None:
@@ -88,8 +88,7 @@ class RowGroup:
 
     def _pod_codes(self) -> tuple[np.ndarray, list[PodRef]]:
         if self._pods is None:
-            names = self.file.schema_arrow.names
-            labels = {c: self._column(c) for c in ("pod", "namespace") if c in names}
+            labels = {c: self._column(c) for c in ("pod", "namespace") if c in self.names}
             table = pa.table(labels) if labels else pa.table({"rows": pa.nulls(self.time_s.size)})
             self._pods = pod_codes(table)
             # A pod without a namespace and one in namespace "" are one PodRef.
@@ -189,7 +188,10 @@ def device_of(row: dict[str, object]) -> GpuDevice:
 def floats(column: pa.ChunkedArray) -> np.ndarray:
     """A metric column as float64, NaN where null (the exporter sent no value); nulls
     filled by Arrow, as numpy's conversion of a column with nulls is a slow path."""
-    combined = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if isinstance(column, pa.ChunkedArray):
+        combined = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+    else:
+        combined = column
     if combined.type != pa.float64():
         combined = combined.cast(pa.float64(), safe=False)
     if combined.null_count:

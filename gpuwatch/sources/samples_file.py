@@ -361,6 +361,7 @@ class _Signals(Mapping[Signal, FloatArray]):
         self.parts = parts
         self._raw: dict[str, FloatArray] = {}
         self._made: dict[Signal, FloatArray] = {}
+        self._reserved: FloatArray | None = None
 
     def raw(self, name: str) -> FloatArray:
         found = self._raw.get(name)
@@ -394,7 +395,9 @@ class _Signals(Mapping[Signal, FloatArray]):
                 attached.reshape(-1)[part.flat] = part.group.pod[part.rows] >= 0
             return attached
         used, free = self.raw("DCGM_FI_DEV_FB_USED"), self.raw("DCGM_FI_DEV_FB_FREE")
-        reserved = np.nan_to_num(self.raw("DCGM_FI_DEV_FB_RESERVED"), nan=0.0)
+        if self._reserved is None:  # asked for by each framebuffer signal
+            self._reserved = np.nan_to_num(self.raw("DCGM_FI_DEV_FB_RESERVED"), nan=0.0)
+        reserved = self._reserved
         if signal is Signal.FB_TOTAL_MIB:
             return used + free + reserved
         if signal is Signal.FB_USED_RATIO:
