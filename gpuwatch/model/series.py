@@ -83,11 +83,10 @@ def _gathered(values: FloatArray, ends: np.ndarray, width: int, index: np.ndarra
     spacing = np.diff(ends)
     if k > 1 and not bool(np.all(spacing == spacing[0])):
         return np.asfortranarray(values[:, index].reshape(-1, width))
-    source = np.ascontiguousarray(values)
-    row, col = source.strides
+    row, col = values.strides
     period = int(spacing[0]) if k > 1 else width
     view = as_strided(
-        source[:, int(ends[0]) - width :],
+        values[:, int(ends[0]) - width :],
         shape=(n, k, width),
         strides=(row, period * col, col),
         writeable=False,

@@ -79,11 +79,24 @@ class _Part:
     group: RowGroup
     rows: slice | np.ndarray
     flat: np.ndarray
-    """``device * grid size + grid column`` of each row."""
+    """``grid column * devices + device`` of each row: its cell in a ``_grid``."""
 
-    def put(self, out: np.ndarray, column: np.ndarray) -> None:
-        """Each row's value of ``column`` into its cell of ``out`` (devices, grid)."""
-        out.reshape(-1)[self.flat] = column[self.rows]
+    def put(self, out: np.ndarray, values: np.ndarray) -> None:
+        """Each row's value of a group's column into its cell of ``out``."""
+        _cells(out)[self.flat] = values[self.rows]
+
+
+def _grid(devices: int, times: int, fill: float | bool, dtype: type = np.float64) -> np.ndarray:
+    """A (devices, times) array, time-major in memory (column-major): the rows of a
+    group, in time order, then fill it one after the other rather than a column apart."""
+    return np.full((times, devices), fill, dtype=dtype).T
+
+
+def _cells(grid: np.ndarray) -> np.ndarray:
+    """A ``_grid``'s cells as one flat view, time-major."""
+    if not grid.flags.f_contiguous:
+        raise ValueError("not a time-major grid")
+    return grid.T.reshape(-1)
 
 
 class SampleFile:
@@ -203,7 +216,7 @@ class SampleFile:
             else:
                 inside = (times > start_s) & (times <= end_s)
                 rows = np.flatnonzero(inside & (decoded.device >= 0))
-            flat = decoded.device[rows] * grid.size + (times[rows] - grid[0]) // step
+            flat = (times[rows] - grid[0]) // step * len(self._devices) + decoded.device[rows]
             parts.append(_Part(decoded, rows, flat))
         self._last = ((start_s, end_s), (grid, parts))
         return grid, parts
@@ -214,24 +227,24 @@ class SampleFile:
 
     def present(self, start: datetime, end: datetime) -> tuple[np.ndarray, np.ndarray]:
         grid, parts = self._rows(start, end)
-        mask = np.zeros((len(self._devices), grid.size), dtype=bool)
+        mask = _grid(len(self._devices), grid.size, False, bool)
         for part in parts:
-            mask.reshape(-1)[part.flat] = True
+            _cells(mask)[part.flat] = True
         return grid, mask
 
     def pods(self, start: datetime, end: datetime) -> tuple[np.ndarray, np.ndarray, list[PodRef]]:
         """(the grid, a (devices, times) array of pod codes, -1 where no pod label, and
         the pods the codes index)."""
         grid, parts = self._rows(start, end)
-        codes = np.full((len(self._devices), grid.size), -1, dtype=np.int32)
+        codes = _grid(len(self._devices), grid.size, -1, np.int32)
         if len(parts) == 1 and parts[0].group.pods and parts[0].group.pods_distinct:
             # The codes are the group's own.
-            codes.reshape(-1)[parts[0].flat] = parts[0].group.pod[parts[0].rows]
+            parts[0].put(codes, parts[0].group.pod)
             return grid, codes, parts[0].group.pods
         index: dict[PodRef, int] = {}
         for part in parts:
             lut = np.array([index.setdefault(p, len(index)) for p in part.group.pods] + [-1])
-            codes.reshape(-1)[part.flat] = lut[part.group.pod[part.rows]]
+            _cells(codes)[part.flat] = lut[part.group.pod[part.rows]]
         return grid, codes, list(index)
 
 
@@ -366,7 +379,7 @@ class _Signals(Mapping[Signal, FloatArray]):
     def raw(self, name: str) -> FloatArray:
         found = self._raw.get(name)
         if found is None:
-            found = self._raw[name] = np.full(self.shape, np.nan)
+            found = self._raw[name] = _grid(*self.shape, np.nan)
             for part in self.parts:
                 values = part.group.values(name)
                 if values is not None:
@@ -390,9 +403,9 @@ class _Signals(Mapping[Signal, FloatArray]):
             active = self.raw("DCGM_FI_PROF_GR_ENGINE_ACTIVE")
             return np.where(np.isnan(active), self.raw("DCGM_FI_DEV_GPU_UTIL") / 100.0, active)
         if signal is Signal.POD_ATTACHED:
-            attached = np.full(self.shape, np.nan)
+            attached = _grid(*self.shape, np.nan)
             for part in self.parts:
-                attached.reshape(-1)[part.flat] = part.group.pod[part.rows] >= 0
+                _cells(attached)[part.flat] = part.group.pod[part.rows] >= 0
             return attached
         used, free = self.raw("DCGM_FI_DEV_FB_USED"), self.raw("DCGM_FI_DEV_FB_FREE")
         if self._reserved is None:  # asked for by each framebuffer signal
