@@ -44,14 +44,13 @@ class RowGroup:
         row_of: dict[str, int],
         step_s: int,
         wanted: set[str],
-        read: dict[str, pa.ChunkedArray] | None = None,
     ) -> None:
         """``wanted``: the columns to read with the keys, and where a column asked for
-        later is added; ``read``: the keys and columns already read (ahead)."""
+        later is added (the next groups then read it with theirs)."""
         self.file, self.group, self.wanted = file, group, wanted
         names = self.names = frozenset(file.schema_arrow.names)
         keys = [c for c in KEYS if c in names]
-        self._columns = read if read is not None else read_columns(file, group, wanted)
+        self._columns = read_columns(file, group, wanted)
         unix_s = seconds(self._columns.pop("timestamp"))
         self.time_s = -(-unix_s // step_s) * step_s
         # Rows in time order (as exporters write them) are found by bisection.
