@@ -9,11 +9,13 @@ device with no sample in the window yields NaN (PromQL returns no series).
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
-from gpuwatch.model.metrics import Aggregate, AggregateSpec, FloatArray, SeriesBlock
+from gpuwatch.model.metrics import Aggregate, AggregateSpec, FloatArray, SeriesBlock, Signal
 
 
 def window_mask(times_s: np.ndarray, at: datetime, window_s: int) -> np.ndarray:
@@ -36,28 +38,62 @@ def reduce_windows(block: SeriesBlock, spec: AggregateSpec, at_s: np.ndarray) ->
     into one (devices x instants, samples) array and reduced in one call; the rows are
     the very samples ``reduce_window`` would take, in the same order, so the results are
     the same to the bit. Otherwise, one instant at a time."""
+    return reduce_windows_many(block, [spec], at_s)[spec]
+
+
+def reduce_windows_many(
+    block: SeriesBlock, specs: Sequence[AggregateSpec], at_s: np.ndarray
+) -> dict[AggregateSpec, FloatArray]:
+    """``reduce_windows`` of each of ``specs``; the aggregates of one signal over one
+    window length share one gathering of the windows."""
+    out: dict[AggregateSpec, FloatArray] = {}
+    shared: dict[tuple[Signal, int], list[AggregateSpec]] = {}
+    for spec in specs:
+        shared.setdefault((spec.signal, spec.window_s), []).append(spec)
     times = block.times_s
-    values = block.values[spec.signal]
-    out = np.empty((values.shape[0], at_s.size))
     step = int(times[1] - times[0]) if times.size > 1 else 0
     ends = np.searchsorted(times, at_s, side="right")
-    width = spec.window_s // step if step else 0
-    regular = (
-        step > 0
-        and spec.window_s % step == 0
-        and bool(np.all(np.diff(times) == step))
-        and bool(np.all(times[np.maximum(ends - 1, 0)] == at_s))
-        and bool(np.all(ends - width >= 0))
+    grid = step > 0 and bool(np.all(np.diff(times) == step))
+    on_grid = bool(np.all(times[np.maximum(ends - 1, 0)] == at_s)) if times.size else False
+    for (signal, window_s), alike in shared.items():
+        width = window_s // step if step else 0
+        regular = grid and on_grid and window_s % step == 0 and bool(np.all(ends - width >= 0))
+        if not regular or width == 0:
+            for spec in alike:
+                out[spec] = np.empty((len(block.devices), at_s.size))
+                for col, at in enumerate(at_s.tolist()):
+                    when = datetime.fromtimestamp(at, tz=UTC)
+                    out[spec][:, col] = reduce_window(block, spec, when)
+            continue
+        values = block.values[signal]
+        index = ends[:, None] - width + np.arange(width)  # (instants, samples)
+        gathered = _gathered(values, ends, width, index)
+        for spec in alike:
+            reduced = reduce_rows(gathered, times[index], spec.aggregate, at_s.size)
+            out[spec] = reduced.reshape(values.shape[0], at_s.size)
+    return out
+
+
+def _gathered(values: FloatArray, ends: np.ndarray, width: int, index: np.ndarray) -> FloatArray:
+    """The windows ending at columns ``ends`` of ``values`` (each ``width`` samples) as
+    one (devices x instants, samples) array, column-major as ``values[:, mask]`` is: a
+    row then sums in the same order as one window alone. Windows evenly spaced (hours
+    of a grid) are copied through a strided view, not gathered by index."""
+    n, k = values.shape[0], ends.size
+    spacing = np.diff(ends)
+    if k > 1 and not bool(np.all(spacing == spacing[0])):
+        return np.asfortranarray(values[:, index].reshape(-1, width))
+    row, col = values.strides
+    period = int(spacing[0]) if k > 1 else width
+    view = as_strided(
+        values[:, int(ends[0]) - width :],
+        shape=(n, k, width),
+        strides=(row, period * col, col),
+        writeable=False,
     )
-    if not regular or width == 0:
-        for col, at in enumerate(at_s.tolist()):
-            out[:, col] = reduce_window(block, spec, datetime.fromtimestamp(at, tz=UTC))
-        return out
-    index = ends[:, None] - width + np.arange(width)  # (instants, samples)
-    # Column-major, as ``values[:, mask]`` is: a row then sums in the same order.
-    gathered = np.asfortranarray(values[:, index].reshape(-1, width))
-    reduced = reduce_rows(gathered, times[index], spec.aggregate, per_row_times=at_s.size)
-    return reduced.reshape(values.shape[0], at_s.size)
+    out = np.empty((width, n, k))
+    np.copyto(out, view.transpose(2, 0, 1))
+    return out.reshape(width, n * k).T
 
 
 def reduce_rows(

@@ -27,7 +27,7 @@ from gpuwatch.model.metrics import (
     WindowStats,
     inventory_window_s,
 )
-from gpuwatch.model.series import nan_percentile, reduce_window, reduce_windows, window_mask
+from gpuwatch.model.series import nan_percentile, reduce_window, reduce_windows_many, window_mask
 from gpuwatch.sources.base import Progress
 
 _DAY_S = 86400
@@ -149,14 +149,14 @@ class BlockMetricsSource:
         specs = sorted(request.specs)
         longest = max((s.window_s for s in specs), default=0)
         n = len(self.store.devices)
-        values = {spec: np.full((n, times.size), np.nan) for spec in specs}
+        values = {spec: np.empty((n, times.size)) for spec in specs}  # every column is set
         chunk_of = (times[-1] - times) // CHUNK_S if times.size else times
         chunks = np.unique(chunk_of)
         for done, chunk in enumerate(chunks, start=1):
             cols = np.flatnonzero(chunk_of == chunk)
             block = self.store.samples(_utc(times[cols[0]] - longest), _utc(times[cols[-1]]))
-            for spec in specs:
-                values[spec][:, cols] = reduce_windows(block, spec, times[cols])
+            for spec, reduced in reduce_windows_many(block, specs, times[cols]).items():
+                values[spec][:, cols] = reduced
             del block
             self._chunk_read(request, cols)
             if progress is not None:
@@ -164,6 +164,8 @@ class BlockMetricsSource:
         has_data = np.zeros(n, dtype=bool)
         for array in values.values():
             has_data |= ~np.isnan(array).all(axis=1)
+        if has_data.all():  # as it mostly is: no copy of every array
+            return HistoryFrame(self.store.devices, times, values)
         devices = tuple(d for d, keep in zip(self.store.devices, has_data, strict=True) if keep)
         return HistoryFrame(devices, times, {spec: v[has_data] for spec, v in values.items()})
 

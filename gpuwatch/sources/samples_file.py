@@ -44,11 +44,12 @@ from gpuwatch.model.metrics import (
 from gpuwatch.sources.base import Progress
 from gpuwatch.sources.blocks import BlockMetricsSource
 from gpuwatch.sources.samples_columns import (
+    UNIT_SCALE,
+    RowGroup,
     device_of,
     interval_s,
     key_codes,
     last_rows,
-    pod_codes,
     seconds,
 )
 
@@ -66,34 +67,36 @@ METRICS = (
     "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE",
 )
 _KEPT_GROUPS = 1
+_KEPT_HOLDERS = 4
 _DAY_S = 86400
-
-
-class _Group:
-    """One row group, decoded: each row's device, grid time, pod and metric values."""
-
-    def __init__(self, table: pa.Table, row_of: dict[str, int], step_s: int) -> None:
-        unix_s = seconds(table["timestamp"])
-        self.time_s = -(-unix_s // step_s) * step_s
-        codes, keys = key_codes(table)
-        lut = np.array([row_of.get(k, -1) for k in keys], dtype=np.int64)
-        self.device = lut[codes] if len(keys) else np.full(len(codes), -1, dtype=np.int64)
-        self.pod, self.pods = pod_codes(table)
-        self.values = {
-            name: np.asarray(table[name].to_numpy(zero_copy_only=False), dtype=np.float64)
-            for name in METRICS
-            if name in table.column_names
-        }
 
 
 @dataclass(frozen=True)
 class _Part:
-    """The rows of one group inside a range: their devices and grid columns."""
+    """The rows of one group inside a range (a slice where the group is in time order
+    and every row's device is known), and where they go in a (devices, grid) array."""
 
-    group: _Group
-    rows: np.ndarray
-    device: np.ndarray
-    col: np.ndarray
+    group: RowGroup
+    rows: slice | np.ndarray
+    flat: np.ndarray
+    """``grid column * devices + device`` of each row: its cell in a ``_grid``."""
+
+    def put(self, out: np.ndarray, values: np.ndarray) -> None:
+        """Each row's value of a group's column into its cell of ``out``."""
+        _cells(out)[self.flat] = values[self.rows]
+
+
+def _grid(devices: int, times: int, fill: float | bool, dtype: type = np.float64) -> np.ndarray:
+    """A (devices, times) array, time-major in memory (column-major): the rows of a
+    group, in time order, then fill it one after the other rather than a column apart."""
+    return np.full((times, devices), fill, dtype=dtype).T
+
+
+def _cells(grid: np.ndarray) -> np.ndarray:
+    """A ``_grid``'s cells as one flat view, time-major."""
+    if not grid.flags.f_contiguous:
+        raise ValueError("not a time-major grid")
+    return grid.T.reshape(-1)
 
 
 class SampleFile:
@@ -113,7 +116,8 @@ class SampleFile:
         self._devices, newest = self._inventory()
         self.row_of = {d.device_id: i for i, d in enumerate(self._devices)}
         self._step_s = step_s or interval_s(newest)
-        self._cache: OrderedDict[int, _Group] = OrderedDict()
+        self._cache: OrderedDict[int, RowGroup] = OrderedDict()
+        self._wanted: set[str] = set()  # the columns reads have asked for, beyond the keys
         self._last: tuple[tuple[int, int], tuple[np.ndarray, list[_Part]]] | None = None
 
     @property
@@ -126,14 +130,19 @@ class SampleFile:
 
     def _span(self, group: int) -> tuple[int, int]:
         """The first and last unix second of a row group (its statistics, else read)."""
-        meta = self.file.metadata.row_group(group)
-        column = meta.column(self.file.schema_arrow.get_field_index("timestamp"))
+        index = self.file.schema_arrow.get_field_index("timestamp")
+        column = self.file.metadata.row_group(group).column(index)
         stats = column.statistics
-        if stats is not None and stats.has_min_max:
-            low, high = stats.min, stats.max
-            if isinstance(low, datetime) and isinstance(high, datetime):
-                return int(low.timestamp()), int(high.timestamp())
-            return int(low), int(high)
+        unit = getattr(self.file.schema_arrow.field(index).type, "unit", None)
+        if (
+            stats is not None
+            and stats.has_min_max
+            and column.physical_type == "INT64"
+            and unit in UNIT_SCALE
+        ):
+            # The raw values: their conversion to datetimes would import pandas.
+            scale = UNIT_SCALE[unit]
+            return int(stats.min_raw) // scale, int(stats.max_raw) // scale
         unix_s = seconds(self.file.read_row_group(group, columns=["timestamp"])["timestamp"])
         return int(unix_s.min()), int(unix_s.max())
 
@@ -163,24 +172,23 @@ class SampleFile:
         devices = sorted(found.values(), key=lambda d: (d.node, d.index, d.device_id))
         return tuple(devices), newest
 
-    def _group(self, group: int) -> _Group:
+    def _group(self, group: int) -> RowGroup:
         cached = self._cache.get(group)
         if cached is not None:
             self._cache.move_to_end(group)
             return cached
-        # The samples need a row's device, time and pod, not the rest of its labels.
-        wanted = ("timestamp", "UUID", "GPU_I_ID", "pod", "namespace", *METRICS)
-        table = self.file.read_row_group(group, columns=[c for c in self.columns if c in wanted])
-        decoded = _Group(table, self.row_of, self.step_s)
-        self._cache[group] = decoded
-        while len(self._cache) > _KEPT_GROUPS:
+        while len(self._cache) >= _KEPT_GROUPS:  # let it go before the next is read
             self._cache.popitem(last=False)
+        decoded = self._cache[group] = RowGroup(
+            self.file, group, self.row_of, self.step_s, self._wanted
+        )
         return decoded
 
     def forget(self) -> None:
         """Let the decoded row groups go (the next read decodes again)."""
         self._cache.clear()
         self._last = None
+        self._wanted.clear()
 
     def _rows(self, start: datetime, end: datetime) -> tuple[np.ndarray, list[_Part]]:
         """The grid of ``(start, end]`` and, per row group it touches, its rows there;
@@ -191,16 +199,25 @@ class SampleFile:
         start_s, end_s = int(start.timestamp()), int(end.timestamp())
         if self._last is not None and self._last[0] == (start_s, end_s):
             return self._last[1]
+        self._last = None  # its groups may be let go
         grid = np.arange((start_s // step + 1) * step, end_s + 1, step, dtype=np.int64)
         parts = []
         for group, (low, high) in sorted(enumerate(self.spans), key=lambda g: -g[1][1]):
             if -(-high // step) * step <= start_s or -(-low // step) * step > end_s:
                 continue
             decoded = self._group(group)
-            inside = (decoded.time_s > start_s) & (decoded.time_s <= end_s)
-            rows = np.flatnonzero(inside & (decoded.device >= 0))
-            col = (decoded.time_s[rows] - grid[0]) // step
-            parts.append(_Part(decoded, rows, decoded.device[rows], col))
+            times = decoded.time_s
+            if decoded.ordered:
+                first = int(np.searchsorted(times, start_s, side="right"))
+                after = int(np.searchsorted(times, end_s, side="right"))
+                rows: slice | np.ndarray = slice(first, after)
+                if not decoded.known:
+                    rows = first + np.flatnonzero(decoded.device[first:after] >= 0)
+            else:
+                inside = (times > start_s) & (times <= end_s)
+                rows = np.flatnonzero(inside & (decoded.device >= 0))
+            flat = (times[rows] - grid[0]) // step * len(self._devices) + decoded.device[rows]
+            parts.append(_Part(decoded, rows, flat))
         self._last = ((start_s, end_s), (grid, parts))
         return grid, parts
 
@@ -210,20 +227,24 @@ class SampleFile:
 
     def present(self, start: datetime, end: datetime) -> tuple[np.ndarray, np.ndarray]:
         grid, parts = self._rows(start, end)
-        mask = np.zeros((len(self._devices), grid.size), dtype=bool)
+        mask = _grid(len(self._devices), grid.size, False, bool)
         for part in parts:
-            mask[part.device, part.col] = True
+            _cells(mask)[part.flat] = True
         return grid, mask
 
     def pods(self, start: datetime, end: datetime) -> tuple[np.ndarray, np.ndarray, list[PodRef]]:
         """(the grid, a (devices, times) array of pod codes, -1 where no pod label, and
         the pods the codes index)."""
         grid, parts = self._rows(start, end)
-        codes = np.full((len(self._devices), grid.size), -1, dtype=np.int32)
+        codes = _grid(len(self._devices), grid.size, -1, np.int32)
+        if len(parts) == 1 and parts[0].group.pods and parts[0].group.pods_distinct:
+            # The codes are the group's own.
+            parts[0].put(codes, parts[0].group.pod)
+            return grid, codes, parts[0].group.pods
         index: dict[PodRef, int] = {}
         for part in parts:
             lut = np.array([index.setdefault(p, len(index)) for p in part.group.pods] + [-1])
-            codes[part.device, part.col] = lut[part.group.pod[part.rows]]
+            _cells(codes)[part.flat] = lut[part.group.pod[part.rows]]
         return grid, codes, list(index)
 
 
@@ -235,7 +256,9 @@ class SampleFileMetricsSource(BlockMetricsSource):
     def __init__(self, samples: SampleFile) -> None:
         super().__init__(samples)
         self.samples = samples
-        self._held: tuple[tuple[datetime, datetime, int], _Held] | None = None
+        # The holders of the ranges histories read, by range: another read between a
+        # history and its holders (a cycle's forecast series) must not drop them.
+        self._held: OrderedDict[tuple[datetime, datetime, int], _Held] = OrderedDict()
 
     def history(self, request: HistoryRequest, progress: Progress | None = None) -> HistoryFrame:
         """As ``BlockMetricsSource.history``; then the decoded row groups are let go (a
@@ -249,15 +272,18 @@ class SampleFileMetricsSource(BlockMetricsSource):
         asks for the holders of the same hours next, and reading the file again for
         them would decode every row a second time."""
         key = (request.start, request.end, request.step_s)
-        if self._held is None or self._held[0] != key:
-            self._held = (key, _Held(request.times_s()))
-        self._held[1].add(self.samples, request.step_s, cols)
+        held = self._held.get(key)
+        if held is None:
+            held = self._held[key] = _Held(request.times_s())
+            while len(self._held) > _KEPT_HOLDERS:
+                self._held.popitem(last=False)
+        held.add(self.samples, request.step_s, cols)
 
     def holders(self, request: HistoryRequest, progress: Progress | None = None) -> HolderHistory:
         """Per step, the pod the exporter labelled each GPU with for most of its samples
         in the step (the smallest pod code among equals), a day at a time."""
         key = (request.start, request.end, request.step_s)
-        held = self._held[1] if self._held is not None and self._held[0] == key else None
+        held = self._held.get(key)
         times = request.times_s()
         if held is None or not held.done.all():
             held = _Held(times)
@@ -280,6 +306,7 @@ class _Held:
         self.index: dict[PodRef, int] = {}
         self.parts: list[tuple[np.ndarray, np.ndarray]] = []
         self.done = np.zeros(times_s.size, dtype=bool)
+        self._luts: dict[int, tuple[list[PodRef], np.ndarray]] = {}
 
     def add(self, samples: SampleFile, step_s: int, cols: np.ndarray) -> None:
         if not cols.size or self.done[cols].all():
@@ -287,7 +314,12 @@ class _Held:
         times = self.times_s
         first, last = int(times[cols[0]] - step_s), int(times[cols[-1]])
         grid, local, pods = samples.pods(_utc(first), _utc(last))
-        lut = np.array([self.index.setdefault(p, len(self.index)) for p in pods] + [-1])
+        known = self._luts.get(id(pods))
+        if known is not None and known[0] is pods:
+            lut = known[1]  # a row group's pods, met in an earlier step
+        else:
+            lut = np.array([self.index.setdefault(p, len(self.index)) for p in pods] + [-1])
+            self._luts[id(pods)] = (pods, lut)  # the list held: its id stays its own
         step_of = np.searchsorted(times, grid, side="left")
         counts = np.array([(step_of == col).sum() for col in cols])
         if counts.size and (counts == counts[0]).all() and counts[0] > 0:
@@ -313,6 +345,14 @@ def _mode(codes: np.ndarray) -> np.ndarray:
     for a row without one."""
     if codes.shape[1] == 0:
         return np.full(codes.shape[0], -1, dtype=np.int32)
+    # Most rows name one pod all along (or none): their mode is their first code.
+    alike = (codes == codes[:, :1]).all(axis=1)
+    if alike.all():
+        return codes[:, 0].astype(np.int32)
+    if alike.any():
+        out = codes[:, 0].astype(np.int32)
+        out[~alike] = _mode(codes[~alike])
+        return out
     ordered = np.sort(codes, axis=1)
     k = ordered.shape[1]
     starts = np.ones(ordered.shape, dtype=bool)
@@ -334,15 +374,16 @@ class _Signals(Mapping[Signal, FloatArray]):
         self.parts = parts
         self._raw: dict[str, FloatArray] = {}
         self._made: dict[Signal, FloatArray] = {}
+        self._reserved: FloatArray | None = None
 
     def raw(self, name: str) -> FloatArray:
         found = self._raw.get(name)
         if found is None:
-            found = self._raw[name] = np.full(self.shape, np.nan)
+            found = self._raw[name] = _grid(*self.shape, np.nan)
             for part in self.parts:
-                values = part.group.values.get(name)
+                values = part.group.values(name)
                 if values is not None:
-                    found[part.device, part.col] = values[part.rows]
+                    part.put(found, values)
         return found
 
     def __getitem__(self, signal: Signal) -> FloatArray:
@@ -362,12 +403,14 @@ class _Signals(Mapping[Signal, FloatArray]):
             active = self.raw("DCGM_FI_PROF_GR_ENGINE_ACTIVE")
             return np.where(np.isnan(active), self.raw("DCGM_FI_DEV_GPU_UTIL") / 100.0, active)
         if signal is Signal.POD_ATTACHED:
-            attached = np.full(self.shape, np.nan)
+            attached = _grid(*self.shape, np.nan)
             for part in self.parts:
-                attached[part.device, part.col] = part.group.pod[part.rows] >= 0
+                _cells(attached)[part.flat] = part.group.pod[part.rows] >= 0
             return attached
         used, free = self.raw("DCGM_FI_DEV_FB_USED"), self.raw("DCGM_FI_DEV_FB_FREE")
-        reserved = np.nan_to_num(self.raw("DCGM_FI_DEV_FB_RESERVED"), nan=0.0)
+        if self._reserved is None:  # asked for by each framebuffer signal
+            self._reserved = np.nan_to_num(self.raw("DCGM_FI_DEV_FB_RESERVED"), nan=0.0)
+        reserved = self._reserved
         if signal is Signal.FB_TOTAL_MIB:
             return used + free + reserved
         if signal is Signal.FB_USED_RATIO:

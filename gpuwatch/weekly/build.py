@@ -150,11 +150,16 @@ class _OneHistory:
             return self.metrics.history(request, progress)
         if self._frame is None:
             self._frame = self.metrics.history(mine, progress or self.progress)
+            for array in self._frame.values.values():
+                array.setflags(write=False)  # shared by every reader: none may change it
         frame = self._frame
         # The GPUs with data in these aggregates, as a history of them alone lists them.
         kept = np.zeros(len(frame.devices), dtype=bool)
         for spec in request.specs:
             kept |= ~np.isnan(frame.values[spec]).all(axis=1)
+        if kept.all():
+            values = {spec: frame.values[spec] for spec in request.specs}
+            return HistoryFrame(frame.devices, frame.times_s, values)
         devices = tuple(d for d, keep in zip(frame.devices, kept, strict=True) if keep)
         values = {spec: frame.values[spec][kept] for spec in request.specs}
         return HistoryFrame(devices, frame.times_s, values)

@@ -9,7 +9,7 @@ import pytest
 
 from gpuwatch.config.settings import SimulatorSettings
 from gpuwatch.model.metrics import Aggregate, AggregateSpec, SeriesBlock, Signal
-from gpuwatch.model.series import reduce_window, reduce_windows
+from gpuwatch.model.series import reduce_window, reduce_windows, reduce_windows_many
 from gpuwatch.sources.simulator import SimulatedCluster
 from gpuwatch.sources.simulator.layout import SHOWCASE_AT
 from tests.builders import AT, device
@@ -84,3 +84,32 @@ def test_windows_reduced_together_are_bit_for_bit_those_reduced_one_by_one():
                     axis=1,
                 )
                 assert np.array_equal(together, one_by_one, equal_nan=True), spec
+
+
+@pytest.mark.parametrize(
+    "offsets",
+    [
+        [-5 * 3600, -4 * 3600, -3 * 3600, -2 * 3600, -3600, 0],  # hours: strided
+        [-3 * 3600, -5400, -3600, -1800, 0],  # windows overlapping: strided
+        [-4 * 3600, -3 * 3600, -3600 - 600, 0],  # uneven: gathered by index
+        [0],  # one instant
+    ],
+)
+def test_windows_shared_by_aggregates_are_those_reduced_one_by_one(offsets: list[int]):
+    cluster = SimulatedCluster(SimulatorSettings(gpus=16, days=1, step_s=60), end=SHOWCASE_AT)
+    end = SHOWCASE_AT.replace(minute=0)
+    block = cluster.samples(end - timedelta(hours=8), end)  # exporter gaps included
+    at = int(end.timestamp()) + np.array(offsets, dtype=np.int64)
+    specs = [
+        AggregateSpec(signal, aggregate, window_s)
+        for signal in (Signal.UTIL_RATIO, Signal.FB_USED_RATIO, Signal.XID)
+        for aggregate in Aggregate
+        for window_s in (60, 600, 3600)
+    ]
+    together = reduce_windows_many(block, specs, at)
+    for spec in specs:
+        one_by_one = np.stack(
+            [reduce_window(block, spec, datetime.fromtimestamp(t, tz=UTC)) for t in at], axis=1
+        )
+        assert np.array_equal(together[spec], one_by_one, equal_nan=True), spec
+        assert np.array_equal(reduce_windows(block, spec, at), one_by_one, equal_nan=True)
