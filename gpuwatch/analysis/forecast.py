@@ -140,19 +140,37 @@ def fit_growth(
     residual = v - (intercept + slope * (t - t[0]))
     total = float(np.sum((v - v.mean()) ** 2))
     r2 = 1.0 - float(np.sum(residual**2)) / total if total > 0 else 0.0
-    r2 = max(r2, 0.0)
+    return judged(base, slope, level, max(r2, 0.0), threshold, settings)
+
+
+def judged(
+    base: GrowthFit,
+    slope: float,
+    level: float,
+    r2: float,
+    threshold: float,
+    settings: FitSettings,
+) -> GrowthFit:
+    """The verdict on a fitted line (``base``: the samples it used, the newest one)."""
     fields = {"slope_per_s": slope, "level": level, "fit_r2": r2}
     if abs(slope) * 3600.0 < settings.min_rise_per_h:
-        return GrowthFit(FitVerdict.FLAT, base.samples, base.segment_start_s, last=last, **fields)
+        return GrowthFit(
+            FitVerdict.FLAT, base.samples, base.segment_start_s, last=base.last, **fields
+        )
     if slope < 0:
         return GrowthFit(
-            FitVerdict.FALLING, base.samples, base.segment_start_s, last=last, **fields
+            FitVerdict.FALLING, base.samples, base.segment_start_s, last=base.last, **fields
         )
     if r2 < settings.min_fit_r2:
         return GrowthFit(
-            FitVerdict.POOR_FIT, base.samples, base.segment_start_s, last=last, **fields
+            FitVerdict.POOR_FIT, base.samples, base.segment_start_s, last=base.last, **fields
         )
     eta_s = max((threshold - level) / slope, 0.0)
     return GrowthFit(
-        FitVerdict.RISING, base.samples, base.segment_start_s, last=last, eta_s=eta_s, **fields
+        FitVerdict.RISING,
+        base.samples,
+        base.segment_start_s,
+        last=base.last,
+        eta_s=eta_s,
+        **fields,
     )

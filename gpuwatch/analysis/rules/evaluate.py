@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from gpuwatch.analysis.attribution import GpuContext
-from gpuwatch.analysis.forecast import FitSettings, FitVerdict, GrowthFit, fit_growth
+from gpuwatch.analysis.forecast import FitSettings, FitVerdict, GrowthFit
+from gpuwatch.analysis.forecast_rows import fit_rows
 from gpuwatch.analysis.rules.hits import Grid, in_pools, rule_hits
 from gpuwatch.analysis.rules.schema import (
     BudgetRule,
@@ -337,9 +338,8 @@ def _forecast(
         scope &= ~allocated
     unit = SIGNAL_UNITS[rule.signal]
     found = []
-    for i in np.flatnonzero(scope).tolist():
-        ctx = contexts[i]
-        fit = recent.fit(ctx, rule.threshold)
+    judged = [contexts[i] for i in np.flatnonzero(scope).tolist()]
+    for ctx, fit in zip(judged, recent.fits(judged, rule.threshold), strict=True):
         if fit is None:
             continue
         if fit.verdict is not FitVerdict.RISING or fit.eta_s is None:
@@ -384,7 +384,8 @@ def _time_to_full(
     recent = _Recent.of(forecast, stats, series) if forecast is not None else None
     if recent is None:
         return found
-    return [replace(c, fit=recent.fit(c.ctx, FULL_RATIO) or c.fit) for c in found]
+    fits = recent.fits([c.ctx for c in found], FULL_RATIO)
+    return [replace(c, fit=fit or c.fit) for c, fit in zip(found, fits, strict=True)]
 
 
 @dataclass(frozen=True)
@@ -416,9 +417,9 @@ class _Recent:
             ),
         )
 
-    def fit(self, ctx: GpuContext, threshold: float) -> GrowthFit | None:
-        """The GPU's fit toward ``threshold``; None when it has no recent samples."""
-        row = self.rows.get(ctx.device.device_id) if ctx.device else None
-        if row is None:
-            return None
-        return fit_growth(self.times, self.values[row], threshold, self.settings)
+    def fits(self, contexts: Sequence[GpuContext], threshold: float) -> list[GrowthFit | None]:
+        """Each GPU's fit toward ``threshold``; None where it has no recent samples."""
+        rows = [self.rows.get(c.device.device_id) if c.device else None for c in contexts]
+        known = [r for r in rows if r is not None]
+        fitted = iter(fit_rows(self.times, self.values[known], threshold, self.settings))
+        return [None if r is None else next(fitted) for r in rows]
