@@ -42,16 +42,21 @@ def levers(inputs: SavingsInputs, claims: Claims) -> Iterator[Draft | Excluded]:
     for i, ctx in enumerate(inputs.contexts):
         if ctx.in_gpu_pool and ctx.pool and ctx.node is not None:
             pools[ctx.pool][ctx.node_name].append(i)
+    pods_on = _pods_by_node(inputs.cluster.pods)
     for pool, nodes in sorted(pools.items()):
         if inputs.per_gpu_billing(pool):
             continue
-        draft = _pool(inputs, claims, pool, nodes)
+        draft = _pool(inputs, claims, pool, nodes, pods_on)
         if draft is not None:
             yield draft
 
 
 def _pool(
-    inputs: SavingsInputs, claims: Claims, pool: str, nodes: dict[str, list[int]]
+    inputs: SavingsInputs,
+    claims: Claims,
+    pool: str,
+    nodes: dict[str, list[int]],
+    pods_on: dict[str, list[Pod]],
 ) -> Draft | Excluded | None:
     use, contexts = inputs.use, inputs.contexts
     scope = {"team": None, "pool": pool, "workload": None}
@@ -61,18 +66,16 @@ def _pool(
     if any(p is None for p in prices.values()):
         return Excluded(KIND, scope, f"no price for {contexts[rows[0]].model}")
     currency = next(iter(prices.values())).currency  # type: ignore[union-attr]
-    pods_on = _pods_by_node(inputs.cluster.pods)
     reclaim = inputs.actions.reclaimable_annotation
     policy = inputs.actions.pools.get(pool)
     floor = max(inputs.settings.floors.get(pool, 0), policy.floor if policy else 0)
     # Per node and hour: could it go? Per node: its price per hour.
-    free = {}
-    pinned = {}
-    for name, members in sorted(nodes.items()):
-        node = contexts[members[0]].node
-        assert node is not None
-        pinned[name] = _pinned(node, pods_on.get(name, []), reclaim)
-        free[name] = _free_hours(inputs, claims, members, pods_on.get(name, []), reclaim)
+    ordered = {name: nodes[name] for name in sorted(nodes)}
+    pinned = {
+        name: _pinned(contexts[members[0]].node, pods_on.get(name, []), reclaim)  # type: ignore[arg-type]
+        for name, members in ordered.items()
+    }
+    free = _free_hours(inputs, claims, ordered, pods_on, reclaim)
     price_of = {
         name: sum(
             (prices[r].per_gpu_hour * Decimal(str(contexts[r].gpu_fraction)) for r in members),  # type: ignore[union-attr]
@@ -80,13 +83,13 @@ def _pool(
         )
         for name, members in nodes.items()
     }
-    candidates = [n for n in sorted(nodes) if not pinned[n]]
+    # Per hour, the first ``nodes - floor`` candidates (by name) that could go.
+    unpinned = [not pinned[n] for n in ordered]
+    candidates = [n for n, keep in zip(ordered, unpinned, strict=True) if keep]
     removable = max(len(nodes) - floor, 0)
-    chosen: dict[str, np.ndarray] = {n: np.zeros(use.hours, dtype=bool) for n in candidates}
-    for h in range(use.hours):
-        going = [n for n in candidates if free[n][h]][:removable]
-        for n in going:
-            chosen[n][h] = True
+    could = free[unpinned]
+    going = could & (np.cumsum(could, axis=0) <= removable)
+    chosen: dict[str, np.ndarray] = dict(zip(candidates, going, strict=True))
     node_hours = {n: int(mask.sum()) for n, mask in chosen.items() if mask.any()}
     value = sum((price_of[n] * hours_ for n, hours_ in node_hours.items()), Decimal(0))
     if not node_hours:
@@ -98,10 +101,12 @@ def _pool(
     names = tuple(sorted(node_hours, key=lambda n: (-node_hours[n], n)))
     per_node = max(len(m) for m in nodes.values())
 
+    taken = [r for n in candidates for r in nodes[n]]
+    per_row = np.repeat(going, [len(nodes[n]) for n in candidates], axis=0)
+
     def claim(claims: Claims) -> None:
+        claims.freed[taken] |= per_row  # each GPU is on one node: no row twice
         for name, mask in chosen.items():
-            for r in nodes[name]:
-                claims.freed[r] |= mask
             claims.removed[name] = claims.removed.get(name, mask) | mask
 
     return Draft(
@@ -140,23 +145,33 @@ def _pool(
 
 
 def _free_hours(
-    inputs: SavingsInputs, claims: Claims, rows: list[int], pods: list[Pod], reclaim: str
+    inputs: SavingsInputs,
+    claims: Claims,
+    nodes: dict[str, list[int]],
+    pods_on: dict[str, list[Pod]],
+    reclaim: str,
 ) -> np.ndarray:
-    """Per hour: every GPU of the node sampled, and held by nobody or only by idle pods
-    that may be evicted. (Hours lever 1 released count: releasing is reclaimed capacity,
-    the node going is the cash. Hours whose cost a cash lever before it counted do not:
-    a workload quantized onto cheaper GPUs already banked its node's price, less the
-    new GPUs'.)"""
+    """(nodes x hours), a row per node of ``nodes`` in its order: every GPU of the node
+    sampled, and held by nobody or only by idle pods that may be evicted. (Hours lever 1
+    released count: releasing is reclaimed capacity, the node going is the cash. Hours
+    whose cost a cash lever before it counted do not: a workload quantized onto cheaper
+    GPUs already banked its node's price, less the new GPUs'.)"""
     use = inputs.use
-    evictable = all(not evictable_or_why(p, reclaim) for p in pods if gpu_request_kind(p.requests))
-    free = np.ones(use.hours, dtype=bool)
-    for r in rows:
-        with np.errstate(invalid="ignore"):
-            sampled = ~np.isnan(use.util[r])
-            idle = use.util[r] < inputs.idle_threshold
-        unheld = use.held[r] <= 0
-        free &= sampled & (unheld | (idle & evictable)) & ~claims.banked[r]
-    return free
+    evictable = [
+        all(
+            not evictable_or_why(p, reclaim)
+            for p in pods_on.get(name, [])
+            if gpu_request_kind(p.requests)
+        )
+        for name in nodes
+    ]
+    counts = [len(members) for members in nodes.values()]
+    rows = [r for members in nodes.values() for r in members]
+    util = use.util[rows]
+    with np.errstate(invalid="ignore"):
+        idle = (util < inputs.idle_threshold) & np.repeat(evictable, counts)[:, None]
+    ok = ~np.isnan(util) & ((use.held[rows] <= 0) | idle) & ~claims.banked[rows]
+    return np.logical_and.reduceat(ok, np.cumsum([0, *counts[:-1]]), axis=0)
 
 
 def _pinned(node: Node, pods: list[Pod], reclaim: str) -> str:
