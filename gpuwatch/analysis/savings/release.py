@@ -41,6 +41,11 @@ def levers(inputs: SavingsInputs, claims: Claims) -> Iterator[Draft | Excluded]:
         row = rows_of.get(finding.gpu_uuid or "")
         if finding.role is Role.IDLE and row is not None:
             workloads[finding.workload or f"Pod/{finding.namespace}/{finding.pod}"].add(row)
+    if not workloads:
+        return
+    with np.errstate(invalid="ignore"):  # NaN: no samples, never idle
+        held_idle = (use.held > 0) & (use.util < inputs.idle_threshold)
+    reclaimable_flag = flag(inputs.actions.reclaimable_annotation)
     for workload, found in sorted(workloads.items()):
         rows = sorted(found)
         first = inputs.contexts[rows[0]]
@@ -57,9 +62,7 @@ def levers(inputs: SavingsInputs, claims: Claims) -> Iterator[Draft | Excluded]:
         masks, gpu_hours, value = {}, 0.0, Decimal(0)
         for row, price in zip(rows, prices, strict=True):
             ctx = inputs.contexts[row]
-            with np.errstate(invalid="ignore"):
-                idle = (use.held[row] > 0) & (use.util[row] < inputs.idle_threshold)
-            idle &= ~claims.freed[row]
+            idle = held_idle[row] & ~claims.freed[row]
             masks[row] = idle
             share = float(np.sum(use.held[row][idle])) * ctx.gpu_fraction
             gpu_hours += share
@@ -70,8 +73,7 @@ def levers(inputs: SavingsInputs, claims: Claims) -> Iterator[Draft | Excluded]:
             inputs.pods.get((h.namespace, h.pod)) for r in rows for h in inputs.contexts[r].holders
         ]
         reclaimable = bool(pods) and all(
-            p is not None and flag(inputs.actions.reclaimable_annotation).get(p.annotations)
-            for p in pods
+            p is not None and reclaimable_flag.get(p.annotations) for p in pods
         )
         confidence, short = measured(HIGH if reclaimable else LOW, hours, use.lookback_hours)
         cash = inputs.per_gpu_billing(first.pool)

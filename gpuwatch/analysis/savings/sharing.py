@@ -18,6 +18,7 @@ that would fit each) is part of the result.
 
 from __future__ import annotations
 
+import math
 import re
 from collections import defaultdict
 from collections.abc import Iterator
@@ -58,20 +59,25 @@ def levers(inputs: SavingsInputs, claims: Claims) -> Iterator[Draft | Excluded]:
     settings = inputs.settings.sharing
     use = inputs.use
     groups: dict[tuple[str, str, str], list[_Item]] = defaultdict(list)
+    rows = []
     for i, ctx in enumerate(inputs.contexts):
         if len(ctx.holders) != 1 or ctx.holders[0].share < 1.0 or ctx.device is None:
             continue
         holder = ctx.holders[0]
         pod = inputs.pods.get((holder.namespace, holder.pod))
-        if pod is None or inputs.role(pod) not in ("inference", "notebook"):
-            continue
+        if pod is not None and inputs.role(pod) in ("inference", "notebook"):
+            rows.append(i)
+    peaks, memories = _peaks(use.util, rows), _peaks(use.memory, rows)
+    untouched = ~claims.freed[rows].any(axis=1)
+    for i, peak, memory, free in zip(rows, peaks, memories, untouched.tolist(), strict=True):
+        ctx = inputs.contexts[i]
+        holder = ctx.holders[0]
         scope = {"team": holder.team, "pool": ctx.pool, "workload": holder.workload}
-        peak, memory = _peak(use.util[i]), _peak(use.memory[i])
         total = finite(inputs.fb_total_mib, i)
         if peak is None or memory is None or total is None:
             yield (Excluded(KIND, scope, "no hourly utilization or memory data"))
             continue
-        if not claims.untouched([i]):
+        if not free:
             yield (Excluded(KIND, scope, f"GPU {ctx.gpu_shown}: its hours are released already"))
             continue
         if peak > settings.peak_load_max or memory > settings.memory_max_ratio:
@@ -181,11 +187,12 @@ def _group(
     )
 
 
-def _peak(values: np.ndarray) -> float | None:
-    """The largest hourly value, None without any."""
-    if values.size == 0 or np.all(np.isnan(values)):
-        return None
-    return float(np.nanmax(values))
+def _peaks(values: np.ndarray, rows: list[int]) -> list[float | None]:
+    """Each row's largest hourly value, None without any."""
+    if values.shape[1] == 0:
+        return [None] * len(rows)
+    largest = np.fmax.reduce(values[rows], axis=1)  # NaN only where a row has none
+    return [None if math.isnan(v) else v for v in largest.tolist()]
 
 
 def pack(items: list[_Item], memory_cap_mib: float, util_cap: float) -> list[_Bin]:
