@@ -22,7 +22,7 @@ from gpuwatch.analysis.savings.use import HourlyUse
 from gpuwatch.config.settings import ActionsSettings, SavingsSettings
 from gpuwatch.model.cluster import ClusterState, Controller, Pod
 from gpuwatch.model.cost import HOURS_PER_MONTH, Price, money
-from gpuwatch.model.findings import Finding
+from gpuwatch.model.findings import Finding, GpuHolder
 from gpuwatch.model.metrics import FloatArray
 from gpuwatch.model.savings import HIGH, LOW, MEDIUM, Saving, SavingExcluded
 from gpuwatch.model.tenant import ROLE, TenantField
@@ -33,6 +33,18 @@ INFERENCE_IMAGES = ("vllm", "tritonserver", "text-generation-inference", "tgi", 
 NOTEBOOK_HINTS = ("notebook", "jupyter")
 IDLE_THRESHOLD = 0.10
 """Below this hourly utilization a held GPU idles, where no rule has role ``idle``."""
+
+
+@dataclass(frozen=True)
+class Holding:
+    """One pod holding (part of) one GPU: the GPU's row in the contexts, and the pod's
+    role (``SavingsInputs.role``)."""
+
+    row: int
+    ctx: GpuContext
+    holder: GpuHolder
+    pod: Pod
+    role: str
 
 
 @dataclass(frozen=True)
@@ -58,10 +70,16 @@ class SavingsInputs:
     controllers: Mapping[tuple[str, str, str], Controller] = field(init=False)
     _prices: dict[tuple[str | None, ...], Price | None] = field(init=False, repr=False)
     _roles: dict[tuple[str, str], str] = field(init=False, repr=False)
+    _catalog: dict[tuple[str, str], Price | None] = field(init=False, repr=False)
+    _holdings: list[Holding] | None = field(init=False, repr=False)
+    _once: dict[Callable[[SavingsInputs], Any], Any] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_prices", {})
         object.__setattr__(self, "_roles", {})
+        object.__setattr__(self, "_catalog", {})
+        object.__setattr__(self, "_holdings", None)
+        object.__setattr__(self, "_once", {})
         object.__setattr__(self, "owners", OwnerIndex(self.cluster.controllers))
         object.__setattr__(self, "pods", {p.key: p for p in self.cluster.pods})
         object.__setattr__(
@@ -94,6 +112,35 @@ class SavingsInputs:
         )
         self._prices[key] = found
         return found
+
+    def once(self, compute: Callable[[SavingsInputs], T]) -> T:
+        """``compute(self)``, worked out on the first call only: what a lever derives
+        from the inputs alone, the same for its run alone and its run in the plan."""
+        if compute not in self._once:
+            self._once[compute] = compute(self)
+        return self._once[compute]  # type: ignore[no-any-return]
+
+    def catalog_price(self, model: str, capacity_type: str) -> Price | None:
+        """The book's price of a GPU-hour of ``model`` on ``capacity_type`` capacity, for
+        no pool or node in particular (each asked once)."""
+        key = (model, capacity_type)
+        if key not in self._catalog:
+            self._catalog[key] = self.book.price(model, capacity_type)[0]
+        return self._catalog[key]
+
+    def holdings(self) -> list[Holding]:
+        """Every GPU's holders whose pod the cluster has, with the pod and its role, in
+        the order of the contexts and their holders (worked out once: three levers ask,
+        each of them twice)."""
+        if self._holdings is None:
+            found = []
+            for i, ctx in enumerate(self.contexts):
+                for holder in ctx.holders:
+                    pod = self.pods.get((holder.namespace, holder.pod))
+                    if pod is not None:
+                        found.append(Holding(i, ctx, holder, pod, self.role(pod)))
+            object.__setattr__(self, "_holdings", found)
+        return self._holdings
 
     def annotation(self, pod: Pod, key: str) -> str | None:
         """``key`` on the pod, else on the nearest owner up its chain that has it."""

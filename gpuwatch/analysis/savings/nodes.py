@@ -38,11 +38,7 @@ KIND = "remove_nodes"
 def levers(inputs: SavingsInputs, claims: Claims) -> Iterator[Draft | Excluded]:
     """The lever's drafts (and why not, where not), one at a time: the plan takes each
     draft's claims before the next is drawn."""
-    pools: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
-    for i, ctx in enumerate(inputs.contexts):
-        if ctx.in_gpu_pool and ctx.pool and ctx.node is not None:
-            pools[ctx.pool][ctx.node_name].append(i)
-    pods_on = _pods_by_node(inputs.cluster.pods)
+    pools, pods_on = inputs.once(_layout)
     for pool, nodes in sorted(pools.items()):
         if inputs.per_gpu_billing(pool):
             continue
@@ -208,6 +204,19 @@ def _blocked(
             "schedule the pending GPU pods first",
         )
     return None, None
+
+
+Layout = tuple[dict[str, dict[str, list[int]]], dict[str, list[Pod]]]
+
+
+def _layout(inputs: SavingsInputs) -> Layout:
+    """Pool -> node -> its GPUs' rows (nodes with GPU capacity, in a pool), and node ->
+    the pods on it."""
+    pools: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    for i, ctx in enumerate(inputs.contexts):
+        if ctx.in_gpu_pool and ctx.pool and ctx.node is not None:
+            pools[ctx.pool][ctx.node_name].append(i)
+    return pools, _pods_by_node(inputs.cluster.pods)
 
 
 def _pods_by_node(pods: tuple[Pod, ...]) -> dict[str, list[Pod]]:

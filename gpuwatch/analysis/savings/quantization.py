@@ -47,12 +47,11 @@ def levers(inputs: SavingsInputs, claims: Claims) -> Iterator[Draft | Excluded]:
     """The lever's drafts (and why not, where not), one at a time: the plan takes each
     draft's claims before the next is drawn."""
     by_workload: dict[str, list[tuple[int, GpuHolder]]] = defaultdict(list)
-    for i, ctx in enumerate(inputs.contexts):
-        for holder in ctx.holders:
-            pod = inputs.pods.get((holder.namespace, holder.pod))
-            if pod is not None and inputs.role(pod) == "inference":
-                workload = holder.workload or f"Pod/{holder.namespace}/{holder.pod}"
-                by_workload[workload].append((i, holder))
+    for held in inputs.holdings():
+        if held.role == "inference":
+            holder = held.holder
+            workload = holder.workload or f"Pod/{holder.namespace}/{holder.pod}"
+            by_workload[workload].append((held.row, holder))
     present = _present(inputs)
     for workload, held in sorted(by_workload.items()):
         drawn = _lever(inputs, claims, workload, held, present)
@@ -201,12 +200,15 @@ def _peak_load(inputs: SavingsInputs, held: list[tuple[int, GpuHolder]]) -> floa
     use = inputs.use
     if use.hours == 0:
         return None
+    rows = [r for r, _ in held]
+    util = use.util[rows]
+    seen = np.any(~np.isnan(util), axis=0)
+    shares = np.array([holder.share for _, holder in held])[:, None]
+    fractions = np.array([inputs.contexts[r].gpu_fraction for r in rows])[:, None]
+    loads = np.nan_to_num(util) * shares * fractions
     total = np.zeros(use.hours)
-    seen = np.zeros(use.hours, dtype=bool)
-    for r, holder in held:
-        util = use.util[r]
-        seen |= ~np.isnan(util)
-        total += np.nan_to_num(util) * holder.share * inputs.contexts[r].gpu_fraction
+    for load in loads:  # added in the holders' order
+        total += load
     return float(total[seen].max()) if seen.any() else None
 
 
@@ -231,7 +233,7 @@ def _best(
             continue
         if present is not None and entry.name not in present:
             continue
-        candidate, _ = inputs.book.price(entry.name, capacity_type)
+        candidate = inputs.catalog_price(entry.name, capacity_type)
         if candidate is None or candidate.currency != price.currency:
             continue
         speed = entry.relative_throughput * entry.speedup.get(_precision(bits), 1.0)  # type: ignore[call-overload]

@@ -59,14 +59,14 @@ def levers(inputs: SavingsInputs, claims: Claims) -> Iterator[Draft | Excluded]:
     settings = inputs.settings.sharing
     use = inputs.use
     groups: dict[tuple[str, str, str], list[_Item]] = defaultdict(list)
-    rows = []
-    for i, ctx in enumerate(inputs.contexts):
-        if len(ctx.holders) != 1 or ctx.holders[0].share < 1.0 or ctx.device is None:
-            continue
-        holder = ctx.holders[0]
-        pod = inputs.pods.get((holder.namespace, holder.pod))
-        if pod is not None and inputs.role(pod) in ("inference", "notebook"):
-            rows.append(i)
+    rows = [
+        held.row
+        for held in inputs.holdings()
+        if len(held.ctx.holders) == 1
+        and not held.holder.share < 1.0
+        and held.ctx.device is not None
+        and held.role in ("inference", "notebook")
+    ]
     peaks, memories = _peaks(use.util, rows), _peaks(use.memory, rows)
     untouched = ~claims.freed[rows].any(axis=1)
     for i, peak, memory, free in zip(rows, peaks, memories, untouched.tolist(), strict=True):

@@ -38,15 +38,12 @@ def levers(inputs: SavingsInputs, claims: Claims) -> Iterator[Draft | Excluded]:
     """The lever's drafts (and why not, where not), one at a time: the plan takes each
     draft's claims before the next is drawn."""
     by_workload: dict[str, list[tuple[int, GpuHolder]]] = defaultdict(list)
-    for i, ctx in enumerate(inputs.contexts):
-        if ctx.capacity_type == "spot":
-            continue
-        for holder in ctx.holders:
-            pod = inputs.pods.get((holder.namespace, holder.pod))
-            if pod is not None and inputs.role(pod) == "training":
-                by_workload[holder.workload or f"Pod/{holder.namespace}/{holder.pod}"].append(
-                    (i, holder)
-                )
+    for held in inputs.holdings():
+        if held.ctx.capacity_type != "spot" and held.role == "training":
+            holder = held.holder
+            by_workload[holder.workload or f"Pod/{holder.namespace}/{holder.pod}"].append(
+                (held.row, holder)
+            )
     pending = pending_for(inputs.cluster.pods)
     for workload, held in sorted(by_workload.items()):
         found = _lever(inputs, claims, workload, held, pending)
