@@ -18,10 +18,14 @@ def _same(times: np.ndarray, values: np.ndarray, threshold: float, settings: Fit
     (pickles compare floats by their bits: -0.0 is not 0.0, NaN is NaN)."""
     batch = fit_rows(times, values, threshold, settings)
     assert len(batch) == values.shape[0]
-    for row, got in enumerate(batch):
+    fits = [batch[row] for row in range(len(batch))]
+    for row, got in enumerate(fits):
         want = fit_growth(times, values[row], threshold, settings)
         assert pickle.dumps(got) == pickle.dumps(want), (row, got, want)
-    return batch
+        # What a rule filters on before it asks for the fit: the fit's own.
+        assert batch.verdicts[row] is want.verdict
+        assert pickle.dumps(batch.eta_s[row]) == pickle.dumps(want.eta_s)
+    return fits
 
 
 def _minutes(n: int, step_s: float = 60.0) -> np.ndarray:
@@ -96,6 +100,7 @@ def test_edges_of_the_minimum(n):
     values = np.vstack([0.5 + 0.01 * np.arange(n), np.full(n, np.nan)])
     _same(t, values, 0.95, SETTINGS)
     _same(t, values, 0.95, FitSettings(min_samples=2, min_span_s=0.0))
+    assert len(fit_rows(t, np.empty((0, n)), 0.95, SETTINGS)) == 0  # no GPU at all
 
 
 def test_random_fleets_of_every_shape():

@@ -22,7 +22,7 @@ import numpy as np
 
 from gpuwatch.analysis.attribution import GpuContext
 from gpuwatch.analysis.forecast import FitSettings, FitVerdict, GrowthFit
-from gpuwatch.analysis.forecast_rows import fit_rows
+from gpuwatch.analysis.forecast_rows import RowFits, fit_rows
 from gpuwatch.analysis.rules.hits import Grid, in_pools, rule_hits
 from gpuwatch.analysis.rules.schema import (
     BudgetRule,
@@ -338,14 +338,14 @@ def _forecast(
         scope &= ~allocated
     unit = SIGNAL_UNITS[rule.signal]
     found = []
-    judged = [contexts[i] for i in np.flatnonzero(scope).tolist()]
-    for ctx, fit in zip(judged, recent.fits(judged, rule.threshold), strict=True):
-        if fit is None:
+    judged = ((i, recent.row(contexts[i])) for i in np.flatnonzero(scope).tolist())
+    fitted = [(i, row) for i, row in judged if row is not None]
+    fits = recent.fit_rows([row for _, row in fitted], rule.threshold)
+    for k, (i, _) in enumerate(fitted):
+        eta_s = fits.eta_s[k]
+        if fits.verdicts[k] is not FitVerdict.RISING or eta_s is None or eta_s > rule.horizon_s:
             continue
-        if fit.verdict is not FitVerdict.RISING or fit.eta_s is None:
-            continue
-        if fit.eta_s > rule.horizon_s:
-            continue
+        ctx, fit = contexts[i], fits[k]
         extra = {
             "eta": format_eta(fit.eta_s),
             "rate": f"{format_value(fit.rate_per_h, unit)}/h",
@@ -417,9 +417,17 @@ class _Recent:
             ),
         )
 
+    def row(self, ctx: GpuContext) -> int | None:
+        """The GPU's row of samples; None when it has no recent samples."""
+        return self.rows.get(ctx.device.device_id) if ctx.device else None
+
+    def fit_rows(self, rows: Sequence[int], threshold: float) -> RowFits:
+        """The fits of ``rows`` toward ``threshold``, in their order."""
+        return fit_rows(self.times, self.values[list(rows)], threshold, self.settings)
+
     def fits(self, contexts: Sequence[GpuContext], threshold: float) -> list[GrowthFit | None]:
         """Each GPU's fit toward ``threshold``; None where it has no recent samples."""
-        rows = [self.rows.get(c.device.device_id) if c.device else None for c in contexts]
-        known = [r for r in rows if r is not None]
-        fitted = iter(fit_rows(self.times, self.values[known], threshold, self.settings))
-        return [None if r is None else next(fitted) for r in rows]
+        rows = [self.row(c) for c in contexts]
+        fitted = self.fit_rows([r for r in rows if r is not None], threshold)
+        order = iter(range(len(fitted)))
+        return [None if r is None else fitted[next(order)] for r in rows]
