@@ -13,7 +13,7 @@ Rules of thought that hold for every kind:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -210,30 +210,47 @@ class Candidate:
         )
 
     def _message(self, rule: Rule, primary: GpuHolder | None) -> str:
-        ctx = self.ctx
-        device = ctx.device
-        fields = {
-            "rule": rule.id,
-            "gpu": ctx.gpu_shown,
-            "gpu_uuid": device.uuid if device else "",
-            "node": ctx.node_shown,
-            "pool": ctx.pool or "(no pool)",
-            "model": ctx.model or "unknown model",
-            "namespace": primary.namespace if primary else "",
-            "pod": primary.pod if primary else "",
-            "workload": (primary.workload or "") if primary else "",
-            "team": primary.team if primary else "",
-            "holder": _holder_text(ctx),
-            "value": _Shown(self.value, self.unit),
-            "threshold": _Shown(self.threshold, self.unit),
-            "op": getattr(rule, "op", ""),
-            "window": format_duration(rule.window_s),
-            "coverage": _Shown(self.coverage, "ratio"),
-            "unit": self.unit,
-            **(self.extra or {}),
-        }
         template = rule.message or _DEFAULT_MESSAGES[rule.kind]
-        return template.format_map(fields)
+        return template.format_map(_Fields(self, rule, primary))
+
+
+Field = Callable[[Candidate, Rule, GpuHolder | None], Any]
+_FIELDS: dict[str, Field] = {
+    "rule": lambda c, rule, primary: rule.id,
+    "gpu": lambda c, rule, primary: c.ctx.gpu_shown,
+    "gpu_uuid": lambda c, rule, primary: c.ctx.device.uuid if c.ctx.device else "",
+    "node": lambda c, rule, primary: c.ctx.node_shown,
+    "pool": lambda c, rule, primary: c.ctx.pool or "(no pool)",
+    "model": lambda c, rule, primary: c.ctx.model or "unknown model",
+    "namespace": lambda c, rule, primary: primary.namespace if primary else "",
+    "pod": lambda c, rule, primary: primary.pod if primary else "",
+    "workload": lambda c, rule, primary: (primary.workload or "") if primary else "",
+    "team": lambda c, rule, primary: primary.team if primary else "",
+    "holder": lambda c, rule, primary: _holder_text(c.ctx),
+    "value": lambda c, rule, primary: _Shown(c.value, c.unit),
+    "threshold": lambda c, rule, primary: _Shown(c.threshold, c.unit),
+    "op": lambda c, rule, primary: getattr(rule, "op", ""),
+    "window": lambda c, rule, primary: format_duration(rule.window_s),
+    "coverage": lambda c, rule, primary: _Shown(c.coverage, "ratio"),
+    "unit": lambda c, rule, primary: c.unit,
+}
+"""What a rule's message template may name (besides the candidate's ``extra``)."""
+
+
+class _Fields(dict[str, Any]):
+    """A message's fields, each worked out when the template names it: most templates
+    name a few of them, and a cycle writes a message per finding."""
+
+    def __init__(self, candidate: Candidate, rule: Rule, primary: GpuHolder | None) -> None:
+        super().__init__(candidate.extra or {})
+        self.candidate, self.rule, self.primary = candidate, rule, primary
+
+    def __missing__(self, key: str) -> Any:
+        field = _FIELDS.get(key)
+        if field is None:
+            raise KeyError(key)
+        value = self[key] = field(self.candidate, self.rule, self.primary)
+        return value
 
 
 class _Shown(float):
