@@ -202,7 +202,7 @@ def _peak_load(inputs: SavingsInputs, held: list[tuple[int, GpuHolder]]) -> floa
         return None
     rows = [r for r, _ in held]
     util = use.util[rows]
-    seen = np.any(~np.isnan(util), axis=0)
+    seen = use.sampled[rows].any(axis=0)
     shares = np.array([holder.share for _, holder in held])[:, None]
     fractions = np.array([inputs.contexts[r].gpu_fraction for r in rows])[:, None]
     loads = np.nan_to_num(util) * shares * fractions

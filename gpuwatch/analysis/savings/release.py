@@ -64,7 +64,7 @@ def levers(inputs: SavingsInputs, claims: Claims) -> Iterator[Draft | Excluded]:
             ctx = inputs.contexts[row]
             idle = held_idle[row] & ~claims.freed[row]
             masks[row] = idle
-            share = float(np.sum(use.held[row][idle])) * ctx.gpu_fraction
+            share = float(use.held[row][idle].sum()) * ctx.gpu_fraction
             gpu_hours += share
             value += price.per_gpu_hour * Decimal(str(share))  # type: ignore[union-attr]
         if gpu_hours <= 0:

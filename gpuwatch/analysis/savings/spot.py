@@ -19,8 +19,6 @@ from collections import defaultdict
 from collections.abc import Iterator
 from decimal import Decimal
 
-import numpy as np
-
 from gpuwatch.analysis.attribution import GpuContext
 from gpuwatch.analysis.feasibility import pending_for, spot_target
 from gpuwatch.analysis.savings.base import Claims, Draft, SavingsInputs, measured
@@ -96,7 +94,7 @@ def _lever(
         return Excluded(KIND, scope, "expected rework costs more than spot saves")
     masks = {r: (use.held[r] > 0) & ~claims.freed[r] for r in rows}
     gpu_hours = sum(
-        float(np.sum(use.held[r][m])) * inputs.contexts[r].gpu_fraction for r, m in masks.items()
+        float(use.held[r][m].sum()) * inputs.contexts[r].gpu_fraction for r, m in masks.items()
     )
     hours = use.observed(rows)
     if gpu_hours <= 0 or hours == 0:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import numpy.typing as npt
@@ -59,7 +60,12 @@ class HourlyUse:
         """Hours in which any of ``rows`` has samples: what a figure over them rests on."""
         if not rows or self.hours == 0:
             return 0
-        return int(np.sum(np.any(~np.isnan(self.util[list(rows)]), axis=0)))
+        return int(self.sampled[list(rows)].any(axis=0).sum())
+
+    @cached_property
+    def sampled(self) -> npt.NDArray[np.bool_]:
+        """Per GPU and hour: the hour has samples (its utilization is known)."""
+        return ~np.isnan(self.util)
 
     @classmethod
     def empty(cls, n: int, lookback_s: int) -> HourlyUse:
