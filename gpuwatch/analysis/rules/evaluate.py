@@ -136,17 +136,18 @@ def evaluate(
     notes: list[DataQualityNote] = []
     n = len(stats.devices)
     allocated = np.fromiter((c.allocated for c in contexts[:n]), dtype=bool, count=n)
+    recent = _RecentSamples(stats, series)
     for rule in rules:
         if not rule.enabled:
             continue
         if isinstance(rule, ForecastRule):
-            found = _forecast(rule, stats, contexts[:n], allocated, series)
+            found = _forecast(rule, stats, contexts[:n], allocated, recent.of(rule))
         elif isinstance(rule, BudgetRule):
             continue  # judged on the month's spend (``analysis/budgets.py``), not a window
         else:
             found = _candidates(rule, stats, contexts, allocated, notes if explain else None)
             if rule.role is Role.NEAR_OOM and isinstance(rule, ThresholdRule):
-                found = _time_to_full(rule, found, stats, series, rules)
+                found = _time_to_full(found, recent.of(_forecast_of(rule, rules)))
         for candidate in found:
             finding = candidate.build(rule, stats.at, explain)
             prior = since_by_key.get(finding.key)
@@ -341,11 +342,10 @@ def _forecast(
     stats: WindowStats,
     contexts: Sequence[GpuContext],
     allocated: np.ndarray,
-    series: HistoryFrame | None,
+    recent: _Recent | None,
 ) -> list[Candidate]:
     """GPUs whose fitted line crosses the threshold within the horizon, not yet past it
     (the threshold rule of the same signal reports those)."""
-    recent = _Recent.of(rule, stats, series)
     if recent is None:
         return []
     scope = in_pools(rule, contexts)
@@ -383,22 +383,19 @@ FULL_RATIO = 1.0
 used: a card with reserved memory runs out a little before it)."""
 
 
-def _time_to_full(
-    rule: ThresholdRule,
-    found: list[Candidate],
-    stats: WindowStats,
-    series: HistoryFrame | None,
-    rules: Sequence[Rule],
-) -> list[Candidate]:
+def _forecast_of(rule: ThresholdRule, rules: Sequence[Rule]) -> ForecastRule | None:
+    """The enabled forecast rule on ``rule``'s signal, whose recent samples it shares."""
+    return next(
+        (r for r in rules if r.enabled and isinstance(r, ForecastRule) and r.signal == rule.signal),
+        None,
+    )
+
+
+def _time_to_full(found: list[Candidate], recent: _Recent | None) -> list[Candidate]:
     """Near-OOM findings with the time until the card is full at the rate its memory
     grows: the forecast's robust fit through the same recent samples, to 100 %. A flat,
     falling or poorly fitted series gives no estimate (the fit's quality says why);
     without an enabled forecast rule on the signal there are no recent samples to fit."""
-    forecast = next(
-        (r for r in rules if r.enabled and isinstance(r, ForecastRule) and r.signal == rule.signal),
-        None,
-    )
-    recent = _Recent.of(forecast, stats, series) if forecast is not None else None
     if recent is None:
         return found
     fits = recent.fits([c.ctx for c in found], FULL_RATIO)
@@ -416,16 +413,16 @@ class _Recent:
 
     @classmethod
     def of(
-        cls, rule: ForecastRule, stats: WindowStats, series: HistoryFrame | None
+        cls, rule: ForecastRule, stats: WindowStats, series: HistoryFrame, rows: Mapping[str, int]
     ) -> _Recent | None:
         spec = AggregateSpec(rule.signal, Aggregate.MAX, rule.step_s)
-        if series is None or spec not in series.values:
+        if spec not in series.values:
             return None
         in_window = series.times_s > stats.at.timestamp() - rule.window_s
         return cls(
             series.times_s[in_window].astype(np.float64),
             series.values[spec][:, in_window],
-            {d.device_id: i for i, d in enumerate(series.devices)},
+            rows,
             FitSettings(
                 min_samples=rule.min_samples,
                 min_span_s=float(rule.min_span_s),
@@ -448,3 +445,18 @@ class _Recent:
         fitted = self.fit_rows([r for r in rows if r is not None], threshold)
         order = iter(range(len(fitted)))
         return [None if r is None else fitted[next(order)] for r in rows]
+
+
+class _RecentSamples:
+    """The recent samples of each forecast rule, the series' GPUs indexed once."""
+
+    def __init__(self, stats: WindowStats, series: HistoryFrame | None) -> None:
+        self.stats, self.series = stats, series
+        self.rows: dict[str, int] | None = None
+
+    def of(self, rule: ForecastRule | None) -> _Recent | None:
+        if rule is None or self.series is None:
+            return None
+        if self.rows is None:
+            self.rows = {d.device_id: i for i, d in enumerate(self.series.devices)}
+        return _Recent.of(rule, self.stats, self.series, self.rows)

@@ -6,7 +6,7 @@ decides what it adds to the net.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -218,10 +218,19 @@ class Claims:
     def fresh(cls, inputs: SavingsInputs) -> Claims:
         n, hours = len(inputs.contexts), inputs.use.hours
         nothing = np.zeros((n, hours), dtype=bool)
-        return cls(nothing, {}, spot_pools(inputs.contexts), nothing.copy())
+        spot = [
+            replace(p, tolerations=list(p.tolerations), nodes=list(p.nodes))
+            for p in inputs.once(_spot_pools)
+        ]
+        return cls(nothing, {}, spot, nothing.copy())
 
     def untouched(self, rows: Sequence[int]) -> bool:
         return not bool(self.freed[list(rows)].any()) if rows else True
+
+
+def _spot_pools(inputs: SavingsInputs) -> list[SpotPool]:
+    """The cluster's spot pools as they are, before any lever fills them."""
+    return spot_pools(inputs.contexts)
 
 
 @dataclass
