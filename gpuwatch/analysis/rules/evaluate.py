@@ -355,14 +355,15 @@ def _forecast(
         scope &= ~allocated
     unit = SIGNAL_UNITS[rule.signal]
     found = []
-    judged = ((i, recent.row(contexts[i])) for i in np.flatnonzero(scope).tolist())
-    fitted = [(i, row) for i, row in judged if row is not None]
-    fits = recent.fit_rows([row for _, row in fitted], rule.threshold)
-    for k, (i, _) in enumerate(fitted):
-        eta_s = fits.eta_s[k]
-        if fits.verdicts[k] is not FitVerdict.RISING or eta_s is None or eta_s > rule.horizon_s:
+    judged = np.flatnonzero(scope).tolist()
+    rows = [recent.row(contexts[i]) for i in judged]
+    have = [k for k, row in enumerate(rows) if row is not None]  # ints: nothing for the GC
+    fits = recent.fit_rows([rows[k] for k in have], rule.threshold)
+    for j, k in enumerate(have):
+        eta_s = fits.eta_s[j]
+        if fits.verdicts[j] is not FitVerdict.RISING or eta_s is None or eta_s > rule.horizon_s:
             continue
-        ctx, fit = contexts[i], fits[k]
+        ctx, fit = contexts[judged[k]], fits[j]
         extra = {
             "eta": format_eta(fit.eta_s),
             "rate": f"{format_value(fit.rate_per_h, unit)}/h",

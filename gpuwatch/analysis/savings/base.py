@@ -36,15 +36,14 @@ IDLE_THRESHOLD = 0.10
 
 
 @dataclass(frozen=True)
-class Holding:
-    """One pod holding (part of) one GPU: the GPU's row in the contexts, and the pod's
-    role (``SavingsInputs.role``)."""
+class Holdings:
+    """The pods holding (part of) each GPU, as columns (a fleet's worth of objects, one
+    per holder, would mostly keep the garbage collector busy): the GPU's row in the
+    contexts, the holder, and its pod's role (``SavingsInputs.role``)."""
 
-    row: int
-    ctx: GpuContext
-    holder: GpuHolder
-    pod: Pod
-    role: str
+    rows: list[int]
+    holders: list[GpuHolder]
+    roles: list[str]
 
 
 @dataclass(frozen=True)
@@ -71,7 +70,7 @@ class SavingsInputs:
     _prices: dict[tuple[str | None, ...], Price | None] = field(init=False, repr=False)
     _roles: dict[tuple[str, str], str] = field(init=False, repr=False)
     _catalog: dict[tuple[str, str], Price | None] = field(init=False, repr=False)
-    _holdings: list[Holding] | None = field(init=False, repr=False)
+    _holdings: Holdings | None = field(init=False, repr=False)
     _once: dict[Callable[[SavingsInputs], Any], Any] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -128,17 +127,19 @@ class SavingsInputs:
             self._catalog[key] = self.book.price(model, capacity_type)[0]
         return self._catalog[key]
 
-    def holdings(self) -> list[Holding]:
-        """Every GPU's holders whose pod the cluster has, with the pod and its role, in
-        the order of the contexts and their holders (worked out once: three levers ask,
-        each of them twice)."""
+    def holdings(self) -> Holdings:
+        """Every GPU's holders whose pod the cluster has, with the pod's role, in the
+        order of the contexts and their holders (worked out once: three levers ask, each
+        of them twice)."""
         if self._holdings is None:
-            found = []
+            found = Holdings([], [], [])
             for i, ctx in enumerate(self.contexts):
                 for holder in ctx.holders:
                     pod = self.pods.get((holder.namespace, holder.pod))
                     if pod is not None:
-                        found.append(Holding(i, ctx, holder, pod, self.role(pod)))
+                        found.rows.append(i)
+                        found.holders.append(holder)
+                        found.roles.append(self.role(pod))
             object.__setattr__(self, "_holdings", found)
         return self._holdings
 

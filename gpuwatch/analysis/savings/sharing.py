@@ -59,13 +59,14 @@ def levers(inputs: SavingsInputs, claims: Claims) -> Iterator[Draft | Excluded]:
     settings = inputs.settings.sharing
     use = inputs.use
     groups: dict[tuple[str, str, str], list[_Item]] = defaultdict(list)
+    held = inputs.holdings()
     rows = [
-        held.row
-        for held in inputs.holdings()
-        if len(held.ctx.holders) == 1
-        and not held.holder.share < 1.0
-        and held.ctx.device is not None
-        and held.role in ("inference", "notebook")
+        row
+        for row, holder, role in zip(held.rows, held.holders, held.roles, strict=True)
+        if role in ("inference", "notebook")
+        and len(inputs.contexts[row].holders) == 1
+        and not holder.share < 1.0
+        and inputs.contexts[row].device is not None
     ]
     peaks, memories = _peaks(use.util, rows), _peaks(use.memory, rows)
     untouched = ~claims.freed[rows].any(axis=1)

@@ -36,11 +36,11 @@ def levers(inputs: SavingsInputs, claims: Claims) -> Iterator[Draft | Excluded]:
     """The lever's drafts (and why not, where not), one at a time: the plan takes each
     draft's claims before the next is drawn."""
     by_workload: dict[str, list[tuple[int, GpuHolder]]] = defaultdict(list)
-    for held in inputs.holdings():
-        if held.ctx.capacity_type != "spot" and held.role == "training":
-            holder = held.holder
+    held = inputs.holdings()
+    for row, holder, role in zip(held.rows, held.holders, held.roles, strict=True):
+        if role == "training" and inputs.contexts[row].capacity_type != "spot":
             by_workload[holder.workload or f"Pod/{holder.namespace}/{holder.pod}"].append(
-                (held.row, holder)
+                (row, holder)
             )
     pending = pending_for(inputs.cluster.pods)
     for workload, held in sorted(by_workload.items()):
