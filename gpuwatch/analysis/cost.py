@@ -157,18 +157,20 @@ def _line(
     )
 
 
-def _key(line: CostLine, dimension: str) -> str:
+def _keys(lines: Sequence[CostLine], allocated: Sequence[bool], dimension: str) -> list[str]:
+    """Each line's key along ``dimension`` (``allocated``: each line's ``allocated``)."""
     if dimension == "team":
-        return line.team or UNALLOCATED
+        return [line.team or UNALLOCATED for line in lines]
     if dimension == "workload":
-        if not line.allocated:
-            return UNALLOCATED
-        return line.workload or f"Pod/{line.namespace}/{line.pod}"
+        return [
+            (line.workload or f"Pod/{line.namespace}/{line.pod}") if held else UNALLOCATED
+            for line, held in zip(lines, allocated, strict=True)
+        ]
     if dimension == "pool":
-        return line.pool or "(no pool)"
+        return [line.pool or "(no pool)" for line in lines]
     if dimension == "model":
-        return line.model or "(unknown model)"
-    return line.capacity_type
+        return [line.model or "(unknown model)" for line in lines]
+    return [line.capacity_type for line in lines]
 
 
 def _groups(lines: Sequence[CostLine], window_s: int) -> dict[str, tuple[CostGroup, ...]]:
@@ -184,8 +186,8 @@ def _groups(lines: Sequence[CostLine], window_s: int) -> dict[str, tuple[CostGro
     out = {}
     for dimension in DIMENSIONS:
         buckets: dict[tuple[str, str], list[int]] = defaultdict(list)
-        for i, line in enumerate(priced):
-            buckets[(_key(line, dimension), currency[i])].append(i)
+        for i, key in enumerate(_keys(priced, allocated, dimension)):
+            buckets[(key, currency[i])].append(i)
         groups = []
         for (key, money_in), members in buckets.items():
             measured = [i for i in members if usage[i] is not None and hours[i] > 0]

@@ -5,6 +5,7 @@ decides what it adds to the net.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -44,6 +45,19 @@ class Holdings:
     rows: list[int]
     holders: list[GpuHolder]
     roles: list[str]
+
+    def by_workload(
+        self, role: str, contexts: Sequence[GpuContext], unless_on: str | None = None
+    ) -> dict[str, list[tuple[int, GpuHolder]]]:
+        """Workload -> its (row, holder) pairs whose pods have ``role``, in this order;
+        ``unless_on``: leaving out GPUs on that capacity type."""
+        found: dict[str, list[tuple[int, GpuHolder]]] = defaultdict(list)
+        for row, holder, held_as in zip(self.rows, self.holders, self.roles, strict=True):
+            if held_as == role and (unless_on is None or contexts[row].capacity_type != unless_on):
+                found[holder.workload or f"Pod/{holder.namespace}/{holder.pod}"].append(
+                    (row, holder)
+                )
+        return found
 
 
 @dataclass(frozen=True)

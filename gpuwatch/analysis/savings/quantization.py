@@ -46,12 +46,7 @@ GIB = 2**30
 def levers(inputs: SavingsInputs, claims: Claims) -> Iterator[Draft | Excluded]:
     """The lever's drafts (and why not, where not), one at a time: the plan takes each
     draft's claims before the next is drawn."""
-    by_workload: dict[str, list[tuple[int, GpuHolder]]] = defaultdict(list)
-    held = inputs.holdings()
-    for row, holder, role in zip(held.rows, held.holders, held.roles, strict=True):
-        if role == "inference":
-            workload = holder.workload or f"Pod/{holder.namespace}/{holder.pod}"
-            by_workload[workload].append((row, holder))
+    by_workload = inputs.holdings().by_workload("inference", inputs.contexts)
     present = _present(inputs)
     for workload, held in sorted(by_workload.items()):
         drawn = _lever(inputs, claims, workload, held, present)

@@ -15,7 +15,6 @@ unblock it.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterator
 from decimal import Decimal
 
@@ -35,13 +34,7 @@ KIND = "spot"
 def levers(inputs: SavingsInputs, claims: Claims) -> Iterator[Draft | Excluded]:
     """The lever's drafts (and why not, where not), one at a time: the plan takes each
     draft's claims before the next is drawn."""
-    by_workload: dict[str, list[tuple[int, GpuHolder]]] = defaultdict(list)
-    held = inputs.holdings()
-    for row, holder, role in zip(held.rows, held.holders, held.roles, strict=True):
-        if role == "training" and inputs.contexts[row].capacity_type != "spot":
-            by_workload[holder.workload or f"Pod/{holder.namespace}/{holder.pod}"].append(
-                (row, holder)
-            )
+    by_workload = inputs.holdings().by_workload("training", inputs.contexts, unless_on="spot")
     pending = pending_for(inputs.cluster.pods)
     for workload, held in sorted(by_workload.items()):
         found = _lever(inputs, claims, workload, held, pending)
