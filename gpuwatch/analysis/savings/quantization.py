@@ -80,32 +80,21 @@ def _lever(
     scope = {"team": holder.team, "pool": ctx.pool, "workload": workload}
     params, present = inputs.tenant(pod, MODEL_PARAMS)
     if params is None:
-        why = "unreadable" if present else "unknown"
-        return (
-            None,
-            scope,
-            Excluded(
-                KIND,
-                scope,
-                f"model size {why}: annotate {MODEL_PARAMS.key} ({MODEL_PARAMS.expected}) on "
-                "the pod or its Deployment",
-            ),
+        why = (
+            f"model size {'unreadable' if present else 'unknown'}: annotate "
+            f"{MODEL_PARAMS.key} ({MODEL_PARAMS.expected}) on the pod or its Deployment"
         )
+        return None, scope, Excluded(KIND, scope, why)
     current, price = inputs.book.model(ctx.model), inputs.price(ctx)
     if current is None or price is None:
         return None, scope, Excluded(KIND, scope, f"no price for {ctx.model}")
     fp16_gib = params * 2 / GIB
     if fp16_gib < 0.5 * current.memory_gib:
-        return (
-            None,
-            scope,
-            Excluded(
-                KIND,
-                scope,
-                f"memory is not mostly weights: FP16 weights {fp16_gib:.1f} GiB of a "
-                f"{current.memory_gib:g} GiB GPU",
-            ),
+        why = (
+            f"memory is not mostly weights: FP16 weights {fp16_gib:.1f} GiB of a "
+            f"{current.memory_gib:g} GiB GPU"
         )
+        return None, scope, Excluded(KIND, scope, why)
     rows = sorted({r for r, _ in held})
     use = inputs.use
     hours = use.observed(rows)
