@@ -56,9 +56,47 @@ class _Bin:
 def levers(inputs: SavingsInputs, claims: Claims) -> Iterator[Draft | Excluded]:
     """The lever's drafts (and why not, where not), one at a time: the plan takes each
     draft's claims before the next is drawn."""
+    candidates = inputs.once(_candidates)
+    untouched = ~claims.freed[[c.row for c in candidates]].any(axis=1)
+    groups: dict[tuple[str, str, str], list[_Item]] = defaultdict(list)
+    for found, free in zip(candidates, untouched.tolist(), strict=True):
+        if found.no_data:
+            yield (Excluded(KIND, found.scope, "no hourly utilization or memory data"))
+            continue
+        if not free:
+            ctx = inputs.contexts[found.row]
+            why = f"GPU {ctx.gpu_shown}: its hours are released already"
+            yield (Excluded(KIND, found.scope, why))
+            continue
+        if found.over:
+            yield (Excluded(KIND, found.scope, found.over))
+            continue
+        groups[found.key].append(found.item)  # type: ignore[arg-type]
+
+    for (model, pool, _), items in sorted(groups.items()):
+        draft = _group(inputs, model, pool, items)
+        if draft is not None:
+            yield draft
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """A GPU held whole by one inference or notebook pod, as the lever sees it before
+    any claim."""
+
+    row: int
+    scope: dict[str, str | None]
+    no_data: bool = False
+    over: str = ""
+    """Why it uses too much of its GPU to share (empty: it does not)."""
+    key: tuple[str, str, str] = ("", "", "")
+    item: _Item | None = None
+
+
+def _candidates(inputs: SavingsInputs) -> list[_Candidate]:
+    """The GPUs held whole by one inference or notebook pod, in the contexts' order."""
     settings = inputs.settings.sharing
     use = inputs.use
-    groups: dict[tuple[str, str, str], list[_Item]] = defaultdict(list)
     held = inputs.holdings()
     rows = [
         row
@@ -69,17 +107,14 @@ def levers(inputs: SavingsInputs, claims: Claims) -> Iterator[Draft | Excluded]:
         and inputs.contexts[row].device is not None
     ]
     peaks, memories = _peaks(use.util, rows), _peaks(use.memory, rows)
-    untouched = ~claims.freed[rows].any(axis=1)
-    for i, peak, memory, free in zip(rows, peaks, memories, untouched.tolist(), strict=True):
+    found = []
+    for i, peak, memory in zip(rows, peaks, memories, strict=True):
         ctx = inputs.contexts[i]
         holder = ctx.holders[0]
         scope = {"team": holder.team, "pool": ctx.pool, "workload": holder.workload}
         total = finite(inputs.fb_total_mib, i)
         if peak is None or memory is None or total is None:
-            yield (Excluded(KIND, scope, "no hourly utilization or memory data"))
-            continue
-        if not free:
-            yield (Excluded(KIND, scope, f"GPU {ctx.gpu_shown}: its hours are released already"))
+            found.append(_Candidate(i, scope, no_data=True))
             continue
         if peak > settings.peak_load_max or memory > settings.memory_max_ratio:
             why = (
@@ -89,15 +124,15 @@ def levers(inputs: SavingsInputs, claims: Claims) -> Iterator[Draft | Excluded]:
                 else f"peak memory {format_value(memory, 'ratio')} over "
                 f"{format_value(settings.memory_max_ratio, 'ratio')}"
             )
-            yield (Excluded(KIND, scope, f"GPU {ctx.gpu_shown} on {ctx.node_shown}: {why}"))
+            found.append(
+                _Candidate(i, scope, over=f"GPU {ctx.gpu_shown} on {ctx.node_shown}: {why}")
+            )
             continue
         key = (ctx.model or "", ctx.pool or "", ctx.capacity_type)
-        groups[key].append(_Item(i, ctx, holder, memory * total, peak))
-
-    for (model, pool, _), items in sorted(groups.items()):
-        draft = _group(inputs, model, pool, items)
-        if draft is not None:
-            yield draft
+        found.append(
+            _Candidate(i, scope, key=key, item=_Item(i, ctx, holder, memory * total, peak))
+        )
+    return found
 
 
 def _group(
