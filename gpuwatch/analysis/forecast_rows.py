@@ -143,12 +143,17 @@ def _lines(t: FloatArray, v: FloatArray) -> FloatArray:
     i, j = np.triu_indices(size, k=1)
     dt = offset[:, j] - offset[:, i]
     regular = (dt > 0).all(axis=1)
-    slope = np.empty(t.shape[0])
-    if regular.any():
-        slope[regular] = np.median((v[regular][:, j] - v[regular][:, i]) / dt[regular], axis=1)
-    for row in np.flatnonzero(~regular).tolist():
-        slope[row] = theil_sen(t[row], v[row])[0]
-    intercept = np.median(v - slope[:, None] * offset, axis=1)
+    # (The medians may sort the temporaries they are given in place.)
+    if regular.all():
+        slope = np.median((v[:, j] - v[:, i]) / dt, axis=1, overwrite_input=True)
+    else:
+        slope = np.empty(t.shape[0])
+        if regular.any():
+            slopes = (v[regular][:, j] - v[regular][:, i]) / dt[regular]
+            slope[regular] = np.median(slopes, axis=1, overwrite_input=True)
+        for row in np.flatnonzero(~regular).tolist():
+            slope[row] = theil_sen(t[row], v[row])[0]
+    intercept = np.median(v - slope[:, None] * offset, axis=1, overwrite_input=True)
     level = intercept + slope * offset[:, -1]
     residual = v - (intercept[:, None] + slope[:, None] * offset)
     total = np.sum((v - v.mean(axis=1, keepdims=True)) ** 2, axis=1)
