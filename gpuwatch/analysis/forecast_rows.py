@@ -29,8 +29,8 @@ from gpuwatch.analysis.forecast import (
 )
 from gpuwatch.model.metrics import FloatArray
 
-PAIRS_PER_CHUNK = 1 << 21
-"""Pairwise slopes held at once (16 MiB of float64 per array), whatever the fleet."""
+PAIRS_PER_CHUNK = 1 << 18
+"""Pairwise slopes held at once (2 MiB of float64 per array), whatever the fleet."""
 
 IntArray = npt.NDArray[np.int64]
 
@@ -88,7 +88,7 @@ def fit_rows(
         )  # fmt: skip
     rows = np.arange(n)
     present = ~np.isnan(v_all)
-    col = np.arange(t_all.size)
+    col = np.arange(t_all.size, dtype=np.int32)  # column indices: half the memory of int64
     # Per column: the column of the row's latest present sample at or before it.
     latest = np.maximum.accumulate(np.where(present, col, -1), axis=1)
     newest = latest[:, -1]

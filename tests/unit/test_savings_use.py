@@ -109,3 +109,13 @@ def test_a_history_without_the_attached_aggregate():
     frame = replace(frame, values={k: v for k, v in frame.values.items() if k != ATTACHED_HOURLY})
     use = hourly_use(frame, contexts, pods, 7 * 24 * HOUR_S)
     assert use.held.tobytes() == _reference(frame, contexts, pods)[2].tobytes()
+
+
+def test_a_fleet_whose_every_gpu_is_in_the_history():
+    frame, contexts, pods = _fleet()
+    contexts = contexts[: len(frame.devices)]
+    use = hourly_use(frame, contexts, pods, 7 * 24 * HOUR_S)
+    for got, want in zip(
+        (use.util, use.memory, use.held), _reference(frame, contexts, pods), strict=True
+    ):
+        assert got.tobytes() == want.tobytes()

@@ -92,6 +92,8 @@ def hourly_use(
 
     def aligned(spec: AggregateSpec) -> Array:
         values = frame.values.get(spec)
+        if values is not None and known.all():  # every GPU in the history: one copy
+            return np.asarray(values[rows], dtype=np.float64)
         out = np.full((n, hours), np.nan)
         if values is not None:
             out[known] = values[rows[known]]
@@ -116,8 +118,11 @@ def hourly_use(
     labelled = [holding[k] for k in by_label]
     held[holding] = allocated
     share = np.array([min(sum(h.share for h in contexts[i].holders), 1.0) for i in labelled])
-    seen = attached[labelled]
-    held[labelled] = np.where(np.isnan(seen), allocated[by_label], (seen > 0) * share[:, None])
+    seen = attached[labelled]  # a copy: worked in place
+    unseen = np.isnan(seen)
+    np.multiply(seen > 0, share[:, None], out=seen)
+    np.copyto(seen, allocated[by_label], where=unseen)
+    held[labelled] = seen
     return HourlyUse(util, memory, held, lookback_s, frame.times_s)
 
 
