@@ -102,7 +102,7 @@ def allocate_cost(
         window_s=window_s,
         lines=tuple(lines),
         totals=_totals(lines),
-        groups={dim: _groups(lines, dim, window_s) for dim in DIMENSIONS},
+        groups=_groups(lines, window_s),
         unpriced=tuple(unpriced),
     )
 
@@ -157,48 +157,61 @@ def _line(
     )
 
 
-def _key(line: CostLine, dimension: str) -> str:
+def _keys(lines: Sequence[CostLine], allocated: Sequence[bool], dimension: str) -> list[str]:
+    """Each line's key along ``dimension`` (``allocated``: each line's ``allocated``)."""
     if dimension == "team":
-        return line.team or UNALLOCATED
+        return [line.team or UNALLOCATED for line in lines]
     if dimension == "workload":
-        if not line.allocated:
-            return UNALLOCATED
-        return line.workload or f"Pod/{line.namespace}/{line.pod}"
+        return [
+            (line.workload or f"Pod/{line.namespace}/{line.pod}") if held else UNALLOCATED
+            for line, held in zip(lines, allocated, strict=True)
+        ]
     if dimension == "pool":
-        return line.pool or "(no pool)"
+        return [line.pool or "(no pool)" for line in lines]
     if dimension == "model":
-        return line.model or "(unknown model)"
-    return line.capacity_type
+        return [line.model or "(unknown model)" for line in lines]
+    return [line.capacity_type for line in lines]
 
 
-def _groups(lines: Sequence[CostLine], dimension: str, window_s: int) -> tuple[CostGroup, ...]:
-    buckets: dict[tuple[str, str], list[CostLine]] = defaultdict(list)
-    for line in lines:
-        if line.price is not None:
-            buckets[(_key(line, dimension), line.price.currency)].append(line)
-    groups = []
-    for (key, currency), members in buckets.items():
-        hours = sum(m.gpu_hours for m in members)
-        measured = [m for m in members if m.usage_avg is not None and m.gpu_hours > 0]
-        weight = sum(m.gpu_hours for m in measured)
-        usage = (
-            sum(m.gpu_hours * (m.usage_avg or 0.0) for m in measured) / weight if weight else None
-        )
-        requested_h = sum(m.gpu_hours for m in members if m.allocated)
-        groups.append(
-            CostGroup(
-                dimension=dimension,
-                key=key,
-                currency=currency,
-                gpu_hours=hours,
-                cost=sum((m.cost or Decimal(0) for m in members), Decimal(0)),
-                idle_cost=sum((m.idle_cost or Decimal(0) for m in members), Decimal(0)),
-                request_avg=requested_h / (window_s / 3600.0) if window_s else 0.0,
-                usage_avg=usage,
+def _groups(lines: Sequence[CostLine], window_s: int) -> dict[str, tuple[CostGroup, ...]]:
+    """Per dimension, the priced lines' figures by key and currency: each line's fields
+    read once, then every bucket's sums over its members in the lines' order."""
+    priced = [line for line in lines if line.price is not None]
+    hours = [line.gpu_hours for line in priced]
+    usage = [line.usage_avg for line in priced]
+    allocated = [line.allocated for line in priced]
+    cost = [line.cost or Decimal(0) for line in priced]
+    idle = [line.idle_cost or Decimal(0) for line in priced]
+    currency = [line.price.currency for line in priced]  # type: ignore[union-attr]
+    out = {}
+    for dimension in DIMENSIONS:
+        buckets: dict[tuple[str, str], list[int]] = defaultdict(list)
+        for i, key in enumerate(_keys(priced, allocated, dimension)):
+            buckets[(key, currency[i])].append(i)
+        groups = []
+        for (key, money_in), members in buckets.items():
+            measured = [i for i in members if usage[i] is not None and hours[i] > 0]
+            weight = sum([hours[i] for i in measured])
+            groups.append(
+                CostGroup(
+                    dimension=dimension,
+                    key=key,
+                    currency=money_in,
+                    gpu_hours=sum([hours[i] for i in members]),
+                    cost=sum([cost[i] for i in members], Decimal(0)),
+                    idle_cost=sum([idle[i] for i in members], Decimal(0)),
+                    request_avg=sum([hours[i] for i in members if allocated[i]])
+                    / (window_s / 3600.0)
+                    if window_s
+                    else 0.0,
+                    usage_avg=sum([hours[i] * (usage[i] or 0.0) for i in measured]) / weight
+                    if weight
+                    else None,
+                )
             )
-        )
-    groups.sort(key=lambda g: (g.currency, -g.cost, g.key))
-    return tuple(groups)
+        groups.sort(key=lambda g: (g.currency, -g.cost, g.key))
+        out[dimension] = tuple(groups)
+    return out
 
 
 def _totals(lines: Sequence[CostLine]) -> tuple[CostTotal, ...]:

@@ -140,19 +140,47 @@ def fit_growth(
     residual = v - (intercept + slope * (t - t[0]))
     total = float(np.sum((v - v.mean()) ** 2))
     r2 = 1.0 - float(np.sum(residual**2)) / total if total > 0 else 0.0
-    r2 = max(r2, 0.0)
-    fields = {"slope_per_s": slope, "level": level, "fit_r2": r2}
+    return judged(
+        base.samples, base.segment_start_s, last, slope, level, max(r2, 0.0), threshold, settings
+    )
+
+
+def verdict_of(slope: float, r2: float, settings: FitSettings) -> FitVerdict:
+    """The verdict on a fitted line rising ``slope`` a second and explaining ``r2``."""
     if abs(slope) * 3600.0 < settings.min_rise_per_h:
-        return GrowthFit(FitVerdict.FLAT, base.samples, base.segment_start_s, last=last, **fields)
+        return FitVerdict.FLAT
     if slope < 0:
-        return GrowthFit(
-            FitVerdict.FALLING, base.samples, base.segment_start_s, last=last, **fields
-        )
+        return FitVerdict.FALLING
     if r2 < settings.min_fit_r2:
-        return GrowthFit(
-            FitVerdict.POOR_FIT, base.samples, base.segment_start_s, last=last, **fields
-        )
-    eta_s = max((threshold - level) / slope, 0.0)
+        return FitVerdict.POOR_FIT
+    return FitVerdict.RISING
+
+
+def eta_of(threshold: float, level: float, slope: float) -> float:
+    """Seconds until a rising line at ``level`` now crosses ``threshold``."""
+    return max((threshold - level) / slope, 0.0)
+
+
+def judged(
+    samples: int,
+    segment_start_s: float | None,
+    last: float | None,
+    slope: float,
+    level: float,
+    r2: float,
+    threshold: float,
+    settings: FitSettings,
+) -> GrowthFit:
+    """The fit of a line through ``samples`` samples from ``segment_start_s``, the
+    newest ``last``, with its verdict (and its estimate where it is rising)."""
+    verdict = verdict_of(slope, r2, settings)
     return GrowthFit(
-        FitVerdict.RISING, base.samples, base.segment_start_s, last=last, eta_s=eta_s, **fields
+        verdict,
+        samples,
+        segment_start_s,
+        slope_per_s=slope,
+        level=level,
+        last=last,
+        fit_r2=r2,
+        eta_s=eta_of(threshold, level, slope) if verdict is FitVerdict.RISING else None,
     )

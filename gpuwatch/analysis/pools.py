@@ -160,12 +160,11 @@ def physical_gpu_count(node: Node) -> int:
       each profile and their compute slices over a card's, beside any whole GPUs;
     - cGPU: ``aliyun.com/gpu-count``.
     """
-    model = gpu_model_of(node)
     labelled = _int(node.labels.get(GPU_COUNT_LABEL))
     whole = node.capacity.get(WHOLE_GPU_RESOURCE, 0.0)
     profile = mig_single_profile(node)
     if profile is not None:
-        return _mig_cards({profile: labelled or whole}, model)
+        return _mig_cards({profile: labelled or whole}, gpu_model_of(node))
     mixed = {
         name[len(MIG_RESOURCE_PREFIX) :]: qty
         for name, qty in node.capacity.items()
@@ -173,7 +172,7 @@ def physical_gpu_count(node: Node) -> int:
     }
     if not mixed and labelled > 0:
         return labelled
-    count = int(whole) + _mig_cards(mixed, model)
+    count = int(whole) + (_mig_cards(mixed, gpu_model_of(node)) if mixed else 0)
     return count or int(node.capacity.get(CGPU_COUNT_RESOURCE, 0))
 
 

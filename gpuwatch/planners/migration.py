@@ -80,6 +80,11 @@ def plan_migrations(inputs: MigrationInputs) -> list[Action]:
     for i, ctx in enumerate(inputs.contexts):
         if ctx.device:
             by_uuid.setdefault(ctx.device.uuid, []).append((i, ctx))
+    # Each job's pods by namespace and owner name: one pass, not one per saving.
+    pods_of: dict[tuple[str, str], list[Pod]] = {}
+    for pod in inputs.cluster.pods:
+        if pod.owner is not None:
+            pods_of.setdefault((pod.namespace, pod.owner.name), []).append(pod)
     actions = []
     for saving in inputs.savings:
         workload = saving.scope.get("workload") or ""
@@ -89,7 +94,7 @@ def plan_migrations(inputs: MigrationInputs) -> list[Action]:
         controller = controllers.get((kind, namespace, name))
         if controller is not None and MIGRATION_KEY.get(controller.annotations):
             continue  # being moved: the follow-up confirms it or moves it back
-        pods = _pods_of(inputs.cluster, namespace, name)
+        pods = pods_of.get((namespace, name), [])  # a PyTorchJob's and a Job's pods: owned by it
         annotations = _annotations(controller, pods)
         if flag(settings.opt_in_annotation).get(annotations) is not True:
             continue
@@ -191,15 +196,6 @@ def _checkpoint(
             f"newest checkpoint is {format_duration(age_s)} old (limit {format_duration(limit)})"
         )
     return checkpoint, ""
-
-
-def _pods_of(cluster: ClusterState, namespace: str, name: str) -> list[Pod]:
-    """The job's pods (a PyTorchJob's and a batch Job's pods are owned by the job)."""
-    return [
-        pod
-        for pod in cluster.pods
-        if pod.namespace == namespace and pod.owner is not None and pod.owner.name == name
-    ]
 
 
 def _annotations(controller: Controller | None, pods: Sequence[Pod]) -> dict[str, str]:

@@ -13,7 +13,7 @@ Rules of thought that hold for every kind:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from gpuwatch.analysis.attribution import GpuContext
-from gpuwatch.analysis.forecast import FitSettings, FitVerdict, GrowthFit, fit_growth
+from gpuwatch.analysis.forecast import FitSettings, FitVerdict, GrowthFit
+from gpuwatch.analysis.forecast_rows import RowFits, fit_rows
 from gpuwatch.analysis.rules.hits import Grid, in_pools, rule_hits
 from gpuwatch.analysis.rules.schema import (
     BudgetRule,
@@ -135,17 +136,18 @@ def evaluate(
     notes: list[DataQualityNote] = []
     n = len(stats.devices)
     allocated = np.fromiter((c.allocated for c in contexts[:n]), dtype=bool, count=n)
+    recent = _RecentSamples(stats, series)
     for rule in rules:
         if not rule.enabled:
             continue
         if isinstance(rule, ForecastRule):
-            found = _forecast(rule, stats, contexts[:n], allocated, series)
+            found = _forecast(rule, stats, contexts[:n], allocated, recent.of(rule))
         elif isinstance(rule, BudgetRule):
             continue  # judged on the month's spend (``analysis/budgets.py``), not a window
         else:
             found = _candidates(rule, stats, contexts, allocated, notes if explain else None)
             if rule.role is Role.NEAR_OOM and isinstance(rule, ThresholdRule):
-                found = _time_to_full(rule, found, stats, series, rules)
+                found = _time_to_full(found, recent.of(_forecast_of(rule, rules)))
         for candidate in found:
             finding = candidate.build(rule, stats.at, explain)
             prior = since_by_key.get(finding.key)
@@ -209,30 +211,47 @@ class Candidate:
         )
 
     def _message(self, rule: Rule, primary: GpuHolder | None) -> str:
-        ctx = self.ctx
-        device = ctx.device
-        fields = {
-            "rule": rule.id,
-            "gpu": ctx.gpu_shown,
-            "gpu_uuid": device.uuid if device else "",
-            "node": ctx.node_shown,
-            "pool": ctx.pool or "(no pool)",
-            "model": ctx.model or "unknown model",
-            "namespace": primary.namespace if primary else "",
-            "pod": primary.pod if primary else "",
-            "workload": (primary.workload or "") if primary else "",
-            "team": primary.team if primary else "",
-            "holder": _holder_text(ctx),
-            "value": _Shown(self.value, self.unit),
-            "threshold": _Shown(self.threshold, self.unit),
-            "op": getattr(rule, "op", ""),
-            "window": format_duration(rule.window_s),
-            "coverage": _Shown(self.coverage, "ratio"),
-            "unit": self.unit,
-            **(self.extra or {}),
-        }
         template = rule.message or _DEFAULT_MESSAGES[rule.kind]
-        return template.format_map(fields)
+        return template.format_map(_Fields(self, rule, primary))
+
+
+Field = Callable[[Candidate, Rule, GpuHolder | None], Any]
+_FIELDS: dict[str, Field] = {
+    "rule": lambda c, rule, primary: rule.id,
+    "gpu": lambda c, rule, primary: c.ctx.gpu_shown,
+    "gpu_uuid": lambda c, rule, primary: c.ctx.device.uuid if c.ctx.device else "",
+    "node": lambda c, rule, primary: c.ctx.node_shown,
+    "pool": lambda c, rule, primary: c.ctx.pool or "(no pool)",
+    "model": lambda c, rule, primary: c.ctx.model or "unknown model",
+    "namespace": lambda c, rule, primary: primary.namespace if primary else "",
+    "pod": lambda c, rule, primary: primary.pod if primary else "",
+    "workload": lambda c, rule, primary: (primary.workload or "") if primary else "",
+    "team": lambda c, rule, primary: primary.team if primary else "",
+    "holder": lambda c, rule, primary: _holder_text(c.ctx),
+    "value": lambda c, rule, primary: _Shown(c.value, c.unit),
+    "threshold": lambda c, rule, primary: _Shown(c.threshold, c.unit),
+    "op": lambda c, rule, primary: getattr(rule, "op", ""),
+    "window": lambda c, rule, primary: format_duration(rule.window_s),
+    "coverage": lambda c, rule, primary: _Shown(c.coverage, "ratio"),
+    "unit": lambda c, rule, primary: c.unit,
+}
+"""What a rule's message template may name (besides the candidate's ``extra``)."""
+
+
+class _Fields(dict[str, Any]):
+    """A message's fields, each worked out when the template names it: most templates
+    name a few of them, and a cycle writes a message per finding."""
+
+    def __init__(self, candidate: Candidate, rule: Rule, primary: GpuHolder | None) -> None:
+        super().__init__(candidate.extra or {})
+        self.candidate, self.rule, self.primary = candidate, rule, primary
+
+    def __missing__(self, key: str) -> Any:
+        field = _FIELDS.get(key)
+        if field is None:
+            raise KeyError(key)
+        value = self[key] = field(self.candidate, self.rule, self.primary)
+        return value
 
 
 class _Shown(float):
@@ -323,11 +342,10 @@ def _forecast(
     stats: WindowStats,
     contexts: Sequence[GpuContext],
     allocated: np.ndarray,
-    series: HistoryFrame | None,
+    recent: _Recent | None,
 ) -> list[Candidate]:
     """GPUs whose fitted line crosses the threshold within the horizon, not yet past it
     (the threshold rule of the same signal reports those)."""
-    recent = _Recent.of(rule, stats, series)
     if recent is None:
         return []
     scope = in_pools(rule, contexts)
@@ -337,15 +355,15 @@ def _forecast(
         scope &= ~allocated
     unit = SIGNAL_UNITS[rule.signal]
     found = []
-    for i in np.flatnonzero(scope).tolist():
-        ctx = contexts[i]
-        fit = recent.fit(ctx, rule.threshold)
-        if fit is None:
+    judged = np.flatnonzero(scope).tolist()
+    rows = [recent.row(contexts[i]) for i in judged]
+    have = [k for k, row in enumerate(rows) if row is not None]  # ints: nothing for the GC
+    fits = recent.fit_rows([rows[k] for k in have], rule.threshold)
+    for j, k in enumerate(have):
+        eta_s = fits.eta_s[j]
+        if fits.verdicts[j] is not FitVerdict.RISING or eta_s is None or eta_s > rule.horizon_s:
             continue
-        if fit.verdict is not FitVerdict.RISING or fit.eta_s is None:
-            continue
-        if fit.eta_s > rule.horizon_s:
-            continue
+        ctx, fit = contexts[judged[k]], fits[j]
         extra = {
             "eta": format_eta(fit.eta_s),
             "rate": f"{format_value(fit.rate_per_h, unit)}/h",
@@ -366,25 +384,23 @@ FULL_RATIO = 1.0
 used: a card with reserved memory runs out a little before it)."""
 
 
-def _time_to_full(
-    rule: ThresholdRule,
-    found: list[Candidate],
-    stats: WindowStats,
-    series: HistoryFrame | None,
-    rules: Sequence[Rule],
-) -> list[Candidate]:
+def _forecast_of(rule: ThresholdRule, rules: Sequence[Rule]) -> ForecastRule | None:
+    """The enabled forecast rule on ``rule``'s signal, whose recent samples it shares."""
+    return next(
+        (r for r in rules if r.enabled and isinstance(r, ForecastRule) and r.signal == rule.signal),
+        None,
+    )
+
+
+def _time_to_full(found: list[Candidate], recent: _Recent | None) -> list[Candidate]:
     """Near-OOM findings with the time until the card is full at the rate its memory
     grows: the forecast's robust fit through the same recent samples, to 100 %. A flat,
     falling or poorly fitted series gives no estimate (the fit's quality says why);
     without an enabled forecast rule on the signal there are no recent samples to fit."""
-    forecast = next(
-        (r for r in rules if r.enabled and isinstance(r, ForecastRule) and r.signal == rule.signal),
-        None,
-    )
-    recent = _Recent.of(forecast, stats, series) if forecast is not None else None
     if recent is None:
         return found
-    return [replace(c, fit=recent.fit(c.ctx, FULL_RATIO) or c.fit) for c in found]
+    fits = recent.fits([c.ctx for c in found], FULL_RATIO)
+    return [replace(c, fit=fit or c.fit) for c, fit in zip(found, fits, strict=True)]
 
 
 @dataclass(frozen=True)
@@ -398,16 +414,16 @@ class _Recent:
 
     @classmethod
     def of(
-        cls, rule: ForecastRule, stats: WindowStats, series: HistoryFrame | None
+        cls, rule: ForecastRule, stats: WindowStats, series: HistoryFrame, rows: Mapping[str, int]
     ) -> _Recent | None:
         spec = AggregateSpec(rule.signal, Aggregate.MAX, rule.step_s)
-        if series is None or spec not in series.values:
+        if spec not in series.values:
             return None
         in_window = series.times_s > stats.at.timestamp() - rule.window_s
         return cls(
             series.times_s[in_window].astype(np.float64),
             series.values[spec][:, in_window],
-            {d.device_id: i for i, d in enumerate(series.devices)},
+            rows,
             FitSettings(
                 min_samples=rule.min_samples,
                 min_span_s=float(rule.min_span_s),
@@ -416,9 +432,32 @@ class _Recent:
             ),
         )
 
-    def fit(self, ctx: GpuContext, threshold: float) -> GrowthFit | None:
-        """The GPU's fit toward ``threshold``; None when it has no recent samples."""
-        row = self.rows.get(ctx.device.device_id) if ctx.device else None
-        if row is None:
+    def row(self, ctx: GpuContext) -> int | None:
+        """The GPU's row of samples; None when it has no recent samples."""
+        return self.rows.get(ctx.device.device_id) if ctx.device else None
+
+    def fit_rows(self, rows: Sequence[int], threshold: float) -> RowFits:
+        """The fits of ``rows`` toward ``threshold``, in their order."""
+        return fit_rows(self.times, self.values[list(rows)], threshold, self.settings)
+
+    def fits(self, contexts: Sequence[GpuContext], threshold: float) -> list[GrowthFit | None]:
+        """Each GPU's fit toward ``threshold``; None where it has no recent samples."""
+        rows = [self.row(c) for c in contexts]
+        fitted = self.fit_rows([r for r in rows if r is not None], threshold)
+        order = iter(range(len(fitted)))
+        return [None if r is None else fitted[next(order)] for r in rows]
+
+
+class _RecentSamples:
+    """The recent samples of each forecast rule, the series' GPUs indexed once."""
+
+    def __init__(self, stats: WindowStats, series: HistoryFrame | None) -> None:
+        self.stats, self.series = stats, series
+        self.rows: dict[str, int] | None = None
+
+    def of(self, rule: ForecastRule | None) -> _Recent | None:
+        if rule is None or self.series is None:
             return None
-        return fit_growth(self.times, self.values[row], threshold, self.settings)
+        if self.rows is None:
+            self.rows = {d.device_id: i for i, d in enumerate(self.series.devices)}
+        return _Recent.of(rule, self.stats, self.series, self.rows)

@@ -5,8 +5,9 @@ decides what it adds to the net.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -22,7 +23,7 @@ from gpuwatch.analysis.savings.use import HourlyUse
 from gpuwatch.config.settings import ActionsSettings, SavingsSettings
 from gpuwatch.model.cluster import ClusterState, Controller, Pod
 from gpuwatch.model.cost import HOURS_PER_MONTH, Price, money
-from gpuwatch.model.findings import Finding
+from gpuwatch.model.findings import Finding, GpuHolder
 from gpuwatch.model.metrics import FloatArray
 from gpuwatch.model.savings import HIGH, LOW, MEDIUM, Saving, SavingExcluded
 from gpuwatch.model.tenant import ROLE, TenantField
@@ -33,6 +34,30 @@ INFERENCE_IMAGES = ("vllm", "tritonserver", "text-generation-inference", "tgi", 
 NOTEBOOK_HINTS = ("notebook", "jupyter")
 IDLE_THRESHOLD = 0.10
 """Below this hourly utilization a held GPU idles, where no rule has role ``idle``."""
+
+
+@dataclass(frozen=True)
+class Holdings:
+    """The pods holding (part of) each GPU, as columns (a fleet's worth of objects, one
+    per holder, would mostly keep the garbage collector busy): the GPU's row in the
+    contexts, the holder, and its pod's role (``SavingsInputs.role``)."""
+
+    rows: list[int]
+    holders: list[GpuHolder]
+    roles: list[str]
+
+    def by_workload(
+        self, role: str, contexts: Sequence[GpuContext], unless_on: str | None = None
+    ) -> dict[str, list[tuple[int, GpuHolder]]]:
+        """Workload -> its (row, holder) pairs whose pods have ``role``, in this order;
+        ``unless_on``: leaving out GPUs on that capacity type."""
+        found: dict[str, list[tuple[int, GpuHolder]]] = defaultdict(list)
+        for row, holder, held_as in zip(self.rows, self.holders, self.roles, strict=True):
+            if held_as == role and (unless_on is None or contexts[row].capacity_type != unless_on):
+                found[holder.workload or f"Pod/{holder.namespace}/{holder.pod}"].append(
+                    (row, holder)
+                )
+        return found
 
 
 @dataclass(frozen=True)
@@ -58,10 +83,16 @@ class SavingsInputs:
     controllers: Mapping[tuple[str, str, str], Controller] = field(init=False)
     _prices: dict[tuple[str | None, ...], Price | None] = field(init=False, repr=False)
     _roles: dict[tuple[str, str], str] = field(init=False, repr=False)
+    _catalog: dict[tuple[str, str], Price | None] = field(init=False, repr=False)
+    _holdings: Holdings | None = field(init=False, repr=False)
+    _once: dict[Callable[[SavingsInputs], Any], Any] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_prices", {})
         object.__setattr__(self, "_roles", {})
+        object.__setattr__(self, "_catalog", {})
+        object.__setattr__(self, "_holdings", None)
+        object.__setattr__(self, "_once", {})
         object.__setattr__(self, "owners", OwnerIndex(self.cluster.controllers))
         object.__setattr__(self, "pods", {p.key: p for p in self.cluster.pods})
         object.__setattr__(
@@ -94,6 +125,37 @@ class SavingsInputs:
         )
         self._prices[key] = found
         return found
+
+    def once(self, compute: Callable[[SavingsInputs], T]) -> T:
+        """``compute(self)``, worked out on the first call only: what a lever derives
+        from the inputs alone, the same for its run alone and its run in the plan."""
+        if compute not in self._once:
+            self._once[compute] = compute(self)
+        return self._once[compute]  # type: ignore[no-any-return]
+
+    def catalog_price(self, model: str, capacity_type: str) -> Price | None:
+        """The book's price of a GPU-hour of ``model`` on ``capacity_type`` capacity, for
+        no pool or node in particular (each asked once)."""
+        key = (model, capacity_type)
+        if key not in self._catalog:
+            self._catalog[key] = self.book.price(model, capacity_type)[0]
+        return self._catalog[key]
+
+    def holdings(self) -> Holdings:
+        """Every GPU's holders whose pod the cluster has, with the pod's role, in the
+        order of the contexts and their holders (worked out once: three levers ask, each
+        of them twice)."""
+        if self._holdings is None:
+            found = Holdings([], [], [])
+            for i, ctx in enumerate(self.contexts):
+                for holder in ctx.holders:
+                    pod = self.pods.get((holder.namespace, holder.pod))
+                    if pod is not None:
+                        found.rows.append(i)
+                        found.holders.append(holder)
+                        found.roles.append(self.role(pod))
+            object.__setattr__(self, "_holdings", found)
+        return self._holdings
 
     def annotation(self, pod: Pod, key: str) -> str | None:
         """``key`` on the pod, else on the nearest owner up its chain that has it."""
@@ -171,10 +233,19 @@ class Claims:
     def fresh(cls, inputs: SavingsInputs) -> Claims:
         n, hours = len(inputs.contexts), inputs.use.hours
         nothing = np.zeros((n, hours), dtype=bool)
-        return cls(nothing, {}, spot_pools(inputs.contexts), nothing.copy())
+        spot = [
+            replace(p, tolerations=list(p.tolerations), nodes=list(p.nodes))
+            for p in inputs.once(_spot_pools)
+        ]
+        return cls(nothing, {}, spot, nothing.copy())
 
     def untouched(self, rows: Sequence[int]) -> bool:
         return not bool(self.freed[list(rows)].any()) if rows else True
+
+
+def _spot_pools(inputs: SavingsInputs) -> list[SpotPool]:
+    """The cluster's spot pools as they are, before any lever fills them."""
+    return spot_pools(inputs.contexts)
 
 
 @dataclass

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator
+from dataclasses import dataclass
 from decimal import Decimal
 
 import numpy as np
@@ -38,55 +39,114 @@ KIND = "remove_nodes"
 def levers(inputs: SavingsInputs, claims: Claims) -> Iterator[Draft | Excluded]:
     """The lever's drafts (and why not, where not), one at a time: the plan takes each
     draft's claims before the next is drawn."""
-    pools: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
-    for i, ctx in enumerate(inputs.contexts):
-        if ctx.in_gpu_pool and ctx.pool and ctx.node is not None:
-            pools[ctx.pool][ctx.node_name].append(i)
-    for pool, nodes in sorted(pools.items()):
-        if inputs.per_gpu_billing(pool):
+    for pool, facts in inputs.once(_pools):
+        if isinstance(facts, str):
+            yield Excluded(KIND, _scope(pool), facts)
             continue
-        draft = _pool(inputs, claims, pool, nodes)
+        draft = _pool(inputs, claims, pool, facts)
         if draft is not None:
             yield draft
 
 
-def _pool(
-    inputs: SavingsInputs, claims: Claims, pool: str, nodes: dict[str, list[int]]
-) -> Draft | Excluded | None:
-    use, contexts = inputs.use, inputs.contexts
-    scope = {"team": None, "pool": pool, "workload": None}
-    rows = [r for members in nodes.values() for r in members]
-    hours = use.observed(rows)
-    prices = {r: inputs.price(contexts[r]) for r in rows}
-    if any(p is None for p in prices.values()):
-        return Excluded(KIND, scope, f"no price for {contexts[rows[0]].model}")
-    currency = next(iter(prices.values())).currency  # type: ignore[union-attr]
+@dataclass(frozen=True)
+class _Pool:
+    """What the lever knows of a pool before any claim: the same in both its runs."""
+
+    nodes: dict[str, list[int]]
+    """Node -> its GPUs' rows, nodes in the order of their first GPU."""
+    ordered: dict[str, list[int]]
+    """The same by node name."""
+    hours: int
+    currency: str
+    floor: int
+    pinned: dict[str, str]
+    """Per node (by name): what keeps it from going at any hour (empty: nothing)."""
+    evictable: list[bool]
+    """Per node (by name): its GPU pods may all be evicted."""
+    price_of: dict[str, Decimal]
+    """Per node: its GPUs' price per hour."""
+
+
+def _pools(inputs: SavingsInputs) -> list[tuple[str, _Pool | str]]:
+    """Each pool of nodes with GPU capacity, by name, and what the lever knows of it
+    (or why it has no price); pools billed per GPU left out."""
+    pools: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    gpu_node: dict[int, bool] = {}  # per node object: has GPU capacity
+    for i, ctx in enumerate(inputs.contexts):
+        if ctx.node is None or not ctx.pool:
+            continue
+        if id(ctx.node) not in gpu_node:
+            gpu_node[id(ctx.node)] = ctx.in_gpu_pool
+        if gpu_node[id(ctx.node)]:
+            pools[ctx.pool][ctx.node_name].append(i)
     pods_on = _pods_by_node(inputs.cluster.pods)
     reclaim = inputs.actions.reclaimable_annotation
-    policy = inputs.actions.pools.get(pool)
-    floor = max(inputs.settings.floors.get(pool, 0), policy.floor if policy else 0)
-    # Per node and hour: could it go? Per node: its price per hour.
-    free = {}
-    pinned = {}
-    for name, members in sorted(nodes.items()):
-        node = contexts[members[0]].node
-        assert node is not None
-        pinned[name] = _pinned(node, pods_on.get(name, []), reclaim)
-        free[name] = _free_hours(inputs, claims, members, pods_on.get(name, []), reclaim)
-    price_of = {
-        name: sum(
-            (prices[r].per_gpu_hour * Decimal(str(contexts[r].gpu_fraction)) for r in members),  # type: ignore[union-attr]
-            Decimal(0),
+    found: list[tuple[str, _Pool | str]] = []
+    for pool, nodes in sorted(pools.items()):
+        if inputs.per_gpu_billing(pool):
+            continue
+        contexts = inputs.contexts
+        rows = [r for members in nodes.values() for r in members]
+        hours = inputs.use.observed(rows)
+        prices = {r: inputs.price(contexts[r]) for r in rows}
+        if any(p is None for p in prices.values()):
+            found.append((pool, f"no price for {contexts[rows[0]].model}"))
+            continue
+        policy = inputs.actions.pools.get(pool)
+        ordered = {name: nodes[name] for name in sorted(nodes)}
+        found.append(
+            (
+                pool,
+                _Pool(
+                    nodes=nodes,
+                    ordered=ordered,
+                    hours=hours,
+                    currency=next(iter(prices.values())).currency,  # type: ignore[union-attr]
+                    floor=max(inputs.settings.floors.get(pool, 0), policy.floor if policy else 0),
+                    pinned={
+                        name: _pinned(contexts[members[0]].node, pods_on.get(name, []), reclaim)  # type: ignore[arg-type]
+                        for name, members in ordered.items()
+                    },
+                    evictable=[
+                        all(
+                            not evictable_or_why(p, reclaim)
+                            for p in pods_on.get(name, [])
+                            if gpu_request_kind(p.requests)
+                        )
+                        for name in ordered
+                    ],
+                    price_of={
+                        name: sum(
+                            (
+                                prices[r].per_gpu_hour * Decimal(str(contexts[r].gpu_fraction))  # type: ignore[union-attr]
+                                for r in members
+                            ),
+                            Decimal(0),
+                        )
+                        for name, members in nodes.items()
+                    },
+                ),
+            )
         )
-        for name, members in nodes.items()
-    }
-    candidates = [n for n in sorted(nodes) if not pinned[n]]
-    removable = max(len(nodes) - floor, 0)
-    chosen: dict[str, np.ndarray] = {n: np.zeros(use.hours, dtype=bool) for n in candidates}
-    for h in range(use.hours):
-        going = [n for n in candidates if free[n][h]][:removable]
-        for n in going:
-            chosen[n][h] = True
+    return found
+
+
+def _scope(pool: str) -> dict[str, str | None]:
+    return {"team": None, "pool": pool, "workload": None}
+
+
+def _pool(inputs: SavingsInputs, claims: Claims, pool: str, facts: _Pool) -> Draft | Excluded:
+    use = inputs.use
+    nodes, pinned, price_of, hours = facts.nodes, facts.pinned, facts.price_of, facts.hours
+    scope = _scope(pool)
+    # Per hour, the first ``nodes - floor`` candidates (by name) that could go.
+    free = _free_hours(inputs, claims, facts)
+    unpinned = [not pinned[n] for n in facts.ordered]
+    candidates = [n for n, keep in zip(facts.ordered, unpinned, strict=True) if keep]
+    removable = max(len(nodes) - facts.floor, 0)
+    could = free[unpinned]
+    going = could & (np.cumsum(could, axis=0) <= removable)
+    chosen: dict[str, np.ndarray] = dict(zip(candidates, going, strict=True))
     node_hours = {n: int(mask.sum()) for n, mask in chosen.items() if mask.any()}
     value = sum((price_of[n] * hours_ for n, hours_ in node_hours.items()), Decimal(0))
     if not node_hours:
@@ -98,24 +158,26 @@ def _pool(
     names = tuple(sorted(node_hours, key=lambda n: (-node_hours[n], n)))
     per_node = max(len(m) for m in nodes.values())
 
+    taken = [r for n in candidates for r in nodes[n]]
+    per_row = np.repeat(going, [len(nodes[n]) for n in candidates], axis=0)
+
     def claim(claims: Claims) -> None:
+        claims.freed[taken] |= per_row  # each GPU is on one node: no row twice
         for name, mask in chosen.items():
-            for r in nodes[name]:
-                claims.freed[r] |= mask
             claims.removed[name] = claims.removed.get(name, mask) | mask
 
     return Draft(
         kind=KIND,
         scope=scope,
         value=money(inputs.to_month(value, hours)),
-        currency=currency,
+        currency=facts.currency,
         formula="sum over hours of the price per hour of the nodes that could go "
         "(every GPU free or held only by idle reclaimable pods; at most nodes - floor) "
         "x 720 / hours with data",
         inputs={
             "nodes": len(nodes),
             "gpus_per_node": per_node,
-            "floor_nodes": floor,
+            "floor_nodes": facts.floor,
             "node_hours_removable": node_hours,
             "hours_with_data": hours,
             "price_per_node_hour": {n: float(price_of[n]) for n in names},
@@ -139,24 +201,20 @@ def _pool(
     )
 
 
-def _free_hours(
-    inputs: SavingsInputs, claims: Claims, rows: list[int], pods: list[Pod], reclaim: str
-) -> np.ndarray:
-    """Per hour: every GPU of the node sampled, and held by nobody or only by idle pods
-    that may be evicted. (Hours lever 1 released count: releasing is reclaimed capacity,
-    the node going is the cash. Hours whose cost a cash lever before it counted do not:
-    a workload quantized onto cheaper GPUs already banked its node's price, less the
-    new GPUs'.)"""
+def _free_hours(inputs: SavingsInputs, claims: Claims, facts: _Pool) -> np.ndarray:
+    """(nodes x hours), a row per node by name: every GPU of the node sampled, and held
+    by nobody or only by idle pods that may be evicted. (Hours lever 1 released count:
+    releasing is reclaimed capacity, the node going is the cash. Hours whose cost a cash
+    lever before it counted do not: a workload quantized onto cheaper GPUs already
+    banked its node's price, less the new GPUs'.)"""
     use = inputs.use
-    evictable = all(not evictable_or_why(p, reclaim) for p in pods if gpu_request_kind(p.requests))
-    free = np.ones(use.hours, dtype=bool)
-    for r in rows:
-        with np.errstate(invalid="ignore"):
-            sampled = ~np.isnan(use.util[r])
-            idle = use.util[r] < inputs.idle_threshold
-        unheld = use.held[r] <= 0
-        free &= sampled & (unheld | (idle & evictable)) & ~claims.banked[r]
-    return free
+    counts = [len(members) for members in facts.ordered.values()]
+    rows = [r for members in facts.ordered.values() for r in members]
+    util = use.util[rows]
+    with np.errstate(invalid="ignore"):
+        idle = (util < inputs.idle_threshold) & np.repeat(facts.evictable, counts)[:, None]
+    ok = ~np.isnan(util) & ((use.held[rows] <= 0) | idle) & ~claims.banked[rows]
+    return np.logical_and.reduceat(ok, np.cumsum([0, *counts[:-1]]), axis=0)
 
 
 def _pinned(node: Node, pods: list[Pod], reclaim: str) -> str:

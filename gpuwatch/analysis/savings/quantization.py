@@ -46,59 +46,61 @@ GIB = 2**30
 def levers(inputs: SavingsInputs, claims: Claims) -> Iterator[Draft | Excluded]:
     """The lever's drafts (and why not, where not), one at a time: the plan takes each
     draft's claims before the next is drawn."""
-    by_workload: dict[str, list[tuple[int, GpuHolder]]] = defaultdict(list)
-    for i, ctx in enumerate(inputs.contexts):
-        for holder in ctx.holders:
-            pod = inputs.pods.get((holder.namespace, holder.pod))
-            if pod is not None and inputs.role(pod) == "inference":
-                workload = holder.workload or f"Pod/{holder.namespace}/{holder.pod}"
-                by_workload[workload].append((i, holder))
-    present = _present(inputs)
-    for workload, held in sorted(by_workload.items()):
-        drawn = _lever(inputs, claims, workload, held, present)
-        if drawn is not None:
+    for rows, scope, drawn in inputs.once(_drafts):
+        if rows is not None and not claims.untouched(rows):
+            why = "its GPUs' hours are claimed by a lever before this one"
+            yield Excluded(KIND, dict(scope), why)
+        elif drawn is not None:
             yield drawn
+
+
+Drawn = tuple[list[int] | None, dict[str, str | None], Draft | Excluded | None]
+
+
+def _drafts(inputs: SavingsInputs) -> list[Drawn]:
+    """Per workload serving inference, by name, what the lever draws when no lever
+    before it claimed its GPUs' hours (nothing else it draws depends on them), with the
+    GPUs' rows (None where it is excluded before they matter) and its scope."""
+    by_workload = inputs.holdings().by_workload("inference", inputs.contexts)
+    present = _present(inputs)
+    return [
+        _lever(inputs, workload, held, present) for workload, held in sorted(by_workload.items())
+    ]
 
 
 def _lever(
     inputs: SavingsInputs,
-    claims: Claims,
     workload: str,
     held: list[tuple[int, GpuHolder]],
     present_by_type: Mapping[str, set[str]],
-) -> Draft | Excluded | None:
+) -> Drawn:
     row, holder = held[0]
     ctx = inputs.contexts[row]
     pod = inputs.pods[(holder.namespace, holder.pod)]
     scope = {"team": holder.team, "pool": ctx.pool, "workload": workload}
     params, present = inputs.tenant(pod, MODEL_PARAMS)
     if params is None:
-        why = "unreadable" if present else "unknown"
-        return Excluded(
-            KIND,
-            scope,
-            f"model size {why}: annotate {MODEL_PARAMS.key} ({MODEL_PARAMS.expected}) on "
-            "the pod or its Deployment",
+        why = (
+            f"model size {'unreadable' if present else 'unknown'}: annotate "
+            f"{MODEL_PARAMS.key} ({MODEL_PARAMS.expected}) on the pod or its Deployment"
         )
+        return None, scope, Excluded(KIND, scope, why)
     current, price = inputs.book.model(ctx.model), inputs.price(ctx)
     if current is None or price is None:
-        return Excluded(KIND, scope, f"no price for {ctx.model}")
+        return None, scope, Excluded(KIND, scope, f"no price for {ctx.model}")
     fp16_gib = params * 2 / GIB
     if fp16_gib < 0.5 * current.memory_gib:
-        return Excluded(
-            KIND,
-            scope,
+        why = (
             f"memory is not mostly weights: FP16 weights {fp16_gib:.1f} GiB of a "
-            f"{current.memory_gib:g} GiB GPU",
+            f"{current.memory_gib:g} GiB GPU"
         )
+        return None, scope, Excluded(KIND, scope, why)
     rows = sorted({r for r, _ in held})
-    if not claims.untouched(rows):
-        return Excluded(KIND, scope, "its GPUs' hours are claimed by a lever before this one")
     use = inputs.use
     hours = use.observed(rows)
     load = _peak_load(inputs, held)
     if load is None or hours == 0:
-        return Excluded(KIND, scope, "no hourly utilization over the lookback")
+        return rows, scope, Excluded(KIND, scope, "no hourly utilization over the lookback")
     gpus = sum(h.share * inputs.contexts[r].gpu_fraction for r, h in held)
     now = price.per_gpu_hour * Decimal(str(gpus))
     present = present_by_type.get(ctx.capacity_type, set())
@@ -141,7 +143,11 @@ def _lever(
             if cheapest
             else ""
         )
-        return Excluded(KIND, scope, f"no cheaper fleet carries the measured peak load{detail}")
+        return (
+            rows,
+            scope,
+            Excluded(KIND, scope, f"no cheaper fleet carries the measured peak load{detail}"),
+        )
     target, replicas, _ = options[chosen]  # type: ignore[misc]
     confidence, short = measured(LOW, hours, use.lookback_hours)
 
@@ -150,48 +156,52 @@ def _lever(
             claims.freed[r] |= True
             claims.banked[r] |= True  # the move to cheaper GPUs counts their cost
 
-    return Draft(
-        kind=KIND,
-        scope=scope,
-        value=monthly(saving[chosen]),
-        currency=price.currency,
-        formula="(current_gpus x current_per_gpu_hour - replicas x target_per_gpu_hour) x 720, "
-        "replicas = ceil(peak_load x current_throughput / (target_throughput x speedup)), "
-        "target = cheapest with memory x usable_ratio >= params x bits/8 x (1 + headroom)",
-        inputs={
-            "params": params,
-            "gpus": gpus,
-            "peak_load_gpus": round(load, 4),
-            "hours_with_data": hours,
-            "current_model": current.name,
-            "current_memory_gib": current.memory_gib,
-            "current_throughput": current.relative_throughput,
-            "current_per_gpu_hour": float(price.per_gpu_hour),
-            "fp16_weights_gib": round(fp16_gib, 2),
-            "headroom_ratio": inputs.settings.quantization.headroom_ratio,
-            "usable_memory_ratio": inputs.settings.quantization.usable_memory_ratio,
-            "proposed_bits": chosen,
-            **option_inputs,
-            "hours_per_month": 720,
-        },
-        assumptions=(
-            f"{_precision(chosen).upper()} keeps accuracy acceptable for this use: measure it "
-            "on your own evaluation set before switching"
-            if chosen < 16
-            else "the model runs as it does today, in FP16",
-            f"{target.name}'s throughput (relative {target.relative_throughput:g}, speed-up "
-            f"{target.speedup.get(_precision(chosen), 1.0):g} at {_precision(chosen).upper()}) "  # type: ignore[call-overload]
-            "carries the "
-            "lookback's busiest hour with its latency target",
-            *short,
+    return (
+        rows,
+        scope,
+        Draft(
+            kind=KIND,
+            scope=scope,
+            value=monthly(saving[chosen]),
+            currency=price.currency,
+            formula="(current_gpus x current_per_gpu_hour - replicas x target_per_gpu_hour) x 720, "
+            "replicas = ceil(peak_load x current_throughput / (target_throughput x speedup)), "
+            "target = cheapest with memory x usable_ratio >= params x bits/8 x (1 + headroom)",
+            inputs={
+                "params": params,
+                "gpus": gpus,
+                "peak_load_gpus": round(load, 4),
+                "hours_with_data": hours,
+                "current_model": current.name,
+                "current_memory_gib": current.memory_gib,
+                "current_throughput": current.relative_throughput,
+                "current_per_gpu_hour": float(price.per_gpu_hour),
+                "fp16_weights_gib": round(fp16_gib, 2),
+                "headroom_ratio": inputs.settings.quantization.headroom_ratio,
+                "usable_memory_ratio": inputs.settings.quantization.usable_memory_ratio,
+                "proposed_bits": chosen,
+                **option_inputs,
+                "hours_per_month": 720,
+            },
+            assumptions=(
+                f"{_precision(chosen).upper()} keeps accuracy acceptable for this use: measure it "
+                "on your own evaluation set before switching"
+                if chosen < 16
+                else "the model runs as it does today, in FP16",
+                f"{target.name}'s throughput (relative {target.relative_throughput:g}, speed-up "
+                f"{target.speedup.get(_precision(chosen), 1.0):g} at {_precision(chosen).upper()}) "  # type: ignore[call-overload]
+                "carries the "
+                "lookback's busiest hour with its latency target",
+                *short,
+            ),
+            confidence=confidence,
+            action=f"serve {workload} at {_precision(chosen).upper()} on {replicas} {target.name}",
+            gpu_rows=tuple(rows),
+            blocked=blocked,
+            unblock=unblock,
+            hours_counted=hours,
+            claim=claim,
         ),
-        confidence=confidence,
-        action=f"serve {workload} at {_precision(chosen).upper()} on {replicas} {target.name}",
-        gpu_rows=tuple(rows),
-        blocked=blocked,
-        unblock=unblock,
-        hours_counted=hours,
-        claim=claim,
     )
 
 
@@ -201,12 +211,15 @@ def _peak_load(inputs: SavingsInputs, held: list[tuple[int, GpuHolder]]) -> floa
     use = inputs.use
     if use.hours == 0:
         return None
+    rows = [r for r, _ in held]
+    util = use.util[rows]
+    seen = use.sampled[rows].any(axis=0)
+    shares = np.array([holder.share for _, holder in held])[:, None]
+    fractions = np.array([inputs.contexts[r].gpu_fraction for r in rows])[:, None]
+    loads = np.nan_to_num(util) * shares * fractions
     total = np.zeros(use.hours)
-    seen = np.zeros(use.hours, dtype=bool)
-    for r, holder in held:
-        util = use.util[r]
-        seen |= ~np.isnan(util)
-        total += np.nan_to_num(util) * holder.share * inputs.contexts[r].gpu_fraction
+    for load in loads:  # added in the holders' order
+        total += load
     return float(total[seen].max()) if seen.any() else None
 
 
@@ -231,7 +244,7 @@ def _best(
             continue
         if present is not None and entry.name not in present:
             continue
-        candidate, _ = inputs.book.price(entry.name, capacity_type)
+        candidate = inputs.catalog_price(entry.name, capacity_type)
         if candidate is None or candidate.currency != price.currency:
             continue
         speed = entry.relative_throughput * entry.speedup.get(_precision(bits), 1.0)  # type: ignore[call-overload]

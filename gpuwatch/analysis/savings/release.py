@@ -17,12 +17,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 import numpy as np
 
 from gpuwatch.analysis.savings.base import Claims, Draft, SavingsInputs, measured
-from gpuwatch.model.cost import money
+from gpuwatch.model.cost import Price, money
 from gpuwatch.model.findings import Role
 from gpuwatch.model.savings import HIGH, LOW
 from gpuwatch.model.savings import SavingExcluded as Excluded
@@ -35,44 +36,24 @@ def levers(inputs: SavingsInputs, claims: Claims) -> Iterator[Draft | Excluded]:
     """The lever's drafts (and why not, where not), one at a time: the plan takes each
     draft's claims before the next is drawn."""
     use = inputs.use
-    rows_of = {c.device.uuid: i for i, c in enumerate(inputs.contexts) if c.device is not None}
-    workloads: dict[str, set[int]] = defaultdict(set)
-    for finding in inputs.findings:
-        row = rows_of.get(finding.gpu_uuid or "")
-        if finding.role is Role.IDLE and row is not None:
-            workloads[finding.workload or f"Pod/{finding.namespace}/{finding.pod}"].add(row)
-    for workload, found in sorted(workloads.items()):
-        rows = sorted(found)
-        first = inputs.contexts[rows[0]]
-        holder = first.holders[0] if first.holders else None
-        scope = {"team": holder.team if holder else None, "pool": first.pool, "workload": workload}
-        prices = [inputs.price(inputs.contexts[r]) for r in rows]
-        if any(p is None for p in prices) or len({p.currency for p in prices if p}) != 1:
-            yield (Excluded(KIND, scope, f"no price for {first.model}"))
+    for found in inputs.once(_workloads):
+        workload, rows, first = found.workload, found.rows, inputs.contexts[found.rows[0]]
+        scope = {"team": found.team, "pool": first.pool, "workload": workload}
+        if found.excluded:
+            yield (Excluded(KIND, scope, found.excluded))
             continue
-        hours = use.observed(rows)
-        if hours == 0:
-            yield (Excluded(KIND, scope, "no hourly history over the lookback"))
-            continue
+        prices, hours, reclaimable = found.prices, found.hours, found.reclaimable
+        held_idle = inputs.once(_held_idle)
         masks, gpu_hours, value = {}, 0.0, Decimal(0)
         for row, price in zip(rows, prices, strict=True):
             ctx = inputs.contexts[row]
-            with np.errstate(invalid="ignore"):
-                idle = (use.held[row] > 0) & (use.util[row] < inputs.idle_threshold)
-            idle &= ~claims.freed[row]
+            idle = held_idle[row] & ~claims.freed[row]
             masks[row] = idle
-            share = float(np.sum(use.held[row][idle])) * ctx.gpu_fraction
+            share = float(use.held[row][idle].sum()) * ctx.gpu_fraction
             gpu_hours += share
             value += price.per_gpu_hour * Decimal(str(share))  # type: ignore[union-attr]
         if gpu_hours <= 0:
             continue
-        pods = [
-            inputs.pods.get((h.namespace, h.pod)) for r in rows for h in inputs.contexts[r].holders
-        ]
-        reclaimable = bool(pods) and all(
-            p is not None and flag(inputs.actions.reclaimable_annotation).get(p.annotations)
-            for p in pods
-        )
         confidence, short = measured(HIGH if reclaimable else LOW, hours, use.lookback_hours)
         cash = inputs.per_gpu_billing(first.pool)
         monthly = money(inputs.to_month(value, hours))
@@ -119,3 +100,57 @@ def levers(inputs: SavingsInputs, claims: Claims) -> Iterator[Draft | Excluded]:
                 claim=claim,
             )
         )
+
+
+@dataclass(frozen=True)
+class _Workload:
+    """What the lever knows of a workload the idle rule flags before any claim."""
+
+    workload: str
+    rows: list[int]
+    team: str | None
+    excluded: str = ""
+    """Why it has no saving, whatever the levers before it took (empty: none)."""
+    prices: list[Price] = field(default_factory=list)
+    hours: int = 0
+    reclaimable: bool = False
+
+
+def _workloads(inputs: SavingsInputs) -> list[_Workload]:
+    """The workloads with GPUs the idle rule flags, by name, with their GPUs' rows,
+    prices, hours with data and whether gpuwatch may reclaim them."""
+    rows_of = {c.device.uuid: i for i, c in enumerate(inputs.contexts) if c.device is not None}
+    workloads: dict[str, set[int]] = defaultdict(set)
+    for finding in inputs.findings:
+        row = rows_of.get(finding.gpu_uuid or "")
+        if finding.role is Role.IDLE and row is not None:
+            workloads[finding.workload or f"Pod/{finding.namespace}/{finding.pod}"].add(row)
+    reclaimable_flag = flag(inputs.actions.reclaimable_annotation)
+    found = []
+    for workload, members in sorted(workloads.items()):
+        rows = sorted(members)
+        first = inputs.contexts[rows[0]]
+        team = first.holders[0].team if first.holders else None
+        prices = [inputs.price(inputs.contexts[r]) for r in rows]
+        if any(p is None for p in prices) or len({p.currency for p in prices if p}) != 1:
+            found.append(_Workload(workload, rows, team, f"no price for {first.model}"))
+            continue
+        hours = inputs.use.observed(rows)
+        if hours == 0:
+            found.append(_Workload(workload, rows, team, "no hourly history over the lookback"))
+            continue
+        pods = [
+            inputs.pods.get((h.namespace, h.pod)) for r in rows for h in inputs.contexts[r].holders
+        ]
+        reclaimable = bool(pods) and all(
+            p is not None and reclaimable_flag.get(p.annotations) for p in pods
+        )
+        found.append(_Workload(workload, rows, team, "", prices, hours, reclaimable))  # type: ignore[arg-type]
+    return found
+
+
+def _held_idle(inputs: SavingsInputs) -> np.ndarray:
+    """Per GPU and hour: held, and used below the idle threshold (no samples: not idle)."""
+    use = inputs.use
+    with np.errstate(invalid="ignore"):
+        return (use.held > 0) & (use.util < inputs.idle_threshold)

@@ -44,7 +44,7 @@ def levers(inputs: SavingsInputs, claims: Claims) -> Iterator[Draft | Excluded]:
         fractions = np.array([inputs.contexts[r].gpu_fraction for r in rows])
         held = (use.held[rows] > 0) & ~claims.freed[rows]
         in_use = (held * fractions[:, None]).sum(axis=0)
-        sampled = np.any(~np.isnan(use.util[rows]), axis=0)
+        sampled = use.sampled[rows].any(axis=0)
         observed = in_use[sampled]
         if observed.size == 0:
             continue

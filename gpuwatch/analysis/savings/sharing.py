@@ -18,6 +18,7 @@ that would fit each) is part of the result.
 
 from __future__ import annotations
 
+import math
 import re
 from collections import defaultdict
 from collections.abc import Iterator
@@ -55,24 +56,65 @@ class _Bin:
 def levers(inputs: SavingsInputs, claims: Claims) -> Iterator[Draft | Excluded]:
     """The lever's drafts (and why not, where not), one at a time: the plan takes each
     draft's claims before the next is drawn."""
+    candidates = inputs.once(_candidates)
+    untouched = ~claims.freed[[c.row for c in candidates]].any(axis=1)
+    groups: dict[tuple[str, str, str], list[_Item]] = defaultdict(list)
+    for found, free in zip(candidates, untouched.tolist(), strict=True):
+        if found.no_data:
+            yield (Excluded(KIND, found.scope, "no hourly utilization or memory data"))
+            continue
+        if not free:
+            ctx = inputs.contexts[found.row]
+            why = f"GPU {ctx.gpu_shown}: its hours are released already"
+            yield (Excluded(KIND, found.scope, why))
+            continue
+        if found.over:
+            yield (Excluded(KIND, found.scope, found.over))
+            continue
+        groups[found.key].append(found.item)  # type: ignore[arg-type]
+
+    for (model, pool, _), items in sorted(groups.items()):
+        draft = _group(inputs, model, pool, items)
+        if draft is not None:
+            yield draft
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """A GPU held whole by one inference or notebook pod, as the lever sees it before
+    any claim."""
+
+    row: int
+    scope: dict[str, str | None]
+    no_data: bool = False
+    over: str = ""
+    """Why it uses too much of its GPU to share (empty: it does not)."""
+    key: tuple[str, str, str] = ("", "", "")
+    item: _Item | None = None
+
+
+def _candidates(inputs: SavingsInputs) -> list[_Candidate]:
+    """The GPUs held whole by one inference or notebook pod, in the contexts' order."""
     settings = inputs.settings.sharing
     use = inputs.use
-    groups: dict[tuple[str, str, str], list[_Item]] = defaultdict(list)
-    for i, ctx in enumerate(inputs.contexts):
-        if len(ctx.holders) != 1 or ctx.holders[0].share < 1.0 or ctx.device is None:
-            continue
+    held = inputs.holdings()
+    rows = [
+        row
+        for row, holder, role in zip(held.rows, held.holders, held.roles, strict=True)
+        if role in ("inference", "notebook")
+        and len(inputs.contexts[row].holders) == 1
+        and not holder.share < 1.0
+        and inputs.contexts[row].device is not None
+    ]
+    peaks, memories = _peaks(use.util, rows), _peaks(use.memory, rows)
+    found = []
+    for i, peak, memory in zip(rows, peaks, memories, strict=True):
+        ctx = inputs.contexts[i]
         holder = ctx.holders[0]
-        pod = inputs.pods.get((holder.namespace, holder.pod))
-        if pod is None or inputs.role(pod) not in ("inference", "notebook"):
-            continue
         scope = {"team": holder.team, "pool": ctx.pool, "workload": holder.workload}
-        peak, memory = _peak(use.util[i]), _peak(use.memory[i])
         total = finite(inputs.fb_total_mib, i)
         if peak is None or memory is None or total is None:
-            yield (Excluded(KIND, scope, "no hourly utilization or memory data"))
-            continue
-        if not claims.untouched([i]):
-            yield (Excluded(KIND, scope, f"GPU {ctx.gpu_shown}: its hours are released already"))
+            found.append(_Candidate(i, scope, no_data=True))
             continue
         if peak > settings.peak_load_max or memory > settings.memory_max_ratio:
             why = (
@@ -82,15 +124,15 @@ def levers(inputs: SavingsInputs, claims: Claims) -> Iterator[Draft | Excluded]:
                 else f"peak memory {format_value(memory, 'ratio')} over "
                 f"{format_value(settings.memory_max_ratio, 'ratio')}"
             )
-            yield (Excluded(KIND, scope, f"GPU {ctx.gpu_shown} on {ctx.node_shown}: {why}"))
+            found.append(
+                _Candidate(i, scope, over=f"GPU {ctx.gpu_shown} on {ctx.node_shown}: {why}")
+            )
             continue
         key = (ctx.model or "", ctx.pool or "", ctx.capacity_type)
-        groups[key].append(_Item(i, ctx, holder, memory * total, peak))
-
-    for (model, pool, _), items in sorted(groups.items()):
-        draft = _group(inputs, model, pool, items)
-        if draft is not None:
-            yield draft
+        found.append(
+            _Candidate(i, scope, key=key, item=_Item(i, ctx, holder, memory * total, peak))
+        )
+    return found
 
 
 def _group(
@@ -181,11 +223,12 @@ def _group(
     )
 
 
-def _peak(values: np.ndarray) -> float | None:
-    """The largest hourly value, None without any."""
-    if values.size == 0 or np.all(np.isnan(values)):
-        return None
-    return float(np.nanmax(values))
+def _peaks(values: np.ndarray, rows: list[int]) -> list[float | None]:
+    """Each row's largest hourly value, None without any."""
+    if values.shape[1] == 0:
+        return [None] * len(rows)
+    largest = np.fmax.reduce(values[rows], axis=1)  # NaN only where a row has none
+    return [None if math.isnan(v) else v for v in largest.tolist()]
 
 
 def pack(items: list[_Item], memory_cap_mib: float, util_cap: float) -> list[_Bin]:

@@ -15,11 +15,8 @@ unblock it.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterator
 from decimal import Decimal
-
-import numpy as np
 
 from gpuwatch.analysis.attribution import GpuContext
 from gpuwatch.analysis.feasibility import pending_for, spot_target
@@ -37,16 +34,7 @@ KIND = "spot"
 def levers(inputs: SavingsInputs, claims: Claims) -> Iterator[Draft | Excluded]:
     """The lever's drafts (and why not, where not), one at a time: the plan takes each
     draft's claims before the next is drawn."""
-    by_workload: dict[str, list[tuple[int, GpuHolder]]] = defaultdict(list)
-    for i, ctx in enumerate(inputs.contexts):
-        if ctx.capacity_type == "spot":
-            continue
-        for holder in ctx.holders:
-            pod = inputs.pods.get((holder.namespace, holder.pod))
-            if pod is not None and inputs.role(pod) == "training":
-                by_workload[holder.workload or f"Pod/{holder.namespace}/{holder.pod}"].append(
-                    (i, holder)
-                )
+    by_workload = inputs.holdings().by_workload("training", inputs.contexts, unless_on="spot")
     pending = pending_for(inputs.cluster.pods)
     for workload, held in sorted(by_workload.items()):
         found = _lever(inputs, claims, workload, held, pending)
@@ -99,7 +87,7 @@ def _lever(
         return Excluded(KIND, scope, "expected rework costs more than spot saves")
     masks = {r: (use.held[r] > 0) & ~claims.freed[r] for r in rows}
     gpu_hours = sum(
-        float(np.sum(use.held[r][m])) * inputs.contexts[r].gpu_fraction for r, m in masks.items()
+        float(use.held[r][m].sum()) * inputs.contexts[r].gpu_fraction for r, m in masks.items()
     )
     hours = use.observed(rows)
     if gpu_hours <= 0 or hours == 0:

@@ -11,9 +11,10 @@ start. Hours with no samples are unknown, never idle.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from functools import cached_property
 
 import numpy as np
 import numpy.typing as npt
@@ -59,7 +60,12 @@ class HourlyUse:
         """Hours in which any of ``rows`` has samples: what a figure over them rests on."""
         if not rows or self.hours == 0:
             return 0
-        return int(np.sum(np.any(~np.isnan(self.util[list(rows)]), axis=0)))
+        return int(self.sampled[list(rows)].any(axis=0).sum())
+
+    @cached_property
+    def sampled(self) -> npt.NDArray[np.bool_]:
+        """Per GPU and hour: the hour has samples (its utilization is known)."""
+        return ~np.isnan(self.util)
 
     @classmethod
     def empty(cls, n: int, lookback_s: int) -> HourlyUse:
@@ -79,47 +85,66 @@ def hourly_use(
         return HourlyUse.empty(n, lookback_s)
     hours = frame.times_s.size
     row_of = {d.device_id: i for i, d in enumerate(frame.devices)}
-    rows = [row_of.get(c.device.device_id, -1) if c.device else -1 for c in contexts]
+    rows = np.array(
+        [row_of.get(c.device.device_id, -1) if c.device else -1 for c in contexts], dtype=np.intp
+    )
+    known = rows >= 0
 
     def aligned(spec: AggregateSpec) -> Array:
         values = frame.values.get(spec)
+        if values is not None and known.all():  # every GPU in the history: one copy
+            return np.asarray(values[rows], dtype=np.float64)
         out = np.full((n, hours), np.nan)
         if values is not None:
-            for i, row in enumerate(rows):
-                if row >= 0:
-                    out[i] = values[row]
+            out[known] = values[rows[known]]
         return out
 
     util, memory, attached = aligned(UTIL_HOURLY), aligned(MEMORY_HOURLY), aligned(ATTACHED_HOURLY)
     held = np.zeros((n, hours))
-    hour_starts = frame.times_s - HOUR_S
-    for i, ctx in enumerate(contexts):
-        if not ctx.holders:  # nobody now: held in the hours the exporter named a pod
-            held[i] = (np.nan_to_num(attached[i], nan=0.0) > 0).astype(float)
-            continue
-        allocated = _allocated(ctx, pods, hour_starts)
-        labelled = ctx.device is not None and ctx.device.pod is not None
-        if ctx.attribution == APPROXIMATE or not labelled:  # no pod label: allocations
-            held[i] = allocated
-        else:  # the exporter's label, the allocations where it has no samples
-            share = min(sum(h.share for h in ctx.holders), 1.0)
-            held[i] = np.where(np.isnan(attached[i]), allocated, (attached[i] > 0) * share)
+    # Nobody now: held in the hours the exporter named a pod.
+    nobody = [i for i, ctx in enumerate(contexts) if not ctx.holders]
+    held[nobody] = (np.nan_to_num(attached[nobody], nan=0.0) > 0).astype(float)
+    holding = [i for i, ctx in enumerate(contexts) if ctx.holders]
+    allocated = _allocated([contexts[i] for i in holding], pods, frame.times_s - HOUR_S)
+    # No pod label: the allocations. Else the exporter's label, the allocations where it
+    # has no samples.
+    by_label = [
+        k
+        for k, i in enumerate(holding)
+        if contexts[i].attribution != APPROXIMATE
+        and contexts[i].device is not None
+        and contexts[i].device.pod is not None
+    ]
+    labelled = [holding[k] for k in by_label]
+    held[holding] = allocated
+    share = np.array([min(sum(h.share for h in contexts[i].holders), 1.0) for i in labelled])
+    seen = attached[labelled]  # a copy: worked in place
+    unseen = np.isnan(seen)
+    np.multiply(seen > 0, share[:, None], out=seen)
+    np.copyto(seen, allocated[by_label], where=unseen)
+    held[labelled] = seen
     return HourlyUse(util, memory, held, lookback_s, frame.times_s)
 
 
 def _allocated(
-    ctx: GpuContext, pods: Mapping[tuple[str, str], Pod], hour_starts: npt.NDArray[np.int64]
+    contexts: Sequence[GpuContext],
+    pods: Mapping[tuple[str, str], Pod],
+    hour_starts: npt.NDArray[np.int64],
 ) -> Array:
-    """Per hour, the share of the GPU its current holders held: each from its pod's
-    start (a pod without a start time held it all along)."""
-    out = np.zeros(hour_starts.size)
-    for holder in ctx.holders:
-        pod = pods.get((holder.namespace, holder.pod))
-        started = _seconds(pod.started_at) if pod is not None and pod.started_at else None
-        since = np.ones(hour_starts.size) if started is None else (hour_starts >= started - HOUR_S)
-        out += holder.share * since
+    """Per context and hour, the share of the GPU its current holders held: each from its
+    pod's start (a pod without a start time held it all along). The holders are added
+    in their order, first holders of all contexts, then second holders, and so on."""
+    out = np.zeros((len(contexts), hour_starts.size))
+    depth = max((len(ctx.holders) for ctx in contexts), default=0)
+    for k in range(depth):
+        rows = [i for i, ctx in enumerate(contexts) if len(ctx.holders) > k]
+        holders = [contexts[i].holders[k] for i in rows]
+        starts = np.array([_started_s(pods.get((h.namespace, h.pod))) for h in holders])
+        shares = np.array([h.share for h in holders])
+        out[rows] += shares[:, None] * (hour_starts >= starts[:, None] - HOUR_S)
     return np.minimum(out, 1.0)
 
 
-def _seconds(moment: datetime) -> float:
-    return moment.timestamp()
+def _started_s(pod: Pod | None) -> float:
+    """When the pod started, in Unix seconds; minus infinity when unknown."""
+    return pod.started_at.timestamp() if pod is not None and pod.started_at else -math.inf
