@@ -19,7 +19,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from markupsafe import Markup, escape
+from markupsafe import Markup
 
 from gpuwatch.report.figures import IdleRow, NearOomFinding, ReportFigures, SavingRow
 from gpuwatch.report.text import (
@@ -50,6 +50,21 @@ def table_rows(figures: ReportFigures) -> TableRows:
         idle_by_workload=idle_workload_rows(figures.idle_by_workload),
         savings=saving_rows(figures.savings),
     )
+
+
+def escape(value: object) -> str:
+    """``value`` as text escaped as Jinja2's autoescape (markupsafe) escapes it; most of
+    the page's values need nothing, and are found so with five substring tests."""
+    text = value if type(value) is str else str(value)
+    if "&" in text or "<" in text or ">" in text or '"' in text or "'" in text:
+        return (
+            text.replace("&", "&amp;")
+            .replace(">", "&gt;")
+            .replace("<", "&lt;")
+            .replace("'", "&#39;")
+            .replace('"', "&#34;")
+        )
+    return text
 
 
 def money_html(figure: str, amount: Decimal | None, currency: str) -> str:
@@ -165,14 +180,17 @@ def _key_ignoring_case(item: tuple[Any, Any]) -> Any:
 
 
 def _cached(write: Callable[[datetime], str]) -> Callable[[datetime], str]:
-    """``write``, escaped, once per distinct wall-clock time (what the text shows)."""
-    done: dict[datetime, str] = {}
+    """``write``, escaped, once per distinct moment and time zone (aware moments of one
+    ``tzinfo`` are equal exactly when their wall-clock times are, which is what the text
+    shows)."""
+    done: dict[datetime, tuple[object, str]] = {}
 
     def cached(moment: datetime) -> str:
-        wall = moment.replace(tzinfo=None)
-        text = done.get(wall)
-        if text is None:
-            text = done[wall] = str(escape(write(moment)))
+        found = done.get(moment)
+        if found is not None and found[0] is moment.tzinfo:
+            return found[1]
+        text = escape(write(moment))
+        done[moment] = (moment.tzinfo, text)
         return text
 
     return cached

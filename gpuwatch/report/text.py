@@ -5,6 +5,7 @@ same wherever it appears."""
 from __future__ import annotations
 
 import json
+import math
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -60,6 +61,12 @@ def change_text(change: float | None) -> str:
 
 
 def json_text(value: Any) -> str:
-    if isinstance(value, str):
+    """A value of the savings' JSON columns as the page shows it: a string as it is,
+    anything else as JSON (a whole or finite number without ``json.dumps``, which is
+    what ``json.dumps`` writes for it)."""
+    kind = type(value)
+    if kind is str:
         return value
+    if kind is int or (kind is float and math.isfinite(value)):
+        return repr(value)
     return json.dumps(value, ensure_ascii=False, sort_keys=True)

@@ -11,12 +11,13 @@ from datetime import UTC, timedelta, timezone
 from decimal import Decimal
 
 import pytest
+from markupsafe import escape as markup_escape
 
 from gpuwatch.report.figures import NearOomFinding, compute_figures
 from gpuwatch.report.figures.money import IdleRow
 from gpuwatch.report.html import template_environment
-from gpuwatch.report.html_rows import idle_workload_rows, near_oom_rows, saving_rows
-from gpuwatch.report.text import WHEN
+from gpuwatch.report.html_rows import escape, idle_workload_rows, near_oom_rows, saving_rows
+from gpuwatch.report.text import WHEN, json_text
 from tests.report_tables import PERIOD, realistic_report, saving_row, tables_of
 
 IMPORTS = '{% from "_macros.html.j2" import money %}\n'
@@ -156,3 +157,19 @@ def test_idle_rows_with_odd_keys(ratio):
         IdleRow("w", ODD, Decimal("-0.004999"), 0.0, ratio, teams=()),
     ]
     assert in_body(idle_workload_rows(rows)) == loop_html(IDLE_LOOP, f={"idle_by_workload": rows})
+
+
+@pytest.mark.parametrize(
+    "value",
+    [0, -3, 2**70, 1.5, -0.0, 1e300, 0.1 + 0.2, float("nan"), float("inf"), True, None, [1, "é"]],
+)
+def test_json_text_writes_json_as_json_dumps_does(value):
+    assert json_text(value) == json.dumps(value, ensure_ascii=False, sort_keys=True)
+    assert json_text({"b": value, "a": "x"}) == json.dumps(
+        {"b": value, "a": "x"}, ensure_ascii=False, sort_keys=True
+    )
+
+
+def test_escape_is_markupsafes():
+    for text in [ODD, "plain", "", "a&b", 5, None, "&amp;"]:
+        assert escape(text) == str(markup_escape(text))
