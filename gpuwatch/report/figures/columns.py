@@ -128,6 +128,13 @@ def _runs(array: pa.Array) -> int:
     return int(_run_starts(array).size)
 
 
+SUM_BLOCK = 1 << 20
+"""Rows summed at a time. Floating-point sums depend on their order; pyarrow's group_by,
+which computed these figures first (and still would for a reader checking them), sums a
+batch of a million rows at a time and adds the batches' sums: summing the same way keeps
+every figure (``team_weekly``'s, written to the dataset, among them) to the last bit."""
+
+
 @dataclass(frozen=True, eq=False)
 class Groups:
     """Some rows of a table grouped by one or more keys: ``ids[i]`` is the group of the
@@ -144,9 +151,20 @@ class Groups:
         """``values`` (one per row of the table) of the selected rows."""
         return values if self.rows is None else values[self.rows]
 
+    def count(self) -> np.ndarray:
+        """Per group, its rows (as floats: the sum of a one per row)."""
+        return np.bincount(self.ids, minlength=len(self.keys)).astype(np.float64)
+
     def sum(self, values: np.ndarray) -> np.ndarray:
-        """Per group, the sum of ``values`` (one per selected row), in row order."""
-        return np.bincount(self.ids, weights=values, minlength=len(self.keys))
+        """Per group, the sum of ``values`` (one per selected row): in row order within
+        each block of ``SUM_BLOCK`` rows, then the blocks' sums in order."""
+        total = np.zeros(len(self.keys))
+        for start in range(0, self.ids.size, SUM_BLOCK):
+            end = start + SUM_BLOCK
+            total += np.bincount(
+                self.ids[start:end], weights=values[start:end], minlength=len(self.keys)
+            )
+        return total
 
     def money(self, column: str) -> list[Decimal]:
         """Per group, the exact sum of a decimal column, whose selected values must all
@@ -243,10 +261,13 @@ class Columns:
         if math.prod(len(key.names) for key in keys) > _INT64_LIMIT:
             raise ValueError("too many distinct keys to group by together")
         chosen = None if rows.all() else rows
-        combined = np.zeros(self.num_rows if chosen is None else int(rows.sum()), np.int64)
+        combined = None
         for key in keys:
-            codes = key.codes if chosen is None else key.codes[chosen]
-            combined = combined * len(key.names) + codes
+            if len(key.names) > 1:  # one name (a single currency): nothing to tell apart
+                codes = key.codes if chosen is None else key.codes[chosen]
+                combined = codes if combined is None else combined * len(key.names) + codes
+        if combined is None:
+            combined = np.zeros(self.num_rows if chosen is None else int(rows.sum()), np.int64)
         present, ids = distinct(combined, math.prod(len(key.names) for key in keys))
         names = []
         for combined_code in present.tolist():
@@ -264,6 +285,8 @@ def distinct(codes: np.ndarray, space: int) -> tuple[np.ndarray, np.ndarray]:
     index among them: by counting when the space is small, else by sorting."""
     if space <= 4 * codes.size + 1024:
         present = np.flatnonzero(np.bincount(codes, minlength=space))
+        if present.size == space:
+            return present, codes
         lookup = np.zeros(space, dtype=np.int64)
         lookup[present] = np.arange(present.size)
         return present, lookup[codes]

@@ -153,11 +153,14 @@ def cost_by(table: pa.Table | Columns, column: str, missing: str) -> tuple[CostR
     groups = columns.groups([(column, missing), ("currency", NO_CURRENCY)], priced)
     if not groups.keys:
         return ()
-    shared = "share_ratio" in columns.table.column_names
-    share = groups.of(columns.floats("share_ratio")) if shared else np.ones(groups.ids.size)
     measured = groups.of(columns.valid("util_mean_ratio"))
     util = np.where(measured, groups.of(columns.floats("util_mean_ratio")), 0.0)
-    weight = np.where(measured, groups.of(columns.floats("coverage_ratio")) * share, 0.0)
+    coverage = groups.of(columns.floats("coverage_ratio"))
+    if "share_ratio" in columns.table.column_names:
+        share = groups.of(columns.floats("share_ratio"))
+        hours, weight = groups.sum(share), np.where(measured, coverage * share, 0.0)
+    else:  # a row is a whole GPU-hour: a share of 1
+        hours, weight = groups.count(), np.where(measured, coverage, 0.0)
     costs = groups.money("cost")
     totals: dict[str, Decimal] = {}
     for (_, currency), cost in zip(groups.keys, costs, strict=True):
@@ -174,7 +177,7 @@ def cost_by(table: pa.Table | Columns, column: str, missing: str) -> tuple[CostR
         for (key, currency), cost, hours, uw, w in zip(
             groups.keys,
             costs,
-            groups.sum(share).tolist(),
+            hours.tolist(),
             groups.sum(util * weight).tolist(),
             groups.sum(weight).tolist(),
             strict=True,
