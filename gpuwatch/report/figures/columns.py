@@ -75,14 +75,20 @@ class Keys:
     names: tuple[str, ...]
 
 
-def key_codes(array: pa.ChunkedArray | pa.Array, missing: str) -> Keys:
-    """``array``'s values as codes into its distinct values, nulls as ``missing``."""
-    codes, names = value_codes(array)
+def key_codes(
+    array: pa.ChunkedArray | pa.Array,
+    missing: str,
+    values: tuple[np.ndarray, list[Any]] | None = None,
+) -> Keys:
+    """``array``'s values as codes into its distinct values, nulls as ``missing``;
+    from its ``value_codes`` when already at hand."""
+    codes, names = values if values is not None else value_codes(array)
+    names = list(names)
     if None in names:
         null = names.index(None)
         if missing in names:
             # One key, not two of one name: the nulls join it, their code goes.
-            codes[codes == null] = names.index(missing)
+            codes = np.where(codes == null, names.index(missing), codes)
             codes[codes > null] -= 1
             del names[null]
         else:
@@ -217,6 +223,7 @@ class Columns:
         self._floats: dict[str, np.ndarray] = {}
         self._valid: dict[str, np.ndarray] = {}
         self._units: dict[str, np.ndarray | None] = {}
+        self._values: dict[str, tuple[np.ndarray, list[Any]]] = {}
 
     @classmethod
     def of(cls, table: pa.Table | Columns) -> Columns:
@@ -249,9 +256,17 @@ class Columns:
             self._units[column] = _decimal_units(self.table[column])
         return self._units[column]
 
+    def values(self, column: str) -> tuple[np.ndarray, list[Any]]:
+        """``value_codes`` of a column (its nulls as None)."""
+        if column not in self._values:
+            self._values[column] = value_codes(self.table[column])
+        return self._values[column]
+
     def keys(self, column: str, missing: str) -> Keys:
+        """A key column's codes, nulls as the key ``missing``."""
         if (column, missing) not in self._keys:
-            self._keys[(column, missing)] = key_codes(self.table[column], missing)
+            values = self.values(column)
+            self._keys[(column, missing)] = key_codes(self.table[column], missing, values)
         return self._keys[(column, missing)]
 
     def groups(self, by: Sequence[tuple[str, str]], rows: np.ndarray) -> Groups:

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from gpuwatch.report.data import ReportPeriod
-from gpuwatch.report.figures.columns import NO_POOL, Columns, key_codes, value_codes
+from gpuwatch.report.figures.columns import NO_POOL, Columns
 
 
 @dataclass(frozen=True, eq=False)
@@ -49,7 +49,7 @@ def heatmap(hourly: pa.Table | Columns, period: ReportPeriod, *, max_rows: int =
     """
     columns = Columns.of(hourly)
     hours = max(period.hours, 0)
-    device_codes, devices = _sorted_devices(columns.table)
+    device_codes, devices = _sorted_devices(columns)
     group_size, group_of = _group_devices([pool for _, pool, *_ in devices], max_rows)
     rows = int(group_of.max()) + 1 if devices else 0
     values = np.full((rows, hours), np.nan)
@@ -81,16 +81,17 @@ _Device = tuple[str, str, str, int | None, str | None]
 """device_id, pool (keyed), node, gpu_index, mig_profile."""
 
 
-def _sorted_devices(hourly: pa.Table) -> tuple[np.ndarray, list[_Device]]:
+def _sorted_devices(hourly: pa.Table | Columns) -> tuple[np.ndarray, list[_Device]]:
     """Each row's device as its position in the devices sorted, and the devices: each
     with the least pool, node, index and MIG profile of its rows (nulls skipped)."""
-    if not hourly.num_rows:
+    columns = Columns.of(hourly)
+    if not columns.num_rows:
         return np.zeros(0, dtype=np.int64), []
-    device = key_codes(hourly["device_id"], "")
+    device = columns.keys("device_id", "")
     count = len(device.names)
     found = zip(
         device.names,
-        *(_least(hourly[name], device.codes, count) for name in _DEVICE_COLUMNS),
+        *(_least(columns.values(name), device.codes, count) for name in _DEVICE_COLUMNS),
         range(count),
         strict=True,
     )
@@ -107,10 +108,11 @@ def _sorted_devices(hourly: pa.Table) -> tuple[np.ndarray, list[_Device]]:
 _DEVICE_COLUMNS = ("pool", "node", "gpu_index", "mig_profile")
 
 
-def _least(array: pa.ChunkedArray, groups: np.ndarray, count: int) -> list[Any]:
-    """Per group, the least value of ``array`` in it, as pyarrow's ``min`` (strings by
-    code point, which is UTF-8's byte order); None when all of them are null."""
-    codes, values = value_codes(array)
+def _least(column: tuple[np.ndarray, list[Any]], groups: np.ndarray, count: int) -> list[Any]:
+    """Per group, the least value of a column (its ``value_codes``) in it, as pyarrow's
+    ``min`` (strings by code point, which is UTF-8's byte order); None when all of them
+    are null."""
+    codes, values = column
     order = sorted(range(len(values)), key=lambda i: (values[i] is None, values[i]))
     rank = np.empty(len(values), dtype=np.int64)
     rank[order] = np.arange(len(values))
