@@ -4,7 +4,7 @@ their missing values named, money grouped by currency (never summed across curre
 The big tables (``gpu_hourly``, ``holder_hourly``: millions of rows) are grouped the same
 way by several figures, so ``Columns`` converts each column once: a key column to integer
 codes (hashed once, not once per figure), a float column to numpy. Grouped sums are then
-``numpy`` over the codes; money stays exact (``decimal_sums``).
+``numpy`` over the codes; money stays exact (``Groups.money``).
 """
 
 from __future__ import annotations

@@ -162,9 +162,7 @@ def cost_by(table: pa.Table | Columns, column: str, missing: str) -> tuple[CostR
     else:  # a row is a whole GPU-hour: a share of 1
         hours, weight = groups.count(), np.where(measured, coverage, 0.0)
     costs = groups.money("cost")
-    totals: dict[str, Decimal] = {}
-    for (_, currency), cost in zip(groups.keys, costs, strict=True):
-        totals[currency] = totals.get(currency, Decimal(0)) + cost
+    totals = money_by_currency(columns, "cost")
     rows = [
         CostRow(
             key=key,
