@@ -136,9 +136,10 @@ def _runs(array: pa.Array) -> int:
 
 SUM_BLOCK = 1 << 20
 """Rows summed at a time. Floating-point sums depend on their order; pyarrow's group_by,
-which computed these figures first (and still would for a reader checking them), sums a
-batch of a million rows at a time and adds the batches' sums: summing the same way keeps
-every figure (``team_weekly``'s, written to the dataset, among them) to the last bit."""
+which computed these figures first, sums a batch of (at most) a million rows at a time
+and adds the batches' sums: summing the same way keeps the figures of a table built in
+one piece, as the report's are (``team_weekly``'s, written to the dataset, among them),
+to the last bit."""
 
 
 @dataclass(frozen=True, eq=False)
