@@ -45,7 +45,9 @@ def floats(table: pa.Table, column: str) -> np.ndarray:
     array = table[column]
     if not len(array):
         return np.zeros(0)
-    return pc.fill_null(array, math.nan).to_numpy(zero_copy_only=False).astype(np.float64)
+    if array.null_count:
+        array = pc.fill_null(array, math.nan)
+    return array.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
 
 
 def rows_of(table: pa.Table, columns: Sequence[str]) -> list[tuple[Any, ...]]:
@@ -126,7 +128,9 @@ def _run_starts(array: pa.Array) -> np.ndarray:
     """Where each run of equal values starts (a null starts a run of its own)."""
     if len(array) < 2:
         return np.arange(len(array))
-    changed = pc.fill_null(pc.not_equal(array[1:], array[:-1]), True)
+    changed = pc.not_equal(array[1:], array[:-1])
+    if changed.null_count:
+        changed = pc.fill_null(changed, True)
     return np.flatnonzero(np.r_[True, changed.to_numpy(zero_copy_only=False)])
 
 
