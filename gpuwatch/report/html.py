@@ -34,11 +34,10 @@ A missing team, pool or workload is keyed as ``figures.NO_TEAM`` and friends.
 
 from __future__ import annotations
 
-import json
 import traceback
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +56,19 @@ from gpuwatch.report.figures import (
     compute_figures,
     relative_change,
 )
+from gpuwatch.report.html_rows import table_rows
 from gpuwatch.report.schema import SCHEMA_VERSION
+from gpuwatch.report.text import (
+    change_text,
+    count_text,
+    exact_decimal,
+    hours_text,
+    json_text,
+    money_text,
+    percent_text,
+    share_hours_text,
+    when_text,
+)
 
 TEMPLATE = "weekly.html.j2"
 CHART_BARS = 12
@@ -78,6 +89,7 @@ def render_html(data: ReportData, settings: ReportSettings) -> str:
         return template.render(
             f=figures,
             charts=_charts(figures),
+            rows=table_rows(figures),
             period=_period_text(figures),
             schema_version=SCHEMA_VERSION,
             near_oom_ratio=figures.memory.near_oom_ratio,
@@ -116,57 +128,17 @@ def template_environment(folder: Path | None) -> jinja2.Environment:
         exact=exact_decimal,
         pct=percent_text,
         change=change_text,
-        count=lambda n: f"{n:,}",
-        hours=lambda h: f"{h:,.0f}",
+        count=count_text,
+        hours=hours_text,
         share_hours=share_hours_text,
-        when=lambda t: t.strftime("%a %d %b %H:%M"),
-        jsonish=_json_text,
+        when=when_text,
+        jsonish=json_text,
     )
     env.globals.update(relative_change=relative_change)
     return env
 
 
 # --------------------------------------------------------------------------- formatting
-
-
-def money_text(amount: Decimal | None, currency: str) -> str:
-    """``USD 1,234.57``: to the cent, half up (the exact value is in ``data-value``)."""
-    if amount is None:
-        return "n/a"
-    cents = amount.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
-    return f"{currency} {cents:,}"
-
-
-def exact_decimal(amount: Decimal) -> str:
-    """The value as the Parquet decimal holds it: six places, never an exponent."""
-    return f"{amount:.6f}"
-
-
-def share_hours_text(hours: float) -> str:
-    """GPU-hours a group held: whole numbers as they are, shares of GPUs to a tenth."""
-    return f"{hours:,.0f}" if float(hours).is_integer() else f"{hours:,.1f}"
-
-
-def percent_text(ratio: float | None, digits: int = 0) -> str:
-    if ratio is None:
-        return "n/a"
-    return f"{ratio * 100:.{digits}f} %"
-
-
-def change_text(change: float | None) -> str:
-    """``+12 %`` / ``−4 %`` / ``±0 %``; empty when there is nothing to compare."""
-    if change is None:
-        return ""
-    percent = round(change * 100)
-    if percent == 0:
-        return "±0 %"
-    return f"+{percent} %" if percent > 0 else f"−{-percent} %"
-
-
-def _json_text(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, ensure_ascii=False, sort_keys=True)
 
 
 def _period_text(figures: ReportFigures) -> dict[str, str]:

@@ -53,6 +53,10 @@ ROW_GROUP_ROWS = 128 * 1024
 """Rows per Parquet row group: large enough for column statistics and vectorized reads to
 pay off, small enough that readers never hold a whole big table to scan part of it."""
 COMPRESSION = "zstd"
+"""zstd at pyarrow's default level (1). Measured on a 10,000-GPU week (60 MiB of
+Parquet, 0.96 s of CPU to write): lz4 and snappy write it 15 % faster into 21 % and 30 %
+larger files, zstd level 3 7 % slower for 0.5 % less; every reader of the dataset
+(pandas, DuckDB, Spark, Trino) reads zstd."""
 PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
 HTML_CONTENT_TYPE = "text/html; charset=utf-8"
 HTML_FOLDER = "html"
@@ -361,5 +365,25 @@ def _with_schema(table: pa.Table, schema: pa.Schema, extra: Mapping[str, str]) -
 
 def _parquet_bytes(table: pa.Table) -> pa.Buffer:
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression=COMPRESSION, row_group_size=ROW_GROUP_ROWS)
+    pq.write_table(
+        table,
+        sink,
+        compression=COMPRESSION,
+        row_group_size=ROW_GROUP_ROWS,
+        use_dictionary=_dictionary_columns(table.schema),
+    )
     return sink.getvalue()
+
+
+def _dictionary_columns(schema: pa.Schema) -> list[str]:
+    """The columns worth dictionary encoding: all but the measurements (floats) and the
+    money (decimals). Their values hardly repeat, so a dictionary fills up in the first
+    pages and the writer falls back to plain encoding after the work of trying: on a
+    10,000-GPU week, leaving them plain writes the dataset 29 % faster (0.96 s of CPU,
+    not 1.36 s) and 17 % smaller (60 MiB, not 72 MiB); strings, timestamps and ids repeat
+    and stay dictionary encoded."""
+    return [
+        field.name
+        for field in schema
+        if not (pa.types.is_floating(field.type) or pa.types.is_decimal(field.type))
+    ]

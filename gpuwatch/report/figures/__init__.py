@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from gpuwatch.report.data import PricesUsed, ReportData, ReportPeriod
-from gpuwatch.report.figures.columns import NO_POOL, NO_TEAM, NO_WORKLOAD, Money
+from gpuwatch.report.figures.columns import NO_POOL, NO_TEAM, NO_WORKLOAD, Columns, Money
 from gpuwatch.report.figures.heatmap import Heatmap, heatmap
 from gpuwatch.report.figures.lists import (
     ActionRow,
@@ -130,11 +130,11 @@ class ReportFigures:
 
 def compute_figures(data: ReportData, *, heatmap_max_rows: int = 240) -> ReportFigures:
     """Every figure of the page, from ``data``'s tables."""
-    hourly = data.tables["gpu_hourly"]
-    holders = data.tables["holder_hourly"]
+    hourly = Columns(data.tables["gpu_hourly"])
+    holders = Columns(data.tables["holder_hourly"])
     savings, saving_notes = ranked_savings(data.tables["savings"])
     found = realized(data.tables.get("realized"))
-    current = headline(data.tables)
+    current = headline(data.tables, hourly)
     previous = previous_headline(data.previous)
     currencies = (
         set(current.cost)
@@ -155,11 +155,11 @@ def compute_figures(data: ReportData, *, heatmap_max_rows: int = 240) -> ReportF
         cost_by_pool=cost_by(hourly, "pool", NO_POOL),
         idle_by_team=idle_by(holders, "team", NO_TEAM),
         idle_by_workload=idle_by(holders, "workload", NO_WORKLOAD, with_teams=True),
-        memory=memory_headroom(hourly, data.tables["findings"], data.near_oom),
+        memory=memory_headroom(hourly.table, data.tables["findings"], data.near_oom),
         savings=savings,
         actions=recent_actions(data.tables["actions"]),
         action_counts=count_statuses(data.tables["actions"]),
-        quality=data_quality(hourly, (*data.notes, *saving_notes)),
+        quality=data_quality(hourly.table, (*data.notes, *saving_notes)),
         heatmap=heatmap(hourly, data.period, max_rows=heatmap_max_rows),
         realized=found,
         currencies=tuple(sorted(currencies)),

@@ -7,13 +7,14 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from gpuwatch.report.data import ReportPeriod
-from gpuwatch.report.figures.columns import NO_POOL, floats
+from gpuwatch.report.figures.columns import NO_POOL, Columns
 
 
 @dataclass(frozen=True, eq=False)
@@ -38,7 +39,7 @@ class Heatmap:
         return self.gpus_per_row > 1
 
 
-def heatmap(hourly: pa.Table, period: ReportPeriod, *, max_rows: int = 240) -> Heatmap:
+def heatmap(hourly: pa.Table | Columns, period: ReportPeriod, *, max_rows: int = 240) -> Heatmap:
     """Utilization per GPU and hour of ``period``.
 
     Rows are the GPUs (devices: a MIG instance is its own row) sorted by pool, node and
@@ -46,23 +47,20 @@ def heatmap(hourly: pa.Table, period: ReportPeriod, *, max_rows: int = 240) -> H
     one pool (a group never spans pools while that fits), the coverage-weighted mean of
     the group's GPUs. A cell no GPU of its row has data for is NaN.
     """
+    columns = Columns.of(hourly)
     hours = max(period.hours, 0)
-    devices = _sorted_devices(hourly)
+    device_codes, devices = _sorted_devices(columns)
     group_size, group_of = _group_devices([pool for _, pool, *_ in devices], max_rows)
     rows = int(group_of.max()) + 1 if devices else 0
     values = np.full((rows, hours), np.nan)
     if devices and hours:
-        device_ids = pa.array([device for device, *_ in devices], pa.string())
-        device_row = pc.index_in(hourly["device_id"], value_set=device_ids).to_numpy(
-            zero_copy_only=False
-        )
-        hour_s = pc.cast(hourly["hour"], pa.int64()).to_numpy(zero_copy_only=False)
+        hour_s = pc.cast(columns.table["hour"], pa.int64()).to_numpy(zero_copy_only=False)
         column = (hour_s - int(period.start.timestamp())) // 3600
-        util = floats(hourly, "util_mean_ratio")
-        coverage = floats(hourly, "coverage_ratio")
+        util = columns.floats("util_mean_ratio")
+        coverage = columns.floats("coverage_ratio")
         inside = (column >= 0) & (column < hours)
         weight = np.where(np.isnan(util) | ~inside, 0.0, np.clip(coverage, 0.0, 1.0))
-        cell = group_of[device_row] * hours + np.where(inside, column, 0)
+        cell = group_of[device_codes] * hours + np.where(inside, column, 0)
         weighted = np.bincount(cell, weights=np.nan_to_num(util) * weight, minlength=rows * hours)
         total = np.bincount(cell, weights=weight, minlength=rows * hours)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -83,26 +81,45 @@ _Device = tuple[str, str, str, int | None, str | None]
 """device_id, pool (keyed), node, gpu_index, mig_profile."""
 
 
-def _sorted_devices(hourly: pa.Table) -> list[_Device]:
-    if not hourly.num_rows:
-        return []
-    grouped = hourly.group_by("device_id").aggregate(
-        [("pool", "min"), ("node", "min"), ("gpu_index", "min"), ("mig_profile", "min")]
+def _sorted_devices(hourly: pa.Table | Columns) -> tuple[np.ndarray, list[_Device]]:
+    """Each row's device as its position in the devices sorted, and the devices: each
+    with the least pool, node, index and MIG profile of its rows (nulls skipped)."""
+    columns = Columns.of(hourly)
+    if not columns.num_rows:
+        return np.zeros(0, dtype=np.int64), []
+    device = columns.keys("device_id", "")
+    count = len(device.names)
+    found = zip(
+        device.names,
+        *(_least(columns.values(name), device.codes, count) for name in _DEVICE_COLUMNS),
+        range(count),
+        strict=True,
     )
-    devices = list(
-        zip(
-            grouped["device_id"].to_pylist(),
-            grouped["pool_min"].to_pylist(),
-            grouped["node_min"].to_pylist(),
-            grouped["gpu_index_min"].to_pylist(),
-            grouped["mig_profile_min"].to_pylist(),
-            strict=True,
-        )
+    devices = sorted(
+        found, key=lambda d: (d[1] is None, d[1] or "", d[2], d[3] is None, d[3] or 0, d[0])
     )
-    devices.sort(key=lambda d: (d[1] is None, d[1] or "", d[2], d[3] is None, d[3] or 0, d[0]))
-    return [
-        (device, pool or NO_POOL, node, index, mig) for device, pool, node, index, mig in devices
+    position = np.empty(count, dtype=np.int64)
+    position[[d[-1] for d in devices]] = np.arange(count)
+    return position[device.codes], [
+        (device, pool or NO_POOL, node, index, mig) for device, pool, node, index, mig, _ in devices
     ]
+
+
+_DEVICE_COLUMNS = ("pool", "node", "gpu_index", "mig_profile")
+
+
+def _least(column: tuple[np.ndarray, list[Any]], groups: np.ndarray, count: int) -> list[Any]:
+    """Per group, the least value of a column (its ``value_codes``) in it, as pyarrow's
+    ``min`` (strings by code point, which is UTF-8's byte order); None when all of them
+    are null."""
+    codes, values = column
+    order = sorted(range(len(values)), key=lambda i: (values[i] is None, values[i]))
+    rank = np.empty(len(values), dtype=np.int64)
+    rank[order] = np.arange(len(values))
+    least = np.full(count, len(values), dtype=np.int64)
+    np.minimum.at(least, groups, rank[codes])
+    ranked = [values[i] for i in order] + [None]
+    return [ranked[r] for r in least.tolist()]
 
 
 def _group_devices(pools: Sequence[str], max_rows: int) -> tuple[int, np.ndarray]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 
 import numpy as np
@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from gpuwatch.report.data import NearOom
-from gpuwatch.report.figures.columns import floats
+from gpuwatch.report.figures.columns import floats, rows_of
 
 HEADROOM_BIN_RATIO = 0.05
 
@@ -53,6 +53,9 @@ class MemoryHeadroom:
     """The near-OOM rule's threshold, where the histogram turns red."""
 
 
+_FIELDS = tuple(field.name for field in fields(NearOomFinding))
+
+
 def memory_headroom(
     hourly: pa.Table, findings: pa.Table, near_oom: NearOom | None
 ) -> MemoryHeadroom:
@@ -67,29 +70,14 @@ def memory_headroom(
     index = np.clip(np.searchsorted(edges, ratio, side="left") - 1, 0, bins - 1)
     counts = np.bincount(index, minlength=bins)
     rule = near_oom
-    rows = (
-        findings.filter(pc.equal(findings["rule"], rule.rule)).to_pylist()
+    marked = (
+        [
+            NearOomFinding(*row)
+            for row in rows_of(findings.filter(pc.equal(findings["rule"], rule.rule)), _FIELDS)
+        ]
         if rule is not None
         else []
     )
-    marked = [
-        NearOomFinding(
-            node=row["node"],
-            gpu_uuid=row["gpu_uuid"],
-            pool=row["pool"],
-            namespace=row["namespace"],
-            pod=row["pod"],
-            workload=row["workload"],
-            team=row["team"],
-            start=row["start"],
-            end=row["end"],
-            hours=row["hours"],
-            worst_value=row["worst_value"],
-            threshold=row["threshold"],
-            message=row["message"],
-        )
-        for row in rows
-    ]
     marked.sort(key=lambda f: (-(f.worst_value or 0.0), f.start, f.node, f.gpu_uuid or ""))
     return MemoryHeadroom(
         edges=tuple(float(edge) for edge in edges),

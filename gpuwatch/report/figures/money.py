@@ -13,12 +13,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from gpuwatch.report.figures.columns import (
+    NO_CURRENCY,
     NO_TEAM,
+    Columns,
+    Groups,
     Money,
-    floats,
-    keyed,
+    distinct,
     money_by_currency,
-    with_currency,
 )
 from gpuwatch.report.figures.lists import count_statuses
 
@@ -79,11 +80,11 @@ class IdleRow:
     """For a workload: the team(s) its GPU-hours were attributed to."""
 
 
-def headline(tables: Mapping[str, pa.Table]) -> Headline:
+def headline(tables: Mapping[str, pa.Table], hourly: Columns | None = None) -> Headline:
     """The headline figures of one period; savings and actions only where their table is
-    among ``tables``."""
-    hourly = tables["gpu_hourly"]
-    coverage = floats(hourly, "coverage_ratio")
+    among ``tables``. ``hourly``: its ``gpu_hourly``, when already at hand as columns."""
+    hourly = hourly if hourly is not None else Columns(tables["gpu_hourly"])
+    coverage = hourly.floats("coverage_ratio")
     savings = tables.get("savings")
     actions = tables.get("actions")
     statuses = count_statuses(actions) if actions is not None else None
@@ -133,42 +134,35 @@ def relative_change(
     return float(current) / float(previous) - 1.0
 
 
-def _weighted_util(hourly: pa.Table) -> float | None:
-    util = floats(hourly, "util_mean_ratio")
-    weight = np.where(np.isnan(util), 0.0, floats(hourly, "coverage_ratio"))
+def _weighted_util(hourly: Columns) -> float | None:
+    util = hourly.floats("util_mean_ratio")
+    weight = np.where(np.isnan(util), 0.0, hourly.floats("coverage_ratio"))
     total = weight.sum()
     if total <= 0:
         return None
     return float(np.nansum(util * weight) / total)
 
 
-def cost_by(table: pa.Table, column: str, missing: str) -> tuple[CostRow, ...]:
+def cost_by(table: pa.Table | Columns, column: str, missing: str) -> tuple[CostRow, ...]:
     """Priced GPU-hours grouped by ``column`` (team, pool) and currency, cost desc.
 
     ``table`` is ``gpu_hourly`` (a row is a GPU-hour) or ``holder_hourly`` (a row is its
     ``share_ratio`` of one): the GPU-hours and the utilization's weights are the shares."""
-    shared = "share_ratio" in table.column_names
-    names = [column, "currency", "cost", "util_mean_ratio", "coverage_ratio"]
-    narrow = table.select(names + (["share_ratio"] if shared else []))
-    priced = with_currency(narrow.filter(pc.is_valid(narrow["cost"])))
-    if not priced.num_rows:
+    columns = Columns.of(table)
+    priced = columns.valid("cost")
+    groups = columns.groups([(column, missing), ("currency", NO_CURRENCY)], priced)
+    if not groups.keys:
         return ()
-    share = priced["share_ratio"] if shared else pa.array(np.ones(priced.num_rows))
-    util = pc.fill_null(priced["util_mean_ratio"], 0.0)
-    weight = pc.if_else(
-        pc.is_valid(priced["util_mean_ratio"]), pc.multiply(priced["coverage_ratio"], share), 0.0
-    )
-    grouped = (
-        priced.set_column(
-            priced.schema.get_field_index(column), column, keyed(priced[column], missing)
-        )
-        .append_column("_uw", pc.multiply(util, weight))
-        .append_column("_w", weight)
-        .append_column("_h", share)
-        .group_by([column, "currency"])
-        .aggregate([("cost", "sum"), ("_h", "sum"), ("_uw", "sum"), ("_w", "sum")])
-    )
-    totals = money_by_currency(priced, "cost")
+    measured = groups.of(columns.valid("util_mean_ratio"))
+    util = np.where(measured, groups.of(columns.floats("util_mean_ratio")), 0.0)
+    coverage = groups.of(columns.floats("coverage_ratio"))
+    if "share_ratio" in columns.table.column_names:
+        share = groups.of(columns.floats("share_ratio"))
+        hours, weight = groups.sum(share), np.where(measured, coverage * share, 0.0)
+    else:  # a row is a whole GPU-hour: a share of 1
+        hours, weight = groups.count(), np.where(measured, coverage, 0.0)
+    costs = groups.money("cost")
+    totals = money_by_currency(columns, "cost")
     rows = [
         CostRow(
             key=key,
@@ -178,13 +172,12 @@ def cost_by(table: pa.Table, column: str, missing: str) -> tuple[CostRow, ...]:
             mean_util_ratio=uw / w if w > 0 else None,
             share_ratio=float(cost / totals[currency]) if totals[currency] else 0.0,
         )
-        for key, currency, cost, hours, uw, w in zip(
-            grouped[column].to_pylist(),
-            grouped["currency"].to_pylist(),
-            grouped["cost_sum"].to_pylist(),
-            grouped["_h_sum"].to_pylist(),
-            grouped["_uw_sum"].to_pylist(),
-            grouped["_w_sum"].to_pylist(),
+        for (key, currency), cost, hours, uw, w in zip(
+            groups.keys,
+            costs,
+            hours.tolist(),
+            groups.sum(util * weight).tolist(),
+            groups.sum(weight).tolist(),
             strict=True,
         )
     ]
@@ -192,39 +185,24 @@ def cost_by(table: pa.Table, column: str, missing: str) -> tuple[CostRow, ...]:
 
 
 def idle_by(
-    table: pa.Table, column: str, missing: str, *, with_teams: bool = False
+    table: pa.Table | Columns, column: str, missing: str, *, with_teams: bool = False
 ) -> tuple[IdleRow, ...]:
     """Idle cost grouped by ``column`` (team, workload) and currency, idle cost desc.
     Only hours with a utilization count (idle cost is null in a gap), each for the part
     of it with samples (what its idle cost is a part of)."""
-    columns = list(dict.fromkeys([column, "team", "currency", "idle_cost", "cost"]))
-    narrow = table.select([*columns, "coverage_ratio"])
-    measured = with_currency(narrow.filter(pc.is_valid(narrow["idle_cost"])))
-    if not measured.num_rows:
+    columns = Columns.of(table)
+    measured = columns.valid("idle_cost")
+    groups = columns.groups([(column, missing), ("currency", NO_CURRENCY)], measured)
+    if not groups.keys:
         return ()
-    seen = pc.multiply(pc.cast(measured["cost"], pa.float64()), measured["coverage_ratio"])
-    measured = measured.append_column("_seen", seen)
-    aggregates: list[tuple[str, str]] = [("idle_cost", "sum"), ("_seen", "sum")]
-    if with_teams:
-        aggregates.append(("team", "distinct"))
-        measured = measured.set_column(
-            measured.schema.get_field_index("team"), "team", keyed(measured["team"], NO_TEAM)
-        )
-    index = measured.schema.get_field_index(column)
-    grouped = (
-        measured.set_column(index, column, keyed(measured[column], missing))
-        .group_by([column, "currency"])
-        .aggregate(aggregates)
-    )
-    teams = grouped["team_distinct"].to_pylist() if with_teams else [[]] * grouped.num_rows
+    # cost x coverage; nothing where the cost is null (a null adds nothing to a sum).
+    cost = pc.fill_null(pc.cast(columns.table["cost"], pa.float64()), 0.0)
+    seen = groups.of(cost.to_numpy(zero_copy_only=False) * columns.floats("coverage_ratio"))
+    seen_sums = groups.sum(np.where(groups.of(columns.valid("cost")), seen, 0.0))
+    teams = _teams_of(columns, groups) if with_teams else [()] * len(groups.keys)
     rows = []
-    for key, currency, idle, seen_cost, team_list in zip(
-        grouped[column].to_pylist(),
-        grouped["currency"].to_pylist(),
-        grouped["idle_cost_sum"].to_pylist(),
-        grouped["_seen_sum"].to_pylist(),
-        teams,
-        strict=True,
+    for (key, currency), idle, seen_cost, team_list in zip(
+        groups.keys, groups.money("idle_cost"), seen_sums.tolist(), teams, strict=True
     ):
         rows.append(
             IdleRow(
@@ -233,7 +211,18 @@ def idle_by(
                 idle_cost=idle,
                 measured_cost=seen_cost or 0.0,
                 idle_ratio=float(idle) / seen_cost if seen_cost else None,
-                teams=tuple(sorted(team_list)),
+                teams=team_list,
             )
         )
     return tuple(sorted(rows, key=lambda row: (row.currency, -row.idle_cost, row.key)))
+
+
+def _teams_of(columns: Columns, groups: Groups) -> list[tuple[str, ...]]:
+    """Per group, the teams (a missing one as ``NO_TEAM``) of its rows, sorted."""
+    team = columns.keys("team", NO_TEAM)
+    size = len(team.names)
+    pairs, _ = distinct(groups.ids * size + groups.of(team.codes), len(groups.keys) * size)
+    found: list[list[str]] = [[] for _ in groups.keys]
+    for group, code in zip((pairs // size).tolist(), (pairs % size).tolist(), strict=True):
+        found[group].append(team.names[code])
+    return [tuple(sorted(names)) for names in found]
