@@ -534,6 +534,30 @@ def test_controllers_carry_the_checkpoint_for_their_pods():
     assert saving.blocked == "PyTorchJob/ns/llm did not opt in to moves"
 
 
+def test_a_node_banked_by_a_cash_lever_counts_against_the_floor():
+    """Alone, the lever takes the first idle node by name (n0, an A10: 7,560 a month).
+    In the plan, quantization banks n0 first (its vLLM server onto a T4): n0 is as good
+    as gone, and with a floor of one node nothing else may go. Counting the A100 n1
+    instead would net 23,040 where the lever alone saves 7,560."""
+    n0, n1 = node("n0", pool="p0", gpus=1), node("n1", pool="p0", gpus=1)
+    busy_t4 = node("n2", pool="p1", gpus=1)  # a T4 in the cluster: quantization's target
+    notes = {"gpuwatch.io/reclaimable": "true", MODEL_PARAMS.key: "7B"}
+    server = pod("llm-0", "n0", kind="Deployment", annotations=notes, image="vllm/vllm")
+    trainer = pod("train-0", "n2")
+    contexts = [gpu(n0, 0, A10, pod=server, workload="Deployment/ns/llm-0"), gpu(n1, 0, A100),
+                gpu(busy_t4, 0, T4, pod=trainer)]  # fmt: skip
+    use = HourlyUse(np.array([[0.0], [0.0], [1.0]]), np.full((3, 1), 0.2),
+                    np.array([[1.0], [0.0], [1.0]]), 3600, np.array([3600]))  # fmt: skip
+    pools = {"pools": {"p0": {"floor": 1}, "p1": {"floor": 0}}}
+    result, _ = plan(contexts, use, [server, trainer], actions=pools)
+    by_kind = {(s.kind, s.scope.get("pool")): s for s in result.savings}
+    assert by_kind[("quantization", "p0")].net_monthly == Decimal("3240.00")
+    removal = by_kind[("remove_nodes", "p0")]
+    assert removal.monthly == Decimal("7560.00")  # alone: n0, first by name
+    assert removal.net_monthly == 0  # after quantization: n0 is gone, the floor holds
+    assert removal.net_monthly <= removal.monthly
+
+
 def test_a_node_whose_workload_was_quantized_away_is_not_removed_for_its_price_again():
     """Found by the property above: an idle, reclaimable vLLM server alone on an A10
     node. Quantizing it onto a T4 banks the A10's price less the T4's; removing the A10

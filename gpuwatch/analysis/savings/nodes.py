@@ -139,11 +139,15 @@ def _pool(inputs: SavingsInputs, claims: Claims, pool: str, facts: _Pool) -> Dra
     use = inputs.use
     nodes, pinned, price_of, hours = facts.nodes, facts.pinned, facts.price_of, facts.hours
     scope = _scope(pool)
-    # Per hour, the first ``nodes - floor`` candidates (by name) that could go.
-    free = _free_hours(inputs, claims, facts)
+    # Per hour, the first ``nodes - floor`` candidates (by name) that could go, less the
+    # nodes a cash lever before took that hour: their money is counted, so they are as
+    # good as gone, and the floor holds with them gone. (So what the lever adds after
+    # the others is never above what it saves alone: with a banked node counted as a
+    # node that went, no node further down the names takes its turn.)
+    free, banked = _free_hours(inputs, claims, facts)
     unpinned = [not pinned[n] for n in facts.ordered]
     candidates = [n for n, keep in zip(facts.ordered, unpinned, strict=True) if keep]
-    removable = max(len(nodes) - facts.floor, 0)
+    removable = max(len(nodes) - facts.floor, 0) - banked.sum(axis=0)
     could = free[unpinned]
     going = could & (np.cumsum(could, axis=0) <= removable)
     chosen: dict[str, np.ndarray] = dict(zip(candidates, going, strict=True))
@@ -201,20 +205,24 @@ def _pool(inputs: SavingsInputs, claims: Claims, pool: str, facts: _Pool) -> Dra
     )
 
 
-def _free_hours(inputs: SavingsInputs, claims: Claims, facts: _Pool) -> np.ndarray:
+def _free_hours(
+    inputs: SavingsInputs, claims: Claims, facts: _Pool
+) -> tuple[np.ndarray, np.ndarray]:
     """(nodes x hours), a row per node by name: every GPU of the node sampled, and held
-    by nobody or only by idle pods that may be evicted. (Hours lever 1 released count:
-    releasing is reclaimed capacity, the node going is the cash. Hours whose cost a cash
-    lever before it counted do not: a workload quantized onto cheaper GPUs already
-    banked its node's price, less the new GPUs'.)"""
+    by nobody or only by idle pods that may be evicted; and the hours a cash lever before
+    counted the cost of any of the node's GPUs (a workload quantized onto cheaper GPUs
+    already banked its node's price, less the new GPUs'): not free. (Hours lever 1
+    released count: releasing is reclaimed capacity, the node going is the cash.)"""
     use = inputs.use
     counts = [len(members) for members in facts.ordered.values()]
     rows = [r for members in facts.ordered.values() for r in members]
     util = use.util[rows]
     with np.errstate(invalid="ignore"):
         idle = (util < inputs.idle_threshold) & np.repeat(facts.evictable, counts)[:, None]
-    ok = ~np.isnan(util) & ((use.held[rows] <= 0) | idle) & ~claims.banked[rows]
-    return np.logical_and.reduceat(ok, np.cumsum([0, *counts[:-1]]), axis=0)
+    starts = np.cumsum([0, *counts[:-1]])
+    banked = np.logical_or.reduceat(claims.banked[rows], starts, axis=0)
+    ok = ~np.isnan(util) & ((use.held[rows] <= 0) | idle)
+    return np.logical_and.reduceat(ok, starts, axis=0) & ~banked, banked
 
 
 def _pinned(node: Node, pods: list[Pod], reclaim: str) -> str:
