@@ -4,39 +4,102 @@ episodes (one row per unbroken run of hours in which a rule fired for a GPU).
 The same rule conditions as a cycle's (``gpuwatch.analysis.rules.hits``), on the same
 aggregates computed by the history where the data lives, so a week's findings are what
 hourly cycles would have found. Each rule is evaluated once over the whole GPU x hour
-grid; only the episodes become Python objects, never a finding per GPU per hour (a
-10,000-GPU week is 1.7 million cells). At each hour a GPU's holder is the pod the
-exporter labelled it with for most of the hour; a GPU the exporter never labels keeps
-the cluster's attribution (shared and MIG GPUs under older exporters).
+grid, and its episodes are found and described column by column: runs over the grid,
+each run's worst value by reductions over its hours, names taken by index. Python
+touches an episode only to write its message (a 10,000-GPU week is 1.7 million cells
+and tens of thousands of episodes). At each hour a GPU's holder is the pod the exporter
+labelled it with for most of the hour; a GPU the exporter never labels keeps the
+cluster's attribution (shared and MIG GPUs under older exporters).
+
+An episode's columns are those of the finding a cycle would build in its first hour
+(``Candidate.build``): the GPU's identity, node and pool, its first holder then, the
+rule's severity (critical where the rule raises it), threshold and unit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from gpuwatch.analysis.attribution import EXACT, NONE, GpuContext
-from gpuwatch.analysis.rules.evaluate import SEVERITY_ORDER, Candidate
+from gpuwatch.analysis.attribution import GpuContext
+from gpuwatch.analysis.rules.evaluate import SEVERITY_ORDER
 from gpuwatch.analysis.rules.hits import Grid, Hits, on_grid, rule_hits
 from gpuwatch.analysis.rules.schema import Rule
 from gpuwatch.model.findings import Finding, GpuHolder, Severity, format_value
-from gpuwatch.model.metrics import HistoryFrame
+from gpuwatch.model.metrics import NO_NODE, HistoryFrame
 from gpuwatch.report.schema import FINDINGS
 
+_SEVERITIES = tuple(Severity)
 
-@dataclass
-class _Episode:
+
+class _Episode(Protocol):
+    """An episode held as findings (what evaluating hour by hour gives): its first
+    hour's finding, and what the run adds."""
+
     first: Finding
     start_s: int
     end_s: int
     hours: int
     worst: float | None
-    row: int
-    """The GPU's index in the frame: the last tie-break of the table's order."""
+
+
+@dataclass(frozen=True)
+class _Runs:
+    """The episodes of one rule, one per run of consecutive hours in which it fired for
+    a GPU, GPU by GPU (the order hourly evaluation opens them in)."""
+
+    rule: Rule
+    hits: Hits
+    row: np.ndarray
+    """The GPU's index in the frame."""
+    start: np.ndarray
+    end: np.ndarray
+    """The first and last hour of the run: indices into the frame's times."""
+
+    def first(self) -> np.ndarray:
+        """The value of the first hour (NaN where the finding has none)."""
+        return self.hits.value[self.row, self.start]
+
+    def severity(self) -> np.ndarray:
+        """Indices into ``_SEVERITIES``: the rule's, or critical where the rule raises it."""
+        own = np.full(self.row.size, _SEVERITIES.index(self.rule.severity))
+        if self.hits.critical is None:
+            return own
+        critical = self.hits.critical[self.row, self.start]
+        return np.where(critical, _SEVERITIES.index(Severity.CRITICAL), own)
+
+    def worst(self) -> np.ndarray:
+        """Each run's worst value as ``_worst`` folds it (NaN for none)."""
+        first = self.first()
+        values = self.hits.value
+        h = values.shape[1]
+        flat = values.reshape(-1)
+        lo = self.row * h + self.start + 1  # the later hours: [lo, hi)
+        hi = self.row * h + self.end + 1
+        valid = ~np.isnan(flat)
+        below = np.zeros_like(valid)
+        if self.hits.threshold is not None:
+            with np.errstate(invalid="ignore"):
+                below = valid & (flat < self.hits.threshold)
+        known, under = _counts(valid, lo, hi), _counts(below, lo, hi)
+        lowest = _reduce(np.minimum, np.where(valid, flat, np.inf), lo, hi)
+        highest = _reduce(np.maximum, np.where(valid, flat, -np.inf), lo, hi)
+        seen = ~np.isnan(first)
+        with np.errstate(invalid="ignore"):
+            low = np.where(seen & (first < lowest), first, lowest)
+            high = np.where(seen & (first > highest), first, highest)
+        worst = np.where(known == 0, first, np.where(under == known, low, high))
+        # Hours on both sides of the limit: fold them in order, as the hours did.
+        for k in np.flatnonzero((under > 0) & (under < known)).tolist():
+            start = None if np.isnan(first[k]) else float(first[k])
+            folded = _worst(start, flat[lo[k] : hi[k]], self.hits.threshold)
+            worst[k] = np.nan if folded is None else folded
+        return worst
 
 
 @dataclass(frozen=True)
@@ -53,13 +116,17 @@ class _Holders:
         base = np.fromiter((c.allocated for c in self.contexts), dtype=bool)
         return np.where(self.changed, self.codes >= 0, base[:, None])
 
-    def context(self, i: int, j: int) -> GpuContext:
-        if not self.changed[i, j]:
-            return self.contexts[i]
-        code = int(self.codes[i, j])
-        if code >= 0:
-            return replace(self.contexts[i], holders=(self.holders[code],), attribution=EXACT)
-        return replace(self.contexts[i], holders=(), attribution=NONE)
+    def named(self, rows: np.ndarray, hours: np.ndarray) -> tuple[list[GpuHolder | None], Any]:
+        """The holders a finding can name (the exporter's, then each GPU's own first
+        one), and for GPU ``rows[k]`` at hour ``hours[k]`` the index of the one it
+        names: the exporter's pod where it changed hands, else the cluster's first
+        holder; -1 for nobody."""
+        vocabulary = [*self.holders, *(c.holders[0] if c.holders else None for c in self.contexts)]
+        own = np.array([bool(c.holders) for c in self.contexts], dtype=bool)
+        theirs = np.where(own, len(self.holders) + np.arange(own.size), -1)
+        return vocabulary, np.where(
+            self.changed[rows, hours], self.codes[rows, hours], theirs[rows]
+        ).astype(np.int64)
 
 
 def findings_table(
@@ -82,49 +149,150 @@ def findings_table(
     held = _Holders(contexts, codes, holders, labelled[:, None] & (codes != base[:, None]))
     grid = Grid(frame.values, (n, h), frame.times_s.astype(np.float64), sample_interval_s)
     allocated = held.allocated()
-    episodes: list[_Episode] = []
+    runs = []
     for rule in rules:
         # A forecast's warnings come from the cycles' results (``weekly.forecasts``);
         # a budget is the month's, not an hour's.
         if rule.enabled and on_grid(rule):
             hits = rule_hits(rule, grid, contexts, allocated)
-            episodes.extend(_episodes(rule, hits, held, frame.times_s))
-    # The order hourly evaluation gave: by start, rule and place; then as they closed,
-    # and in the order a cycle lists its findings.
-    episodes.sort(
-        key=lambda e: (
-            e.start_s,
-            e.first.rule,
-            e.first.node,
-            e.first.gpu_index or 0,
-            e.end_s,
-            SEVERITY_ORDER[e.first.severity],
-            e.row,
+            edges = np.diff(np.pad(hits.fired, ((0, 0), (1, 1))).astype(np.int8), axis=1)
+            rows, starts = np.nonzero(edges == 1)
+            ends = np.nonzero(edges == -1)[1] - 1  # row-major: the same order as the starts
+            runs.append(_Runs(rule, hits, rows, starts, ends))
+    return _grid_table(runs, held, frame.times_s.astype(np.int64))
+
+
+def _grid_table(runs: Sequence[_Runs], held: _Holders, times_s: np.ndarray) -> pa.Table:
+    """Every rule's episodes, in the order hourly evaluation gave: by start, rule and
+    place; then as they closed, and in the order a cycle lists its findings."""
+
+    def joined(part: Callable[[int, _Runs], Any]) -> np.ndarray:
+        return np.concatenate(
+            [np.broadcast_to(part(k, r), r.row.shape) for k, r in enumerate(runs)] or [[]]
+        )
+
+    contexts = held.contexts
+    ids = {rule_id: k for k, rule_id in enumerate(sorted({r.rule.id for r in runs}))}
+    nodes = {node: k for k, node in enumerate(sorted({c.node_name for c in contexts}))}
+    gpu_index = [_gpu_index(c) for c in contexts]
+    row = joined(lambda k, r: r.row).astype(np.int64)
+    start = joined(lambda k, r: r.start).astype(np.int64)
+    end = joined(lambda k, r: r.end).astype(np.int64)
+    rule = joined(lambda k, r: k).astype(np.int64)
+    severity = joined(lambda k, r: r.severity()).astype(np.int64)
+    order = np.lexsort(
+        (
+            np.arange(row.size),
+            row,
+            np.array([SEVERITY_ORDER[s] for s in _SEVERITIES])[severity],
+            times_s[end],
+            np.array([i or 0 for i in gpu_index], dtype=np.int64)[row],
+            np.array([nodes[c.node_name] for c in contexts], dtype=np.int64)[row],
+            np.array([ids[r.rule.id] for r in runs], dtype=np.int64)[rule],
+            times_s[start],
         )
     )
-    return _table(episodes)
+    worst = joined(lambda k, r: r.worst())[order]
+    row, start, end, rule, severity = (a[order] for a in (row, start, end, rule, severity))
+    threshold = np.array([np.nan if r.hits.threshold is None else r.hits.threshold for r in runs])
+    vocabulary, holder = held.named(row, start)
+    hours = end - start + 1
+    device = pa.array(row)
+    where = [_where(c.node_name, i) for c, i in zip(contexts, gpu_index, strict=True)]
+    who = [*(_who(v) for v in vocabulary), ""]
+    limits = [_limit(r.hits.threshold, r.hits.unit) for r in runs]
+    units = [r.hits.unit for r in runs]
+    columns = {
+        "rule": _taken([r.rule.id for r in runs], rule),
+        "severity": _taken([str(s) for s in _SEVERITIES], severity),
+        "gpu_uuid": pc.take(
+            pa.array([c.device.uuid if c.device else None for c in contexts], pa.string()), device
+        ),
+        "device_id": pc.take(
+            pa.array([c.device.device_id if c.device else None for c in contexts], pa.string()),
+            device,
+        ),
+        "node": pc.take(pa.array([c.node_name for c in contexts], pa.string()), device),
+        "pool": pc.take(pa.array([c.pool for c in contexts], pa.string()), device),
+        **{
+            name: pc.take(
+                pa.array([getattr(v, name, None) for v in vocabulary], pa.string()),
+                pa.array(holder, mask=holder < 0),
+            )
+            for name in ("namespace", "pod", "workload", "team")
+        },
+        "start": pa.array(times_s[start], FINDINGS.field("start").type),
+        "end": pa.array(times_s[end], FINDINGS.field("end").type),
+        "hours": pa.array(hours, pa.int32()),
+        "worst_value": pa.array(worst, mask=np.isnan(worst)),
+        "threshold": pa.array(threshold[rule], mask=np.isnan(threshold[rule])),
+        "unit": _taken(units, rule),
+        "message": [
+            _message(runs[k].rule.id, where[i], who[w], n, format_value(x, units[k]), limits[k])
+            for k, i, w, n, x in zip(
+                rule.tolist(),
+                row.tolist(),
+                holder.tolist(),
+                hours.tolist(),
+                worst.tolist(),
+                strict=True,
+            )
+        ],
+    }
+    return _assemble(columns)
 
 
-def _episodes(rule: Rule, hits: Hits, held: _Holders, times_s: np.ndarray) -> list[_Episode]:
-    """One per run of consecutive hours in which ``hits`` fired for a GPU."""
-    edges = np.diff(np.pad(hits.fired, ((0, 0), (1, 1))).astype(np.int8), axis=1)
-    rows, starts = np.nonzero(edges == 1)
-    ends = np.nonzero(edges == -1)[1] - 1  # row-major: the same order as the starts
-    found = []
-    for i, j0, j1 in zip(rows.tolist(), starts.tolist(), ends.tolist(), strict=True):
-        value = float(hits.value[i, j0])
-        critical = hits.critical is not None and bool(hits.critical[i, j0])
-        first = Candidate(
-            held.context(i, j0),
-            None if np.isnan(value) else value,
-            hits.threshold,
-            float(hits.coverage[i, j0]),
-            hits.unit,
-            severity=Severity.CRITICAL if critical else None,
-        ).build(rule, datetime.fromtimestamp(int(times_s[j0]), tz=UTC), messages=False)
-        worst = _worst(first.value, hits.value[i, j0 + 1 : j1 + 1], first.threshold)
-        found.append(_Episode(first, int(times_s[j0]), int(times_s[j1]), j1 - j0 + 1, worst, i))
-    return found
+def _taken(values: Sequence[str | None], index: np.ndarray) -> pa.Array:
+    return pc.take(pa.array(values, pa.string()), pa.array(index))
+
+
+def _gpu_index(ctx: GpuContext) -> int | None:
+    device = ctx.device
+    return device.index if device is not None and device.index >= 0 else None
+
+
+def _table(episodes: Sequence[_Episode]) -> pa.Table:
+    """The table of episodes held as findings (what evaluating hour by hour gives), in
+    their order."""
+    first = [e.first for e in episodes]
+
+    def instants(seconds: list[int], name: str) -> pa.Array:
+        return pa.array(seconds, pa.timestamp("s", tz="UTC")).cast(FINDINGS.field(name).type)
+
+    columns: dict[str, object] = {
+        "rule": [f.rule for f in first],
+        "severity": [str(f.severity) for f in first],
+        "gpu_uuid": [f.gpu_uuid for f in first],
+        "device_id": [f.device_id for f in first],
+        "node": [f.node for f in first],
+        "pool": [f.pool for f in first],
+        "namespace": [f.namespace for f in first],
+        "pod": [f.pod for f in first],
+        "workload": [f.workload for f in first],
+        "team": [f.team for f in first],
+        "start": instants([e.start_s for e in episodes], "start"),
+        "end": instants([e.end_s for e in episodes], "end"),
+        "hours": [e.hours for e in episodes],
+        "worst_value": [e.worst for e in episodes],
+        "threshold": [f.threshold for f in first],
+        "unit": [f.unit for f in first],
+        "message": [
+            _message(
+                f.rule,
+                f.where,
+                _who(f),
+                e.hours,
+                format_value(e.worst, f.unit),
+                _limit(f.threshold, f.unit),
+            )
+            for f, e in zip(first, episodes, strict=True)
+        ],
+    }
+    return _assemble(columns)
+
+
+def _assemble(columns: Mapping[str, object]) -> pa.Table:
+    return pa.Table.from_pydict({name: columns[name] for name in FINDINGS.names}, schema=FINDINGS)
 
 
 def _holder_code(ctx: GpuContext, index: Mapping[tuple[str, str], int]) -> int:
@@ -133,6 +301,21 @@ def _holder_code(ctx: GpuContext, index: Mapping[tuple[str, str], int]) -> int:
     if not ctx.holders:
         return -1
     return index.get((ctx.holders[0].namespace, ctx.holders[0].pod), -2)
+
+
+def _counts(mask: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """How many of ``mask[lo[k]:hi[k]]`` are set, for each k."""
+    running = np.concatenate([[0], np.cumsum(mask, dtype=np.int64)])
+    return running[hi] - running[lo]
+
+
+def _reduce(ufunc: np.ufunc, values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """``ufunc`` over ``values[lo[k]:hi[k]]`` for each k (meaningless where empty)."""
+    if lo.size == 0:
+        return np.zeros(0)
+    bounds = np.empty(2 * lo.size, dtype=np.int64)
+    bounds[0::2], bounds[1::2] = lo, hi
+    return ufunc.reduceat(np.append(values, values[:1]), bounds)[0::2]
 
 
 def _worst(first: float | None, rest: np.ndarray, threshold: float | None) -> float | None:
@@ -163,43 +346,23 @@ def _worse(value: float, threshold: float | None, worst: float | None) -> float:
     return min(value, worst) if below else max(value, worst)
 
 
-def _describe(finding: Finding, episode: _Episode) -> str:
-    where = finding.where
-    who = finding.workload or (f"{finding.namespace}/{finding.pod}" if finding.pod else None)
-    worst = format_value(episode.worst, finding.unit)
-    limit = (
-        f" (limit {format_value(finding.threshold, finding.unit)})"
-        if finding.threshold is not None
-        else ""
-    )
+def _where(node: str, gpu_index: int | None) -> str:
+    """``Finding.where`` of a GPU's finding."""
+    shown = node or NO_NODE
+    return shown if gpu_index is None else f"{shown}/gpu{gpu_index}"
+
+
+def _who(holder: GpuHolder | Finding | None) -> str:
+    """Whom a message names: the holder's workload, else its pod; "" for nobody."""
+    if holder is None:
+        return ""
+    return holder.workload or (f"{holder.namespace}/{holder.pod}" if holder.pod else "")
+
+
+def _limit(threshold: float | None, unit: str) -> str:
+    return f" (limit {format_value(threshold, unit)})" if threshold is not None else ""
+
+
+def _message(rule: str, where: str, who: str, hours: int, worst: str, limit: str) -> str:
     held = f" held by {who}" if who else ""
-    return f"{finding.rule}: {where}{held} for {episode.hours} h, worst {worst}{limit}"
-
-
-def _table(episodes: Sequence[_Episode]) -> pa.Table:
-    """A column at a time (a 10,000-GPU week has tens of thousands of episodes)."""
-    first = [e.first for e in episodes]
-
-    def instants(seconds: list[int], name: str) -> pa.Array:
-        return pa.array(seconds, pa.timestamp("s", tz="UTC")).cast(FINDINGS.field(name).type)
-
-    columns: dict[str, object] = {
-        "rule": [f.rule for f in first],
-        "severity": [str(f.severity) for f in first],
-        "gpu_uuid": [f.gpu_uuid for f in first],
-        "device_id": [f.device_id for f in first],
-        "node": [f.node for f in first],
-        "pool": [f.pool for f in first],
-        "namespace": [f.namespace for f in first],
-        "pod": [f.pod for f in first],
-        "workload": [f.workload for f in first],
-        "team": [f.team for f in first],
-        "start": instants([e.start_s for e in episodes], "start"),
-        "end": instants([e.end_s for e in episodes], "end"),
-        "hours": [e.hours for e in episodes],
-        "worst_value": [e.worst for e in episodes],
-        "threshold": [f.threshold for f in first],
-        "unit": [f.unit for f in first],
-        "message": [_describe(f, e) for f, e in zip(first, episodes, strict=True)],
-    }
-    return pa.Table.from_pydict({name: columns[name] for name in FINDINGS.names}, schema=FINDINGS)
+    return f"{rule}: {where}{held} for {hours} h, worst {worst}{limit}"
