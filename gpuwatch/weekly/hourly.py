@@ -130,8 +130,7 @@ def hourly_tables(inputs: HourlyInputs) -> Hourly:
     energy = (frame.values[SPECS["power_mean_w"]] * coverage / 1000.0).reshape(-1)
     rows = pa.array(np.repeat(np.arange(n, dtype=np.int64), h))
     columns = {
-        **cells.common(rows, slice(None)),
-        **{name: pc.take(cells.per_gpu[name], rows) for name in _DEVICE_ONLY},
+        **cells.common(rows, slice(None), (*_PER_GPU, *_DEVICE_ONLY)),
         **_named(held.holders, held.main),
         **{name: per_hour(name) for name in _METRICS},
         "energy_kwh": pa.array(energy, mask=np.isnan(energy)),
@@ -161,12 +160,21 @@ class _Cells:
     existed: npt.NDArray[np.float64]
     """(GPUs, hours): the part of each hour the GPU's node existed (0..1)."""
 
-    def common(self, device: pa.Array, cell: npt.NDArray[np.int64] | slice) -> dict[str, pa.Array]:
-        """The columns both tables have, for rows of GPU ``device`` and cell ``cell``."""
+    def common(
+        self, device: pa.Array, cell: npt.NDArray[np.int64] | slice, per_gpu: Sequence[str]
+    ) -> dict[str, pa.Array]:
+        """The columns both tables have, and the GPU's columns ``per_gpu``, for rows of
+        GPU ``device`` and cell ``cell``. Columns holding the same values (the UUID and
+        the device id of a GPU that is not a MIG instance) share one array."""
+        taken: dict[int, pa.Array] = {}
+        for name in per_gpu:
+            values = self.per_gpu[name]
+            if id(values) not in taken:
+                taken[id(values)] = pc.take(values, device)
         util = self.util[cell]
         return {
             "hour": pa.array(self.hour_start_s[cell], type=UTC_S),
-            **{name: pc.take(self.per_gpu[name], device) for name in _PER_GPU},
+            **{name: taken[id(self.per_gpu[name])] for name in per_gpu},
             "util_mean_ratio": pa.array(util, mask=np.isnan(util)),
             "coverage_ratio": pa.array(self.coverage[cell]),
         }
@@ -177,7 +185,7 @@ def holder_table(cells: _Cells, held: HeldHours) -> pa.Table:
     rest), its part of the hour's cost and idle cost."""
     rest = held.code < 0
     columns = {
-        **cells.common(pa.array(held.cell // cells.hours), held.cell),
+        **cells.common(pa.array(held.cell // cells.hours), held.cell, _PER_GPU),
         **_named(held.holders, held.code),
         "share_ratio": pa.array(np.round(held.fraction, 6)),
         "evidence": pa.DictionaryArray.from_arrays(
@@ -210,8 +218,11 @@ def _per_gpu(
         "capacity_type": [c.capacity_type if c.node else None for c in contexts],
         "currency": list(currencies),
     }
+    arrays = {name: pa.array(values, pa.string()) for name, values in string.items()}
+    if string["gpu_uuid"] == string["device_id"]:
+        arrays["gpu_uuid"] = arrays["device_id"]
     return {
-        **{name: pa.array(values, pa.string()) for name, values in string.items()},
+        **arrays,
         "gpu_index": pa.array([d.index if d.index >= 0 else None for d in devices], pa.int32()),
     }
 

@@ -55,15 +55,22 @@ def split(total: Micro, group: npt.NDArray[np.int64], fraction: npt.NDArray[np.f
     group taking what the others leave: each group adds up to its total exactly.
 
     Rows must come grouped (``group`` non-decreasing)."""
-    rows = group.size
-    if rows == 0:
-        return np.zeros(0, np.int64)
-    parts = np.rint(total[group] * fraction).astype(np.int64)
-    last = np.ones(rows, dtype=bool)
+    parts = total[group]  # a group of one row takes its total
+    same = group[1:] == group[:-1]
+    shared = np.zeros(group.size, dtype=bool)
+    shared[1:] |= same
+    shared[:-1] |= same
+    rows = np.flatnonzero(shared)
+    if rows.size == 0:
+        return parts
+    group = group[rows]
+    split_up = np.rint(total[group] * fraction[rows]).astype(np.int64)
+    last = np.ones(rows.size, dtype=bool)
     last[:-1] = group[1:] != group[:-1]
     first = np.flatnonzero(np.r_[True, last[:-1]])
-    others = np.add.reduceat(np.where(last, 0, parts), first)
-    parts[last] = total[group[last]] - others
+    others = np.add.reduceat(np.where(last, 0, split_up), first)
+    split_up[last] = total[group[last]] - others
+    parts[rows] = split_up
     return parts
 
 
