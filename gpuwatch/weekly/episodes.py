@@ -75,30 +75,39 @@ class _Runs:
 
     def worst(self) -> np.ndarray:
         """Each run's worst value as ``_worst`` folds it (NaN for none)."""
-        first = self.first()
+        worst = self.first().astype(np.float64)
         values = self.hits.value
         h = values.shape[1]
-        flat = values.reshape(-1)
-        lo = self.row * h + self.start + 1  # the later hours: [lo, hi)
-        hi = self.row * h + self.end + 1
-        valid = ~np.isnan(flat)
+        longer = np.flatnonzero(self.end > self.start)  # runs with later hours
+        if longer.size == 0:
+            return worst
+        # The later hours of those runs, one after the other: run k's are [lo[k], hi[k]).
+        lengths = (self.end - self.start)[longer]
+        hi = np.cumsum(lengths)
+        lo = hi - lengths
+        begin = self.row[longer] * h + self.start[longer] + 1
+        cells = np.repeat(begin - lo, lengths) + np.arange(int(hi[-1]))
+        later = values.reshape(-1)[cells]
+        valid = ~np.isnan(later)
         below = np.zeros_like(valid)
         if self.hits.threshold is not None:
             with np.errstate(invalid="ignore"):
-                below = valid & (flat < self.hits.threshold)
-        known, under = _counts(valid, lo, hi), _counts(below, lo, hi)
-        lowest = _reduce(np.minimum, np.where(valid, flat, np.inf), lo, hi)
-        highest = _reduce(np.maximum, np.where(valid, flat, -np.inf), lo, hi)
+                below = valid & (later < self.hits.threshold)
+        known = np.add.reduceat(valid, lo, dtype=np.int64)
+        under = np.add.reduceat(below, lo, dtype=np.int64)
+        lowest = np.minimum.reduceat(np.where(valid, later, np.inf), lo)
+        highest = np.maximum.reduceat(np.where(valid, later, -np.inf), lo)
+        first = worst[longer]
         seen = ~np.isnan(first)
         with np.errstate(invalid="ignore"):
             low = np.where(seen & (first < lowest), first, lowest)
             high = np.where(seen & (first > highest), first, highest)
-        worst = np.where(known == 0, first, np.where(under == known, low, high))
+        worst[longer] = np.where(known == 0, first, np.where(under == known, low, high))
         # Hours on both sides of the limit: fold them in order, as the hours did.
         for k in np.flatnonzero((under > 0) & (under < known)).tolist():
             start = None if np.isnan(first[k]) else float(first[k])
-            folded = _worst(start, flat[lo[k] : hi[k]], self.hits.threshold)
-            worst[k] = np.nan if folded is None else folded
+            folded = _worst(start, later[lo[k] : hi[k]], self.hits.threshold)
+            worst[longer[k]] = np.nan if folded is None else folded
         return worst
 
 
@@ -199,8 +208,8 @@ def _grid_table(runs: Sequence[_Runs], held: _Holders, times_s: np.ndarray) -> p
     hours = end - start + 1
     device = pa.array(row)
     where = [_where(c.node_name, i) for c, i in zip(contexts, gpu_index, strict=True)]
-    who = [*(_who(v) for v in vocabulary), ""]
-    limits = [_limit(r.hits.threshold, r.hits.unit) for r in runs]
+    held_by = [*(_held_by(_who(v)) for v in vocabulary), ""]
+    named = np.where(holder < 0, len(vocabulary), holder)
     units = [r.hits.unit for r in runs]
     columns = {
         "rule": _taken([r.rule.id for r in runs], rule),
@@ -227,19 +236,37 @@ def _grid_table(runs: Sequence[_Runs], held: _Holders, times_s: np.ndarray) -> p
         "worst_value": pa.array(worst, mask=np.isnan(worst)),
         "threshold": pa.array(threshold[rule], mask=np.isnan(threshold[rule])),
         "unit": _taken(units, rule),
-        "message": [
-            _message(runs[k].rule.id, where[i], who[w], n, format_value(x, units[k]), limits[k])
-            for k, i, w, n, x in zip(
-                rule.tolist(),
-                row.tolist(),
-                holder.tolist(),
-                hours.tolist(),
-                worst.tolist(),
-                strict=True,
-            )
-        ],
+        "message": _messages(runs, rule, _taken(where, row), _taken(held_by, named), hours, worst),
     }
     return _assemble(columns)
+
+
+def _messages(
+    runs: Sequence[_Runs],
+    rule: np.ndarray,
+    where: pa.Array,
+    held_by: pa.Array,
+    hours: np.ndarray,
+    worst: np.ndarray,
+) -> pa.Array:
+    """``_message`` of each episode, joined column by column: Python formats only the
+    worst values."""
+    units = [r.hits.unit for r in runs]
+    worst_text = [
+        format_value(value, units[k])
+        for k, value in zip(rule.tolist(), worst.tolist(), strict=True)
+    ]
+    return pc.binary_join_element_wise(
+        _taken([f"{r.rule.id}: " for r in runs], rule),
+        where,
+        held_by,
+        " for ",
+        pc.cast(pa.array(hours), pa.string()),
+        " h, worst ",
+        pa.array(worst_text, pa.string()),
+        _taken([_limit(r.hits.threshold, r.hits.unit) for r in runs], rule),
+        "",
+    )
 
 
 def _taken(values: Sequence[str | None], index: np.ndarray) -> pa.Array:
@@ -303,21 +330,6 @@ def _holder_code(ctx: GpuContext, index: Mapping[tuple[str, str], int]) -> int:
     return index.get((ctx.holders[0].namespace, ctx.holders[0].pod), -2)
 
 
-def _counts(mask: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """How many of ``mask[lo[k]:hi[k]]`` are set, for each k."""
-    running = np.concatenate([[0], np.cumsum(mask, dtype=np.int64)])
-    return running[hi] - running[lo]
-
-
-def _reduce(ufunc: np.ufunc, values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """``ufunc`` over ``values[lo[k]:hi[k]]`` for each k (meaningless where empty)."""
-    if lo.size == 0:
-        return np.zeros(0)
-    bounds = np.empty(2 * lo.size, dtype=np.int64)
-    bounds[0::2], bounds[1::2] = lo, hi
-    return ufunc.reduceat(np.append(values, values[:1]), bounds)[0::2]
-
-
 def _worst(first: float | None, rest: np.ndarray, threshold: float | None) -> float | None:
     """The episode's worst value: ``first``, then each later hour's value folded in by
     ``_worse``. A run whose later values all lie on one side of the limit is their
@@ -363,6 +375,10 @@ def _limit(threshold: float | None, unit: str) -> str:
     return f" (limit {format_value(threshold, unit)})" if threshold is not None else ""
 
 
+def _held_by(who: str) -> str:
+    return f" held by {who}" if who else ""
+
+
 def _message(rule: str, where: str, who: str, hours: int, worst: str, limit: str) -> str:
-    held = f" held by {who}" if who else ""
-    return f"{rule}: {where}{held} for {hours} h, worst {worst}{limit}"
+    """``rule: node/gpuN held by workload for N h, worst X (limit Y)``."""
+    return f"{rule}: {where}{_held_by(who)} for {hours} h, worst {worst}{limit}"
