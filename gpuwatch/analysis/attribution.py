@@ -226,6 +226,8 @@ def _placed(
     """``device`` on the first of its node labels that names a known node, else on the
     node of the pod one names (the exporter's ``Hostname`` is often its own pod's name,
     and that pod runs on the GPU's node)."""
+    if device.node in nodes and device.node_candidates[:1] in ((), (device.node,)):
+        return device  # its first node label names a node the cluster has, as it says
     named = ", ".join(device.node_candidates)
     known = next((name for name in device.node_candidates if name in nodes), None)
     how = f"{known} is a node the cluster has"
