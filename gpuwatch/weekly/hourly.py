@@ -2,9 +2,10 @@
 GPU, hour and holder, built column by column.
 
 A 10,000-GPU week is 1.7 million rows, so nothing here loops over rows in Python: device
-attributes are computed once per GPU and spread with dictionary arrays, metrics come as
-(GPUs x hours) arrays from the history, and money is multiplied as decimals by pyarrow
-(and split between holders as exact micro-units, ``gpuwatch.weekly.micro``).
+attributes are computed once per GPU and taken by index for every row of either table,
+metrics come as (GPUs x hours) arrays from the history, and money is computed and split
+between holders on exact micro-units (``gpuwatch.weekly.micro``: the same rounding as
+pyarrow's decimals, without a decimal array per step).
 
 What the columns mean is in ``gpuwatch.report.schema``; how they are derived:
 
