@@ -147,35 +147,40 @@ def _with_rest(
     the rows of the cells before it end, its sources' rows in their order."""
     total = np.zeros(size)
     count = np.zeros(size, dtype=np.int32)
+    before = []  # per source: the rows earlier sources gave each of its cells
     for source in sources:  # in the order of the sources, as adding the rows one by one
+        before.append(count[source.cell])
         total[source.cell] += source.fraction
         count[source.cell] += 1
     over = total > 1.0
-    allocated = np.minimum(total, 1.0) if over.any() else total
+    scaled = bool(over.any())
+    allocated = np.minimum(total, 1.0) if scaled else total
     rest = allocated < 1.0 - _EPSILON
-    ends = np.cumsum(count + rest, dtype=np.int64)
-    rows = int(ends[-1]) if size else 0
+    first = np.cumsum(count + rest, dtype=np.int64)
+    rows = int(first[-1]) if size else 0
+    first -= count + rest  # each cell's first row
     cell = np.empty(rows, dtype=np.int64)
     code = np.empty(rows, dtype=np.int32)
     fraction = np.empty(rows)
     evidence = np.empty(rows, dtype=np.int8)
-    place = ends - count - rest  # each cell's next free row
-    for source in sources:
-        at = place[source.cell]
-        place[source.cell] += 1
+    for source, earlier in zip(sources, before, strict=True):
+        at = first[source.cell] + earlier
         cell[at], code[at], evidence[at] = source.cell, source.code, source.evidence
-        scale = np.where(over[source.cell], total[source.cell], 1.0)
-        fraction[at] = np.where(over[source.cell], source.fraction / scale, source.fraction)
-    at = place[rest]
+        fraction[at] = source.fraction
+        if scaled:
+            mine = over[source.cell]
+            fraction[at[mine]] = source.fraction[mine] / total[source.cell[mine]]
+    at = first[rest] + count[rest]
     cell[at], code[at], evidence[at] = np.flatnonzero(rest), -1, -1
     fraction[at] = 1.0 - allocated[rest]
     # Cells with several holders: by share (largest first), then holder; ties keep the
     # order of the sources.
-    several = np.flatnonzero(count[cell] > 1)
-    if several.size:
-        order = several[
-            np.lexsort((code[several], -fraction[several], code[several] < 0, cell[several]))
-        ]
+    several_cells = np.flatnonzero(count > 1)
+    if several_cells.size:
+        width = count[several_cells]
+        offset = np.cumsum(width) - width
+        several = np.repeat(first[several_cells] - offset, width) + np.arange(int(width.sum()))
+        order = several[np.lexsort((code[several], -fraction[several], cell[several]))]
         code[several], fraction[several], evidence[several] = (
             code[order],
             fraction[order],
@@ -183,5 +188,5 @@ def _with_rest(
         )
     main = np.full(size, -1, dtype=np.int32)
     held = count > 0
-    main[held] = code[(ends - count - rest)[held]]
+    main[held] = code[first[held]]
     return HeldHours(vocabulary, cell, code, fraction, evidence, main, allocated)
