@@ -251,11 +251,6 @@ def _messages(
 ) -> pa.Array:
     """``_message`` of each episode, joined column by column: Python formats only the
     worst values."""
-    units = [r.hits.unit for r in runs]
-    worst_text = [
-        format_value(value, units[k])
-        for k, value in zip(rule.tolist(), worst.tolist(), strict=True)
-    ]
     return pc.binary_join_element_wise(
         _taken([f"{r.rule.id}: " for r in runs], rule),
         where,
@@ -263,10 +258,23 @@ def _messages(
         " for ",
         pc.cast(pa.array(hours), pa.string()),
         " h, worst ",
-        pa.array(worst_text, pa.string()),
+        _formatted(worst, [r.hits.unit for r in runs], rule),
         _taken([_limit(r.hits.threshold, r.hits.unit) for r in runs], rule),
         "",
     )
+
+
+def _formatted(values: np.ndarray, units: Sequence[str], rule: np.ndarray) -> pa.Array:
+    """``format_value`` of each value in its rule's unit, called once per distinct value
+    of a unit (the same bits: -0.0 is not 0.0)."""
+    text = np.empty(values.size, dtype=object)
+    unit_of = np.array([sorted(set(units)).index(u) for u in units], dtype=np.int64)[rule]
+    for k, unit in enumerate(sorted(set(units))):
+        mine = np.flatnonzero(unit_of == k)
+        bits, index = np.unique(values[mine].view(np.int64), return_inverse=True)
+        shown = [format_value(value, unit) for value in bits.view(np.float64).tolist()]
+        text[mine] = np.array(shown, dtype=object)[index.reshape(-1)]
+    return pa.array(text, pa.string())
 
 
 def _taken(values: Sequence[str | None], index: np.ndarray) -> pa.Array:
