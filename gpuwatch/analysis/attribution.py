@@ -153,8 +153,11 @@ def attribute(
         node = nodes.get(node_name)
         node_slots = sorted(slots_by_node.get(node_name, []), key=lambda s: s.device.index)
         shared = _share(node_slots, pods, holder_of, notes)
+        # On a MIG node of the single strategy, nvidia.com/gpu counts MIG instances.
+        whole_is_mig = node is not None and mig_single_strategy(node)
         for pod in sorted(pods, key=lambda p: p.key):
-            unplaced = _place(pod, node, node_slots, holder_of(pod), shared.get(pod.key, 0))
+            make = holder_of(pod)
+            unplaced = _place(pod, node, node_slots, make, shared.get(pod.key, 0), whole_is_mig)
             if unplaced:
                 notes.append(
                     DataQualityNote(
@@ -166,7 +169,8 @@ def attribute(
                 )
 
     facts: dict[str, tuple[str | None, str]] = {}
-    contexts = [_context(slot, nodes, settings, released_nodes, facts) for slot in slots]
+    models: dict[tuple[str, str | None], str | None] = {}
+    contexts = [_context(slot, nodes, settings, released_nodes, facts, models) for slot in slots]
     for slot in slots:
         if slot.device.node not in nodes:
             notes.append(
@@ -222,6 +226,8 @@ def _placed(
     """``device`` on the first of its node labels that names a known node, else on the
     node of the pod one names (the exporter's ``Hostname`` is often its own pod's name,
     and that pod runs on the GPU's node)."""
+    if device.node in nodes and device.node_candidates[:1] in ((), (device.node,)):
+        return device  # its first node label names a node the cluster has, as it says
     named = ", ".join(device.node_candidates)
     known = next((name for name in device.node_candidates if name in nodes), None)
     how = f"{known} is a node the cluster has"
@@ -280,9 +286,11 @@ def _place(
     slots: list[_Slot],
     make: Callable[[float], GpuHolder],
     shared: int = 0,
+    whole_is_mig: bool = False,
 ) -> int:
     """Give ``pod`` its devices among ``slots``; return how many it could not get.
-    ``shared``: devices it already holds a share of (several pods labelled on them)."""
+    ``shared``: devices it already holds a share of (several pods labelled on them);
+    ``whole_is_mig``: the node's ``nvidia.com/gpu`` are MIG instances (single strategy)."""
     kind = gpu_request_kind(pod.requests)
     labelled = [
         s
@@ -303,8 +311,6 @@ def _place(
             slot.holders.append(make(1.0))
             slot.free_share = 0.0
         missing = wanted - min(len(labelled), wanted)
-        # On a MIG node of the single strategy, nvidia.com/gpu counts MIG instances.
-        whole_is_mig = node is not None and mig_single_strategy(node)
         free = [
             s
             for s in slots
@@ -381,9 +387,10 @@ def _context(
     settings: AttributionSettings,
     released_nodes: set[str],
     facts: dict[str, tuple[str | None, str]],
+    models: dict[tuple[str, str | None], str | None],
 ) -> GpuContext:
-    """``facts``: each node's pool and capacity type, filled as nodes are met (a node's
-    GPUs share them)."""
+    """``facts``: each node's pool and capacity type, ``models``: the GPU model of each
+    node and exporter model name, filled as they are met (a node's GPUs share them)."""
     node = nodes.get(slot.device.node)
     attribution = (EXACT if slot.exact else APPROXIMATE) if slot.holders else NONE
     if node is None:
@@ -394,14 +401,18 @@ def _context(
         pool = pool_of(node, settings.pool_label, settings.pool_label_fallbacks)
         capacity_type = capacity_type_of(node)
         facts[node.name] = (pool, capacity_type)
+    # The model depends on the node's labels and the exporter's model name alone.
+    known = (slot.device.node, slot.device.model_name)
+    model = models[known] if known in models else gpu_model_of(node, slot.device.model_name)
+    models[known] = model
     return GpuContext(
         node_name=slot.device.node,
         device=slot.device,
         node=node,
         pool=pool,
         capacity_type=capacity_type,
-        model=gpu_model_of(node, slot.device.model_name),
-        holders=tuple(sorted(slot.holders, key=lambda h: -h.share)),
+        model=model,
+        holders=tuple(sorted(slot.holders, key=lambda h: -h.share)) if slot.holders else (),
         attribution=attribution,
         recently_released=slot.device.node in released_nodes and not slot.holders,
     )

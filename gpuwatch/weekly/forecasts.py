@@ -11,7 +11,7 @@ an hour's resolution: a warning followed by a peak in the same hour counts as re
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -39,7 +39,7 @@ def forecasts_table(
                 runs[-1].append((cycle.at, warning))
             else:
                 runs.append([(cycle.at, warning)])
-    peaks = _peaks(gpu_hourly, threshold)
+    peaks = _peaks(gpu_hourly, threshold, episodes.keys())
     horizon = timedelta(seconds=horizon_s)
     rows = []
     for device, runs in sorted(episodes.items()):
@@ -74,10 +74,17 @@ def forecasts_table(
     return pa.Table.from_pylist(rows, schema=FORECASTS)
 
 
-def _peaks(gpu_hourly: pa.Table, threshold: float) -> dict[str, list[datetime]]:
-    """Per device, the starts of the hours whose memory peak reached ``threshold``."""
+def _peaks(
+    gpu_hourly: pa.Table, threshold: float, devices: Collection[str]
+) -> dict[str, list[datetime]]:
+    """Per device of ``devices``, the starts of the hours whose memory peak reached
+    ``threshold`` (only the devices warned of: not every GPU's)."""
+    if not devices:
+        return {}
     ratio = pc.fill_null(gpu_hourly["fb_used_max_ratio"], 0.0)
-    at = gpu_hourly.filter(pc.greater_equal(ratio, threshold)).select(["device_id", "hour"])
+    warned = pc.is_in(gpu_hourly["device_id"], pa.array(sorted(devices), pa.string()))
+    at = gpu_hourly.filter(pc.and_(pc.greater_equal(ratio, threshold), warned))
+    at = at.select(["device_id", "hour"])
     found: dict[str, list[datetime]] = {}
     order = np.argsort(at["hour"].to_numpy(zero_copy_only=False), kind="stable")
     devices, hours = at["device_id"].to_pylist(), at["hour"].to_pylist()

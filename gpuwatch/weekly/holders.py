@@ -112,61 +112,81 @@ def held_hours(
     speaks = labelled.any(axis=1, keepdims=True) & covered
     use_allocations = (labelled & named) | (~labelled & ~speaks)
 
-    cells: list[np.ndarray] = [np.flatnonzero(labelled)]
-    row_codes: list[np.ndarray] = [codes.reshape(-1)[cells[0]]]
-    fractions: list[np.ndarray] = [exporter_share.reshape(-1)[cells[0]]]
-    evidence: list[np.ndarray] = [np.full(cells[0].size, EXPORTER, np.int8)]
+    # A cell has at most one row from each source: the exporter's label, each slot.
+    where = np.flatnonzero(labelled)
+    sources = [
+        _Source(where, codes.reshape(-1)[where], exporter_share.reshape(-1)[where], EXPORTER)
+    ]
     for k in range(slots):
         ran = np.clip((hour_end - slot_start[:, k : k + 1]) / HOUR_S, 0.0, 1.0)
         fraction = np.minimum(slot_share[:, k : k + 1] * ran * to_existed, slot_share[:, k : k + 1])
         take = use_allocations & (codes != slot_code[:, k : k + 1]) & (fraction > _EPSILON)
         take &= slot_code[:, k : k + 1] >= 0
         where = np.flatnonzero(take)
-        cells.append(where)
-        row_codes.append(np.broadcast_to(slot_code[:, k : k + 1], (n, h)).reshape(-1)[where])
-        fractions.append(fraction.reshape(-1)[where])
-        evidence.append(np.full(where.size, ALLOCATION, np.int8))
-    return _with_rest(
-        tuple(vocabulary),
-        n * h,
-        np.concatenate(cells).astype(np.int64),
-        np.concatenate(row_codes).astype(np.int32),
-        np.concatenate(fractions),
-        np.concatenate(evidence),
-    )
+        code = np.repeat(slot_code[:, k], h)[where]
+        sources.append(_Source(where, code, fraction.reshape(-1)[where], ALLOCATION))
+    return _with_rest(tuple(vocabulary), n * h, sources)
+
+
+@dataclass(frozen=True)
+class _Source:
+    """The rows one source of holders gives, at most one per cell, by cell."""
+
+    cell: npt.NDArray[np.int64]
+    code: npt.NDArray[np.int32]
+    fraction: npt.NDArray[np.float64]
+    evidence: int
 
 
 def _with_rest(
-    vocabulary: tuple[GpuHolder, ...],
-    size: int,
-    cell: npt.NDArray[np.int64],
-    code: npt.NDArray[np.int32],
-    fraction: npt.NDArray[np.float64],
-    evidence: npt.NDArray[np.int8],
+    vocabulary: tuple[GpuHolder, ...], size: int, sources: Sequence[_Source]
 ) -> HeldHours:
-    """The holder rows with each cell's unallocated rest added, sorted by cell, share
-    (largest first) and holder, the rest last."""
-    total = np.bincount(cell, weights=fraction, minlength=size)
+    """The holder rows with each cell's unallocated rest added, by cell, share (largest
+    first) and holder, the rest last; shares adding up to more than the GPU are scaled
+    down to it. Each row is written straight to its place: a cell's rows start where
+    the rows of the cells before it end, its sources' rows in their order."""
+    total = np.zeros(size)
+    count = np.zeros(size, dtype=np.int32)
+    before = []  # per source: the rows earlier sources gave each of its cells
+    for source in sources:  # in the order of the sources, as adding the rows one by one
+        before.append(count[source.cell])
+        total[source.cell] += source.fraction
+        count[source.cell] += 1
     over = total > 1.0
-    if over.any():
-        fraction = np.where(over[cell], fraction / np.where(over, total, 1.0)[cell], fraction)
-        total = np.minimum(total, 1.0)
-    rest_cells = np.flatnonzero(total < 1.0 - _EPSILON)
-    cell = np.concatenate([cell, rest_cells])
-    code = np.concatenate([code, np.full(rest_cells.size, -1, np.int32)])
-    fraction = np.concatenate([fraction, 1.0 - total[rest_cells]])
-    evidence = np.concatenate([evidence, np.full(rest_cells.size, -1, np.int8)])
-    rest = code < 0
-    order = np.lexsort((code, -fraction, rest, cell))
-    cell, code, fraction, evidence, rest = (
-        cell[order],
-        code[order],
-        fraction[order],
-        evidence[order],
-        rest[order],
-    )
+    scaled = bool(over.any())
+    allocated = np.minimum(total, 1.0) if scaled else total
+    rest = allocated < 1.0 - _EPSILON
+    first = np.cumsum(count + rest, dtype=np.int64)
+    rows = int(first[-1]) if size else 0
+    first -= count + rest  # each cell's first row
+    cell = np.empty(rows, dtype=np.int64)
+    code = np.empty(rows, dtype=np.int32)
+    fraction = np.empty(rows)
+    evidence = np.empty(rows, dtype=np.int8)
+    for source, earlier in zip(sources, before, strict=True):
+        at = first[source.cell] + earlier
+        cell[at], code[at], evidence[at] = source.cell, source.code, source.evidence
+        fraction[at] = source.fraction
+        if scaled:
+            mine = over[source.cell]
+            fraction[at[mine]] = source.fraction[mine] / total[source.cell[mine]]
+    at = first[rest] + count[rest]
+    cell[at], code[at], evidence[at] = np.flatnonzero(rest), -1, -1
+    fraction[at] = 1.0 - allocated[rest]
+    # Cells with several holders: by share (largest first), then holder; ties keep the
+    # order of the sources.
+    several_cells = np.flatnonzero(count > 1)
+    if several_cells.size:
+        width = count[several_cells]
+        offset = np.cumsum(width) - width
+        several = np.repeat(first[several_cells] - offset, width) + np.arange(int(width.sum()))
+        order = several[np.lexsort((code[several], -fraction[several], cell[several]))]
+        code[several], fraction[several], evidence[several] = (
+            code[order],
+            fraction[order],
+            evidence[order],
+        )
     main = np.full(size, -1, dtype=np.int32)
-    held = np.flatnonzero(~rest)
-    first = np.unique(cell[held], return_index=True)[1]
-    main[cell[held[first]]] = code[held[first]]
-    return HeldHours(vocabulary, cell, code, fraction, evidence, main, total)
+    held = count > 0
+    main[held] = code[first[held]]
+    return HeldHours(vocabulary, cell, code, fraction, evidence, main, allocated)

@@ -2,9 +2,10 @@
 GPU, hour and holder, built column by column.
 
 A 10,000-GPU week is 1.7 million rows, so nothing here loops over rows in Python: device
-attributes are computed once per GPU and spread with dictionary arrays, metrics come as
-(GPUs x hours) arrays from the history, and money is multiplied as decimals by pyarrow
-(and split between holders as exact micro-units, ``gpuwatch.weekly.micro``).
+attributes are computed once per GPU and taken by index for every row of either table,
+metrics come as (GPUs x hours) arrays from the history, and money is computed and split
+between holders on exact micro-units (``gpuwatch.weekly.micro``: the same rounding as
+pyarrow's decimals, without a decimal array per step).
 
 What the columns mean is in ``gpuwatch.report.schema``; how they are derived:
 
@@ -29,6 +30,7 @@ from datetime import datetime
 from decimal import Decimal
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -45,9 +47,9 @@ from gpuwatch.model.metrics import (
     HolderHistory,
     Signal,
 )
-from gpuwatch.report.schema import GPU_HOURLY, HOLDER_HOURLY, MONEY
+from gpuwatch.report.schema import GPU_HOURLY, HOLDER_HOURLY, MONEY, UTC_S
 from gpuwatch.weekly.holders import EVIDENCE, HeldHours, held_hours
-from gpuwatch.weekly.micro import from_micro, split, to_micro
+from gpuwatch.weekly.micro import Mask, Micro, from_micro, ratio_micro, split, times, to_micro
 
 HOUR_S = 3600
 SPECS: dict[str, AggregateSpec] = {
@@ -60,8 +62,10 @@ SPECS: dict[str, AggregateSpec] = {
 }
 """The hourly aggregates the table is made of."""
 _HOLDER_COLUMNS = ("namespace", "pod", "workload", "team")
-_PER_GPU = ("hour", "device_id", "node", "pool")
-_PER_HOUR = ("util_mean_ratio", "coverage_ratio", "currency")
+_PER_GPU = ("device_id", "node", "pool", "currency")
+"""The GPU's columns that ``holder_hourly`` repeats too."""
+_DEVICE_ONLY = ("gpu_uuid", "gpu_index", "mig_profile", "model", "capacity_type")
+_METRICS = ("util_p95_ratio", "fb_used_max_mib", "fb_used_max_ratio", "power_mean_w")
 
 
 @dataclass(frozen=True)
@@ -98,85 +102,130 @@ def hourly_tables(inputs: HourlyInputs) -> Hourly:
         return Hourly(GPU_HOURLY.empty_table(), HOLDER_HOURLY.empty_table(), (), exporter)
     if inputs.holders.times_s.size != h:
         raise ValueError("holders and history must cover the same hours")
-    row_device = pa.array(np.repeat(np.arange(n, dtype=np.int32), h))
-    hour_start_s = np.tile(frame.times_s - HOUR_S, n)
-
-    def per_device(values: Sequence[object], type_: pa.DataType | None = None) -> pa.Array:
-        return pc.take(pa.array(values, type=type_ or pa.string()), row_device)
-
-    def per_hour(name: str) -> pa.Array:
-        values = frame.values[SPECS[name]].reshape(-1)
-        return pa.array(values, mask=np.isnan(values))
-
     contexts = inputs.contexts
-    samples = np.nan_to_num(frame.values[SPECS["samples"]]).reshape(-1)
+    samples = np.nan_to_num(frame.values[SPECS["samples"]])
     coverage = np.minimum(samples * inputs.sample_interval_s / HOUR_S, 1.0)
-    power = frame.values[SPECS["power_mean_w"]].reshape(-1)
-    energy = power * coverage / 1000.0
-
     prices, currencies, notes = _prices(inputs.book, contexts, devices)
-    cost, idle, existed = _money(inputs, prices, hour_start_s, row_device, coverage)
+    cells = _Cells(
+        h,
+        _per_gpu(devices, contexts, currencies),
+        np.tile(frame.times_s - HOUR_S, n),
+        frame.values[SPECS["util_mean_ratio"]].reshape(-1),
+        coverage.reshape(-1),
+        *_money(inputs, prices, coverage),
+    )
     held = held_hours(
         inputs.holders,
         exporter,
         [d.device_id for d in devices],
         contexts,
         inputs.cluster,
-        coverage.reshape(n, h) > 0,
-        existed.reshape(n, h),
+        coverage > 0,
+        cells.existed,
     )
+
+    def per_hour(name: str) -> pa.Array:
+        values = frame.values[SPECS[name]].reshape(-1)
+        return pa.array(values, mask=np.isnan(values))
+
+    energy = (frame.values[SPECS["power_mean_w"]] * coverage / 1000.0).reshape(-1)
+    rows = pa.array(np.repeat(np.arange(n, dtype=np.int64), h))
     columns = {
-        "hour": pa.array(hour_start_s, type=pa.timestamp("s", tz="UTC")),
-        "gpu_uuid": per_device([d.uuid for d in devices]),
-        "device_id": per_device([d.device_id for d in devices]),
-        "gpu_index": per_device([d.index if d.index >= 0 else None for d in devices], pa.int32()),
-        "mig_profile": per_device([d.mig_profile for d in devices]),
-        "node": per_device([d.node for d in devices]),
-        "pool": per_device([c.pool for c in contexts]),
-        "model": per_device(
-            [c.model or d.model_name or None for c, d in zip(contexts, devices, strict=True)]
-        ),
-        "capacity_type": per_device([c.capacity_type if c.node else None for c in contexts]),
+        **cells.common(rows, slice(None), (*_PER_GPU, *_DEVICE_ONLY)),
         **_named(held.holders, held.main),
-        "util_mean_ratio": per_hour("util_mean_ratio"),
-        "util_p95_ratio": per_hour("util_p95_ratio"),
-        "fb_used_max_mib": per_hour("fb_used_max_mib"),
-        "fb_used_max_ratio": per_hour("fb_used_max_ratio"),
-        "power_mean_w": per_hour("power_mean_w"),
+        **{name: per_hour(name) for name in _METRICS},
         "energy_kwh": pa.array(energy, mask=np.isnan(energy)),
-        "coverage_ratio": pa.array(coverage),
-        "cost": cost,
-        "idle_cost": idle,
-        "currency": per_device(currencies),
+        "cost": from_micro(cells.cost, cells.cost_valid),
+        "idle_cost": from_micro(cells.idle, cells.idle_valid),
         "allocated_ratio": pa.array(np.round(held.allocated, 6)),
     }
-    table = pa.Table.from_arrays(list(columns.values()), schema=GPU_HOURLY)
-    return Hourly(table, holder_table(table, held), tuple(notes), exporter)
+    table = pa.Table.from_arrays([columns[name] for name in GPU_HOURLY.names], schema=GPU_HOURLY)
+    return Hourly(table, holder_table(cells, held), tuple(notes), exporter)
 
 
-def holder_table(hourly: pa.Table, held: HeldHours) -> pa.Table:
-    """``holder_hourly``: a row per holder of each row of ``hourly`` (and one for the
-    unallocated rest), its part of the hour's cost and idle cost."""
-    rows = pa.array(held.cell)
-    taken = {name: pc.take(hourly[name], rows) for name in (*_PER_GPU, *_PER_HOUR)}
-    cost, cost_valid = to_micro(hourly["cost"])
-    idle, idle_valid = to_micro(hourly["idle_cost"])
+@dataclass(frozen=True)
+class _Cells:
+    """What both tables take of each GPU-hour (cell ``device x hours + hour``): the
+    per-GPU columns once per GPU, the rest flat over the cells."""
+
+    hours: int
+    per_gpu: dict[str, pa.Array]
+    """One value per GPU of each column that repeats over its hours."""
+    hour_start_s: npt.NDArray[np.int64]
+    util: npt.NDArray[np.float64]
+    coverage: npt.NDArray[np.float64]
+    cost: Micro
+    cost_valid: Mask
+    idle: Micro
+    idle_valid: Mask
+    existed: npt.NDArray[np.float64]
+    """(GPUs, hours): the part of each hour the GPU's node existed (0..1)."""
+
+    def common(
+        self, device: pa.Array, cell: npt.NDArray[np.int64] | slice, per_gpu: Sequence[str]
+    ) -> dict[str, pa.Array]:
+        """The columns both tables have, and the GPU's columns ``per_gpu``, for rows of
+        GPU ``device`` and cell ``cell``. Columns holding the same values (the UUID and
+        the device id of a GPU that is not a MIG instance) share one array."""
+        taken: dict[int, pa.Array] = {}
+        for name in per_gpu:
+            values = self.per_gpu[name]
+            if id(values) not in taken:
+                taken[id(values)] = pc.take(values, device)
+        util = self.util[cell]
+        return {
+            "hour": pa.array(self.hour_start_s[cell], type=UTC_S),
+            **{name: taken[id(self.per_gpu[name])] for name in per_gpu},
+            "util_mean_ratio": pa.array(util, mask=np.isnan(util)),
+            "coverage_ratio": pa.array(self.coverage[cell]),
+        }
+
+
+def holder_table(cells: _Cells, held: HeldHours) -> pa.Table:
+    """``holder_hourly``: a row per holder of each GPU-hour (and one for the unallocated
+    rest), its part of the hour's cost and idle cost."""
     rest = held.code < 0
     columns = {
-        **{name: taken[name] for name in _PER_GPU},
+        **cells.common(pa.array(held.cell // cells.hours), held.cell, _PER_GPU),
         **_named(held.holders, held.code),
         "share_ratio": pa.array(np.round(held.fraction, 6)),
         "evidence": pa.DictionaryArray.from_arrays(
             pa.array(np.where(rest, 0, held.evidence).astype(np.int32), mask=rest),
             pa.array(EVIDENCE),
         ).cast(pa.string()),
-        "util_mean_ratio": taken["util_mean_ratio"],
-        "coverage_ratio": taken["coverage_ratio"],
-        "cost": from_micro(split(cost, held.cell, held.fraction), cost_valid[held.cell]),
-        "idle_cost": from_micro(split(idle, held.cell, held.fraction), idle_valid[held.cell]),
-        "currency": taken["currency"],
+        "cost": from_micro(
+            split(cells.cost, held.cell, held.fraction), cells.cost_valid[held.cell]
+        ),
+        "idle_cost": from_micro(
+            split(cells.idle, held.cell, held.fraction), cells.idle_valid[held.cell]
+        ),
     }
-    return pa.Table.from_arrays(list(columns.values()), schema=HOLDER_HOURLY)
+    return pa.Table.from_arrays(
+        [columns[name] for name in HOLDER_HOURLY.names], schema=HOLDER_HOURLY
+    )
+
+
+def _per_gpu(
+    devices: Sequence[GpuDevice], contexts: Sequence[GpuContext], currencies: Sequence[str | None]
+) -> dict[str, pa.Array]:
+    """The columns whose value is the GPU's, one value per GPU."""
+    string = {
+        "gpu_uuid": [d.uuid for d in devices],
+        "device_id": [d.device_id for d in devices],
+        "mig_profile": [d.mig_profile for d in devices],
+        "node": [d.node for d in devices],
+        "pool": [c.pool for c in contexts],
+        "model": [c.model or d.model_name or None for c, d in zip(contexts, devices, strict=True)],
+        "capacity_type": [c.capacity_type if c.node else None for c in contexts],
+        "currency": list(currencies),
+    }
+    arrays = {name: pa.array(values, pa.string()) for name, values in string.items()}
+    if string["gpu_uuid"] == string["device_id"]:
+        arrays["gpu_uuid"] = arrays["device_id"]
+    return {
+        **arrays,
+        "gpu_index": pa.array([d.index if d.index >= 0 else None for d in devices], pa.int32()),
+    }
 
 
 def _named(vocabulary: Sequence[GpuHolder], codes: np.ndarray) -> dict[str, pa.Array]:
@@ -235,33 +284,29 @@ def _share(book: PriceBook, ctx: GpuContext, device: GpuDevice) -> Decimal:
 
 
 def _money(
-    inputs: HourlyInputs,
-    prices: Sequence[Decimal | None],
-    hour_start_s: np.ndarray,
-    row_device: pa.Array,
-    coverage: np.ndarray,
-) -> tuple[pa.Array, pa.Array, np.ndarray]:
+    inputs: HourlyInputs, prices: Sequence[Decimal | None], coverage: npt.NDArray[np.float64]
+) -> tuple[Micro, Mask, Micro, Mask, npt.NDArray[np.float64]]:
     """cost = price x the part of the hour the GPU existed; idle = cost x the part of the
-    hour with samples x (1 - util): a minute nobody measured is not an idle minute. Also
-    the part of each hour the GPU existed."""
-    n = len(inputs.frame.devices)
+    hour with samples x (1 - util): a minute nobody measured is not an idle minute. Both
+    as micro-units (flat over the cells) and where known; also the part of each hour the
+    GPU existed. Each factor is rounded to the sixth place, each product half to even."""
+    frame = inputs.frame
+    n = len(frame.devices)
     created = np.array(
         [_created_s(c.node.created_at) if c.node is not None else np.nan for c in inputs.contexts],
         dtype=np.float64,
-    )[:n]
-    start = hour_start_s.astype(np.float64)
-    born = np.repeat(created, inputs.frame.times_s.size)
+    )[:n, None]
+    start = (frame.times_s - HOUR_S).astype(np.float64)[None, :]
     # A gone node (NaN) has no price, so its factor does not matter.
-    existed = np.clip((start + HOUR_S - np.nan_to_num(born, nan=-np.inf)) / HOUR_S, 0.0, 1.0)
-    price = pc.take(pa.array(list(prices), type=MONEY), row_device)
-    factor = pc.round(pa.array(existed), 6).cast(MONEY)
-    cost = pc.round(pc.multiply(price, factor), 6).cast(MONEY)
-    cost = pc.if_else(pa.array(existed > 0), cost, pa.scalar(None, MONEY))
-    util = inputs.frame.values[SPECS["util_mean_ratio"]].reshape(-1)
+    existed = np.clip((start + HOUR_S - np.nan_to_num(created, nan=-np.inf)) / HOUR_S, 0.0, 1.0)
+    price, priced = to_micro(pa.array(list(prices), type=MONEY))
+    cost = times(price[:, None], ratio_micro(existed)).reshape(-1)
+    cost_valid = (priced[:, None] & (existed > 0)).reshape(-1)
+    util = frame.values[SPECS["util_mean_ratio"]]
     idle_fraction = coverage * np.clip(1.0 - util, 0.0, 1.0)
-    idle_dec = pc.round(pa.array(idle_fraction, mask=np.isnan(util)), 6).cast(MONEY)
-    idle = pc.round(pc.multiply(cost, idle_dec), 6).cast(MONEY)
-    return cost, idle, existed
+    idle = times(cost, ratio_micro(idle_fraction).reshape(-1))
+    idle_valid = cost_valid & ~np.isnan(util).reshape(-1)
+    return cost, cost_valid, idle, idle_valid, existed
 
 
 def _created_s(created: datetime | None) -> float:

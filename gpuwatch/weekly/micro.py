@@ -17,6 +17,8 @@ from gpuwatch.report.schema import MONEY
 
 Micro = npt.NDArray[np.int64]
 Mask = npt.NDArray[np.bool_]
+UNIT = 1_000_000
+"""Micro-units in one unit of a currency (and in a ratio of 1)."""
 
 
 def to_micro(array: pa.Array | pa.ChunkedArray) -> tuple[Micro, Mask]:
@@ -38,11 +40,11 @@ def to_micro(array: pa.Array | pa.ChunkedArray) -> tuple[Micro, Mask]:
 
 def from_micro(values: Micro, valid: Mask) -> pa.Array:
     """Micro-units back to ``decimal128(18, 6)``; null where not ``valid``."""
-    values = np.ascontiguousarray(values, dtype=np.int64)
+    values = np.asarray(values, dtype=np.int64)
     n = values.size
-    words = np.empty(2 * n, dtype=np.int64)
-    words[0::2] = values
-    words[1::2] = values >> 63  # the sign, extended into the high word
+    words = np.empty((n, 2), dtype=np.int64)
+    words[:, 0] = values
+    np.right_shift(values, 63, out=words[:, 1])  # the sign, extended into the high word
     validity = pa.array(np.asarray(valid, dtype=bool)).buffers()[1] if n else None
     nulls = int(n - np.count_nonzero(valid))
     return pa.Array.from_buffers(MONEY, n, [validity, pa.py_buffer(words)], null_count=nulls)
@@ -53,13 +55,38 @@ def split(total: Micro, group: npt.NDArray[np.int64], fraction: npt.NDArray[np.f
     group taking what the others leave: each group adds up to its total exactly.
 
     Rows must come grouped (``group`` non-decreasing)."""
-    rows = group.size
-    if rows == 0:
-        return np.zeros(0, np.int64)
-    parts = np.rint(total[group] * fraction).astype(np.int64)
-    last = np.ones(rows, dtype=bool)
+    parts = total[group]  # a group of one row takes its total
+    same = group[1:] == group[:-1]
+    shared = np.zeros(group.size, dtype=bool)
+    shared[1:] |= same
+    shared[:-1] |= same
+    rows = np.flatnonzero(shared)
+    if rows.size == 0:
+        return parts
+    group = group[rows]
+    split_up = np.rint(total[group] * fraction[rows]).astype(np.int64)
+    last = np.ones(rows.size, dtype=bool)
     last[:-1] = group[1:] != group[:-1]
     first = np.flatnonzero(np.r_[True, last[:-1]])
-    others = np.add.reduceat(np.where(last, 0, parts), first)
-    parts[last] = total[group[last]] - others
+    others = np.add.reduceat(np.where(last, 0, split_up), first)
+    split_up[last] = total[group[last]] - others
+    parts[rows] = split_up
     return parts
+
+
+def ratio_micro(ratio: npt.NDArray[np.float64]) -> Micro:
+    """Ratios in 0..1 to the sixth place, half to even, as micro-units: what pyarrow's
+    ``round(x, 6)`` then a cast to ``decimal128(18, 6)`` give (0 where NaN)."""
+    scaled = np.rint(ratio * UNIT)
+    return np.where(np.isnan(scaled), 0, scaled).astype(np.int64)
+
+
+def times(total: Micro, factor: Micro) -> Micro:
+    """``total x factor`` (micro-units both, ``factor`` a ratio in 0..1) rounded half to
+    even to the micro-unit: pyarrow's decimal product rounded to six places, exactly.
+    The whole units and the fraction are multiplied apart, so that no product passes
+    int64 (a decimal128(18, 6) holds under 10**12 whole units)."""
+    whole, fraction = np.divmod(total, UNIT)
+    carried, rest = np.divmod(fraction * factor, UNIT)
+    result = whole * factor + carried
+    return result + ((rest > UNIT // 2) | ((rest == UNIT // 2) & (result % 2 == 1)))

@@ -56,7 +56,7 @@ class Grid:
         """Fraction of the window that has samples of ``signal``, in 0..1."""
         count = self.get(AggregateSpec(signal, Aggregate.COUNT, window_s))
         expected = max(window_s / self.sample_interval_s, 1.0)
-        return np.clip(np.nan_to_num(count, nan=0.0) / expected, 0.0, 1.0)
+        return np.clip(np.where(np.isnan(count), 0.0, count) / expected, 0.0, 1.0)
 
     def per_gpu(self, mask: BoolArray) -> BoolArray:
         """A (n,) fact about each GPU, shaped to broadcast over the grid."""
@@ -150,7 +150,7 @@ def _unallocated(
     scope = grid.per_gpu(_eligible(contexts) & in_pools(rule, contexts)) & ~allocated
     judged = coverage >= rule.min_coverage
     # Any sample in the window carrying a pod label means a pod held the GPU then.
-    fired = scope & judged & ~(np.nan_to_num(attached, nan=0.0) > 0)
+    fired = scope & judged & ~(attached > 0)  # NaN (no sample) is not attached
     return Hits(fired, util, coverage, None, "ratio", unjudged=scope & ~judged)
 
 
@@ -160,7 +160,7 @@ def _xid(rule: XidRule, grid: Grid, contexts: Sequence[GpuContext]) -> Hits:
     highest = grid.get(AggregateSpec(Signal.XID, Aggregate.MAX, w))
     last = grid.get(AggregateSpec(Signal.XID, Aggregate.LAST, w))
     with np.errstate(invalid="ignore"):
-        changed = grid.per_gpu(in_pools(rule, contexts)) & (np.nan_to_num(changes, nan=0.0) >= 1)
+        changed = grid.per_gpu(in_pools(rule, contexts)) & (changes >= 1)  # NaN: no change
         # The newest code when it is an error, else the worst seen in the window.
         code = np.where(last > 0, last, highest)
         known = code > 0
