@@ -18,7 +18,8 @@ from Prometheus), written once before anything is timed and cached in
 The baseline does less than gpuwatch (no findings, savings or page), so the speedup is a
 floor. Each side runs in its own process, so that peak RSS is its own; afterwards the
 two ``gpu_hourly`` tables are compared cell by cell (utilization mean and p95, memory,
-power, samples, cost). Run:
+power, samples, cost). Each side's CPU seconds are printed beside its wall time (on a
+shared machine the wall time moves with the neighbours; the CPU time much less). Run:
 
     .venv/bin/python bench/report.py --gpus 10000        # 7 days, samples every 300 s
 
@@ -51,6 +52,12 @@ COMPARED = ("util_mean_ratio", "util_p95_ratio", "fb_used_max_mib", "power_mean_
 
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def cpu_s() -> float:
+    """The process' user and system CPU seconds (all its threads)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def simulated(gpus: int, days: float, step_s: int) -> SimulatedCluster:
@@ -94,7 +101,7 @@ def run_gpuwatch(gpus: int, days: float, step_s: int, path: Path, out: Path) -> 
     from gpuwatch.state.base import MemoryState
     from gpuwatch.weekly.build import build_report
 
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), cpu_s()
     components = Components(
         metrics=SampleFileMetricsSource(SampleFile(path)),
         cluster=SimulatorClusterSource(simulated(gpus, days, step_s)),
@@ -123,6 +130,7 @@ def run_gpuwatch(gpus: int, days: float, step_s: int, path: Path, out: Path) -> 
     hourly = data.tables["gpu_hourly"]
     return {
         "wall_s": time.perf_counter() - started,
+        "cpu_s": cpu_s() - cpu_started,
         "peak_rss_mib": peak_rss_mib(),
         "rows": hourly.num_rows,
         "cost": float(pc.sum(hourly["cost"]).as_py() or 0),
@@ -142,7 +150,7 @@ def run_baseline(gpus: int, days: float, step_s: int, path: Path, out: Path) -> 
     from gpuwatch.analysis.pricing import load_price_book
     from gpuwatch.model.metrics import GpuDevice
 
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), cpu_s()
     start = pd.Timestamp(END - timedelta(days=days))
     samples = pd.read_parquet(
         path,
@@ -237,6 +245,7 @@ def run_baseline(gpus: int, days: float, step_s: int, path: Path, out: Path) -> 
     hourly.to_parquet(out / "gpu_hourly.parquet")
     return {
         "wall_s": time.perf_counter() - started,
+        "cpu_s": cpu_s() - cpu_started,
         "peak_rss_mib": peak_rss_mib(),
         "rows": len(hourly),
         "cost": float(hourly["cost"].sum()),
@@ -330,7 +339,8 @@ def main() -> None:
         ours = child("gpuwatch", args, path, Path(tmp) / "gpuwatch")
         gpu_hours = ours["rows"]
         print(
-            f"gpuwatch  {ours['wall_s']:7.1f} s  {ours['peak_rss_mib']:7.0f} MiB  "
+            f"gpuwatch  {ours['wall_s']:7.1f} s  (CPU {ours['cpu_s']:5.1f} s)  "
+            f"{ours['peak_rss_mib']:7.0f} MiB  "
             f"{gpu_hours / ours['wall_s']:9.0f} GPU-hours/s  (stages {ours['stages_s']})"
         )
         result = {
@@ -338,6 +348,7 @@ def main() -> None:
             "gpus": args.gpus,
             "days": args.days,
             "wall_s": round(ours["wall_s"], 2),
+            "cpu_s": round(ours["cpu_s"], 2),
             "peak_rss_mib": round(ours["peak_rss_mib"]),
             "findings": ours["findings"],
             "baseline_s": None,
@@ -346,7 +357,8 @@ def main() -> None:
         if not args.no_baseline:
             theirs = child("baseline", args, path, Path(tmp) / "baseline")
             print(
-                f"pandas    {theirs['wall_s']:7.1f} s  {theirs['peak_rss_mib']:7.0f} MiB  "
+                f"pandas    {theirs['wall_s']:7.1f} s  (CPU {theirs['cpu_s']:5.1f} s)  "
+                f"{theirs['peak_rss_mib']:7.0f} MiB  "
                 f"{theirs['rows'] / theirs['wall_s']:9.0f} GPU-hours/s"
             )
             differences = compare(Path(tmp) / "gpuwatch", Path(tmp) / "baseline")
@@ -355,6 +367,7 @@ def main() -> None:
                 baseline_s=round(theirs["wall_s"], 2),
                 baseline_peak_rss_mib=round(theirs["peak_rss_mib"]),
                 speedup=round(theirs["wall_s"] / ours["wall_s"], 2),
+                cpu_speedup=round(theirs["cpu_s"] / ours["cpu_s"], 2),
                 memory_ratio=round(ours["peak_rss_mib"] / theirs["peak_rss_mib"], 3),
                 max_difference=max(differences.values()),
             )
