@@ -171,13 +171,16 @@ class QueryBuilder:
         within the lookback delta (5 minutes by default), valued at the unix time of their
         newest sample. ``timestamp()`` gives a sample's own time only applied to a
         selector (to anything else, the evaluation's), so each family is asked on its
-        own; families scraped together carry one time, so the first that has a series
-        answers for it."""
+        own; each family's answer is labelled with its number (``timestamp()`` dropped
+        the name) so that ``or`` keeps them all and ``max by`` takes the newest (a family
+        that stopped a scrape or two before the others does not date the device)."""
         kept = ", ".join(self.inventory_labels())
         names = sorted(set(self.names.model_dump().values()) - {"", self.names.device_families})
-        return QueryPart(
-            " or ".join(f"max by ({kept}) (timestamp({self._m(name)}))" for name in names)
+        stamps = " or ".join(
+            f'label_replace(timestamp({self._m(name)}), "family_", "{i}", "", "")'
+            for i, name in enumerate(names)
         )
+        return QueryPart(f"max by ({kept}) ({stamps})")
 
     def inventory_stepped(self, window_s: int) -> QueryPart:
         """The inventory valued at the unix time of each series' newest sample in the

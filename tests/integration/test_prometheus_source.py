@@ -33,6 +33,7 @@ from gpuwatch.sources.simulator import SimulatorClusterSource, SimulatorMetricsS
 from gpuwatch.sources.simulator.layout import SHOWCASE_AT
 from gpuwatch.state.base import MemoryState
 from tests.integration.conftest import HISTORY_END
+from tests.integration.prometheus_server import PrometheusServer, backfill
 
 pytestmark = pytest.mark.integration
 
@@ -135,6 +136,30 @@ def test_inventory_times_only_the_silent_gpus_with_the_stepped_query(history_pro
     assert len(silent) == 8 and named == silent
     others = [d.uuid for d in devices(cheap) if d.node != "spot-a100-1"]
     assert not any(u[4:] in queries[2] for u in others)
+
+
+def test_inventory_dates_a_gpu_by_its_newest_family(tmp_path):
+    """A family that stopped two scrapes before the others (the framebuffer here,
+    whose name sorts first) does not date the GPU: its newest sample is the graphics
+    engine's, four minutes after the hour, not the framebuffer's two."""
+    start = int(SHOWCASE_AT.timestamp()) - 3600
+    labels = 'UUID="GPU-0a1b",gpu="0",modelName="NVIDIA A100",Hostname="n1"'
+    lines = ["# TYPE DCGM_FI_DEV_FB_USED gauge"]
+    lines += [f"DCGM_FI_DEV_FB_USED{{{labels}}} 100 {start + 60 * k}" for k in range(3)]
+    lines += ["# TYPE DCGM_FI_PROF_GR_ENGINE_ACTIVE gauge"]
+    lines += [f"DCGM_FI_PROF_GR_ENGINE_ACTIVE{{{labels}}} 0.5 {start + 60 * k}" for k in range(5)]
+    history = tmp_path / "history.om"
+    history.write_text("\n".join([*lines, "# EOF", ""]))
+    backfill(history, tmp_path / "data")
+    server = PrometheusServer(tmp_path / "data").start()
+    try:
+        metrics = prometheus_source(server.url)
+        at = SHOWCASE_AT.replace(minute=0) - timedelta(minutes=55)
+        (series,) = metrics._inventory(3600, at, timed=True)
+    finally:
+        server.stop()
+    assert series.labels["UUID"] == "GPU-0a1b"
+    assert series.value == start + 240
 
 
 def test_rules_see_the_same_cycle(history_prometheus):
