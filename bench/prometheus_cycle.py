@@ -8,10 +8,11 @@ real Prometheus (Debian's package) serves it on loopback, and one whole cycle ru
 its own process: ``PrometheusMetricsSource`` for the metrics, the simulated cluster for
 the objects, the savings looking back over the day. Reported per size: the cycle's wall
 time, the requests it sent, the samples Prometheus answered with, the bytes, and the
-cycle process' peak RSS (the fastest of three cycles per size); then the growth of each
-from the smallest fleet to the largest against the growth of the fleet (1.0 = linear;
-the cycle must grow no worse). The CPU seconds of the server and of the cycle are given
-beside the wall time: on a shared machine they move far less than it. Run:
+cycle process' peak RSS (the fastest of five cycles per size, the sizes taking turns);
+then the growth of each from the smallest fleet to the largest against the growth of
+the fleet (1.0 = linear; the cycle must grow no worse). The CPU seconds of the server
+and of the cycle are given beside the wall time: on a shared machine they move far less
+than it. Run:
 
     .venv/bin/python bench/prometheus_cycle.py [--sizes 500,1000,2000]
 
@@ -28,6 +29,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -126,26 +128,41 @@ def _process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def measure(gpus: int, repeat: int) -> dict:
-    """The fastest of ``repeat`` cycles, each in a fresh process against one server (on
-    a shared machine the fastest is the one least slowed by others)."""
+def measure(sizes: list[int], repeat: int) -> dict[int, dict]:
+    """Per fleet size, the fastest of ``repeat`` cycles, each in a fresh process against
+    that size's server. The sizes take turns (one cycle of each, ``repeat`` times), all
+    servers up: a slower minute on the shared machine then slows every size alike
+    instead of the one measured in it."""
     from tests.integration.prometheus_server import PrometheusServer
 
-    server = PrometheusServer(build_tsdb(gpus)).start()
-    runs = []
+    servers = {gpus: PrometheusServer(build_tsdb(gpus)) for gpus in sizes}
+    runs: dict[int, list[dict]] = {gpus: [] for gpus in sizes}
     try:
+        for server in servers.values():
+            server.start()
         for _ in range(repeat):
-            command = [sys.executable, __file__, "--side", str(gpus), "--url", server.url]
-            assert server.process is not None
-            server_cpu = _process_cpu_s(server.process.pid)
-            run = subprocess.run(command, capture_output=True, text=True, timeout=1800, check=False)
-            if run.returncode != 0:
-                raise SystemExit(f"{gpus} GPUs failed:\n{run.stderr[-3000:]}")
-            answer = json.loads(run.stdout.strip().splitlines()[-1])
-            answer["server_cpu_s"] = _process_cpu_s(server.process.pid) - server_cpu
-            runs.append(answer)
+            for gpus, server in servers.items():
+                runs[gpus].append(one_cycle(gpus, server))
     finally:
-        server.stop()
+        for server in servers.values():
+            server.stop()
+    return {gpus: _summary(found) for gpus, found in runs.items()}
+
+
+def one_cycle(gpus: int, server: Any) -> dict:
+    """One cycle in its own process, with the CPU seconds the server spent meanwhile."""
+    command = [sys.executable, __file__, "--side", str(gpus), "--url", server.url]
+    assert server.process is not None
+    server_cpu = _process_cpu_s(server.process.pid)
+    run = subprocess.run(command, capture_output=True, text=True, timeout=1800, check=False)
+    if run.returncode != 0:
+        raise SystemExit(f"{gpus} GPUs failed:\n{run.stderr[-3000:]}")
+    answer = json.loads(run.stdout.strip().splitlines()[-1])
+    answer["server_cpu_s"] = _process_cpu_s(server.process.pid) - server_cpu
+    return dict(answer)
+
+
+def _summary(runs: list[dict]) -> dict:
     fastest = min(runs, key=lambda r: r["wall_s"])
     # CPU seconds are the work done, which a busy machine delays but does not add to:
     # the least of each over the runs.
@@ -156,7 +173,7 @@ def measure(gpus: int, repeat: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="500,1000,2000", help="Fleet sizes, in GPUs.")
-    parser.add_argument("--repeat", type=int, default=3, help="Cycles per size (fastest kept).")
+    parser.add_argument("--repeat", type=int, default=5, help="Cycles per size (fastest kept).")
     parser.add_argument("--side", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -165,7 +182,7 @@ def main() -> None:
         return
 
     sizes = [int(s) for s in args.sizes.split(",")]
-    runs = {gpus: measure(gpus, args.repeat) for gpus in sizes}
+    runs = measure(sizes, args.repeat)
     print(f"one cycle at {AT:%Y-%m-%dT%H:%MZ}, {DAYS:g} day of history every {STEP_S} s")
     print(
         f"{'GPUs':>6} {'wall s':>8} {'server CPU s':>12} {'cycle CPU s':>11} {'requests':>9} "
