@@ -301,25 +301,17 @@ class PrometheusMetricsSource:
             _key_of(s.labels): s.value
             for s in self._sharded(probe.inventory_newest(), [Shard()], at)
         }
-        timed_series = [
-            InstantSeries(s.labels, newest[_key_of(s.labels)])
-            for s in listed
-            if _key_of(s.labels) in newest
-        ]
-        silent = [s for s in listed if _key_of(s.labels) not in newest]
+        keyed = [(_key_of(s.labels), s) for s in listed]
+        silent = [s for key, s in keyed if key not in newest]
+        older: dict[tuple[tuple[str, str], ...], float] = {}
         if silent:
+            stepped = probe.inventory_stepped(window_s)
             older = {
                 _key_of(s.labels): s.value
-                for s in self._sharded(
-                    probe.inventory_stepped(window_s), self._shards_of(silent), at
-                )
+                for s in self._sharded(stepped, self._shards_of(silent), at)
             }
-            timed_series += [
-                InstantSeries(s.labels, older[_key_of(s.labels)])
-                for s in silent
-                if _key_of(s.labels) in older
-            ]
-        return timed_series
+        times = {**older, **newest}
+        return [InstantSeries(s.labels, times[key]) for key, s in keyed if key in times]
 
     def _shards_of(self, series: Sequence[InstantSeries]) -> list[Shard]:
         """Shards naming exactly these series' GPUs, ``_LISTED_PER_QUERY`` to a query to
