@@ -3,12 +3,12 @@
 Their length grows with the fleet: at 10,000 GPUs a week has some 13,000 near-OOM
 findings, 2,000 workloads with idle cost and 1,000 savings with their details, and a
 Jinja2 loop spent most of the page's rendering on them (a filter call, an escape and a
-``Markup`` per cell). Here each row is one format string over values escaped as the
-template's autoescape escapes them, and a moment of the period (a few hundred distinct
-hours) is formatted once. The markup is exactly what ``weekly.html.j2``'s loops wrote
-(``tests/unit/test_report_rows.py`` renders both); the template places each table's rows
-with ``{{ rows.<table> }}``, and a template of one's own may still loop over the figures
-(``f``) itself.
+``Markup`` per cell). Here each row is one format string over values escaped by
+markupsafe, as the template's autoescape escapes them, and a moment of the period (a few
+hundred distinct hours) is formatted once. The markup is exactly what
+``weekly.html.j2``'s loops wrote (``tests/unit/test_report_rows.py`` renders both); the
+template places each table's rows with ``{{ rows.<table> }}``, and a template of one's
+own may still loop over the figures (``f``) itself.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from decimal import Decimal
 from typing import Any
 
 from markupsafe import Markup
+from markupsafe import escape as markup_escape
 
 from gpuwatch.report.figures import IdleRow, NearOomFinding, ReportFigures, SavingRow
 from gpuwatch.report.text import (
@@ -53,18 +54,9 @@ def table_rows(figures: ReportFigures) -> TableRows:
 
 
 def escape(value: object) -> str:
-    """``value`` as text escaped as Jinja2's autoescape (markupsafe) escapes it; most of
-    the page's values need nothing, and are found so with five substring tests."""
-    text = value if type(value) is str else str(value)
-    if "&" in text or "<" in text or ">" in text or '"' in text or "'" in text:
-        return (
-            text.replace("&", "&amp;")
-            .replace(">", "&gt;")
-            .replace("<", "&lt;")
-            .replace("'", "&#39;")
-            .replace('"', "&#34;")
-        )
-    return text
+    """``value`` as text escaped as the template's autoescape escapes it: markupsafe's
+    own ``escape``, so that the rows and the template can never escape differently."""
+    return str(markup_escape(value))
 
 
 def money_html(figure: str, amount: Decimal | None, currency: str) -> str:
