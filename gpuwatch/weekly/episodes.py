@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -35,17 +35,6 @@ from gpuwatch.model.metrics import NO_NODE, HistoryFrame
 from gpuwatch.report.schema import FINDINGS
 
 _SEVERITIES = tuple(Severity)
-
-
-class _Episode(Protocol):
-    """An episode held as findings (what evaluating hour by hour gives): its first
-    hour's finding, and what the run adds."""
-
-    first: Finding
-    start_s: int
-    end_s: int
-    hours: int
-    worst: float | None
 
 
 @dataclass(frozen=True)
@@ -249,8 +238,8 @@ def _messages(
     hours: np.ndarray,
     worst: np.ndarray,
 ) -> pa.Array:
-    """``_message`` of each episode, joined column by column: Python formats only the
-    worst values."""
+    """Each episode's message, ``rule: node/gpuN held by workload for N h, worst X
+    (limit Y)``, joined column by column: Python formats only the worst values."""
     return pc.binary_join_element_wise(
         _taken([f"{r.rule.id}: " for r in runs], rule),
         where,
@@ -284,46 +273,6 @@ def _taken(values: Sequence[str | None], index: np.ndarray) -> pa.Array:
 def _gpu_index(ctx: GpuContext) -> int | None:
     device = ctx.device
     return device.index if device is not None and device.index >= 0 else None
-
-
-def _table(episodes: Sequence[_Episode]) -> pa.Table:
-    """The table of episodes held as findings (what evaluating hour by hour gives), in
-    their order."""
-    first = [e.first for e in episodes]
-
-    def instants(seconds: list[int], name: str) -> pa.Array:
-        return pa.array(seconds, pa.timestamp("s", tz="UTC")).cast(FINDINGS.field(name).type)
-
-    columns: dict[str, object] = {
-        "rule": [f.rule for f in first],
-        "severity": [str(f.severity) for f in first],
-        "gpu_uuid": [f.gpu_uuid for f in first],
-        "device_id": [f.device_id for f in first],
-        "node": [f.node for f in first],
-        "pool": [f.pool for f in first],
-        "namespace": [f.namespace for f in first],
-        "pod": [f.pod for f in first],
-        "workload": [f.workload for f in first],
-        "team": [f.team for f in first],
-        "start": instants([e.start_s for e in episodes], "start"),
-        "end": instants([e.end_s for e in episodes], "end"),
-        "hours": [e.hours for e in episodes],
-        "worst_value": [e.worst for e in episodes],
-        "threshold": [f.threshold for f in first],
-        "unit": [f.unit for f in first],
-        "message": [
-            _message(
-                f.rule,
-                f.where,
-                _who(f),
-                e.hours,
-                format_value(e.worst, f.unit),
-                _limit(f.threshold, f.unit),
-            )
-            for f, e in zip(first, episodes, strict=True)
-        ],
-    }
-    return _assemble(columns)
 
 
 def _assemble(columns: Mapping[str, object]) -> pa.Table:
@@ -385,8 +334,3 @@ def _limit(threshold: float | None, unit: str) -> str:
 
 def _held_by(who: str) -> str:
     return f" held by {who}" if who else ""
-
-
-def _message(rule: str, where: str, who: str, hours: int, worst: str, limit: str) -> str:
-    """``rule: node/gpuN held by workload for N h, worst X (limit Y)``."""
-    return f"{rule}: {where}{_held_by(who)} for {hours} h, worst {worst}{limit}"

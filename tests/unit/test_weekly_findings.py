@@ -19,7 +19,7 @@ from gpuwatch.analysis.rules.evaluate import evaluate, lookback_s, required_spec
 from gpuwatch.analysis.rules.loader import load_rules
 from gpuwatch.analysis.rules.schema import DataGapRule, Rule, ThresholdRule, UnallocatedRule
 from gpuwatch.config.settings import Settings, SimulatorSettings
-from gpuwatch.model.findings import Finding, GpuHolder
+from gpuwatch.model.findings import Finding, GpuHolder, format_value
 from gpuwatch.model.metrics import (
     Aggregate,
     AggregateSpec,
@@ -28,6 +28,7 @@ from gpuwatch.model.metrics import (
     Signal,
     WindowStats,
 )
+from gpuwatch.report.schema import FINDINGS
 from gpuwatch.sources.simulator import SimulatedCluster, SimulatorMetricsSource
 from gpuwatch.sources.simulator.layout import SHOWCASE_AT
 from gpuwatch.weekly import episodes
@@ -169,7 +170,37 @@ def hour_by_hour(i: Inputs) -> pa.Table:
             closed.append(open_.pop(key))
     closed.extend(open_.values())
     closed.sort(key=lambda e: (e.start_s, e.first.rule, e.first.node, e.first.gpu_index or 0))
-    return episodes._table(closed)  # type: ignore[arg-type]
+    return _table(closed)
+
+
+_FINDING_FIELDS = ("rule", "gpu_uuid", "device_id", "node", "pool", "namespace", "pod", "workload",
+                   "team", "threshold", "unit")  # fmt: skip
+
+
+def _table(closed: Sequence[_Open]) -> pa.Table:
+    """The episodes as the findings table, row by row, each message written out whole."""
+    first = [e.first for e in closed]
+
+    def instants(seconds: list[int], name: str) -> pa.Array:
+        return pa.array(seconds, pa.timestamp("s", tz="UTC")).cast(FINDINGS.field(name).type)
+
+    def message(f: Finding, e: _Open) -> str:
+        who = f.workload or (f"{f.namespace}/{f.pod}" if f.pod else "")
+        held = f" held by {who}" if who else ""
+        limit = f" (limit {format_value(f.threshold, f.unit)})" if f.threshold is not None else ""
+        worst = format_value(e.worst, f.unit)
+        return f"{f.rule}: {f.where}{held} for {e.hours} h, worst {worst}{limit}"
+
+    columns = {
+        **{name: [getattr(f, name) for f in first] for name in _FINDING_FIELDS},
+        "severity": [str(f.severity) for f in first],
+        "start": instants([e.start_s for e in closed], "start"),
+        "end": instants([e.end_s for e in closed], "end"),
+        "hours": [e.hours for e in closed],
+        "worst_value": [e.worst for e in closed],
+        "message": [message(f, e) for f, e in zip(first, closed, strict=True)],
+    }
+    return pa.Table.from_pydict({n: columns[n] for n in FINDINGS.names}, schema=FINDINGS)
 
 
 # ------------------------------------------------------------------------------ tests
