@@ -39,6 +39,7 @@ sys.path.insert(0, str(REPO))
 from gpuwatch.config.settings import Settings, SimulatorSettings
 from gpuwatch.sources.simulator import SimulatedCluster
 from gpuwatch.sources.simulator.layout import SHOWCASE_AT
+from tests.builders import simulated_components
 
 GIB = 1024.0
 
@@ -53,12 +54,6 @@ def rss_now_mib() -> float:
 
 
 def components(gpus: int, counter: list[int] | None = None):
-    from gpuwatch.analysis.pricing import load_price_book
-    from gpuwatch.analysis.rules.loader import load_rules
-    from gpuwatch.notify.console import RecordingNotifier
-    from gpuwatch.pipeline import Components
-    from gpuwatch.sources.simulator import SimulatorClusterSource, SimulatorMetricsSource
-    from gpuwatch.state.base import MemoryState
 
     cluster = SimulatedCluster(SimulatorSettings(gpus=gpus), end=SHOWCASE_AT)
     if counter is not None:
@@ -69,14 +64,7 @@ def components(gpus: int, counter: list[int] | None = None):
             return generate(times, history_start_s)
 
         cluster.generator.generate = counted  # type: ignore[method-assign]
-    return cluster, Components(
-        metrics=SimulatorMetricsSource(cluster),
-        cluster=SimulatorClusterSource(cluster),
-        rules=tuple(load_rules()),
-        state=MemoryState(),
-        notifier=RecordingNotifier(),
-        price_book=load_price_book(),
-    )
+    return cluster, simulated_components(cluster)
 
 
 def run_gather(gpus: int, out: Path) -> dict:

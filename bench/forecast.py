@@ -42,20 +42,14 @@ from typing import Any
 import numpy as np
 
 from gpuwatch.analysis.forecast import FitSettings, FitVerdict, fit_growth
-from gpuwatch.analysis.pricing import load_price_book
 from gpuwatch.analysis.rules.loader import load_rules
 from gpuwatch.analysis.rules.schema import ForecastRule
 from gpuwatch.config.settings import Settings, SimulatorSettings
 from gpuwatch.model.metrics import Aggregate, AggregateSpec, HistoryRequest, Signal
-from gpuwatch.notify.console import RecordingNotifier
-from gpuwatch.pipeline import Components, analyse, gather
-from gpuwatch.sources.simulator import (
-    SimulatedCluster,
-    SimulatorClusterSource,
-    SimulatorMetricsSource,
-)
+from gpuwatch.pipeline import analyse, gather
+from gpuwatch.sources.simulator import SimulatedCluster, SimulatorMetricsSource
 from gpuwatch.sources.simulator.layout import SHOWCASE_AT
-from gpuwatch.state.base import MemoryState
+from tests.builders import simulated_components
 
 MIN_S = 60
 GRACE_S = 600
@@ -186,14 +180,7 @@ def cycle_cost(gpus: int, repeats: int = 3) -> dict[str, float]:
             ("with", rules),
             ("without", tuple(r for r in rules if not isinstance(r, ForecastRule))),
         ):
-            components = Components(
-                metrics=SimulatorMetricsSource(cluster),
-                cluster=SimulatorClusterSource(cluster),
-                rules=chosen,
-                state=MemoryState(),
-                notifier=RecordingNotifier(),
-                price_book=load_price_book(),
-            )
+            components = simulated_components(cluster, rules=chosen)
             started = time.perf_counter()
             gathered = gather(components, settings, SHOWCASE_AT, for_effects=False)
             analyse(gathered, chosen, components.price_book, settings)

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 
 from gpuwatch.analysis.attribution import APPROXIMATE, EXACT, NONE, GpuContext
+from gpuwatch.analysis.pricing import load_price_book
+from gpuwatch.analysis.rules.loader import load_rules
 from gpuwatch.model.cluster import WHOLE_GPU_RESOURCE, Node
 from gpuwatch.model.findings import Finding, GpuHolder, Role, Severity
 from gpuwatch.model.metrics import (
@@ -23,6 +25,14 @@ from gpuwatch.model.metrics import (
     Signal,
     WindowStats,
 )
+from gpuwatch.notify.console import RecordingNotifier
+from gpuwatch.pipeline import Components
+from gpuwatch.sources.simulator import (
+    SimulatedCluster,
+    SimulatorClusterSource,
+    SimulatorMetricsSource,
+)
+from gpuwatch.state.base import MemoryState
 
 AT = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
 SHIPPED_RULES = frozenset(
@@ -185,3 +195,17 @@ class FakeClock:
     def kube(self) -> dict[str, Any]:
         """The keyword arguments that put a ``KubeApi`` on this clock."""
         return {"sleep": self.sleep, "monotonic": self.monotonic, "now": self.wall}
+
+
+def simulated_components(cluster: SimulatedCluster, **replacing: Any) -> Components:
+    """A cycle's parts over a simulated cluster: its metrics and objects, the shipped
+    rules and price book, state in memory, messages recorded; ``replacing`` any of them."""
+    defaults: dict[str, Any] = {
+        "metrics": SimulatorMetricsSource(cluster),
+        "cluster": SimulatorClusterSource(cluster),
+        "rules": tuple(load_rules()),
+        "state": MemoryState(),
+        "notifier": RecordingNotifier(),
+        "price_book": load_price_book(),
+    }
+    return Components(**{**defaults, **replacing})

@@ -7,35 +7,21 @@ from decimal import Decimal
 
 import pytest
 
-from gpuwatch.analysis.pricing import load_price_book
-from gpuwatch.analysis.rules.loader import load_rules
 from gpuwatch.config.settings import ReportSettings, Settings
-from gpuwatch.notify.console import RecordingNotifier
-from gpuwatch.pipeline import Components, analyse, gather
+from gpuwatch.pipeline import analyse, gather
 from gpuwatch.report.spend import DatasetSpend
 from gpuwatch.sources.simulator import (
     SimulatedCluster,
-    SimulatorClusterSource,
-    SimulatorMetricsSource,
 )
 from gpuwatch.sources.simulator.layout import SHOWCASE_AT
-from gpuwatch.state.base import MemoryState
-from tests.builders import run_gpuwatch
+from tests.builders import run_gpuwatch, simulated_components
 
 pytestmark = pytest.mark.integration
 
 
 def _budgets(recorded: DatasetSpend | None, settings: Settings):
     cluster = SimulatedCluster(settings.simulator, end=SHOWCASE_AT)
-    components = Components(
-        metrics=SimulatorMetricsSource(cluster),
-        cluster=SimulatorClusterSource(cluster),
-        rules=load_rules(),
-        state=MemoryState(),
-        notifier=RecordingNotifier(),
-        price_book=load_price_book(),
-        recorded=recorded,
-    )
+    components = simulated_components(cluster, recorded=recorded)
     gathered = gather(components, settings, SHOWCASE_AT, for_effects=False)
     return analyse(gathered, components.rules, components.price_book, settings).budgets
 

@@ -19,23 +19,18 @@ from gpuwatch.analysis.budgets import (
     month_bounds,
     project,
 )
-from gpuwatch.analysis.pricing import load_price_book
-from gpuwatch.analysis.rules.loader import load_rules
 from gpuwatch.config.settings import Settings
 from gpuwatch.model.budgets import Budget, RecordedSpend
 from gpuwatch.model.cost import Price
 from gpuwatch.model.findings import GpuHolder, Severity
 from gpuwatch.notify.console import RecordingNotifier
 from gpuwatch.notify.routing import route
-from gpuwatch.pipeline import Components, run_cycle
+from gpuwatch.pipeline import run_cycle
 from gpuwatch.sources.simulator import (
     SimulatedCluster,
-    SimulatorClusterSource,
-    SimulatorMetricsSource,
 )
 from gpuwatch.sources.simulator.layout import SHOWCASE_AT
-from gpuwatch.state.base import MemoryState
-from tests.builders import context, device, finding
+from tests.builders import context, device, finding, simulated_components
 
 APRIL = datetime(2026, 4, 1, tzinfo=UTC)
 HOUR = 3600
@@ -282,14 +277,7 @@ def test_the_simulated_vision_team_overspends_in_a_cycle():
     )
     cluster = SimulatedCluster(settings.simulator, end=SHOWCASE_AT)
     notifier = RecordingNotifier()
-    components = Components(
-        metrics=SimulatorMetricsSource(cluster),
-        cluster=SimulatorClusterSource(cluster),
-        rules=load_rules(),
-        state=MemoryState(),
-        notifier=notifier,
-        price_book=load_price_book(),
-    )
+    components = simulated_components(cluster, notifier=notifier)
     result = run_cycle(components, settings, SHOWCASE_AT)
     vision, llm = result.budgets
     assert (vision.spent, vision.projected) == (Decimal("143872.00"), Decimal("184320.00"))

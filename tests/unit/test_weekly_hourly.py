@@ -16,25 +16,19 @@ import pytest
 
 from gpuwatch.analysis.attribution import attribute
 from gpuwatch.analysis.pricing import load_price_book
-from gpuwatch.analysis.rules.loader import load_rules
 from gpuwatch.config.settings import Settings, SimulatorSettings
 from gpuwatch.model.cluster import WHOLE_GPU_RESOURCE, ClusterState, Namespace, Pod
 from gpuwatch.model.metrics import HistoryFrame, HolderHistory, PodRef
-from gpuwatch.notify.console import RecordingNotifier
-from gpuwatch.pipeline import Components
 from gpuwatch.report.data import ReportPeriod
 from gpuwatch.report.schema import MONEY
 from gpuwatch.sources.simulator import (
     SimulatedCluster,
-    SimulatorClusterSource,
-    SimulatorMetricsSource,
 )
 from gpuwatch.sources.simulator.layout import SHOWCASE_AT
-from gpuwatch.state.base import MemoryState
 from gpuwatch.weekly.build import build_tables
 from gpuwatch.weekly.hourly import HOUR_S, SPECS, HourlyInputs, hourly_tables
 from gpuwatch.weekly.micro import from_micro, split, to_micro
-from tests.builders import device, gpu_node
+from tests.builders import device, gpu_node, simulated_components
 
 START = datetime(2026, 11, 23, 0, 0, tzinfo=UTC)
 A100_PRICE = Decimal("32.000000")  # the shipped (example) book, on-demand
@@ -46,14 +40,7 @@ A100_PRICE = Decimal("32.000000")  # the shipped (example) book, on-demand
 @pytest.fixture(scope="module")
 def simulated_day() -> dict[str, pa.Table]:
     cluster = SimulatedCluster(SimulatorSettings(gpus=64, days=2), end=SHOWCASE_AT)
-    components = Components(
-        metrics=SimulatorMetricsSource(cluster),
-        cluster=SimulatorClusterSource(cluster),
-        rules=tuple(load_rules()),
-        state=MemoryState(),
-        notifier=RecordingNotifier(),
-        price_book=load_price_book(),
-    )
+    components = simulated_components(cluster)
     period = ReportPeriod.between(SHOWCASE_AT - timedelta(days=1), SHOWCASE_AT)
     return build_tables(components, Settings(), period, 60.0, findings=False).tables
 

@@ -12,24 +12,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from gpuwatch.analysis.pricing import load_price_book
-from gpuwatch.analysis.rules.loader import load_rules
 from gpuwatch.config.settings import Settings, SimulatorSettings
-from gpuwatch.notify.console import RecordingNotifier
-from gpuwatch.pipeline import Components
 from gpuwatch.report.data import ReportData, ReportPeriod
 from gpuwatch.report.figures import compute_figures
 from gpuwatch.report.html import render_html
 from gpuwatch.sources.simulator import (
     SimulatedCluster,
-    SimulatorClusterSource,
-    SimulatorMetricsSource,
 )
 from gpuwatch.sources.simulator.layout import SHOWCASE_AT
-from gpuwatch.state.base import MemoryState
 from gpuwatch.weekly.build import build_report
 from gpuwatch.weekly.cycles import read_cycles
 from gpuwatch.weekly.realized import CostHistory, Taken, realized_table, taken_in
+from tests.builders import simulated_components
 from tests.report_tables import PERIOD, SHIPPED, assert_money_matches, hourly_row, tables_of
 
 JOB = "PyTorchJob/llm/sft"
@@ -191,14 +185,7 @@ def test_a_move_confirmed_this_week_counts_from_the_move(tmp_path: Path):
 @pytest.fixture(scope="module")
 def simulated(tmp_path_factory) -> tuple[ReportData, ReportPeriod]:
     cluster = SimulatedCluster(SimulatorSettings(gpus=64, days=3), end=SHOWCASE_AT)
-    components = Components(
-        metrics=SimulatorMetricsSource(cluster),
-        cluster=SimulatorClusterSource(cluster),
-        rules=tuple(load_rules()),
-        state=MemoryState(),
-        notifier=RecordingNotifier(),
-        price_book=load_price_book(),
-    )
+    components = simulated_components(cluster)
     period = ReportPeriod.between(SHOWCASE_AT - timedelta(days=2), SHOWCASE_AT)
     cycles = tmp_path_factory.mktemp("cycles")
     release = {
