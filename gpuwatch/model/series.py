@@ -30,22 +30,18 @@ def reduce_window(block: SeriesBlock, spec: AggregateSpec, at: datetime) -> Floa
     return reduce_rows(block.values[spec.signal][:, mask], block.times_s[mask], spec.aggregate)
 
 
-def reduce_windows(block: SeriesBlock, spec: AggregateSpec, at_s: np.ndarray) -> FloatArray:
-    """``reduce_window`` at each of the instants ``at_s``: an array (devices, instants).
+def reduce_windows_many(
+    block: SeriesBlock, specs: Sequence[AggregateSpec], at_s: np.ndarray
+) -> dict[AggregateSpec, FloatArray]:
+    """``reduce_window`` of each of ``specs`` at each of the instants ``at_s``: per spec
+    an array (devices, instants).
 
     Where the block's times are a regular grid holding every window whole (the windows'
     ends on the grid, their length a whole number of steps), the windows are gathered
     into one (devices x instants, samples) array and reduced in one call; the rows are
     the very samples ``reduce_window`` would take, in the same order, so the results are
-    the same to the bit. Otherwise, one instant at a time."""
-    return reduce_windows_many(block, [spec], at_s)[spec]
-
-
-def reduce_windows_many(
-    block: SeriesBlock, specs: Sequence[AggregateSpec], at_s: np.ndarray
-) -> dict[AggregateSpec, FloatArray]:
-    """``reduce_windows`` of each of ``specs``; the aggregates of one signal over one
-    window length share one gathering of the windows."""
+    the same to the bit. Otherwise, one instant at a time. The aggregates of one signal
+    over one window length share one gathering of the windows."""
     out: dict[AggregateSpec, FloatArray] = {}
     shared: dict[tuple[Signal, int], list[AggregateSpec]] = {}
     for spec in specs:

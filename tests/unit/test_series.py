@@ -9,7 +9,7 @@ import pytest
 
 from gpuwatch.config.settings import SimulatorSettings
 from gpuwatch.model.metrics import Aggregate, AggregateSpec, SeriesBlock, Signal
-from gpuwatch.model.series import reduce_window, reduce_windows, reduce_windows_many
+from gpuwatch.model.series import reduce_window, reduce_windows_many
 from gpuwatch.sources.simulator import SimulatedCluster
 from gpuwatch.sources.simulator.layout import SHOWCASE_AT
 from tests.builders import AT, device
@@ -78,7 +78,7 @@ def test_windows_reduced_together_are_bit_for_bit_those_reduced_one_by_one():
         for aggregate in Aggregate:
             for window_s in (300, 1800, 3600):
                 spec = AggregateSpec(signal, aggregate, window_s)
-                together = reduce_windows(block, spec, at)
+                together = reduce_windows_many(block, [spec], at)[spec]
                 one_by_one = np.stack(
                     [reduce_window(block, spec, datetime.fromtimestamp(t, tz=UTC)) for t in at],
                     axis=1,
@@ -112,4 +112,5 @@ def test_windows_shared_by_aggregates_are_those_reduced_one_by_one(offsets: list
             [reduce_window(block, spec, datetime.fromtimestamp(t, tz=UTC)) for t in at], axis=1
         )
         assert np.array_equal(together[spec], one_by_one, equal_nan=True), spec
-        assert np.array_equal(reduce_windows(block, spec, at), one_by_one, equal_nan=True)
+        alone = reduce_windows_many(block, [spec], at)[spec]
+        assert np.array_equal(alone, one_by_one, equal_nan=True)
