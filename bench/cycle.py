@@ -39,6 +39,7 @@ sys.path.insert(0, str(REPO))
 from gpuwatch.config.settings import Settings, SimulatorSettings
 from gpuwatch.sources.simulator import SimulatedCluster
 from gpuwatch.sources.simulator.layout import SHOWCASE_AT
+from gpuwatch.util.memory import use_system_allocator
 from tests.builders import simulated_components
 
 GIB = 1024.0
@@ -158,6 +159,8 @@ def main() -> None:
     parser.add_argument("--side", choices=("gather", "analysis", "cycle"), help=argparse.SUPPRESS)
     parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.side:
+        use_system_allocator()  # Arrow's allocator, as the command line chooses it
     if args.side == "gather":
         print(json.dumps(run_gather(args.gpus, args.path)))
         return

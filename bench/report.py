@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -44,6 +45,7 @@ sys.path.insert(0, str(REPO))
 from gpuwatch.config.settings import Settings, SimulatorSettings
 from gpuwatch.sources.simulator import SimulatedCluster
 from gpuwatch.sources.simulator.layout import SHOWCASE_AT
+from gpuwatch.util.memory import POOL_ENV
 
 END = SHOWCASE_AT.replace(hour=0)
 CACHE = REPO / ".bench-cache"
@@ -91,16 +93,18 @@ def run_gpuwatch(gpus: int, days: float, step_s: int, path: Path, out: Path) -> 
     from gpuwatch.analysis.pricing import load_price_book
     from gpuwatch.analysis.rules.loader import load_rules
     from gpuwatch.config.settings import ReportSettings
+    from gpuwatch.jobs import write_and_render
     from gpuwatch.notify.console import RecordingNotifier
     from gpuwatch.pipeline import Components
     from gpuwatch.report.data import ReportPeriod
-    from gpuwatch.report.html import render_html
     from gpuwatch.report.store import ReportStore
     from gpuwatch.sources.samples_file import SampleFile, SampleFileMetricsSource
     from gpuwatch.sources.simulator import SimulatorClusterSource
     from gpuwatch.state.base import MemoryState
+    from gpuwatch.util.memory import use_system_allocator
     from gpuwatch.weekly.build import build_report
 
+    use_system_allocator()  # as the command line does
     started, cpu_started = time.perf_counter(), cpu_s()
     components = Components(
         metrics=SampleFileMetricsSource(SampleFile(path)),
@@ -124,8 +128,7 @@ def run_gpuwatch(gpus: int, days: float, step_s: int, path: Path, out: Path) -> 
     data = build_report(components, Settings(), period, float(step_s), stage=stage)
     stage("write")
     settings = ReportSettings(location=str(out))
-    ReportStore.from_settings(settings).write_tables(data)
-    html = render_html(data, settings)
+    _, html = write_and_render(ReportStore.from_settings(settings), data, settings)
     stage("done")
     hourly = data.tables["gpu_hourly"]
     return {
@@ -255,7 +258,14 @@ def run_baseline(gpus: int, days: float, step_s: int, path: Path, out: Path) -> 
     }
 
 
-def child(side: str, args: argparse.Namespace, path: Path, out: Path) -> dict:
+def child(
+    side: str, args: argparse.Namespace, path: Path, out: Path, pool: str | None = None
+) -> dict:
+    """One side in its own process; ``pool``: Arrow's allocator there, set as a user
+    would, by ``ARROW_DEFAULT_MEMORY_POOL`` (None: the process' default)."""
+    env = {k: v for k, v in os.environ.items() if k != POOL_ENV}
+    if pool:
+        env[POOL_ENV] = pool
     command = [
         sys.executable,
         __file__,
@@ -272,7 +282,9 @@ def child(side: str, args: argparse.Namespace, path: Path, out: Path) -> dict:
         "--out",
         str(out),
     ]
-    run = subprocess.run(command, capture_output=True, text=True, timeout=3600, check=False)
+    run = subprocess.run(
+        command, capture_output=True, text=True, timeout=3600, check=False, env=env
+    )
     if run.returncode != 0:
         raise SystemExit(f"{side} failed:\n{run.stderr[-3000:]}")
     return json.loads(run.stdout.strip().splitlines()[-1])
@@ -361,6 +373,13 @@ def main() -> None:
                 f"{theirs['peak_rss_mib']:7.0f} MiB  "
                 f"{theirs['rows'] / theirs['wall_s']:9.0f} GPU-hours/s"
             )
+            # The same pandas with the allocator gpuwatch chooses: how much of the ratio
+            # is that choice, which a pandas user could make too.
+            same = child("baseline", args, path, Path(tmp) / "baseline-system", "system")
+            print(
+                f"pandas, system allocator  {same['wall_s']:7.1f} s  "
+                f"(CPU {same['cpu_s']:5.1f} s)  {same['peak_rss_mib']:7.0f} MiB"
+            )
             differences = compare(Path(tmp) / "gpuwatch", Path(tmp) / "baseline")
             print(f"largest difference per column (same GPU and hour): {differences}")
             result.update(
@@ -369,6 +388,9 @@ def main() -> None:
                 speedup=round(theirs["wall_s"] / ours["wall_s"], 2),
                 cpu_speedup=round(theirs["cpu_s"] / ours["cpu_s"], 2),
                 memory_ratio=round(ours["peak_rss_mib"] / theirs["peak_rss_mib"], 3),
+                baseline_system_allocator_s=round(same["wall_s"], 2),
+                speedup_same_allocator=round(same["wall_s"] / ours["wall_s"], 2),
+                cpu_speedup_same_allocator=round(same["cpu_s"] / ours["cpu_s"], 2),
                 max_difference=max(differences.values()),
             )
     print(json.dumps(result))

@@ -16,6 +16,7 @@ from gpuwatch.config.load import load_settings
 from gpuwatch.config.settings import Settings
 from gpuwatch.model.durations import parse_instant
 from gpuwatch.model.errors import ConfigError
+from gpuwatch.util.memory import use_system_allocator
 from gpuwatch.util.redact import redact
 from gpuwatch.util.redact_output import redact_log_records, redact_standard_streams
 
@@ -55,6 +56,9 @@ def cli(ctx: click.Context, config_file: Path | None, log_level: str) -> None:
     redact_standard_streams()
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     redact_log_records()
+    logging.getLogger(__name__).debug(
+        "Arrow's buffers come from the %s allocator", use_system_allocator()
+    )
     ctx.obj = {"config_file": config_file}
 
 
