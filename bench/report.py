@@ -16,8 +16,13 @@ from Prometheus), written once before anything is timed and cached in
     savings of a cycle at the period's end, the Parquet dataset and the HTML page.
 
 The baseline does less than gpuwatch (no findings, savings or page), so the speedup is a
-floor. Each side runs in its own process, so that peak RSS is its own; afterwards the
-two ``gpu_hourly`` tables are compared cell by cell (utilization mean and p95, memory,
+floor. gpuwatch's command line makes the C library's malloc Arrow's allocator
+(``gpuwatch.util.memory``); the baseline runs twice, as pandas is installed and with
+``ARROW_DEFAULT_MEMORY_POOL=system``, so that the ratio of the work alone is printed too
+(``speedup_same_allocator``).
+
+Each side runs in its own process, so that peak RSS is its own; afterwards the two
+``gpu_hourly`` tables are compared cell by cell (utilization mean and p95, memory,
 power, samples, cost). Each side's CPU seconds are printed beside its wall time (on a
 shared machine the wall time moves with the neighbours; the CPU time much less). Run:
 
