@@ -19,10 +19,16 @@ Then, side by side, each in its own process (so that peak RSS is its own):
     ``gpuwatch/report/fleet_sql/`` on DuckDB embedded over the dataset, the figures,
     the HTML page written back to the dataset.
 
-Both must give the same cost and idle cost per currency to the last digit. Run:
+Both must give the same cost and idle cost per currency to the last digit. With
+``--object-store`` both read the dataset from S3 instead: moto's S3 server on loopback,
+the dataset uploaded to it before anything is timed (each side through pyarrow's S3
+filesystem; moto's Python server is not S3, so its seconds say more about the two sides
+side by side than about a bucket in a cloud).
+Run:
 
     .venv/bin/python bench/fleet.py                  # 100 clusters x 1,000 GPUs x 7 days
     .venv/bin/python bench/fleet.py --clusters 10    # a quick look
+    .venv/bin/python bench/fleet.py --object-store   # the same, from S3
 
 The last line is one JSON object with the figures.
 """
@@ -31,12 +37,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import resource
 import subprocess
 import sys
 import time
 import zlib
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -44,6 +55,14 @@ sys.path.insert(0, str(REPO))
 WEEK, PREVIOUS = "2026-W48", "2026-W47"
 RETIRED = 2
 """Clusters that reported the week before only: the page must name them."""
+REGION = "us-east-1"
+CHILD_ENV = {
+    **os.environ,
+    # moto's server takes any credentials; none of a developer's own are sent to it.
+    "AWS_ACCESS_KEY_ID": "AKIAGPUWATCHBENCHONLY",
+    "AWS_SECRET_ACCESS_KEY": "gpuwatch-bench-secret-not-a-real-one",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
 
 
 def peak_rss_mib() -> float:
@@ -160,7 +179,9 @@ def cluster_week(index: int, gpus: int, days: int, start, seed: int) -> dict:
         "findings": _findings(SCHEMAS["findings"], uuid, start, rng),
         "savings": _savings(SCHEMAS["savings"], currency, start, days, index),
     }
-    for name in ("actions", "realized"):
+    # The tables the fleet report does not read are written empty, as a cluster with no
+    # actions, budgets or forecasts writes them.
+    for name in SCHEMAS.keys() - tables.keys():
         tables[name] = SCHEMAS[name].empty_table()
     return tables
 
@@ -248,12 +269,13 @@ def _savings(schema, currency: str, start, days: int, index: int):
 # --------------------------------------------------------------------------- the sides
 
 
-def run_gpuwatch(folder: Path) -> dict:
+def run_gpuwatch(location: str, endpoint: str | None) -> dict:
     from gpuwatch.config.settings import ReportSettings
     from gpuwatch.report.fleet_html import write_fleet_report
 
+    settings = ReportSettings(location=location, s3_endpoint_url=endpoint, s3_region=REGION)
     started = time.perf_counter()
-    written = write_fleet_report(ReportSettings(location=str(folder)), WEEK)
+    written = write_fleet_report(settings, WEEK)
     wall = time.perf_counter() - started
     totals = {
         line.currency: [str(line.cost), str(line.idle_cost)] for line in written.figures.headlines
@@ -266,19 +288,32 @@ def run_gpuwatch(folder: Path) -> dict:
     }
 
 
-def run_pandas(folder: Path) -> dict:
-    import pandas as pd
+def filesystem(location: str, endpoint: str | None) -> tuple[Any, str]:
+    """pyarrow's filesystem of ``location`` and the dataset's root in it."""
+    import pyarrow.fs as pafs
 
+    if not location.startswith("s3://"):
+        return pafs.LocalFileSystem(), location
+    s3 = pafs.S3FileSystem(endpoint_override=endpoint, region=REGION, scheme="http")
+    return s3, location.removeprefix("s3://")
+
+
+def run_pandas(location: str, endpoint: str | None) -> dict:
+    import pandas as pd
+    import pyarrow.fs as pafs
+
+    fs, root = filesystem(location, endpoint)
     started = time.perf_counter()
     weeks = [("week", "in", [WEEK, PREVIOUS])]
 
     def read(table: str, columns: list[str]) -> pd.DataFrame:
         return pd.read_parquet(
-            folder / f"table={table}",
+            f"{root}/table={table}",
             columns=columns,
             filters=weeks,
             partitioning="hive",
             dtype_backend="pyarrow",
+            filesystem=fs,
         )
 
     money = ["cost", "idle_cost"]
@@ -326,10 +361,9 @@ def run_pandas(folder: Path) -> dict:
     found = findings.groupby(
         ["cluster", "team", "pool", "rule", "severity", "week"], observed=True, dropna=False
     )["hours"].agg(["size", "sum"])
-    listed = {
-        (path.parent.parent.name[len("cluster=") :], path.parent.name[len("week=") :])
-        for path in (folder / "table=gpu_hourly").glob("cluster=*/week=*/*.parquet")
-    }
+    files = fs.get_file_info(pafs.FileSelector(f"{root}/table=gpu_hourly", recursive=True))
+    parts = [Path(f.path).parts for f in files if f.path.endswith(".parquet")]
+    listed = {(p[-3][len("cluster=") :], p[-2][len("week=") :]) for p in parts}
     reported = {cluster for cluster, week in listed if week == WEEK}
     not_reported = sorted({c for c, week in listed if week < WEEK} - reported)
     wall = time.perf_counter() - started
@@ -347,9 +381,13 @@ def run_pandas(folder: Path) -> dict:
     }
 
 
-def child(side: str, folder: Path) -> dict:
-    command = [sys.executable, __file__, "--side", side, "--folder", str(folder)]
-    run = subprocess.run(command, capture_output=True, text=True, timeout=3600, check=False)
+def child(side: str, location: str, endpoint: str | None) -> dict:
+    command = [sys.executable, __file__, "--side", side, "--location", location]
+    if endpoint:
+        command += ["--endpoint", endpoint]
+    run = subprocess.run(
+        command, capture_output=True, text=True, timeout=3600, check=False, env=CHILD_ENV
+    )
     if run.returncode != 0:
         raise SystemExit(f"{side} failed:\n{run.stderr[-3000:]}")
     return json.loads(run.stdout.strip().splitlines()[-1])
@@ -361,16 +399,61 @@ def main() -> None:
     parser.add_argument("--gpus", type=int, default=1000, help="GPUs per cluster.")
     parser.add_argument("--days", type=int, default=7, choices=range(1, 8))
     parser.add_argument("--no-baseline", action="store_true", help="Measure gpuwatch only.")
+    parser.add_argument(
+        "--object-store",
+        action="store_true",
+        help="Both sides read the dataset from S3 (moto's server on loopback, the dataset "
+        "uploaded before anything is timed) instead of the folder.",
+    )
     parser.add_argument("--side", choices=("gpuwatch", "pandas"), help=argparse.SUPPRESS)
-    parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--location", help=argparse.SUPPRESS)
+    parser.add_argument("--endpoint", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
         run = run_gpuwatch if args.side == "gpuwatch" else run_pandas
-        print(json.dumps(run(args.folder)))
+        print(json.dumps(run(args.location, args.endpoint)))
         return
 
     folder = dataset_folder(args.clusters, args.gpus, args.days)
     generate(folder, args.clusters, args.gpus, args.days)
+    with ExitStack() as stack:
+        location, endpoint = str(folder), None
+        if args.object_store:
+            location, endpoint = stack.enter_context(uploaded(folder))
+        compare(args, folder, location, endpoint)
+
+
+@contextmanager
+def uploaded(folder: Path) -> Iterator[tuple[str, str]]:
+    """The dataset in a bucket of moto's S3 server on loopback, for the time of the
+    block: its location and endpoint."""
+    import pyarrow.fs as pafs
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # a line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        s3 = pafs.S3FileSystem(
+            access_key=CHILD_ENV["AWS_ACCESS_KEY_ID"],
+            secret_key=CHILD_ENV["AWS_SECRET_ACCESS_KEY"],
+            endpoint_override=endpoint,
+            region=REGION,
+            scheme="http",
+            allow_bucket_creation=True,
+        )
+        s3.create_dir("fleet")
+        began = time.perf_counter()
+        pafs.copy_files(str(folder), "fleet/gpuwatch", destination_filesystem=s3, use_threads=True)
+        print(f"dataset uploaded to {endpoint} in {time.perf_counter() - began:.0f} s (not timed)")
+        yield "s3://fleet/gpuwatch", endpoint
+    finally:
+        server.stop()
+
+
+def compare(args: argparse.Namespace, folder: Path, location: str, endpoint: str | None) -> None:
     gpu_hours = args.clusters * args.gpus * args.days * 24
     size_mib = sum(p.stat().st_size for p in folder.rglob("*.parquet")) / 2**20
     print(
@@ -378,7 +461,7 @@ def main() -> None:
         f"GPU-hours this week, {gpu_hours + RETIRED * args.gpus * args.days * 24:,} the week "
         f"before; dataset {size_mib:,.0f} MiB in {folder}"
     )
-    ours = child("gpuwatch", folder)
+    ours = child("gpuwatch", location, endpoint)
     print(f"gpuwatch (DuckDB)  {ours['wall_s']:7.1f} s  {ours['peak_rss_mib']:7.0f} MiB")
     result = {
         "bench": "fleet",
@@ -386,13 +469,14 @@ def main() -> None:
         "gpus": args.gpus,
         "days": args.days,
         "gpu_hours": gpu_hours,
+        "object_store": args.object_store,
         "wall_s": round(ours["wall_s"], 2),
         "peak_rss_mib": round(ours["peak_rss_mib"]),
         "baseline_s": None,
         "speedup": None,
     }
     if not args.no_baseline:
-        theirs = child("pandas", folder)
+        theirs = child("pandas", location, endpoint)
         print(f"pandas             {theirs['wall_s']:7.1f} s  {theirs['peak_rss_mib']:7.0f} MiB")
         same = theirs["totals"] == ours["totals"]
         print(

@@ -6,14 +6,16 @@ the dataset's documented tables and a one-row ``fleet_period`` (``week``,
 Trino or Spark SQL with those names bound to its tables (``docs/report.md`` says how).
 
 Here the tables come from the report store (a folder, ``s3://`` or any location
-``report.location`` accepts, opened by the same code as the weekly report's): a local
-folder's files are read by DuckDB's own Parquet reader, object storage is scanned
-through the store's pyarrow filesystem in streaming batches (DuckDB's own S3 support is
-an extension it downloads at run time, which a cluster without egress cannot). Either
-way only the columns a query names are read, and each table is bound already limited to
-the reported week and the one before: DuckDB does not push a join with ``fleet_period``
-down into a scan, and the queries' own ``WHERE`` clauses say the same, so the answer is
-the same and only two weeks' files are read.
+``report.location`` accepts, opened by the same code as the weekly report's), and DuckDB's
+own Parquet reader reads them: a folder's files where they are; object storage's two
+weeks of files downloaded first, several at a time, into a temporary folder, through the
+store's pyarrow filesystem with its credentials and endpoint settings (DuckDB's own S3
+support is an extension it downloads at run time, which a cluster without egress cannot,
+and scanning the files through pyarrow instead was several times slower:
+``docs/performance.md``). Only the columns a query names are read, and each table is
+bound already limited to the reported week and the one before: DuckDB does not push a
+join with ``fleet_period`` down into a scan, and the queries' own ``WHERE`` clauses say
+the same, so the answer is the same and only two weeks' files are read (or downloaded).
 ``not_reported.sql`` reads only the partition columns over every earlier week; it gets
 ``gpu_hourly`` as the list of its partitions (one row per cluster and week), which gives
 it the same answer without opening a file.
@@ -26,16 +28,17 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 import pyarrow.dataset as ds
-import pyarrow.fs as pafs
 
 from gpuwatch.report.data import ReportPeriod
 from gpuwatch.report.schema import PARTITIONS, SCHEMAS
@@ -111,11 +114,18 @@ def run_fleet_queries(store: ReportStore, week: str | None = None) -> FleetRows:
     in_period = ds.field("week").isin([week, before])
     period = pa.table({"week": [week], "previous_week": [before]})
     rows: dict[str, list[Row]] = {}
-    with duckdb.connect(config={"threads": os.cpu_count() or 1}) as con:
+    with (
+        tempfile.TemporaryDirectory(prefix="gpuwatch-fleet-") as folder,
+        duckdb.connect(config={"threads": os.cpu_count() or 1}) as con,
+    ):
+        files = {
+            name: store.local_files(_files(dataset, in_period), Path(folder))
+            for name, dataset in datasets.items()
+        }
         con.register("fleet_period", period)
         con.register("fleet_partitions", partitions)
-        for name, dataset in datasets.items():
-            _bind(con, name, dataset, in_period)
+        for name in datasets:
+            _bind(con, name, files[name])
         for name in QUERIES:
             if name in PARTITION_ONLY:
                 con.execute("CREATE OR REPLACE TEMP VIEW gpu_hourly AS FROM fleet_partitions")
@@ -123,31 +133,27 @@ def run_fleet_queries(store: ReportStore, week: str | None = None) -> FleetRows:
             columns = [column[0] for column in cursor.description]
             rows[name] = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
             if name in PARTITION_ONLY:
-                _bind(con, "gpu_hourly", datasets["gpu_hourly"], in_period)
+                _bind(con, "gpu_hourly", files["gpu_hourly"])
     return FleetRows(week=week, previous_week=before, rows=rows)
 
 
-def _bind(
-    con: duckdb.DuckDBPyConnection, name: str, dataset: ds.Dataset | None, where: ds.Expression
-) -> None:
-    """Make ``name`` the table ``name`` in the weeks ``where`` selects.
+def _files(dataset: ds.Dataset | None, where: ds.Expression) -> list[str]:
+    """The files of ``dataset`` in the weeks ``where`` selects (none without one)."""
+    if dataset is None:
+        return []
+    return [fragment.path for fragment in dataset.get_fragments(filter=where)]
 
-    A local folder's files are read by DuckDB's own Parquet reader (several times faster
-    than scanning through pyarrow); files of an earlier minor version lack the columns
-    added since, which come back null (``UNION ALL BY NAME`` with the empty table of the
-    whole schema). Object storage is scanned through the pyarrow filesystem the report
-    store opened, with its credentials and endpoint settings.
+
+def _bind(con: duckdb.DuckDBPyConnection, name: str, files: list[str]) -> None:
+    """Make ``name`` the table ``name`` of the local Parquet ``files``.
+
+    They are read by DuckDB's own Parquet reader (several times faster than scanning
+    through pyarrow); files of an earlier minor version lack the columns added since,
+    which come back null (``UNION ALL BY NAME`` with the empty table of the whole
+    schema). No files: the table is empty.
     """
     schema_table = f"{name}__schema"
     con.register(schema_table, _empty(name))
-    if dataset is None:
-        con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS FROM {schema_table}")
-        return
-    if not isinstance(dataset.filesystem, pafs.LocalFileSystem):
-        con.execute(f"DROP VIEW IF EXISTS {name}")
-        con.register(name, dataset.filter(where))
-        return
-    files = [fragment.path for fragment in dataset.get_fragments(filter=where)]
     if not files:
         con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS FROM {schema_table}")
         return

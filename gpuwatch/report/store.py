@@ -24,7 +24,8 @@ credentials, an endpoint that does not answer, a folder that is a file): see
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from pathlib import Path
 
@@ -64,6 +65,9 @@ HTML_FOLDER = "html"
 # Partition values become path segments that every reader decodes its own way. Only
 # characters that no reader escapes or decodes differently are allowed, and a first
 # character that is neither ``.`` nor ``_``: pyarrow and Spark skip such files as hidden.
+_DOWNLOADS = 16
+"""Files downloaded at once from object storage: each is a request's round trip more
+than its bytes."""
 _SAFE_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
 
 _PARTITIONING = pa.schema([pa.field(name, pa.string()) for name in PARTITIONS])
@@ -211,6 +215,39 @@ class ReportStore:
                 filesystem=self._fs,
                 partitioning=ds.partitioning(_PARTITIONING, flavor="hive"),
             )
+
+    def local_files(self, files: Sequence[str], folder: Path) -> list[str]:
+        """The files ``files`` (paths in this store, as its ``dataset`` lists them) as
+        local paths: a folder's as they are; object storage's downloaded under ``folder``
+        with their partition folders (``table=…/cluster=…/week=…``), several at a time, so
+        that a local reader reads them at local speed."""
+        if self._local:
+            return list(files)
+        local = pafs.LocalFileSystem()
+        targets = [str(folder / self._relative(path)) for path in files]
+
+        def fetch(pair: tuple[str, str]) -> None:
+            source, target = pair
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+            with self._errors(f"read {self._relative(source)}"):
+                pafs.copy_files(
+                    source,
+                    target,
+                    source_filesystem=self._fs,
+                    destination_filesystem=local,
+                    use_threads=False,
+                )
+
+        with ThreadPoolExecutor(
+            max_workers=_DOWNLOADS, thread_name_prefix="gpuwatch-fetch"
+        ) as pool:
+            list(pool.map(fetch, zip(files, targets, strict=True)))
+        return targets
+
+    def _relative(self, path: str) -> str:
+        """A path of this store relative to its location."""
+        root = self._root.rstrip("/") + "/"
+        return path[len(root) :] if path.startswith(root) else path.lstrip("/")
 
     # -- the HTML -----------------------------------------------------------------------
 

@@ -323,6 +323,46 @@ def test_s3_fleet_reads_back_as_one_dataset(s3_env):
     assert table.schema.names == [*SCHEMAS["gpu_hourly"].names, "cluster", "week"]
 
 
+def test_s3_files_are_downloaded_with_their_partition_folders(s3_env, tmp_path):
+    bucket = s3_env.create_bucket()
+    store = ReportStore.from_settings(s3_env.settings(f"s3://{bucket}/fleet"))
+    for cluster in ("prod-a", "prod-b"):
+        store.write_tables(report_data(cluster, WEEK))
+    files = [f.path for f in store.dataset("gpu_hourly").get_fragments()]
+
+    local = store.local_files(files, tmp_path / "copy")
+
+    assert files_under(tmp_path / "copy") == {
+        f"table=gpu_hourly/cluster={c}/week=2026-W48/part-0.parquet" for c in ("prod-a", "prod-b")
+    }
+    for remote, path in zip(files, local, strict=True):
+        key = remote.removeprefix(f"{bucket}/")
+        body = s3_env.client().get_object(Bucket=bucket, Key=key)["Body"].read()
+        assert Path(path).read_bytes() == body
+
+
+def test_a_file_gone_before_its_download_names_the_file(s3_env, tmp_path):
+    bucket = s3_env.create_bucket()
+    store = ReportStore.from_settings(s3_env.settings(f"s3://{bucket}/fleet"))
+    store.write_tables(report_data("prod-a", WEEK))
+    files = [f.path for f in store.dataset("gpu_hourly").get_fragments()]
+    s3_env.client().delete_object(Bucket=bucket, Key=files[0].removeprefix(f"{bucket}/"))
+
+    with pytest.raises(ReportStoreError) as caught:
+        store.local_files(files, tmp_path / "copy")
+
+    assert "read table=gpu_hourly/cluster=prod-a/week=2026-W48/part-0.parquet" in str(caught.value)
+
+
+def test_a_folders_files_are_read_where_they_are(tmp_path):
+    store = local_store(tmp_path)
+    store.write_tables(report_data("prod-a", WEEK))
+    files = [f.path for f in store.dataset("gpu_hourly").get_fragments()]
+
+    assert store.local_files(files, tmp_path / "copy") == files
+    assert not (tmp_path / "copy").exists()
+
+
 def test_s3_html_upload_and_readback(s3_env):
     bucket = s3_env.create_bucket()
     store = ReportStore.from_settings(s3_env.settings(f"s3://{bucket}/fleet"))
