@@ -66,6 +66,12 @@ CHILD_ENV = {
 
 
 def peak_rss_mib() -> float:
+    """This process' own peak RSS (``VmHWM``). Not ``ru_maxrss``: Linux keeps that across
+    fork and exec, so a side started while this bench holds the S3 server and its
+    objects would report the bench's memory, not its own."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
