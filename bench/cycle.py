@@ -36,6 +36,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.peak_memory import peak_rss_mib
 from gpuwatch.config.settings import Settings, SimulatorSettings
 from gpuwatch.sources.simulator import SimulatedCluster
 from gpuwatch.sources.simulator.layout import SHOWCASE_AT
@@ -43,10 +44,6 @@ from gpuwatch.util.memory import use_system_allocator
 from tests.builders import simulated_components
 
 GIB = 1024.0
-
-
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def rss_now_mib() -> float:

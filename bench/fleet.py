@@ -39,7 +39,6 @@ import argparse
 import json
 import logging
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -52,6 +51,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.peak_memory import peak_rss_mib
+
 WEEK, PREVIOUS = "2026-W48", "2026-W47"
 RETIRED = 2
 """Clusters that reported the week before only: the page must name them."""
@@ -63,16 +64,6 @@ CHILD_ENV = {
     "AWS_SECRET_ACCESS_KEY": "gpuwatch-bench-secret-not-a-real-one",
     "AWS_EC2_METADATA_DISABLED": "true",
 }
-
-
-def peak_rss_mib() -> float:
-    """This process' own peak RSS (``VmHWM``). Not ``ru_maxrss``: Linux keeps that across
-    fork and exec, so a side started while this bench holds the S3 server and its
-    objects would report the bench's memory, not its own."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def dataset_folder(clusters: int, gpus: int, days: int) -> Path:

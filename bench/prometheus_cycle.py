@@ -34,6 +34,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.peak_memory import peak_rss_mib
 from gpuwatch.config.settings import Settings, SimulatorSettings
 from gpuwatch.sources.simulator import SimulatedCluster
 from gpuwatch.sources.simulator.exposition import write_openmetrics
@@ -110,7 +111,7 @@ def run_cycle_side(gpus: int, url: str) -> dict:
         "requests": client.requests_made,
         "samples": client.samples_received,
         "bytes": client.bytes_received,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mib": peak_rss_mib(),
         "count": result.source.gpus_in_metrics,
         "findings": len(result.findings),
         "errors": list(result.errors),

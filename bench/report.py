@@ -47,6 +47,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.peak_memory import peak_rss_mib
 from gpuwatch.config.settings import Settings, SimulatorSettings
 from gpuwatch.sources.simulator import SimulatedCluster
 from gpuwatch.sources.simulator.layout import SHOWCASE_AT
@@ -55,10 +56,6 @@ from gpuwatch.util.memory import POOL_ENV
 END = SHOWCASE_AT.replace(hour=0)
 CACHE = REPO / ".bench-cache"
 COMPARED = ("util_mean_ratio", "util_p95_ratio", "fb_used_max_mib", "power_mean_w", "cost")
-
-
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def cpu_s() -> float:
