@@ -90,12 +90,22 @@ def _fleet(ctx: click.Context, kwargs: dict[str, Any]) -> None:
     # DuckDB loads only here: every other command, and the daemon, start without it.
     from gpuwatch.report.fleet_html import write_fleet_report  # noqa: PLC0415
 
-    try:
-        written = write_fleet_report(settings.report, week)
-    except ConfigError as exc:
-        fail_config(exc)
-    except ReportStoreError as exc:
-        _fail(str(exc))
+    err = Console(stderr=True)
+    with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
+        task = progress.add_task("fleet report", total=None)
+
+        def step(done: int, total: int) -> None:
+            if done < total:
+                progress.update(task, description="fleet: downloading", completed=done, total=total)
+            else:  # the queries next
+                progress.update(task, description="fleet: querying", completed=0, total=None)
+
+        try:
+            written = write_fleet_report(settings.report, week, step)
+        except ConfigError as exc:
+            fail_config(exc)
+        except ReportStoreError as exc:
+            _fail(str(exc))
     click.echo(written.summary)
     click.echo(f"Fleet report written to {written.path}", err=True)
 

@@ -27,6 +27,7 @@ money figure carries its id, currency and exact decimal in ``data-`` attributes:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from gpuwatch.config.settings import ReportSettings
@@ -55,11 +56,16 @@ def render_fleet_html(figures: FleetFigures, settings: ReportSettings) -> str:
     return env.get_template(TEMPLATE).render(f=figures, schema_version=SCHEMA_VERSION)
 
 
-def write_fleet_report(settings: ReportSettings, week: str | None = None) -> FleetWritten:
+def write_fleet_report(
+    settings: ReportSettings,
+    week: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> FleetWritten:
     """Read the fleet's week (default: the newest one written) from ``settings.location``
-    and write its page there; ReportStoreError when the location cannot be read."""
+    and write its page there; ReportStoreError when the location cannot be read.
+    ``progress(done, total)``: the files downloaded, from object storage."""
     store = ReportStore.from_settings(settings)
-    figures = fleet_figures(run_fleet_queries(store, week))
+    figures = fleet_figures(run_fleet_queries(store, week, progress))
     path = store.write_fleet_html(figures.week, render_fleet_html(figures, settings))
     return FleetWritten(path=path, figures=figures, summary=fleet_summary(figures))
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from importlib import resources
@@ -86,9 +86,14 @@ def previous_week(week: str) -> str:
     return f"{year}-W{number:02d}"
 
 
-def run_fleet_queries(store: ReportStore, week: str | None = None) -> FleetRows:
+def run_fleet_queries(
+    store: ReportStore,
+    week: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> FleetRows:
     """Every query of ``QUERIES`` over ``store``'s dataset for ``week`` (an ISO week;
-    default: the newest one any cluster reported).
+    default: the newest one any cluster reported). ``progress(done, total)``: the
+    files downloaded, from object storage.
 
     ReportStoreError when the location cannot be read or holds no ``gpu_hourly`` yet.
     """
@@ -118,10 +123,10 @@ def run_fleet_queries(store: ReportStore, week: str | None = None) -> FleetRows:
         tempfile.TemporaryDirectory(prefix="gpuwatch-fleet-") as folder,
         duckdb.connect(config={"threads": os.cpu_count() or 1}) as con,
     ):
-        files = {
-            name: store.local_files(_files(dataset, in_period), Path(folder))
-            for name, dataset in datasets.items()
-        }
+        listed = {name: _files(dataset, in_period) for name, dataset in datasets.items()}
+        everything = [path for paths in listed.values() for path in paths]
+        local = iter(store.local_files(everything, Path(folder), progress))
+        files = {name: [next(local) for _ in paths] for name, paths in listed.items()}
         con.register("fleet_period", period)
         con.register("fleet_partitions", partitions)
         for name in datasets:

@@ -24,7 +24,7 @@ credentials, an endpoint that does not answer, a folder that is a file): see
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -216,11 +216,17 @@ class ReportStore:
                 partitioning=ds.partitioning(_PARTITIONING, flavor="hive"),
             )
 
-    def local_files(self, files: Sequence[str], folder: Path) -> list[str]:
+    def local_files(
+        self,
+        files: Sequence[str],
+        folder: Path,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[str]:
         """The files ``files`` (paths in this store, as its ``dataset`` lists them) as
         local paths: a folder's as they are; object storage's downloaded under ``folder``
         with their partition folders (``table=…/cluster=…/week=…``), several at a time, so
-        that a local reader reads them at local speed."""
+        that a local reader reads them at local speed. ``progress(done, total)`` is told
+        of each download as it ends."""
         if self._local:
             return list(files)
         local = pafs.LocalFileSystem()
@@ -241,7 +247,9 @@ class ReportStore:
         with ThreadPoolExecutor(
             max_workers=_DOWNLOADS, thread_name_prefix="gpuwatch-fetch"
         ) as pool:
-            list(pool.map(fetch, zip(files, targets, strict=True)))
+            for done, _ in enumerate(pool.map(fetch, zip(files, targets, strict=True)), 1):
+                if progress is not None:
+                    progress(done, len(files))
         return targets
 
     def _relative(self, path: str) -> str:

@@ -330,8 +330,10 @@ def test_s3_files_are_downloaded_with_their_partition_folders(s3_env, tmp_path):
         store.write_tables(report_data(cluster, WEEK))
     files = [f.path for f in store.dataset("gpu_hourly").get_fragments()]
 
-    local = store.local_files(files, tmp_path / "copy")
+    told: list[tuple[int, int]] = []
+    local = store.local_files(files, tmp_path / "copy", lambda *step: told.append(step))
 
+    assert told == [(1, 2), (2, 2)]
     assert files_under(tmp_path / "copy") == {
         f"table=gpu_hourly/cluster={c}/week=2026-W48/part-0.parquet" for c in ("prod-a", "prod-b")
     }
