@@ -149,8 +149,8 @@ def write_and_render(
     """Write the report's tables while its page is rendered; return the files and the
     (redacted) page. Parquet is encoded by Arrow's C++ outside the interpreter's lock, so
     on two cores the writing costs almost nothing beside the rendering (1 s of the
-    10,000-GPU report, ``docs/performance.md``). An error of either is raised once both
-    are over: the store's, where the page was rendered."""
+    10,000-GPU report, ``docs/performance.md``). An error is raised once both are over:
+    the page's if the rendering failed, else the store's."""
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpuwatch-tables") as pool:
         tables = pool.submit(store.write_tables, data)
         html = redact(render_html(data, settings))

@@ -65,11 +65,11 @@ HTML_FOLDER = "html"
 # Partition values become path segments that every reader decodes its own way. Only
 # characters that no reader escapes or decodes differently are allowed, and a first
 # character that is neither ``.`` nor ``_``: pyarrow and Spark skip such files as hidden.
+_SAFE_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
+
 _DOWNLOADS = 16
 """Files downloaded at once from object storage: each is a request's round trip more
 than its bytes."""
-_SAFE_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
-
 _PARTITIONING = pa.schema([pa.field(name, pa.string()) for name in PARTITIONS])
 """``cluster`` and ``week`` are strings whatever they look like: a cluster named ``42``
 must not come back as an integer column."""
@@ -226,7 +226,7 @@ class ReportStore:
         local paths: a folder's as they are; object storage's downloaded under ``folder``
         with their partition folders (``table=…/cluster=…/week=…``), several at a time, so
         that a local reader reads them at local speed. ``progress(done, total)`` is told
-        of each download as it ends."""
+        how many are done, in the order of ``files``."""
         if self._local:
             return list(files)
         local = pafs.LocalFileSystem()
@@ -244,12 +244,13 @@ class ReportStore:
                     use_threads=False,
                 )
 
-        with ThreadPoolExecutor(
-            max_workers=_DOWNLOADS, thread_name_prefix="gpuwatch-fetch"
-        ) as pool:
+        pool = ThreadPoolExecutor(max_workers=_DOWNLOADS, thread_name_prefix="gpuwatch-fetch")
+        try:
             for done, _ in enumerate(pool.map(fetch, zip(files, targets, strict=True)), 1):
                 if progress is not None:
                     progress(done, len(files))
+        finally:  # after a failure, the downloads not yet begun are not begun
+            pool.shutdown(cancel_futures=True)
         return targets
 
     def _relative(self, path: str) -> str:
