@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -65,11 +66,11 @@ def build_tsdb(gpus: int) -> Path:
     from tests.integration.prometheus_server import backfill
 
     cache = REPO / ".bench-cache" / f"prometheus-cycle-{gpus}gpus-{DAYS:g}d-{STEP_S}s"
-    if (cache / "complete").exists():
-        if not (cache / "compacted").exists():
-            compact(cache / "data", gpus)
-            (cache / "compacted").write_text("ok\n")
+    if (cache / "compacted").exists():
         return cache / "data"
+    # A TSDB of an earlier bench, which servers may have compacted in part, is built
+    # again: every size must start from promtool's blocks.
+    shutil.rmtree(cache, ignore_errors=True)
     cache.mkdir(parents=True, exist_ok=True)
     cluster = simulated(gpus)
     began = time.perf_counter()
@@ -81,7 +82,6 @@ def build_tsdb(gpus: int) -> Path:
     backfill(openmetrics, cache / "data")
     openmetrics.unlink()
     print(f"{gpus} GPUs: {exported:,} samples backfilled in {time.perf_counter() - began:.0f} s")
-    (cache / "complete").write_text("ok\n")
     compact(cache / "data", gpus)
     (cache / "compacted").write_text("ok\n")
     return cache / "data"
