@@ -286,12 +286,20 @@ def run_gpuwatch(location: str, endpoint: str | None) -> dict:
 
 
 def filesystem(location: str, endpoint: str | None) -> tuple[Any, str]:
-    """pyarrow's filesystem of ``location`` and the dataset's root in it."""
+    """pyarrow's filesystem of ``location`` and the dataset's root in it; on S3 with
+    the bench's own credentials, and allowed to create the bucket (for the upload)."""
     import pyarrow.fs as pafs
 
     if not location.startswith("s3://"):
         return pafs.LocalFileSystem(), location
-    s3 = pafs.S3FileSystem(endpoint_override=endpoint, region=REGION, scheme="http")
+    s3 = pafs.S3FileSystem(
+        access_key=CHILD_ENV["AWS_ACCESS_KEY_ID"],
+        secret_key=CHILD_ENV["AWS_SECRET_ACCESS_KEY"],
+        endpoint_override=endpoint,
+        region=REGION,
+        scheme="http",
+        allow_bucket_creation=True,
+    )
     return s3, location.removeprefix("s3://")
 
 
@@ -433,14 +441,7 @@ def uploaded(folder: Path) -> Iterator[tuple[str, str]]:
     try:
         host, port = server.get_host_and_port()
         endpoint = f"http://{host}:{port}"
-        s3 = pafs.S3FileSystem(
-            access_key=CHILD_ENV["AWS_ACCESS_KEY_ID"],
-            secret_key=CHILD_ENV["AWS_SECRET_ACCESS_KEY"],
-            endpoint_override=endpoint,
-            region=REGION,
-            scheme="http",
-            allow_bucket_creation=True,
-        )
+        s3, _ = filesystem("s3://fleet", endpoint)
         s3.create_dir("fleet")
         began = time.perf_counter()
         pafs.copy_files(str(folder), "fleet/gpuwatch", destination_filesystem=s3, use_threads=True)

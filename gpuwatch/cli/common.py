@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.console import Console
+from rich.progress import Progress
 
 from gpuwatch import __version__
 from gpuwatch.config.load import load_settings
@@ -77,3 +79,9 @@ def fail_config(exc: ConfigError, what: str = "configuration") -> Any:
     for problem in exc.problems:
         click.echo(f"  {redact(problem)}", err=True)
     sys.exit(EXIT_USAGE)
+
+
+def progress_display(err: Console) -> Progress:
+    """A progress display on standard error that disappears when done, and is off where
+    standard error is not a terminal (a CronJob's log gets no bars)."""
+    return Progress(console=err, transient=True, disable=not err.is_terminal)

@@ -14,7 +14,6 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 from rich.console import Console
-from rich.progress import Progress
 
 from gpuwatch.cli.common import (
     EXIT_SOURCE_FAILED,
@@ -22,6 +21,7 @@ from gpuwatch.cli.common import (
     cli,
     fail_config,
     load_settings_or_exit,
+    progress_display,
 )
 from gpuwatch.model.durations import parse_duration_s
 from gpuwatch.model.errors import ConfigError, SourceError
@@ -101,7 +101,7 @@ def history(
     request = HistoryRequest(start, end, step_s, frozenset(spec for _, spec in columns))
     err = Console(stderr=True)
     try:
-        with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
+        with progress_display(err) as progress:
             task = progress.add_task("collecting history", total=None)
             frame = source.history(
                 request, lambda done, total: progress.update(task, completed=done, total=total)

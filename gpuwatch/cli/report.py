@@ -8,9 +8,15 @@ from typing import Any, NoReturn, TextIO
 
 import click
 from rich.console import Console
-from rich.progress import Progress
 
-from gpuwatch.cli.common import EXIT_SOURCE_FAILED, INSTANT, cli, fail_config, load_settings_or_exit
+from gpuwatch.cli.common import (
+    EXIT_SOURCE_FAILED,
+    INSTANT,
+    cli,
+    fail_config,
+    load_settings_or_exit,
+    progress_display,
+)
 from gpuwatch.config.settings import Settings
 from gpuwatch.jobs import Written, make_report
 from gpuwatch.model.errors import ConfigError, SourceError
@@ -91,7 +97,7 @@ def _fleet(ctx: click.Context, kwargs: dict[str, Any]) -> None:
     from gpuwatch.report.fleet_html import write_fleet_report  # noqa: PLC0415
 
     err = Console(stderr=True)
-    with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
+    with progress_display(err) as progress:
         task = progress.add_task("fleet report", total=None)
 
         def step(done: int, total: int) -> None:
@@ -113,7 +119,7 @@ def _fleet(ctx: click.Context, kwargs: dict[str, Any]) -> None:
 def write_report(settings: Settings, period: ReportPeriod, console: TextIO) -> Written:
     """``make_report`` with a progress display; exits on a failure, saying which."""
     err = Console(stderr=True)
-    with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
+    with progress_display(err) as progress:
         task = progress.add_task("report", total=None)
 
         def stage(name: str) -> None:

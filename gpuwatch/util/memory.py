@@ -4,7 +4,7 @@ pyarrow's wheels default to a bundled mimalloc that hands freed pages back to th
 within milliseconds. A report allocates and frees column-sized buffers thousands of
 times, so each one is faulted in again, page by page: on a 10,000-GPU week that was 3 to
 5 s of system time, a third of the report. glibc's malloc keeps recently freed blocks for
-the next allocation of that size, which turned those seconds into about 1.5 s at ~8 %
+the next allocation of that size, which turned those seconds into 1 to 1.5 s at ~10 %
 more peak memory (``docs/performance.md``, "Arrow's allocator").
 
 Arrow's own ``ARROW_DEFAULT_MEMORY_POOL`` (``system``, ``jemalloc``, ``mimalloc``) still

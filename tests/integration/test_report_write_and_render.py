@@ -1,6 +1,6 @@
 """The report's tables written while its page is rendered (``gpuwatch.jobs.write_and_render``),
-against a real folder: the same files and page as one after the other, and a store's
-failure raised as the store raised it, with the page rendered all the same."""
+against a real folder: the same files and page as one after the other, the tables on a
+thread of their own, and a store's failure raised as the store raised it."""
 
 from __future__ import annotations
 
