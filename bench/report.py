@@ -16,7 +16,12 @@ from Prometheus), written once before anything is timed and cached in
     savings of a cycle at the period's end, the Parquet dataset and the HTML page.
 
 The baseline does less than gpuwatch (no findings, savings or page), so the speedup is a
-floor. gpuwatch's command line makes the C library's malloc Arrow's allocator
+floor. With ``--duckdb`` a third reference runs: DuckDB on every core, the hourly
+aggregates alone (mean, 95th percentile and maxima per GPU and hour, the samples and the
+pod seen most) from the same file, in one SQL query: what an engine built for this takes
+for the first step of the report, not a report.
+
+gpuwatch's command line makes the C library's malloc Arrow's allocator
 (``gpuwatch.util.memory``); the baseline runs twice, as pandas is installed and with
 ``ARROW_DEFAULT_MEMORY_POOL=system``, so that the ratio of the work alone is printed too
 (``speedup_same_allocator``).
@@ -260,6 +265,43 @@ def run_baseline(gpus: int, days: float, step_s: int, path: Path, out: Path) -> 
     }
 
 
+DUCKDB_HOURLY = """
+SELECT "UUID", time_bucket(INTERVAL 1 hour, "timestamp" - INTERVAL 1 second) AS hour,
+  avg(util) AS util_mean, quantile_cont(util, 0.95) AS util_p95,
+  max("DCGM_FI_DEV_FB_USED") AS fb_used_max,
+  max("DCGM_FI_DEV_FB_USED" / ("DCGM_FI_DEV_FB_USED" + "DCGM_FI_DEV_FB_FREE"
+      + coalesce("DCGM_FI_DEV_FB_RESERVED", 0))) AS fb_ratio_max,
+  avg("DCGM_FI_DEV_POWER_USAGE") AS power_mean, count(util) AS samples, mode(pod) AS pod
+FROM (
+  SELECT *, coalesce("DCGM_FI_PROF_GR_ENGINE_ACTIVE", "DCGM_FI_DEV_GPU_UTIL" / 100) AS util
+  FROM read_parquet($path)
+  WHERE "timestamp" > $start AND "timestamp" <= $end
+)
+GROUP BY ALL
+"""
+"""Samples in (h, h + 1h] belong to the hour that starts at h, as in gpuwatch."""
+
+
+def run_duckdb(gpus: int, days: float, step_s: int, path: Path, out: Path) -> dict:
+    import duckdb
+    import pyarrow.parquet as pq
+
+    started, cpu_started = time.perf_counter(), cpu_s()
+    connection = duckdb.connect()
+    hourly = connection.execute(
+        DUCKDB_HOURLY,
+        {"path": str(path), "start": END - timedelta(days=days), "end": END},
+    ).to_arrow_table()
+    took = {"wall_s": time.perf_counter() - started, "cpu_s": cpu_s() - cpu_started}
+    out.mkdir(parents=True, exist_ok=True)  # for the comparison, after the timing
+    pq.write_table(hourly, out / "gpu_hourly.parquet")
+    return took | {
+        "peak_rss_mib": peak_rss_mib(),
+        "rows": hourly.num_rows,
+        "threads": connection.execute("SELECT current_setting('threads')").fetchone()[0],
+    }
+
+
 def child(
     side: str, args: argparse.Namespace, path: Path, out: Path, pool: str | None = None
 ) -> dict:
@@ -292,33 +334,33 @@ def child(
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 
-def compare(ours: Path, theirs: Path) -> dict[str, float]:
+def compare(ours: Path, theirs: Path, compared: tuple[str, ...] = COMPARED) -> dict[str, float]:
     """The largest difference per compared column between the two ``gpu_hourly``
     tables as each side wrote them, joined on GPU and hour (NaN on one side only counts
     as a difference)."""
     import numpy as np
     import pandas as pd
 
+    names = {
+        "UUID": "gpu_uuid",
+        "util_mean": "util_mean_ratio",
+        "util_p95": "util_p95_ratio",
+        "fb_used_max": "fb_used_max_mib",
+        "power_mean": "power_mean_w",
+        "cost": "cost",
+    }
     (part,) = ours.glob("table=gpu_hourly/**/*.parquet")
-    a = pd.read_parquet(part, columns=["gpu_uuid", "hour", *COMPARED, "coverage_ratio"])
+    a = pd.read_parquet(part, columns=["gpu_uuid", "hour", *compared, "coverage_ratio"])
     b = pd.read_parquet(
         theirs / "gpu_hourly.parquet",
-        columns=["UUID", "hour", "util_mean", "util_p95", "fb_used_max", "power_mean", "cost"],
-    ).rename(
-        columns={
-            "UUID": "gpu_uuid",
-            "util_mean": "util_mean_ratio",
-            "util_p95": "util_p95_ratio",
-            "fb_used_max": "fb_used_max_mib",
-            "power_mean": "power_mean_w",
-        }
-    )
+        columns=["hour", *(k for k, v in names.items() if v in ("gpu_uuid", *compared))],
+    ).rename(columns=names)
     a["hour"] = pd.to_datetime(a["hour"], utc=True)
     b["hour"] = pd.to_datetime(b["hour"], utc=True)
     a = a[a["coverage_ratio"] > 0]  # gpuwatch lists hours without samples too
     joined = a.merge(b, on=["gpu_uuid", "hour"], how="outer", suffixes=("_a", "_b"), indicator=True)
     result = {"unmatched_rows": float((joined["_merge"] != "both").sum())}
-    for column in COMPARED:
+    for column in compared:
         x = joined[f"{column}_a"].astype(float).to_numpy()
         y = joined[f"{column}_b"].astype(float).to_numpy()
         one_side = np.isnan(x) != np.isnan(y)
@@ -333,12 +375,17 @@ def main() -> None:
     parser.add_argument("--days", type=float, default=7.0)
     parser.add_argument("--step", type=int, default=300, help="Seconds between samples.")
     parser.add_argument("--no-baseline", action="store_true", help="Measure gpuwatch only.")
-    parser.add_argument("--side", choices=("gpuwatch", "baseline"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--duckdb", action="store_true", help="Also time DuckDB's hourly aggregates alone."
+    )
+    parser.add_argument(
+        "--side", choices=("gpuwatch", "baseline", "duckdb"), help=argparse.SUPPRESS
+    )
     parser.add_argument("--samples", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
-        run = run_gpuwatch if args.side == "gpuwatch" else run_baseline
+        run = {"gpuwatch": run_gpuwatch, "baseline": run_baseline, "duckdb": run_duckdb}[args.side]
         print(json.dumps(run(args.gpus, args.days, args.step, args.samples, args.out)))
         return
 
@@ -394,6 +441,20 @@ def main() -> None:
                 speedup_same_allocator=round(same["wall_s"] / ours["wall_s"], 2),
                 cpu_speedup_same_allocator=round(same["cpu_s"] / ours["cpu_s"], 2),
                 max_difference=max(differences.values()),
+            )
+        if args.duckdb:
+            engine = child("duckdb", args, path, Path(tmp) / "duckdb")
+            print(
+                f"duckdb, hourly aggregates alone ({engine['threads']} threads)  "
+                f"{engine['wall_s']:7.1f} s  (CPU {engine['cpu_s']:5.1f} s)  "
+                f"{engine['peak_rss_mib']:7.0f} MiB  {engine['rows']:,} GPU-hours"
+            )
+            agreed = compare(Path(tmp) / "gpuwatch", Path(tmp) / "duckdb", COMPARED[:-1])
+            print(f"largest difference per column, gpuwatch and DuckDB: {agreed}")
+            result.update(
+                duckdb_hourly_s=round(engine["wall_s"], 2),
+                duckdb_hourly_cpu_s=round(engine["cpu_s"], 2),
+                duckdb_hourly_peak_rss_mib=round(engine["peak_rss_mib"]),
             )
     print(json.dumps(result))
 
