@@ -4,8 +4,8 @@ Three measurements, each in its own process so that peak RSS is its own:
 
 (a) gather: the cycle's reads from the simulator (window statistics, the week of hourly
     history the savings look back over, the cluster): wall time, peak RSS, and how many
-    samples the simulator generated against the distinct samples the reads cover (1.0:
-    each sample generated once in the cycle);
+    sample times the simulator generated against the distinct ones among them (1.0: each
+    sample generated once in the cycle);
 (b) analysis: the gathered inputs loaded from a pickle (window statistics and cluster
     in hand), then ``analyse`` (attribution, rules, cost, savings, plans) -> result:
     wall time, peak RSS, and the RSS before it started;
@@ -33,6 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -51,14 +53,15 @@ def rss_now_mib() -> float:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def components(gpus: int, counter: list[int] | None = None):
-
+def components(gpus: int, counter: list[np.ndarray] | None = None):
+    """The simulated fleet and a cycle's parts over it; ``counter``: told the sample
+    times of every generation."""
     cluster = SimulatedCluster(SimulatorSettings(gpus=gpus), end=SHOWCASE_AT)
     if counter is not None:
         generate = cluster.generator.generate
 
         def counted(times, history_start_s):
-            counter.append(int(times.size))
+            counter.append(np.array(times, copy=True))
             return generate(times, history_start_s)
 
         cluster.generator.generate = counted  # type: ignore[method-assign]
@@ -68,21 +71,19 @@ def components(gpus: int, counter: list[int] | None = None):
 def run_gather(gpus: int, out: Path) -> dict:
     from gpuwatch.pipeline import gather
 
-    generated: list[int] = []
-    cluster, parts = components(gpus, generated)
+    generated: list[np.ndarray] = []
+    _, parts = components(gpus, generated)
     settings = Settings()
     started = time.perf_counter()
     gathered = gather(parts, settings, SHOWCASE_AT)
     wall_s = time.perf_counter() - started
-    # The distinct sample times the reads cover: the week of history and the hour before it.
-    lookback_s = settings.savings.lookback_s + 3600
-    distinct = lookback_s // cluster.step_s
+    times = np.concatenate(generated) if generated else np.empty(0, dtype=np.int64)
     with open(out, "wb") as handle:
         pickle.dump(gathered, handle, protocol=pickle.HIGHEST_PROTOCOL)
     return {
         "wall_s": wall_s,
         "peak_rss_mib": peak_rss_mib(),
-        "generated_per_distinct": round(sum(generated) / distinct, 3),
+        "generated_per_distinct": round(times.size / max(np.unique(times).size, 1), 3),
         "generate_calls": len(generated),
     }
 

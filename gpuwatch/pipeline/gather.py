@@ -161,18 +161,21 @@ def _with_optional_reads(
 ) -> Gathered:
     """``gathered`` with the reads a cycle can do without: each that fails is a note."""
     at = gathered.at
+    # The recent series before the week: a source that keeps its newest samples from the
+    # window statistics (the simulator, a samples file) still has them, and the week's
+    # history, read from the newest, then starts where they end.
+    recent = series_request(components.rules, at)
+    series, series_note = _optional(
+        "series",
+        "no forecast this cycle",
+        lambda: components.metrics.history(recent) if recent else None,
+    )
     window = timedelta(seconds=settings.savings.lookback_s)
     hourly = HistoryRequest(at - window, at, HOUR_S, SAVINGS_SPECS)
     history, history_note = _optional(
         "history",
         "savings measured on no history (none counted)",
         lambda: components.metrics.history(hourly),
-    )
-    recent = series_request(components.rules, at)
-    series, series_note = _optional(
-        "series",
-        "no forecast this cycle",
-        lambda: components.metrics.history(recent) if recent else None,
     )
     month, month_note = _optional(
         "budgets", "no budget judged this cycle", lambda: _month(components, settings, at)

@@ -261,10 +261,13 @@ class SampleFileMetricsSource(BlockMetricsSource):
         self._held: OrderedDict[tuple[datetime, datetime, int], _Held] = OrderedDict()
 
     def history(self, request: HistoryRequest, progress: Progress | None = None) -> HistoryFrame:
-        """As ``BlockMetricsSource.history``; then the decoded row groups are let go (a
-        report reads the file once, and holds its big tables next)."""
+        """As ``BlockMetricsSource.history``; then, after a history longer than a row
+        group's day, the decoded row groups are let go (a report reads the file once, and
+        holds its big tables next). A shorter one (a cycle's recent series) keeps the
+        newest group for the history read after it, which starts there."""
         frame = super().history(request, progress)
-        self.samples.forget()
+        if (request.end - request.start).total_seconds() > _DAY_S:
+            self.samples.forget()
         return frame
 
     def _chunk_read(self, request: HistoryRequest, cols: np.ndarray) -> None:

@@ -29,7 +29,7 @@ from gpuwatch.sources.simulator import (
 from gpuwatch.sources.simulator.exposition import write_samples_parquet
 from gpuwatch.sources.simulator.layout import SHOWCASE_AT
 from gpuwatch.state.base import MemoryState
-from gpuwatch.weekly.build import build_tables
+from gpuwatch.weekly.build import build_report, build_tables
 from gpuwatch.weekly.hourly import SPECS
 from gpuwatch.wiring import build_metrics_source, sample_interval_s
 
@@ -202,3 +202,37 @@ def test_settings_select_the_file_and_its_report_is_the_simulator_s(exported, tm
         if name == "findings":
             order.append(("rule", "ascending"))
         assert simulated[name].sort_by(order).equals(from_file[name].sort_by(order)), name
+
+
+class _CountingFile(SampleFile):
+    """A samples file that counts each row group's decodes."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.decodes: dict[int, int] = {}
+
+    def _group(self, group: int):
+        if group not in self._cache:
+            self.decodes[group] = self.decodes.get(group, 0) + 1
+        return super()._group(group)
+
+
+def test_a_report_decodes_each_row_group_once(exported):
+    """The savings' cycle (window statistics, the forecast's recent series, the week) and
+    the report's tables and holders all read the file: each row group is decoded once."""
+    cluster, path = exported
+    samples = _CountingFile(path)
+    components = Components(
+        metrics=SampleFileMetricsSource(samples),
+        cluster=SimulatorClusterSource(cluster),
+        rules=tuple(load_rules()),
+        state=MemoryState(),
+        notifier=RecordingNotifier(),
+        price_book=load_price_book(),
+    )
+    settings = Settings.model_validate({"savings": {"lookback": "48h"}})
+    data = build_report(
+        components, settings, ReportPeriod.between(END - timedelta(days=2), END), 60.0
+    )
+    assert data.tables["gpu_hourly"].num_rows and data.tables["savings"].num_rows
+    assert samples.decodes and set(samples.decodes.values()) == {1}, samples.decodes
