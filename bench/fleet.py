@@ -19,7 +19,9 @@ Then, side by side, each in its own process (so that peak RSS is its own):
     ``gpuwatch/report/fleet_sql/`` on DuckDB embedded over the dataset, the figures,
     the HTML page written back to the dataset.
 
-Both must give the same cost and idle cost per currency to the last digit. With
+Both must give the same figures to the last digit: cost and idle cost per currency, and
+per cluster, team and pool in both weeks; each lever's gross, net and blocked monthly
+amounts (the rows that differ are printed). With
 ``--object-store`` both read the dataset from S3 instead: moto's S3 server on loopback,
 the dataset uploaded to it before anything is timed (each side through pyarrow's S3
 filesystem; moto's Python server is not S3, so its seconds say more about the two sides
@@ -38,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -274,15 +277,47 @@ def run_gpuwatch(location: str, endpoint: str | None) -> dict:
     started = time.perf_counter()
     written = write_fleet_report(settings, WEEK)
     wall = time.perf_counter() - started
-    totals = {
-        line.currency: [str(line.cost), str(line.idle_cost)] for line in written.figures.headlines
-    }
+    figures = written.figures
+    totals = {line.currency: [str(line.cost), str(line.idle_cost)] for line in figures.headlines}
+
+    def money(rows: list) -> dict[str, list[str]]:
+        return {
+            f"{row.key}|{row.currency}": [
+                _money(row.cost),
+                _money(row.idle_cost),
+                _money(row.previous_cost),
+                _money(row.previous_idle_cost),
+            ]
+            for row in rows
+            if row.cost is not None or row.previous_cost is not None
+        }
+
     return {
         "wall_s": wall,
         "peak_rss_mib": peak_rss_mib(),
         "totals": totals,
-        "not_reported": [row.cluster for row in written.figures.not_reported],
+        "not_reported": [row.cluster for row in figures.not_reported],
+        "breakdowns": {
+            "clusters": money([row for row in figures.clusters if row.reported]),
+            "teams": money(figures.teams),
+            "pools": money(figures.pools),
+            "levers": {
+                f"{row.kind}|{row.currency}": [
+                    _money(row.gross_monthly),
+                    _money(row.net_monthly),
+                    _money(row.blocked_monthly or None),
+                ]
+                for row in figures.levers
+            },
+        },
     }
+
+
+def _money(amount: object) -> str:
+    """An amount as both sides print it: six places, or "-" for none."""
+    if amount is None or (isinstance(amount, float) and math.isnan(amount)):
+        return "-"
+    return f"{amount:.6f}"
 
 
 def filesystem(location: str, endpoint: str | None) -> tuple[Any, str]:
@@ -377,12 +412,43 @@ def run_pandas(location: str, endpoint: str | None) -> dict:
         currency: [f"{row.cost:.6f}", f"{row.idle_cost:.6f}"]
         for currency, row in this_week.iterrows()
     }
-    assert len(by_pool) and len(by_team) and len(plan) and len(levers) and len(found)
+    assert len(plan) and len(found)
+
+    def by_week(frame: pd.DataFrame, missing: str) -> dict[str, list[str]]:
+        """Rows ``(key, currency, week)`` -> ``key|currency``: this week's cost and idle
+        cost, then the previous week's."""
+        out: dict[str, list[str]] = {}
+        for (key, currency, week), row in frame[money].iterrows():
+            name = missing if pd.isna(key) else key
+            found = out.setdefault(f"{name}|{currency}", ["-"] * 4)
+            at = 0 if week == WEEK else 2
+            found[at : at + 2] = [
+                _money(None if pd.isna(value) else value) for value in (row.cost, row.idle_cost)
+            ]
+        return out
+
+    from gpuwatch.report.figures.columns import NO_POOL, NO_TEAM
+
     return {
         "wall_s": wall,
         "peak_rss_mib": peak_rss_mib(),
         "totals": totals,
         "not_reported": not_reported,
+        "breakdowns": {
+            "clusters": {
+                k: v for k, v in by_week(by_cluster, "-").items() if k.split("|")[0] in reported
+            },
+            "teams": by_week(by_team, NO_TEAM),
+            "pools": by_week(by_pool, NO_POOL),
+            "levers": {
+                f"{kind}|{currency}": [
+                    *(_money(None if pd.isna(v) else v) for v in (row.monthly, row.net_monthly)),
+                    # pandas adds up no blocked lever to 0, SQL to NULL: none either way.
+                    _money(row.blocked_monthly if row.blocked_monthly else None),
+                ]
+                for (kind, currency), row in levers.iterrows()
+            },
+        },
     }
 
 
@@ -483,6 +549,16 @@ def compare(args: argparse.Namespace, folder: Path, location: str, endpoint: str
         )
         if not same:
             print(f"  gpuwatch {ours['totals']}\n  pandas   {theirs['totals']}")
+        for name, mine in ours["breakdowns"].items():
+            other = theirs["breakdowns"][name]
+            differ = sorted(k for k in mine.keys() | other.keys() if mine.get(k) != other.get(k))
+            same = same and not differ
+            print(
+                f"  by {name}: {len(mine)} rows, "
+                + (f"{len(differ)} differ, e.g. {differ[:3]}" if differ else "identical")
+            )
+            for key in differ[:3]:
+                print(f"    {key}: gpuwatch {mine.get(key)}, pandas {other.get(key)}")
         speedup = theirs["wall_s"] / ours["wall_s"]
         memory = theirs["peak_rss_mib"] / ours["peak_rss_mib"]
         print(f"gpuwatch: {speedup:.1f}x the speed, 1/{memory:.1f} of the peak memory")
