@@ -11,11 +11,13 @@ Three measurements, each in its own process so that peak RSS is its own:
     wall time, peak RSS, and the RSS before it started;
 (c) the whole cycle (``run_cycle``: gather, analyse, effects recorded) as ``gpuwatch
     once`` runs it, and optionally ``gpuwatch demo`` (the cycle and the simulated week's
-    report) as a command, its peak RSS read from the kernel's accounting of children.
+    report) as a command, its peak RSS read from the kernel's accounting of children;
+    with ``--demo-limit-gib 4``, run in a memory cgroup of that limit, as a pod's
+    ``limits.memory`` runs it (root on Linux: ``MemoryCgroup``).
 
 Targets at 10,000 GPUs: analysis within 3 s and 1 GiB; the demo within a 4 GiB pod. Run:
 
-    .venv/bin/python bench/cycle.py --gpus 10000 [--demo]
+    .venv/bin/python bench/cycle.py --gpus 10000 [--demo | --demo-limit-gib 4]
 
 The last line is one JSON object with the figures.
 """
@@ -31,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -128,9 +131,13 @@ def child(*args: str) -> dict:
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 
-def demo(gpus: int) -> dict:
-    """``gpuwatch demo --gpus N`` as a user runs it; its peak RSS from the kernel."""
-    with tempfile.TemporaryDirectory(prefix="gpuwatch-bench-demo-") as tmp:
+def demo(gpus: int, limit_gib: float | None = None) -> dict:
+    """``gpuwatch demo --gpus N`` as a user runs it; its peak RSS from the kernel. With
+    ``limit_gib``, in a memory cgroup limited to that, as a pod's ``limits.memory`` runs
+    it: the cgroup's own peak (page cache included) and whether the limit was met."""
+    with ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="gpuwatch-bench-demo-"))
+        group = stack.enter_context(MemoryCgroup(limit_gib)) if limit_gib else None
         started = time.perf_counter()
         run = subprocess.run(
             [sys.executable, "-m", "gpuwatch", "demo", "--gpus", str(gpus)],
@@ -140,20 +147,89 @@ def demo(gpus: int) -> dict:
             text=True,
             timeout=3600,
             check=False,
+            preexec_fn=group.join if group else None,
         )
         wall_s = time.perf_counter() - started
+        limited = group.figures() if group else {}
     if run.returncode != 0:
-        raise SystemExit(f"demo failed:\n{run.stderr[-3000:]}")
+        killed = " (killed: -9 is the kernel's OOM killer where a limit was set)"
+        raise SystemExit(
+            f"demo failed, exit status {run.returncode}{killed if run.returncode < 0 else ''}; "
+            f"{limited or 'no memory limit'}\n{run.stderr[-3000:]}"
+        )
     return {
         "wall_s": wall_s,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+        **limited,
     }
+
+
+class MemoryCgroup:
+    """A memory cgroup of its own, limited to ``limit_gib`` without swap, for the demo's
+    process (``join`` runs in the child before it starts): the kernel's controller, as
+    the kubelet sets a pod's ``limits.memory``. cgroup v2 (``memory.max``, ``memory.peak``,
+    ``memory.events``) or v1 (``memory.limit_in_bytes``, ``memory.max_usage_in_bytes``,
+    ``memory.failcnt``); it needs root."""
+
+    V2 = Path("/sys/fs/cgroup")
+    V1 = Path("/sys/fs/cgroup/memory")
+
+    def __init__(self, limit_gib: float) -> None:
+        self.limit = int(limit_gib * 2**30)
+        name = f"gpuwatch-bench-{os.getpid()}"
+        controllers = self.V2 / "cgroup.controllers"
+        self.v2 = controllers.exists() and "memory" in controllers.read_text().split()
+        self.path = (self.V2 if self.v2 else self.V1) / name
+
+    def __enter__(self) -> MemoryCgroup:
+        try:
+            self.path.mkdir()
+            if self.v2:
+                (self.path / "memory.max").write_text(str(self.limit))
+                (self.path / "memory.swap.max").write_text("0")
+            else:
+                (self.path / "memory.limit_in_bytes").write_text(str(self.limit))
+        except OSError as exc:
+            self.__exit__()
+            raise SystemExit(
+                f"--demo-limit-gib needs a memory cgroup it may create ({self.path}: {exc}); "
+                "run the bench as root on Linux with the memory controller"
+            ) from exc
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self.path.exists():
+            self.path.rmdir()
+
+    def join(self) -> None:
+        (self.path / "cgroup.procs").write_text(str(os.getpid()))
+
+    def figures(self) -> dict:
+        if self.v2:
+            peak = int((self.path / "memory.peak").read_text())
+            events = dict(
+                line.split() for line in (self.path / "memory.events").read_text().splitlines()
+            )
+            hits = int(events.get("max", 0)) + int(events.get("oom_kill", 0))
+        else:
+            peak = int((self.path / "memory.max_usage_in_bytes").read_text())
+            hits = int((self.path / "memory.failcnt").read_text())
+        return {
+            "limit_mib": round(self.limit / 2**20),
+            "cgroup_peak_mib": round(peak / 2**20),
+            "limit_reached": hits,
+        }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--gpus", type=int, default=10000)
     parser.add_argument("--demo", action="store_true", help="Also run `gpuwatch demo`.")
+    parser.add_argument(
+        "--demo-limit-gib",
+        type=float,
+        help="Run the demo in a memory cgroup limited to this many GiB (root, Linux).",
+    )
     parser.add_argument("--side", choices=("gather", "analysis", "cycle"), help=argparse.SUPPRESS)
     parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -199,12 +275,23 @@ def main() -> None:
         "demo_s": None,
         "demo_peak_rss_mib": None,
     }
-    if args.demo:
-        shown = demo(args.gpus)
+    if args.demo or args.demo_limit_gib:
+        shown = demo(args.gpus, args.demo_limit_gib)
         print(f"demo      {shown['wall_s']:6.2f} s  {shown['peak_rss_mib']:6.0f} MiB  (4 GiB pod)")
         result.update(
             demo_s=round(shown["wall_s"], 1), demo_peak_rss_mib=round(shown["peak_rss_mib"])
         )
+        if args.demo_limit_gib:
+            print(
+                f"          in a cgroup limited to {shown['limit_mib']:.0f} MiB: its peak "
+                f"{shown['cgroup_peak_mib']:.0f} MiB (page cache included), the limit "
+                f"reached {shown['limit_reached']} times"
+            )
+            result.update(
+                demo_limit_mib=round(shown["limit_mib"]),
+                demo_cgroup_peak_mib=round(shown["cgroup_peak_mib"]),
+                demo_limit_reached=shown["limit_reached"],
+            )
     print(json.dumps(result))
 
 
