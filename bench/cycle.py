@@ -169,7 +169,8 @@ class MemoryCgroup:
     process (``join`` runs in the child before it starts): the kernel's controller, as
     the kubelet sets a pod's ``limits.memory``. cgroup v2 (``memory.max``, ``memory.peak``,
     ``memory.events``) or v1 (``memory.limit_in_bytes``, ``memory.max_usage_in_bytes``,
-    ``memory.failcnt``); it needs root."""
+    ``memory.failcnt``); it needs root. Measured with v1; the v2 files follow the
+    kernel's documentation (Documentation/admin-guide/cgroup-v2.rst)."""
 
     V2 = Path("/sys/fs/cgroup")
     V1 = Path("/sys/fs/cgroup/memory")
