@@ -43,10 +43,11 @@ sys.path.insert(0, str(REPO))
 
 from bench.peak_memory import peak_rss_mib
 from gpuwatch.config.settings import Settings, SimulatorSettings
+from gpuwatch.pipeline import Components
 from gpuwatch.sources.simulator import SimulatedCluster
 from gpuwatch.sources.simulator.layout import SHOWCASE_AT
 from gpuwatch.util.memory import use_system_allocator
-from tests.builders import simulated_components
+from tests.builders import RecordingGenerator, simulated_components
 
 GIB = 1024.0
 
@@ -56,38 +57,28 @@ def rss_now_mib() -> float:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def components(gpus: int, counter: list[np.ndarray] | None = None):
-    """The simulated fleet and a cycle's parts over it; ``counter``: told the sample
-    times of every generation."""
+def components(gpus: int) -> tuple[SimulatedCluster, Components]:
     cluster = SimulatedCluster(SimulatorSettings(gpus=gpus), end=SHOWCASE_AT)
-    if counter is not None:
-        generate = cluster.generator.generate
-
-        def counted(times, history_start_s):
-            counter.append(np.array(times, copy=True))
-            return generate(times, history_start_s)
-
-        cluster.generator.generate = counted  # type: ignore[method-assign]
     return cluster, simulated_components(cluster)
 
 
 def run_gather(gpus: int, out: Path) -> dict:
     from gpuwatch.pipeline import gather
 
-    generated: list[np.ndarray] = []
-    _, parts = components(gpus, generated)
+    cluster, parts = components(gpus)
+    generated = RecordingGenerator.record(cluster)
     settings = Settings()
     started = time.perf_counter()
     gathered = gather(parts, settings, SHOWCASE_AT)
     wall_s = time.perf_counter() - started
-    times = np.concatenate(generated) if generated else np.empty(0, dtype=np.int64)
+    times = generated.times()
     with open(out, "wb") as handle:
         pickle.dump(gathered, handle, protocol=pickle.HIGHEST_PROTOCOL)
     return {
         "wall_s": wall_s,
         "peak_rss_mib": peak_rss_mib(),
         "generated_per_distinct": round(times.size / max(np.unique(times).size, 1), 3),
-        "generate_calls": len(generated),
+        "generate_calls": len(generated.calls),
     }
 
 
@@ -139,29 +130,47 @@ def demo(gpus: int, limit_gib: float | None = None) -> dict:
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="gpuwatch-bench-demo-"))
         group = stack.enter_context(MemoryCgroup(limit_gib)) if limit_gib else None
         started = time.perf_counter()
-        run = subprocess.run(
-            [sys.executable, "-m", "gpuwatch", "demo", "--gpus", str(gpus)],
-            cwd=tmp,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
-            capture_output=True,
-            text=True,
-            timeout=3600,
-            check=False,
-            preexec_fn=group.join if group else None,
-        )
+        with (Path(tmp) / "stderr").open("w+") as stderr:
+            demo_process = subprocess.Popen(
+                [sys.executable, "-m", "gpuwatch", "demo", "--gpus", str(gpus)],
+                cwd=tmp,
+                env={**os.environ, "PYTHONPATH": str(REPO)},
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                # The bench runs no threads of its own: joining the cgroup before exec
+                # is safe here.
+                preexec_fn=group.join if group else None,  # noqa: PLW1509
+            )
+            # The demo's own resource usage: RUSAGE_CHILDREN would be the largest of every
+            # child so far (the gather's, had the demo needed less).
+            status, usage = _wait4(demo_process, timeout_s=3600)
+            demo_process.returncode = os.waitstatus_to_exitcode(status)
+            stderr.seek(0)
+            errors = stderr.read()[-3000:]
         wall_s = time.perf_counter() - started
         limited = group.figures() if group else {}
-    if run.returncode != 0:
+    code = demo_process.returncode
+    if code != 0:
         killed = " (killed: -9 is the kernel's OOM killer where a limit was set)"
         raise SystemExit(
-            f"demo failed, exit status {run.returncode}{killed if run.returncode < 0 else ''}; "
-            f"{limited or 'no memory limit'}\n{run.stderr[-3000:]}"
+            f"demo failed, exit status {code}{killed if code < 0 else ''}; "
+            f"{limited or 'no memory limit'}\n{errors}"
         )
-    return {
-        "wall_s": wall_s,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
-        **limited,
-    }
+    return {"wall_s": wall_s, "peak_rss_mib": usage.ru_maxrss / 1024, **limited}
+
+
+def _wait4(process: subprocess.Popen, timeout_s: float) -> tuple[int, resource.struct_rusage]:
+    """Wait for ``process`` (killed after ``timeout_s``): its wait status and its own
+    resource usage."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        if pid:
+            return status, usage
+        if time.monotonic() > deadline:
+            process.kill()
+            deadline = float("inf")  # and reap it
+        time.sleep(0.2)
 
 
 class MemoryCgroup:

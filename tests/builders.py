@@ -209,3 +209,29 @@ def simulated_components(cluster: SimulatedCluster, **replacing: Any) -> Compone
         "price_book": load_price_book(),
     }
     return Components(**{**defaults, **replacing})
+
+
+class RecordingGenerator:
+    """A simulated cluster's sample generator that records the sample times of every
+    generation (``record(cluster)`` puts it in place): how often each sample is made."""
+
+    def __init__(self, generator: Any) -> None:
+        self.generator = generator
+        self.calls: list[np.ndarray] = []
+
+    @classmethod
+    def record(cls, cluster: SimulatedCluster) -> RecordingGenerator:
+        recording = cls(cluster.generator)
+        cluster.generator = recording
+        return recording
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.generator, name)
+
+    def generate(self, times: np.ndarray, history_start_s: int) -> Any:
+        self.calls.append(np.array(times, copy=True))
+        return self.generator.generate(times, history_start_s)
+
+    def times(self) -> np.ndarray:
+        """Every sample time generated, once per generation."""
+        return np.concatenate(self.calls) if self.calls else np.empty(0, dtype=np.int64)

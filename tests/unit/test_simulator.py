@@ -13,7 +13,7 @@ from gpuwatch.model.metrics import Aggregate, AggregateSpec, Signal, WindowReque
 from gpuwatch.pipeline import gather
 from gpuwatch.sources.simulator import SimulatedCluster, SimulatorMetricsSource
 from gpuwatch.sources.simulator.layout import SHOWCASE_AT
-from tests.builders import simulated_components
+from tests.builders import RecordingGenerator, simulated_components
 
 AT = SHOWCASE_AT
 
@@ -120,30 +120,14 @@ def test_ten_thousand_gpus_are_possible():
     assert not np.isnan(stats.get(spec)).any()
 
 
-class _Recording:
-    """The cluster's generator, recording the sample times of every call."""
-
-    def __init__(self, generator) -> None:
-        self.generator = generator
-        self.calls: list[np.ndarray] = []
-
-    def __getattr__(self, name: str):
-        return getattr(self.generator, name)
-
-    def generate(self, times, history_start_s):
-        self.calls.append(np.asarray(times).copy())
-        return self.generator.generate(times, history_start_s)
-
-
 def test_a_cycle_generates_each_sample_once():
     """A cycle's reads overlap (its windows, the week's history chunk by chunk with each
     chunk's window before it, the forecast's series): the samples of each time are still
     generated once, so that a cycle at 10,000 GPUs costs one week's generation."""
     cluster = _cluster(gpus=8)
-    recording = _Recording(cluster.generator)
-    cluster.generator = recording
+    recording = RecordingGenerator.record(cluster)
     gather(simulated_components(cluster), Settings(), AT)
-    times = np.concatenate(recording.calls)
+    times = recording.times()
     assert times.size, "the cycle read no samples"
     assert np.unique(times).size == times.size, "a sample time was generated twice"
     # And the reads covered the week the savings look back over.
