@@ -11,7 +11,7 @@ Three measurements, each in its own process so that peak RSS is its own:
     wall time, peak RSS, and the RSS before it started;
 (c) the whole cycle (``run_cycle``: gather, analyse, effects recorded) as ``gpuwatch
     once`` runs it, and optionally ``gpuwatch demo`` (the cycle and the simulated week's
-    report) as a command, its peak RSS read from the kernel's accounting of children;
+    report) as a command, its peak RSS the kernel's accounting of that process (``wait4``);
     with ``--demo-limit-gib 4``, run in a memory cgroup of that limit, as a pod's
     ``limits.memory`` runs it (root on Linux: ``MemoryCgroup``).
 
